@@ -1,0 +1,71 @@
+"""Routine model -> :class:`~protocol.table.StepTable` -> bytes.
+
+Blocks become LOOP records followed by their body (loops stay loops, never
+unrolled copies); patterns are numbered in order of first use and shared by
+every step that uses them, so the same routine always gives the same bytes.
+"""
+
+from __future__ import annotations
+
+from protocol.constants import TechniqueCode
+from protocol.table import CuePattern, LoopRecord, StepRecord, StepTable, TableRecord, encode_table
+
+from .routine import Block, Routine, Step
+
+
+class _PatternPool:
+    """Assigns table indices to patterns, sharing identical ones."""
+
+    def __init__(self, named: dict[str, CuePattern]) -> None:
+        self.named = named
+        self.patterns: list[CuePattern] = []
+        self.by_segments: dict[tuple, int] = {}
+
+    def index(self, name: str | None) -> int | None:
+        if name is None:
+            return None
+        pattern = self.named[name]
+        if pattern.segments not in self.by_segments:
+            self.by_segments[pattern.segments] = len(self.patterns)
+            self.patterns.append(CuePattern(pattern.segments, name))
+        return self.by_segments[pattern.segments]
+
+
+def build_table(routine: Routine) -> StepTable:
+    """The step table of a checked routine."""
+    pool = _PatternPool(routine.patterns)
+    records: list[TableRecord] = []
+
+    def emit(items: list[Step | Block]) -> None:
+        for item in items:
+            if isinstance(item, Block):
+                position = len(records)
+                records.append(LoopRecord(item.iterate, item.count, 0, None))  # body size patched below
+                round_pattern = pool.index(item.next)
+                emit(item.steps)
+                records[position] = LoopRecord(item.iterate, item.count, len(records) - position - 1, round_pattern)
+                continue
+            cues = item.cues
+            records.append(
+                StepRecord(
+                    technique=TechniqueCode.from_text_id(item.technique),
+                    duration_ms=item.duration_ms,
+                    iterate=item.iterate,
+                    count=item.count,
+                    tick_every_ms=cues.tick_every_ms,
+                    warn_before_ms=cues.warn_before_ms,
+                    start_pattern=pool.index(cues.start),
+                    next_pattern=pool.index(cues.next),
+                    tick_pattern=pool.index(cues.tick),
+                    warn_pattern=pool.index(cues.warn),
+                )
+            )
+
+    emit(routine.steps)
+    done = pool.index(routine.finish)
+    return StepTable(routine.hands, records, pool.patterns, done, routine.name)
+
+
+def compile_routine(routine: Routine, *, names: bool = True) -> bytes:
+    """The table bytes of ``routine``; ``names=False`` leaves out the name section."""
+    return encode_table(build_table(routine), names=names)

@@ -1,0 +1,130 @@
+"""Human and JSON views of a step table and its timeline (used by ``handcue inspect``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protocol.constants import Iterate
+from protocol.table import LoopRecord, Node, StepRecord, StepTable, build_tree, check_table_header, decode_table
+from protocol.timeline import MotorEvent, table_timeline
+
+from .routine import format_ms
+
+HANDS_TEXT = {"LEFT": "left only", "RIGHT": "right only", "LEFT_THEN_RIGHT": "left, then right", "RIGHT_THEN_LEFT": "right, then left"}
+
+
+def timeline(data: bytes) -> list[MotorEvent]:
+    """Motor events of the table bytes."""
+    return table_timeline(decode_table(data))
+
+
+def clock(ms: int) -> str:
+    """``83500`` -> ``1:23.500``."""
+    minutes, rest = divmod(ms, 60_000)
+    return f"{minutes}:{rest / 1000:06.3f}"
+
+
+def technique_of(table: StepTable, step: int | None) -> str:
+    if step is None:
+        return "-"
+    record = table.records[step]
+    return record.technique.text_id if isinstance(record, StepRecord) else "-"
+
+
+def repetition_text(iterate: Iterate, count: int) -> str:
+    if iterate == Iterate.FINGER:
+        return f"for each of {count} fingers"
+    if iterate == Iterate.HAND:
+        return f"for each of {count} hands"
+    return f"x{count}" if count > 1 else ""
+
+
+def table_text(data: bytes) -> str:
+    header = check_table_header(data)
+    table = decode_table(data)
+    lines = [
+        f"{table.name or '(names stripped)'}: {len(data)} bytes, format {header.version}, CRC-32 0x{header.crc32:08X}",
+        f"hands: {HANDS_TEXT[table.hands.name]}; total {format_ms(table.total_ms)}; "
+        f"{len(table.records)} records, {len(table.patterns)} cue patterns",
+        "",
+        "cue patterns (on/off ms):",
+    ]
+    for index, pattern in enumerate(table.patterns):
+        amplitude = max(s.amplitude for s in pattern.segments)
+        lines.append(f"  #{index:<2} {pattern.name or '-':<8} {pattern.describe():<24} {amplitude}%")
+    lines += ["", "records:"]
+
+    def show(nodes: list[Node], depth: int, offset: int) -> int:
+        for node in nodes:
+            record = node.record
+            indent = "  " * depth
+            if isinstance(record, LoopRecord):
+                cue = f", next: {table.pattern_label(record.round_pattern)}" if record.round_pattern is not None else ""
+                lines.append(f"  [{node.index:>3}] {clock(offset):>10} {indent}loop {repetition_text(record.iterate, record.count) or 'x1'}{cue}")
+                show(node.children, depth + 1, offset)  # times of the first round
+                offset += node.total_ms
+                continue
+            assert isinstance(record, StepRecord)
+            parts = [format_ms(record.duration_ms)]
+            rep = repetition_text(record.iterate, record.count)
+            if rep:
+                parts.append(rep)
+            parts.append(f"start: {table.pattern_label(record.start_pattern)}")
+            if record.next_pattern is not None:
+                parts.append(f"next: {table.pattern_label(record.next_pattern)}")
+            if record.tick_every_ms:
+                parts.append(f"tick: {table.pattern_label(record.tick_pattern)} every {format_ms(record.tick_every_ms)}")
+            if record.warn_before_ms:
+                parts.append(f"warn: {table.pattern_label(record.warn_pattern)} {format_ms(record.warn_before_ms)} before the end")
+            lines.append(f"  [{node.index:>3}] {clock(offset):>10} {indent}{record.technique.text_id:<16} {'; '.join(parts)}")
+            offset += record.total_ms
+        return offset
+
+    show(build_tree(table.records), 0, 0)
+    lines.append(f"  done: {table.pattern_label(table.done_pattern)} at {clock(table.total_ms)}")
+    return "\n".join(lines)
+
+
+def table_json(data: bytes) -> dict[str, Any]:
+    header = check_table_header(data)
+    table = decode_table(data)
+    records: list[dict[str, Any]] = []
+    for index, record in enumerate(table.records):
+        if isinstance(record, LoopRecord):
+            records.append({"index": index, "kind": "loop", "iterate": record.iterate.name.lower(), "count": record.count,
+                            "body_count": record.body_count, "round_pattern": record.round_pattern})
+        else:
+            records.append({
+                "index": index, "kind": "step", "technique": record.technique.text_id, "duration_ms": record.duration_ms,
+                "iterate": record.iterate.name.lower(), "count": record.count, "tick_every_ms": record.tick_every_ms,
+                "warn_before_ms": record.warn_before_ms, "start_pattern": record.start_pattern, "next_pattern": record.next_pattern,
+                "tick_pattern": record.tick_pattern, "warn_pattern": record.warn_pattern,
+            })
+    return {
+        "name": table.name,
+        "size": len(data),
+        "format_version": header.version,
+        "crc32": f"0x{header.crc32:08X}",
+        "has_names": table.has_names,
+        "hands": list(table.hands.order),
+        "total_ms": table.total_ms,
+        "done_pattern": table.done_pattern,
+        "patterns": [
+            {"index": i, "name": p.name, "segments": [{"amplitude": s.amplitude, "duration_ms": s.duration_ms} for s in p.segments]}
+            for i, p in enumerate(table.patterns)
+        ],
+        "records": records,
+    }
+
+
+def timeline_text(data: bytes, events: list[MotorEvent]) -> str:
+    table = decode_table(data)
+    lines = [f"{'t (ms)':>9}  {'time':>10}  {'cue':<7} {'pattern':<8} {'step':>4}  {'technique':<16} {'hand':<6} {'finger':<7} motor"]
+    for event in events:
+        lines.append(
+            f"{event.t_ms:>9}  {clock(event.t_ms):>10}  {event.cue:<7} {table.pattern_label(event.pattern):<8} "
+            f"{'-' if event.step is None else event.step:>4}  {technique_of(table, event.step):<16} "
+            f"{event.hand or '-':<6} {event.finger or '-':<7} {event.amplitude}% {event.duration_ms} ms"
+        )
+    lines.append(f"{len(events)} motor events; the routine ends at {clock(table.total_ms)}")
+    return "\n".join(lines)

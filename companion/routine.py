@@ -1,0 +1,563 @@
+"""Routine files: TOML in, a checked :class:`Routine` model out.
+
+The format is documented in ``docs/routines.md``.  Every problem is reported
+with the file, the step path (``steps[0].steps[3] (key_grip)``) and the field,
+and says what is allowed; unknown keys are errors so typos never pass.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from protocol.constants import TIME_UNIT_MS, Hands, Iterate, Limits
+from protocol.errors import RoutineError
+from protocol.table import CuePattern, pattern_problem
+
+from .techniques import CUE_VOCABULARY, FULL, TECHNIQUES, parse_on_off
+
+ACUPRESSURE_MAX_MS = 15 * 60_000
+ACUPRESSURE_MIN_MS = 5 * 60_000
+ROUTINE_WARN_MS = 60 * 60_000
+
+HANDS_VALUES = {
+    "left": Hands.LEFT,
+    "right": Hands.RIGHT,
+    "both": Hands.LEFT_THEN_RIGHT,
+    "left-right": Hands.LEFT_THEN_RIGHT,
+    "right-left": Hands.RIGHT_THEN_LEFT,
+}
+FOR_EACH_VALUES = {"finger": Iterate.FINGER, "hand": Iterate.HAND}
+ROUTINE_KEYS = ("id", "name", "description", "hands", "finish", "patterns", "steps")
+STEP_KEYS = ("technique", "duration", "for_each", "repeat", "start", "next", "tick", "tick_every", "halfway", "warn", "warn_before", "note")
+BLOCK_KEYS = ("steps", "for_each", "repeat", "next", "note")
+PATTERN_KEYS = ("on_off", "amplitude", "meaning")
+
+
+# --------------------------------------------------------------------------
+# Model
+
+
+@dataclass
+class StepCues:
+    """Pattern names (None = silent) and timings of a step's cues."""
+
+    start: str | None
+    next: str | None
+    tick: str | None
+    tick_every_ms: int
+    warn: str | None
+    warn_before_ms: int
+
+
+@dataclass
+class Step:
+    """One technique for ``duration_ms``, repeated ``count`` times."""
+
+    path: str
+    technique: str
+    duration_ms: int
+    iterate: Iterate
+    count: int
+    cues: StepCues
+    note: str = ""
+
+    @property
+    def total_ms(self) -> int:
+        return self.duration_ms * self.count
+
+    @property
+    def label(self) -> str:
+        return f"{self.path} ({self.technique})"
+
+
+@dataclass
+class Block:
+    """Steps played ``count`` times, for each hand, finger or round."""
+
+    path: str
+    steps: list[Step | Block]
+    iterate: Iterate
+    count: int
+    next: str | None
+    note: str = ""
+
+    @property
+    def total_ms(self) -> int:
+        return self.count * sum(item.total_ms for item in self.steps)
+
+
+@dataclass
+class Diagnostic:
+    """One finding of the checker."""
+
+    severity: str  # "error" or "warning"
+    source: str
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        parts = [self.source]
+        if self.severity == "warning":
+            parts.append("warning")
+        if self.where:
+            parts.append(self.where)
+        parts.append(self.message)
+        return ": ".join(parts)
+
+
+@dataclass
+class Routine:
+    """A checked routine, ready to compile."""
+
+    id: str
+    name: str
+    description: str
+    hands: Hands
+    finish: str | None
+    patterns: dict[str, CuePattern]
+    steps: list[Step | Block]
+    source: str
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def total_ms(self) -> int:
+        return sum(item.total_ms for item in self.steps)
+
+
+# --------------------------------------------------------------------------
+# Shipped routines
+
+
+SHIPPED_PACKAGE = "companion.routines"
+
+
+def shipped_routines() -> dict[str, Path]:
+    """Shipped routine id -> path of its TOML file inside the package."""
+    folder = resources.files(SHIPPED_PACKAGE)
+    return {Path(entry.name).stem: Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".toml")}
+
+
+def resolve_routine(reference: str | Path) -> Path:
+    """A routine file path, or the path of the shipped routine with that id."""
+    path = Path(reference)
+    if path.exists():
+        return path
+    shipped = shipped_routines()
+    if str(reference) in shipped:
+        return shipped[str(reference)]
+    hint = _did_you_mean(str(reference), shipped)
+    raise RoutineError(f"{reference}: no such file or shipped routine (shipped: {', '.join(sorted(shipped))}){hint}")
+
+
+# --------------------------------------------------------------------------
+# Loading
+
+
+def load_routine(reference: str | Path) -> Routine:
+    """Read, parse and check a routine file or shipped routine id.
+
+    Raises :class:`RoutineError` listing every error; warnings are kept in
+    :attr:`Routine.warnings`.
+    """
+    routine, diagnostics = check_routine(reference)
+    errors = [d for d in diagnostics if d.severity == "error"]
+    if errors or routine is None:
+        raise RoutineError("\n".join(str(d) for d in errors))
+    return routine
+
+
+def check_routine(reference: str | Path) -> tuple[Routine | None, list[Diagnostic]]:
+    """Like :func:`load_routine` but returns every diagnostic instead of raising."""
+    path = resolve_routine(reference)
+    source = str(reference) if not Path(reference).exists() else str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RoutineError(f"{source}: cannot read: {exc}") from exc
+    return parse_routine(text, source)
+
+
+def parse_routine(text: str, source: str = "<routine>") -> tuple[Routine | None, list[Diagnostic]]:
+    """Parse and check routine TOML ``text``; ``source`` names it in messages."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        match = re.search(r"\(at line (\d+), column (\d+)\)", message)
+        if match:
+            message = message[: match.start()].strip()
+            where = f"{source}:{match.group(1)}:{match.group(2)}"
+        else:
+            where = source
+        return None, [Diagnostic("error", where, "", f"TOML syntax error: {message}")]
+    return _Checker(source).routine(document)
+
+
+class _Checker:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.diagnostics: list[Diagnostic] = []
+        self.patterns: dict[str, CuePattern] = {}
+
+    # reporting
+
+    def error(self, where: str, message: str) -> None:
+        self.diagnostics.append(Diagnostic("error", self.source, where, message))
+
+    def warning(self, where: str, message: str) -> None:
+        self.diagnostics.append(Diagnostic("warning", self.source, where, message))
+
+    def unknown_keys(self, where: str, table: dict[str, Any], allowed: tuple[str, ...]) -> None:
+        for key in table:
+            if key not in allowed:
+                hint = _did_you_mean(key, allowed)
+                self.error(_join(where, key), f"unknown key{hint}; allowed: {', '.join(allowed)}")
+
+    # routine level
+
+    def routine(self, doc: dict[str, Any]) -> tuple[Routine | None, list[Diagnostic]]:
+        self.unknown_keys("", doc, ROUTINE_KEYS)
+        name = self.text(doc, "", "name", required=True)
+        routine_id = self.text(doc, "", "id") or _slug(name or Path(self.source).stem)
+        description = self.text(doc, "", "description")
+        hands_text = doc.get("hands", "both")
+        hands = HANDS_VALUES.get(hands_text) if isinstance(hands_text, str) else None
+        if hands is None:
+            self.error("hands", f"{hands_text!r} is not a hand order; allowed: {', '.join(HANDS_VALUES)}")
+            hands = Hands.LEFT_THEN_RIGHT
+        self.patterns = {name: cue.pattern for name, cue in CUE_VOCABULARY.items()}
+        self.custom_patterns(doc.get("patterns", {}))
+        finish = self.cue_ref(doc, "", "finish", "done")
+        if name and len(name.encode()) > Limits.MAX_NAME_BYTES:
+            self.error("name", f"{len(name.encode())} bytes; at most {Limits.MAX_NAME_BYTES} (UTF-8)")
+        steps_value = doc.get("steps")
+        if not isinstance(steps_value, list) or not steps_value:
+            self.error("steps", "a routine needs at least one [[steps]] table")
+            steps: list[Step | Block] = []
+        else:
+            steps = self.items(steps_value, "steps", hands, frozenset(), 0)
+        used = {name for name in self._used_patterns(steps, finish)}
+        routine = Routine(
+            id=routine_id or "",
+            name=name or "",
+            description=description or "",
+            hands=hands,
+            finish=finish,
+            patterns={key: value for key, value in self.patterns.items() if key in used},
+            steps=steps,
+            source=self.source,
+        )
+        if not any(d.severity == "error" for d in self.diagnostics):
+            self.safety(routine)
+        routine.warnings = [d for d in self.diagnostics if d.severity == "warning"]
+        has_errors = any(d.severity == "error" for d in self.diagnostics)
+        return (None if has_errors else routine), self.diagnostics
+
+    def custom_patterns(self, value: Any) -> None:
+        if not isinstance(value, dict):
+            self.error("patterns", 'must be a table of name = "on/off ms" entries')
+            return
+        for name, spec in value.items():
+            where = f"patterns.{name}"
+            amplitude = FULL
+            if isinstance(spec, dict):
+                self.unknown_keys(where, spec, PATTERN_KEYS)
+                amplitude = spec.get("amplitude", FULL)
+                if not isinstance(amplitude, int) or not 1 <= amplitude <= Limits.MAX_AMPLITUDE:
+                    self.error(f"{where}.amplitude", f"{amplitude!r}; allowed 1 to {Limits.MAX_AMPLITUDE} (percent)")
+                    continue
+                spec = spec.get("on_off")
+            if not isinstance(spec, str):
+                self.error(where, 'needs an on/off string such as "80/120/80" (ms, starting with the motor on)')
+                continue
+            try:
+                pattern = parse_on_off(spec, amplitude, name)
+            except ValueError:
+                self.error(where, f"{spec!r} is not on/off milliseconds separated by '/' (e.g. \"80/120/80\")")
+                continue
+            problem = pattern_problem(pattern)
+            if problem is None and len(pattern.segments) % 2 == 0:
+                problem = "must end with the motor on (an odd number of on/off values)"
+            if problem:
+                self.error(where, problem)
+                continue
+            self.patterns[name] = pattern
+
+    # steps
+
+    def items(self, values: list[Any], path: str, hands: Hands, bound: frozenset[Iterate], depth: int) -> list[Step | Block]:
+        result: list[Step | Block] = []
+        for index, value in enumerate(values):
+            where = f"{path}[{index}]"
+            if not isinstance(value, dict):
+                self.error(where, "must be a table ([[steps]])")
+                continue
+            if "steps" in value:
+                block = self.block(value, where, hands, bound, depth)
+                if block:
+                    result.append(block)
+            else:
+                step = self.step(value, where, hands, bound)
+                if step:
+                    result.append(step)
+        return result
+
+    def repetition(self, value: dict[str, Any], where: str, hands: Hands, bound: frozenset[Iterate], default_each: str | None) -> tuple[Iterate, int] | None:
+        for_each = value.get("for_each", default_each)
+        if for_each in (None, "none", False) or "repeat" in value and "for_each" not in value:
+            iterate = Iterate.NONE
+        elif isinstance(for_each, str) and for_each in FOR_EACH_VALUES:
+            iterate = FOR_EACH_VALUES[for_each]
+        else:
+            self.error(_join(where, "for_each"), f"{for_each!r}; allowed: \"finger\", \"hand\" or \"none\"")
+            return None
+        if iterate in bound:
+            self.error(_join(where, "for_each"), f"already inside a block that goes {for_each} by {for_each}")
+            return None
+        if iterate == Iterate.HAND and len(hands.order) == 1:
+            self.error(_join(where, "for_each"), f'"hand", but the routine treats only the {hands.order[0]} hand (set hands = "both")')
+            return None
+        if "repeat" in value:
+            if iterate != Iterate.NONE:
+                self.error(_join(where, "repeat"), "cannot be combined with for_each; nest a block instead")
+                return None
+            count = value["repeat"]
+            if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= Limits.MAX_COUNT:
+                self.error(_join(where, "repeat"), f"{count!r}; allowed a whole number from 1 to {Limits.MAX_COUNT}")
+                return None
+            return iterate, count
+        counts = {Iterate.NONE: 1, Iterate.FINGER: 5, Iterate.HAND: len(hands.order)}
+        return iterate, counts[iterate]
+
+    def block(self, value: dict[str, Any], where: str, hands: Hands, bound: frozenset[Iterate], depth: int) -> Block | None:
+        self.unknown_keys(where, value, BLOCK_KEYS)
+        if depth + 1 > Limits.MAX_LOOP_NESTING:
+            self.error(where, f"blocks nest deeper than {Limits.MAX_LOOP_NESTING} levels")
+            return None
+        repetition = self.repetition(value, where, hands, bound, None)
+        steps_value = value["steps"]
+        if not isinstance(steps_value, list) or not steps_value:
+            self.error(_join(where, "steps"), "a block needs at least one step")
+            return None
+        if repetition is None:
+            return None
+        iterate, count = repetition
+        default_next = {Iterate.HAND: "switch", Iterate.FINGER: "next", Iterate.NONE: "round"}[iterate]
+        next_cue = self.cue_ref(value, where, "next", default_next)
+        inner = self.items(steps_value, f"{where}.steps", hands, bound | {iterate}, depth + 1)
+        return Block(where, inner, iterate, count, next_cue, self.text(value, where, "note") or "")
+
+    def step(self, value: dict[str, Any], where: str, hands: Hands, bound: frozenset[Iterate]) -> Step | None:
+        technique_id = value.get("technique")
+        if not isinstance(technique_id, str) or technique_id not in TECHNIQUES:
+            if technique_id is None:
+                self.error(_join(where, "technique"), "missing; every step names a technique (or holds steps = [...] as a block)")
+            else:
+                hint = _did_you_mean(str(technique_id), TECHNIQUES)
+                self.error(_join(where, "technique"), f"{technique_id!r} is not in the library{hint}; see `handcue techniques`")
+            return None
+        label = f"{where} ({technique_id})"
+        self.unknown_keys(label, value, STEP_KEYS)
+        defaults = TECHNIQUES[technique_id].defaults
+        repetition = self.repetition(value, label, hands, bound, defaults.for_each if "repeat" not in value else None)
+        duration = self.duration(value, label, "duration", defaults.duration_s)
+        if repetition is None or duration is None:
+            return None
+        iterate, count = repetition
+        if duration < Limits.MIN_STEP_MS or duration > Limits.MAX_STEP_UNITS * TIME_UNIT_MS:
+            self.error(_join(label, "duration"), f"{_fmt(duration)}; a step lasts {_fmt(Limits.MIN_STEP_MS)} to {_fmt(Limits.MAX_STEP_UNITS * TIME_UNIT_MS)}")
+            return None
+        start = self.cue_ref(value, label, "start", defaults.start)
+        next_cue = self.cue_ref(value, label, "next", "switch" if iterate == Iterate.HAND and defaults.next == "next" else defaults.next)
+        tick = self.cue_ref(value, label, "tick", defaults.tick)
+        tick_every = self.duration(value, label, "tick_every", defaults.tick_every_s)
+        halfway = self.cue_ref(value, label, "halfway", defaults.halfway)
+        warn = self.cue_ref(value, label, "warn", defaults.warn)
+        warn_before = self.duration(value, label, "warn_before", defaults.warn_before_s)
+        if tick_every is None or warn_before is None:
+            return None
+        if halfway:
+            if "tick_every" in value or "tick" in value:
+                if "halfway" in value:
+                    self.error(_join(label, "halfway"), "cannot be combined with tick/tick_every: both use the periodic cue")
+                    return None
+            else:
+                tick, tick_every = halfway, _round_unit(duration / 2)
+        if not tick:
+            tick_every = 0
+        elif not tick_every:
+            tick = None
+        elif tick_every < Limits.MIN_STEP_MS:
+            self.error(_join(label, "tick_every"), f"{_fmt(tick_every)}; at least {_fmt(Limits.MIN_STEP_MS)} between ticks")
+            return None
+        if not warn:
+            warn_before = 0
+        elif not warn_before:
+            warn = None
+        elif warn_before >= duration:
+            self.error(_join(label, "warn_before"), f"{_fmt(warn_before)} is not shorter than the step ({_fmt(duration)})")
+            return None
+        cues = StepCues(start, next_cue if count > 1 else None, tick, tick_every, warn, warn_before)
+        return Step(where, technique_id, duration, iterate, count, cues, self.text(value, label, "note") or "")
+
+    # fields
+
+    def text(self, table: dict[str, Any], where: str, key: str, required: bool = False) -> str | None:
+        if key not in table:
+            if required:
+                self.error(_join(where, key), "missing")
+            return None
+        value = table[key]
+        if not isinstance(value, str) or (required and not value.strip()):
+            self.error(_join(where, key), f"{value!r} must be a non-empty string")
+            return None
+        return value
+
+    def duration(self, table: dict[str, Any], where: str, key: str, default_s: float) -> int | None:
+        value = table.get(key, default_s)
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.error(_join(where, key), str(exc))
+            return None
+
+    def cue_ref(self, table: dict[str, Any], where: str, key: str, default: str | None) -> str | None:
+        value = table.get(key, default)
+        if value is False or value is None:
+            return None
+        if not isinstance(value, str) or value not in self.patterns:
+            hint = _did_you_mean(str(value), self.patterns)
+            self.error(_join(where, key), f"{value!r} is not a cue pattern{hint}; allowed: {', '.join(self.patterns)} or false")
+            return None
+        return value
+
+    # safety
+
+    def safety(self, routine: Routine) -> None:
+        """Acupressure time per point and overall length (shared/techniques.md)."""
+        per_point: dict[tuple[str, str | None], int] = {}
+        first_step: dict[tuple[str, str | None], Step] = {}
+
+        def visit(items: list[Step | Block], hands: tuple[str | None, ...], multiplier: int) -> None:
+            for item in items:
+                if isinstance(item, Block):
+                    if item.iterate == Iterate.HAND:
+                        for hand in routine.hands.order:
+                            visit(item.steps, (hand,), multiplier)
+                    else:
+                        visit(item.steps, hands, multiplier * item.count)
+                    continue
+                if not TECHNIQUES[item.technique].acupressure:
+                    continue
+                if item.iterate == Iterate.HAND:
+                    targets, each = tuple(routine.hands.order), item.duration_ms * multiplier
+                else:
+                    targets, each = hands, item.total_ms * multiplier
+                for hand in targets:
+                    key = (item.technique, hand)
+                    per_point[key] = per_point.get(key, 0) + each
+                    first_step.setdefault(key, item)
+                    if per_point[key] > ACUPRESSURE_MAX_MS:
+                        on = f" on the {hand} side" if hand else ""
+                        self.error(
+                            _join(item.label, "duration"),
+                            f"{_fmt(per_point[key])} of acupressure{on} exceeds the {_fmt(ACUPRESSURE_MAX_MS)} limit per point",
+                        )
+                        per_point[key] = -10**12  # report a point once
+
+        single = routine.hands.order[0] if len(routine.hands.order) == 1 else None
+        visit(routine.steps, (single,), 1)
+        for key, total in per_point.items():
+            if 0 <= total < ACUPRESSURE_MIN_MS:
+                on = f" on the {key[1]} side" if key[1] else ""
+                self.warning(
+                    _join(first_step[key].label, "duration"),
+                    f"{_fmt(total)} of acupressure{on} is under the {_fmt(ACUPRESSURE_MIN_MS)} the article recommends",
+                )
+        if routine.total_ms > ROUTINE_WARN_MS:
+            self.warning("", f"routine lasts {_fmt(routine.total_ms)}; over {_fmt(ROUTINE_WARN_MS)}, the article warns against overdoing it")
+
+    def _used_patterns(self, items: list[Step | Block], finish: str | None) -> list[str]:
+        used = [finish] if finish else []
+        for item in items:
+            if isinstance(item, Block):
+                used += [item.next] if item.next else []
+                used += self._used_patterns(item.steps, None)
+            else:
+                used += [n for n in (item.cues.start, item.cues.next, item.cues.tick, item.cues.warn) if n]
+        return used
+
+
+# --------------------------------------------------------------------------
+# Helpers
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(h|hours?|min|mins|minutes?|m|s|sec|secs|seconds?|ms)", re.IGNORECASE)
+_UNIT_MS = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
+
+
+def parse_duration(value: Any) -> int:
+    """Seconds (number) or text such as ``"90 s"``, ``"5 min"``, ``"1 min 30 s"``, ``"1:30"`` -> ms.
+
+    Times are rounded to the table's 100 ms unit.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"{value!r} is negative")
+        return _round_unit(value * 1000)
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a duration; write seconds (90) or text (\"90 s\", \"5 min\", \"1:30\")")
+    text = value.strip()
+    clock = re.fullmatch(r"(\d+):([0-5]\d)", text)
+    if clock:
+        return (int(clock.group(1)) * 60 + int(clock.group(2))) * 1000
+    total = 0.0
+    position = 0
+    for match in _DURATION_PART.finditer(text):
+        if text[position : match.start()].strip():
+            break
+        unit = match.group(2).lower()
+        key = "ms" if unit == "ms" else unit[0] if unit[0] in "hs" else "m"
+        total += float(match.group(1)) * _UNIT_MS[key]
+        position = match.end()
+    if position == 0 or text[position:].strip():
+        raise ValueError(f"{value!r} is not a duration; write seconds (90) or text (\"90 s\", \"5 min\", \"1 min 30 s\", \"1:30\")")
+    return _round_unit(total)
+
+
+def _round_unit(ms: float) -> int:
+    return int(ms / TIME_UNIT_MS + 0.5) * TIME_UNIT_MS
+
+
+def _fmt(ms: int) -> str:
+    """``300000`` -> ``5 min``, ``90500`` -> ``1 min 30.5 s``."""
+    minutes, rest = divmod(ms, 60_000)
+    seconds = rest / 1000
+    seconds_text = f"{seconds:g} s" if seconds else ""
+    if minutes and seconds_text:
+        return f"{minutes} min {seconds_text}"
+    return f"{minutes} min" if minutes else seconds_text or "0 s"
+
+
+format_ms = _fmt
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _did_you_mean(word: str, options: Any) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+

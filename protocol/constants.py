@@ -1,0 +1,166 @@
+"""Every number the band and the companion must agree on, defined once.
+
+Enums for codes that travel in bytes, and the hard limits of the step-table
+format.  ``protocol/SPEC.md`` documents each of them; the golden-byte tests pin
+their values.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, IntFlag
+
+# --------------------------------------------------------------------------
+# Step table
+
+
+TABLE_MAGIC = b"HCue"
+TABLE_FORMAT_VERSION = 1
+TABLE_HEADER_SIZE = 24
+TABLE_RECORD_SIZE = 16
+PATTERN_DESCRIPTOR_SIZE = 2
+SEGMENT_SIZE = 2
+NO_PATTERN = 0xFF
+"""Pattern index meaning "no cue here"."""
+
+TIME_UNIT_MS = 100
+"""Step records count durations, tick intervals and warnings in 100 ms units."""
+SEGMENT_UNIT_MS = 10
+"""Cue pattern segments count time in 10 ms units (the DRV2605 wait unit)."""
+
+
+class Limits:
+    """Hard limits, enforced when compiling and when parsing a table."""
+
+    MAX_TABLE_BYTES = 32 * 1024
+    MAX_RECORDS = 1024
+    MAX_PATTERNS = 32
+    MAX_SEGMENTS = 255
+    MAX_SEGMENTS_PER_PATTERN = 8
+    MAX_LOOP_NESTING = 4
+    MAX_COUNT = 255
+    MAX_STEP_UNITS = 0xFFFF
+    """A step iteration lasts at most 65535 x 100 ms (109 min 13.5 s)."""
+    MIN_STEP_MS = 1000
+    MAX_TOTAL_MS = 0xFFFFFFFF
+    MIN_PULSE_MS = 30
+    MIN_GAP_MS = 100
+    MAX_PATTERN_MS = 1000
+    MAX_AMPLITUDE = 100
+    MAX_NAME_BYTES = 64
+
+
+class TableFlags(IntFlag):
+    """Bits of the header's flags byte."""
+
+    NAMES = 0x01
+
+
+class RecordKind(IntEnum):
+    """First byte of every step-table record."""
+
+    STEP = 1
+    LOOP = 2
+
+
+class Iterate(IntEnum):
+    """What a step or a loop repeats over."""
+
+    NONE = 0
+    """A loop: plain rounds.  A step: its count repeats the step."""
+    FINGER = 1
+    HAND = 2
+
+
+class Hands(IntEnum):
+    """Which hands a routine treats, in which order."""
+
+    LEFT = 0
+    RIGHT = 1
+    LEFT_THEN_RIGHT = 2
+    RIGHT_THEN_LEFT = 3
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        return _HAND_ORDERS[self]
+
+
+_HAND_ORDERS = {
+    Hands.LEFT: ("left",),
+    Hands.RIGHT: ("right",),
+    Hands.LEFT_THEN_RIGHT: ("left", "right"),
+    Hands.RIGHT_THEN_LEFT: ("right", "left"),
+}
+
+FINGERS = ("thumb", "index", "middle", "ring", "little")
+
+
+class CueKind(IntEnum):
+    """Why a cue fires.  When cues coincide, the highest value wins."""
+
+    TICK = 1
+    WARN = 2
+    START = 3
+    NEXT = 4
+    """Next finger (step or loop iterating over fingers) or next round of a step."""
+    ROUND = 5
+    SWITCH = 6
+    """Next hand."""
+    DONE = 7
+
+
+class TechniqueCode(IntEnum):
+    """Technique byte of a step record; string ids are the user-facing names."""
+
+    WARM_UP = 1
+    JOYSTICK = 2
+    ACUPRESSURE = 3
+    ACUPRESSURE_PC6 = 4
+    ACUPRESSURE_LI4 = 5
+    FLEX_EXTEND = 6
+    FINGER_SQUEEZE = 7
+    KEY_GRIP = 8
+    DOORKNOB = 9
+    HANDSHAKE = 10
+    PALM_SPREAD = 11
+    COMBING = 12
+
+    @property
+    def text_id(self) -> str:
+        return _TECHNIQUE_TEXT_IDS[self]
+
+    @classmethod
+    def from_text_id(cls, text_id: str) -> TechniqueCode:
+        return _TECHNIQUE_BY_TEXT_ID[text_id]
+
+
+_TECHNIQUE_TEXT_IDS = {
+    TechniqueCode.WARM_UP: "warm_up",
+    TechniqueCode.JOYSTICK: "joystick",
+    TechniqueCode.ACUPRESSURE: "acupressure",
+    TechniqueCode.ACUPRESSURE_PC6: "acupressure:PC6",
+    TechniqueCode.ACUPRESSURE_LI4: "acupressure:LI4",
+    TechniqueCode.FLEX_EXTEND: "flex_extend",
+    TechniqueCode.FINGER_SQUEEZE: "finger_squeeze",
+    TechniqueCode.KEY_GRIP: "key_grip",
+    TechniqueCode.DOORKNOB: "doorknob",
+    TechniqueCode.HANDSHAKE: "handshake",
+    TechniqueCode.PALM_SPREAD: "palm_spread",
+    TechniqueCode.COMBING: "combing",
+}
+_TECHNIQUE_BY_TEXT_ID = {text: code for code, text in _TECHNIQUE_TEXT_IDS.items()}
+
+
+class TableError(IntEnum):
+    """Why a table is refused; also sent by the band as upload status details."""
+
+    OK = 0
+    TOO_SHORT = 1
+    BAD_MAGIC = 2
+    BAD_VERSION = 3
+    BAD_CRC = 4
+    BAD_SIZE = 5
+    LIMIT = 6
+    BAD_RECORD = 7
+    BAD_PATTERN = 8
+    BAD_NESTING = 9
+    BAD_NAMES = 10

@@ -1,0 +1,162 @@
+"""What a band feels like, computed from a table alone.
+
+:func:`table_timeline` walks the decoded table analytically (it does not
+simulate a clock) and returns every motor event the band will produce when it
+plays the table without pauses or skips.  The simulator's interpreter, which
+executes the bytes tick by tick like firmware, is held to produce exactly this
+list, so the two implementations check each other.
+
+Rules (``protocol/SPEC.md``, "Executing a table"):
+
+* a step iteration of duration ``d`` starts with its start cue (first
+  iteration) or its next cue (later iterations), ticks at ``k * tick_every``
+  for every ``k >= 1`` with ``k * tick_every < d``, and warns at
+  ``d - warn_before``;
+* a loop fires its round cue at the start of every iteration but the first;
+* the done cue fires at the routine's total duration;
+* cues that fall on the same millisecond are merged: the highest
+  :class:`~protocol.constants.CueKind` wins;
+* a cue that starts while an earlier pattern still plays cuts it short.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from itertools import groupby
+from typing import Any
+
+from .constants import FINGERS, CueKind, Iterate
+from .table import LoopRecord, Node, StepRecord, StepTable, build_tree
+
+
+@dataclass(frozen=True)
+class Cue:
+    """A cue the band fires: when, why, which pattern, and where in the routine."""
+
+    t_ms: int
+    kind: CueKind
+    pattern: int
+    step: int | None
+    hand: str | None
+    finger: str | None
+
+
+@dataclass(frozen=True)
+class MotorEvent:
+    """The motor runs at ``amplitude`` % for ``duration_ms`` from ``t_ms``.
+
+    This is the event shape shared by ``handcue inspect --timeline --json``
+    and the simulator's ``--trace`` output.
+    """
+
+    t_ms: int
+    amplitude: int
+    duration_ms: int
+    cue: str
+    pattern: int
+    step: int | None
+    hand: str | None
+    finger: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def iteration_kind(iterate: Iterate) -> CueKind:
+    """The cue kind that announces the next iteration of a step or loop."""
+    return {Iterate.HAND: CueKind.SWITCH, Iterate.FINGER: CueKind.NEXT, Iterate.NONE: CueKind.ROUND}[iterate]
+
+
+def bind(iterate: Iterate, iteration: int, hands: tuple[str, ...], hand: str | None, finger: str | None) -> tuple[str | None, str | None]:
+    """The hand and finger a step plays on during ``iteration`` of a loop or step."""
+    if iterate == Iterate.HAND:
+        return hands[iteration], finger
+    if iterate == Iterate.FINGER:
+        return hand, FINGERS[iteration]
+    return hand, finger
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    t_ms: int
+    kind: CueKind
+    pattern: int | None
+    step: int | None
+    hand: str | None
+    finger: str | None
+    begins_step: bool
+
+
+def table_cues(table: StepTable) -> list[Cue]:
+    """Every cue of ``table`` in time order, after merging coincident ones."""
+    hands = table.hands.order
+    default_hand = hands[0] if len(hands) == 1 else None
+    candidates: list[_Candidate] = []
+
+    def play(nodes: list[Node], t: int, hand: str | None, finger: str | None) -> int:
+        for node in nodes:
+            record = node.record
+            if isinstance(record, LoopRecord):
+                for i in range(record.count):
+                    h, f = bind(record.iterate, i, hands, hand, finger)
+                    if i > 0:
+                        candidates.append(_Candidate(t, iteration_kind(record.iterate), record.round_pattern, None, h, f, False))
+                    t = play(node.children, t, h, f)
+                continue
+            assert isinstance(record, StepRecord)
+            for i in range(record.count):
+                h, f = bind(record.iterate, i, hands, hand, finger)
+                if i == 0:
+                    kind, pattern = CueKind.START, record.start_pattern
+                else:
+                    kind, pattern = iteration_kind(record.iterate), record.next_pattern
+                    if record.iterate == Iterate.NONE:
+                        kind = CueKind.NEXT
+                candidates.append(_Candidate(t, kind, pattern, node.index, h, f, True))
+                if record.tick_every_ms:
+                    for tick in range(record.tick_every_ms, record.duration_ms, record.tick_every_ms):
+                        candidates.append(_Candidate(t + tick, CueKind.TICK, record.tick_pattern, node.index, h, f, False))
+                if record.warn_before_ms:
+                    warn_at = t + record.duration_ms - record.warn_before_ms
+                    candidates.append(_Candidate(warn_at, CueKind.WARN, record.warn_pattern, node.index, h, f, False))
+                t += record.duration_ms
+        return t
+
+    total = play(build_tree(table.records), 0, default_hand, None)
+    candidates.append(_Candidate(total, CueKind.DONE, table.done_pattern, None, None, None, False))
+    candidates.sort(key=lambda cand: cand.t_ms)  # stable: keeps emission order within a millisecond
+
+    cues = []
+    for t, group in groupby(candidates, key=lambda cand: cand.t_ms):
+        members = list(group)
+        firing = [cand for cand in members if cand.pattern is not None]
+        if not firing:
+            continue
+        winner = max(firing, key=lambda cand: cand.kind)
+        where = next((cand for cand in members if cand.begins_step), winner)
+        assert winner.pattern is not None
+        cues.append(Cue(t, winner.kind, winner.pattern, where.step, where.hand, where.finger))
+    return cues
+
+
+def motor_events(table: StepTable, cues: list[Cue]) -> list[MotorEvent]:
+    """Expand cues into motor-on events; a later cue cuts an earlier pattern short."""
+    events = []
+    for position, cue in enumerate(cues):
+        cut_at = cues[position + 1].t_ms if position + 1 < len(cues) else None
+        t = cue.t_ms
+        for segment in table.patterns[cue.pattern].segments:
+            if cut_at is not None and t >= cut_at:
+                break
+            if segment.is_on:
+                length = segment.duration_ms if cut_at is None else min(segment.duration_ms, cut_at - t)
+                events.append(
+                    MotorEvent(t, segment.amplitude, length, cue.kind.name.lower(), cue.pattern, cue.step, cue.hand, cue.finger)
+                )
+            t += segment.duration_ms
+    return events
+
+
+def table_timeline(table: StepTable) -> list[MotorEvent]:
+    """Every motor event the band produces when it plays ``table`` through."""
+    return motor_events(table, table_cues(table))
