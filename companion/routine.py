@@ -310,7 +310,7 @@ class _Checker:
 
     def repetition(self, value: dict[str, Any], where: str, hands: Hands, bound: frozenset[Iterate], default_each: str | None) -> tuple[Iterate, int] | None:
         for_each = value.get("for_each", default_each)
-        if for_each in (None, "none", False) or "repeat" in value and "for_each" not in value:
+        if for_each in (None, "none", False) or ("repeat" in value and "for_each" not in value):
             iterate = Iterate.NONE
         elif isinstance(for_each, str) and for_each in FOR_EACH_VALUES:
             iterate = FOR_EACH_VALUES[for_each]

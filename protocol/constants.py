@@ -164,3 +164,20 @@ class TableError(IntEnum):
     BAD_PATTERN = 8
     BAD_NESTING = 9
     BAD_NAMES = 10
+
+
+class Status(IntEnum):
+    """Status code of every response from the band."""
+
+    OK = 0
+    UNKNOWN_REQUEST = 1
+    BAD_REQUEST = 2
+    UNSUPPORTED_VERSION = 3
+    BAD_STATE = 4
+    NO_ROUTINE = 5
+    BUSY = 6
+    TOO_LARGE = 7
+    NO_UPLOAD = 8
+    BAD_OFFSET = 9
+    TABLE_REFUSED = 10
+    FLASH_FAILURE = 11

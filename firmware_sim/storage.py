@@ -1,0 +1,256 @@
+"""Power-loss-safe table storage: two slots and an append-only journal.
+
+Flash layout (4 KiB sectors)::
+
+    sector 0, 1        journal A / B (16-byte entries, ping-pong)
+    sectors 2..9       slot 0 (32 KiB, one table)
+    sectors 10..17     slot 1
+
+State is the replay of every valid journal entry in sequence order:
+
+* ``COMMIT(slot, length, crc)`` makes a slot's table the active routine;
+* ``BEGIN(slot, length, crc)`` starts an upload into the other slot;
+* ``PROGRESS(offset)`` records how much of that upload is durable;
+* ``ABORT`` forgets the upload, ``ERASE`` forgets the active routine.
+
+A new table only becomes active through one 16-byte ``COMMIT`` entry written
+after its bytes were read back and verified (CRC and structure); a torn entry
+fails its own CRC and is ignored, so a power cut at any byte leaves the last
+good routine active.  An upload never writes into the active slot.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, replace
+from enum import IntEnum
+
+import construct as c
+
+from protocol.constants import Limits, TableError
+from protocol.errors import HandCueError, TableFormatError
+from protocol.table import decode_table
+
+from .flash import ERASED, SECTOR_SIZE, Flash
+
+JOURNAL_SECTORS = (0, 1)
+SLOT_SECTORS = Limits.MAX_TABLE_BYTES // SECTOR_SIZE
+SLOT_FIRST_SECTOR = (2, 2 + SLOT_SECTORS)
+FLASH_SIZE = (2 + 2 * SLOT_SECTORS) * SECTOR_SIZE
+ENTRY_SIZE = 16
+COPY_FLAG = 0x80
+"""Set on the slot byte of a COMMIT copied during journal compaction (keeps the upload)."""
+
+
+class EntryKind(IntEnum):
+    COMMIT = 1
+    BEGIN = 2
+    PROGRESS = 3
+    ABORT = 4
+    ERASE = 5
+
+
+JournalEntry = c.Struct(
+    "kind" / c.Int8ul,
+    "slot" / c.Int8ul,
+    "length" / c.Int16ul,
+    "seq" / c.Int32ul,
+    "value" / c.Int32ul,  # CRC-32 of the table (COMMIT, BEGIN) or durable offset (PROGRESS)
+    "entry_crc" / c.Int32ul,  # CRC-32 of the first 12 bytes
+)
+assert JournalEntry.sizeof() == ENTRY_SIZE
+
+
+class StorageError(HandCueError):
+    """An upload step arrived out of order (the protocol handler maps it to a status)."""
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    slot: int
+    length: int
+    crc: int
+
+
+@dataclass(frozen=True)
+class UploadState:
+    slot: int
+    length: int
+    crc: int
+    offset: int
+
+
+class Storage:
+    """The band's table store, mounted from a :class:`Flash` at boot."""
+
+    def __init__(self, flash: Flash) -> None:
+        if flash.size < FLASH_SIZE:
+            raise StorageError(f"flash of {flash.size} bytes; storage needs {FLASH_SIZE}")
+        self.flash = flash
+        self.active: SlotInfo | None = None
+        self.upload: UploadState | None = None
+        self._seq = 0
+        self._journal = JOURNAL_SECTORS[0]
+        self._next_entry = 0
+        self._mount()
+
+    # ------------------------------------------------------------------ boot
+
+    def _read_entries(self, sector: int) -> tuple[list[c.Container], int]:
+        """Valid entries of a journal sector, and the index of its first free entry."""
+        raw = self.flash.read(sector * SECTOR_SIZE, SECTOR_SIZE)
+        entries, first_free = [], 0
+        for index in range(SECTOR_SIZE // ENTRY_SIZE):
+            chunk = raw[index * ENTRY_SIZE : (index + 1) * ENTRY_SIZE]
+            if chunk == bytes([ERASED]) * ENTRY_SIZE:
+                continue
+            first_free = index + 1  # never write after a used (even torn) entry
+            entry = JournalEntry.parse(chunk)
+            if entry.entry_crc == zlib.crc32(chunk[:12]):
+                entries.append(entry)
+        return entries, first_free
+
+    def _mount(self) -> None:
+        all_entries = []
+        newest = {}
+        free = {}
+        for sector in JOURNAL_SECTORS:
+            entries, free[sector] = self._read_entries(sector)
+            all_entries += entries
+            newest[sector] = max((e.seq for e in entries), default=-1)
+        self._journal = max(JOURNAL_SECTORS, key=lambda s: newest[s])
+        self._next_entry = free[self._journal]
+        self._seq = max(newest.values()) + 1
+        for entry in sorted(all_entries, key=lambda e: e.seq):
+            self._apply(entry)
+        if self.active is not None and self._verified(self.active) is None:
+            self.active = None  # cannot happen through this code; never run a corrupt table
+
+    def _apply(self, entry: c.Container) -> None:
+        kind = entry.kind
+        if kind == EntryKind.COMMIT:
+            self.active = SlotInfo(entry.slot & ~COPY_FLAG, entry.length, entry.value)
+            if not entry.slot & COPY_FLAG:
+                self.upload = None
+        elif kind == EntryKind.BEGIN:
+            self.upload = UploadState(entry.slot, entry.length, entry.value, 0)
+        elif kind == EntryKind.PROGRESS and self.upload is not None:
+            self.upload = replace(self.upload, offset=entry.value)
+        elif kind == EntryKind.ABORT:
+            self.upload = None
+        elif kind == EntryKind.ERASE:
+            self.active = None
+            self.upload = None
+
+    # --------------------------------------------------------------- journal
+
+    def _append(self, kind: EntryKind, slot: int = 0, length: int = 0, value: int = 0) -> None:
+        if self._next_entry >= SECTOR_SIZE // ENTRY_SIZE:
+            self._compact()
+        self._write_entry(kind, slot, length, value)
+
+    def _write_entry(self, kind: EntryKind, slot: int, length: int, value: int) -> None:
+        body = JournalEntry.build(dict(kind=kind, slot=slot, length=length, seq=self._seq, value=value, entry_crc=0))[:12]
+        entry = body + zlib.crc32(body).to_bytes(4, "little")
+        self._seq += 1
+        offset = self._journal * SECTOR_SIZE + self._next_entry * ENTRY_SIZE
+        self._next_entry += 1  # even if the write is torn, that entry is used
+        self.flash.program(offset, entry)
+
+    def _compact(self) -> None:
+        """Start the other journal sector with a copy of the current state."""
+        self._journal = JOURNAL_SECTORS[1] if self._journal == JOURNAL_SECTORS[0] else JOURNAL_SECTORS[0]
+        self._next_entry = 0
+        self.flash.erase_sector(self._journal)
+        if self.active is None:
+            self._write_entry(EntryKind.ERASE, 0, 0, 0)
+        else:
+            self._write_entry(EntryKind.COMMIT, self.active.slot | COPY_FLAG, self.active.length, self.active.crc)
+        if self.upload is not None:
+            self._write_entry(EntryKind.BEGIN, self.upload.slot, self.upload.length, self.upload.crc)
+            self._write_entry(EntryKind.PROGRESS, 0, 0, self.upload.offset)
+
+    # ---------------------------------------------------------------- tables
+
+    def _slot_offset(self, slot: int) -> int:
+        return SLOT_FIRST_SECTOR[slot] * SECTOR_SIZE
+
+    def _verified(self, info: SlotInfo) -> bytes | None:
+        data = self.flash.read(self._slot_offset(info.slot), info.length)
+        if zlib.crc32(data) != info.crc:
+            return None
+        try:
+            decode_table(data)
+        except HandCueError:
+            return None
+        return data
+
+    def active_table(self) -> bytes | None:
+        """The active routine's table bytes, or None when the band holds none."""
+        if self.active is None:
+            return None
+        return self.flash.read(self._slot_offset(self.active.slot), self.active.length)
+
+    def begin_upload(self, length: int, crc: int) -> int:
+        """Prepare to receive a table; returns the offset to continue from (resume)."""
+        if not 0 < length <= Limits.MAX_TABLE_BYTES:
+            raise StorageError(f"table of {length} bytes; a slot holds 1 to {Limits.MAX_TABLE_BYTES}")
+        if self.upload is not None and (self.upload.length, self.upload.crc) == (length, crc):
+            return self.upload.offset
+        slot = 1 - self.active.slot if self.active is not None else 0
+        if self.upload is not None:
+            # Forget the old upload before its bytes are erased, so a cut mid-erase
+            # cannot resume onto half-erased flash.
+            self._append(EntryKind.ABORT)
+            self.upload = None
+        first = SLOT_FIRST_SECTOR[slot]
+        for sector in range(first, first + (length + SECTOR_SIZE - 1) // SECTOR_SIZE):
+            self.flash.erase_sector(sector)
+        self._append(EntryKind.BEGIN, slot, length, crc)
+        self.upload = UploadState(slot, length, crc, 0)
+        return 0
+
+    def write_chunk(self, offset: int, data: bytes) -> int:
+        """Store upload bytes at ``offset`` (the current durable offset); returns the new one."""
+        upload = self.upload
+        if upload is None:
+            raise StorageError("no upload in progress")
+        if offset != upload.offset:
+            raise StorageError(f"data at offset {offset}, expected {upload.offset}")
+        if offset + len(data) > upload.length:
+            raise StorageError(f"data runs past the announced {upload.length} bytes")
+        self.flash.program(self._slot_offset(upload.slot) + offset, data)
+        new_offset = offset + len(data)
+        self._append(EntryKind.PROGRESS, 0, 0, new_offset)
+        self.upload = replace(upload, offset=new_offset)
+        return new_offset
+
+    def commit(self) -> bytes:
+        """Verify the uploaded table and make it active; returns its bytes.
+
+        Raises :class:`~protocol.errors.TableFormatError` (old routine kept,
+        upload forgotten) when the bytes do not verify.
+        """
+        upload = self.upload
+        if upload is None or upload.offset != upload.length:
+            have = "no upload" if upload is None else f"{upload.offset} of {upload.length} bytes"
+            raise StorageError(f"commit with {have}")
+        data = self.flash.read(self._slot_offset(upload.slot), upload.length)
+        try:
+            if zlib.crc32(data) != upload.crc:
+                raise TableFormatError(TableError.BAD_CRC, "the received bytes do not match the announced CRC-32")
+            decode_table(data)
+        except HandCueError:
+            self._append(EntryKind.ABORT)
+            self.upload = None
+            raise
+        self._append(EntryKind.COMMIT, upload.slot, upload.length, upload.crc)
+        self.active = SlotInfo(upload.slot, upload.length, upload.crc)
+        self.upload = None
+        return data
+
+    def erase(self) -> None:
+        """Forget the active routine and any upload."""
+        self._append(EntryKind.ERASE)
+        self.active = None
+        self.upload = None
