@@ -86,7 +86,8 @@ class Band:
         self._emit({"event": "cue", "t_ms": cue.t_ms, "cue": self.last_cue, "pattern": cue.pattern,
                     "step": cue.step, "hand": cue.hand, "finger": cue.finger})
 
-    def _state_changed(self) -> None:
+    def announce_state(self) -> None:
+        """Tell listeners the current state (after every state change)."""
         status = self.status()
         self._emit({"event": "state", "t_ms": status.elapsed_ms, "state": status.state.value, "step": status.step})
 
@@ -111,7 +112,7 @@ class Band:
         if self.interpreter.state != RunState.PAUSED:
             self.motor.advance(t)
         if self.interpreter.state != was:
-            self._state_changed()
+            self.announce_state()
 
     def next_deadline(self) -> int | None:
         """Band time of the next thing to do, or None when nothing is scheduled."""
@@ -152,7 +153,7 @@ class Band:
         self.motor.cut(self.routine_ms())
         self._origin = self.clock.now_ms()
         interpreter.start()
-        self._state_changed()
+        self.announce_state()
         self.process()
         self.poke()
 
@@ -162,14 +163,14 @@ class Band:
         self.process()
         self.motor.cut(self._paused_at)
         interpreter.pause()
-        self._state_changed()
+        self.announce_state()
         self.poke()
 
     def resume(self) -> None:
         interpreter = self._require(RunState.PAUSED)
         self._origin = self.clock.now_ms() - self._paused_at
         interpreter.resume()
-        self._state_changed()
+        self.announce_state()
         self.poke()
 
     def skip(self) -> None:
@@ -180,14 +181,14 @@ class Band:
         interpreter.skip(t)
         if interpreter.state == RunState.FINISHED and was == RunState.PAUSED:
             self._origin = self.clock.now_ms() - t  # the done cue plays now
-        self._state_changed()
+        self.announce_state()
         self.poke()
 
     def stop(self) -> None:
         interpreter = self._require(RunState.RUNNING, RunState.PAUSED, RunState.FINISHED, RunState.IDLE)
         self.motor.cut(self.routine_ms())
         interpreter.reset()
-        self._state_changed()
+        self.announce_state()
         self.poke()
 
     def press(self, button: Button) -> None:

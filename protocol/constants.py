@@ -181,3 +181,68 @@ class Status(IntEnum):
     BAD_OFFSET = 9
     TABLE_REFUSED = 10
     FLASH_FAILURE = 11
+
+
+# --------------------------------------------------------------------------
+# Transfer protocol
+
+
+PROTOCOL_VERSION = 1
+FRAME_DELIMITER = 0x00
+FRAME_CRC_SIZE = 2
+MAX_FRAME_PAYLOAD = 256
+"""Largest message (before CRC and COBS) a band must accept; its info may raise it."""
+MESSAGE_HEADER_SIZE = 4
+DEFAULT_UPLOAD_WINDOW = 8
+
+
+class MessageKind(IntEnum):
+    REQUEST = 0
+    RESPONSE = 1
+    NOTIFICATION = 2
+
+
+class Opcode(IntEnum):
+    """What a request asks; responses and notifications repeat it."""
+
+    INFO = 1
+    UPLOAD_BEGIN = 2
+    UPLOAD_DATA = 3
+    UPLOAD_COMMIT = 4
+    ERASE = 5
+    START = 6
+    PAUSE = 7
+    RESUME = 8
+    SKIP = 9
+    STOP = 10
+    STATUS = 11
+
+
+class BandState(IntEnum):
+    IDLE = 0
+    RUNNING = 1
+    PAUSED = 2
+    FINISHED = 3
+
+
+NO_STEP = 0xFFFF
+
+
+# --------------------------------------------------------------------------
+# Bluetooth LE (Nordic-UART-style service carrying the same frames as serial)
+
+
+class BleUuid:
+    """GATT UUIDs of the band."""
+
+    SERVICE = "6e400001-b5a3-f393-e0a9-e50e24dcca9e"
+    RX = "6e400002-b5a3-f393-e0a9-e50e24dcca9e"
+    """Companion -> band: write / write without response."""
+    TX = "6e400003-b5a3-f393-e0a9-e50e24dcca9e"
+    """Band -> companion: notify."""
+    DEVICE_INFORMATION = "0000180a-0000-1000-8000-00805f9b34fb"
+    BATTERY = "0000180f-0000-1000-8000-00805f9b34fb"
+    BATTERY_LEVEL = "00002a19-0000-1000-8000-00805f9b34fb"
+
+
+BLE_NAME_PREFIX = "HandCue-"

@@ -1,0 +1,173 @@
+"""Messages of the transfer protocol: one construct layout per opcode and direction.
+
+Every message starts with a 4-byte header ``version, kind, opcode,
+request_id``.  Requests carry the request body of their opcode; responses add
+``status, detail`` and then either the response body (status OK) or a reason
+string (any other status); notifications carry a notification body.
+``protocol/SPEC.md`` part 2 lists every layout with worked hex examples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import construct as c
+
+from .constants import FINGERS, NO_STEP, PROTOCOL_VERSION, MessageKind, Opcode, Status
+from .errors import HandCueError
+
+MessageHeader = c.Struct(
+    "version" / c.Int8ul,
+    "kind" / c.Int8ul,
+    "opcode" / c.Int8ul,
+    "request_id" / c.Int8ul,
+)
+ResponseHead = c.Struct("status" / c.Int8ul, "detail" / c.Int8ul)
+Text = c.PascalString(c.Int8ul, "utf8")
+
+Empty = c.Struct()
+UploadBeginRequest = c.Struct("length" / c.Int32ul, "crc32" / c.Int32ul)
+UploadDataRequest = c.Struct("offset" / c.Int32ul, "data" / c.GreedyBytes)
+
+FirmwareVersion = c.Struct("major" / c.Int8ul, "minor" / c.Int8ul, "patch" / c.Int8ul)
+InfoResponse = c.Struct(
+    "band_id" / c.Int32ul,
+    "firmware" / FirmwareVersion,
+    "protocol_version" / c.Int8ul,
+    "battery" / c.Int8ul,
+    "state" / c.Int8ul,
+    "max_table" / c.Int32ul,
+    "max_frame" / c.Int16ul,
+    "window" / c.Int8ul,
+    "has_routine" / c.Int8ul,
+    "routine_crc32" / c.Int32ul,
+    "routine_size" / c.Int16ul,
+    "routine_name" / Text,
+)
+UploadBeginResponse = c.Struct("offset" / c.Int32ul, "max_chunk" / c.Int16ul, "window" / c.Int8ul)
+UploadAck = c.Struct("offset" / c.Int32ul)
+CommitResponse = c.Struct("crc32" / c.Int32ul, "total_ms" / c.Int32ul)
+StatusBody = c.Struct(
+    "state" / c.Int8ul,
+    "step" / c.Int16ul,
+    "iteration" / c.Int8ul,
+    "hand" / c.Int8ul,  # 0 none, 1 left, 2 right
+    "finger" / c.Int8ul,  # 0 none, 1 thumb .. 5 little
+    "elapsed_ms" / c.Int32ul,
+    "remaining_ms" / c.Int32ul,
+    "step_remaining_ms" / c.Int32ul,
+    "total_ms" / c.Int32ul,
+    "last_cue" / c.Int8ul,  # CueKind, 0 none
+    "battery" / c.Int8ul,
+)
+ErrorBody = c.Struct("reason" / Text)
+
+REQUEST_BODIES: dict[Opcode, c.Construct] = {op: Empty for op in Opcode}
+REQUEST_BODIES[Opcode.UPLOAD_BEGIN] = UploadBeginRequest
+REQUEST_BODIES[Opcode.UPLOAD_DATA] = UploadDataRequest
+
+RESPONSE_BODIES: dict[Opcode, c.Construct] = {
+    Opcode.INFO: InfoResponse,
+    Opcode.UPLOAD_BEGIN: UploadBeginResponse,
+    Opcode.UPLOAD_DATA: UploadAck,
+    Opcode.UPLOAD_COMMIT: CommitResponse,
+    Opcode.ERASE: Empty,
+    Opcode.START: StatusBody,
+    Opcode.PAUSE: StatusBody,
+    Opcode.RESUME: StatusBody,
+    Opcode.SKIP: StatusBody,
+    Opcode.STOP: StatusBody,
+    Opcode.STATUS: StatusBody,
+}
+NOTIFICATION_BODIES: dict[Opcode, c.Construct] = {Opcode.STATUS: StatusBody}
+
+HANDS_WIRE = (None, "left", "right")
+FINGERS_WIRE = (None, *FINGERS)
+
+
+class MessageError(HandCueError):
+    """A message could not be decoded; ``status`` is what a band answers."""
+
+    def __init__(self, status: Status, message: str, opcode: int = 0, request_id: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+        self.opcode = opcode
+        self.request_id = request_id
+
+
+@dataclass
+class Message:
+    """A decoded message."""
+
+    kind: MessageKind
+    opcode: Opcode
+    request_id: int
+    body: c.Container
+    status: Status = Status.OK
+    detail: int = 0
+    reason: str = ""
+
+
+def _header(kind: MessageKind, opcode: Opcode, request_id: int) -> bytes:
+    return MessageHeader.build(dict(version=PROTOCOL_VERSION, kind=kind, opcode=opcode, request_id=request_id))
+
+
+def encode_request(opcode: Opcode, request_id: int, **fields: Any) -> bytes:
+    return _header(MessageKind.REQUEST, opcode, request_id) + REQUEST_BODIES[opcode].build(fields)
+
+
+def encode_response(opcode: int, request_id: int, status: Status = Status.OK, detail: int = 0, reason: str = "", **fields: Any) -> bytes:
+    head = _header(MessageKind.RESPONSE, opcode, request_id) + ResponseHead.build(dict(status=status, detail=detail))  # type: ignore[arg-type]
+    if status != Status.OK:
+        return head + ErrorBody.build(dict(reason=reason.encode()[:255].decode(errors="ignore")))
+    return head + RESPONSE_BODIES[Opcode(opcode)].build(fields)
+
+
+def encode_notification(opcode: Opcode, **fields: Any) -> bytes:
+    return _header(MessageKind.NOTIFICATION, opcode, 0) + NOTIFICATION_BODIES[opcode].build(fields)
+
+
+def decode_message(data: bytes) -> Message:
+    """Decode a message; raises :class:`MessageError` naming the status a band answers."""
+    if len(data) < MessageHeader.sizeof():
+        raise MessageError(Status.BAD_REQUEST, f"message of {len(data)} bytes is shorter than its header")
+    header = MessageHeader.parse(data)
+    opcode_value, request_id = header.opcode, header.request_id
+    if header.version != PROTOCOL_VERSION:
+        raise MessageError(Status.UNSUPPORTED_VERSION, f"protocol version {header.version}; this side speaks {PROTOCOL_VERSION}", opcode_value, request_id)
+    try:
+        kind = MessageKind(header.kind)
+        opcode = Opcode(opcode_value)
+    except ValueError as exc:
+        raise MessageError(Status.UNKNOWN_REQUEST, f"unknown message kind {header.kind} / opcode {opcode_value}", opcode_value, request_id) from exc
+    rest = data[MessageHeader.sizeof() :]
+    try:
+        if kind == MessageKind.REQUEST:
+            return Message(kind, opcode, request_id, _parse_all(REQUEST_BODIES[opcode], rest))
+        if kind == MessageKind.NOTIFICATION:
+            if opcode not in NOTIFICATION_BODIES:
+                raise MessageError(Status.UNKNOWN_REQUEST, f"no notification {opcode.name}", opcode_value, request_id)
+            return Message(kind, opcode, request_id, _parse_all(NOTIFICATION_BODIES[opcode], rest))
+        head = ResponseHead.parse(rest)
+        status = Status(head.status) if head.status in Status._value2member_map_ else Status.BAD_REQUEST
+        body = rest[ResponseHead.sizeof() :]
+        if status != Status.OK:
+            return Message(kind, opcode, request_id, c.Container(), status, head.detail, _parse_all(ErrorBody, body).reason)
+        return Message(kind, opcode, request_id, _parse_all(RESPONSE_BODIES[opcode], body), status, head.detail)
+    except (c.ConstructError, UnicodeDecodeError) as exc:
+        raise MessageError(Status.BAD_REQUEST, f"malformed {opcode.name} {kind.name.lower()}: {exc}", opcode_value, request_id) from exc
+
+
+def _parse_all(layout: c.Construct, data: bytes) -> c.Container:
+    return (layout + c.Terminated).parse(data) if layout is not UploadDataRequest else layout.parse(data)
+
+
+def status_fields(state: int, step: int | None, iteration: int, hand: str | None, finger: str | None, elapsed_ms: int,
+                  remaining_ms: int, step_remaining_ms: int, total_ms: int, last_cue: int, battery: int) -> dict[str, Any]:
+    """Keyword fields of a :data:`StatusBody` from readable values."""
+    return dict(
+        state=state, step=NO_STEP if step is None else step, iteration=iteration, hand=HANDS_WIRE.index(hand),
+        finger=FINGERS_WIRE.index(finger), elapsed_ms=elapsed_ms, remaining_ms=remaining_ms,
+        step_remaining_ms=step_remaining_ms, total_ms=total_ms, last_cue=last_cue, battery=battery,
+    )
