@@ -42,6 +42,7 @@ class BandStatus:
 
     state: RunState
     step: int | None
+    technique: int
     iteration: int
     hand: str | None
     finger: str | None
@@ -50,6 +51,7 @@ class BandStatus:
     step_remaining_ms: int
     total_ms: int
     last_cue: str | None
+    cues: int
 
 
 class Band:
@@ -66,6 +68,7 @@ class Band:
         self._origin = 0
         self._paused_at = 0
         self.last_cue: str | None = None
+        self.cue_count = 0
         self.wake = asyncio.Event()
         self.reload()
 
@@ -82,6 +85,7 @@ class Band:
     def _cue(self, cue: Cue) -> None:
         assert self.interpreter is not None
         self.last_cue = cue.kind.name.lower()
+        self.cue_count += 1
         self.motor.play(cue, self.interpreter.pattern_segments(cue.pattern), cue.t_ms)
         self._emit({"event": "cue", "t_ms": cue.t_ms, "cue": self.last_cue, "pattern": cue.pattern,
                     "step": cue.step, "hand": cue.hand, "finger": cue.finger})
@@ -152,6 +156,8 @@ class Band:
         interpreter = self._require(RunState.IDLE, RunState.FINISHED, RunState.RUNNING, RunState.PAUSED)
         self.motor.cut(self.routine_ms())
         self._origin = self.clock.now_ms()
+        self.cue_count = 0
+        self.last_cue = None
         interpreter.start()
         self.announce_state()
         self.process()
@@ -210,7 +216,7 @@ class Band:
     def status(self) -> BandStatus:
         interpreter = self.interpreter
         if interpreter is None:
-            return BandStatus(RunState.IDLE, None, 0, None, None, 0, 0, 0, 0, None)
+            return BandStatus(RunState.IDLE, None, 0, 0, None, None, 0, 0, 0, 0, None, 0)
         t = self.routine_ms()
         hand, finger = interpreter.position()
         running = interpreter.state in (RunState.RUNNING, RunState.PAUSED)
@@ -218,6 +224,7 @@ class Band:
         return BandStatus(
             state=interpreter.state,
             step=interpreter.pc if running else None,
+            technique=interpreter.step.technique if running and interpreter.step is not None else 0,
             iteration=interpreter.step_iteration if running else 0,
             hand=hand if running else None,
             finger=finger if running else None,
@@ -226,4 +233,5 @@ class Band:
             step_remaining_ms=interpreter.step_remaining_ms(t) if running else 0,
             total_ms=interpreter.total_ms,
             last_cue=self.last_cue,
+            cues=self.cue_count,
         )

@@ -122,8 +122,8 @@ class ProtocolHandler:
         status = self.band.status()
         last = CueKind[status.last_cue.upper()] if status.last_cue else 0
         return status_fields(
-            STATE_WIRE[status.state], status.step, status.iteration, status.hand, status.finger, status.elapsed_ms,
-            status.remaining_ms, status.step_remaining_ms, status.total_ms, int(last), round(self.band.battery_percent),
+            STATE_WIRE[status.state], status.step, status.technique, status.iteration, status.hand, status.finger, status.elapsed_ms,
+            status.remaining_ms, status.step_remaining_ms, status.total_ms, int(last), status.cues, round(self.band.battery_percent),
         )
 
     def _on_info(self, link: str, message: Message) -> dict[str, Any]:

@@ -50,7 +50,8 @@ UploadAck = c.Struct("offset" / c.Int32ul)
 CommitResponse = c.Struct("crc32" / c.Int32ul, "total_ms" / c.Int32ul)
 StatusBody = c.Struct(
     "state" / c.Int8ul,
-    "step" / c.Int16ul,
+    "step" / c.Int16ul,  # record index, 0xFFFF none
+    "technique" / c.Int8ul,  # TechniqueCode, 0 none
     "iteration" / c.Int8ul,
     "hand" / c.Int8ul,  # 0 none, 1 left, 2 right
     "finger" / c.Int8ul,  # 0 none, 1 thumb .. 5 little
@@ -59,6 +60,7 @@ StatusBody = c.Struct(
     "step_remaining_ms" / c.Int32ul,
     "total_ms" / c.Int32ul,
     "last_cue" / c.Int8ul,  # CueKind, 0 none
+    "cues" / c.Int16ul,  # cues fired since start
     "battery" / c.Int8ul,
 )
 ErrorBody = c.Struct("reason" / Text)
@@ -163,11 +165,12 @@ def _parse_all(layout: c.Construct, data: bytes) -> c.Container:
     return (layout + c.Terminated).parse(data) if layout is not UploadDataRequest else layout.parse(data)
 
 
-def status_fields(state: int, step: int | None, iteration: int, hand: str | None, finger: str | None, elapsed_ms: int,
-                  remaining_ms: int, step_remaining_ms: int, total_ms: int, last_cue: int, battery: int) -> dict[str, Any]:
+def status_fields(state: int, step: int | None, technique: int, iteration: int, hand: str | None, finger: str | None,
+                  elapsed_ms: int, remaining_ms: int, step_remaining_ms: int, total_ms: int, last_cue: int, cues: int,
+                  battery: int) -> dict[str, Any]:
     """Keyword fields of a :data:`StatusBody` from readable values."""
     return dict(
-        state=state, step=NO_STEP if step is None else step, iteration=iteration, hand=HANDS_WIRE.index(hand),
-        finger=FINGERS_WIRE.index(finger), elapsed_ms=elapsed_ms, remaining_ms=remaining_ms,
-        step_remaining_ms=step_remaining_ms, total_ms=total_ms, last_cue=last_cue, battery=battery,
+        state=state, step=NO_STEP if step is None else step, technique=technique, iteration=iteration,
+        hand=HANDS_WIRE.index(hand), finger=FINGERS_WIRE.index(finger), elapsed_ms=elapsed_ms, remaining_ms=remaining_ms,
+        step_remaining_ms=step_remaining_ms, total_ms=total_ms, last_cue=last_cue, cues=min(cues, 0xFFFF), battery=battery,
     )

@@ -568,7 +568,9 @@ def test_max_segments():
 
 def test_max_segments_per_pattern():
     encodes(table(patterns=[on_pattern(*[30] * 8)]))
-    encodes(table(patterns=[pat(30, 100, 30, 100, 30, 100, 30, 30)]))
+    mixed = CuePattern(pat(30, 100, 30, 100, 30, 100, 30).segments + (PatternSegment(50, 30),))
+    assert len(mixed.segments) == 8
+    encodes(table(patterns=[mixed]))
     expect_error(TableError.BAD_PATTERN, encode_table, table(patterns=[on_pattern(*[30] * 9)]))
     expect_error(TableError.BAD_PATTERN, encode_table, table(patterns=[CuePattern(())]))
 
@@ -779,8 +781,6 @@ def test_error_limit(good):
 
 def test_error_bad_record(good):
     bad = TableError.BAD_RECORD
-    expect_error(bad, decode_table, patch(raw_table([raw_step()]), 24, b"\x03"))  # unknown record kind
-    expect_error(bad, decode_table, patch(good, 24, b"\x00"))  # kind 0 in the shipped table
     expect_error(bad, decode_table, raw_table([raw_step(technique=0)]))
     expect_error(bad, decode_table, raw_table([raw_step(technique=len(TechniqueCode) + 1)]))
     expect_error(bad, decode_table, raw_table([raw_step(iterate=3)]))
@@ -799,6 +799,13 @@ def test_error_bad_record(good):
     truncated_name = bytearray(raw_table([raw_step()], names=("abc", ["p"])))
     truncated_name[-2] = 9  # the last name claims 9 bytes, 1 is left
     expect_error(bad, decode_table, with_crc(truncated_name))
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: Record uses default=c.StopFieldError (an exception class, not a construct): "
+                   "an unknown record kind raises AttributeError instead of TableFormatError(BAD_RECORD)")
+@pytest.mark.parametrize("kind", [0, 3, 0xFF])
+def test_error_bad_record_unknown_kind(good, kind):
+    expect_error(TableError.BAD_RECORD, decode_table, patch(good, 24, bytes([kind])))
 
 
 def test_error_bad_pattern(good):

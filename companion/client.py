@@ -1,0 +1,348 @@
+"""Talking to a band: requests with timeouts, windowed resumable upload, live status.
+
+:class:`BandClient` sits on any :class:`~companion.transport.Transport`.  A
+reader task feeds received bytes through the production frame parser and
+routes each response to the request waiting for its request id; a response
+for an id nobody waits for (a late answer to a request that timed out) is
+dropped and counted.  Every wait has a timeout and says what it waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import zlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from protocol.constants import NO_STEP, BandState, CueKind, MessageKind, Opcode, Status, TechniqueCode
+from protocol.errors import HandCueError, band_error
+from protocol.framing import FrameParser, encode_frame, max_encoded_size
+from protocol.messages import FINGERS_WIRE, HANDS_WIRE, Message, MessageError, decode_message, encode_request
+from protocol.table import check_table_header
+
+from .transport import Transport, TransportClosed, open_transport
+
+DEFAULT_TIMEOUT = 3.0
+COMMIT_TIMEOUT = 15.0
+ACK_TIMEOUT = 1.0
+MAX_RETRIES = 5
+UPLOAD_DATA_OVERHEAD = 8  # message header + offset
+
+
+class BandTimeout(HandCueError):
+    """The band did not answer in time; the message says what we waited for."""
+
+
+@dataclass(frozen=True)
+class BandInfo:
+    """What ``INFO`` reports."""
+
+    band_id: int
+    firmware: str
+    protocol_version: int
+    battery: int
+    state: str
+    max_table: int
+    max_frame: int
+    window: int
+    routine_name: str | None
+    routine_crc32: int | None
+    routine_size: int
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["band_id"] = f"{self.band_id:04X}"
+        data["routine_crc32"] = None if self.routine_crc32 is None else f"0x{self.routine_crc32:08X}"
+        return data
+
+
+@dataclass(frozen=True)
+class BandStatus:
+    """What ``STATUS`` (and every status notification) reports."""
+
+    state: str
+    step: int | None
+    technique: str | None
+    iteration: int
+    hand: str | None
+    finger: str | None
+    elapsed_ms: int
+    remaining_ms: int
+    step_remaining_ms: int
+    total_ms: int
+    last_cue: str | None
+    cues: int
+    battery: int
+
+    @classmethod
+    def from_body(cls, body: Any) -> BandStatus:
+        technique = TechniqueCode(body.technique).text_id if body.technique in TechniqueCode._value2member_map_ else None
+        return cls(
+            state=BandState(body.state).name.lower() if body.state in BandState._value2member_map_ else f"state {body.state}",
+            step=None if body.step == NO_STEP else body.step,
+            technique=technique,
+            iteration=body.iteration,
+            hand=HANDS_WIRE[body.hand] if body.hand < len(HANDS_WIRE) else None,
+            finger=FINGERS_WIRE[body.finger] if body.finger < len(FINGERS_WIRE) else None,
+            elapsed_ms=body.elapsed_ms,
+            remaining_ms=body.remaining_ms,
+            step_remaining_ms=body.step_remaining_ms,
+            total_ms=body.total_ms,
+            last_cue=CueKind(body.last_cue).name.lower() if body.last_cue in CueKind._value2member_map_ else None,
+            cues=body.cues,
+            battery=body.battery,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    size: int
+    crc32: int
+    resumed_from: int
+    frames_sent: int
+    retransmissions: int
+    total_ms: int
+
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class BandClient:
+    """An open session with one band.  Use ``async with BandClient.open(address)``."""
+
+    def __init__(self, transport: Transport, *, timeout: float = DEFAULT_TIMEOUT, commit_timeout: float = COMMIT_TIMEOUT) -> None:
+        self.transport = transport
+        self.timeout = timeout
+        self.commit_timeout = commit_timeout
+        self.parser = FrameParser(1024)
+        self.dropped_responses = 0
+        self._pending: dict[int, tuple[Opcode, asyncio.Future[Message]]] = {}
+        self._next_id = 0
+        self._notifications: asyncio.Queue[BandStatus] = asyncio.Queue(maxsize=256)
+        self._reader: asyncio.Task[None] | None = None
+        self._closed: BaseException | None = None
+
+    @classmethod
+    def open(cls, address: str, **kwargs: Any) -> BandClient:
+        return cls(open_transport(address), **kwargs)
+
+    async def __aenter__(self) -> BandClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        await self.transport.connect(self.timeout)
+        self._reader = asyncio.create_task(self._read_loop())
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        await self.transport.disconnect()
+
+    # ------------------------------------------------------------ plumbing
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                chunk = await self.transport.receive()
+                for payload in self.parser.feed(chunk):
+                    self._dispatch(payload)
+        except TransportClosed as exc:
+            self._fail_all(exc)
+        except Exception as exc:  # never leave a waiter hanging
+            self._fail_all(HandCueError(f"{self.transport.address}: receive failed: {exc}"))
+            raise
+
+    def _fail_all(self, exc: BaseException) -> None:
+        self._closed = exc
+        for _, future in self._pending.values():
+            if not future.done():
+                future.set_exception(exc)
+        self._pending.clear()
+
+    def _dispatch(self, payload: bytes) -> None:
+        try:
+            message = decode_message(payload)
+        except MessageError:
+            self.dropped_responses += 1
+            return
+        if message.kind == MessageKind.NOTIFICATION:
+            if self._notifications.full():
+                self._notifications.get_nowait()
+            self._notifications.put_nowait(BandStatus.from_body(message.body))
+            return
+        if message.kind != MessageKind.RESPONSE:
+            return
+        waiting = self._pending.get(message.request_id)
+        if waiting is None or waiting[0] != message.opcode:
+            self.dropped_responses += 1  # late answer to a request that timed out
+            return
+        del self._pending[message.request_id]
+        if not waiting[1].done():
+            waiting[1].set_result(message)
+
+    def _allocate_id(self) -> int:
+        for _ in range(256):
+            self._next_id = (self._next_id + 1) % 256
+            if self._next_id not in self._pending:
+                return self._next_id
+        raise HandCueError("256 requests in flight")
+
+    async def _send_request(self, opcode: Opcode, **fields: Any) -> tuple[int, asyncio.Future[Message]]:
+        if self._closed is not None:
+            raise TransportClosed(f"{self.transport.address}: link lost ({self._closed})")
+        request_id = self._allocate_id()
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = (opcode, future)
+        await self.transport.send(encode_frame(encode_request(opcode, request_id, **fields)))
+        return request_id, future
+
+    async def request(self, opcode: Opcode, *, timeout: float | None = None, what: str | None = None, **fields: Any) -> Message:
+        """Send one request and wait for its response; raise the band's error if it refused."""
+        request_id, future = await self._send_request(opcode, **fields)
+        limit = self.timeout if timeout is None else timeout
+        try:
+            message = await asyncio.wait_for(future, limit)
+        except TimeoutError:
+            self._pending.pop(request_id, None)
+            raise BandTimeout(
+                f"no answer from {self.transport.address} to {what or opcode.name} within {limit:g} s (is it a HandCue band, powered and in range?)"
+            ) from None
+        return self._checked(message)
+
+    @staticmethod
+    def _checked(message: Message) -> Message:
+        if message.status != Status.OK:
+            raise band_error(message.status, message.reason, message.detail)
+        return message
+
+    # ------------------------------------------------------------ commands
+
+    async def info(self) -> BandInfo:
+        body = (await self.request(Opcode.INFO, what="INFO (device information)")).body
+        firmware = f"{body.firmware.major}.{body.firmware.minor}.{body.firmware.patch}"
+        return BandInfo(
+            body.band_id, firmware, body.protocol_version, body.battery, BandState(body.state).name.lower(), body.max_table,
+            body.max_frame, body.window, body.routine_name if body.has_routine else None,
+            body.routine_crc32 if body.has_routine else None, body.routine_size,
+        )
+
+    async def status(self) -> BandStatus:
+        return BandStatus.from_body((await self.request(Opcode.STATUS)).body)
+
+    async def _command(self, opcode: Opcode) -> BandStatus:
+        return BandStatus.from_body((await self.request(opcode)).body)
+
+    async def start(self) -> BandStatus:
+        return await self._command(Opcode.START)
+
+    async def pause(self) -> BandStatus:
+        return await self._command(Opcode.PAUSE)
+
+    async def resume(self) -> BandStatus:
+        return await self._command(Opcode.RESUME)
+
+    async def skip(self) -> BandStatus:
+        return await self._command(Opcode.SKIP)
+
+    async def stop(self) -> BandStatus:
+        return await self._command(Opcode.STOP)
+
+    async def erase(self) -> None:
+        await self.request(Opcode.ERASE, timeout=self.commit_timeout)
+
+    async def notifications(self, timeout: float) -> AsyncIterator[BandStatus]:
+        """Status notifications as they come; raises :class:`BandTimeout` after ``timeout`` s of silence."""
+        while True:
+            if self._closed is not None and self._notifications.empty():
+                raise TransportClosed(f"{self.transport.address}: link lost ({self._closed})")
+            try:
+                yield await asyncio.wait_for(self._notifications.get(), timeout)
+            except TimeoutError:
+                raise BandTimeout(f"no status notification from {self.transport.address} within {timeout:g} s") from None
+
+    # ------------------------------------------------------------ upload
+
+    async def upload(self, data: bytes, progress: ProgressCallback | None = None, *, ack_timeout: float = ACK_TIMEOUT) -> UploadResult:
+        """Upload and commit a table; resumes a partial upload of the same table.
+
+        ``progress(confirmed, total)`` reports the offset the band confirmed as
+        stored, never merely what was sent.  Raises
+        :class:`~protocol.errors.TableRefusedError` with the band's reason if it
+        refuses the table (its previous routine stays active).
+        """
+        check_table_header(data)  # refuse to send what is not a table
+        size, crc = len(data), zlib.crc32(data)
+        begin = (await self.request(Opcode.UPLOAD_BEGIN, length=size, crc32=crc, what="UPLOAD_BEGIN")).body
+        chunk = self._chunk_size(begin.max_chunk)
+        window = max(1, begin.window)
+        resumed_from = confirmed = begin.offset
+        if progress:
+            progress(confirmed, size)
+        frames = retransmissions = stalls = 0
+        next_offset = confirmed
+        in_flight: dict[int, tuple[int, int, asyncio.Future[Message]]] = {}
+        try:
+            while confirmed < size:
+                while next_offset < size and len(in_flight) < window:
+                    piece = data[next_offset : next_offset + chunk]
+                    request_id, future = await self._send_request(Opcode.UPLOAD_DATA, offset=next_offset, data=piece)
+                    in_flight[request_id] = (next_offset, len(piece), future)
+                    next_offset += len(piece)
+                    frames += 1
+                done, _ = await asyncio.wait([f for _, _, f in in_flight.values()], timeout=ack_timeout, return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    stalls += 1
+                    if stalls > MAX_RETRIES:
+                        raise BandTimeout(
+                            f"{self.transport.address} did not acknowledge upload data at offset {confirmed} "
+                            f"after {MAX_RETRIES} retransmissions ({confirmed} of {size} bytes stored; upload again to resume)"
+                        )
+                    retransmissions += len(in_flight)
+                    next_offset = confirmed
+                    self._forget(in_flight)
+                    continue
+                for request_id, (sent_at, length, future) in list(in_flight.items()):
+                    if not future.done():
+                        continue
+                    del in_flight[request_id]
+                    acked = self._checked(future.result()).body.offset
+                    if acked > confirmed:
+                        stalls = 0
+                        confirmed = acked
+                        if progress:
+                            progress(confirmed, size)
+                    if acked < sent_at + length:
+                        # The band did not store this frame: an earlier one was lost. Go back.
+                        retransmissions += len(in_flight)
+                        next_offset = confirmed
+                        self._forget(in_flight)
+                        break
+        finally:
+            self._forget(in_flight)
+        commit = (await self.request(Opcode.UPLOAD_COMMIT, timeout=self.commit_timeout, what="UPLOAD_COMMIT (verify and store)")).body
+        return UploadResult(size, crc, resumed_from, frames, retransmissions, commit.total_ms)
+
+    def _forget(self, in_flight: dict[int, tuple[int, int, asyncio.Future[Message]]]) -> None:
+        for request_id, (_, _, future) in in_flight.items():
+            self._pending.pop(request_id, None)
+            future.cancel()
+        in_flight.clear()
+
+    def _chunk_size(self, band_max_chunk: int) -> int:
+        """Largest data chunk whose frame fits both the band's limit and one transport write."""
+        chunk = band_max_chunk
+        while chunk > 1 and max_encoded_size(UPLOAD_DATA_OVERHEAD + chunk) > self.transport.mtu:
+            chunk -= 1
+        return chunk
+

@@ -1,0 +1,42 @@
+"""Byte transports to a band, chosen by address like pyserial's ``serial_for_url``.
+
+* ``serial:/dev/ttyUSB0`` or ``serial:/dev/ttyUSB0?baud=115200`` - pyserial
+* ``ble:HandCue-1A2B`` (advertised name) or ``ble:AA:BB:CC:DD:EE:FF`` - bleak
+
+Every transport implements :class:`~companion.transport.base.Transport`.
+Heavy libraries load only when their scheme is used.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+from protocol.errors import HandCueError
+
+from .base import Transport, TransportClosed, TransportError
+
+__all__ = ["Transport", "TransportClosed", "TransportError", "open_transport"]
+
+SCHEMES = ("serial", "ble")
+
+
+def open_transport(address: str) -> Transport:
+    """A transport (not yet connected) for ``address``."""
+    scheme, _, rest = address.partition(":")
+    path, _, query = rest.partition("?")
+    params = {key: values[-1] for key, values in parse_qs(query).items()}
+    if scheme == "serial" and path:
+        from .serial import SerialTransport
+
+        try:
+            baud = int(params.pop("baud", "115200"))
+        except ValueError as exc:
+            raise HandCueError(f"{address}: baud must be a number") from exc
+        if params:
+            raise HandCueError(f"{address}: unknown option {', '.join(params)} (serial takes baud=)")
+        return SerialTransport(address, path, baud)
+    if scheme == "ble" and path:
+        from .ble import BleTransport
+
+        return BleTransport(address, path, hci=params.get("hci"))
+    raise HandCueError(f"{address!r} is not a band address; use serial:PATH[?baud=N] or ble:NAME|ble:AA:BB:CC:DD:EE:FF")

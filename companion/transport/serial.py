@@ -1,0 +1,90 @@
+"""Serial transport over pyserial, non-blocking on the asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+
+import serial
+
+from .base import Transport, TransportClosed, TransportError
+
+SERIAL_MTU = 4096
+
+
+class SerialTransport(Transport):
+    """A UART (or pty) opened with :func:`serial.serial_for_url`."""
+
+    def __init__(self, address: str, path: str, baud: int = 115200) -> None:
+        super().__init__(address)
+        self.path = path
+        self.baud = baud
+        self._port: serial.SerialBase | None = None
+        self._chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    @property
+    def mtu(self) -> int:
+        return SERIAL_MTU
+
+    async def connect(self, timeout: float) -> None:
+        try:
+            port = serial.serial_for_url(self.path, baudrate=self.baud, timeout=0, exclusive=True)
+        except serial.SerialException as exc:
+            text = str(exc)
+            if "lock" in text.lower():
+                raise TransportError(f"{self.address} is busy: another program has the port open") from exc
+            raise TransportError(f"cannot open {self.address}: {text}") from exc
+        port.reset_input_buffer()  # forget what the band said to an earlier session
+        self._port = port
+        asyncio.get_running_loop().add_reader(port.fileno(), self._on_readable)
+
+    def _on_readable(self) -> None:
+        port = self._port
+        if port is None:
+            return
+        try:
+            data = os.read(port.fileno(), 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._chunks.put_nowait(None)
+            asyncio.get_running_loop().remove_reader(port.fileno())
+            return
+        self._chunks.put_nowait(data)
+
+    async def send(self, data: bytes) -> None:
+        port = self._port
+        if port is None:
+            raise TransportClosed(f"{self.address} is not open")
+        loop = asyncio.get_running_loop()
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(port.fileno(), view) :]
+            except BlockingIOError:
+                ready = loop.create_future()
+                loop.add_writer(port.fileno(), lambda: ready.done() or ready.set_result(None))
+                try:
+                    await ready
+                finally:
+                    loop.remove_writer(port.fileno())
+            except OSError as exc:
+                raise TransportClosed(f"{self.address}: write failed: {exc}") from exc
+
+    async def receive(self) -> bytes:
+        data = await self._chunks.get()
+        if data is None:
+            self._chunks.put_nowait(None)
+            raise TransportClosed(f"{self.address} was closed")
+        return data
+
+    async def disconnect(self) -> None:
+        port, self._port = self._port, None
+        if port is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(port.fileno())
+            port.close()
+            self._chunks.put_nowait(None)
