@@ -167,3 +167,6 @@ def inspect(table: str, as_json: bool, timeline: bool) -> None:
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="handcue")
+
+
+from . import cli_band  # noqa: E402, F401  (registers the band commands on `cli`)

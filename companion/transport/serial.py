@@ -66,7 +66,7 @@ class SerialTransport(Transport):
                 view = view[os.write(port.fileno(), view) :]
             except BlockingIOError:
                 ready = loop.create_future()
-                loop.add_writer(port.fileno(), lambda: ready.done() or ready.set_result(None))
+                loop.add_writer(port.fileno(), lambda f=ready: f.done() or f.set_result(None))
                 try:
                     await ready
                 finally:
