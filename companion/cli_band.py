@@ -254,7 +254,7 @@ async def start_simulator(args: list[str], timeout: float = 15.0) -> tuple[async
                 raise HandCueError(f"the simulator exited (code {await process.wait()}) before opening its ports")
             key, _, value = line.partition(": ")
             ports[key] = value
-    except asyncio.TimeoutError:
+    except TimeoutError:
         process.kill()
         raise HandCueError(f"the simulator did not report its ports within {timeout:g} s") from None
     return process, ports

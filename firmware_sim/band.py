@@ -18,7 +18,7 @@ from enum import Enum
 from typing import Any
 
 from protocol.constants import Status
-from protocol.errors import BandError
+from protocol.errors import band_error
 from protocol.timeline import Cue, MotorEvent
 
 from .clock import Clock
@@ -146,10 +146,10 @@ class Band:
 
     def _require(self, *states: RunState) -> Interpreter:
         if self.interpreter is None:
-            raise BandError(Status.NO_ROUTINE, "the band holds no routine; upload one first")
+            raise band_error(Status.NO_ROUTINE, "the band holds no routine; upload one first")
         if self.interpreter.state not in states:
             allowed = " or ".join(s.value for s in states)
-            raise BandError(Status.BAD_STATE, f"the band is {self.interpreter.state.value}; this needs {allowed}")
+            raise band_error(Status.BAD_STATE, f"the band is {self.interpreter.state.value}; this needs {allowed}")
         return self.interpreter
 
     def start(self) -> None:

@@ -1,0 +1,104 @@
+"""The simulated band driven layer by layer on a virtual clock."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from companion import compile_routine, load_routine, read_table, table_timeline
+from firmware_sim.band import Button
+from firmware_sim.interpreter import Interpreter, RunState
+from protocol.errors import BadStateError, TableFormatError
+
+from .conftest import SHIPPED, run_to_end
+
+
+def motor(events: list[dict]) -> list[dict]:
+    return [{k: v for k, v in e.items() if k != "event"} for e in events if e["event"] == "motor"]
+
+
+@pytest.mark.parametrize("routine", SHIPPED)
+def test_simulator_timeline_equals_inspect_timeline(make_band, routine):
+    band, clock, events = make_band(routine)
+    band.start()
+    run_to_end(band, clock)
+    expected = [e.to_json() for e in table_timeline(read_table(compile_routine(load_routine(routine))))]
+    assert motor(events) == expected
+    assert band.status().state == RunState.FINISHED
+
+
+def test_twenty_minute_routine_runs_fast_with_exact_cue_times(make_band):
+    band, clock, events = make_band("full-hand-massage")
+    started = time.perf_counter()
+    band.start()
+    run_to_end(band, clock)
+    assert time.perf_counter() - started < 1.0
+    starts = [e["t_ms"] for e in motor(events) if e["cue"] in ("switch", "done")]
+    assert starts[0] == 555_000  # the second hand begins after 9 min 15 s
+    assert starts[-1] == 1_110_600  # second pulse of the done cue 400/200/400
+    assert band.status().elapsed_ms == 1_110_000
+
+
+def test_pause_keeps_remaining_time_and_stops_motor(make_band):
+    band, clock, events = make_band("nausea-pc6")
+    band.start()
+    clock.set(10_000)
+    band.process()
+    band.pause()
+    before = band.status()
+    clock.set(500_000)  # a long pause
+    band.process()
+    assert band.status().remaining_ms == before.remaining_ms == 590_000
+    assert band.next_deadline() is None
+    band.resume()
+    clock.set(500_000 + 20_050)  # 30 s of routine time: the first tick, and its 50 ms pulse played
+    band.process()
+    ticks = [e for e in motor(events) if e["cue"] == "tick"]
+    assert ticks and ticks[0]["t_ms"] == 30_000
+
+
+def test_pause_cuts_the_playing_pattern(make_band):
+    band, clock, events = make_band("nausea-pc6")
+    band.start()
+    clock.set(40)  # the 80 ms start pulse is half played
+    band.process()
+    band.pause()
+    assert motor(events)[0]["duration_ms"] == 40
+
+
+def test_skip_moves_to_the_next_step_with_its_cue(make_band):
+    band, clock, events = make_band("full-hand-massage")
+    band.start()
+    clock.set(5_000)
+    band.process()
+    band.skip()
+    clock.set(5_080)  # the start pulse of the next step has played
+    band.process()
+    status = band.status()
+    assert status.step == 2 and status.technique == 2  # joystick
+    assert status.remaining_ms == 1_110_000 - 45_000 - 80
+    assert motor(events)[-1]["cue"] == "start" and motor(events)[-1]["t_ms"] == 5_000
+
+
+def test_button_starts_pauses_resumes(make_band):
+    band, clock, _ = make_band()
+    band.press(Button.PRESS)
+    assert band.status().state == RunState.RUNNING
+    band.press(Button.PRESS)
+    assert band.status().state == RunState.PAUSED
+    band.press(Button.PRESS)
+    assert band.status().state == RunState.RUNNING
+
+
+def test_commands_in_wrong_state_raise_named_errors(make_band):
+    band, _, _ = make_band()
+    with pytest.raises(BadStateError, match="idle"):
+        band.pause()
+
+
+def test_interpreter_rejects_corrupt_table_at_load():
+    data = bytearray(compile_routine(load_routine("nausea-pc6")))
+    data[-1] ^= 1
+    with pytest.raises(TableFormatError):
+        Interpreter(bytes(data), lambda cue: None)

@@ -1,0 +1,230 @@
+"""End to end: the companion against a `handcue-sim` process through a real pty opened by pyserial."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+from companion import compile_routine, load_routine, read_table, table_timeline
+from companion.client import BandClient
+from protocol.constants import Opcode
+from protocol.errors import BandError, TableRefusedError
+from protocol.framing import encode_frame
+from protocol.messages import encode_request
+from protocol.table import table_crc
+
+from .conftest import SHIPPED
+
+TIMEOUT = 20
+
+
+class Sim:
+    """A `handcue-sim --serial pty` process."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.trace = tmp_path / "trace.jsonl"
+        self.flash = tmp_path / "flash.bin"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "firmware_sim", "--serial", "pty", "--clock", "virtual", "--flash", str(self.flash),
+             "--trace", str(self.trace), *args],
+            stdout=subprocess.PIPE, text=True,
+        )
+        line = self.process.stdout.readline().strip()
+        assert line.startswith("serial: "), line
+        self.address = "serial:" + line.removeprefix("serial: ")
+        self.port = line.removeprefix("serial: ")
+
+    def stop(self) -> int:
+        self.process.terminate()
+        return self.process.wait(TIMEOUT)
+
+    def motor_trace(self) -> list[dict]:
+        events = [json.loads(line) for line in self.trace.read_text().splitlines()]
+        return [{k: v for k, v in e.items() if k != "event"} for e in events if e["event"] == "motor"]
+
+
+@pytest.fixture
+def sim(tmp_path):
+    band = Sim(tmp_path)
+    yield band
+    if band.process.poll() is None:
+        band.stop()
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, TIMEOUT))
+
+
+async def play(address: str, data: bytes) -> None:
+    async with BandClient.open(address) as client:
+        await client.upload(data)
+        await client.start()
+        async for status in client.notifications(timeout=5):
+            if status.state == "finished":
+                break
+        await asyncio.sleep(0.1)  # the done pattern plays out (virtual time jumps)
+
+
+@pytest.mark.parametrize("routine", SHIPPED)
+def test_upload_start_and_trace_equals_inspect_timeline(tmp_path, routine):
+    band = Sim(tmp_path)
+    data = compile_routine(load_routine(routine))
+    run(play(band.address, data))
+    assert band.stop() == 0
+    assert band.motor_trace() == [e.to_json() for e in table_timeline(read_table(data))]
+
+
+def test_progress_reports_confirmed_offsets_and_info_shows_routine(sim):
+    data = compile_routine(load_routine("full-hand-massage"))
+    seen: list[tuple[int, int]] = []
+
+    async def job():
+        async with BandClient.open(sim.address) as client:
+            await client.upload(data, lambda done, total: seen.append((done, total)))
+            return await client.info()
+
+    info = run(job())
+    assert seen[0] == (0, len(data)) and seen[-1] == (len(data), len(data))
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert info.routine_name == "Full hand massage" and info.routine_crc32 == zlib.crc32(data)
+
+
+def test_resume_after_link_drop_mid_upload(sim):
+    data = compile_routine(load_routine("full-hand-massage"))
+    crc = zlib.crc32(data)
+
+    async def partial():
+        async with BandClient.open(sim.address) as client:
+            begin = await client.request(Opcode.UPLOAD_BEGIN, length=len(data), crc32=crc)
+            assert begin.body.offset == 0
+            ack = await client.request(Opcode.UPLOAD_DATA, offset=0, data=data[:100])
+            assert ack.body.offset == 100
+        # the link drops here (port closed mid-upload)
+
+    async def finish():
+        async with BandClient.open(sim.address) as client:
+            result = await client.upload(data)
+            return result, await client.info()
+
+    run(partial())
+    result, info = run(finish())
+    assert result.resumed_from == 100
+    assert result.frames_sent == 1  # 179 remaining bytes fit one frame
+    assert info.routine_crc32 == crc
+
+
+def test_resume_after_band_restart(tmp_path):
+    data = compile_routine(load_routine("full-hand-massage"))
+    first = Sim(tmp_path)
+
+    async def partial():
+        async with BandClient.open(first.address) as client:
+            await client.request(Opcode.UPLOAD_BEGIN, length=len(data), crc32=zlib.crc32(data))
+            await client.request(Opcode.UPLOAD_DATA, offset=0, data=data[:200])
+
+    run(partial())
+    first.stop()
+    second = Sim(tmp_path)  # same flash file
+
+    async def finish():
+        async with BandClient.open(second.address) as client:
+            return await client.upload(data)
+
+    try:
+        assert run(finish()).resumed_from == 200
+    finally:
+        second.stop()
+
+
+def test_refused_table_keeps_old_routine_and_reports_reason(sim):
+    good = compile_routine(load_routine("nausea-pc6"))
+    bad = bytearray(compile_routine(load_routine("desk-break")))
+    bad[24 + 16 + 1] = 99  # record 1 names technique 99, which does not exist ...
+    bad[4:8] = table_crc(bad).to_bytes(4, "little")  # ... in a table whose CRC is right: only the band's checks catch it
+
+    async def job():
+        async with BandClient.open(sim.address) as client:
+            await client.upload(good)
+            with pytest.raises(TableRefusedError, match="record 1") as refused:
+                await client.upload(bytes(bad))
+            return refused.value, await client.info()
+
+    error, info = run(job())
+    assert error.detail == 7  # TableError.BAD_RECORD
+    assert info.routine_crc32 == zlib.crc32(good)
+
+
+def test_garbage_on_the_line_does_not_break_the_next_command(sim):
+    async def job():
+        async with BandClient.open(sim.address) as client:
+            await client.transport.send(os.urandom(300).replace(b"\x00", b"\x01") + b"\x00" + b"\x00\x05garbage\x00")
+            await client.transport.send(encode_frame(encode_request(Opcode.STATUS, 200))[:-5])  # a torn frame
+            await client.transport.send(b"\x00")
+            return await client.info()
+
+    assert run(job()).protocol_version == 1
+
+
+def test_late_response_is_not_taken_for_the_next_request(sim):
+    async def job():
+        async with BandClient.open(sim.address) as client:
+            # A response to request id 1 that nobody is waiting for arrives first ...
+            await client.transport.send(encode_frame(encode_request(Opcode.STATUS, 77)))
+            await asyncio.sleep(0.2)
+            dropped_before = client.dropped_responses
+            info = await client.info()
+            return dropped_before, info
+
+    dropped, info = run(job())
+    assert dropped == 1 and info.band_id == 0x1A2B
+
+
+def test_commands_on_empty_band_give_named_error(sim):
+    async def job():
+        async with BandClient.open(sim.address) as client:
+            await client.start()
+
+    with pytest.raises(BandError, match="no routine"):
+        run(job())
+
+
+def test_cli_against_sim(sim, tmp_path):
+    def handcue(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", "from companion.cli import main; main()", *args],
+                              capture_output=True, text=True, timeout=TIMEOUT)
+
+    uploaded = handcue("upload", "nausea-pc6", "--to", sim.address)
+    assert uploaded.returncode == 0, uploaded.stderr
+    assert "uploaded 124 bytes" in uploaded.stdout
+    assert "124/124 bytes confirmed" in uploaded.stderr
+    info = handcue("info", "--to", sim.address, "--json")
+    assert json.loads(info.stdout)["routine_name"] == "Nausea relief (PC6)"
+    started = handcue("start", "--to", sim.address, "--json")
+    assert json.loads(started.stdout)["state"] in ("running", "finished")
+    follow = handcue("follow", "--to", sim.address)
+    assert follow.returncode == 0 and "finished after 10 min" in follow.stdout
+    missing = handcue("info", "--to", "serial:/dev/does-not-exist")
+    assert missing.returncode == 1 and "cannot open serial:/dev/does-not-exist" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_not_a_band_times_out_with_clear_message(tmp_path):
+    master, slave = os.openpty()  # a serial port with nothing behind it
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", "from companion.cli import main; main()", "info", "--to", f"serial:{os.ttyname(slave)}", "--timeout", "0.5"],
+            capture_output=True, text=True, timeout=TIMEOUT,
+        )
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert result.returncode == 1
+    assert "no answer from serial:" in result.stderr and "INFO" in result.stderr
+    assert "Traceback" not in result.stderr

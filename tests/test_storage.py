@@ -1,0 +1,135 @@
+"""Flash and storage: erase-before-write, atomic commit, power loss at every byte."""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+
+from companion import compile_routine, load_routine
+from firmware_sim.flash import ERASE_PAGE, SECTOR_SIZE, Flash, FlashError, PowerLoss
+from firmware_sim.storage import ENTRY_SIZE, FLASH_SIZE, Storage, StorageError
+from protocol.errors import TableFormatError
+
+OLD = compile_routine(load_routine("nausea-pc6"))
+NEW = compile_routine(load_routine("full-hand-massage"))
+
+
+def upload(storage: Storage, data: bytes, chunk: int = 64) -> None:
+    offset = storage.begin_upload(len(data), zlib.crc32(data))
+    while offset < len(data):
+        offset = storage.write_chunk(offset, data[offset : offset + chunk])
+    storage.commit()
+
+
+def test_flash_refuses_programming_over_data():
+    flash = Flash(SECTOR_SIZE)
+    flash.program(0, b"\x0f")
+    flash.program(0, b"\x0f")  # same bits again is allowed
+    with pytest.raises(FlashError, match="not erased"):
+        flash.program(0, b"\xf0")
+    flash.erase_sector(0)
+    assert flash.read(0, 1) == b"\xff"
+
+
+def test_flash_file_survives_restart(tmp_path):
+    path = tmp_path / "flash.bin"
+    storage = Storage(Flash(FLASH_SIZE, path))
+    upload(storage, OLD)
+    assert path.stat().st_size == FLASH_SIZE
+    reopened = Storage(Flash(FLASH_SIZE, path))
+    assert reopened.active_table() == OLD
+
+
+def test_commit_replaces_routine_and_uses_the_other_slot():
+    storage = Storage(Flash(FLASH_SIZE))
+    upload(storage, OLD)
+    first_slot = storage.active.slot
+    upload(storage, NEW)
+    assert storage.active_table() == NEW
+    assert storage.active.slot != first_slot
+    assert Storage(storage.flash).active_table() == NEW
+
+
+def test_refused_table_keeps_old_routine():
+    storage = Storage(Flash(FLASH_SIZE))
+    upload(storage, OLD)
+    bad = bytearray(NEW)
+    bad[30] ^= 0xFF  # corrupt a record; the CRC-32 inside the table no longer matches
+    with pytest.raises(TableFormatError):
+        upload(storage, bytes(bad))
+    assert storage.active_table() == OLD
+    assert storage.upload is None
+    assert Storage(storage.flash).active_table() == OLD
+
+
+def test_out_of_order_data_is_rejected():
+    storage = Storage(Flash(FLASH_SIZE))
+    storage.begin_upload(len(NEW), zlib.crc32(NEW))
+    with pytest.raises(StorageError, match="expected 0"):
+        storage.write_chunk(64, NEW[64:128])
+    with pytest.raises(StorageError, match="commit with"):
+        storage.commit()
+
+
+def test_resume_after_reboot_continues_at_durable_offset():
+    storage = Storage(Flash(FLASH_SIZE))
+    storage.begin_upload(len(NEW), zlib.crc32(NEW))
+    storage.write_chunk(0, NEW[:100])
+    rebooted = Storage(storage.flash)
+    assert rebooted.begin_upload(len(NEW), zlib.crc32(NEW)) == 100
+    rebooted.write_chunk(100, NEW[100:])
+    rebooted.commit()
+    assert Storage(storage.flash).active_table() == NEW
+
+
+def test_journal_compaction_keeps_state():
+    storage = Storage(Flash(FLASH_SIZE))
+    upload(storage, NEW, chunk=1)  # one journal entry per byte: forces a compaction
+    entries_per_sector = SECTOR_SIZE // ENTRY_SIZE
+    assert len(NEW) > entries_per_sector
+    storage.begin_upload(len(OLD), zlib.crc32(OLD))
+    storage.write_chunk(0, OLD[:10])
+    rebooted = Storage(storage.flash)
+    assert rebooted.active_table() == NEW
+    assert rebooted.upload is not None and rebooted.upload.offset == 10
+
+
+def _work_units(action) -> int:
+    """How many flash work units (bytes programmed, pages erased) an action costs."""
+    storage = Storage(Flash(FLASH_SIZE))
+    upload(storage, OLD)
+    flash = storage.flash
+    flash.cut_power_after(10**9)
+    action(storage)
+    return 10**9 - flash._budget
+
+
+@pytest.mark.parametrize("chunk", [64])
+def test_power_cut_at_every_unit_of_upload_and_commit_keeps_last_good_routine(chunk):
+    """Cut power after every possible number of flash work units of a whole upload + commit."""
+    total = _work_units(lambda s: upload(s, NEW, chunk))
+    pages_per_sector = SECTOR_SIZE // ERASE_PAGE
+    assert total > len(NEW) + pages_per_sector  # the upload writes every byte and erases a sector
+    base = Storage(Flash(FLASH_SIZE))
+    upload(base, OLD)
+    image = base.flash.snapshot()
+    outcomes = {"old": 0, "new": 0}
+    for budget in range(total + 1):
+        flash = Flash.from_image(image)
+        storage = Storage(flash)
+        flash.cut_power_after(budget)
+        try:
+            upload(storage, NEW, chunk)
+        except PowerLoss:
+            pass
+        flash.cut_power_after(None)
+        rebooted = Storage(flash)  # the band boots
+        active = rebooted.active_table()
+        assert active in (OLD, NEW), f"cut after {budget} units left {active!r:.40}"
+        outcomes["old" if active == OLD else "new"] += 1
+        # and it can always finish (or resume) the upload afterwards
+        upload(rebooted, NEW, chunk)
+        assert Storage(flash).active_table() == NEW
+    assert outcomes["old"] == total  # only the complete commit switches routines
+    assert outcomes["new"] == 1
