@@ -117,7 +117,7 @@ def check(routine: str) -> None:
 
     parsed, diagnostics = check_routine(routine)
     for diagnostic in diagnostics:
-        click.echo(f"{'error' if diagnostic.severity == 'error' else 'warning'}: {diagnostic}", err=True)
+        click.echo(f"{'error: ' if diagnostic.severity == 'error' else ''}{diagnostic}", err=True)
     if parsed is None:
         sys.exit(EXIT_INVALID)
     size = len(compile_routine(parsed, names=False))
@@ -135,7 +135,7 @@ def compile_command(routine: str, output: Path, no_names: bool) -> None:
 
     parsed = load_routine(routine)
     for warning in parsed.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        click.echo(str(warning), err=True)
     data = compile_routine(parsed, names=not no_names)
     output.write_bytes(data)
     click.echo(f"wrote {output}: {len(data)} bytes, CRC-32 0x{int.from_bytes(data[4:8], 'little'):08X}")

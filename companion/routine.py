@@ -309,6 +309,8 @@ class _Checker:
         return result
 
     def repetition(self, value: dict[str, Any], where: str, hands: Hands, bound: frozenset[Iterate], default_each: str | None) -> tuple[Iterate, int] | None:
+        if "for_each" not in value and default_each == "hand" and (Iterate.HAND in bound or len(hands.order) == 1):
+            default_each = None  # a per-hand technique inside a hand block, or in a one-hand routine
         for_each = value.get("for_each", default_each)
         if for_each in (None, "none", False) or ("repeat" in value and "for_each" not in value):
             iterate = Iterate.NONE
@@ -317,7 +319,7 @@ class _Checker:
         else:
             self.error(_join(where, "for_each"), f"{for_each!r}; allowed: \"finger\", \"hand\" or \"none\"")
             return None
-        if iterate in bound:
+        if iterate != Iterate.NONE and iterate in bound:
             self.error(_join(where, "for_each"), f"already inside a block that goes {for_each} by {for_each}")
             return None
         if iterate == Iterate.HAND and len(hands.order) == 1:
@@ -497,7 +499,7 @@ class _Checker:
 # --------------------------------------------------------------------------
 # Helpers
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(h|hours?|min|mins|minutes?|m|s|sec|secs|seconds?|ms)", re.IGNORECASE)
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(hours?|h|minutes?|mins?|ms|m|seconds?|secs?|s)", re.IGNORECASE)
 _UNIT_MS = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
 
 
@@ -515,6 +517,8 @@ def parse_duration(value: Any) -> int:
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a duration; write seconds (90) or text (\"90 s\", \"5 min\", \"1:30\")")
     text = value.strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        return _round_unit(float(text) * 1000)
     clock = re.fullmatch(r"(\d+):([0-5]\d)", text)
     if clock:
         return (int(clock.group(1)) * 60 + int(clock.group(2))) * 1000

@@ -45,7 +45,9 @@ CUE_VOCABULARY: dict[str, Cue] = {
         Cue("next", "80/120/80", "next finger / next part"),
         Cue("warn", "60/100/60/100/60", "a few seconds left in this step"),
         Cue("switch", "300/150/80", "switch hands"),
-        Cue("round", "50/70/50/70/50/70/50", "a repeat round begins"),
+        # The article's 50/70/... rhythm breaks the 100 ms minimum gap of the same
+        # vocabulary (gaps under 100 ms blur); the gaps are widened to 100 ms.
+        Cue("round", "50/100/50/100/50/100/50", "a repeat round begins"),
         Cue("done", "400/200/400", "routine finished"),
         Cue("alert", "750", "attention: the band needs the companion"),
     )

@@ -87,7 +87,7 @@ Record = c.Struct(
     / c.Switch(
         c.this.kind,
         {int(RecordKind.STEP): StepBody, int(RecordKind.LOOP): LoopBody},
-        default=c.StopFieldError,
+        default=c.Error,
     ),
 )
 assert 1 + StepBody.sizeof() <= TABLE_RECORD_SIZE and 1 + LoopBody.sizeof() <= TABLE_RECORD_SIZE

@@ -82,7 +82,7 @@ def test_skip_moves_to_the_next_step_with_its_cue(make_band):
 
 
 def test_button_starts_pauses_resumes(make_band):
-    band, clock, _ = make_band()
+    band, _clock, _ = make_band()
     band.press(Button.PRESS)
     assert band.status().state == RunState.RUNNING
     band.press(Button.PRESS)

@@ -246,8 +246,11 @@ def test_block_for_each_hand_on_a_one_hand_routine_is_an_error():
     assert errors == ['r.toml: steps[0].for_each: "hand", but the routine treats only the left hand (set hands = "both")']
 
 
-def test_acupressure_default_for_each_hand_needs_two_hands():
-    errors = errors_of(one_step('technique = "acupressure:LI4"', hands="right"))
+def test_acupressure_in_one_hand_routine_plays_once_but_explicit_for_each_hand_is_an_error():
+    routine, found = parse_routine(one_step('technique = "acupressure:LI4"', hands="right"), "r.toml")
+    assert routine is not None, [str(d) for d in found]
+    assert routine.steps[0].count == 1
+    errors = errors_of(one_step('technique = "acupressure:LI4"\nfor_each = "hand"', hands="right"))
     assert errors == ['r.toml: steps[0] (acupressure:LI4).for_each: "hand", but the routine treats only the right hand (set hands = "both")']
 
 
@@ -325,14 +328,22 @@ def test_custom_pattern_violating_limits_is_an_error(spec, problem):
 
 
 def test_custom_patterns_at_the_limits_are_accepted():
-    head = '[patterns]\nshort = "30"\ngap = "30/100/30"\nlong = "400/200/400"\neight = "30/100/30/100/30/100/30"\nsoft = { on_off = "80", amplitude = 1 }'
-    body = 'technique = "palm_spread"\nstart = "short"\ntick = "gap"\nwarn = "long"\nwarn_before = "5 s"'
-    routine, found = parse_routine(one_step(body, head=head), "r.toml")
-    assert routine is not None, found
-    table = build_table(routine)
-    assert [p.describe() for p in table.patterns] == ["30", "30/100/30", "400/200/400", "400/200/400"] or [
-        p.describe() for p in table.patterns
-    ] == ["30", "30/100/30", "400/200/400"]
+    head = ('[patterns]\nshort = "30"\ngap = "30/100/30"\nlong = "400/200/400"\nseven = "30/100/30/100/30/100/30"\n'
+            'soft = { on_off = "80", amplitude = 1 }\nloud = { on_off = "80", amplitude = 100, meaning = "x" }')
+    text = (
+        f'name = "t"\nhands = "left"\nfinish = "long"\n{head}\n'
+        '[[steps]]\ntechnique = "palm_spread"\nstart = "short"\ntick = "gap"\n'
+        '[[steps]]\ntechnique = "combing"\nstart = "seven"\n'
+        '[[steps]]\ntechnique = "combing"\nstart = "soft"\n'
+        '[[steps]]\ntechnique = "combing"\nstart = "loud"\n'
+    )
+    table = build_table(load_routine_text(text))
+    assert [(p.name, p.describe()) for p in table.patterns] == [
+        ("short", "30"), ("gap", "30/100/30"), ("seven", "30/100/30/100/30/100/30"), ("soft", "80"), ("loud", "80"), ("long", "400/200/400"),
+    ]
+    assert [s.amplitude for s in table.patterns[3].segments] == [1]
+    assert table.pattern_label(table.done_pattern) == "long"
+    assert read_table(compile_routine(load_routine_text(text))) == table
 
 
 def test_custom_pattern_can_override_a_vocabulary_name():
@@ -542,19 +553,16 @@ def test_parse_duration(value, ms):
     assert parse_duration(value) == ms
 
 
-@pytest.mark.xfail(strict=True, reason='BUG: _DURATION_PART tries "m" before "ms" (and "min" before "mins", "s" before "sec"...): "250 ms" is refused')
 @pytest.mark.parametrize("value, ms", [("250 ms", 300), ("249 ms", 200), ("1500 ms", 1_500)])
 def test_parse_duration_milliseconds(value, ms):
     assert parse_duration(value) == ms
 
 
-@pytest.mark.xfail(strict=True, reason='BUG: the long unit spellings the regex lists ("mins", "minutes", "sec", "seconds", "hours") never match')
 @pytest.mark.parametrize("value, ms", [("5 mins", 300_000), ("2 minutes", 120_000), ("30 sec", 30_000), ("2 seconds", 2_000), ("1 hour", 3_600_000)])
 def test_parse_duration_long_unit_names(value, ms):
     assert parse_duration(value) == ms
 
 
-@pytest.mark.xfail(strict=True, reason='BUG: a bare number in a string ("90") is refused, though a number means seconds everywhere else')
 def test_parse_duration_numeric_string_means_seconds():
     assert parse_duration("90") == 90_000
 
@@ -576,11 +584,9 @@ def test_halfway_cue_is_half_the_duration_rounded():
 
 
 # --------------------------------------------------------------------------
-# Known bugs (strict xfail: remove the marker when the source is fixed)
+# Former bugs, kept as regression tests
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a repeat block binds Iterate.NONE, so every plain step inside it is refused "
-                   "('already inside a block that goes None by None')")
 def test_repeat_block_of_plain_steps_loads():
     text = 'name = "t"\nhands = "left"\n[[steps]]\nrepeat = 2\nnext = "next"\n[[steps.steps]]\ntechnique = "warm_up"\n[[steps.steps]]\ntechnique = "combing"\n'
     routine, found = parse_routine(text, "r.toml")
@@ -590,7 +596,6 @@ def test_repeat_block_of_plain_steps_loads():
     assert table.records[0].count == 2
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: same cause as above; blocks can never nest to the 4-level limit")
 def test_blocks_nest_to_four_levels_and_not_five():
     def nested(levels: int) -> str:
         inner: str = '{ technique = "combing" }'
@@ -611,8 +616,6 @@ def test_every_vocabulary_cue_but_round_respects_the_pattern_limits():
             assert pattern_problem(cue.pattern) is None, name
 
 
-@pytest.mark.xfail(strict=True, reason='BUG: the default "round" cue 50/70/50/70/50/70/50 has 70 ms gaps (< 100 ms MIN_GAP_MS): '
-                   "every repeat block using it passes the checker and then fails to compile")
 def test_repeat_block_with_the_default_round_cue_compiles(tmp_path):
     assert pattern_problem(CUE_VOCABULARY["round"].pattern) is None
     text = 'name = "t"\nhands = "left"\n[[steps]]\nrepeat = 2\n[[steps.steps]]\ntechnique = "doorknob"\n'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 
 import pytest
@@ -119,10 +120,8 @@ def test_power_cut_at_every_unit_of_upload_and_commit_keeps_last_good_routine(ch
         flash = Flash.from_image(image)
         storage = Storage(flash)
         flash.cut_power_after(budget)
-        try:
+        with contextlib.suppress(PowerLoss):
             upload(storage, NEW, chunk)
-        except PowerLoss:
-            pass
         flash.cut_power_after(None)
         rebooted = Storage(flash)  # the band boots
         active = rebooted.active_table()
