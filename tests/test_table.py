@@ -398,10 +398,11 @@ def test_random_tables_round_trip(t):
     assert len(data) == len(bare) + name_bytes
 
 
-# Random routine TOML.
+# Random routine TOML: nested hand/finger/repeat blocks, every cue (built-in and custom), every duration form.
 PLAIN_TECHNIQUES = [t for t in TECHNIQUES if not TECHNIQUES[t].acupressure]
 ACUPRESSURE_TECHNIQUES = [t for t in TECHNIQUES if TECHNIQUES[t].acupressure]
-CUE_NAMES = [name for name in CUE_VOCABULARY if name != "round"]
+CUSTOM_PATTERNS = {"nudge": "40/120/40", "soft": {"on_off": "90/100/30", "amplitude": 40, "meaning": "gentle"}}
+CUE_NAMES = [*CUE_VOCABULARY, *CUSTOM_PATTERNS]
 
 
 def toml_str(text: str) -> str:
@@ -422,21 +423,27 @@ def toml_value(value) -> str:
 
 
 @st.composite
-def duration_text(draw, seconds: int):
-    form = draw(st.integers(0, 4))
-    if form == 0:
-        return seconds
-    if form == 1:
-        return f"{seconds} s"
-    if form == 2:
-        return f"{seconds // 60}:{seconds % 60:02d}"
-    if form == 3:
-        return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
-    return f"{seconds}.5 s"
+def duration_text(draw, seconds: int) -> tuple[object, int]:
+    """A way of writing ``seconds`` (or ``seconds`` + 0.5) and the milliseconds it means."""
+    form = draw(st.integers(0, 7))
+    minutes, rest = divmod(seconds, 60)
+    texts = {
+        0: seconds,
+        1: f"{seconds} s",
+        2: f"{minutes}:{rest:02d}",
+        3: f"{minutes} min {rest} s" if minutes else f"{rest} sec",
+        4: f"{seconds * 1000} ms",
+        5: f"{minutes} minutes {rest} seconds" if minutes else f"{rest} seconds",
+        6: str(seconds),
+    }
+    if form == 7:
+        return f"{seconds}.5 s", seconds * 1000 + 500
+    return texts[form], seconds * 1000
 
 
 @st.composite
 def routine_docs(draw):
+    """(TOML text, number of steps, number of blocks, total ms computed independently)."""
     hands = draw(st.sampled_from(["left", "right", "both", "left-right", "right-left"]))
     two = hands not in ("left", "right")
     count = {"steps": 0, "blocks": 0}
@@ -444,21 +451,26 @@ def routine_docs(draw):
     def cue():
         return draw(st.sampled_from([*CUE_NAMES, False]))
 
-    def make_step(bound: frozenset) -> dict:
+    def make_step(bound: frozenset) -> tuple[dict, int]:
         count["steps"] += 1
         technique = draw(st.sampled_from(PLAIN_TECHNIQUES))
         seconds = draw(st.integers(20, 150))
-        value: dict = {"technique": technique, "duration": draw(duration_text(seconds))}
+        duration, ms = draw(duration_text(seconds))
+        value: dict = {"technique": technique, "duration": duration}
         mode = draw(st.sampled_from(["default", "none", "finger", "hand", "repeat"]))
         default_each = TECHNIQUES[technique].defaults.for_each
         if mode == "default" and default_each in bound:
             mode = "none"
         if (mode == "finger" and "finger" in bound) or (mode == "hand" and (not two or "hand" in bound)):
             mode = "none"
+        iterations = 1
         if mode in ("none", "finger", "hand"):
             value["for_each"] = mode
+            iterations = {"none": 1, "finger": 5, "hand": 2}[mode]
         elif mode == "repeat":
-            value["repeat"] = draw(st.integers(1, 4))
+            iterations = value["repeat"] = draw(st.integers(1, 4))
+        elif default_each == "finger":
+            iterations = 5
         if draw(st.booleans()):
             value["start"] = cue()
         if draw(st.booleans()):
@@ -469,44 +481,55 @@ def routine_docs(draw):
         if draw(st.booleans()):
             value["warn"] = cue()
             value["warn_before"] = draw(st.integers(1, seconds - 1))
-        return value
+        return value, ms * iterations
 
-    def make_items(bound: frozenset) -> list:
-        items = []
+    def make_items(bound: frozenset, depth: int) -> tuple[list, int]:
+        items, total = [], 0
         for _ in range(draw(st.integers(1, 3))):
-            free = [each for each in ("finger", "hand") if each not in bound and (each == "finger" or two)]
-            if free and draw(st.booleans()):
+            free = [each for each in ("finger", "hand") if each not in bound and (each == "finger" or two)] + ["repeat"]
+            if depth < 4 and draw(st.integers(0, depth + 1)) == 0:
                 count["blocks"] += 1
                 each = draw(st.sampled_from(free))
-                block: dict = {"for_each": each}
+                if each == "repeat":
+                    rounds = draw(st.integers(1, 3))
+                    block: dict = {"repeat": rounds}
+                else:
+                    rounds = 5 if each == "finger" else 2
+                    block = {"for_each": each}
                 if draw(st.booleans()):
                     block["next"] = cue()
-                block["steps"] = make_items(bound | {each})
+                block["steps"], inner = make_items(bound | {each}, depth + 1)
                 items.append(block)
+                total += rounds * inner
             else:
-                items.append(make_step(bound))
-        return items
+                value, ms = make_step(bound)
+                items.append(value)
+                total += ms
+        return items, total
 
-    steps = make_items(frozenset())
+    steps, total = make_items(frozenset(), 0)
     for technique in draw(st.lists(st.sampled_from(ACUPRESSURE_TECHNIQUES), unique=True, max_size=2)):
         count["steps"] += 1
-        steps.append({"technique": technique, "duration": f"{draw(st.integers(5, 15))} min", "for_each": "hand" if two else "none"})
-    lines = [f"name = {toml_value(draw(names_st.filter(str.strip)))}", f'hands = "{hands}"']
+        minutes = draw(st.integers(5, 15))
+        steps.append({"technique": technique, "duration": f"{minutes} min", "for_each": "hand" if two else "none"})
+        total += minutes * 60_000 * (2 if two else 1)
+    lines = [f"name = {toml_value(draw(names_st.filter(str.strip)))}", f'hands = "{hands}"', f"patterns = {toml_value(CUSTOM_PATTERNS)}"]
     if draw(st.booleans()):
         lines.append(f"finish = {toml_value(cue())}")
     lines.append(f"steps = {toml_value(steps)}")
-    return "\n".join(lines) + "\n", count["steps"], count["blocks"]
+    return "\n".join(lines) + "\n", count["steps"], count["blocks"], total
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(routine_docs())
 def test_random_routines_compile_and_round_trip(doc):
-    text, n_steps, n_blocks = doc
+    text, n_steps, n_blocks, total_ms = doc
     routine, diagnostics = parse_routine(text, "random.toml")
     assert routine is not None, "\n".join(str(d) for d in diagnostics) + "\n" + text
     built = build_table(routine)
     assert len(built.records) == n_steps + n_blocks
-    assert built.total_ms == routine.total_ms
+    assert sum(isinstance(r, LoopRecord) for r in built.records) == n_blocks
+    assert built.total_ms == routine.total_ms == total_ms
     data = compile_routine(routine)
     assert compile_routine(parse_routine(text, "random.toml")[0]) == data
     assert decode_table(data) == built

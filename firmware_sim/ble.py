@@ -1,0 +1,148 @@
+"""The band's Bluetooth LE side: the protocol handler behind a bumble GATT peripheral.
+
+Three ways to put the band on the air:
+
+* ``link=`` a :class:`bumble.link.LocalLink` shared with a central in the same
+  process (tests);
+* ``hci_server=`` a bumble transport spec such as ``tcp-server:127.0.0.1:9901``:
+  the band sits on a virtual link and a second virtual controller on that link is
+  served to another process, which attaches its own BLE host to it;
+* ``hci=`` a bumble HCI transport to a real controller (e.g. ``usb:0``).
+
+Frames are the same COBS byte stream as on serial: writes to RX are fed to the
+handler, and its output is notified on TX in pieces of at most ATT MTU - 3 bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from bumble.device import Device
+from bumble.link import LocalLink
+from bumble.transport import open_transport
+
+from protocol.constants import BLE_NAME_PREFIX
+from protocol.errors import HandCueError
+
+from .band import Band
+from .ble_peripheral import BandPeripheral, DeviceInfo, band_address_from_id, start_band_peripheral
+from .handler import FIRMWARE_VERSION, ProtocolHandler
+
+logger = logging.getLogger(__name__)
+
+HOST_WATCH_INTERVAL = 0.2
+BATTERY_UPDATE_S = 5.0
+
+
+def _host_attached(transport: Any) -> bool | None:
+    """Whether a TCP client is attached to a tcp-server transport (None: unknown).
+
+    bumble reports no loss of the TCP client; its sink just forgets the socket.
+    """
+    sink = transport.sink
+    if not hasattr(sink, "transport"):
+        return None
+    return sink.transport is not None
+
+
+class BlePeripheral:
+    """Serves ``handler`` over BLE as ``HandCue-<band id>``."""
+
+    def __init__(self, handler: ProtocolHandler, band: Band, *, hci_server: str | None = None, hci: str | None = None,
+                 link: LocalLink | None = None, link_name: str = "ble") -> None:
+        if sum(x is not None for x in (hci_server, hci, link)) != 1:
+            raise HandCueError("BLE needs exactly one of --hci-server, --hci or a local link")
+        self.handler = handler
+        self.band = band
+        self.hci_server = hci_server
+        self.hci = hci
+        self.link = link
+        self.link_name = link_name
+        self.name = f"{BLE_NAME_PREFIX}{band.band_id:04X}"
+        self.peripheral: BandPeripheral | None = None
+        self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._served_transport: Any = None
+        self._served_controller: Any = None
+
+    @property
+    def address(self) -> str:
+        assert self.peripheral is not None
+        return self.peripheral.address
+
+    async def start(self) -> None:
+        from companion.ble.bumble_backend import CentralController
+
+        try:
+            if self.hci_server is not None:
+                self.link = LocalLink()
+                self._served_transport = await open_transport(self.hci_server)
+                self._served_controller = CentralController(
+                    "served", host_source=self._served_transport.source, host_sink=self._served_transport.sink, link=self.link
+                )
+                self._tasks.append(asyncio.create_task(self._watch_host()))
+            where: Any = self.link if self.link is not None else self.hci
+            self.peripheral = await start_band_peripheral(
+                where,
+                name=self.name,
+                address=band_address_from_id(self.name),
+                on_write=self._on_write,
+                battery_percent=round(self.band.battery_percent),
+                device_info=DeviceInfo(firmware_revision=".".join(map(str, FIRMWARE_VERSION)), serial_number=f"{self.band.band_id:04X}"),
+            )
+        except (OSError, ValueError) as exc:
+            raise HandCueError(f"cannot start BLE on {self.hci_server or self.hci}: {exc}") from exc
+        device: Device = self.peripheral.device
+        # A fresh parser per connection: a frame torn by a disconnect must not spoil the next one.
+        device.on(Device.EVENT_CONNECTION, lambda *_: self.handler.attach(self.link_name, self._outgoing.put_nowait))
+        self.handler.attach(self.link_name, self._outgoing.put_nowait)
+        self._tasks += [asyncio.create_task(self._tx_loop()), asyncio.create_task(self._battery_loop())]
+
+    def _on_write(self, data: bytes) -> None:
+        self.handler.receive(self.link_name, data)
+
+    async def _tx_loop(self) -> None:
+        while True:
+            data = await self._outgoing.get()
+            peripheral = self.peripheral
+            if peripheral is None or not peripheral.connections:
+                continue  # nobody listening: like a UART without a reader
+            size = peripheral.max_notify_size()
+            try:
+                for offset in range(0, len(data), size):
+                    await peripheral.notify(data[offset : offset + size])
+            except Exception:  # a disconnect mid-notification; the companion retries
+                logger.debug("notification failed", exc_info=True)
+
+    async def _battery_loop(self) -> None:
+        while True:
+            await asyncio.sleep(BATTERY_UPDATE_S)
+            level = round(self.band.battery_percent)
+            if self.peripheral is not None and level != self.peripheral.battery_percent:
+                self.peripheral.set_battery(level)
+
+    async def _watch_host(self) -> None:
+        """When the other process's host goes away, drop its connections so the band advertises again."""
+        was_attached = False
+        while True:
+            await asyncio.sleep(HOST_WATCH_INTERVAL)
+            attached = _host_attached(self._served_transport)
+            if was_attached and attached is False:
+                self._served_controller.drop_host_state()
+            was_attached = bool(attached)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self.handler.detach(self.link_name)
+        if self.peripheral is not None:
+            with contextlib.suppress(Exception):
+                await self.peripheral.close()
+        if self._served_controller is not None and self.link is not None:
+            self.link.remove_controller(self._served_controller)
+        if self._served_transport is not None:
+            with contextlib.suppress(Exception):
+                await self._served_transport.close()

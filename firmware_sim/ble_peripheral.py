@@ -1,0 +1,388 @@
+"""Simulated HandCue band as a BLE peripheral, running on a bumble virtual controller.
+
+The band is a bumble :class:`~bumble.device.Device` whose controller sits on a
+:class:`bumble.link.LocalLink` (or behind any bumble HCI transport).  It advertises
+connectably with legacy advertising PDUs and serves:
+
+* a Nordic-UART-style service (``6E400001-...``): RX (``6E400002-...``, write and
+  write-without-response, every value written is handed to ``on_write``) and TX
+  (``6E400003-...``, notify, fed by :meth:`BandPeripheral.notify`);
+* Device Information (0x180A): manufacturer name, model number, firmware revision
+  and serial number strings;
+* Battery (0x180F): battery level, read + notify (:meth:`BandPeripheral.set_battery`).
+
+Advertising layout (the same one a real band must use, because a legacy advertising
+PDU carries at most 31 bytes and flags + 128-bit UUID + name do not fit in one):
+
+* advertising data: flags + complete list of 128-bit service UUIDs (21 bytes);
+* scan response data: complete local name.
+
+bumble's virtual controller does not model SCAN_REQ/SCAN_RSP: a scanner is sent a
+copy of the advertising data as "scan response" and the real scan response data is
+lost.  :class:`BandController` compensates by appending the scan response data to the
+advertising PDU it puts on the virtual link, so any scanner on the link sees both.
+The HCI-level configuration of the band stays within legacy limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Callable
+from typing import Final
+
+from bumble import att, hci, ll
+from bumble.controller import Controller
+from bumble.core import UUID, AdvertisingData
+from bumble.device import Connection, Device
+from bumble.gatt import (
+    GATT_BATTERY_LEVEL_CHARACTERISTIC,
+    GATT_BATTERY_SERVICE,
+    GATT_DEVICE_INFORMATION_SERVICE,
+    GATT_FIRMWARE_REVISION_STRING_CHARACTERISTIC,
+    GATT_MANUFACTURER_NAME_STRING_CHARACTERISTIC,
+    GATT_MODEL_NUMBER_STRING_CHARACTERISTIC,
+    GATT_SERIAL_NUMBER_STRING_CHARACTERISTIC,
+    Characteristic,
+    CharacteristicValue,
+    Service,
+)
+from bumble.host import Host
+from bumble.link import LocalLink
+from bumble.transport import open_transport
+from bumble.transport.common import AsyncPipeSink, Transport
+
+from protocol.constants import BleUuid
+
+logger = logging.getLogger(__name__)
+
+UART_SERVICE_UUID: Final = BleUuid.SERVICE.upper()
+UART_RX_CHAR_UUID: Final = BleUuid.RX.upper()
+UART_TX_CHAR_UUID: Final = BleUuid.TX.upper()
+
+PREFERRED_ATT_MTU: Final = 247
+"""Largest ATT MTU the band accepts (one 251-byte LL payload minus the L2CAP header)."""
+LEGACY_ADV_MAX: Final = 31
+"""Maximum size of legacy advertising data and of legacy scan response data."""
+DEFAULT_ADV_INTERVAL_MS: Final = 100.0
+
+WriteHandler = Callable[[bytes], None]
+"""Called with every value written to RX (write request or write command)."""
+
+
+class BandController(Controller):
+    """A bumble virtual controller that also carries its scan response on the link.
+
+    bumble's :class:`~bumble.controller.Controller` puts only the advertising data in
+    the advertising PDUs it sends on a :class:`~bumble.link.LocalLink` and answers an
+    active scan with a copy of that data, so whatever the host configured as scan
+    response data never reaches a scanner.  This subclass appends the configured scan
+    response data to each advertising PDU sent on the link (only on the link: the
+    HCI side still sees two separate, <= 31-byte payloads).
+    """
+
+    def send_advertising_pdu(self, packet: ll.AdvertisingPdu) -> None:
+        """Send ``packet`` on the link, with the scan response data appended."""
+        if isinstance(packet, ll.AdvExtInd):
+            for adv_set in self.advertising_sets.values():
+                if adv_set.enabled and adv_set.address == packet.advertiser_address:
+                    extra = bytes(adv_set.scan_response_data)
+                    packet = dataclasses.replace(packet, data=packet.data + extra)
+                    break
+        elif isinstance(packet, ll.AdvInd):
+            extra = bytes(self.le_legacy_advertiser.scan_response_data)
+            packet = dataclasses.replace(packet, data=packet.data + extra)
+        super().send_advertising_pdu(packet)
+
+
+def band_address_from_id(band_id: str) -> str:
+    """Derive a stable random static address (``Cx:..``) from a band identifier.
+
+    The two most significant bits are set, as the spec requires for a random static
+    address; the rest comes from a hash of ``band_id``.
+    """
+    digest = bytearray(hashlib.sha256(band_id.encode()).digest()[:6])
+    digest[0] |= 0xC0
+    return ":".join(f"{b:02X}" for b in digest)
+
+
+def _random_static_address(address: str) -> hci.Address:
+    """Parse ``address`` and check that it is a random static address."""
+    parsed = hci.Address(address, hci.Address.RANDOM_DEVICE_ADDRESS)
+    if parsed.address_bytes[5] & 0xC0 != 0xC0:
+        raise ValueError(f"{address} is not a random static address (first octet must be >= 0xC0)")
+    if parsed == hci.Address("F0:F1:F2:F3:F4:F5"):
+        raise ValueError("F0:F1:F2:F3:F4:F5 is bumble's default address; pick another")
+    return parsed
+
+
+def build_advertising_data(service_uuid: str = UART_SERVICE_UUID, battery_percent: int | None = None) -> bytes:
+    """Advertising data: flags (LE general discoverable, no BR/EDR) + 128-bit UUID
+    (+ Battery service data with the level, so scanners show it without connecting)."""
+    flags = AdvertisingData.LE_GENERAL_DISCOVERABLE_MODE_FLAG | AdvertisingData.BR_EDR_NOT_SUPPORTED_FLAG
+    data = bytes(
+        AdvertisingData(
+            [
+                (AdvertisingData.FLAGS, bytes([flags])),
+                (
+                    AdvertisingData.COMPLETE_LIST_OF_128_BIT_SERVICE_CLASS_UUIDS,
+                    UUID(service_uuid).to_bytes(force_128=True),
+                ),
+                *([(AdvertisingData.SERVICE_DATA_16_BIT_UUID, (0x180F).to_bytes(2, "little") + bytes([battery_percent]))] if battery_percent is not None else []),
+            ]
+        )
+    )
+    assert len(data) <= LEGACY_ADV_MAX
+    return data
+
+
+def build_scan_response_data(name: str) -> bytes:
+    """Scan response data: the complete local name (at most 29 UTF-8 bytes)."""
+    encoded = name.encode()
+    if len(encoded) > LEGACY_ADV_MAX - 2:
+        raise ValueError(f"name {name!r} is longer than {LEGACY_ADV_MAX - 2} bytes")
+    return bytes(AdvertisingData([(AdvertisingData.COMPLETE_LOCAL_NAME, encoded)]))
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceInfo:
+    """Strings served by the Device Information service."""
+
+    manufacturer_name: str = "HandCue"
+    model_number: str = "HC-1"
+    firmware_revision: str = "0.1.0-sim"
+    serial_number: str = "SIM-0000"
+
+
+class BandPeripheral:
+    """A running simulated band.  Create it with :func:`start_band_peripheral`."""
+
+    def __init__(
+        self,
+        device: Device,
+        *,
+        name: str,
+        on_write: WriteHandler,
+        battery_percent: int,
+        device_info: DeviceInfo,
+        controller: Controller | None,
+        link: LocalLink | None,
+        transport: Transport | None,
+    ) -> None:
+        self.device = device
+        self.name = name
+        self._on_write = on_write
+        self._battery = self._check_percent(battery_percent)
+        self._controller = controller
+        self._link = link
+        self._transport = transport
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.rx_bytes = 0
+        """Total bytes received on RX since start (all connections)."""
+        self.rx_writes = 0
+        """Number of RX writes (requests + commands) received since start."""
+
+        self.rx_char: Characteristic[bytes] = Characteristic(
+            UART_RX_CHAR_UUID,
+            Characteristic.Properties.WRITE | Characteristic.Properties.WRITE_WITHOUT_RESPONSE,
+            Characteristic.WRITEABLE,
+            CharacteristicValue(write=self._on_rx_write),
+        )
+        self.tx_char: Characteristic[bytes] = Characteristic(
+            UART_TX_CHAR_UUID,
+            Characteristic.Properties.NOTIFY,
+            Characteristic.READABLE,
+            b"",
+        )
+        self.battery_char: Characteristic[bytes] = Characteristic(
+            GATT_BATTERY_LEVEL_CHARACTERISTIC,
+            Characteristic.Properties.READ | Characteristic.Properties.NOTIFY,
+            Characteristic.READABLE,
+            CharacteristicValue(read=lambda _connection: bytes([self._battery])),
+        )
+        info_chars: list[Characteristic[bytes]] = [
+            Characteristic(
+                uuid,
+                Characteristic.Properties.READ,
+                Characteristic.READABLE,
+                text.encode(),
+            )
+            for uuid, text in (
+                (
+                    GATT_MANUFACTURER_NAME_STRING_CHARACTERISTIC,
+                    device_info.manufacturer_name,
+                ),
+                (GATT_MODEL_NUMBER_STRING_CHARACTERISTIC, device_info.model_number),
+                (
+                    GATT_FIRMWARE_REVISION_STRING_CHARACTERISTIC,
+                    device_info.firmware_revision,
+                ),
+                (GATT_SERIAL_NUMBER_STRING_CHARACTERISTIC, device_info.serial_number),
+            )
+        ]
+        device.add_services(
+            [
+                Service(UART_SERVICE_UUID, [self.rx_char, self.tx_char]),
+                Service(GATT_DEVICE_INFORMATION_SERVICE, info_chars),
+                Service(GATT_BATTERY_SERVICE, [self.battery_char]),
+            ]
+        )
+        device.gatt_server.max_mtu = PREFERRED_ATT_MTU
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def address(self) -> str:
+        """The band's random static address, e.g. ``"C3:1A:..."``."""
+        return self.device.random_address.to_string(with_type_qualifier=False)
+
+    @property
+    def connections(self) -> list[Connection]:
+        """Currently open LE connections."""
+        return list(self.device.connections.values())
+
+    @property
+    def battery_percent(self) -> int:
+        """Battery level currently served."""
+        return self._battery
+
+    def max_notify_size(self) -> int:
+        """Largest notification every connected central can receive (ATT MTU - 3)."""
+        mtus = [c.att_mtu for c in self.device.connections.values()]
+        return (min(mtus) if mtus else att.ATT_DEFAULT_MTU) - 3
+
+    # ------------------------------------------------------------------ I/O
+
+    def _on_rx_write(self, _connection: Connection, value: bytes) -> None:
+        self.rx_bytes += len(value)
+        self.rx_writes += 1
+        try:
+            self._on_write(bytes(value))
+        except Exception as error:
+            logger.exception("on_write handler failed")
+            # Reported as an ATT error to a write request; dropped for a command.
+            raise att.ATT_Error(att.ATT_UNLIKELY_ERROR_ERROR) from error
+
+    async def notify(self, data: bytes) -> None:
+        """Notify ``data`` on TX to every central that enabled TX notifications.
+
+        Raises:
+            ValueError: if ``data`` exceeds ATT MTU - 3 of a connected central (bumble
+                would silently truncate it).
+        """
+        limit = self.max_notify_size()
+        if len(data) > limit:
+            raise ValueError(f"notification of {len(data)} bytes exceeds MTU-3={limit}")
+        await self.device.notify_subscribers(self.tx_char, bytes(data))
+
+    def set_battery(self, percent: int) -> None:
+        """Set the battery level (0-100) and notify subscribed centrals."""
+        self._battery = self._check_percent(percent)
+        task = asyncio.get_running_loop().create_task(self.device.notify_subscribers(self.battery_char, bytes([self._battery])))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def disconnect_all(self, reason: int = hci.HCI_REMOTE_USER_TERMINATED_CONNECTION_ERROR) -> None:
+        """Close every connection from the band's side."""
+        for connection in self.connections:
+            await connection.disconnect(reason)
+
+    async def close(self) -> None:
+        """Stop advertising, drop connections and detach from the link/transport."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.device.stop_advertising()
+            await self.disconnect_all()
+        except Exception:  # best effort: the transport may already be gone
+            logger.debug("error while closing band", exc_info=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await self.device.power_off()
+        if self._link is not None and self._controller is not None:
+            self._link.remove_controller(self._controller)
+        if self._transport is not None:
+            await self._transport.close()
+
+    @staticmethod
+    def _check_percent(percent: int) -> int:
+        if not 0 <= percent <= 100:
+            raise ValueError(f"battery percent out of range: {percent}")
+        return percent
+
+
+async def start_band_peripheral(
+    link_or_transport: LocalLink | Transport | str,
+    *,
+    name: str,
+    address: str,
+    on_write: WriteHandler,
+    battery_percent: int = 100,
+    device_info: DeviceInfo | None = None,
+    advertising_interval_ms: float = DEFAULT_ADV_INTERVAL_MS,
+) -> BandPeripheral:
+    """Power on a simulated band and start advertising.
+
+    Args:
+        link_or_transport: a :class:`~bumble.link.LocalLink` (a :class:`BandController`
+            is created on it), an open bumble :class:`Transport` to a controller, or a
+            transport spec for :func:`bumble.transport.open_transport` (closed by
+            :meth:`BandPeripheral.close`).
+        name: complete local name, e.g. ``"HandCue-1A2B"`` (advertised in the scan
+            response and served as the GAP device name).
+        address: random static address of the band, e.g. from
+            :func:`band_address_from_id`.  Must differ from the central's.
+        on_write: called with each value written to RX.  Runs in the event loop: keep
+            it short, schedule any async work (e.g. ``notify``) as a task.
+        battery_percent: initial battery level.
+        device_info: Device Information strings.
+        advertising_interval_ms: advertising interval.
+    """
+    own_address = _random_static_address(address)
+    adv_data = build_advertising_data(battery_percent=battery_percent)
+    scan_response = build_scan_response_data(name)
+
+    controller: Controller | None = None
+    link: LocalLink | None = None
+    transport: Transport | None = None
+    if isinstance(link_or_transport, LocalLink):
+        link = link_or_transport
+        controller = BandController(f"band-{name}", link=link)
+        host = Host(controller, AsyncPipeSink(controller))
+    else:
+        if isinstance(link_or_transport, str):
+            transport = await open_transport(link_or_transport)
+            source, sink = transport.source, transport.sink
+        else:
+            source, sink = link_or_transport.source, link_or_transport.sink
+        host = Host(controller_source=source, controller_sink=sink)
+
+    device = Device(name=name, address=own_address, host=host)
+    band = BandPeripheral(
+        device,
+        name=name,
+        on_write=on_write,
+        battery_percent=battery_percent,
+        device_info=device_info or DeviceInfo(),
+        controller=controller,
+        link=link,
+        transport=transport,
+    )
+    try:
+        await device.power_on()
+        await device.start_advertising(
+            auto_restart=True,
+            advertising_data=adv_data,
+            scan_response_data=scan_response,
+            advertising_interval_min=advertising_interval_ms,
+            advertising_interval_max=advertising_interval_ms,
+        )
+    except BaseException:
+        await band.close()
+        raise
+    logger.info("band %s advertising as %s", name, band.address)
+    return band
