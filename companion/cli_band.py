@@ -131,6 +131,50 @@ def erase(address: str, timeout: float, hci: str | None) -> None:
     click.echo("erased")
 
 
+@cli.command()
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True, help="Seconds to listen.")
+@json_option
+@hci_option
+def scan(timeout: float, as_json: bool, hci: str | None) -> None:
+    """List bands advertising nearby (name, address, RSSI, battery)."""
+    use_hci(hci)
+    bands = run(scan_bands(timeout))
+    if as_json:
+        emit_json(bands)
+        return
+    if not bands:
+        click.echo(f"no HandCue band found in {timeout:g} s")
+    for band in bands:
+        battery = f"{band['battery']}%" if band["battery"] is not None else "?"
+        click.echo(f"{band['name']:<16} {band['address']}  RSSI {band['rssi']} dBm  battery {battery}  -> --to ble:{band['name']}")
+
+
+async def scan_bands(timeout: float) -> list[dict[str, Any]]:
+    """Bands seen advertising within ``timeout`` seconds."""
+    from bleak import BleakScanner
+    from bleak.exc import BleakError
+
+    from protocol.constants import BLE_NAME_PREFIX, BleUuid
+
+    from .transport.ble import bleak_backends, release_backend
+
+    try:
+        found = await BleakScanner.discover(timeout=timeout, return_adv=True, backend=bleak_backends().get("scanner"))
+    except BleakError as exc:
+        raise HandCueError(f"cannot scan for BLE devices: {exc}") from exc
+    finally:
+        await release_backend()
+    bands = []
+    for device, advertisement in found.values():
+        name = advertisement.local_name or device.name or ""
+        if not (name.startswith(BLE_NAME_PREFIX) or BleUuid.SERVICE in advertisement.service_uuids):
+            continue
+        battery = advertisement.service_data.get(BleUuid.BATTERY)
+        bands.append({"name": name, "address": device.address, "rssi": advertisement.rssi,
+                      "battery": battery[0] if battery else None})
+    return sorted(bands, key=lambda band: band["name"])
+
+
 # --------------------------------------------------------------------------
 # Upload
 

@@ -404,6 +404,22 @@ def test_acupressure_per_hand_block_counts_each_hand_once():
     assert errors == [] and warnings == []
 
 
+def test_acupressure_inside_a_hand_block_defaults_to_once_per_hand():
+    text = 'name = "t"\n[[steps]]\nfor_each = "hand"\n[[steps.steps]]\ntechnique = "acupressure:LI4"\n'
+    table = build_table(load_routine_text(text))
+    assert [(type(r).__name__, r.iterate, r.count) for r in table.records] == [("LoopRecord", Iterate.HAND, 2), ("StepRecord", Iterate.NONE, 1)]
+    assert table.total_ms == 2 * 300_000
+
+
+def test_acupressure_inside_a_hand_block_still_accumulates_per_hand():
+    text = 'name = "t"\n[[steps]]\nfor_each = "hand"\n[[steps.steps]]\ntechnique = "acupressure:LI4"\nrepeat = 2\nduration = "8 min"\n'
+    errors = errors_of(text)
+    assert errors == [
+        "r.toml: steps[0].steps[0] (acupressure:LI4).duration: 16 min of acupressure on the left side exceeds the 15 min limit per point",
+        "r.toml: steps[0].steps[0] (acupressure:LI4).duration: 16 min of acupressure on the right side exceeds the 15 min limit per point",
+    ]
+
+
 def test_acupressure_under_5_minutes_is_a_warning():
     routine, found = parse_routine(one_step('technique = "acupressure:PC6"\nduration = "4 min 59.9 s"'), "r.toml")
     assert routine is not None
@@ -610,10 +626,23 @@ def test_blocks_nest_to_four_levels_and_not_five():
     assert errors == ["r.toml: steps[0].steps[0].steps[0].steps[0].steps[0]: blocks nest deeper than 4 levels"]
 
 
-def test_every_vocabulary_cue_but_round_respects_the_pattern_limits():
+def test_every_vocabulary_cue_respects_the_pattern_limits():
     for name, cue in CUE_VOCABULARY.items():
-        if name != "round":
-            assert pattern_problem(cue.pattern) is None, name
+        assert pattern_problem(cue.pattern) is None, name
+
+
+def test_cue_vocabulary_values():
+    # shared/techniques.md, except "round": its 70 ms gaps are widened to the 100 ms minimum gap
+    assert {name: cue.on_off for name, cue in CUE_VOCABULARY.items()} == {
+        "tick": "50",
+        "start": "80",
+        "next": "80/120/80",
+        "warn": "60/100/60/100/60",
+        "switch": "300/150/80",
+        "round": "50/100/50/100/50/100/50",
+        "done": "400/200/400",
+        "alert": "750",
+    }
 
 
 def test_repeat_block_with_the_default_round_cue_compiles(tmp_path):
