@@ -14,33 +14,44 @@ HandCue::
 Everything raises :class:`HandCueError` subclasses on bad input.
 """
 
-from protocol.errors import HandCueError, RoutineError, TableFormatError
-from protocol.table import StepTable
-from protocol.table import decode_table as read_table
-from protocol.timeline import MotorEvent, table_cues, table_timeline
+from importlib import import_module
+from typing import Any
 
-from .compiler import build_table, compile_routine
-from .routine import Diagnostic, Routine, check_routine, load_routine, parse_routine, resolve_routine, shipped_routines
-from .techniques import CUE_VOCABULARY, TECHNIQUES
+# Public names -> the module that defines them.  Loaded on first use, so that
+# `handcue --help` does not pay for construct, tomllib and friends.
+_EXPORTS = {
+    "HandCueError": "protocol.errors",
+    "RoutineError": "protocol.errors",
+    "TableFormatError": "protocol.errors",
+    "StepTable": "protocol.table",
+    "read_table": "protocol.table:decode_table",
+    "MotorEvent": "protocol.timeline",
+    "table_cues": "protocol.timeline",
+    "table_timeline": "protocol.timeline",
+    "build_table": "companion.compiler",
+    "compile_routine": "companion.compiler",
+    "Diagnostic": "companion.routine",
+    "Routine": "companion.routine",
+    "check_routine": "companion.routine",
+    "load_routine": "companion.routine",
+    "parse_routine": "companion.routine",
+    "resolve_routine": "companion.routine",
+    "shipped_routines": "companion.routine",
+    "CUE_VOCABULARY": "companion.techniques",
+    "TECHNIQUES": "companion.techniques",
+}
 
-__all__ = [
-    "CUE_VOCABULARY",
-    "TECHNIQUES",
-    "Diagnostic",
-    "HandCueError",
-    "MotorEvent",
-    "Routine",
-    "RoutineError",
-    "StepTable",
-    "TableFormatError",
-    "build_table",
-    "check_routine",
-    "compile_routine",
-    "load_routine",
-    "parse_routine",
-    "read_table",
-    "resolve_routine",
-    "shipped_routines",
-    "table_cues",
-    "table_timeline",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'companion' has no attribute {name!r}")
+    module, _, attribute = _EXPORTS[name].partition(":")
+    value = getattr(import_module(module), attribute or name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

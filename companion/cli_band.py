@@ -7,23 +7,24 @@ lives here, at the edge; everything below is async.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from protocol.errors import HandCueError
 
 from .cli import cli, emit_json
-from .client import BandClient, BandStatus
-from .render import clock
-from .routine import format_ms
+
+if TYPE_CHECKING:  # the CLI imports asyncio and the protocol stack only when a command runs
+    import asyncio
+
+    from .client import BandClient, BandStatus
 
 T = TypeVar("T")
 
@@ -38,6 +39,8 @@ hci_option = click.option("--hci", envvar="HANDCUE_HCI", metavar="TRANSPORT",
 
 def run(coroutine: Awaitable[T]) -> T:
     """The one place the CLI enters asyncio."""
+    import asyncio
+
     return asyncio.run(coroutine)  # type: ignore[arg-type]
 
 
@@ -49,12 +52,17 @@ def use_hci(hci: str | None) -> None:
 
 
 async def with_band(address: str, timeout: float, job: Callable[[BandClient], Awaitable[T]]) -> T:
+    from .client import BandClient
+
     async with BandClient.open(address, timeout=timeout) as client:
         return await job(client)
 
 
 def describe_status(status: BandStatus) -> str:
     """One line a person can read at a glance."""
+    from .render import clock
+    from .routine import format_ms
+
     if status.state == "idle":
         return "idle"
     if status.state == "finished":
@@ -208,6 +216,8 @@ class Progress:
 
 
 async def upload_table(client: BandClient, data: bytes, label: str) -> Any:
+    from .routine import format_ms
+
     progress = Progress(label)
     started = time.perf_counter()
     try:
@@ -286,6 +296,8 @@ def follow(address: str, timeout: float, hci: str | None) -> None:
 
 async def start_simulator(args: list[str], timeout: float = 15.0) -> tuple[asyncio.subprocess.Process, dict[str, str]]:
     """Start ``handcue-sim`` and read the lines it prints about its ports."""
+    import asyncio
+
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "firmware_sim", *args, stdout=asyncio.subprocess.PIPE)
     assert process.stdout is not None
     ports: dict[str, str] = {}
@@ -314,6 +326,8 @@ def table_step_plays(data: bytes) -> int:
 
 
 async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, timeout: float) -> None:
+    from .client import BandClient
+    from .routine import format_ms
     from .tables import load_table_or_routine
 
     data = load_table_or_routine(routine)
