@@ -9,6 +9,7 @@ matplotlib) are imported inside the commands that need them.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -28,11 +29,20 @@ class HandCueGroup(click.Group):
             return super().invoke(ctx)
         except HandCueError as exc:
             fail(str(exc))
+        except BrokenPipeError:  # `handcue techniques | head`: the reader has all it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except OSError as exc:
             fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # a bug: still one line, with a way to see more
+            if os.environ.get("HANDCUE_DEBUG"):
+                raise
+            fail(f"internal error: {type(exc).__name__}: {exc} (set HANDCUE_DEBUG=1 to see the traceback)")
 
 
 def fail(message: str) -> NoReturn:

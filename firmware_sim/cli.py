@@ -56,6 +56,11 @@ class TraceWriter:
 
 
 async def run_band(options: dict[str, Any]) -> int:
+    # Signals first: a supervisor may stop us as soon as we print our ports.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     clock: Clock = VirtualClock() if options["clock"] == "virtual" else RealClock(options["speed"])
     flash = Flash(FLASH_SIZE, Path(options["flash"]) if options["flash"] else None)
     storage = Storage(flash)
@@ -88,10 +93,6 @@ async def run_band(options: dict[str, Any]) -> int:
     if options["start"]:
         band.start()
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     waiters = [asyncio.create_task(stop.wait())]
     if options["exit_on_finish"]:
         async def wait_finished() -> None:

@@ -441,10 +441,16 @@ def check_table_header(data: bytes) -> c.Container:
 def decode_table(data: bytes) -> StepTable:
     """Parse and check a table; raise :class:`TableFormatError` on any fault."""
     header = check_table_header(data)
+    records_end = header.header_size + header.record_count * header.record_size
+    for index in range(header.record_count):
+        kind = data[header.header_size + index * header.record_size] if records_end <= len(data) else None
+        if kind is not None and kind not in RecordKind._value2member_map_:
+            raise _bad(TableError.BAD_RECORD, f"record {index}: unknown kind {kind}")
     try:
         parsed = Table.parse(data)
     except c.ConstructError as exc:
-        raise _bad(TableError.BAD_RECORD, f"malformed table: {exc}") from exc
+        detail = " ".join(str(exc).split())  # construct's messages span lines; keep one
+        raise _bad(TableError.BAD_RECORD, f"malformed table: {detail}") from exc
     patterns = []
     expected_first = 0
     for index, descriptor in enumerate(parsed.patterns):

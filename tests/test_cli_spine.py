@@ -361,8 +361,6 @@ def crc_fixed(data: bytearray) -> bytes:
     return bytes(data)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: decode_table wraps construct errors with str(exc), which holds a newline, "
-                   "so one malformed table prints two 'error:' lines (e.g. 'Error field was activated during parsing')")
 @pytest.mark.parametrize("offset, value", [(24, 3), (76, 0xFF)], ids=["unknown-record-kind", "name-runs-past-the-end"])
 def test_malformed_table_is_reported_on_one_line(nausea_file, offset, value):
     data = bytearray(nausea_file.read_bytes())

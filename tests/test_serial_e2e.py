@@ -228,3 +228,45 @@ def test_not_a_band_times_out_with_clear_message(tmp_path):
     assert result.returncode == 1
     assert "no answer from serial:" in result.stderr and "INFO" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_port_in_use_by_another_companion_is_reported_busy(sim):
+    async def job():
+        async with BandClient.open(sim.address):
+            async with BandClient.open(sim.address):
+                pass
+
+    with pytest.raises(Exception, match="busy: another program has the port open"):
+        run(job())
+
+
+def test_sim_process_plays_stored_routine_and_stops_cleanly(tmp_path):
+    trace = tmp_path / "trace.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "firmware_sim", "--load", "headache-li4", "--start", "--clock", "virtual",
+         "--trace", str(trace), "--exit-on-finish", "--flash", str(tmp_path / "flash.bin")],
+        capture_output=True, text=True, timeout=TIMEOUT,
+    )
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in trace.read_text().splitlines()]
+    states = [e["state"] for e in events if e["event"] == "state"]
+    assert states == ["running", "finished"]
+    data = compile_routine(load_routine("headache-li4"))
+    motor = [{k: v for k, v in e.items() if k != "event"} for e in events if e["event"] == "motor"]
+    assert motor == [e.to_json() for e in table_timeline(read_table(data))]
+    # the flash file keeps the routine for the next boot
+    again = Sim(tmp_path)
+    try:
+        info = run(_info(again.address))
+        assert info.routine_crc32 == zlib.crc32(data)
+    finally:
+        again.stop()
+
+
+async def _info(address: str):
+    async with BandClient.open(address) as client:
+        return await client.info()
+
+
+def test_sigterm_while_serving_exits_zero(sim):
+    assert sim.stop() == 0
