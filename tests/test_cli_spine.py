@@ -353,7 +353,7 @@ def test_unknown_record_kind_exits_1_cleanly(tmp_path, nausea_file):
     nausea_file.write_bytes(bytes(data))
     result = run("inspect", str(nausea_file))
     assert_clean_failure(result)
-    assert result.stderr.startswith("error: malformed table: ")
+    assert result.stderr == "error: record 0: unknown kind 3\n"
 
 
 def crc_fixed(data: bytearray) -> bytes:

@@ -232,9 +232,8 @@ def test_not_a_band_times_out_with_clear_message(tmp_path):
 
 def test_port_in_use_by_another_companion_is_reported_busy(sim):
     async def job():
-        async with BandClient.open(sim.address):
-            async with BandClient.open(sim.address):
-                pass
+        async with BandClient.open(sim.address), BandClient.open(sim.address):
+            pass
 
     with pytest.raises(Exception, match="busy: another program has the port open"):
         run(job())
