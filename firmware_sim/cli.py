@@ -39,7 +39,8 @@ def load_table(storage: Storage, reference: str) -> None:
 
     data = load_table_or_routine(reference)
     offset = storage.begin_upload(len(data), zlib.crc32(data))
-    storage.write_chunk(offset, data[offset:]) if offset < len(data) else None
+    if offset < len(data):
+        storage.write_chunk(offset, data[offset:])
     storage.commit()
 
 
