@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from protocol.constants import NO_STEP, BandState, CueKind, MessageKind, Opcode, Status, TechniqueCode
+from protocol.constants import BandState, MessageKind, Opcode, Status
 from protocol.errors import HandCueError, band_error
 from protocol.framing import FrameParser, encode_frame, max_encoded_size
-from protocol.messages import FINGERS_WIRE, HANDS_WIRE, Message, MessageError, decode_message, encode_request
+from protocol.messages import Message, MessageError, StatusReport, decode_message, encode_request
 from protocol.table import check_table_header
 
 from .transport import Transport, TransportClosed, open_transport
@@ -58,45 +58,8 @@ class BandInfo:
         return data
 
 
-@dataclass(frozen=True)
-class BandStatus:
-    """What ``STATUS`` (and every status notification) reports."""
-
-    state: str
-    step: int | None
-    technique: str | None
-    iteration: int
-    hand: str | None
-    finger: str | None
-    elapsed_ms: int
-    remaining_ms: int
-    step_remaining_ms: int
-    total_ms: int
-    last_cue: str | None
-    cues: int
-    battery: int
-
-    @classmethod
-    def from_body(cls, body: Any) -> BandStatus:
-        technique = TechniqueCode(body.technique).text_id if body.technique in TechniqueCode._value2member_map_ else None
-        return cls(
-            state=BandState(body.state).name.lower() if body.state in BandState._value2member_map_ else f"state {body.state}",
-            step=None if body.step == NO_STEP else body.step,
-            technique=technique,
-            iteration=body.iteration,
-            hand=HANDS_WIRE[body.hand] if body.hand < len(HANDS_WIRE) else None,
-            finger=FINGERS_WIRE[body.finger] if body.finger < len(FINGERS_WIRE) else None,
-            elapsed_ms=body.elapsed_ms,
-            remaining_ms=body.remaining_ms,
-            step_remaining_ms=body.step_remaining_ms,
-            total_ms=body.total_ms,
-            last_cue=CueKind(body.last_cue).name.lower() if body.last_cue in CueKind._value2member_map_ else None,
-            cues=body.cues,
-            battery=body.battery,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+BandStatus = StatusReport
+"""The session status a band reports (shared definition in :mod:`protocol.messages`)."""
 
 
 @dataclass(frozen=True)

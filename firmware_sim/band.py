@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from protocol.constants import Status
+from protocol.constants import Status, TechniqueCode
 from protocol.errors import band_error
+from protocol.messages import StatusReport
 from protocol.timeline import Cue, MotorEvent
 
 from .clock import Clock
@@ -34,24 +34,6 @@ class Button(Enum):
 
     PRESS = "press"
     LONG_PRESS = "long"
-
-
-@dataclass(frozen=True)
-class BandStatus:
-    """What ``status`` reports."""
-
-    state: RunState
-    step: int | None
-    technique: int
-    iteration: int
-    hand: str | None
-    finger: str | None
-    elapsed_ms: int
-    remaining_ms: int
-    step_remaining_ms: int
-    total_ms: int
-    last_cue: str | None
-    cues: int
 
 
 class Band:
@@ -93,7 +75,7 @@ class Band:
     def announce_state(self) -> None:
         """Tell listeners the current state (after every state change)."""
         status = self.status()
-        self._emit({"event": "state", "t_ms": status.elapsed_ms, "state": status.state.value, "step": status.step})
+        self._emit({"event": "state", "t_ms": status.elapsed_ms, "state": status.state, "step": status.step})
 
     # ------------------------------------------------------------ time
 
@@ -213,25 +195,29 @@ class Band:
 
     # ------------------------------------------------------------ status
 
-    def status(self) -> BandStatus:
+    def status(self) -> StatusReport:
+        """The session as the protocol reports it."""
+        battery = round(self.battery_percent)
         interpreter = self.interpreter
         if interpreter is None:
-            return BandStatus(RunState.IDLE, None, 0, 0, None, None, 0, 0, 0, 0, None, 0)
+            return StatusReport("idle", None, None, 0, None, None, 0, 0, 0, 0, None, 0, battery)
         t = self.routine_ms()
         hand, finger = interpreter.position()
-        running = interpreter.state in (RunState.RUNNING, RunState.PAUSED)
-        elapsed = min(t, interpreter.total_ms) if interpreter.state != RunState.IDLE else 0
-        return BandStatus(
-            state=interpreter.state,
-            step=interpreter.pc if running else None,
-            technique=interpreter.step.technique if running and interpreter.step is not None else 0,
-            iteration=interpreter.step_iteration if running else 0,
-            hand=hand if running else None,
-            finger=finger if running else None,
+        state = interpreter.state
+        playing = state in (RunState.RUNNING, RunState.PAUSED) and interpreter.step is not None
+        elapsed = min(t, interpreter.total_ms) if state != RunState.IDLE else 0
+        return StatusReport(
+            state=state.value,
+            step=interpreter.pc if playing else None,
+            technique=TechniqueCode(interpreter.step.technique).text_id if playing else None,
+            iteration=interpreter.step_iteration if playing else 0,
+            hand=hand if playing else None,
+            finger=finger if playing else None,
             elapsed_ms=elapsed,
-            remaining_ms=max(0, interpreter.total_ms - elapsed - interpreter.skipped_ms) if interpreter.state != RunState.FINISHED else 0,
-            step_remaining_ms=interpreter.step_remaining_ms(t) if running else 0,
+            remaining_ms=max(0, interpreter.total_ms - elapsed - interpreter.skipped_ms) if state != RunState.FINISHED else 0,
+            step_remaining_ms=interpreter.step_remaining_ms(t) if playing else 0,
             total_ms=interpreter.total_ms,
             last_cue=self.last_cue,
             cues=self.cue_count,
+            battery=battery,
         )

@@ -20,7 +20,6 @@ from protocol.constants import (
     MESSAGE_HEADER_SIZE,
     PROTOCOL_VERSION,
     BandState,
-    CueKind,
     Limits,
     MessageKind,
     Opcode,
@@ -28,7 +27,7 @@ from protocol.constants import (
 )
 from protocol.errors import BandError, TableFormatError
 from protocol.framing import FrameParser, ParserStats, encode_frame
-from protocol.messages import Message, MessageError, decode_message, encode_notification, encode_response, status_fields
+from protocol.messages import Message, MessageError, decode_message, encode_notification, encode_response
 from protocol.table import check_table_header, decode_table
 
 from .band import Band
@@ -40,7 +39,6 @@ FIRMWARE_VERSION = (0, 1, 0)
 UPLOAD_OWNERSHIP_S = 10.0
 """Another link may not start an upload while the owner was active this recently."""
 
-STATE_WIRE = {RunState.IDLE: BandState.IDLE, RunState.RUNNING: BandState.RUNNING, RunState.PAUSED: BandState.PAUSED, RunState.FINISHED: BandState.FINISHED}
 
 
 @dataclass
@@ -119,12 +117,7 @@ class ProtocolHandler:
         return encode_response(opcode, request_id, **fields)
 
     def _status_fields(self) -> dict[str, Any]:
-        status = self.band.status()
-        last = CueKind[status.last_cue.upper()] if status.last_cue else 0
-        return status_fields(
-            STATE_WIRE[status.state], status.step, status.technique, status.iteration, status.hand, status.finger, status.elapsed_ms,
-            status.remaining_ms, status.step_remaining_ms, status.total_ms, int(last), status.cues, round(self.band.battery_percent),
-        )
+        return self.band.status().to_fields()
 
     def _on_info(self, link: str, message: Message) -> dict[str, Any]:
         active = self.band.storage.active
@@ -137,7 +130,7 @@ class ProtocolHandler:
             firmware=dict(zip(("major", "minor", "patch"), FIRMWARE_VERSION, strict=True)),
             protocol_version=PROTOCOL_VERSION,
             battery=round(self.band.battery_percent),
-            state=STATE_WIRE[self.band.status().state],
+            state=BandState[self.band.status().state.upper()],
             max_table=Limits.MAX_TABLE_BYTES,
             max_frame=self.max_frame,
             window=self.window,

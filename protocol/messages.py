@@ -9,12 +9,12 @@ string (any other status); notifications carry a notification body.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import construct as c
 
-from .constants import FINGERS, NO_STEP, PROTOCOL_VERSION, MessageKind, Opcode, Status
+from .constants import FINGERS, NO_STEP, PROTOCOL_VERSION, BandState, CueKind, MessageKind, Opcode, Status, TechniqueCode
 from .errors import HandCueError
 
 MessageHeader = c.Struct(
@@ -165,12 +165,65 @@ def _parse_all(layout: c.Construct, data: bytes) -> c.Container:
     return (layout + c.Terminated).parse(data) if layout is not UploadDataRequest else layout.parse(data)
 
 
-def status_fields(state: int, step: int | None, technique: int, iteration: int, hand: str | None, finger: str | None,
-                  elapsed_ms: int, remaining_ms: int, step_remaining_ms: int, total_ms: int, last_cue: int, cues: int,
-                  battery: int) -> dict[str, Any]:
-    """Keyword fields of a :data:`StatusBody` from readable values."""
-    return dict(
-        state=state, step=NO_STEP if step is None else step, technique=technique, iteration=iteration,
-        hand=HANDS_WIRE.index(hand), finger=FINGERS_WIRE.index(finger), elapsed_ms=elapsed_ms, remaining_ms=remaining_ms,
-        step_remaining_ms=step_remaining_ms, total_ms=total_ms, last_cue=last_cue, cues=min(cues, 0xFFFF), battery=battery,
-    )
+@dataclass(frozen=True)
+class StatusReport:
+    """What a band reports about its session: the readable form of :data:`StatusBody`.
+
+    The band builds one from its state, the companion decodes one from every
+    STATUS response and notification; both use this one definition.
+    """
+
+    state: str
+    """``idle``, ``running``, ``paused`` or ``finished`` (:class:`BandState` names)."""
+    step: int | None
+    technique: str | None
+    iteration: int
+    hand: str | None
+    finger: str | None
+    elapsed_ms: int
+    remaining_ms: int
+    step_remaining_ms: int
+    total_ms: int
+    last_cue: str | None
+    cues: int
+    battery: int
+
+    def to_fields(self) -> dict[str, Any]:
+        """Keyword fields to build a :data:`StatusBody`."""
+        return dict(
+            state=BandState[self.state.upper()], step=NO_STEP if self.step is None else self.step,
+            technique=0 if self.technique is None else TechniqueCode.from_text_id(self.technique),
+            iteration=self.iteration, hand=HANDS_WIRE.index(self.hand), finger=FINGERS_WIRE.index(self.finger),
+            elapsed_ms=self.elapsed_ms, remaining_ms=self.remaining_ms, step_remaining_ms=self.step_remaining_ms,
+            total_ms=self.total_ms, last_cue=0 if self.last_cue is None else CueKind[self.last_cue.upper()],
+            cues=min(self.cues, 0xFFFF), battery=self.battery,
+        )
+
+    @classmethod
+    def from_body(cls, body: c.Container) -> StatusReport:
+        """Decode a parsed :data:`StatusBody`; unknown codes from newer bands read as None."""
+
+        def known(enum: Any, value: int) -> Any:
+            return enum(value) if value in enum._value2member_map_ else None
+
+        state = known(BandState, body.state)
+        technique = known(TechniqueCode, body.technique)
+        cue = known(CueKind, body.last_cue)
+        return cls(
+            state=state.name.lower() if state else f"state {body.state}",
+            step=None if body.step == NO_STEP else body.step,
+            technique=technique.text_id if technique else None,
+            iteration=body.iteration,
+            hand=HANDS_WIRE[body.hand] if body.hand < len(HANDS_WIRE) else None,
+            finger=FINGERS_WIRE[body.finger] if body.finger < len(FINGERS_WIRE) else None,
+            elapsed_ms=body.elapsed_ms,
+            remaining_ms=body.remaining_ms,
+            step_remaining_ms=body.step_remaining_ms,
+            total_ms=body.total_ms,
+            last_cue=cue.name.lower() if cue else None,
+            cues=body.cues,
+            battery=body.battery,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
