@@ -11,7 +11,6 @@ bleak runs on the bumble backend; otherwise on the operating system's stack.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
@@ -52,7 +51,6 @@ class BleTransport(Transport):
         self.target = target
         self.hci = hci
         self._client: Any = None
-        self._chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._mtu = 20
 
     @property
@@ -91,10 +89,10 @@ class BleTransport(Transport):
             raise TransportError(f"{self.address}: connecting timed out after {scan_timeout:g} s") from exc
 
     def _on_notify(self, _characteristic: Any, data: bytearray) -> None:
-        self._chunks.put_nowait(bytes(data))
+        self._deliver(bytes(data))
 
     def _on_disconnect(self, _client: Any) -> None:
-        self._chunks.put_nowait(None)
+        self._deliver_end("the band disconnected")
 
     async def send(self, data: bytes) -> None:
         from bleak.exc import BleakError
@@ -108,17 +106,10 @@ class BleTransport(Transport):
         except BleakError as exc:
             raise TransportClosed(f"{self.address}: write failed: {exc}") from exc
 
-    async def receive(self) -> bytes:
-        data = await self._chunks.get()
-        if data is None:
-            self._chunks.put_nowait(None)
-            raise TransportClosed(f"{self.address}: the band disconnected")
-        return data
-
     async def disconnect(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(Exception):
                 await client.disconnect()
         await release_backend()
-        self._chunks.put_nowait(None)
+        self._deliver_end("closed")

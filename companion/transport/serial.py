@@ -21,7 +21,6 @@ class SerialTransport(Transport):
         self.path = path
         self.baud = baud
         self._port: serial.SerialBase | None = None
-        self._chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
 
     @property
     def mtu(self) -> int:
@@ -50,10 +49,10 @@ class SerialTransport(Transport):
         except OSError:
             data = b""
         if not data:
-            self._chunks.put_nowait(None)
             asyncio.get_running_loop().remove_reader(port.fileno())
+            self._deliver_end("the port was closed")
             return
-        self._chunks.put_nowait(data)
+        self._deliver(data)
 
     async def send(self, data: bytes) -> None:
         port = self._port
@@ -74,17 +73,10 @@ class SerialTransport(Transport):
             except OSError as exc:
                 raise TransportClosed(f"{self.address}: write failed: {exc}") from exc
 
-    async def receive(self) -> bytes:
-        data = await self._chunks.get()
-        if data is None:
-            self._chunks.put_nowait(None)
-            raise TransportClosed(f"{self.address} was closed")
-        return data
-
     async def disconnect(self) -> None:
         port, self._port = self._port, None
         if port is not None:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(port.fileno())
             port.close()
-            self._chunks.put_nowait(None)
+            self._deliver_end("closed")
