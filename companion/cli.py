@@ -179,4 +179,4 @@ def main() -> None:
     cli(prog_name="handcue")
 
 
-from . import cli_band  # noqa: E402, F401  (registers the band commands on `cli`)
+from . import cli_band, cli_visual  # noqa: E402, F401  (register their commands on `cli`)

@@ -19,6 +19,7 @@ imported only when a plot is drawn.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,12 @@ TECHNIQUE_COLOURS = (
     "#8dd3c7", "#ffffb3", "#bebada", "#fb8072", "#80b1d3", "#fdb462",
     "#b3de69", "#fccde5", "#d9d9d9", "#bc80bd", "#ccebc5", "#ffed6f",
 )
-# Strong colours for cue patterns (Dark2 + a few of tab10), cycled past ten.
+# Strong colours for cue patterns: one fixed colour per built-in cue, then custom ones.
 PATTERN_COLOURS = (
-    "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02",
-    "#a6761d", "#1f77b4", "#d62728", "#17becf",
+    "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#1f77b4",  # the built-in cues
+    "#d62728", "#17becf", "#8c564b", "#bcbd22", "#9467bd", "#111111", "#7f7f7f", "#ff9896",  # custom cues
 )
+LOOP_FINGER_COLOUR = "#e4e0ee"
 HAND_COLOURS = {"left": "#dbe9f6", "right": "#fbe3cf", None: "#eeeeee"}
 KIND_STYLE = {
     CueKind.TICK: ("|", "tick"),
@@ -62,11 +64,11 @@ RIGHT_MARGIN = 0.35
 TITLE_SPACE = 0.65
 XAXIS_SPACE = 0.6
 CONTEXT_ROW = 0.34
-STEP_ROW = 0.78
+STEP_ROW = 1.0
 ITERATION_ROW = 0.34
 CUE_ROW = 0.3
 ROW_GAP = 0.06
-LEGEND_LINE = 0.24
+LEGEND_LINE = 0.19
 LABEL_PAD_PX = 4
 
 
@@ -101,7 +103,7 @@ def expand_steps(table: StepTable) -> list[Iteration]:
             if isinstance(record, LoopRecord):
                 for i in range(record.count):
                     h, f = bind(record.iterate, i, hands, hand, finger)
-                    inner = rounds + (i + 1,) if record.iterate == Iterate.NONE and record.count > 1 else rounds
+                    inner = (*rounds, i + 1) if record.iterate == Iterate.NONE and record.count > 1 else rounds
                     t = play(node.children, t, h, f, inner)
                 continue
             assert isinstance(record, StepRecord)
@@ -124,16 +126,18 @@ class Band:
     labels: tuple[str, ...]
     """Candidate labels, most informative first; the first that fits is drawn."""
     colour: str
+    group: int = 0
+    """Bands of one group (the iterations of one played step) use the same label level."""
 
 
 def _merge(bands: list[Band]) -> list[Band]:
     merged: list[Band] = []
     for band in bands:
         last = merged[-1] if merged else None
-        if last and last.labels == band.labels and last.colour == band.colour and last.end_ms == band.start_ms:
+        if last and (last.labels, last.colour, last.group, last.end_ms) == (band.labels, band.colour, band.group, band.start_ms):
             last.end_ms = band.end_ms
         else:
-            merged.append(Band(band.start_ms, band.end_ms, band.labels, band.colour))
+            merged.append(Band(band.start_ms, band.end_ms, band.labels, band.colour, band.group))
     return merged
 
 
@@ -166,48 +170,79 @@ def _repetition(record: StepRecord) -> str:
 
 
 def step_bands(iterations: list[Iteration]) -> list[Band]:
-    """One band per played step (all iterations of a record in one loop pass)."""
+    """One band per played step (all iterations of a record in one loop pass).
+
+    The hand is shown by the context row and the finger by the iteration row,
+    so a step's own label is its technique and length.
+    """
     bands: list[Band] = []
     for it in iterations:
         if it.index:
             bands[-1].end_ms = it.t_ms + it.duration_ms
             continue
         technique = it.record.technique.text_id
-        where = it.hand if it.record.iterate != Iterate.HAND else None
-        if it.finger and it.record.iterate != Iterate.FINGER:
-            where = f"{where} · {it.finger}" if where else it.finger
-        detail = _repetition(it.record) + (f" · {where}" if where else "")
-        labels = (f"{technique}\n{detail}", f"{technique}\n{_repetition(it.record)}", technique)
+        detail = _repetition(it.record)
+        wrapped = technique.replace("_", "_\n", 1).replace(":", ":\n", 1)
+        labels = tuple(dict.fromkeys((f"{technique}\n{detail}", technique, wrapped)))
         bands.append(Band(it.t_ms, it.t_ms + it.duration_ms, labels, technique_colour(it.record.technique)))
     return bands
 
 
 def iteration_bands(iterations: list[Iteration]) -> list[Band]:
-    """The fingers, hands or repeat numbers of steps played more than once."""
-    bands = []
+    """The finger, hand or repeat number of the step iterations that have one.
+
+    A finger bound by an enclosing finger loop spans that loop's whole body
+    (every step done on the thumb, then on the index finger, ...); otherwise
+    each iteration of a step played more than once gets its own band.
+    """
+    bands: list[Band] = []
+    group = 0
+    in_loop_fingers = False
     for it in iterations:
         record = it.record
-        if record.iterate == Iterate.FINGER or (it.finger and record.count == 1):
-            labels: tuple[str, ...] = (it.finger or "", FINGER_SHORT.get(it.finger or "", ""))
-        elif record.iterate == Iterate.HAND:
-            labels = (f"{it.hand} hand", it.hand or "", (it.hand or " ")[0].upper())
+        if it.finger and record.iterate != Iterate.FINGER:
+            if not in_loop_fingers:
+                group += 1
+                in_loop_fingers = True
+            labels: tuple[str, ...] = (it.finger, FINGER_SHORT[it.finger])
+            bands.append(Band(it.t_ms, it.t_ms + it.duration_ms, labels, LOOP_FINGER_COLOUR, group))
+            continue
+        in_loop_fingers = False
+        group += it.index == 0
+        if record.iterate == Iterate.FINGER and it.finger:
+            labels = (it.finger, FINGER_SHORT[it.finger])
+        elif record.iterate == Iterate.HAND and it.hand:
+            labels = (f"{it.hand} hand", it.hand, it.hand[0].upper())
         elif record.count > 1:
             labels = (f"{it.index + 1} of {record.count}", str(it.index + 1))
         else:
             continue
-        bands.append(Band(it.t_ms, it.t_ms + it.duration_ms, labels, technique_colour(record.technique)))
-    return bands
+        bands.append(Band(it.t_ms, it.t_ms + it.duration_ms, labels, technique_colour(record.technique), group))
+    return _merge(bands)
 
 
-def pattern_colour(index: int) -> str:
-    return PATTERN_COLOURS[index % len(PATTERN_COLOURS)]
+def pattern_colour(table: StepTable, index: int) -> str:
+    """A fixed colour per built-in cue name (the same in every plot), else one by index."""
+    from .techniques import CUE_VOCABULARY
+
+    names = list(CUE_VOCABULARY)
+    name = table.patterns[index].name
+    if name in CUE_VOCABULARY:
+        return PATTERN_COLOURS[names.index(name) % len(PATTERN_COLOURS)]
+    custom = PATTERN_COLOURS[len(names):] or PATTERN_COLOURS
+    return custom[index % len(custom)]
 
 
 def pattern_legend_label(table: StepTable, index: int) -> str:
     pattern = table.patterns[index]
     amplitude = max(s.amplitude for s in pattern.segments)
     level = f" at {amplitude} %" if amplitude < 100 else ""
-    return f"{table.pattern_label(index)}  {pattern.describe()} ms{level}"
+    return f"{plain(table.pattern_label(index))}  {pattern.describe()} ms{level}"
+
+
+def plain(text: str) -> str:
+    """``text`` shown literally by matplotlib (a pair of ``$`` would start mathtext)."""
+    return text.replace("$", r"\$")
 
 
 def plot_routine(data: bytes, output: Path) -> None:
@@ -220,22 +255,20 @@ def plot_routine(data: bytes, output: Path) -> None:
         import matplotlib
     except ImportError as exc:
         raise HandCueError(MATPLOTLIB_MISSING) from exc
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
 
     table = decode_table(data)
     iterations = expand_steps(table)
     cues = table_cues(table)
-    with matplotlib.rc_context({"svg.fonttype": "none", "font.size": 9, "font.family": "DejaVu Sans"}):
-        fig = _draw(plt, table, iterations, cues)
-        try:
-            metadata: dict[str, Any] = {"Date": None} if suffix == ".svg" else {}
-            fig.savefig(output, format=suffix[1:], dpi=150, metadata=metadata)
-        finally:
-            plt.close(fig)
+    # An Agg canvas of our own: no pyplot, so the caller's backend and figures are left alone.
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "handcue", "font.size": 9, "font.family": "DejaVu Sans", "figure.dpi": 100}):
+        fig = _draw(table, iterations, cues)
+        metadata: dict[str, Any] = {"Date": None} if suffix == ".svg" else {}
+        fig.savefig(output, format=suffix[1:], dpi=150, metadata=metadata)
 
 
-def _draw(plt: Any, table: StepTable, iterations: list[Iteration], cues: list[Cue]) -> Any:
+def _draw(table: StepTable, iterations: list[Iteration], cues: list[Cue]) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
     from matplotlib.ticker import MaxNLocator
@@ -248,7 +281,7 @@ def _draw(plt: Any, table: StepTable, iterations: list[Iteration], cues: list[Cu
     rows.append(("step", STEP_ROW, "steps"))
     iteration_spans = iteration_bands(iterations)
     if iteration_spans:
-        rows.append(("finger / repeat", ITERATION_ROW, "iterations"))
+        rows.append(("iteration", ITERATION_ROW, "iterations"))
     kinds = sorted({cue.kind for cue in cues}, reverse=True)
     rows += [(KIND_STYLE[kind][1], CUE_ROW, f"cue:{int(kind)}") for kind in kinds]
 
@@ -259,7 +292,8 @@ def _draw(plt: Any, table: StepTable, iterations: list[Iteration], cues: list[Cu
     legend_lines = max(-(-len(techniques) // legend_cols), -(-len(used_patterns) // legend_cols))
     legend_height = 0.45 + LEGEND_LINE * legend_lines
     fig_height = TITLE_SPACE + plot_height + XAXIS_SPACE + legend_height
-    fig = plt.figure(figsize=(FIG_WIDTH, fig_height))
+    fig = Figure(figsize=(FIG_WIDTH, fig_height))
+    FigureCanvasAgg(fig)
     ax = fig.add_axes((
         LEFT_MARGIN / FIG_WIDTH,
         (XAXIS_SPACE + legend_height) / fig_height,
@@ -267,7 +301,8 @@ def _draw(plt: Any, table: StepTable, iterations: list[Iteration], cues: list[Cu
         plot_height / fig_height,
     ))
     end_min = total_ms / 60_000
-    ax.set_xlim(0, end_min if end_min > 0 else 1)
+    margin = end_min * 0.006
+    ax.set_xlim(-margin, end_min + margin)
     ax.set_ylim(0, plot_height)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=16, steps=[1, 2, 2.5, 5, 10]))
     ax.set_xlabel("time (minutes)")
@@ -290,11 +325,11 @@ def _draw(plt: Any, table: StepTable, iterations: list[Iteration], cues: list[Cu
         y_ticks.append(bottom + height / 2)
         y_labels.append(label)
         if what == "context":
-            _draw_bands(ax, renderer, contexts, bottom, height, px_per_min, px_per_inch, fontsize=8.5, bold=False)
+            _draw_bands(ax, renderer, contexts, bottom, height, px_per_min, px_per_inch, fontsize=8.5, rotate=False)
         elif what == "steps":
-            _draw_bands(ax, renderer, step_bands(iterations), bottom, height, px_per_min, px_per_inch, fontsize=8.5, bold=True)
+            _draw_bands(ax, renderer, step_bands(iterations), bottom, height, px_per_min, px_per_inch, fontsize=8.5)
         elif what == "iterations":
-            _draw_bands(ax, renderer, iteration_spans, bottom, height, px_per_min, px_per_inch, fontsize=7.5, bold=False)
+            _draw_bands(ax, renderer, iteration_spans, bottom, height, px_per_min, px_per_inch, fontsize=7, pad_px=0.5, rotate=False, uniform=True)
         else:
             kind = CueKind(int(what.split(":")[1]))
             marker = KIND_STYLE[kind][0]
@@ -302,7 +337,7 @@ def _draw(plt: Any, table: StepTable, iterations: list[Iteration], cues: list[Cu
             ax.scatter(
                 [cue.t_ms / 60_000 for cue in picked],
                 [bottom + height / 2] * len(picked),
-                c=[pattern_colour(cue.pattern) for cue in picked],
+                c=[pattern_colour(table, cue.pattern) for cue in picked],
                 marker=marker,
                 s=60 if kind == CueKind.DONE else 26,
                 linewidths=1.4 if marker == "|" else 0.4,
@@ -314,7 +349,7 @@ def _draw(plt: Any, table: StepTable, iterations: list[Iteration], cues: list[Cu
         top = bottom - ROW_GAP
     ax.set_yticks(y_ticks, y_labels)
 
-    name = table.name or "(names stripped)"
+    name = plain(table.name) if table.name else "(names stripped)"
     fig.text(
         LEFT_MARGIN / FIG_WIDTH, 1 - 0.28 / fig_height,
         f"{name}  —  {format_ms(total_ms)}, hands: {HANDS_TEXT[table.hands.name]}",
@@ -330,7 +365,7 @@ def _draw(plt: Any, table: StepTable, iterations: list[Iteration], cues: list[Cu
     legend_ax.axis("off")
     technique_handles = [Patch(facecolor=technique_colour(code), edgecolor="#666666", label=_technique_legend(code)) for code in techniques]
     pattern_handles = [
-        Line2D([], [], linestyle="none", marker="o", markersize=7, markerfacecolor=pattern_colour(index), markeredgecolor="white",
+        Line2D([], [], linestyle="none", marker="o", markersize=7, markerfacecolor=pattern_colour(table, index), markeredgecolor="white",
                label=pattern_legend_label(table, index))
         for index in used_patterns
     ]
@@ -349,28 +384,41 @@ def _technique_legend(code: TechniqueCode) -> str:
     return f"{code.text_id} — {TECHNIQUES[code.text_id].name}"
 
 
-def _draw_bands(ax: Any, renderer: Any, bands: list[Band], bottom: float, height: float,
-                px_per_min: float, px_per_inch: float, *, fontsize: float, bold: bool) -> None:
-    """Bars for ``bands`` with the first label that fits inside each (else none)."""
+def _draw_bands(ax: Any, renderer: Any, bands: list[Band], bottom: float, height: float, px_per_min: float, px_per_inch: float,
+                *, fontsize: float, pad_px: float = LABEL_PAD_PX, rotate: bool = True, uniform: bool = False) -> None:
+    """Bars for ``bands``, each with the first of its labels that fits inside it (else none).
+
+    With ``uniform``, all bands of a group drop to the same label level, so
+    the fingers of one step read "T I M R L" rather than a mix of names and letters.
+    """
+    y = bottom + height / 2
+    height_px = height * px_per_inch - 2 * pad_px
     for band in bands:
         x0, x1 = band.start_ms / 60_000, band.end_ms / 60_000
         ax.broken_barh([(x0, x1 - x0)], (bottom, height), facecolors=band.colour, edgecolors="white", linewidth=0.8, zorder=2)
-        width_px = (x1 - x0) * px_per_min - 2 * LABEL_PAD_PX
-        height_px = height * px_per_inch - 2 * LABEL_PAD_PX
-        for label in band.labels:
-            if not label:
-                continue
-            placed = _fit_label(ax, renderer, label, (x0 + x1) / 2, bottom + height / 2, width_px, height_px, fontsize, bold)
-            if placed:
+    groups = [list(members) for _, members in groupby(bands, key=lambda band: band.group)] if uniform else [[band] for band in bands]
+    for members in groups:
+        for level in range(max(len(band.labels) for band in members)):
+            placements = []
+            for band in members:
+                label = band.labels[min(level, len(band.labels) - 1)]
+                x = (band.start_ms + band.end_ms) / 2 / 60_000
+                width_px = (band.end_ms - band.start_ms) / 60_000 * px_per_min - 2 * pad_px
+                rotation = _fitting_rotation(ax, renderer, label, x, y, width_px, height_px, fontsize, rotate)
+                placements.append((label, x, rotation))
+            if all(rotation is not None for _, _, rotation in placements):
+                for label, x, rotation in placements:
+                    ax.text(x, y, label, ha="center", va="center", rotation=rotation, fontsize=fontsize, linespacing=1.15, zorder=4)
                 break
 
 
-def _fit_label(ax: Any, renderer: Any, label: str, x: float, y: float, width_px: float, height_px: float, fontsize: float, bold: bool) -> bool:
-    for rotation in (0, 90):
-        text = ax.text(x, y, label, ha="center", va="center", rotation=rotation, fontsize=fontsize,
-                       fontweight="bold" if bold else "normal", linespacing=1.15, zorder=4, clip_on=True)
+def _fitting_rotation(ax: Any, renderer: Any, label: str, x: float, y: float, width_px: float, height_px: float,
+                      fontsize: float, rotate: bool) -> int | None:
+    """0 or 90 if ``label`` fits the box that way (horizontal preferred), else None."""
+    for rotation in (0, 90) if rotate else (0,):
+        text = ax.text(x, y, label, ha="center", va="center", rotation=rotation, fontsize=fontsize, linespacing=1.15)
         extent = text.get_window_extent(renderer)
-        if extent.width <= width_px and extent.height <= height_px:
-            return True
         text.remove()
-    return False
+        if extent.width <= width_px and extent.height <= height_px:
+            return rotation
+    return None

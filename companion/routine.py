@@ -121,6 +121,8 @@ class Routine:
     hands: Hands
     finish: str | None
     patterns: dict[str, CuePattern]
+    meanings: dict[str, str]
+    """Pattern name -> what the vibration tells the person (custom ones: the file's ``meaning``)."""
     steps: list[Step | Block]
     source: str
     warnings: list[Diagnostic] = field(default_factory=list)
@@ -204,6 +206,7 @@ class _Checker:
         self.source = source
         self.diagnostics: list[Diagnostic] = []
         self.patterns: dict[str, CuePattern] = {}
+        self.meanings: dict[str, str] = {name: cue.meaning for name, cue in CUE_VOCABULARY.items()}
 
     # reporting
 
@@ -250,6 +253,7 @@ class _Checker:
             hands=hands,
             finish=finish,
             patterns={key: value for key, value in self.patterns.items() if key in used},
+            meanings={key: self.meanings.get(key, "") for key in self.patterns if key in used},
             steps=steps,
             source=self.source,
         )
@@ -268,6 +272,11 @@ class _Checker:
             amplitude = FULL
             if isinstance(spec, dict):
                 self.unknown_keys(where, spec, PATTERN_KEYS)
+                meaning = spec.get("meaning", "")
+                if not isinstance(meaning, str):
+                    self.error(f"{where}.meaning", f"{meaning!r} must be a string")
+                    continue
+                self.meanings[name] = meaning
                 amplitude = spec.get("amplitude", FULL)
                 if not isinstance(amplitude, int) or not 1 <= amplitude <= Limits.MAX_AMPLITUDE:
                     self.error(f"{where}.amplitude", f"{amplitude!r}; allowed 1 to {Limits.MAX_AMPLITUDE} (percent)")
@@ -351,7 +360,7 @@ class _Checker:
             return None
         iterate, count = repetition
         default_next = {Iterate.HAND: "switch", Iterate.FINGER: "next", Iterate.NONE: "round"}[iterate]
-        next_cue = self.cue_ref(value, where, "next", default_next)
+        next_cue = self.cue_ref(value, where, "next", default_next) if count > 1 else None
         inner = self.items(steps_value, f"{where}.steps", hands, bound | {iterate}, depth + 1)
         return Block(where, inner, iterate, count, next_cue, self.text(value, where, "note") or "")
 
@@ -405,6 +414,12 @@ class _Checker:
         elif warn_before >= duration:
             self.error(_join(label, "warn_before"), f"{_fmt(warn_before)} is not shorter than the step ({_fmt(duration)})")
             return None
+        if tick and warn and (duration - warn_before) % tick_every == 0:
+            self.warning(
+                _join(label, "warn_before"),
+                f"the {'halfway' if halfway and tick == halfway else 'tick'} cue at {_fmt(duration - warn_before)} coincides with "
+                "the warning, and the warning wins: that cue is never felt",
+            )
         cues = StepCues(start, next_cue if count > 1 else None, tick, tick_every, warn, warn_before)
         return Step(where, technique_id, duration, iterate, count, cues, self.text(value, label, "note") or "")
 

@@ -652,3 +652,27 @@ def test_repeat_block_with_the_default_round_cue_compiles(tmp_path):
     assert routine is not None and diagnostics_found == []
     table = read_table(compile_routine(routine))
     assert table.pattern_label(table.records[0].round_pattern) == "round"
+
+
+def test_custom_pattern_meaning_is_kept():
+    text = ('name = "t"\nhands = "left"\n[patterns.knock]\non_off = "100/150/100"\nmeaning = "knock knock"\n'
+            '[[steps]]\ntechnique = "combing"\nstart = "knock"\n')
+    routine, found = parse_routine(text, "r.toml")
+    assert routine is not None, [str(d) for d in found]
+    assert routine.meanings == {"knock": "knock knock", "done": "routine finished"}
+
+
+def test_block_played_once_carries_no_round_cue():
+    routine, found = parse_routine('name = "t"\nhands = "left"\n[[steps]]\nsteps = [{ technique = "combing" }]\n', "r.toml")
+    assert routine is not None, [str(d) for d in found]
+    assert routine.steps[0].next is None
+    assert "round" not in routine.patterns
+
+
+def test_tick_that_coincides_with_the_warning_is_a_warning():
+    text = 'name = "t"\nhands = "left"\n[[steps]]\ntechnique = "joystick"\nduration = "20 s"\n'  # halfway at 10 s, warn 10 s before the end
+    routine, found = parse_routine(text, "r.toml")
+    assert routine is not None
+    assert [str(d) for d in found] == [
+        "r.toml: warning: steps[0] (joystick).warn_before: the halfway cue at 10 s coincides with the warning, and the warning wins: that cue is never felt"
+    ]

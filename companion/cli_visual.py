@@ -1,0 +1,67 @@
+"""Visual commands of the ``handcue`` CLI: ``plot`` (timeline image) and ``card`` (printable card).
+
+They register themselves on the :func:`companion.cli.cli` group when this
+module is imported.  matplotlib is imported by ``plot`` only, when it draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from .cli import cli
+
+PLOT_SUFFIXES = {".png": "png", ".svg": "svg"}
+CARD_SUFFIXES = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md"}
+
+
+def output_format(output: Path, suffixes: dict[str, str]) -> str:
+    """The format named by ``output``'s suffix, or :class:`click.BadParameter` (exit code 2)."""
+    fmt = suffixes.get(output.suffix.lower())
+    if fmt is None:
+        raise click.BadParameter(f"{output.name!r} does not end in one of {', '.join(suffixes)}")
+    return fmt
+
+
+def suffix_checked(suffixes: dict[str, str]) -> Callable[[click.Context, click.Parameter, Path], Path]:
+    """An option callback refusing an output whose suffix is not in ``suffixes``, before any work is done."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+        output_format(value, suffixes)
+        return value
+
+    return check
+
+
+@cli.command()
+@click.argument("routine", metavar="ROUTINE|TABLE")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, callback=suffix_checked(PLOT_SUFFIXES),
+              help="Image to write: FILE.png or FILE.svg.")
+def plot(routine: str, output: Path) -> None:
+    """Draw a routine or step table as a timeline image (needs matplotlib).
+
+    Steps are coloured bands (one colour per technique) with the hand and
+    finger they play on; every cue the band fires is marked at its time.
+    """
+    from .plot import plot_routine
+    from .tables import load_table_or_routine
+
+    plot_routine(load_table_or_routine(routine), output)
+    click.echo(f"wrote {output}")
+
+
+@cli.command()
+@click.argument("routine")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, callback=suffix_checked(CARD_SUFFIXES),
+              help="Card to write: FILE.html or FILE.md.")
+def card(routine: str, output: Path) -> None:
+    """Write a printable routine card: steps, timings and what each vibration means."""
+    from .card import routine_card
+    from .routine import load_routine
+
+    fmt = output_format(output, CARD_SUFFIXES)
+    text = routine_card(load_routine(routine), fmt)
+    output.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {output}")
