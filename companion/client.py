@@ -136,8 +136,12 @@ class BandClient:
     def _dispatch(self, payload: bytes) -> None:
         try:
             message = decode_message(payload)
-        except MessageError:
-            self.dropped_responses += 1
+        except MessageError as exc:
+            waiting = self._pending.pop(exc.request_id, None) if exc.status == Status.UNSUPPORTED_VERSION else None
+            if waiting is not None and not waiting[1].done():
+                waiting[1].set_exception(band_error(Status.UNSUPPORTED_VERSION, f"{self.transport.address}: {exc}"))
+            else:
+                self.dropped_responses += 1
             return
         if message.kind == MessageKind.NOTIFICATION:
             if self._notifications.full():
@@ -246,7 +250,8 @@ class BandClient:
         """
         check_table_header(data)  # refuse to send what is not a table
         size, crc = len(data), zlib.crc32(data)
-        begin = (await self.request(Opcode.UPLOAD_BEGIN, length=size, crc32=crc, what="UPLOAD_BEGIN")).body
+        # BEGIN may erase flash sectors on the band: it gets the long timeout too.
+        begin = (await self.request(Opcode.UPLOAD_BEGIN, length=size, crc32=crc, timeout=self.commit_timeout, what="UPLOAD_BEGIN")).body
         chunk = self._chunk_size(begin.max_chunk)
         window = max(1, begin.window)
         resumed_from = confirmed = begin.offset
@@ -263,6 +268,7 @@ class BandClient:
                     in_flight[request_id] = (next_offset, len(piece), future)
                     next_offset += len(piece)
                     frames += 1
+                confirmed_before_round = confirmed
                 done, _ = await asyncio.wait([f for _, _, f in in_flight.values()], timeout=ack_timeout, return_when=asyncio.FIRST_COMPLETED)
                 if not done:
                     stalls += 1
@@ -287,6 +293,13 @@ class BandClient:
                             progress(confirmed, size)
                     if acked < sent_at + length:
                         # The band did not store this frame: an earlier one was lost. Go back.
+                        if acked <= confirmed_before_round:
+                            stalls += 1
+                            if stalls > MAX_RETRIES:
+                                raise BandTimeout(
+                                    f"{self.transport.address} keeps losing upload data at offset {confirmed} "
+                                    f"({confirmed} of {size} bytes stored; upload again to resume)"
+                                )
                         retransmissions += len(in_flight)
                         next_offset = confirmed
                         self._forget(in_flight)

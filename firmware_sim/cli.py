@@ -122,6 +122,16 @@ async def run_band(options: dict[str, Any]) -> int:
     return 0
 
 
+def _band_id(value: str) -> int:
+    try:
+        band_id = int(value, 16)
+    except ValueError:
+        band_id = -1
+    if not 0 <= band_id <= 0xFFFF:
+        raise click.BadParameter(f"{value!r} is not 1 to 4 hex digits")
+    return band_id
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--flash", type=click.Path(dir_okay=False), help="Flash image file; the band keeps its routine across restarts.")
 @click.option("--clock", type=click.Choice(["real", "virtual"]), default="real", show_default=True,
@@ -132,7 +142,7 @@ async def run_band(options: dict[str, Any]) -> int:
 @click.option("--baud", type=click.IntRange(min=300), help="Pace the pty to the wire time of this baud rate.")
 @click.option("--hci-server", help="Expose a virtual BLE controller on this bumble transport (e.g. tcp-server:127.0.0.1:9901).")
 @click.option("--hci", help="Run the band's BLE peripheral on this bumble HCI transport (e.g. usb:0).")
-@click.option("--band-id", type=lambda v: int(v, 16), default="1A2B", show_default=True, help="Band id (hex); the BLE name is HandCue-<id>.")
+@click.option("--band-id", type=click.UNPROCESSED, callback=lambda _ctx, _param, value: _band_id(value), default="1A2B", show_default=True, help="Band id (4 hex digits); the BLE name is HandCue-<id>.")
 @click.option("--battery", type=click.FloatRange(0, 100), default=87.0, show_default=True, help="Battery level in percent at boot.")
 @click.option("--load", help="Store this table or routine before serving (as if uploaded).")
 @click.option("--start", is_flag=True, help="Start the stored routine at boot.")

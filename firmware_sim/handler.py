@@ -150,6 +150,8 @@ class ProtocolHandler:
 
     def _on_upload_begin(self, link: str, message: Message) -> dict[str, Any]:
         length, crc = message.body.length, message.body.crc32
+        if length == 0:
+            raise BandError(Status.BAD_REQUEST, "an upload of 0 bytes")
         if length > Limits.MAX_TABLE_BYTES:
             raise BandError(Status.TOO_LARGE, f"table of {length} bytes; this band stores at most {Limits.MAX_TABLE_BYTES}")
         self._claim_upload(link)
@@ -174,8 +176,8 @@ class ProtocolHandler:
         if self.band.interpreter is not None and self.band.interpreter.state in (RunState.RUNNING, RunState.PAUSED):
             raise BandError(Status.BUSY, "a routine is playing; stop it before replacing it")
         self._claim_upload(link)
+        self._upload_owner = None  # accepted or refused, this upload is over
         data = storage.commit()
-        self._upload_owner = None
         self.band.reload()
         self.band.announce_state()
         return dict(crc32=zlib.crc32(data), total_ms=check_table_header(data).total_ms)
@@ -184,7 +186,9 @@ class ProtocolHandler:
         if self.band.interpreter is not None and self.band.interpreter.state in (RunState.RUNNING, RunState.PAUSED):
             raise BandError(Status.BUSY, "a routine is playing; stop it before erasing")
         self.band.storage.erase()
+        self._upload_owner = None
         self.band.reload()
+        self.band.announce_state()
         return {}
 
     def _command(self, action: Callable[[], None]) -> dict[str, Any]:

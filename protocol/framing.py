@@ -55,6 +55,7 @@ class FrameParser:
     """Incremental frame decoder: ``feed(chunk)`` -> list of verified messages."""
 
     def __init__(self, max_payload: int = MAX_FRAME_PAYLOAD) -> None:
+        self.max_payload = max_payload
         self.max_encoded = max_encoded_size(max_payload) - 1  # without the delimiter
         self.stats = ParserStats()
         self._buffer = bytearray()
@@ -93,6 +94,9 @@ class FrameParser:
             self.stats.bad_cobs += 1
             return None
         message, crc = raw[:-FRAME_CRC_SIZE], int.from_bytes(raw[-FRAME_CRC_SIZE:], "little")
+        if len(message) > self.max_payload:
+            self.stats.oversized += 1
+            return None
         if crc16(message) != crc:
             self.stats.bad_crc += 1
             return None

@@ -210,9 +210,9 @@ class StatusReport:
         technique = known(TechniqueCode, body.technique)
         cue = known(CueKind, body.last_cue)
         return cls(
-            state=state.name.lower() if state else f"state {body.state}",
+            state=state.name.lower() if state is not None else f"state {body.state}",
             step=None if body.step == NO_STEP else body.step,
-            technique=technique.text_id if technique else None,
+            technique=technique.text_id if technique is not None else None,
             iteration=body.iteration,
             hand=HANDS_WIRE[body.hand] if body.hand < len(HANDS_WIRE) else None,
             finger=FINGERS_WIRE[body.finger] if body.finger < len(FINGERS_WIRE) else None,
@@ -220,7 +220,7 @@ class StatusReport:
             remaining_ms=body.remaining_ms,
             step_remaining_ms=body.step_remaining_ms,
             total_ms=body.total_ms,
-            last_cue=cue.name.lower() if cue else None,
+            last_cue=cue.name.lower() if cue is not None else None,
             cues=body.cues,
             battery=body.battery,
         )
