@@ -316,9 +316,21 @@ class BandClient:
         in_flight.clear()
 
     def _chunk_size(self, band_max_chunk: int) -> int:
-        """Largest data chunk whose frame fits both the band's limit and one transport write."""
-        chunk = band_max_chunk
-        while chunk > 1 and max_encoded_size(UPLOAD_DATA_OVERHEAD + chunk) > self.transport.mtu:
-            chunk -= 1
-        return chunk
+        """The data chunk per frame that carries the most table bytes per transport write.
 
+        A frame may span several writes (the band reassembles the stream), so
+        small BLE MTUs still get large frames; on a large MTU one frame is one write.
+        """
+        mtu = self.transport.mtu
+
+        def writes_for(chunk: int) -> int:
+            return -(-max_encoded_size(UPLOAD_DATA_OVERHEAD + chunk) // mtu)
+
+        def largest_chunk(writes: int) -> int:
+            chunk = band_max_chunk
+            while chunk > 1 and writes_for(chunk) > writes:
+                chunk -= 1
+            return chunk
+
+        candidates = {largest_chunk(w) for w in range(1, writes_for(band_max_chunk) + 1)}
+        return max(candidates, key=lambda chunk: (chunk / writes_for(chunk), chunk))

@@ -124,7 +124,8 @@ class Band:
         """Load the active routine from storage (at boot and after a commit)."""
         data = self.storage.active_table()
         self.motor.cut(self.routine_ms())
-        self.interpreter = Interpreter(data, self._cue) if data is not None else None
+        # Storage hands out only tables it verified (at commit and again at boot).
+        self.interpreter = Interpreter(data, self._cue, verified=True) if data is not None else None
 
     def _require(self, *states: RunState) -> Interpreter:
         if self.interpreter is None:

@@ -142,7 +142,8 @@ def _band_id(value: str) -> int:
 @click.option("--baud", type=click.IntRange(min=300), help="Pace the pty to the wire time of this baud rate.")
 @click.option("--hci-server", help="Expose a virtual BLE controller on this bumble transport (e.g. tcp-server:127.0.0.1:9901).")
 @click.option("--hci", help="Run the band's BLE peripheral on this bumble HCI transport (e.g. usb:0).")
-@click.option("--band-id", type=click.UNPROCESSED, callback=lambda _ctx, _param, value: _band_id(value), default="1A2B", show_default=True, help="Band id (4 hex digits); the BLE name is HandCue-<id>.")
+@click.option("--band-id", callback=lambda _ctx, _param, value: _band_id(value), default="1A2B", show_default=True,
+              help="Band id (4 hex digits); the BLE name is HandCue-<id>.")
 @click.option("--battery", type=click.FloatRange(0, 100), default=87.0, show_default=True, help="Battery level in percent at boot.")
 @click.option("--load", help="Store this table or routine before serving (as if uploaded).")
 @click.option("--start", is_flag=True, help="Start the stored routine at boot.")

@@ -66,10 +66,17 @@ class RealClock:
     def now_ms(self) -> int:
         return int((time.monotonic() - self._origin) * 1000 * self.speed)
 
+    MAX_SLICE_S = 0.05
+    """Long waits are cut into slices: the kernel lets a long timer run late by ~0.1 %."""
+
     async def wait(self, deadline_ms: int | None, wake: asyncio.Event) -> None:
-        timeout = None if deadline_ms is None else max(0.0, (deadline_ms - self.now_ms()) / 1000 / self.speed)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(wake.wait(), timeout)
-        # A sleep can return a hair early; never let the band see time before its deadline.
-        while deadline_ms is not None and not wake.is_set() and self.now_ms() < deadline_ms:
-            await asyncio.sleep(0.0005)
+        if deadline_ms is None:
+            await wake.wait()
+            return
+        deadline_s = self._origin + deadline_ms / 1000 / self.speed
+        while not wake.is_set():
+            remaining = deadline_s - time.monotonic()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wake.wait(), min(remaining, self.MAX_SLICE_S))

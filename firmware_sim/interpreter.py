@@ -48,22 +48,36 @@ def _ref(value: int) -> int | None:
 class Interpreter:
     """Executes one table; emits :class:`~protocol.timeline.Cue` through ``on_cue``."""
 
-    def __init__(self, data: bytes, on_cue: Callable[[Cue], None]) -> None:
-        decode_table(data)  # full check at load time: a table that breaks a limit never runs
+    def __init__(self, data: bytes, on_cue: Callable[[Cue], None], *, verified: bool = False) -> None:
+        """Load ``data``; unless the caller has just ``verified`` it, every SPEC check runs first."""
+        if not verified:
+            decode_table(data)  # a table that breaks a limit never runs
         self.data = data
         self.header = Header.parse(data)
         self.hands = Hands(self.header.hands).order
         self._on_cue = on_cue
+        self._records: dict[int, c.Container] = {}
+        self._segments: dict[int, list[tuple[int, int]]] = {}
         self.reset()
 
     # ------------------------------------------------------------ reading
 
     def record(self, index: int) -> c.Container:
-        offset = self.header.header_size + index * self.header.record_size
-        return Record.parse(self.data[offset : offset + self.header.record_size])
+        """Record ``index``, read from the table bytes (kept once read: the table never changes while loaded)."""
+        cached = self._records.get(index)
+        if cached is None:
+            offset = self.header.header_size + index * self.header.record_size
+            cached = self._records[index] = Record.parse(self.data[offset : offset + self.header.record_size])
+        return cached
 
     def pattern_segments(self, index: int) -> list[tuple[int, int]]:
-        """(amplitude %, duration ms) segments of a pattern, read from the table."""
+        """(amplitude %, duration ms) segments of a pattern, read from the table (and kept)."""
+        cached = self._segments.get(index)
+        if cached is None:
+            cached = self._segments[index] = self._read_segments(index)
+        return cached
+
+    def _read_segments(self, index: int) -> list[tuple[int, int]]:
         base = self.header.header_size + self.header.record_count * self.header.record_size
         descriptor = PatternDescriptor.parse(self.data[base + 2 * index : base + 2 * index + 2])
         first = base + 2 * self.header.pattern_count + 2 * descriptor.first_segment

@@ -186,7 +186,7 @@ class Storage:
         return data
 
     def active_table(self) -> bytes | None:
-        """The active routine's table bytes, or None when the band holds none."""
+        """The active routine's table bytes (verified at commit and at boot), or None when the band holds none."""
         if self.active is None:
             return None
         return self.flash.read(self._slot_offset(self.active.slot), self.active.length)

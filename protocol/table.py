@@ -15,6 +15,7 @@ between bytes and :class:`StepTable`, and both enforce :class:`Limits`.
 
 from __future__ import annotations
 
+import io
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ import construct as c
 
 from .constants import (
     NO_PATTERN,
+    PATTERN_DESCRIPTOR_SIZE,
+    SEGMENT_SIZE,
     SEGMENT_UNIT_MS,
     TABLE_FORMAT_VERSION,
     TABLE_HEADER_SIZE,
@@ -441,16 +444,7 @@ def check_table_header(data: bytes) -> c.Container:
 def decode_table(data: bytes) -> StepTable:
     """Parse and check a table; raise :class:`TableFormatError` on any fault."""
     header = check_table_header(data)
-    records_end = header.header_size + header.record_count * header.record_size
-    for index in range(header.record_count):
-        kind = data[header.header_size + index * header.record_size] if records_end <= len(data) else None
-        if kind is not None and kind not in RecordKind._value2member_map_:
-            raise _bad(TableError.BAD_RECORD, f"record {index}: unknown kind {kind}")
-    try:
-        parsed = Table.parse(data)
-    except c.ConstructError as exc:
-        detail = " ".join(str(exc).split())  # construct's messages span lines; keep one
-        raise _bad(TableError.BAD_RECORD, f"malformed table: {detail}") from exc
+    parsed = _parse_sections(data, header)
     patterns = []
     expected_first = 0
     for index, descriptor in enumerate(parsed.patterns):
@@ -484,6 +478,43 @@ def decode_table(data: bytes) -> StepTable:
     if table.total_ms != header.total_ms:
         raise _bad(TableError.BAD_RECORD, f"header total {header.total_ms} ms, records add up to {table.total_ms} ms")
     return table
+
+
+# Compiled copies of the layouts above, for decoding speed (same definitions).
+_RECORD = Record.compile()
+_DESCRIPTOR = PatternDescriptor.compile()
+_SEGMENT = Segment.compile()
+
+
+def _parse_sections(data: bytes, header: c.Container) -> c.Container:
+    """Parse the sections after the header, as :data:`Table` lays them out, section by section."""
+    record_size, pattern_count = header.record_size, header.pattern_count
+    records_end = header.header_size + header.record_count * record_size
+    patterns_end = records_end + PATTERN_DESCRIPTOR_SIZE * pattern_count
+    segments_end = patterns_end + SEGMENT_SIZE * header.segment_count
+    if segments_end > len(data):
+        raise _bad(TableError.BAD_SIZE, f"the table ends at byte {len(data)}, inside its records, patterns or segments (which end at {segments_end})")
+    records = []
+    for index in range(header.record_count):
+        start = header.header_size + index * record_size
+        kind = data[start]
+        if kind not in RecordKind._value2member_map_:
+            raise _bad(TableError.BAD_RECORD, f"record {index}: unknown kind {kind}")
+        records.append(_RECORD.parse(data[start : start + record_size]))
+    descriptors = [_DESCRIPTOR.parse(data[o : o + PATTERN_DESCRIPTOR_SIZE]) for o in range(records_end, patterns_end, PATTERN_DESCRIPTOR_SIZE)]
+    segments = [_SEGMENT.parse(data[o : o + SEGMENT_SIZE]) for o in range(patterns_end, segments_end, SEGMENT_SIZE)]
+    names = None
+    stream = io.BytesIO(data[segments_end:])
+    try:
+        if header.flags & int(TableFlags.NAMES):
+            names = c.Container(routine=Name.parse_stream(stream), patterns=[Name.parse_stream(stream) for _ in range(pattern_count)])
+    except (c.ConstructError, UnicodeDecodeError) as exc:
+        detail = " ".join(str(exc).split())  # construct's messages span lines; keep one
+        raise _bad(TableError.BAD_RECORD, f"malformed name section: {detail}") from exc
+    trailing = len(stream.read())
+    if trailing:
+        raise _bad(TableError.BAD_RECORD, f"{trailing} bytes after the end of the table")
+    return c.Container(records=records, patterns=descriptors, segments=segments, names=names)
 
 
 def _record_from(index: int, parsed: c.Container) -> TableRecord:

@@ -21,7 +21,7 @@ Rules (``protocol/SPEC.md``, "Executing a table"):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
@@ -59,7 +59,8 @@ class MotorEvent:
     finger: str | None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"t_ms": self.t_ms, "amplitude": self.amplitude, "duration_ms": self.duration_ms, "cue": self.cue,
+                "pattern": self.pattern, "step": self.step, "hand": self.hand, "finger": self.finger}
 
 
 def iteration_kind(iterate: Iterate) -> CueKind:
