@@ -1,0 +1,215 @@
+"""Serial upload: wall time of BandClient.upload through a `handcue-sim` pty paced to 115200 baud."""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import shutil
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+from companion import compile_routine, load_routine
+from companion.client import BandClient
+from protocol.constants import Opcode
+
+from . import Report, Row, md_table, median, ratio
+from .probes import Instrumented
+from .tables import upload_table
+
+NAME = "serial_upload"
+TITLE = "2. Serial upload"
+BAUD = 115200
+BITS_PER_BYTE = 10  # start + 8 data + stop, as the simulator paces its pty
+TARGET_RATIO = 1.15
+SIM_START_TIMEOUT = 20.0
+UPLOAD_TIMEOUT = 60.0
+
+METHOD = f"""\
+`handcue-sim --serial pty --baud {BAUD} --clock virtual` runs as a subprocess; the benchmark reads
+its `serial: PATH` line and opens `BandClient.open("serial:PATH?baud={BAUD}")` (pyserial on the
+pty). The simulator paces both directions of the pty to the wire time of {BAUD} baud at
+{BITS_PER_BYTE} bits per byte. Uploaded: a synthetic table of STEP records built with
+`protocol.table` (8192 bytes, no names) and the shipped `full-hand-massage` compiled as `handcue
+upload` sends it (`names=True`). Each table is uploaded several times on one connection, one
+after the other; each upload is timed from the call of `BandClient.upload(data)` to its
+return, so it includes UPLOAD_BEGIN, the windowed data frames and UPLOAD_COMMIT (the band
+verifies and stores the table, then loads it). The **wire-time limit** is `table bytes x
+{BITS_PER_BYTE} / {BAUD}` s, the time the bare table needs on the wire; the ratio is wall time / limit.
+The benchmark also counts the bytes really written to and read from the port during the upload
+(frames with COBS and CRC, acknowledgements, the status notification after the commit) by
+wrapping the transport's `send`/`receive`, and times the phases by wrapping
+`BandClient.request` (UPLOAD_BEGIN and UPLOAD_COMMIT go through it; data frames do not).
+Target: 8 KiB table within {TARGET_RATIO}x of the wire-time limit."""
+
+
+def sim_command() -> list[str]:
+    """The `handcue-sim` console script of this interpreter (not a shell shim), else the module."""
+    script = Path(sys.executable).with_name("handcue-sim")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("handcue-sim")
+    return [found] if found else [sys.executable, "-m", "firmware_sim"]
+
+
+class SerialSim:
+    """A `handcue-sim --serial pty` subprocess; stops itself on exit from the with block."""
+
+    def __init__(self, baud: int = BAUD) -> None:
+        self.process = subprocess.Popen([*sim_command(), "--serial", "pty", "--baud", str(baud), "--clock", "virtual"],
+                                        stdout=subprocess.PIPE, text=True)
+        try:
+            line = self._readline(SIM_START_TIMEOUT)
+        except BaseException:
+            self.stop()
+            raise
+        if not line.startswith("serial: "):
+            self.stop()
+            raise RuntimeError(f"handcue-sim printed {line!r}, expected 'serial: PATH'")
+        self.path = line.removeprefix("serial: ").strip()
+
+    def _readline(self, timeout: float) -> str:
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        if not ready:
+            raise TimeoutError(f"handcue-sim printed nothing within {timeout:g} s")
+        return self.process.stdout.readline()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+    def __enter__(self) -> SerialSim:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def _uploads(path: str, tables: list[tuple[str, bytes]], repeats: int, baud: int) -> list[dict[str, Any]]:
+    client = BandClient.open(f"serial:{path}?baud={baud}")
+    probe = Instrumented(client)
+    results = []
+    async with client:
+        for label, data in tables:
+            for run in range(repeats):
+                await asyncio.sleep(0.05)  # let the previous commit's notification drain
+                probe.reset()
+                start = time.perf_counter()
+                result = await asyncio.wait_for(client.upload(data), UPLOAD_TIMEOUT)
+                wall = time.perf_counter() - start
+                await asyncio.sleep(0.05)  # bytes already on their way (the status notification) count too
+                begin, commit = probe.span(Opcode.UPLOAD_BEGIN), probe.span(Opcode.UPLOAD_COMMIT)
+                limit = len(data) * BITS_PER_BYTE / baud
+                results.append({
+                    "table": label, "run": run + 1, "bytes": len(data), "wall_s": wall, "limit_s": limit, "ratio": wall / limit,
+                    "begin_s": begin[1] - begin[0], "data_s": commit[0] - begin[1], "commit_s": commit[1] - commit[0],
+                    "frames": result.frames_sent, "retransmissions": result.retransmissions,
+                    "up_bytes": probe.sent, "down_bytes": probe.received,
+                    "framed_limit_s": probe.sent * BITS_PER_BYTE / baud,
+                })
+    return results
+
+
+def commit_breakdown(data: bytes) -> tuple[float, int, float]:
+    """An in-process band commits ``data``: (commit s, decode_table calls, s inside decode_table).
+
+    The table is uploaded straight into a :class:`ProtocolHandler` (no link); ``decode_table``
+    is wrapped, for the duration of the commit, wherever the band's modules imported it.
+    """
+    import firmware_sim.handler
+    import firmware_sim.interpreter
+    import firmware_sim.storage
+    from firmware_sim.band import Band
+    from firmware_sim.clock import VirtualClock
+    from firmware_sim.flash import Flash
+    from firmware_sim.storage import FLASH_SIZE, Storage
+    from protocol.framing import encode_frame
+    from protocol.messages import encode_request
+
+    band = Band(Storage(Flash(FLASH_SIZE)), VirtualClock())
+    handler = firmware_sim.handler.ProtocolHandler(band)
+    handler.attach("bench", lambda frame: None)
+    handler.receive("bench", encode_frame(encode_request(Opcode.UPLOAD_BEGIN, 1, length=len(data), crc32=zlib.crc32(data))))
+    chunk = handler.max_frame - 8
+    for offset in range(0, len(data), chunk):
+        handler.receive("bench", encode_frame(encode_request(Opcode.UPLOAD_DATA, 2, offset=offset, data=data[offset : offset + chunk])))
+    calls, inside = 0, 0.0
+    modules = [m for m in (firmware_sim.storage, firmware_sim.interpreter, firmware_sim.handler) if hasattr(m, "decode_table")]
+    originals = {m: m.decode_table for m in modules}
+
+    def wrap(original: Any) -> Any:
+        def counted(table: bytes) -> Any:
+            nonlocal calls, inside
+            start = time.perf_counter()
+            try:
+                return original(table)
+            finally:
+                calls += 1
+                inside += time.perf_counter() - start
+        return counted
+
+    try:
+        for module in modules:
+            module.decode_table = wrap(originals[module])
+        start = time.perf_counter()
+        handler.receive("bench", encode_frame(encode_request(Opcode.UPLOAD_COMMIT, 3)))
+        total = time.perf_counter() - start
+    finally:
+        for module, original in originals.items():
+            module.decode_table = original
+    if band.storage.active_table() != data:
+        raise RuntimeError("in-process commit did not store the table")
+    return total, calls, inside
+
+
+def run(*, table_bytes: int = 8192, repeats: int = 3, shipped: str | None = "full-hand-massage", baud: int = BAUD) -> Report:
+    tables = [(f"synthetic {table_bytes} B", upload_table(table_bytes))]
+    if shipped:
+        tables.append((f"{shipped} (names)", compile_routine(load_routine(shipped), names=True)))
+    with SerialSim(baud) as sim:
+        results = asyncio.run(_uploads(sim.path, tables, repeats, baud))
+    rows: list[Row] = []
+    summary = []
+    for label, _ in tables:
+        runs = [r for r in results if r["table"] == label]
+        wall = median([r["wall_s"] for r in runs])
+        limit = runs[0]["limit_s"]
+        big = label.startswith("synthetic")
+        rows.append(Row(f"{label}: upload wall time (median of {len(runs)})", f"{wall * 1000:.0f} ms (limit {limit * 1000:.0f} ms)"))
+        rows.append(Row(f"{label}: wall / wire-time limit", ratio(wall / limit), f"<= {TARGET_RATIO}x" if big else "",
+                        wall / limit <= TARGET_RATIO if big else None))
+        summary.append((label, runs))
+    header = ["table", "run", "bytes", "wall", "limit", "wall/limit", "BEGIN", "data phase", "data/limit", "COMMIT", "frames",
+              "retx", "bytes up", "bytes down", "framed wire time", "wall/framed"]
+    body = [
+        [r["table"], r["run"], r["bytes"], f"{r['wall_s'] * 1000:.0f} ms", f"{r['limit_s'] * 1000:.0f} ms", ratio(r["ratio"]),
+         f"{r['begin_s'] * 1000:.1f} ms", f"{r['data_s'] * 1000:.0f} ms", ratio(r["data_s"] / r["limit_s"]), f"{r['commit_s'] * 1000:.0f} ms",
+         r["frames"], r["retransmissions"], r["up_bytes"], r["down_bytes"], f"{r['framed_limit_s'] * 1000:.0f} ms",
+         ratio(r["wall_s"] / r["framed_limit_s"])]
+        for r in results
+    ]
+    details = ("Every upload (BEGIN, data phase and COMMIT add up to the wall time; *framed wire time* is the bytes really "
+               f"written to the port x {BITS_PER_BYTE} / {baud}):\n\n" + md_table(header, body))
+    big_runs = summary[0][1]
+    commit = median([r["commit_s"] for r in big_runs])
+    data_phase = median([r["data_s"] for r in big_runs])
+    up = big_runs[0]["up_bytes"]
+    commit_s, decode_calls, decode_s = commit_breakdown(tables[0][1])
+    notes = [
+        f"8 KiB: the data phase takes {data_phase * 1000:.0f} ms ({data_phase / big_runs[0]['limit_s']:.2f}x the limit) and UPLOAD_COMMIT "
+        f"{commit * 1000:.0f} ms (median); the framing adds {up - big_runs[0]['bytes']} bytes ({(up / big_runs[0]['bytes'] - 1) * 100:.1f} %) upstream.",
+        f"The same commit in process (no link): {commit_s * 1000:.0f} ms, of which {decode_s * 1000:.0f} ms in {decode_calls} calls of "
+        f"`protocol.table.decode_table` ({decode_s / max(decode_calls, 1) * 1000:.0f} ms each) by the band's storage, interpreter and handler.",
+    ]
+    return Report(NAME, TITLE, METHOD, rows, details, notes, data={"uploads": results})

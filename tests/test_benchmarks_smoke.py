@@ -1,0 +1,77 @@
+"""Smoke test of `python -m benchmarks`: every benchmark module runs its smallest configuration.
+
+Only the structure of the results is checked here; timing claims belong to the
+benchmarks (docs/performance.md), never to tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from benchmarks import Report, Row
+from benchmarks.__main__ import MODULES, main
+
+SMALLEST = {
+    "compactness": {"routines": ["nausea-pc6"]},
+    "serial_upload": {"table_bytes": 512, "repeats": 1, "shipped": None},
+    "ble_upload": {"mtus": (247,), "table_bytes": 1024, "warm_up": None},
+    "simulator": {"hours": 1, "repeats": 1, "realtime": ((2, 1),), "speed": 10.0},
+    "companion_cli": {"startup_runs": 1, "step_counts": (10,), "largest": False, "repeats": 1},
+}
+
+
+def check_report(report: Report, name: str) -> None:
+    module = importlib.import_module(f"benchmarks.{name}")
+    assert report.name == name and report.title == module.TITLE and report.method == module.METHOD
+    assert report.rows and all(isinstance(row, Row) and row.metric and row.value for row in report.rows)
+    assert all(row.met in (None, True, False) for row in report.rows)
+    assert report.details
+
+
+def test_every_module_has_a_smallest_configuration():
+    assert set(SMALLEST) == set(MODULES)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_smallest_configuration(name):
+    module = importlib.import_module(f"benchmarks.{name}")
+    report = module.run(**SMALLEST[name])
+    check_report(report, name)
+    data = report.data
+    if name == "compactness":
+        [routine] = data["routines"]
+        assert routine["routine"] == "nausea-pc6"
+        assert 0 < routine["handcue"] < routine["handcue_names"]
+        assert routine["handcue"] < routine["json"] and routine["handcue"] < routine["cbor"] and routine["handcue"] < routine["fit"]
+        assert sum(routine["handcue_breakdown"].values()) == routine["handcue_names"]
+    elif name == "serial_upload":
+        [upload] = data["uploads"]
+        assert upload["bytes"] <= 512 and upload["frames"] >= 1 and upload["retransmissions"] == 0
+        assert upload["up_bytes"] > upload["bytes"] and upload["down_bytes"] > 0 and upload["wall_s"] > 0
+    elif name == "ble_upload":
+        [mtu] = data["mtus"]
+        assert mtu["mtu"] == 247 and mtu["transport_mtu"] == 244
+        windowed, stop_and_wait = mtu["windowed"], mtu["stop_and_wait"]
+        assert windowed["frames"] == stop_and_wait["frames"] and windowed["retransmissions"] == 0
+        assert stop_and_wait["round_trips"] == stop_and_wait["frames"] + 2
+        assert windowed["round_trips"] <= stop_and_wait["round_trips"]
+        assert 1 <= windowed["max_in_flight"] <= mtu["window"]
+    elif name == "simulator":
+        assert [row[0] for row in data["virtual"]] == ["1 h, 1 cue/min", "1 h, 5 cues/min"]
+        [onsets] = data["realtime"]["runs"]
+        assert [cue for _, cue, _ in onsets["errors_ms"]] == ["tick", "done"]
+        assert onsets["min"] <= onsets["p50"] <= onsets["p99"] <= onsets["max"]
+    elif name == "companion_cli":
+        assert len(data["startup"]["help_s"]) == len(data["startup"]["baseline_s"]) == 1
+        [compiled] = data["compile"]
+        assert compiled["steps"] == 10 and compiled["bytes"] > 0
+
+
+def test_main_writes_the_report(tmp_path, capsys):
+    output = tmp_path / "performance.md"
+    assert main(["--only", "compactness", "--output", str(output)]) == 0
+    text = output.read_text()
+    assert "# Performance" in text and "## 1. Compactness" in text and "### Method" in text and "cores" in text
+    assert "full-hand-massage: FIT/HandCue" in capsys.readouterr().out
