@@ -216,7 +216,7 @@ class Band:
             finger=finger if playing else None,
             elapsed_ms=elapsed,
             remaining_ms=max(0, interpreter.total_ms - elapsed - interpreter.skipped_ms) if state != RunState.FINISHED else 0,
-            step_remaining_ms=interpreter.step_remaining_ms(t) if playing else 0,
+            step_remaining_ms=max(0, interpreter.iteration_end - t) if playing else 0,
             total_ms=interpreter.total_ms,
             last_cue=self.last_cue,
             cues=self.cue_count,
