@@ -439,7 +439,7 @@ def test_notifications_go_out_before_the_response_on_every_link(handler):
     handler.attach("serial", serial.append)
     handler.attach("ble", ble.append)
     handler.receive("serial", encode_frame(encode_request(Opcode.START, 9)))
-    started = "01" "00" "00" "04" "00" "01" "00" "00000000" "c0270900" "c0270900" "c0270900" "03" "0100" "64"
+    started = "01" "00" "00" "04" "00" "01" "00" "00000000" "c0270900" "e0930400" "c0270900" "03" "0100" "64"
     notification = encode_frame(bytes.fromhex("01" "02" "0b" "00" + started))
     assert serial == [notification, notification, encode_frame(bytes.fromhex("01" "01" "06" "09" "00" "00" + started))]
     assert ble == [notification, notification]  # the other link hears the notifications, not the response
