@@ -48,6 +48,21 @@ def _host_attached(transport: Any) -> bool | None:
     return sink.transport is not None
 
 
+def _served_controller_class() -> type:
+    from companion.ble.bumble_backend import CentralController
+
+    class ServedController(CentralController):
+        """The controller served to another process; remembers that a host talked to it."""
+
+        host_seen = False
+
+        def on_hci_packet(self, packet: Any) -> None:
+            self.host_seen = True  # every host starts with HCI Reset
+            super().on_hci_packet(packet)
+
+    return ServedController
+
+
 class BlePeripheral:
     """Serves ``handler`` over BLE as ``HandCue-<band id>``."""
 
@@ -74,13 +89,11 @@ class BlePeripheral:
         return self.peripheral.address
 
     async def start(self) -> None:
-        from companion.ble.bumble_backend import CentralController
-
         try:
             if self.hci_server is not None:
                 self.link = LocalLink()
                 self._served_transport = await open_transport(self.hci_server)
-                self._served_controller = CentralController(
+                self._served_controller = _served_controller_class()(
                     "served", host_source=self._served_transport.source, host_sink=self._served_transport.sink, link=self.link
                 )
                 self._tasks.append(asyncio.create_task(self._watch_host()))
@@ -125,14 +138,17 @@ class BlePeripheral:
                 self.peripheral.set_battery(level)
 
     async def _watch_host(self) -> None:
-        """When the other process's host goes away, drop its connections so the band advertises again."""
-        was_attached = False
+        """When the other process's host goes away, drop its connections so the band advertises again.
+
+        A host that came and went between two polls is caught too: the controller
+        remembers that a host spoke to it.
+        """
+        controller = self._served_controller
         while True:
             await asyncio.sleep(HOST_WATCH_INTERVAL)
-            attached = _host_attached(self._served_transport)
-            if was_attached and attached is False:
-                self._served_controller.drop_host_state()
-            was_attached = bool(attached)
+            if controller.host_seen and _host_attached(self._served_transport) is False:
+                controller.host_seen = False
+                controller.drop_host_state()
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -146,3 +162,12 @@ class BlePeripheral:
         if self._served_transport is not None:
             with contextlib.suppress(Exception):
                 await self._served_transport.close()
+            # bumble's tcp-server transport leaves its listening socket open: close it.
+            server = getattr(self._served_transport, "server", None)
+            if server is not None:
+                client = getattr(self._served_transport.sink, "transport", None)
+                if client is not None:
+                    client.close()
+                server.close()
+                with contextlib.suppress(Exception):
+                    await server.wait_closed()

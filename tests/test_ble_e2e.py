@@ -55,6 +55,7 @@ class LocalBand:
 
     async def __aexit__(self, *exc: object) -> None:
         await bumble_backend.shutdown()
+        bumble_backend.reset()
         await self.ble.close()
         self.runner.cancel()
 
@@ -180,6 +181,8 @@ def test_across_processes_through_hci_server(tmp_path):
         run(job())
     finally:
         sim.terminate()
+        sim.stdout.close()
+        bumble_backend.reset()
         assert sim.wait(TIMEOUT) == 0
     events = [json.loads(line) for line in trace.read_text().splitlines()]
     motor = [{k: v for k, v in e.items() if k != "event"} for e in events if e["event"] == "motor"]

@@ -162,7 +162,7 @@ class CentralController(Controller):
     * HCI Reset: bumble's controller ignores it.  Here it drops connections (the peer
       sees a supervision timeout), scanning, advertising and any pending
       connection, so a new host process attaching to a served controller (see
-      ``serve.py``) starts clean and a band connected to the previous host is freed.
+      ``handcue-sim --hci-server``) starts clean and a band connected to the previous host is freed.
     """
 
     def on_hci_le_create_connection_cancel_command(self, command: hci.HCI_LE_Create_Connection_Cancel_Command) -> hci.HCI_StatusReturnParameters:
@@ -779,6 +779,11 @@ class BumbleClient(BaseBleakClient):
         subscriber = self._subscriptions.pop(proxy.handle, None)
         if subscriber is not None:
             await self._guard("unsubscribe", proxy.unsubscribe(subscriber))
+
+
+def reset() -> None:
+    """Forget the configuration: bleak's platform backend is used again (stacks close on next use)."""
+    _Registry.config = None
 
 
 def is_configured() -> bool:
