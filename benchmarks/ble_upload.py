@@ -8,17 +8,10 @@ import time
 import zlib
 from typing import Any
 
-from bumble.link import LocalLink
-
 from companion import compile_routine, load_routine
 from companion.ble import bumble_backend
 from companion.client import BandClient
-from firmware_sim.band import Band
-from firmware_sim.ble import BlePeripheral
-from firmware_sim.clock import VirtualClock
-from firmware_sim.flash import Flash
-from firmware_sim.handler import ProtocolHandler
-from firmware_sim.storage import FLASH_SIZE, Storage
+from firmware_sim.local import LocalBleBand
 from protocol.constants import Opcode
 from protocol.table import check_table_header
 
@@ -78,25 +71,7 @@ the ATT, L2CAP and link-layer headers).
 Target: at MTU {TARGET_MTU}, at least {TARGET_FEWER:g}x fewer round trips than stop-and-wait."""
 
 
-class LocalBand:
-    """A band with its BLE peripheral on a LocalLink, and the bleak backend configured on it."""
-
-    def __init__(self) -> None:
-        self.link = LocalLink()
-        self.band = Band(Storage(Flash(FLASH_SIZE)), VirtualClock(), battery_percent=87)
-        self.handler = ProtocolHandler(self.band)
-        self.ble = BlePeripheral(self.handler, self.band, link=self.link)
-
-    async def __aenter__(self) -> LocalBand:
-        self.runner = asyncio.create_task(self.band.run())
-        await self.ble.start()
-        bumble_backend.configure(link=self.link)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await bumble_backend.shutdown()
-        await self.ble.close()
-        self.runner.cancel()
+LocalBand = LocalBleBand
 
 
 async def stop_and_wait_upload(client: BandClient, data: bytes) -> int:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import zlib
-
-from firmware_sim.flash import Flash
-from firmware_sim.storage import FLASH_SIZE, Storage
+from firmware_sim.local import storage_with
 from protocol.constants import TABLE_RECORD_SIZE, Hands, Iterate, TechniqueCode
 from protocol.table import CuePattern, LoopRecord, PatternSegment, StepRecord, StepTable, TableRecord, encode_table
 
@@ -68,10 +65,4 @@ def metronome_table(seconds: int = 60, every_s: int = 2) -> tuple[bytes, int]:
     return encode_table(table, names=False), table.total_ms
 
 
-def stored(data: bytes) -> Storage:
-    """A band storage (RAM flash) holding ``data`` as its active routine, stored through the upload path."""
-    storage = Storage(Flash(FLASH_SIZE))
-    storage.begin_upload(len(data), zlib.crc32(data))
-    storage.write_chunk(0, data)
-    storage.commit()
-    return storage
+stored = storage_with

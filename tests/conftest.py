@@ -1,24 +1,16 @@
 from __future__ import annotations
 
-import zlib
-
 import pytest
 
 from companion import compile_routine, load_routine, shipped_routines
 from firmware_sim.band import Band
 from firmware_sim.clock import VirtualClock
-from firmware_sim.flash import Flash
-from firmware_sim.storage import FLASH_SIZE, Storage
+from firmware_sim.local import storage_with
 
 SHIPPED = sorted(shipped_routines())
 
 
-def stored(data: bytes) -> Storage:
-    storage = Storage(Flash(FLASH_SIZE))
-    storage.begin_upload(len(data), zlib.crc32(data))
-    storage.write_chunk(0, data)
-    storage.commit()
-    return storage
+stored = storage_with
 
 
 @pytest.fixture

@@ -16,17 +16,11 @@ import zlib
 
 import pytest
 from bleak import BleakClient, BleakScanner
-from bumble.link import LocalLink
 
 from companion import compile_routine, load_routine, read_table, table_timeline
 from companion.ble import bumble_backend
 from companion.client import BandClient
-from firmware_sim.band import Band
-from firmware_sim.ble import BlePeripheral
-from firmware_sim.clock import VirtualClock
-from firmware_sim.flash import Flash
-from firmware_sim.handler import ProtocolHandler
-from firmware_sim.storage import FLASH_SIZE, Storage
+from firmware_sim.local import LocalBleBand
 from protocol.constants import BleUuid, Hands, TechniqueCode
 from protocol.table import CuePattern, PatternSegment, StepRecord, StepTable, encode_table
 
@@ -36,31 +30,8 @@ TIMEOUT = 30
 ADDRESS = "ble:HandCue-1A2B"
 
 
-class LocalBand:
-    """A band with its BLE peripheral on a LocalLink, plus the bleak backend configured on it."""
-
-    def __init__(self) -> None:
-        self.link = LocalLink()
-        self.band = Band(Storage(Flash(FLASH_SIZE)), VirtualClock(), battery_percent=87)
-        self.handler = ProtocolHandler(self.band)
-        self.events: list[dict] = []
-        self.band.listeners.append(self.events.append)
-        self.ble = BlePeripheral(self.handler, self.band, link=self.link)
-
-    async def __aenter__(self) -> LocalBand:
-        self.runner = asyncio.create_task(self.band.run())
-        await self.ble.start()
-        bumble_backend.configure(link=self.link)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await bumble_backend.shutdown()
-        bumble_backend.reset()
-        await self.ble.close()
-        self.runner.cancel()
-
-    def motor(self) -> list[dict]:
-        return [{k: v for k, v in e.items() if k != "event"} for e in self.events if e["event"] == "motor"]
+def LocalBand() -> LocalBleBand:
+    return LocalBleBand()
 
 
 def run(coroutine):
@@ -102,7 +73,7 @@ def test_standard_services_through_bleak():
 def test_upload_start_and_trace_equals_inspect_timeline_over_ble(routine):
     data = compile_routine(load_routine(routine))
 
-    async def job(band: LocalBand):
+    async def job(band: LocalBleBand):
         async with BandClient.open(ADDRESS) as client:
             assert client.transport.mtu == 244
             result = await client.upload(data)
@@ -117,7 +88,7 @@ def test_upload_start_and_trace_equals_inspect_timeline_over_ble(routine):
     async def main():
         async with LocalBand() as band:
             await job(band)
-            return band.motor()
+            return band.motor_events()
 
     assert run(main()) == [e.to_json() for e in table_timeline(read_table(data))]
 
