@@ -206,7 +206,12 @@ class Band:
         hand, finger = interpreter.position()
         state = interpreter.state
         playing = state in (RunState.RUNNING, RunState.PAUSED) and interpreter.step is not None
-        elapsed = min(t, interpreter.total_ms) if state != RunState.IDLE else 0
+        if state == RunState.IDLE:
+            elapsed = 0
+        elif state == RunState.FINISHED:
+            elapsed = interpreter.finished_at  # routine time stops at the end (earlier after a skip)
+        else:
+            elapsed = min(t, interpreter.total_ms)
         return StatusReport(
             state=state.value,
             step=interpreter.pc if playing else None,

@@ -104,6 +104,7 @@ class Interpreter:
         self.next_tick: int | None = None
         self.warn_at: int | None = None
         self.skipped_ms = 0
+        self.finished_at = 0
         self._pending: list[tuple[CueKind, int | None]] = []
 
     def start(self) -> None:
@@ -173,6 +174,7 @@ class Interpreter:
             if self.pc >= self.header.record_count:
                 self.step = None
                 self.state = RunState.FINISHED
+                self.finished_at = t_ms
                 self._pending.append((CueKind.DONE, _ref(self.header.done_pattern)))
                 return
             record = self.record(self.pc)

@@ -102,3 +102,15 @@ def test_interpreter_rejects_corrupt_table_at_load():
     data[-1] ^= 1
     with pytest.raises(TableFormatError):
         Interpreter(bytes(data), lambda cue: None)
+
+
+def test_elapsed_stops_when_finished_after_a_skip(make_band):
+    band, clock, _ = make_band("nausea-pc6")
+    band.start()
+    clock.set(60_000)
+    band.process()
+    band.skip()  # the only step record: the routine ends now
+    assert band.status().state == "finished"
+    clock.set(200_000)
+    band.process()
+    assert band.status().elapsed_ms == 60_000
