@@ -76,16 +76,23 @@ class Flash:
     def program(self, offset: int, payload: bytes) -> None:
         """Program ``payload`` at ``offset``; bits can only go from 1 to 0."""
         self._check_range(offset, len(payload))
-        written = 0
-        try:
-            for position, value in enumerate(payload, offset):
-                if self.data[position] & value != value:
-                    raise FlashError(f"programming 0x{value:02X} over 0x{self.data[position]:02X} at 0x{position:X}: not erased")
-                self._spend()
-                self.data[position] &= value
-                written += 1
-        finally:
-            self._persist(offset, written)
+        end = offset + len(payload)
+        old = int.from_bytes(self.data[offset:end], "big")
+        new = int.from_bytes(payload, "big")
+        if old & new != new:
+            position = next(i for i in range(offset, end) if self.data[i] & payload[i - offset] != payload[i - offset])
+            raise FlashError(f"programming 0x{payload[position - offset]:02X} over 0x{self.data[position]:02X} at 0x{position:X}: not erased")
+        if self._budget is None or self._budget >= len(payload):
+            if self._budget is not None:
+                self._budget -= len(payload)
+            self.data[offset:end] = payload
+            self._persist(offset, len(payload))
+            return
+        written = self._budget  # the supply fails part-way through this write
+        self.data[offset : offset + written] = payload[:written]
+        self._budget = 0
+        self._persist(offset, written)
+        raise PowerLoss("power cut during a flash operation")
 
     def _check_range(self, offset: int, length: int) -> None:
         if offset < 0 or length < 0 or offset + length > self.size:

@@ -6,12 +6,15 @@ Flash layout (4 KiB sectors)::
     sectors 2..9       slot 0 (32 KiB, one table)
     sectors 10..17     slot 1
 
-State is the replay of every valid journal entry in sequence order:
+State is the replay of the journal's valid entries, in order:
 
 * ``COMMIT(slot, length, crc)`` makes a slot's table the active routine;
 * ``BEGIN(slot, length, crc)`` starts an upload into the other slot;
 * ``PROGRESS(offset)`` records how much of that upload is durable;
-* ``ABORT`` forgets the upload, ``ERASE`` forgets the active routine.
+* ``ABORT`` forgets the upload, ``ERASE`` forgets the active routine;
+* when a sector fills, the other one is erased and starts with a snapshot of
+  the state, closed by a ``SNAPSHOT`` entry; the newest complete sector is
+  the journal.
 
 A new table only becomes active through one 16-byte ``COMMIT`` entry written
 after its bytes were read back and verified (CRC and structure); a torn entry
@@ -39,7 +42,7 @@ SLOT_FIRST_SECTOR = (2, 2 + SLOT_SECTORS)
 FLASH_SIZE = (2 + 2 * SLOT_SECTORS) * SECTOR_SIZE
 ENTRY_SIZE = 16
 COPY_FLAG = 0x80
-"""Set on the slot byte of a COMMIT copied during journal compaction (keeps the upload)."""
+"""Set on the slot byte of every entry of a compaction snapshot."""
 
 
 class EntryKind(IntEnum):
@@ -48,6 +51,7 @@ class EntryKind(IntEnum):
     PROGRESS = 3
     ABORT = 4
     ERASE = 5
+    SNAPSHOT = 6
 
 
 JournalEntry = c.Struct(
@@ -59,6 +63,8 @@ JournalEntry = c.Struct(
     "entry_crc" / c.Int32ul,  # CRC-32 of the first 12 bytes
 )
 assert JournalEntry.sizeof() == ENTRY_SIZE
+_ENTRY = JournalEntry.compile()  # the same layout, compiled: a boot reads up to 512 entries
+_FREE_ENTRY = bytes([ERASED]) * ENTRY_SIZE
 
 
 class StorageError(HandCueError):
@@ -102,26 +108,40 @@ class Storage:
         entries, first_free = [], 0
         for index in range(SECTOR_SIZE // ENTRY_SIZE):
             chunk = raw[index * ENTRY_SIZE : (index + 1) * ENTRY_SIZE]
-            if chunk == bytes([ERASED]) * ENTRY_SIZE:
+            if chunk == _FREE_ENTRY:
                 continue
             first_free = index + 1  # never write after a used (even torn) entry
-            entry = JournalEntry.parse(chunk)
+            entry = _ENTRY.parse(chunk)
             if entry.entry_crc == zlib.crc32(chunk[:12]):
                 entries.append(entry)
         return entries, first_free
 
     def _mount(self) -> None:
-        all_entries = []
-        newest = {}
-        free = {}
-        for sector in JOURNAL_SECTORS:
-            entries, free[sector] = self._read_entries(sector)
-            all_entries += entries
-            newest[sector] = max((e.seq for e in entries), default=-1)
-        self._journal = max(JOURNAL_SECTORS, key=lambda s: newest[s])
-        self._next_entry = free[self._journal]
-        self._seq = max(newest.values()) + 1
-        for entry in sorted(all_entries, key=lambda e: e.seq):
+        """Replay the newest journal sector that holds a complete state.
+
+        A sector filled by compaction starts with a snapshot (entries flagged
+        :data:`COPY_FLAG`) and is trusted only once its ``SNAPSHOT`` marker is
+        written; until then the other sector is the journal, so a power cut in
+        the middle of a compaction loses nothing.
+        """
+        found = {sector: self._read_entries(sector) for sector in JOURNAL_SECTORS}
+
+        def complete(entries: list[c.Container]) -> bool:
+            if not entries:
+                return False
+            from_compaction = bool(entries[0].slot & COPY_FLAG)
+            return not from_compaction or any(e.kind == EntryKind.SNAPSHOT for e in entries)
+
+        trusted = [sector for sector, (entries, _) in found.items() if complete(entries)]
+        newest_seq = max((e.seq for entries, _ in found.values() for e in entries), default=-1)
+        self._seq = newest_seq + 1
+        if not trusted:
+            self._journal = JOURNAL_SECTORS[0]
+            self._next_entry = found[self._journal][1]
+            return
+        self._journal = max(trusted, key=lambda sector: max(e.seq for e in found[sector][0]))
+        entries, self._next_entry = found[self._journal]
+        for entry in entries:  # in write order, which is sequence order within a sector
             self._apply(entry)
         if self.active is not None and self._verified(self.active) is None:
             self.active = None  # cannot happen through this code; never run a corrupt table
@@ -130,10 +150,9 @@ class Storage:
         kind = entry.kind
         if kind == EntryKind.COMMIT:
             self.active = SlotInfo(entry.slot & ~COPY_FLAG, entry.length, entry.value)
-            if not entry.slot & COPY_FLAG:
-                self.upload = None
+            self.upload = None
         elif kind == EntryKind.BEGIN:
-            self.upload = UploadState(entry.slot, entry.length, entry.value, 0)
+            self.upload = UploadState(entry.slot & ~COPY_FLAG, entry.length, entry.value, 0)
         elif kind == EntryKind.PROGRESS and self.upload is not None:
             self.upload = replace(self.upload, offset=entry.value)
         elif kind == EntryKind.ABORT:
@@ -158,17 +177,23 @@ class Storage:
         self.flash.program(offset, entry)
 
     def _compact(self) -> None:
-        """Start the other journal sector with a copy of the current state."""
+        """Start the other journal sector with a snapshot of the current state.
+
+        The snapshot is trusted (at the next boot) only once its final
+        ``SNAPSHOT`` entry is written; the old sector stays intact until the
+        compaction after this one erases it.
+        """
         self._journal = JOURNAL_SECTORS[1] if self._journal == JOURNAL_SECTORS[0] else JOURNAL_SECTORS[0]
         self._next_entry = 0
         self.flash.erase_sector(self._journal)
         if self.active is None:
-            self._write_entry(EntryKind.ERASE, 0, 0, 0)
+            self._write_entry(EntryKind.ERASE, COPY_FLAG, 0, 0)
         else:
             self._write_entry(EntryKind.COMMIT, self.active.slot | COPY_FLAG, self.active.length, self.active.crc)
         if self.upload is not None:
-            self._write_entry(EntryKind.BEGIN, self.upload.slot, self.upload.length, self.upload.crc)
-            self._write_entry(EntryKind.PROGRESS, 0, 0, self.upload.offset)
+            self._write_entry(EntryKind.BEGIN, self.upload.slot | COPY_FLAG, self.upload.length, self.upload.crc)
+            self._write_entry(EntryKind.PROGRESS, COPY_FLAG, 0, self.upload.offset)
+        self._write_entry(EntryKind.SNAPSHOT, COPY_FLAG, 0, 0)
 
     # ---------------------------------------------------------------- tables
 

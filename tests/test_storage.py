@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextlib
 import zlib
 
 import pytest
@@ -96,39 +97,71 @@ def test_journal_compaction_keeps_state():
     assert rebooted.upload is not None and rebooted.upload.offset == 10
 
 
-def _work_units(action) -> int:
-    """How many flash work units (bytes programmed, pages erased) an action costs."""
+ENTRIES_PER_SECTOR = SECTOR_SIZE // ENTRY_SIZE
+
+
+def base_image(active: bytes | None, fill_journal: bool) -> bytes:
+    """A flash image holding ``active`` (or nothing), its journal optionally a few entries short of full."""
     storage = Storage(Flash(FLASH_SIZE))
-    upload(storage, OLD)
-    flash = storage.flash
-    flash.cut_power_after(10**9)
-    action(storage)
-    return 10**9 - flash._budget
+    if active is not None:
+        upload(storage, active)
+    if fill_journal:
+        # An unfinished upload of another table, one byte per journal entry.
+        other = compile_routine(load_routine("desk-break"))
+        offset = storage.begin_upload(len(other), zlib.crc32(other))
+        while storage._next_entry < ENTRIES_PER_SECTOR - 3:
+            offset = storage.write_chunk(offset, other[offset : offset + 1])
+    return storage.flash.snapshot()
 
 
-@pytest.mark.parametrize("chunk", [64])
-def test_power_cut_at_every_unit_of_upload_and_commit_keeps_last_good_routine(chunk):
-    """Cut power after every possible number of flash work units of a whole upload + commit."""
-    total = _work_units(lambda s: upload(s, NEW, chunk))
-    pages_per_sector = SECTOR_SIZE // ERASE_PAGE
-    assert total > len(NEW) + pages_per_sector  # the upload writes every byte and erases a sector
-    base = Storage(Flash(FLASH_SIZE))
-    upload(base, OLD)
-    image = base.flash.snapshot()
+@pytest.mark.parametrize(
+    ("start", "fill_journal"),
+    [("old routine", False), ("old routine", True), ("empty band", True)],
+    ids=["plain", "through-compaction", "empty-band-through-compaction"],
+)
+def test_power_cut_at_every_unit_keeps_last_good_routine(start, fill_journal):
+    """Cut power after every possible number of flash work units of a whole upload + commit.
+
+    With a nearly full journal the upload also compacts it, so the cuts land in
+    the journal sector erase and in the snapshot too.
+    """
+    old = OLD if start == "old routine" else None
+    image = base_image(old, fill_journal)
+    probe = Flash.from_image(image)
+    probe.cut_power_after(10**9)
+    upload(Storage(probe), NEW)
+    total = 10**9 - probe._budget
+    assert total > len(NEW) + SECTOR_SIZE // ERASE_PAGE  # writes every byte and erases at least a sector
     outcomes = {"old": 0, "new": 0}
     for budget in range(total + 1):
         flash = Flash.from_image(image)
         storage = Storage(flash)
         flash.cut_power_after(budget)
         with contextlib.suppress(PowerLoss):
-            upload(storage, NEW, chunk)
+            upload(storage, NEW)
         flash.cut_power_after(None)
         rebooted = Storage(flash)  # the band boots
         active = rebooted.active_table()
-        assert active in (OLD, NEW), f"cut after {budget} units left {active!r:.40}"
-        outcomes["old" if active == OLD else "new"] += 1
-        # and it can always finish (or resume) the upload afterwards
-        upload(rebooted, NEW, chunk)
+        assert active in (old, NEW), f"cut after {budget} units left {active!r:.40}"
+        outcomes["old" if active == old else "new"] += 1
+        upload(rebooted, NEW)  # and it can always finish (or resume) the upload afterwards
         assert Storage(flash).active_table() == NEW
-    assert outcomes["old"] == total  # only the complete commit switches routines
-    assert outcomes["new"] == 1
+    assert outcomes == {"old": total, "new": 1}  # only the complete commit switches routines
+
+
+def test_power_cut_during_compaction_keeps_acknowledged_upload_offset():
+    """An upload offset acknowledged before a compaction survives a cut anywhere in that compaction."""
+    image = base_image(None, fill_journal=True)
+    before = Storage(Flash.from_image(image))
+    acknowledged = before.upload.offset
+    other = compile_routine(load_routine("desk-break"))
+    for budget in range(0, SECTOR_SIZE // ERASE_PAGE + 6 * ENTRY_SIZE):
+        flash = Flash.from_image(image)
+        storage = Storage(flash)
+        flash.cut_power_after(budget)
+        with contextlib.suppress(PowerLoss):
+            for _ in range(8):  # enough one-byte writes to force the compaction
+                storage.write_chunk(storage.upload.offset, other[storage.upload.offset : storage.upload.offset + 1])
+        flash.cut_power_after(None)
+        resumed = Storage(flash).begin_upload(len(other), zlib.crc32(other))
+        assert resumed >= acknowledged, f"cut after {budget} units: resume at {resumed}, acknowledged {acknowledged}"
