@@ -164,12 +164,14 @@ async def scan_bands(timeout: float) -> list[dict[str, Any]]:
 
     from protocol.constants import BLE_NAME_PREFIX, BleUuid
 
-    from .transport.ble import bleak_backends, release_backend
+    from .transport.ble import bleak_backends, release_backend, via_text
 
     try:
         found = await BleakScanner.discover(timeout=timeout, return_adv=True, backend=bleak_backends().get("scanner"))
-    except BleakError as exc:
-        raise HandCueError(f"cannot scan for BLE devices: {exc}") from exc
+    except (BleakError, OSError) as exc:
+        raise HandCueError(f"cannot scan for BLE devices: {via_text()}{exc}") from exc
+    except Exception as exc:  # bumble's own errors for a bad HCI transport
+        raise HandCueError(f"cannot scan for BLE devices: {via_text()}{type(exc).__name__}: {exc}") from exc
     finally:
         await release_backend()
     bands = []
@@ -274,6 +276,10 @@ async def follow_band(client: BandClient, poll_s: float = 1.0, out: Any = None) 
             if live:
                 out.write("\n")
             return status
+        if status.state == "idle":  # stopped, erased or replaced from elsewhere
+            if live:
+                out.write("\n")
+            raise HandCueError("the routine was stopped before it finished")
         try:
             status = await anext(client.notifications(timeout=poll_s))
         except HandCueError:

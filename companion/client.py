@@ -137,8 +137,12 @@ class BandClient:
         try:
             message = decode_message(payload)
         except MessageError as exc:
-            waiting = self._pending.pop(exc.request_id, None) if exc.status == Status.UNSUPPORTED_VERSION else None
-            if waiting is not None and not waiting[1].done():
+            # A response in another protocol version still names its request in the
+            # frozen header: fail that request with a clear reason instead of a timeout.
+            waiting = self._pending.get(exc.request_id)
+            is_answer = exc.status == Status.UNSUPPORTED_VERSION and payload[1] == MessageKind.RESPONSE
+            if is_answer and waiting is not None and waiting[0] == exc.opcode and not waiting[1].done():
+                del self._pending[exc.request_id]
                 waiting[1].set_exception(band_error(Status.UNSUPPORTED_VERSION, f"{self.transport.address}: {exc}"))
             else:
                 self.dropped_responses += 1
@@ -171,7 +175,11 @@ class BandClient:
         request_id = self._allocate_id()
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (opcode, future)
-        await self.transport.send(encode_frame(encode_request(opcode, request_id, **fields)))
+        try:
+            await self.transport.send(encode_frame(encode_request(opcode, request_id, **fields)))
+        except BaseException:
+            self._pending.pop(request_id, None)
+            raise
         return request_id, future
 
     async def request(self, opcode: Opcode, *, timeout: float | None = None, what: str | None = None, **fields: Any) -> Message:

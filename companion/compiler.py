@@ -8,6 +8,7 @@ every step that uses them, so the same routine always gives the same bytes.
 from __future__ import annotations
 
 from protocol.constants import TechniqueCode
+from protocol.errors import RoutineError, TableFormatError
 from protocol.table import CuePattern, LoopRecord, StepRecord, StepTable, TableRecord, encode_table
 
 from .routine import Block, Routine, Step
@@ -67,5 +68,12 @@ def build_table(routine: Routine) -> StepTable:
 
 
 def compile_routine(routine: Routine, *, names: bool = True) -> bytes:
-    """The table bytes of ``routine``; ``names=False`` leaves out the name section."""
-    return encode_table(build_table(routine), names=names)
+    """The table bytes of ``routine``; ``names=False`` leaves out the name section.
+
+    Raises :class:`RoutineError` naming the routine file when the routine as a
+    whole breaks a table limit (too many steps or patterns, too long in total).
+    """
+    try:
+        return encode_table(build_table(routine), names=names)
+    except TableFormatError as exc:
+        raise RoutineError(f"{routine.source}: {exc}") from exc

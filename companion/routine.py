@@ -8,6 +8,7 @@ and says what is allowed; unknown keys are errors so typos never pass.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -407,6 +408,9 @@ class _Checker:
         elif tick_every < Limits.MIN_STEP_MS:
             self.error(_join(label, "tick_every"), f"{_fmt(tick_every)}; at least {_fmt(Limits.MIN_STEP_MS)} between ticks")
             return None
+        elif tick_every >= duration:
+            self.warning(_join(label, "tick_every"), f"{_fmt(tick_every)} is not shorter than the step ({_fmt(duration)}): no tick is felt")
+            tick, tick_every = None, 0
         if not warn:
             warn_before = 0
         elif not warn_before:
@@ -526,8 +530,8 @@ def parse_duration(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"{value!r} is negative")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{value!r} is not a duration (a finite, non-negative number of seconds)")
         return _round_unit(value * 1000)
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a duration; write seconds (90) or text (\"90 s\", \"5 min\", \"1:30\")")

@@ -148,8 +148,9 @@ class Band:
 
     def pause(self) -> None:
         interpreter = self._require(RunState.RUNNING)
-        self._paused_at = self.routine_ms()
-        self.process()
+        now = self.clock.now_ms()  # one reading: play everything due, then freeze at that instant
+        self.process(now)
+        self._paused_at = self.routine_ms(now)
         self.motor.cut(self._paused_at)
         interpreter.pause()
         self.announce_state()
@@ -164,8 +165,9 @@ class Band:
 
     def skip(self) -> None:
         interpreter = self._require(RunState.RUNNING, RunState.PAUSED)
-        t = self.routine_ms()
-        self.process()
+        now = self.clock.now_ms()
+        self.process(now)
+        t = self.routine_ms(now)
         was = interpreter.state
         interpreter.skip(t)
         if interpreter.state == RunState.FINISHED and was == RunState.PAUSED:

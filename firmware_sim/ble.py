@@ -106,8 +106,8 @@ class BlePeripheral:
                 battery_percent=round(self.band.battery_percent),
                 device_info=DeviceInfo(firmware_revision=".".join(map(str, FIRMWARE_VERSION)), serial_number=f"{self.band.band_id:04X}"),
             )
-        except (OSError, ValueError) as exc:
-            raise HandCueError(f"cannot start BLE on {self.hci_server or self.hci}: {exc}") from exc
+        except Exception as exc:  # bumble raises its own types for bad transport specs
+            raise HandCueError(f"cannot start BLE on {self.hci_server or self.hci or 'the local link'}: {exc}") from exc
         device: Device = self.peripheral.device
         # A fresh parser per connection: a frame torn by a disconnect must not spoil the next one.
         device.on(Device.EVENT_CONNECTION, lambda *_: self.handler.attach(self.link_name, self._outgoing.put_nowait))

@@ -99,9 +99,8 @@ async def run_band(options: dict[str, Any]) -> int:
         async def wait_finished() -> None:
             await finished.wait()
             # let the done pattern play out
-            while band.motor.busy:
-                await asyncio.sleep(0)
-                band.process()
+            while band.motor.busy:  # the main loop plays it; just look again shortly
+                await asyncio.sleep(0.01)
         waiters.append(asyncio.create_task(wait_finished()))
     waiters += tasks
     done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -136,7 +135,7 @@ def _band_id(value: str) -> int:
 @click.option("--flash", type=click.Path(dir_okay=False), help="Flash image file; the band keeps its routine across restarts.")
 @click.option("--clock", type=click.Choice(["real", "virtual"]), default="real", show_default=True,
               help="virtual: time jumps from event to event (tests); real: wall clock (demos).")
-@click.option("--speed", type=float, default=1.0, show_default=True, help="Real clock only: run this many times faster.")
+@click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help="Real clock only: run this many times faster.")
 @click.option("--trace", type=click.Path(dir_okay=False), help="Write motor events and state changes as JSON lines.")
 @click.option("--serial", type=click.Choice(["pty"]), help="Serve the protocol on a new pseudo-terminal (prints 'serial: PATH').")
 @click.option("--baud", type=click.IntRange(min=300), help="Pace the pty to the wire time of this baud rate.")
@@ -154,6 +153,9 @@ def cli(**options: Any) -> None:
         sys.exit(asyncio.run(run_band(options)))
     except HandCueError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:  # flash file, pty, TCP port for --hci-server
+        click.echo(f"error: {exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -176,8 +176,12 @@ class ProtocolHandler:
         if self.band.interpreter is not None and self.band.interpreter.state in (RunState.RUNNING, RunState.PAUSED):
             raise BandError(Status.BUSY, "a routine is playing; stop it before replacing it")
         self._claim_upload(link)
-        self._upload_owner = None  # accepted or refused, this upload is over
-        data = storage.commit()
+        try:
+            data = storage.commit()
+        except TableFormatError:
+            self._upload_owner = None  # refused: the upload is forgotten, nothing left to own
+            raise
+        self._upload_owner = None
         self.band.reload()
         self.band.announce_state()
         return dict(crc32=zlib.crc32(data), total_ms=check_table_header(data).total_ms)

@@ -312,6 +312,9 @@ def validate_table(table: StepTable) -> None:
                 raise _bad(TableError.BAD_RECORD, f"record {index}: {what} {value} ms is not a multiple of {TIME_UNIT_MS} ms")
         if record.warn_before_ms >= step_ms:
             raise _bad(TableError.BAD_RECORD, f"record {index}: warning {record.warn_before_ms} ms before the end of a {step_ms} ms step")
+        max_units_ms = Limits.MAX_STEP_UNITS * TIME_UNIT_MS
+        if record.tick_every_ms > max_units_ms or record.warn_before_ms > max_units_ms:
+            raise _bad(TableError.BAD_RECORD, f"record {index}: tick interval or warning over {max_units_ms} ms")
         if record.tick_every_ms and record.tick_every_ms < Limits.MIN_STEP_MS:
             raise _bad(TableError.BAD_RECORD, f"record {index}: tick every {record.tick_every_ms} ms; at least {Limits.MIN_STEP_MS} ms")
         if bool(record.tick_every_ms) != (record.tick_pattern is not None):

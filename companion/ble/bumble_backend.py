@@ -786,6 +786,11 @@ def reset() -> None:
     _Registry.config = None
 
 
+def configured_hci() -> str | None:
+    """The HCI transport spec bleak is routed through, if any."""
+    return _Registry.config.hci if _Registry.config is not None else None
+
+
 def is_configured() -> bool:
     """Whether :func:`configure` chose a bumble host (else bleak's platform backend is used)."""
     return _Registry.config is not None

@@ -35,6 +35,14 @@ def bleak_backends() -> dict[str, Any]:
     return {}
 
 
+def via_text() -> str:
+    """``"via HCI tcp-client:...: "`` when bumble carries BLE, else nothing."""
+    from companion.ble import bumble_backend
+
+    hci = bumble_backend.configured_hci()
+    return f"via HCI {hci}: " if hci else ""
+
+
 async def release_backend() -> None:
     """Close the bumble stack of this event loop (if bumble is in use)."""
     from companion.ble import bumble_backend
@@ -87,6 +95,11 @@ class BleTransport(Transport):
         except TimeoutError as exc:
             await self.disconnect()
             raise TransportError(f"{self.address}: connecting timed out after {scan_timeout:g} s") from exc
+        except TransportError:
+            raise
+        except Exception as exc:  # e.g. bumble cannot open the HCI transport
+            await self.disconnect()
+            raise TransportError(f"{self.address}: {via_text()}{type(exc).__name__}: {exc}") from exc
 
     def _on_notify(self, _characteristic: Any, data: bytearray) -> None:
         self._deliver(bytes(data))
