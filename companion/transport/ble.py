@@ -3,7 +3,8 @@
 The band serves a Nordic-UART-style service: the companion writes frames to RX
 (write without response; the protocol's upload window is the flow control) and
 receives the band's frames as TX notifications.  :attr:`BleTransport.mtu` is
-ATT MTU - 3, so the client sizes each data frame to one write.
+ATT MTU - 3; the client sizes data frames for the most table bytes per write
+(one frame per write at large MTUs; at small ones a frame spans several writes).
 
 With ``--hci`` / ``HANDCUE_HCI`` (or :func:`companion.ble.bumble_backend.configure`)
 bleak runs on the bumble backend; otherwise on the operating system's stack.
