@@ -28,6 +28,8 @@ DEFAULT_TIMEOUT = 3.0
 COMMIT_TIMEOUT = 15.0
 ACK_TIMEOUT = 1.0
 MAX_RETRIES = 5
+ABANDONED_ID_HOLD_S = 30.0
+"""How long the id of a request we stopped waiting for stays out of use."""
 UPLOAD_DATA_OVERHEAD = 8  # message header + offset
 
 
@@ -86,6 +88,7 @@ class BandClient:
         self.dropped_responses = 0
         self._pending: dict[int, tuple[Opcode, asyncio.Future[Message]]] = {}
         self._next_id = 0
+        self._abandoned: dict[int, float] = {}
         self._notifications: asyncio.Queue[BandStatus] = asyncio.Queue(maxsize=256)
         self._reader: asyncio.Task[None] | None = None
         self._closed: BaseException | None = None
@@ -157,17 +160,26 @@ class BandClient:
         waiting = self._pending.get(message.request_id)
         if waiting is None or waiting[0] != message.opcode:
             self.dropped_responses += 1  # late answer to a request that timed out
+            self._abandoned.pop(message.request_id, None)  # its id may be used again
             return
         del self._pending[message.request_id]
         if not waiting[1].done():
             waiting[1].set_result(message)
 
     def _allocate_id(self) -> int:
+        """A request id not in use, and not of a recently abandoned request whose answer may still come."""
+        now = asyncio.get_running_loop().time()
+        self._abandoned = {rid: until for rid, until in self._abandoned.items() if until > now}
         for _ in range(256):
             self._next_id = (self._next_id + 1) % 256
-            if self._next_id not in self._pending:
+            if self._next_id not in self._pending and self._next_id not in self._abandoned:
                 return self._next_id
-        raise HandCueError("256 requests in flight")
+        raise HandCueError("256 requests in flight or abandoned")
+
+    def _abandon(self, request_id: int) -> None:
+        """Stop waiting for ``request_id``; keep its id out of use for a while (its answer may be late)."""
+        self._pending.pop(request_id, None)
+        self._abandoned[request_id] = asyncio.get_running_loop().time() + ABANDONED_ID_HOLD_S
 
     async def _send_request(self, opcode: Opcode, **fields: Any) -> tuple[int, asyncio.Future[Message]]:
         if self._closed is not None:
@@ -189,7 +201,7 @@ class BandClient:
         try:
             message = await asyncio.wait_for(future, limit)
         except TimeoutError:
-            self._pending.pop(request_id, None)
+            self._abandon(request_id)
             raise BandTimeout(
                 f"no answer from {self.transport.address} to {what or opcode.name} within {limit:g} s (is it a HandCue band, powered and in range?)"
             ) from None
@@ -319,7 +331,7 @@ class BandClient:
 
     def _forget(self, in_flight: dict[int, tuple[int, int, asyncio.Future[Message]]]) -> None:
         for request_id, (_, _, future) in in_flight.items():
-            self._pending.pop(request_id, None)
+            self._abandon(request_id)
             future.cancel()
         in_flight.clear()
 

@@ -5,13 +5,18 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
 
 from companion import compile_routine, load_routine, read_table, table_timeline
-from firmware_sim.band import Button
+from firmware_sim.band import Band, Button
+from firmware_sim.clock import VirtualClock
 from firmware_sim.interpreter import Interpreter
+from firmware_sim.local import storage_with
 from protocol.errors import BadStateError, TableFormatError
+from protocol.table import encode_table
 
 from .conftest import SHIPPED, run_to_end
+from .test_table import step_tables
 
 
 def motor(events: list[dict]) -> list[dict]:
@@ -114,3 +119,18 @@ def test_elapsed_stops_when_finished_after_a_skip(make_band):
     clock.set(200_000)
     band.process()
     assert band.status().elapsed_ms == 60_000
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(table=step_tables())
+def test_interpreter_matches_the_analytic_timeline_on_generated_tables(table):
+    """Two independent implementations of SPEC's execution rules agree on any valid table."""
+    assume(table.total_ms <= 2 * 3_600_000)  # keeps each example to a few thousand events
+    data = encode_table(table)
+    clock = VirtualClock()
+    band = Band(storage_with(data), clock)
+    events: list[dict] = []
+    band.listeners.append(events.append)
+    band.start()
+    run_to_end(band, clock)
+    assert motor(events) == [e.to_json() for e in table_timeline(read_table(data))]

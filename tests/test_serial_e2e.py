@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from companion import compile_routine, load_routine, read_table, table_timeline
-from companion.client import BandClient
+from companion.client import BandClient, BandTimeout
 from protocol.constants import Opcode
 from protocol.errors import BandError, TableRefusedError
 from protocol.framing import encode_frame
@@ -172,18 +172,25 @@ def test_garbage_on_the_line_does_not_break_the_next_command(sim):
     assert run(job()).protocol_version == 1
 
 
-def test_late_response_is_not_taken_for_the_next_request(sim):
-    async def job():
-        async with BandClient.open(sim.address) as client:
-            # A response to request id 1 that nobody is waiting for arrives first ...
-            await client.transport.send(encode_frame(encode_request(Opcode.STATUS, 77)))
-            await asyncio.sleep(0.2)
-            dropped_before = client.dropped_responses
-            info = await client.info()
-            return dropped_before, info
+def test_late_response_is_not_taken_for_the_next_request(tmp_path):
+    band = Sim(tmp_path, "--baud", "1200")  # a slow line: INFO's answer takes about 0.4 s on the wire
 
-    dropped, info = run(job())
-    assert dropped == 1 and info.band_id == 0x1A2B
+    async def job():
+        async with BandClient.open(band.address + "?baud=1200") as client:
+            with pytest.raises(BandTimeout, match="INFO"):
+                await client.request(Opcode.INFO, timeout=0.05)
+            abandoned = client._next_id
+            reused = any(client._allocate_id() == abandoned for _ in range(300))  # answer still on the wire
+            status = await client.status()  # asked while INFO's answer is still on its way
+            return status, client.dropped_responses, reused
+
+    try:
+        status, dropped, reused = run(job())
+    finally:
+        band.stop()
+    assert status.state == "idle" and status.total_ms == 0  # the STATUS answer, not INFO's late one
+    assert dropped == 1  # the late INFO answer was dropped
+    assert not reused  # its id stayed out of use while that answer could still come
 
 
 def test_commands_on_empty_band_give_named_error(sim):
