@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import zlib
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -148,7 +149,8 @@ def compile_command(routine: str, output: Path, no_names: bool) -> None:
         click.echo(str(warning), err=True)
     data = compile_routine(parsed, names=not no_names)
     output.write_bytes(data)
-    click.echo(f"wrote {output}: {len(data)} bytes, CRC-32 0x{int.from_bytes(data[4:8], 'little'):08X}")
+    # The same CRC-32 (of the whole file) that `upload` and `info` show.
+    click.echo(f"wrote {output}: {len(data)} bytes, CRC-32 0x{zlib.crc32(data):08X}")
 
 
 @cli.command()

@@ -19,7 +19,7 @@ from typing import Any
 from protocol.constants import BandState, MessageKind, Opcode, Status
 from protocol.errors import HandCueError, band_error
 from protocol.framing import FrameParser, encode_frame, max_encoded_size
-from protocol.messages import Message, MessageError, StatusReport, decode_message, encode_request
+from protocol.messages import UPLOAD_DATA_OVERHEAD, Message, MessageError, MessageHeader, StatusReport, decode_message, encode_request
 from protocol.table import check_table_header
 
 from .transport import Transport, TransportClosed, open_transport
@@ -30,7 +30,6 @@ ACK_TIMEOUT = 1.0
 MAX_RETRIES = 5
 ABANDONED_ID_HOLD_S = 30.0
 """How long the id of a request we stopped waiting for stays out of use."""
-UPLOAD_DATA_OVERHEAD = 8  # message header + offset
 
 
 class BandTimeout(HandCueError):
@@ -143,7 +142,7 @@ class BandClient:
             # A response in another protocol version still names its request in the
             # frozen header: fail that request with a clear reason instead of a timeout.
             waiting = self._pending.get(exc.request_id)
-            is_answer = exc.status == Status.UNSUPPORTED_VERSION and payload[1] == MessageKind.RESPONSE
+            is_answer = exc.status == Status.UNSUPPORTED_VERSION and MessageHeader.parse(payload).kind == MessageKind.RESPONSE
             if is_answer and waiting is not None and waiting[0] == exc.opcode and not waiting[1].done():
                 del self._pending[exc.request_id]
                 waiting[1].set_exception(band_error(Status.UNSUPPORTED_VERSION, f"{self.transport.address}: {exc}"))

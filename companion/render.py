@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 from protocol.constants import Iterate
@@ -43,7 +44,8 @@ def table_text(data: bytes) -> str:
     header = check_table_header(data)
     table = decode_table(data)
     lines = [
-        f"{table.name or '(names stripped)'}: {len(data)} bytes, format {header.version}, CRC-32 0x{header.crc32:08X}",
+        f"{table.name or '(names stripped)'}: {len(data)} bytes, format {header.version}, "
+        f"CRC-32 0x{zlib.crc32(data):08X} (header CRC 0x{header.crc32:08X})",
         f"hands: {HANDS_TEXT[table.hands.name]}; total {format_ms(table.total_ms)}; "
         f"{len(table.records)} records, {len(table.patterns)} cue patterns",
         "",

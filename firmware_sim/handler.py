@@ -27,7 +27,15 @@ from protocol.constants import (
 )
 from protocol.errors import BandError, TableFormatError
 from protocol.framing import FrameParser, ParserStats, encode_frame
-from protocol.messages import Message, MessageError, decode_message, encode_notification, encode_response
+from protocol.messages import (
+    UPLOAD_DATA_OVERHEAD,
+    Message,
+    MessageError,
+    MessageHeader,
+    decode_message,
+    encode_notification,
+    encode_response,
+)
 from protocol.table import check_table_header, decode_table
 
 from .band import Band
@@ -58,6 +66,7 @@ class ProtocolHandler:
         self.links: dict[str, Link] = {}
         self._upload_owner: str | None = None
         self._upload_seen = 0.0
+        self._name_cache: tuple[int | None, str] = (None, "")
         band.listeners.append(self._band_event)
 
     # ------------------------------------------------------------ links
@@ -98,7 +107,7 @@ class ProtocolHandler:
         try:
             message = decode_message(data)
         except MessageError as exc:
-            if len(data) >= MESSAGE_HEADER_SIZE and data[1] != MessageKind.REQUEST:
+            if len(data) >= MESSAGE_HEADER_SIZE and MessageHeader.parse(data).kind != MessageKind.REQUEST:
                 return None
             return encode_response(exc.opcode, exc.request_id, exc.status, reason=str(exc))
         if message.kind != MessageKind.REQUEST:
@@ -123,8 +132,10 @@ class ProtocolHandler:
         active = self.band.storage.active
         table = self.band.storage.active_table()
         name = ""
-        if table is not None:
-            name = decode_table(table).name
+        if table is not None and active is not None:
+            if self._name_cache[0] != active.crc:
+                self._name_cache = (active.crc, decode_table(table).name)
+            name = self._name_cache[1]
         return dict(
             band_id=self.band.band_id,
             firmware=dict(zip(("major", "minor", "patch"), FIRMWARE_VERSION, strict=True)),
@@ -156,7 +167,7 @@ class ProtocolHandler:
             raise BandError(Status.TOO_LARGE, f"table of {length} bytes; this band stores at most {Limits.MAX_TABLE_BYTES}")
         self._claim_upload(link)
         offset = self.band.storage.begin_upload(length, crc)
-        return dict(offset=offset, max_chunk=self.max_frame - MESSAGE_HEADER_SIZE - 4, window=self.window)
+        return dict(offset=offset, max_chunk=self.max_frame - UPLOAD_DATA_OVERHEAD, window=self.window)
 
     def _on_upload_data(self, link: str, message: Message) -> dict[str, Any]:
         storage = self.band.storage

@@ -19,7 +19,7 @@ from enum import Enum
 
 import construct as c
 
-from protocol.constants import FINGERS, NO_PATTERN, SEGMENT_UNIT_MS, TIME_UNIT_MS, CueKind, Hands, Iterate, RecordKind
+from protocol.constants import FINGERS, NO_PATTERN, PATTERN_DESCRIPTOR_SIZE, SEGMENT_SIZE, SEGMENT_UNIT_MS, TIME_UNIT_MS, CueKind, Hands, Iterate, RecordKind
 from protocol.table import Header, PatternDescriptor, Record, Segment, decode_table
 from protocol.timeline import Cue, iteration_kind
 
@@ -79,11 +79,13 @@ class Interpreter:
 
     def _read_segments(self, index: int) -> list[tuple[int, int]]:
         base = self.header.header_size + self.header.record_count * self.header.record_size
-        descriptor = PatternDescriptor.parse(self.data[base + 2 * index : base + 2 * index + 2])
-        first = base + 2 * self.header.pattern_count + 2 * descriptor.first_segment
+        at = base + PATTERN_DESCRIPTOR_SIZE * index
+        descriptor = PatternDescriptor.parse(self.data[at : at + PATTERN_DESCRIPTOR_SIZE])
+        first = base + PATTERN_DESCRIPTOR_SIZE * self.header.pattern_count + SEGMENT_SIZE * descriptor.first_segment
         segments = []
         for n in range(descriptor.segment_count):
-            segment = Segment.parse(self.data[first + 2 * n : first + 2 * n + 2])
+            at = first + SEGMENT_SIZE * n
+            segment = Segment.parse(self.data[at : at + SEGMENT_SIZE])
             segments.append((segment.amplitude, segment.duration * SEGMENT_UNIT_MS))
         return segments
 

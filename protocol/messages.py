@@ -29,6 +29,8 @@ Text = c.PascalString(c.Int8ul, "utf8")
 Empty = c.Struct()
 UploadBeginRequest = c.Struct("length" / c.Int32ul, "crc32" / c.Int32ul)
 UploadDataRequest = c.Struct("offset" / c.Int32ul, "data" / c.GreedyBytes)
+UPLOAD_DATA_OVERHEAD = MessageHeader.sizeof() + c.Int32ul.sizeof()
+"""Bytes of an UPLOAD_DATA message besides its data (header and offset)."""
 
 FirmwareVersion = c.Struct("major" / c.Int8ul, "minor" / c.Int8ul, "patch" / c.Int8ul)
 InfoResponse = c.Struct(

@@ -196,7 +196,7 @@ def test_compile_writes_the_same_bytes_twice(tmp_path):
     data = first.read_bytes()
     assert data == second.read_bytes()
     assert data == compile_routine(load_routine("full-hand-massage"))
-    crc = zlib.crc32(data[8:])
+    crc = zlib.crc32(data)  # of the whole file, as `upload` and `info` show it
     assert result.stdout == f"wrote {second}: {len(data)} bytes, CRC-32 0x{crc:08X}\n"
 
 
@@ -246,8 +246,9 @@ def test_inspect_text(nausea_file):
     result = run("inspect", str(nausea_file))
     assert result.exit_code == 0
     lines = result.output.splitlines()
-    crc = int.from_bytes(nausea_file.read_bytes()[4:8], "little")
-    assert lines[0] == f"Nausea relief (PC6): 124 bytes, format 1, CRC-32 0x{crc:08X}"
+    data = nausea_file.read_bytes()
+    header_crc = int.from_bytes(data[4:8], "little")
+    assert lines[0] == f"Nausea relief (PC6): 124 bytes, format 1, CRC-32 0x{zlib.crc32(data):08X} (header CRC 0x{header_crc:08X})"
     assert lines[1] == "hands: left, then right; total 10 min; 1 records, 5 cue patterns"
     assert "acupressure:PC6" in result.output and "for each of 2 hands" in result.output
     assert lines[-1] == "  done: done at 10:00.000"

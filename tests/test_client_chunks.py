@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from companion.client import UPLOAD_DATA_OVERHEAD, BandClient
+from companion.client import BandClient
 from protocol.framing import max_encoded_size
+from protocol.messages import UPLOAD_DATA_OVERHEAD
 
 
 class FakeLink:
