@@ -115,6 +115,7 @@ async def run_band(options: dict[str, Any]) -> int:
         port.close()
     if trace_file is not None:
         trace_file.close()
+    flash.close()
     for task in done:
         if not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]

@@ -9,6 +9,7 @@ any write or erase at any byte.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from protocol.errors import HandCueError
@@ -36,14 +37,18 @@ class Flash:
         self.size = size
         self.path = path
         self._budget: int | None = None
+        self._fd: int | None = None
         if path is not None and path.exists():
             data = path.read_bytes()
             if len(data) != size:
                 raise FlashError(f"{path}: flash image of {len(data)} bytes, expected {size}")
             self.data = bytearray(data)
+            self._fd = os.open(path, os.O_RDWR)
         else:
             self.data = bytearray([ERASED]) * size
-            self._persist(0, size)
+            if path is not None:
+                self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                self._persist(0, size)
 
     # power-cut injection
 
@@ -99,16 +104,19 @@ class Flash:
             raise FlashError(f"access 0x{offset:X}+{length} outside {self.size}-byte flash")
 
     def _persist(self, offset: int, length: int) -> None:
-        """Mirror changed bytes to the backing file at once, so a killed process keeps them."""
-        if self.path is None or length == 0:
+        """Mirror changed bytes to the backing file at once, so a killed process keeps them.
+
+        A synchronous ``pwrite`` of a few bytes: the band's flash is synchronous too.
+        """
+        if self._fd is None or length == 0:
             return
-        mode = "r+b" if self.path.exists() else "w+b"
-        with self.path.open(mode) as handle:
-            if mode == "w+b":
-                handle.write(self.data)
-            else:
-                handle.seek(offset)
-                handle.write(self.data[offset : offset + length])
+        os.pwrite(self._fd, bytes(self.data[offset : offset + length]), offset)
+
+    def close(self) -> None:
+        """Release the backing file (every write is already in it)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def snapshot(self) -> bytes:
         return bytes(self.data)
