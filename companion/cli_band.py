@@ -259,6 +259,7 @@ async def follow_band(client: BandClient, poll_s: float = 1.0, out: Any = None) 
     """Show the live view until the routine finishes; returns the final status."""
     out = out or sys.stdout
     live = out.isatty()
+    client.drop_queued_notifications()  # what happened before this status is history
     status = await client.status()
     if status.state == "idle":
         raise HandCueError("the band is idle: start a routine first (handcue start)")

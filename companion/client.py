@@ -247,6 +247,11 @@ class BandClient:
     async def erase(self) -> None:
         await self.request(Opcode.ERASE, timeout=self.commit_timeout)
 
+    def drop_queued_notifications(self) -> None:
+        """Forget notifications received so far (older than a status just asked for)."""
+        while not self._notifications.empty():
+            self._notifications.get_nowait()
+
     async def notifications(self, timeout: float) -> AsyncIterator[BandStatus]:
         """Status notifications as they come; raises :class:`BandTimeout` after ``timeout`` s of silence."""
         while True:
