@@ -10,9 +10,10 @@ from typing import Any
 from firmware_sim.band import Band
 from firmware_sim.clock import RealClock, VirtualClock
 from firmware_sim.interpreter import RunState
+from firmware_sim.local import storage_with
 
 from . import Report, Row, md_table, median, percentile
-from .tables import day_table, metronome_table, stored
+from .tables import day_table, metronome_table
 
 NAME = "simulator"
 TITLE = "4. Simulator"
@@ -47,7 +48,7 @@ error to the wall time between two cues."""
 
 def run_virtual(data: bytes) -> dict[str, Any]:
     clock = VirtualClock()
-    band = Band(stored(data), clock)
+    band = Band(storage_with(data), clock)
     counts: dict[str, int] = {}
     band.listeners.append(lambda event: counts.__setitem__(event["event"], counts.get(event["event"], 0) + 1))
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -90,7 +91,7 @@ def profile_hotspots(data: bytes) -> tuple[float, list[tuple[str, int, float]]]:
 
 async def _run_realtime(data: bytes, total_ms: int, speed: float) -> list[tuple[int, str, float]]:
     clock = RealClock(speed)
-    band = Band(stored(data), clock)
+    band = Band(storage_with(data), clock)
     errors: list[tuple[int, str, float]] = []
     done = asyncio.Event()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from firmware_sim.local import storage_with
 from protocol.constants import TABLE_RECORD_SIZE, Hands, Iterate, TechniqueCode
 from protocol.table import CuePattern, LoopRecord, PatternSegment, StepRecord, StepTable, TableRecord, encode_table
 
@@ -65,4 +64,3 @@ def metronome_table(seconds: int = 60, every_s: int = 2) -> tuple[bytes, int]:
     return encode_table(table, names=False), table.total_ms
 
 
-stored = storage_with

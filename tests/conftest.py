@@ -10,14 +10,11 @@ from firmware_sim.local import storage_with
 SHIPPED = sorted(shipped_routines())
 
 
-stored = storage_with
-
-
 @pytest.fixture
 def make_band():
     def make(routine: str = "nausea-pc6") -> tuple[Band, VirtualClock, list[dict]]:
         clock = VirtualClock()
-        band = Band(stored(compile_routine(load_routine(routine))), clock)
+        band = Band(storage_with(compile_routine(load_routine(routine))), clock)
         events: list[dict] = []
         band.listeners.append(events.append)
         return band, clock, events

@@ -20,6 +20,7 @@ from firmware_sim.band import Band
 from firmware_sim.clock import VirtualClock
 from firmware_sim.flash import Flash
 from firmware_sim.handler import ProtocolHandler
+from firmware_sim.local import storage_with
 from firmware_sim.storage import FLASH_SIZE, Storage
 from protocol.constants import (
     DEFAULT_UPLOAD_WINDOW,
@@ -35,8 +36,6 @@ from protocol.constants import (
 from protocol.framing import FrameParser, encode_frame
 from protocol.messages import MessageError, StatusReport, decode_message, encode_notification, encode_request, encode_response
 from protocol.table import table_crc
-
-from .conftest import stored
 
 # --------------------------------------------------------------------------
 # Hand-derived goldens
@@ -312,7 +311,7 @@ def test_unknown_status_in_a_response_is_an_error():
 
 @pytest.fixture
 def handler() -> ProtocolHandler:
-    band = Band(stored(compile_routine(load_routine("nausea-pc6"))), VirtualClock())
+    band = Band(storage_with(compile_routine(load_routine("nausea-pc6"))), VirtualClock())
     return ProtocolHandler(band)
 
 
