@@ -22,6 +22,7 @@ from protocol.framing import FrameParser, encode_frame, max_encoded_size
 from protocol.messages import UPLOAD_DATA_OVERHEAD, Message, MessageError, MessageHeader, StatusReport, decode_message, encode_request
 from protocol.table import check_table_header
 
+from .errors import BandTimeout as BandTimeout  # re-exported: callers import it from here too
 from .transport import Transport, TransportClosed, open_transport
 
 DEFAULT_TIMEOUT = 3.0
@@ -30,10 +31,6 @@ ACK_TIMEOUT = 1.0
 MAX_RETRIES = 5
 ABANDONED_ID_HOLD_S = 30.0
 """How long the id of a request we stopped waiting for stays out of use."""
-
-
-class BandTimeout(HandCueError):
-    """The band did not answer in time; the message says what we waited for."""
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ every step that uses them, so the same routine always gives the same bytes.
 from __future__ import annotations
 
 from protocol.constants import TechniqueCode
-from protocol.errors import RoutineError, TableFormatError
 from protocol.table import CuePattern, LoopRecord, StepRecord, StepTable, TableRecord, encode_table
 
+from .errors import RoutineError, TableFormatError
 from .routine import Block, Routine, Step
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from protocol.constants import TIME_UNIT_MS, Hands, Iterate, Limits
-from protocol.errors import RoutineError
 from protocol.table import CuePattern, pattern_problem
 
+from .errors import RoutineError
 from .techniques import CUE_VOCABULARY, FULL, TECHNIQUES, parse_on_off
 
 ACUPRESSURE_MAX_MS = 15 * 60_000

@@ -15,7 +15,7 @@ from typing import Any
 import construct as c
 
 from .constants import FINGERS, NO_STEP, PROTOCOL_VERSION, BandState, CueKind, MessageKind, Opcode, Status, TechniqueCode
-from .errors import HandCueError
+from .errors import MessageError as MessageError  # re-exported: callers import it from here too
 
 MessageHeader = c.Struct(
     "version" / c.Int8ul,
@@ -88,16 +88,6 @@ NOTIFICATION_BODIES: dict[Opcode, c.Construct] = {Opcode.STATUS: StatusBody}
 
 HANDS_WIRE = (None, "left", "right")
 FINGERS_WIRE = (None, *FINGERS)
-
-
-class MessageError(HandCueError):
-    """A message could not be decoded; ``status`` is what a band answers."""
-
-    def __init__(self, status: Status, message: str, opcode: int = 0, request_id: int = 0) -> None:
-        super().__init__(message)
-        self.status = status
-        self.opcode = opcode
-        self.request_id = request_id
 
 
 @dataclass

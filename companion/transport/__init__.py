@@ -11,17 +11,16 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs
 
-from protocol.errors import HandCueError
-
+from ..errors import AddressError
 from .base import Transport, TransportClosed, TransportError
 
-__all__ = ["Transport", "TransportClosed", "TransportError", "open_transport"]
+__all__ = ["AddressError", "Transport", "TransportClosed", "TransportError", "open_transport"]
 
 SCHEMES = ("serial", "ble")
 
 
 def open_transport(address: str) -> Transport:
-    """A transport (not yet connected) for ``address``."""
+    """A transport (not yet connected) for ``address``; :class:`AddressError` when it is not one."""
     scheme, _, rest = address.partition(":")
     path, _, query = rest.partition("?")
     params = {key: values[-1] for key, values in parse_qs(query).items()}
@@ -31,12 +30,12 @@ def open_transport(address: str) -> Transport:
         try:
             baud = int(params.pop("baud", "115200"))
         except ValueError as exc:
-            raise HandCueError(f"{address}: baud must be a number") from exc
+            raise AddressError(f"{address}: baud must be a number") from exc
         if params:
-            raise HandCueError(f"{address}: unknown option {', '.join(params)} (serial takes baud=)")
+            raise AddressError(f"{address}: unknown option {', '.join(params)} (serial takes baud=)")
         return SerialTransport(address, path, baud)
     if scheme == "ble" and path:
         from .ble import BleTransport
 
         return BleTransport(address, path, hci=params.get("hci"))
-    raise HandCueError(f"{address!r} is not a band address; use serial:PATH[?baud=N] or ble:NAME|ble:AA:BB:CC:DD:EE:FF")
+    raise AddressError(f"{address!r} is not a band address; use serial:PATH[?baud=N] or ble:NAME|ble:AA:BB:CC:DD:EE:FF")

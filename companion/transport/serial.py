@@ -64,8 +64,8 @@ class SerialTransport(Transport):
             try:
                 view = view[os.write(port.fileno(), view) :]
             except BlockingIOError:
-                ready = loop.create_future()
-                loop.add_writer(port.fileno(), lambda f=ready: f.done() or f.set_result(None))
+                ready: asyncio.Future[None] = loop.create_future()
+                loop.add_writer(port.fileno(), _wake, ready)
                 try:
                     await ready
                 finally:
@@ -80,3 +80,8 @@ class SerialTransport(Transport):
                 asyncio.get_running_loop().remove_reader(port.fileno())
             port.close()
             self._deliver_end("closed")
+
+
+def _wake(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
