@@ -27,14 +27,18 @@ class SerialTransport(Transport):
         return SERIAL_MTU
 
     async def connect(self, timeout: float) -> None:
+        # pyserial's and the OS's errors become TransportError here and in send/_on_readable, nowhere else.
+        port: serial.SerialBase | None = None
         try:
             port = serial.serial_for_url(self.path, baudrate=self.baud, timeout=0, exclusive=True)
-        except serial.SerialException as exc:
+            port.reset_input_buffer()  # forget what the band said to an earlier session
+        except (serial.SerialException, OSError) as exc:
+            if port is not None:
+                port.close()
             text = str(exc)
             if "lock" in text.lower():
                 raise TransportError(f"{self.address} is busy: another program has the port open") from exc
             raise TransportError(f"cannot open {self.address}: {text}") from exc
-        port.reset_input_buffer()  # forget what the band said to an earlier session
         self._port = port
         asyncio.get_running_loop().add_reader(port.fileno(), self._on_readable)
 
