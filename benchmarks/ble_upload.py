@@ -90,7 +90,7 @@ async def stop_and_wait_upload(client: BandClient, data: bytes) -> int:
     return chunks
 
 
-def model_ms(frames: int, per_round_trip: int) -> float:
+def model_ms(frames: float, per_round_trip: int) -> float:
     return (2 + math.ceil(frames / per_round_trip)) * ROUND_TRIP_MS
 
 
