@@ -47,10 +47,10 @@ def run(coroutine: Awaitable[T]) -> T:
 
 async def with_band(address: str, timeout: float, job: Callable[[BandClient], Awaitable[T]], hci: str | None = None) -> T:
     """Run ``job`` on the band at ``address``; BLE goes through bumble on ``hci`` if given."""
-    from .ble import ble_backend
+    from .ble import ble_backend_for
     from .client import BandClient
 
-    async with ble_backend(hci) as ble, BandClient.open(address, timeout=timeout, ble=ble) as client:
+    async with ble_backend_for(hci) as ble, BandClient.open(address, timeout=timeout, ble=ble) as client:
         return await job(client)
 
 
@@ -150,10 +150,10 @@ def scan(timeout: float, as_json: bool, hci: str | None) -> None:
 
 
 async def find_bands(timeout: float, hci: str | None) -> list[FoundBand]:
-    from .ble import ble_backend
+    from .ble import ble_backend_for
     from .discovery import scan_bands
 
-    async with ble_backend(hci) as ble:
+    async with ble_backend_for(hci) as ble:
         return await scan_bands(timeout, ble)
 
 
@@ -303,7 +303,7 @@ def table_step_plays(data: bytes) -> int:
 
 
 async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, timeout: float) -> None:
-    from .ble import ble_backend
+    from .ble import ble_backend_for
     from .client import BandClient
     from .routine import format_ms
     from .tables import load_table_or_routine
@@ -324,7 +324,7 @@ async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, 
         try:
             address = "ble:" + ports["ble"].split()[0] if ble else f"serial:{ports['serial']}" + (f"?baud={baud}" if baud else "")
             click.echo(f"simulated band on {address} (speed x{speed:g})")
-            async with ble_backend(hci) as backend, BandClient.open(address, timeout=timeout, ble=backend) as client:
+            async with ble_backend_for(hci) as backend, BandClient.open(address, timeout=timeout, ble=backend) as client:
                 band = await client.info()
                 click.echo(f"band {band.band_id:04X}, firmware {band.firmware}, battery {band.battery}%")
                 await upload_table(client, data, "upload")

@@ -22,7 +22,7 @@ from protocol.framing import FrameParser, encode_frame, max_encoded_size
 from protocol.messages import UPLOAD_DATA_OVERHEAD, Message, MessageError, MessageHeader, StatusReport, decode_message, encode_request
 from protocol.table import check_table_header
 
-from .ble import BleBackend
+from .ble.backend import BleBackend
 from .transport import Transport, TransportClosed, open_transport
 
 DEFAULT_TIMEOUT = 3.0

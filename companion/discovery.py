@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from protocol.constants import BLE_NAME_PREFIX, BleUuid
 
-from .ble import PLATFORM, BleBackend
+from .ble.backend import PLATFORM, BleBackend
 from .transport import TransportError
 
 if TYPE_CHECKING:

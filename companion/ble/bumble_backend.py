@@ -69,7 +69,7 @@ from ble_stack.addresses import random_static_address
 from ble_stack.controllers import CentralController
 from ble_stack.hosts import AttachedHost, HostSite, attach_host
 
-from . import BleBackend
+from .backend import BleBackend
 
 __all__ = [
     "BumbleCentral",

@@ -18,7 +18,7 @@ from protocol.errors import HandCueError
 from .base import Transport, TransportClosed, TransportError
 
 if TYPE_CHECKING:
-    from ..ble import BleBackend
+    from ..ble.backend import BleBackend
 
 __all__ = ["Transport", "TransportClosed", "TransportError", "open_transport"]
 

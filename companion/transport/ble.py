@@ -7,7 +7,7 @@ ATT MTU - 3; the client sizes data frames for the most table bytes per write
 (one frame per write at large MTUs; at small ones a frame spans several writes).
 
 Which bleak backend carries BLE is an object given by the caller (a
-:class:`~companion.ble.BleBackend`): bleak's platform backend by default, or the
+:class:`~companion.ble.backend.BleBackend`): bleak's platform backend by default, or the
 backend of a :class:`~companion.ble.bumble_backend.BumbleCentral`, whose host this
 transport uses but does not own (closing the transport closes only its connection).
 """
@@ -20,7 +20,7 @@ from typing import Any
 
 from protocol.constants import BleUuid
 
-from ..ble import PLATFORM, BleBackend
+from ..ble.backend import PLATFORM, BleBackend
 from .base import Transport, TransportClosed, TransportError
 
 MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
