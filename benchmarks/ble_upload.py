@@ -9,7 +9,7 @@ import zlib
 from typing import Any
 
 from companion import compile_routine, load_routine
-from companion.ble import bumble_backend
+from companion.ble.bumble_backend import BumbleCentral
 from companion.client import BandClient
 from firmware_sim.local import LocalBleBand
 from protocol.constants import Opcode
@@ -35,12 +35,12 @@ RUN_TIMEOUT = 180.0
 METHOD = f"""\
 In one process, as in `tests/test_ble_e2e.py`: a simulated band (`firmware_sim.band.Band` on a
 `VirtualClock`, `ProtocolHandler`, `firmware_sim.ble.BlePeripheral`) on a `bumble.link.LocalLink`,
-and `companion.ble.bumble_backend.configure(link=...)` so that `BandClient.open("{ADDRESS}")` runs
-bleak on bumble. Both sides are full BLE hosts; only the radio is virtual, and the LocalLink has
+and a `companion.ble.bumble_backend.BumbleCentral(link=...)` on the same link, so that
+`BandClient.open("{ADDRESS}", ble=central.backend)` runs bleak on bumble. Both sides are full BLE hosts; only the radio is virtual, and the LocalLink has
 **no connection-interval timing**, so its wall times are host-stack CPU time, not air time.
 
-To force an ATT MTU the benchmark sets `companion.ble.bumble_backend.REQUESTED_ATT_MTU` (the MTU
-the central requests right after connecting; the band accepts up to 247) for the run, and checks
+To force an ATT MTU the benchmark makes the central with `att_mtu=MTU` (the MTU it requests
+right after connecting; the band accepts up to 247), and checks
 the negotiated value: `client.transport.mtu` must be MTU - 3. For each MTU, on one connection
 and after a warm-up upload of a shipped routine: the **windowed** upload
 (`BandClient.upload`: up to `window` unacknowledged UPLOAD_DATA frames, window from the band's
@@ -90,14 +90,14 @@ async def stop_and_wait_upload(client: BandClient, data: bytes) -> int:
     return chunks
 
 
-def model_ms(frames: int, per_round_trip: int) -> float:
+def model_ms(frames: float, per_round_trip: int) -> float:
     return (2 + math.ceil(frames / per_round_trip)) * ROUND_TRIP_MS
 
 
 async def _measure_mtu(mtu: int, data: bytes, warm_up: bytes | None) -> dict[str, Any]:
-    async with LocalBand() as local:
+    async with LocalBand() as local, BumbleCentral(link=local.link, att_mtu=mtu) as central:
         window = local.handler.window
-        client = BandClient.open(ADDRESS)
+        client = BandClient.open(ADDRESS, ble=central.backend)
         probe = Instrumented(client)
         async with client:
             negotiated = client.transport.mtu
@@ -140,15 +140,7 @@ def _span(probe: Instrumented, opcode: Opcode) -> float:
 
 
 async def _measure(mtus: tuple[int, ...], data: bytes, warm_up: bytes | None) -> list[dict[str, Any]]:
-    requested = bumble_backend.REQUESTED_ATT_MTU
-    results = []
-    try:
-        for mtu in mtus:
-            bumble_backend.REQUESTED_ATT_MTU = mtu
-            results.append(await asyncio.wait_for(_measure_mtu(mtu, data, warm_up), RUN_TIMEOUT))
-    finally:
-        bumble_backend.REQUESTED_ATT_MTU = requested
-    return results
+    return [await asyncio.wait_for(_measure_mtu(mtu, data, warm_up), RUN_TIMEOUT) for mtu in mtus]
 
 
 def run(*, mtus: tuple[int, ...] = MTUS, table_bytes: int = 8192, warm_up: str | None = "nausea-pc6") -> Report:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # the CLI imports asyncio and the protocol stack only when a 
     import asyncio
 
     from .client import BandClient, BandStatus
+    from .discovery import FoundBand
 
 T = TypeVar("T")
 
@@ -44,17 +45,12 @@ def run(coroutine: Awaitable[T]) -> T:
     return asyncio.run(coroutine)  # type: ignore[arg-type]
 
 
-def use_hci(hci: str | None) -> None:
-    if hci:
-        from .ble import bumble_backend
-
-        bumble_backend.configure(hci=hci)
-
-
-async def with_band(address: str, timeout: float, job: Callable[[BandClient], Awaitable[T]]) -> T:
+async def with_band(address: str, timeout: float, job: Callable[[BandClient], Awaitable[T]], hci: str | None = None) -> T:
+    """Run ``job`` on the band at ``address``; BLE goes through bumble on ``hci`` if given."""
+    from .ble import ble_backend_for
     from .client import BandClient
 
-    async with BandClient.open(address, timeout=timeout) as client:
+    async with ble_backend_for(hci) as ble, BandClient.open(address, timeout=timeout, ble=ble) as client:
         return await job(client)
 
 
@@ -94,8 +90,7 @@ def describe_status(status: BandStatus) -> str:
 @hci_option
 def info(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
     """Show the band's id, firmware, battery, limits and active routine."""
-    use_hci(hci)
-    band = run(with_band(address, timeout, lambda c: c.info()))
+    band = run(with_band(address, timeout, lambda c: c.info(), hci))
     if as_json:
         emit_json(band.to_json())
         return
@@ -112,8 +107,7 @@ def _control(name: str, help_text: str) -> None:
     @json_option
     @hci_option
     def command(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
-        use_hci(hci)
-        status = run(with_band(address, timeout, lambda c: getattr(c, name)()))
+        status = run(with_band(address, timeout, lambda c: getattr(c, name)(), hci))
         emit_json(status.to_json()) if as_json else click.echo(describe_status(status))
 
 
@@ -134,8 +128,7 @@ for _name, _help in (
 @hci_option
 def erase(address: str, timeout: float, hci: str | None) -> None:
     """Remove the band's routine."""
-    use_hci(hci)
-    run(with_band(address, timeout, lambda c: c.erase()))
+    run(with_band(address, timeout, lambda c: c.erase(), hci))
     click.echo("erased")
 
 
@@ -145,44 +138,23 @@ def erase(address: str, timeout: float, hci: str | None) -> None:
 @hci_option
 def scan(timeout: float, as_json: bool, hci: str | None) -> None:
     """List bands advertising nearby (name, address, RSSI, battery)."""
-    use_hci(hci)
-    bands = run(scan_bands(timeout))
+    bands = run(find_bands(timeout, hci))
     if as_json:
-        emit_json(bands)
+        emit_json([band.to_json() for band in bands])
         return
     if not bands:
         click.echo(f"no HandCue band found in {timeout:g} s")
     for band in bands:
-        battery = f"{band['battery']}%" if band["battery"] is not None else "?"
-        click.echo(f"{band['name']:<16} {band['address']}  RSSI {band['rssi']} dBm  battery {battery}  -> --to ble:{band['name']}")
+        battery = f"{band.battery}%" if band.battery is not None else "?"
+        click.echo(f"{band.name:<16} {band.address}  RSSI {band.rssi} dBm  battery {battery}  -> --to {band.band_address}")
 
 
-async def scan_bands(timeout: float) -> list[dict[str, Any]]:
-    """Bands seen advertising within ``timeout`` seconds."""
-    from bleak import BleakScanner
-    from bleak.exc import BleakError
+async def find_bands(timeout: float, hci: str | None) -> list[FoundBand]:
+    from .ble import ble_backend_for
+    from .discovery import scan_bands
 
-    from protocol.constants import BLE_NAME_PREFIX, BleUuid
-
-    from .transport.ble import bleak_backends, release_backend, via_text
-
-    try:
-        found = await BleakScanner.discover(timeout=timeout, return_adv=True, backend=bleak_backends().get("scanner"))
-    except (BleakError, OSError) as exc:
-        raise HandCueError(f"cannot scan for BLE devices: {via_text()}{exc}") from exc
-    except Exception as exc:  # bumble's own errors for a bad HCI transport
-        raise HandCueError(f"cannot scan for BLE devices: {via_text()}{type(exc).__name__}: {exc}") from exc
-    finally:
-        await release_backend()
-    bands = []
-    for device, advertisement in found.values():
-        name = advertisement.local_name or device.name or ""
-        if not (name.startswith(BLE_NAME_PREFIX) or BleUuid.SERVICE in advertisement.service_uuids):
-            continue
-        battery = advertisement.service_data.get(BleUuid.BATTERY)
-        bands.append({"name": name, "address": device.address, "rssi": advertisement.rssi,
-                      "battery": battery[0] if battery else None})
-    return sorted(bands, key=lambda band: band["name"])
+    async with ble_backend_for(hci) as ble:
+        return await scan_bands(timeout, ble)
 
 
 # --------------------------------------------------------------------------
@@ -246,9 +218,8 @@ def upload(routine_or_table: str, address: str, timeout: float, hci: str | None,
     """
     from .tables import load_table_or_routine
 
-    use_hci(hci)
     data = load_table_or_routine(routine_or_table, names=not no_names)
-    run(with_band(address, timeout, lambda c: upload_table(c, data, f"upload to {address}")))
+    run(with_band(address, timeout, lambda c: upload_table(c, data, f"upload to {address}"), hci))
 
 
 # --------------------------------------------------------------------------
@@ -293,8 +264,7 @@ async def follow_band(client: BandClient, poll_s: float = 1.0, out: Any = None) 
 @hci_option
 def follow(address: str, timeout: float, hci: str | None) -> None:
     """Live view of the session; exits 0 when the routine finishes."""
-    use_hci(hci)
-    run(with_band(address, timeout, lambda c: follow_band(c)))
+    run(with_band(address, timeout, lambda c: follow_band(c), hci))
 
 
 # --------------------------------------------------------------------------
@@ -333,6 +303,7 @@ def table_step_plays(data: bytes) -> int:
 
 
 async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, timeout: float) -> None:
+    from .ble import ble_backend_for
     from .client import BandClient
     from .routine import format_ms
     from .tables import load_table_or_routine
@@ -340,23 +311,20 @@ async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, 
     data = load_table_or_routine(routine)
     with tempfile.TemporaryDirectory(prefix="handcue-demo-") as folder:
         args = ["--clock", "real", "--speed", str(speed), "--flash", str(Path(folder) / "band-flash.bin")]
+        hci = None
         if ble:
-            from .ble import bumble_backend
+            from ble_stack.addresses import free_tcp_port
 
-            port = bumble_backend.free_tcp_port()
-            hci = f"tcp-server:127.0.0.1:{port}"
-            args += ["--hci-server", hci]
+            port = free_tcp_port()
+            hci = f"tcp-client:127.0.0.1:{port}"
+            args += ["--hci-server", f"tcp-server:127.0.0.1:{port}"]
         else:
             args += ["--serial", "pty"] + (["--baud", str(baud)] if baud else [])
         process, ports = await start_simulator(args)
         try:
-            if ble:
-                bumble_backend.configure(hci=f"tcp-client:127.0.0.1:{port}")
-                address = "ble:" + ports["ble"].split()[0]
-            else:
-                address = f"serial:{ports['serial']}" + (f"?baud={baud}" if baud else "")
+            address = "ble:" + ports["ble"].split()[0] if ble else f"serial:{ports['serial']}" + (f"?baud={baud}" if baud else "")
             click.echo(f"simulated band on {address} (speed x{speed:g})")
-            async with BandClient.open(address, timeout=timeout) as client:
+            async with ble_backend_for(hci) as backend, BandClient.open(address, timeout=timeout, ble=backend) as client:
                 band = await client.info()
                 click.echo(f"band {band.band_id:04X}, firmware {band.firmware}, battery {band.battery}%")
                 await upload_table(client, data, "upload")

@@ -22,6 +22,7 @@ from protocol.framing import FrameParser, encode_frame, max_encoded_size
 from protocol.messages import UPLOAD_DATA_OVERHEAD, Message, MessageError, MessageHeader, StatusReport, decode_message, encode_request
 from protocol.table import check_table_header
 
+from .ble.backend import BleBackend
 from .errors import BandTimeout as BandTimeout  # re-exported: callers import it from here too
 from .transport import Transport, TransportClosed, open_transport
 
@@ -90,8 +91,9 @@ class BandClient:
         self._closed: BaseException | None = None
 
     @classmethod
-    def open(cls, address: str, **kwargs: Any) -> BandClient:
-        return cls(open_transport(address), **kwargs)
+    def open(cls, address: str, *, ble: BleBackend | None = None, **kwargs: Any) -> BandClient:
+        """A client (not yet connected) for ``address``; a ``ble:`` one goes through the bleak backend ``ble``."""
+        return cls(open_transport(address, ble=ble), **kwargs)
 
     async def __aenter__(self) -> BandClient:
         await self.connect()
