@@ -61,7 +61,7 @@ from .flash import FlashError
 from .interpreter import RunState
 from .storage import StorageError
 
-FIRMWARE_VERSION = FirmwareVersion(0, 1, 0)
+FIRMWARE_VERSION = (0, 1, 0)
 UPLOAD_OWNERSHIP_S = 10.0
 """Another link may not start an upload while the owner was active this recently."""
 
@@ -170,7 +170,7 @@ class ProtocolHandler:
             name = self._name_cache[1]
         return InfoResponse(
             band_id=self.band.band_id,
-            firmware=FIRMWARE_VERSION,
+            firmware=FirmwareVersion(*FIRMWARE_VERSION),
             protocol_version=PROTOCOL_VERSION,
             battery=round(self.band.battery_percent),
             state=self.band.status().state,

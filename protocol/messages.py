@@ -98,18 +98,24 @@ class Body:
     """The raw wire layout (``construct.Struct``), field by field, as SPEC.md part 2 tables it."""
     codec: ClassVar[Any]
     """The same bytes, parsed into and built from instances of the class."""
+    _whole: ClassVar[Any]
+    """:attr:`codec` that must also reach the end of its bytes (a whole message body)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         dataclass(frozen=True)(cls)
         fields = dataclasses.fields(cls)  # type: ignore[arg-type]
         cls.layout = c.Struct(*(f.name / f.metadata["layout"] for f in fields))
-        typed = c.Struct(*(f.name / _adapted(f) for f in fields))
-        cls.codec = c.ExprAdapter(
-            typed,
-            decoder=lambda obj, ctx: cls(**{f.name: obj[f.name] for f in fields}),
-            encoder=lambda obj, ctx: {f.name: getattr(obj, f.name) for f in fields},
-        )
+        typed = [f.name / _adapted(f) for f in fields]
+
+        def instance(obj: Any, ctx: Any) -> Any:
+            return cls(**{f.name: obj[f.name] for f in fields})
+
+        def values(obj: Any, ctx: Any) -> dict[str, Any]:
+            return {f.name: getattr(obj, f.name) for f in fields}
+
+        cls.codec = c.ExprAdapter(c.Struct(*typed), decoder=instance, encoder=values)
+        cls._whole = c.ExprAdapter(c.Struct(*typed, c.Terminated), decoder=instance, encoder=values)
 
     def build(self) -> bytes:
         return bytes(self.codec.build(self))
@@ -117,7 +123,7 @@ class Body:
     @classmethod
     def parse(cls: type[B], data: bytes) -> B:
         """Read a body that must fill ``data`` exactly."""
-        return cast(B, c.FocusedSeq("body", "body" / cls.codec, c.Terminated).parse(data))
+        return cast(B, cls._whole.parse(data))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(cast(Any, self))
@@ -381,7 +387,7 @@ def decode_message(data: bytes) -> Message:
         status = Status(head.status) if head.status in Status._value2member_map_ else Status.BAD_REQUEST
         body = rest[ResponseHead.sizeof() :]
         if status != Status.OK:
-            reason = c.FocusedSeq("error", "error" / ErrorBody, c.Terminated).parse(body).reason
+            reason = (ErrorBody + c.Terminated).parse(body).reason
             return Message(kind, opcode, request_id, None, status, head.detail, reason)
         return Message(kind, opcode, request_id, REQUEST_TYPES[opcode].response_type.parse(body), status, head.detail)
     except (c.ConstructError, UnicodeDecodeError) as exc:
