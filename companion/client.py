@@ -60,6 +60,8 @@ FOLLOW_POLL_S = 1.0
 """While following, ask for the status after this long without a notification."""
 
 R = TypeVar("R", bound=Body)
+Arrival = int
+"""Place of a received message in the stream from the band (it sends in order): tells older from newer."""
 
 
 class BandTimeout(HandCueError):
@@ -117,10 +119,11 @@ class BandClient:
         self.commit_timeout = commit_timeout
         self.parser = FrameParser(1024)
         self.dropped_responses = 0
-        self._pending: dict[int, tuple[Opcode, asyncio.Future[Message]]] = {}
+        self._pending: dict[int, tuple[Opcode, asyncio.Future[tuple[Message, Arrival]]]] = {}
         self._next_id = 0
         self._abandoned: dict[int, float] = {}
-        self._notifications: asyncio.Queue[BandStatus] = asyncio.Queue(maxsize=256)
+        self._notifications: asyncio.Queue[tuple[BandStatus, Arrival]] = asyncio.Queue(maxsize=256)
+        self._arrivals: Arrival = 0
         self._reader: asyncio.Task[None] | None = None
         self._closed: BaseException | None = None
 
@@ -168,6 +171,7 @@ class BandClient:
         self._pending.clear()
 
     def _dispatch(self, payload: bytes) -> None:
+        self._arrivals += 1
         try:
             message = decode_message(payload)
         except MessageError as exc:
@@ -185,7 +189,7 @@ class BandClient:
             if self._notifications.full():
                 self._notifications.get_nowait()
             if isinstance(message.body, StatusReport):
-                self._notifications.put_nowait(message.body)
+                self._notifications.put_nowait((message.body, self._arrivals))
             return
         if message.kind != MessageKind.RESPONSE:
             return
@@ -196,7 +200,7 @@ class BandClient:
             return
         del self._pending[message.request_id]
         if not waiting[1].done():
-            waiting[1].set_result(message)
+            waiting[1].set_result((message, self._arrivals))
 
     def _allocate_id(self) -> int:
         """A request id not in use, and not of a recently abandoned request whose answer may still come."""
@@ -213,11 +217,11 @@ class BandClient:
         self._pending.pop(request_id, None)
         self._abandoned[request_id] = asyncio.get_running_loop().time() + ABANDONED_ID_HOLD_S
 
-    async def _send_request(self, request: Request[Any]) -> tuple[int, asyncio.Future[Message]]:
+    async def _send_request(self, request: Request[Any]) -> tuple[int, asyncio.Future[tuple[Message, Arrival]]]:
         if self._closed is not None:
             raise TransportClosed(f"{self.transport.address}: link lost ({self._closed})")
         request_id = self._allocate_id()
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[Message, Arrival]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (request.opcode, future)
         try:
             await self.transport.send(encode_frame(encode_request(request, request_id)))
@@ -228,16 +232,19 @@ class BandClient:
 
     async def request(self, request: Request[R], *, timeout: float | None = None, what: str | None = None) -> R:
         """Send one request and wait for its typed response; raise the band's error if it refused."""
+        return (await self._exchange(request, timeout, what))[0]
+
+    async def _exchange(self, request: Request[R], timeout: float | None = None, what: str | None = None) -> tuple[R, Arrival]:
         request_id, future = await self._send_request(request)
         limit = self.timeout if timeout is None else timeout
         try:
-            message = await asyncio.wait_for(future, limit)
+            message, arrival = await asyncio.wait_for(future, limit)
         except TimeoutError:
             self._abandon(request_id)
             raise BandTimeout(
                 f"no answer from {self.transport.address} to {what or request.opcode.name} within {limit:g} s (is it a HandCue band, powered and in range?)"
             ) from None
-        return self._checked(request, message)
+        return self._checked(request, message), arrival
 
     @staticmethod
     def _checked(request: Request[R], message: Message) -> R:
@@ -276,43 +283,43 @@ class BandClient:
     async def erase(self) -> None:
         await self.request(EraseRequest(), timeout=self.commit_timeout)
 
-    def drop_queued_notifications(self) -> None:
-        """Forget notifications received so far (older than a status just asked for)."""
-        while not self._notifications.empty():
-            self._notifications.get_nowait()
+    async def _notification(self, timeout: float) -> tuple[BandStatus, Arrival]:
+        if self._closed is not None and self._notifications.empty():
+            raise TransportClosed(f"{self.transport.address}: link lost ({self._closed})")
+        try:
+            return await asyncio.wait_for(self._notifications.get(), timeout)
+        except TimeoutError:
+            raise BandTimeout(f"no status notification from {self.transport.address} within {timeout:g} s") from None
 
     async def notifications(self, timeout: float) -> AsyncIterator[BandStatus]:
         """Status notifications as they come; raises :class:`BandTimeout` after ``timeout`` s of silence."""
         while True:
-            if self._closed is not None and self._notifications.empty():
-                raise TransportClosed(f"{self.transport.address}: link lost ({self._closed})")
-            try:
-                yield await asyncio.wait_for(self._notifications.get(), timeout)
-            except TimeoutError:
-                raise BandTimeout(f"no status notification from {self.transport.address} within {timeout:g} s") from None
+            yield (await self._notification(timeout))[0]
 
     async def follow(self, poll_s: float = FOLLOW_POLL_S) -> AsyncIterator[BandStatus]:
-        """The session as it goes: the current status, then each change, ending with the finished status.
+        """The session as it goes: the current status, then each newer one, ending with the finished status.
 
-        Notifications older than the first status are history and skipped; after
-        ``poll_s`` seconds of silence (a long step) it asks for the status.
-        Raises :class:`HandCueError` if the band is idle (nothing to follow) or
-        the routine is stopped, erased or replaced before it finishes.
+        Notifications the band sent before a status answer are older than it and
+        skipped; after ``poll_s`` seconds without a notification (a long step)
+        it asks for the status.  Raises :class:`HandCueError` if the band is
+        idle (nothing to follow), or after yielding the idle status if the
+        routine is stopped, erased or replaced before it finishes.
         """
-        self.drop_queued_notifications()
-        status = await self.status()
+        status, since = await self._exchange(StatusRequest())
         if status.state == BandState.IDLE:
             raise HandCueError("the band is idle: start a routine first (handcue start)")
-        while True:
+        yield status
+        while status.state != BandState.FINISHED:
+            try:
+                update, arrival = await self._notification(poll_s)
+            except BandTimeout:
+                update, arrival = await self._exchange(StatusRequest())  # quiet stretch: ask, with a timeout
+            if arrival < since:
+                continue  # sent before the status already yielded
+            status, since = update, arrival
             yield status
-            if status.state == BandState.FINISHED:
-                return
             if status.state == BandState.IDLE:
                 raise HandCueError("the routine was stopped before it finished")
-            try:
-                status = await anext(self.notifications(timeout=poll_s))
-            except BandTimeout:
-                status = await self.status()  # quiet stretch: ask, with a timeout
 
     # ------------------------------------------------------------ upload
 
@@ -335,7 +342,7 @@ class BandClient:
             progress(confirmed, size)
         frames = retransmissions = stalls = 0
         next_offset = confirmed
-        in_flight: dict[int, tuple[UploadDataRequest, asyncio.Future[Message]]] = {}
+        in_flight: dict[int, tuple[UploadDataRequest, asyncio.Future[tuple[Message, Arrival]]]] = {}
         try:
             while confirmed < size:
                 while next_offset < size and len(in_flight) < window:
@@ -361,7 +368,7 @@ class BandClient:
                     if not future.done():
                         continue
                     del in_flight[request_id]
-                    acked = self._checked(piece, future.result()).offset
+                    acked = self._checked(piece, future.result()[0]).offset
                     if acked > confirmed:
                         stalls = 0
                         confirmed = acked
@@ -385,7 +392,7 @@ class BandClient:
         commit = await self.request(UploadCommitRequest(), timeout=self.commit_timeout, what="UPLOAD_COMMIT (verify and store)")
         return UploadResult(size, crc, resumed_from, frames, retransmissions, commit.total_ms)
 
-    def _forget(self, in_flight: dict[int, tuple[UploadDataRequest, asyncio.Future[Message]]]) -> None:
+    def _forget(self, in_flight: dict[int, tuple[UploadDataRequest, asyncio.Future[tuple[Message, Arrival]]]]) -> None:
         for request_id, (_, future) in in_flight.items():
             self._abandon(request_id)
             future.cancel()

@@ -15,9 +15,9 @@ import pytest
 from companion import compile_routine, load_routine, read_table, table_timeline
 from companion.client import BandClient, BandTimeout
 from protocol.constants import BandState
-from protocol.errors import BandError, TableRefusedError
+from protocol.errors import BandError, HandCueError, TableRefusedError
 from protocol.framing import encode_frame
-from protocol.messages import InfoRequest, StatusRequest, UploadBeginRequest, UploadDataRequest, encode_request
+from protocol.messages import InfoRequest, InfoResponse, StatusReport, StatusRequest, UploadBeginRequest, UploadDataRequest, encode_request
 from protocol.table import table_crc
 
 from .conftest import SHIPPED
@@ -170,6 +170,34 @@ def test_garbage_on_the_line_does_not_break_the_next_command(sim):
             return await client.info()
 
     assert run(job()).protocol_version == 1
+
+
+def test_typed_request_returns_its_response_class(sim):
+    async def job():
+        async with BandClient.open(sim.address) as client:
+            return await client.request(InfoRequest()), await client.request(StatusRequest())
+
+    info, status = run(job())
+    assert isinstance(info, InfoResponse) and info.protocol_version == 1 and not info.has_routine
+    assert isinstance(status, StatusReport) and status.state == BandState.IDLE
+
+
+def test_follow_yields_the_session_until_it_finishes(sim):
+    data = compile_routine(load_routine("nausea-pc6"))
+
+    async def job():
+        async with BandClient.open(sim.address) as client:
+            with pytest.raises(HandCueError, match="idle: start a routine first"):
+                [status async for status in client.follow()]
+            await client.upload(data)
+            await client.start()
+            return [status async for status in client.follow(poll_s=0.2)]
+
+    statuses = run(job())
+    *playing, final = statuses
+    assert final.state == BandState.FINISHED and final.elapsed_ms == final.total_ms == read_table(data).total_ms
+    assert all(status.state == BandState.RUNNING for status in playing)
+    assert [status.cues for status in statuses] == sorted(status.cues for status in statuses)
 
 
 def test_late_response_is_not_taken_for_the_next_request(tmp_path):
