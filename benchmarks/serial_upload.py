@@ -161,13 +161,13 @@ def commit_breakdown(data: bytes) -> tuple[float, int, float]:
 
     try:
         for module in modules:
-            module.decode_table = wrap(originals[module])
+            module.decode_table = wrap(originals[module])  # type: ignore[attr-defined]
         start = time.perf_counter()
         handler.receive("bench", encode_frame(encode_request(UploadCommitRequest(), 3)))
         total = time.perf_counter() - start
     finally:
         for module, original in originals.items():
-            module.decode_table = original
+            module.decode_table = original  # type: ignore[attr-defined]
     if band.storage.active_table() != data:
         raise RuntimeError("in-process commit did not store the table")
     return total, calls, inside

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import sys
 import zlib
+from enum import IntEnum
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -62,6 +63,7 @@ from protocol.messages import (
     EraseRequest,
     ErrorBody,
     InfoRequest,
+    InfoResponse,
     Message,
     Request,
     ResumeRequest,
@@ -69,6 +71,7 @@ from protocol.messages import (
     UploadBeginRequest,
     UploadCommitRequest,
     UploadDataRequest,
+    UploadDataResponse,
     decode_message,
     encode_request,
 )
@@ -322,7 +325,7 @@ HANDS_WIRE_TEXT = ("none", "left", "right")
 FINGERS_WIRE_TEXT = ("none", *FINGERS)
 
 
-def named(enum: type, value: int) -> str:
+def named(enum: type[IntEnum], value: int) -> str:
     return f"{value} = {enum(value).name}" if value in enum._value2member_map_ else f"{value} (unknown)"
 
 
@@ -540,10 +543,11 @@ def transfer_examples() -> None:
     print(f"companion sends id 3 (offset 0, {chunk} bytes) and id 4 (offset {chunk}, {len(without) - chunk} bytes) back to back;")
     print(f"byte {position} of frame id 3 is damaged on the line: the band drops it, counts it ({', '.join(f'{k} +{v}' for k, v in dropped.items())}) and sends nothing.")
     response, _ = only_response(replies)
-    assert decode_message(response).body.offset == 0
+    ack = decode_message(response).body
+    assert isinstance(ack, UploadDataResponse) and ack.offset == 0
     print(f"id 4 arrives out of order: dropped, acknowledged with the durable offset: {response.hex(' ')}")
     print(f"    = {one_line(response)}")
-    print(f"the ack of id 4 ({decode_message(response).body.offset}) does not cover id 4 (ends at {len(without)}): the companion goes back to offset 0.")
+    print(f"the ack of id 4 ({ack.offset}) does not cover id 4 (ends at {len(without)}): the companion goes back to offset 0.")
     print()
     request, replies = bench.request(UploadDataRequest(offset=0, data=without[:chunk]), 5)
     show(f"UPLOAD_DATA request, id 5: offset 0, {chunk} bytes (table bytes 0..{chunk - 1})", request)
@@ -585,7 +589,7 @@ def transfer_examples() -> None:
     show("UPLOAD_COMMIT response: TABLE_REFUSED, detail = TableError", response, wire)
     request, replies = bench.request(InfoRequest(), 11)
     info = decode_message(only_response(replies)[0]).body
-    assert info.routine_crc32 == crc
+    assert isinstance(info, InfoResponse) and info.routine_crc32 == crc
     print(f"INFO id 11 afterwards: routine_crc32 0x{info.routine_crc32:08X}, routine_size {info.routine_size}: the table of id 7 stays active.")
     print()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -88,7 +89,7 @@ INFO = InfoResponse(band_id=0x1A2B, firmware=FirmwareVersion(major=1, minor=2, p
 INFO_BODY = "2b1a0000" "010203" "01" "57" "02" "00800000" "0002" "08" "01" "1b51bfd5" "7c00" "03" "504336"
 
 # (request, request id, raw wire fields, hand-written message hex)
-REQUESTS = [
+REQUESTS: list[tuple[Request[Any], int, dict[str, Any], str]] = [
     (InfoRequest(), 0x21, {}, "01" "00" "01" "21"),
     (UploadBeginRequest(length=300, crc32=0xDEADBEEF), 0x22, dict(length=300, crc32=0xDEADBEEF), "01" "00" "02" "22" "2c010000" "efbeadde"),
     (UploadDataRequest(offset=0x01020304, data=b"\x00\xffHC"), 0x23, dict(offset=0x01020304, data=b"\x00\xffHC"),
@@ -118,10 +119,11 @@ RESPONSES = [
 ]
 
 
-def raw(message_hex: str, head: int) -> dict:
+def raw(message_hex: str, head: int) -> object:
     """The raw wire values of a message's body (after ``head`` header bytes), read with its class's raw layout, as plain dicts."""
-    message = decode_message(bytes.fromhex(message_hex))
-    return plain(type(message.body).layout.parse(bytes.fromhex(message_hex)[head:]))
+    body = decode_message(bytes.fromhex(message_hex)).body
+    assert body is not None
+    return plain(type(body).layout.parse(bytes.fromhex(message_hex)[head:]))
 
 
 def plain(value: object) -> object:

@@ -36,6 +36,7 @@ class Sim:
              "--trace", str(self.trace), *args],
             stdout=subprocess.PIPE, text=True,
         )
+        assert self.process.stdout is not None
         line = self.process.stdout.readline().strip()
         assert line.startswith("serial: "), line
         self.address = "serial:" + line.removeprefix("serial: ")
