@@ -13,6 +13,12 @@ read into and built from instances.  A request class names its opcode and, as
 its type parameter, its response class (as smpclient's requests do), so
 ``BandClient.request(InfoRequest())`` is typed as returning an
 :class:`InfoResponse`.  Defining a request class registers it for decoding.
+
+Adding a message: its opcode in :class:`~protocol.constants.Opcode`; its
+request class (and response class, if new) here; its handler in the one table
+of ``firmware_sim/handler.py``; optionally a named wrapper on ``BandClient``;
+its layout in SPEC.md part 2 with golden bytes in ``tests/test_messages.py``
+(and its fields in the table of ``docs/gen_spec_examples.py``).
 """
 
 from __future__ import annotations
@@ -36,7 +42,6 @@ MessageHeader = c.Struct(
 )
 ResponseHead = c.Struct("status" / c.Int8ul, "detail" / c.Int8ul)
 Text = c.PascalString(c.Int8ul, "utf8")
-ErrorBody = c.Struct("reason" / Text)
 
 
 # --------------------------------------------------------------------------
@@ -157,6 +162,8 @@ class Request(Body, Generic[R]):
         super().__init_subclass__(**kwargs)
         if opcode is None:
             return
+        if opcode in REQUEST_TYPES:
+            raise TypeError(f"{cls.__name__}: {opcode.name} already has its request class {REQUEST_TYPES[opcode].__name__}")
         [response] = [get_args(base)[0] for base in cls.__orig_bases__ if get_origin(base) is Request]  # type: ignore[attr-defined]
         cls.opcode, cls.response_type = opcode, response
         REQUEST_TYPES[opcode] = cls
@@ -174,6 +181,12 @@ class Request(Body, Generic[R]):
 
 class Empty(Body):
     """No fields: the OK answer to ERASE."""
+
+
+class ErrorBody(Body):
+    """What an error response carries instead of the response body (any status but OK)."""
+
+    reason: str = wire(Text)
 
 
 class FirmwareVersion(Body):
@@ -256,49 +269,53 @@ class StatusReport(Body):
 
 
 class InfoRequest(Request[InfoResponse], opcode=Opcode.INFO):
-    pass
+    """The band's identity, firmware, battery, limits and active routine."""
 
 
 class UploadBeginRequest(Request[UploadBeginResponse], opcode=Opcode.UPLOAD_BEGIN):
+    """Start an upload of a table, or resume the interrupted upload of the same table (same length and CRC-32)."""
+
     length: int = wire(c.Int32ul)
     crc32: int = wire(c.Int32ul)
 
 
 class UploadDataRequest(Request[UploadDataResponse], opcode=Opcode.UPLOAD_DATA):
+    """Table bytes from ``offset``; the band stores them only if ``offset`` is where its stored bytes end."""
+
     offset: int = wire(c.Int32ul)
     data: bytes = wire(c.GreedyBytes)
 
 
 class UploadCommitRequest(Request[UploadCommitResponse], opcode=Opcode.UPLOAD_COMMIT):
-    pass
+    """Verify the uploaded table and make it the active routine (the old one stays if it is refused)."""
 
 
 class EraseRequest(Request[Empty], opcode=Opcode.ERASE):
-    pass
+    """Remove the active routine."""
 
 
 class StartRequest(Request[StatusReport], opcode=Opcode.START):
-    pass
+    """Play the routine from the beginning."""
 
 
 class PauseRequest(Request[StatusReport], opcode=Opcode.PAUSE):
-    pass
+    """Pause the routine; the remaining time is kept."""
 
 
 class ResumeRequest(Request[StatusReport], opcode=Opcode.RESUME):
-    pass
+    """Resume a paused routine."""
 
 
 class SkipRequest(Request[StatusReport], opcode=Opcode.SKIP):
-    pass
+    """Skip the rest of the current step."""
 
 
 class StopRequest(Request[StatusReport], opcode=Opcode.STOP):
-    pass
+    """Stop the routine."""
 
 
 class StatusRequest(Request[StatusReport], opcode=Opcode.STATUS):
-    pass
+    """What the band is doing now."""
 
 
 NOTIFICATION_TYPES: dict[Opcode, type[Body]] = {Opcode.STATUS: StatusReport}
@@ -354,7 +371,7 @@ def encode_response(opcode: Opcode, request_id: int, body: Body) -> bytes:
 def encode_error(opcode: int, request_id: int, status: Status, detail: int = 0, reason: str = "") -> bytes:
     """An error response: status, detail and a reason cut to 255 bytes on a character boundary."""
     head = _header(MessageKind.RESPONSE, opcode, request_id) + bytes(ResponseHead.build(dict(status=status, detail=detail)))
-    return head + bytes(ErrorBody.build(dict(reason=reason.encode()[:255].decode(errors="ignore"))))
+    return head + ErrorBody(reason=reason.encode()[:255].decode(errors="ignore")).build()
 
 
 def encode_notification(body: Body) -> bytes:
@@ -387,8 +404,7 @@ def decode_message(data: bytes) -> Message:
         status = Status(head.status) if head.status in Status._value2member_map_ else Status.BAD_REQUEST
         body = rest[ResponseHead.sizeof() :]
         if status != Status.OK:
-            reason = (ErrorBody + c.Terminated).parse(body).reason
-            return Message(kind, opcode, request_id, None, status, head.detail, reason)
+            return Message(kind, opcode, request_id, None, status, head.detail, ErrorBody.parse(body).reason)
         return Message(kind, opcode, request_id, REQUEST_TYPES[opcode].response_type.parse(body), status, head.detail)
     except (c.ConstructError, UnicodeDecodeError) as exc:
         raise MessageError(Status.BAD_REQUEST, f"malformed {opcode.name} {kind.name.lower()}: {exc}", opcode_value, request_id) from exc

@@ -421,6 +421,10 @@ def test_handler_ignores_everything_but_requests(handler, data):
     assert handler.handle("serial", bytes.fromhex(data)) is None
 
 
+def test_handler_serves_every_request_class_from_its_table(handler):
+    assert set(handler._serve) == set(REQUEST_TYPES.values())
+
+
 def test_handler_info_golden(handler):
     table = compile_routine(load_routine("nausea-pc6"))
     response = handler.handle("serial", bytes.fromhex("01000107"))
