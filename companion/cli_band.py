@@ -71,12 +71,12 @@ def describe_status(status: BandStatus) -> str:
     ) if part)
     parts = [
         f"[{clock(status.elapsed_ms)[:-4]} / {clock(status.total_ms)[:-4]}]",
-        "unknown state" if status.state is None else status.state.name.lower() if status.state != BandState.RUNNING else "",
-        f"step {status.step} {status.technique.text_id if status.technique else ''}".strip(),
+        "" if status.state == BandState.RUNNING else "unknown state" if status.state is None else status.state.name.lower(),
+        f"step {status.step} {status.technique.text_id if status.technique is not None else ''}".strip(),
         where,
         f"{format_ms(status.step_remaining_ms // 1000 * 1000)} left in step",
         f"{format_ms(status.remaining_ms // 1000 * 1000)} left",
-        f"felt: {status.last_cue.name.lower()}" if status.last_cue else "",
+        f"felt: {status.last_cue.name.lower()}" if status.last_cue is not None else "",
     ]
     return " | ".join(part for part in parts if part)
 
@@ -103,7 +103,7 @@ def info(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
     click.echo(f"limits: table {band.max_table} bytes, frame {band.max_frame} bytes, upload window {band.window}")
 
 
-def _control(name: str, help_text: str) -> click.Command:
+def _control(name: str, help_text: str, action: Callable[[BandClient], Awaitable[BandStatus]]) -> click.Command:
     @click.command(name=name, help=help_text)
     @address_option
     @timeout_option
@@ -111,20 +111,20 @@ def _control(name: str, help_text: str) -> click.Command:
     @hci_option
     def command(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
         use_hci(hci)
-        status = run(with_band(address, timeout, lambda c: getattr(c, name)()))
+        status = run(with_band(address, timeout, action))
         emit_json(status.to_json()) if as_json else click.echo(describe_status(status))
 
     return command
 
 
-CONTROLS = tuple(_control(name, help_text) for name, help_text in (
-    ("start", "Start the band's routine from the beginning."),
-    ("pause", "Pause the routine; the remaining time is kept."),
-    ("resume", "Resume a paused routine."),
-    ("skip", "Skip the rest of the current step."),
-    ("stop", "Stop the routine."),
-    ("status", "Show what the band is doing."),
-))
+CONTROLS = (
+    _control("start", "Start the band's routine from the beginning.", lambda band: band.start()),
+    _control("pause", "Pause the routine; the remaining time is kept.", lambda band: band.pause()),
+    _control("resume", "Resume a paused routine.", lambda band: band.resume()),
+    _control("skip", "Skip the rest of the current step.", lambda band: band.skip()),
+    _control("stop", "Stop the routine.", lambda band: band.stop()),
+    _control("status", "Show what the band is doing.", lambda band: band.status()),
+)
 
 
 @click.command()

@@ -68,6 +68,7 @@ UPLOAD_OWNERSHIP_S = 10.0
 Serve = Callable[[str, Any], Body]
 """A request handler: (link name, request) -> response body."""
 
+
 @dataclass
 class Link:
     name: str
