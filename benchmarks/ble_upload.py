@@ -13,6 +13,7 @@ from companion.ble.bumble_backend import BumbleCentral
 from companion.client import BandClient
 from firmware_sim.local import LocalBleBand
 from protocol.constants import Opcode
+from protocol.messages import UploadBeginRequest, UploadCommitRequest, UploadDataRequest
 from protocol.table import check_table_header
 
 from . import Report, Row, md_table, ratio
@@ -45,7 +46,7 @@ the negotiated value: `client.transport.mtu` must be MTU - 3. For each MTU, on o
 and after a warm-up upload of a shipped routine: the **windowed** upload
 (`BandClient.upload`: up to `window` unacknowledged UPLOAD_DATA frames, window from the band's
 UPLOAD_BEGIN answer) and a **stop-and-wait** upload written in the benchmark (UPLOAD_BEGIN, then
-one `BandClient.request(Opcode.UPLOAD_DATA, ...)` at a time, each awaited before the next, as
+one `BandClient.request(UploadDataRequest(...))` at a time, each awaited before the next, as
 SMP/smpclient does, then UPLOAD_COMMIT), both with the chunk size `BandClient.upload` uses (the
 largest whose frame fits one ATT write of MTU - 3 bytes) and the same 8 KiB table.
 
@@ -77,16 +78,16 @@ LocalBand = LocalBleBand
 async def stop_and_wait_upload(client: BandClient, data: bytes) -> int:
     """Upload ``data`` one acknowledged chunk at a time; returns the number of chunks."""
     check_table_header(data)
-    begin = (await client.request(Opcode.UPLOAD_BEGIN, length=len(data), crc32=zlib.crc32(data))).body
+    begin = await client.request(UploadBeginRequest(length=len(data), crc32=zlib.crc32(data)))
     chunk = client._chunk_size(begin.max_chunk)  # the same chunking as BandClient.upload
     offset, chunks = begin.offset, 0
     while offset < len(data):
         piece = data[offset : offset + chunk]
-        acked = (await client.request(Opcode.UPLOAD_DATA, offset=offset, data=piece)).body.offset
+        acked = (await client.request(UploadDataRequest(offset=offset, data=piece))).offset
         if acked != offset + len(piece):
             raise RuntimeError(f"band acknowledged offset {acked}, expected {offset + len(piece)}")
         offset, chunks = acked, chunks + 1
-    await client.request(Opcode.UPLOAD_COMMIT, timeout=client.commit_timeout)
+    await client.request(UploadCommitRequest(), timeout=client.commit_timeout)
     return chunks
 
 

@@ -1,8 +1,11 @@
 """Band commands of the ``handcue`` CLI: info, upload, start ... follow, demo.
 
 Each command opens the band named by ``--to`` (or ``HANDCUE_ADDRESS``), does
-one job with timeouts on every wait, and closes the link.  ``asyncio.run``
-lives here, at the edge; everything below is async.
+one job with timeouts on every wait, and closes the link.  The work is done by
+:class:`~companion.client.BandClient`; these commands render what it returns.
+``asyncio.run`` lives at this edge (:func:`companion.cli_common.run`);
+everything below is async.  :mod:`companion.cli` adds :data:`COMMANDS` to its
+group.
 """
 
 from __future__ import annotations
@@ -13,13 +16,13 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 
 from protocol.errors import HandCueError
 
-from .cli import cli, emit_json
+from .cli_common import emit_json, run
 
 if TYPE_CHECKING:  # the CLI imports asyncio and the protocol stack only when a command runs
     import asyncio
@@ -38,13 +41,6 @@ hci_option = click.option("--hci", envvar="HANDCUE_HCI", metavar="TRANSPORT",
                           help="Route BLE through bumble on this HCI transport instead of the OS stack (env HANDCUE_HCI).")
 
 
-def run(coroutine: Awaitable[T]) -> T:
-    """The one place the CLI enters asyncio."""
-    import asyncio
-
-    return asyncio.run(coroutine)  # type: ignore[arg-type]
-
-
 async def with_band(address: str, timeout: float, job: Callable[[BandClient], Awaitable[T]], hci: str | None = None) -> T:
     """Run ``job`` on the band at ``address``; BLE goes through bumble on ``hci`` if given."""
     from .ble import ble_backend_for
@@ -56,12 +52,14 @@ async def with_band(address: str, timeout: float, job: Callable[[BandClient], Aw
 
 def describe_status(status: BandStatus) -> str:
     """One line a person can read at a glance."""
+    from protocol.constants import BandState
+
     from .render import clock
     from .routine import format_ms
 
-    if status.state == "idle":
+    if status.state == BandState.IDLE:
         return "idle"
-    if status.state == "finished":
+    if status.state == BandState.FINISHED:
         return f"finished after {format_ms(status.elapsed_ms)} ({status.cues} cues)"
     where = " ".join(part for part in (
         f"{status.hand} hand" if status.hand else "",
@@ -69,12 +67,12 @@ def describe_status(status: BandStatus) -> str:
     ) if part)
     parts = [
         f"[{clock(status.elapsed_ms)[:-4]} / {clock(status.total_ms)[:-4]}]",
-        status.state if status.state != "running" else "",
-        f"step {status.step} {status.technique or ''}".strip(),
+        "" if status.state == BandState.RUNNING else "unknown state" if status.state is None else status.state.name.lower(),
+        f"step {status.step} {status.technique.text_id if status.technique is not None else ''}".strip(),
         where,
         f"{format_ms(status.step_remaining_ms // 1000 * 1000)} left in step",
         f"{format_ms(status.remaining_ms // 1000 * 1000)} left",
-        f"felt: {status.last_cue}" if status.last_cue else "",
+        f"felt: {status.last_cue.name.lower()}" if status.last_cue is not None else "",
     ]
     return " | ".join(part for part in parts if part)
 
@@ -83,7 +81,7 @@ def describe_status(status: BandStatus) -> str:
 # Queries and commands
 
 
-@cli.command()
+@click.command()
 @address_option
 @timeout_option
 @json_option
@@ -100,29 +98,30 @@ def info(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
     click.echo(f"limits: table {band.max_table} bytes, frame {band.max_frame} bytes, upload window {band.window}")
 
 
-def _control(name: str, help_text: str) -> None:
-    @cli.command(name=name, help=help_text)
+def _control(name: str, help_text: str, action: Callable[[BandClient], Awaitable[BandStatus]]) -> click.Command:
+    @click.command(name=name, help=help_text)
     @address_option
     @timeout_option
     @json_option
     @hci_option
     def command(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
-        status = run(with_band(address, timeout, lambda c: getattr(c, name)(), hci))
+        status = run(with_band(address, timeout, action, hci))
         emit_json(status.to_json()) if as_json else click.echo(describe_status(status))
 
-
-for _name, _help in (
-    ("start", "Start the band's routine from the beginning."),
-    ("pause", "Pause the routine; the remaining time is kept."),
-    ("resume", "Resume a paused routine."),
-    ("skip", "Skip the rest of the current step."),
-    ("stop", "Stop the routine."),
-    ("status", "Show what the band is doing."),
-):
-    _control(_name, _help)
+    return command
 
 
-@cli.command()
+CONTROLS = (
+    _control("start", "Start the band's routine from the beginning.", lambda band: band.start()),
+    _control("pause", "Pause the routine; the remaining time is kept.", lambda band: band.pause()),
+    _control("resume", "Resume a paused routine.", lambda band: band.resume()),
+    _control("skip", "Skip the rest of the current step.", lambda band: band.skip()),
+    _control("stop", "Stop the routine.", lambda band: band.stop()),
+    _control("status", "Show what the band is doing.", lambda band: band.status()),
+)
+
+
+@click.command()
 @address_option
 @timeout_option
 @hci_option
@@ -132,7 +131,7 @@ def erase(address: str, timeout: float, hci: str | None) -> None:
     click.echo("erased")
 
 
-@cli.command()
+@click.command()
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True, help="Seconds to listen.")
 @json_option
 @hci_option
@@ -205,7 +204,7 @@ async def upload_table(client: BandClient, data: bytes, label: str) -> Any:
     return result
 
 
-@cli.command()
+@click.command()
 @click.argument("routine_or_table")
 @address_option
 @timeout_option
@@ -226,39 +225,34 @@ def upload(routine_or_table: str, address: str, timeout: float, hci: str | None,
 # Follow
 
 
-async def follow_band(client: BandClient, poll_s: float = 1.0, out: Any = None) -> BandStatus:
-    """Show the live view until the routine finishes; returns the final status."""
+async def follow_band(client: BandClient, out: TextIO | None = None) -> BandStatus:
+    """Render :meth:`BandClient.follow` until the routine finishes; returns the final status.
+
+    On a terminal one line is rewritten in place; otherwise a line is printed
+    for each change of step, iteration, cue or state.
+    """
     out = out or sys.stdout
     live = out.isatty()
-    client.drop_queued_notifications()  # what happened before this status is history
-    status = await client.status()
-    if status.state == "idle":
-        raise HandCueError("the band is idle: start a routine first (handcue start)")
-    shown = ""
-    while True:
-        line = describe_status(status)
-        if live:
-            out.write("\r\x1b[K" + line)
-            out.flush()
-        elif (status.step, status.iteration, status.last_cue, status.state, status.cues) != shown:
-            out.write(line + "\n")
-            out.flush()
-        shown = (status.step, status.iteration, status.last_cue, status.state, status.cues)  # type: ignore[assignment]
-        if status.state == "finished":
+    shown: tuple[object, ...] = ()
+    status: BandStatus | None = None
+    try:
+        async for status in client.follow():
+            line = describe_status(status)
+            change = (status.step, status.iteration, status.last_cue, status.state, status.cues)
             if live:
-                out.write("\n")
-            return status
-        if status.state == "idle":  # stopped, erased or replaced from elsewhere
-            if live:
-                out.write("\n")
-            raise HandCueError("the routine was stopped before it finished")
-        try:
-            status = await anext(client.notifications(timeout=poll_s))
-        except HandCueError:
-            status = await client.status()  # quiet stretch (a long step): ask, with a timeout
+                out.write("\r\x1b[K" + line)
+            elif change != shown:
+                out.write(line + "\n")
+            out.flush()
+            shown = change
+    finally:
+        if live and status is not None:
+            out.write("\n")
+    assert status is not None  # follow() yields at least once or raises
+    return status
 
 
-@cli.command()
+@click.command()
 @address_option
 @timeout_option
 @hci_option
@@ -340,7 +334,7 @@ async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, 
                 await process.wait()
 
 
-@cli.command()
+@click.command()
 @click.option("--routine", default="full-hand-massage", show_default=True, help="Routine file or shipped id to play.")
 @click.option("--speed", type=click.FloatRange(min=0.1), default=40.0, show_default=True, help="How many times faster than real time.")
 @click.option("--baud", type=click.IntRange(min=300), help="Pace the simulated serial line to this baud rate.")
@@ -350,3 +344,6 @@ def demo(routine: str, speed: float, baud: int | None, ble: bool, timeout: float
     """Start a simulated band, upload a routine, play it and follow it live."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     run(demo_session(routine, speed, baud, ble, timeout))
+
+
+COMMANDS = (info, *CONTROLS, erase, scan, upload, follow, demo)

@@ -22,7 +22,7 @@ from companion import compile_routine, load_routine, read_table, table_timeline
 from companion.ble.bumble_backend import BumbleCentral
 from companion.client import BandClient
 from firmware_sim.local import LocalBleBand
-from protocol.constants import BleUuid, Hands, TechniqueCode
+from protocol.constants import BandState, BleUuid, Hands, TechniqueCode
 from protocol.table import CuePattern, PatternSegment, StepRecord, StepTable, encode_table
 
 from .conftest import SHIPPED
@@ -81,7 +81,7 @@ def test_upload_start_and_trace_equals_inspect_timeline_over_ble(routine):
             assert (await client.info()).routine_crc32 == zlib.crc32(data) == result.crc32
             await client.start()
             states = [s.state async for s in _until_finished(client)]
-            assert states[-1] == "finished"
+            assert states[-1] == BandState.FINISHED
         while band.band.motor.busy:  # the done pattern plays out
             await asyncio.sleep(0)
             band.band.process()
@@ -97,7 +97,7 @@ def test_upload_start_and_trace_equals_inspect_timeline_over_ble(routine):
 async def _until_finished(client: BandClient):
     async for status in client.notifications(timeout=5):
         yield status
-        if status.state == "finished":
+        if status.state == BandState.FINISHED:
             return
 
 
