@@ -23,7 +23,7 @@ from companion.ble.bumble_backend import BumbleCentral
 from companion.client import BandClient
 from companion.discovery import FoundBand, scan_bands
 from firmware_sim.local import LocalBleBand
-from protocol.constants import Hands, TechniqueCode
+from protocol.constants import BandState, Hands, TechniqueCode
 from protocol.table import CuePattern, PatternSegment, StepRecord, StepTable, encode_table
 
 TIMEOUT = 30.0
@@ -80,7 +80,7 @@ def test_two_clients_to_two_bands_in_one_loop_are_independent(shared: bool) -> N
                 assert (result.resumed_from, result.retransmissions) == (0, 0)
                 assert second_band.band.storage.active_table() == second_table
                 assert first_band.band.storage.active_table() == first_table
-                assert (await second.start()).state == "running"
+                assert (await second.start()).state == BandState.RUNNING
                 assert (await second.info()).routine_crc32 == zlib.crc32(second_table)
                 if shared:  # the host the closed client used is still up for the other
                     assert first_host is second_host and first_host._stack is not None
