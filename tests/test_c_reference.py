@@ -204,7 +204,7 @@ def mutants(data: bytes, *, every_bit: bool = False) -> list[bytes]:
     for length in range(len(data)):  # truncated, raw and with size and CRC fixed up
         out += [data[:length], seal(data[:length])]
     out += [data + b"\x00", seal(data + b"\x00"), seal(data + b"\x01\x41")]  # trailing bytes
-    masks = (0xFF, 0x01, 0x80) if not every_bit else tuple(1 << bit for bit in range(8)) + (0xFF,)
+    masks = (0xFF, 0x01, 0x80) if not every_bit else (*(1 << bit for bit in range(8)), 0xFF)
     for position in range(len(data)):
         for mask in masks:
             flipped = bytearray(data)
@@ -256,7 +256,8 @@ def limit_tables(data: bytes) -> list[bytes]:
     many = bytearray(data[:header_size] + record * 1025 + data[records_end:])
     many[14:16] = (1025).to_bytes(2, "little")
     step = struct.pack("<BBBBHHHBBBB", 1, 1, 0, 255, 0xFFFF, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF).ljust(16, b"\0")
-    nested = bytearray(data[:header_size] + b"".join(struct.pack("<BBBBH", 2, 0, 255, 0xFF, 4 - depth).ljust(16, b"\0") for depth in range(4)) + step + data[records_end:])
+    loops = b"".join(struct.pack("<BBBBH", 2, 0, 255, 0xFF, 4 - depth).ljust(16, b"\0") for depth in range(4))
+    nested = bytearray(data[:header_size] + loops + step + data[records_end:])
     nested[9], nested[11], nested[14:16] = 0, 16, (5).to_bytes(2, "little")
     bad_utf8 = [b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80", b"ok\xe2\x82", b"\x80"]
     return [
@@ -293,7 +294,6 @@ def generated_tables(draw) -> bytes:
     ref = st.integers(0, len(patterns) - 1)
     opt_ref = ref | st.just(0xFF)
     records: list[bytes] = []
-    durations: list[int] = []  # total ms of each record, for the header
 
     def iterate_and_count(bound: set[int]) -> tuple[int, int]:
         iterate = draw(st.sampled_from([i for i in (0, 1, 2) if i == 0 or i not in bound]))
@@ -371,7 +371,8 @@ def test_library_sources_use_only_the_allowed_headers_and_no_float_or_allocation
 
 def test_builds_warning_free_at_os_and_reports_its_size(compiler, tmp_path):
     obj = tmp_path / "handcue.o"
-    result = subprocess.run([compiler, *WARNINGS, "-Os", "-c", "-o", str(obj), str(C_DIR / "handcue.c")], capture_output=True, text=True, timeout=120, check=False)
+    command = [compiler, *WARNINGS, "-Os", "-c", "-o", str(obj), str(C_DIR / "handcue.c")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0 and not result.stderr, result.stderr
     if shutil.which("size"):
         text = int(subprocess.run(["size", str(obj)], capture_output=True, text=True, check=True).stdout.splitlines()[1].split()[0])
@@ -383,7 +384,8 @@ def test_builds_warning_free_with_clang(tmp_path):
     if shutil.which("clang") is None:
         pytest.skip("clang is not installed (gcc is checked by every other test)")
     compile_c("clang", tmp_path / "hcue-run", "-O2")
-    result = subprocess.run(["clang", *WARNINGS, "-Os", "-c", "-o", str(tmp_path / "handcue.o"), str(C_DIR / "handcue.c")], capture_output=True, text=True, timeout=120, check=False)
+    command = ["clang", *WARNINGS, "-Os", "-c", "-o", str(tmp_path / "handcue.o"), str(C_DIR / "handcue.c")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0 and not result.stderr, result.stderr
 
 
@@ -426,11 +428,11 @@ def test_longer_header_and_records_play_the_same(hcue_run):
     for data in shipped_tables().values():
         for extra in ((4, 0), (0, 8), (231, 239)):
             items.append((relayout(data, *extra), ""))
-    for (data, _), lines in zip(items, run_batch(hcue_run, items)):
+    for (data, _), lines in zip(items, run_batch(hcue_run, items), strict=True):
         assert lines == python_timeline(data) == simulator_run(data)
 
 
-@settings(max_examples=300 if LONG else 40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+@settings(max_examples=300 if LONG else 60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
 @given(data=generated_tables())
 def test_generated_tables_c_equals_simulator_equals_timeline(hcue_run, data):
     assert python_verdict(data) == "OK"
@@ -447,7 +449,8 @@ def test_mutated_tables_get_the_same_verdict_in_c_and_python(hcue_run):
     for data in shipped_tables().values():
         items += mutants(data, every_bit=LONG) + limit_tables(data)
     verdicts = run_batch(hcue_run, [(m, "") for m in items], check_only=True)
-    disagreements = [(m.hex(), c, python_verdict(m)) for m, [c] in zip(items, verdicts) if c != python_verdict(m)]
+    pairs = [(m, c, python_verdict(m)) for m, [c] in zip(items, verdicts, strict=True)]
+    disagreements = [(m.hex(), c, p) for m, c, p in pairs if c != p]
     counts: dict[str, int] = {}
     for [verdict] in verdicts:
         counts[verdict] = counts.get(verdict, 0) + 1
@@ -456,7 +459,7 @@ def test_mutated_tables_get_the_same_verdict_in_c_and_python(hcue_run):
     assert len(counts) == 11  # OK and every TableError code: the mutants reach every check
 
 
-@settings(max_examples=300 if LONG else 40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+@settings(max_examples=300 if LONG else 60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
 @given(data=generated_tables(), edits=st.lists(st.tuples(st.integers(8, 4096), st.integers(0, 255)), min_size=1, max_size=3), sealed=st.booleans())
 def test_mutated_generated_tables_get_the_same_verdict(hcue_run, data, edits, sealed):
     changed = bytearray(data)
@@ -484,7 +487,7 @@ FIXED_SCRIPTS = {
 def test_scripted_control_agrees_on_shipped_routines(hcue_run, name, tmp_path):
     script = FIXED_SCRIPTS[name]
     items = [(data, script_text(script)) for data in shipped_tables().values()]
-    for (data, _), lines in zip(items, run_batch(hcue_run, items)):
+    for (data, _), lines in zip(items, run_batch(hcue_run, items), strict=True):
         assert lines == simulator_run(data, script)
     path, script_path = tmp_path / "t.hcue", tmp_path / "cmds.txt"  # the same through the --script option
     path.write_bytes(items[0][0])
@@ -493,7 +496,7 @@ def test_scripted_control_agrees_on_shipped_routines(hcue_run, name, tmp_path):
     assert result.stdout.splitlines() == simulator_run(items[0][0], script)
 
 
-@settings(max_examples=300 if LONG else 40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+@settings(max_examples=300 if LONG else 60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
 @given(data=generated_tables(), script_data=st.data())
 def test_scripted_control_agrees_on_generated_tables(hcue_run, data, script_data):
     total = int.from_bytes(data[16:20], "little")
