@@ -38,6 +38,11 @@ static const char *const HANDS[] = {NULL, "left", "right"};
 static const char *const FINGERS[] = {NULL, "thumb", "index", "middle", "ring", "little"};
 static const char *const STATES[] = {"idle", "running", "paused", "finished"};
 
+/* State of the drive() self-check (on_drive below). */
+static unsigned last_level;
+static unsigned long long level_since, drive_energy, segment_energy;
+static int drive_errors;
+
 static void json_string(const char *s)
 {
     if (s == NULL) {
@@ -50,6 +55,7 @@ static void json_string(const char *s)
 static void on_segment(void *ctx, const hc_segment *s)
 {
     (void)ctx;
+    segment_energy += (unsigned long long)s->amplitude * s->duration_ms;
     printf("{\"t_ms\": %llu, \"amplitude\": %u, \"duration_ms\": %lu, \"cue\": \"%s\", \"pattern\": %u, \"step\": ",
            (unsigned long long)s->t_ms, s->amplitude, (unsigned long)s->duration_ms, hc_cue_name(s->cue), s->pattern);
     if (s->step == HC_NO_STEP) {
@@ -64,14 +70,17 @@ static void on_segment(void *ctx, const hc_segment *s)
     fputs("}\n", stdout);
 }
 
-/* Self-check of the drive() contract: never the same level twice in a row. */
-static unsigned last_level;
-static int drive_errors;
+/* Self-check of the drive() contract: the level changes on every call, the
+ * motor is never driven while paused or idle, and the drive levels integrated
+ * over routine time equal the reported segments (amplitude x duration). */
 
 static void on_drive(void *ctx, uint8_t level)
 {
-    (void)ctx;
+    const hc_player *p = ctx;
     if (level == last_level || level > 100u) drive_errors++;
+    if (level != 0u && (p->state == HC_PAUSED || p->state == HC_IDLE)) drive_errors++;
+    if (last_level != 0u) drive_energy += last_level * (p->now - level_since);
+    level_since = p->now;
     last_level = level;
 }
 
@@ -177,13 +186,15 @@ static hc_table_error run_one(const uint8_t *table, size_t length, const char *s
     cb.drive = on_drive;
     cb.segment = on_segment;
     cb.cue = NULL;
-    cb.ctx = NULL;
+    cb.ctx = &player;
     error = hc_load(&player, table, length, &cb);
     if (error != HC_OK) return error;
     last_level = 0;
+    drive_energy = segment_energy = 0;
     *rc = run_script(&player, script, script_length);
+    if (last_level != 0u || drive_energy != segment_energy) drive_errors++;
     if (drive_errors) {
-        fprintf(stderr, "hcue-run: drive() contract broken %d times\n", drive_errors);
+        fprintf(stderr, "hcue-run: drive() calls disagree with the motor segments (%d faults)\n", drive_errors);
         *rc = 3;
     }
     return HC_OK;
