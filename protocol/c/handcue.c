@@ -128,7 +128,7 @@ static bool ref_ok(uint8_t ref, uint8_t pattern_count) { return ref == HC_NO_PAT
 
 static uint8_t hand_count(uint8_t hands) { return hands >= 2u ? 2u : 1u; }
 
-/* Count rules shared by STEP and LOOP (check 18 a). */
+/* Count rules shared by STEP and LOOP (check 20 a). */
 static bool count_ok(uint8_t iterate, uint8_t count, uint8_t hands)
 {
     if (count < 1u) return false; /* count is a u8: <= MAX_COUNT always */
@@ -137,7 +137,7 @@ static bool count_ok(uint8_t iterate, uint8_t count, uint8_t hands)
     return true;
 }
 
-/* Check 16: one pattern's segments (pattern_problem in protocol/table.py). */
+/* Check 18: one pattern's segments (pattern_problem in protocol/table.py). */
 static bool pattern_ok(const uint8_t *seg, uint8_t count)
 {
     uint32_t units = 0;
@@ -155,7 +155,7 @@ static bool pattern_ok(const uint8_t *seg, uint8_t count)
     return units <= MAX_PATTERN_UNITS;
 }
 
-/* Check 18 for one STEP record. */
+/* Check 20 for one STEP record. */
 static bool step_ok(const uint8_t *r, uint8_t pattern_count)
 {
     uint16_t duration = u16_at(r + S_DURATION), tick = u16_at(r + S_TICK_EVERY), warn = u16_at(r + S_WARN_BEFORE);
@@ -176,7 +176,7 @@ hc_table_error hc_validate(const uint8_t *t, size_t length)
     uint32_t records_end, patterns_end, segments_end, i, expected_first;
     const uint8_t *records, *descriptors, *segments;
 
-    /* Stage A: header (checks 1-7). */
+    /* Stage A: header (SPEC.md section 11, checks 1-7). */
     if (length < HC_TABLE_HEADER_SIZE) return HC_TOO_SHORT;
     if (memcmp(t, "HCue", 4) != 0) return HC_BAD_MAGIC;
     if (t[H_VERSION] != HC_TABLE_FORMAT_VERSION) return HC_BAD_VERSION;
@@ -236,7 +236,7 @@ hc_table_error hc_validate(const uint8_t *t, size_t length)
     }
     if (t[H_HANDS] > 3u) return HC_BAD_RECORD;
 
-    /* Stage D: limits and references (checks 16-24). */
+    /* Stage D: limits and references (checks 16-21 here, 22-23 below). */
     if (record_count < 1u || record_count > HC_MAX_RECORDS) return HC_LIMIT;
     if (pattern_count > HC_MAX_PATTERNS) return HC_LIMIT;
     for (i = 0; i < pattern_count; i++) {
@@ -362,8 +362,9 @@ static uint64_t motor_deadline(const hc_player *p)
     return p->motor_start + (uint64_t)segment_at(p, p->motor_pattern, p->motor_index)[1] * SEGMENT_UNIT_MS;
 }
 
-/* Finish every segment that ends at or before t. */
-static void motor_advance(hc_player *p, uint64_t t)
+/* Finish every segment that ends at or before t; `quiet` when a cut follows at
+ * t, so the motor is not switched for a segment that will run 0 ms. */
+static void motor_advance(hc_player *p, uint64_t t, bool quiet)
 {
     while (p->motor_playing) {
         const uint8_t *seg = segment_at(p, p->motor_pattern, p->motor_index);
@@ -374,28 +375,34 @@ static void motor_advance(hc_player *p, uint64_t t)
         p->motor_start = end;
         if (p->motor_index == descriptor_at(p, p->motor_pattern)[1]) {
             p->motor_playing = 0;
-            drive(p, 0);
-        } else if (p->state != HC_PAUSED) {
+            if (!quiet) drive(p, 0);
+        } else if (!quiet && p->state != HC_PAUSED) {
             drive(p, segment_at(p, p->motor_pattern, p->motor_index)[0]);
         }
     }
 }
 
-/* Stop at t; an on segment in progress is reported up to t. */
-static void motor_cut(hc_player *p, uint64_t t)
+/* End the pattern at t (an on segment in progress is reported up to t),
+ * leaving the drive level to the caller. */
+static void motor_end(hc_player *p, uint64_t t)
 {
-    motor_advance(p, t);
+    motor_advance(p, t, true);
     if (p->motor_playing) {
         uint8_t amplitude = segment_at(p, p->motor_pattern, p->motor_index)[0];
         if (amplitude && t > p->motor_start) report(p, amplitude, t - p->motor_start);
         p->motor_playing = 0;
     }
+}
+
+static void motor_cut(hc_player *p, uint64_t t)
+{
+    motor_end(p, t);
     drive(p, 0);
 }
 
 static void motor_play(hc_player *p, const hc_cue *cue)
 {
-    motor_cut(p, cue->t_ms);
+    motor_end(p, cue->t_ms);
     p->motor_playing = 1;
     p->motor_pattern = cue->pattern;
     p->motor_index = 0;
@@ -404,7 +411,8 @@ static void motor_play(hc_player *p, const hc_cue *cue)
     p->motor_step = cue->step;
     p->motor_hand = cue->hand;
     p->motor_finger = cue->finger;
-    if (p->state != HC_PAUSED) drive(p, segment_at(p, cue->pattern, 0)[0]); /* a skip while paused plays on resume */
+    /* Straight from the old level to the new one; a skip while paused plays on resume. */
+    drive(p, p->state == HC_PAUSED ? 0u : segment_at(p, cue->pattern, 0)[0]);
 }
 
 /* ------------------------------------------------------------------ interpreter (12.1) */
@@ -668,7 +676,7 @@ void hc_tick(hc_player *p, uint32_t ms)
     while ((due = next_due(p)) <= target) {
         p->now = due;
         if (p->state == HC_RUNNING) interpreter_advance(p, due);
-        motor_advance(p, due);
+        motor_advance(p, due, false);
         if (p->state == HC_PAUSED || p->state == HC_IDLE) return; /* defensive: callbacks do not change state */
     }
     p->now = target;
