@@ -526,3 +526,9 @@ def test_no_valgrind_error_on_any_mutant(hcue_run):
     for data in shipped_tables().values():
         items += [(m, "") for m in mutants(data)]
     run_batch(hcue_run, items, wrapper=["valgrind", "-q", "--error-exitcode=9"])
+
+
+def test_zephyr_example_embeds_the_shipped_routine_it_names():
+    header = (C_DIR / "examples" / "zephyr-drv2605" / "src" / "routine.h").read_text()
+    embedded = bytes(int(value, 16) for value in re.findall(r"0x([0-9a-f]{2})", header.split("{", 1)[1]))
+    assert embedded == compile_routine(load_routine("nausea-pc6"), names=False)
