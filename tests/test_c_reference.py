@@ -35,7 +35,9 @@ from companion import compile_routine, load_routine, read_table, table_timeline
 from firmware_sim.band import Band
 from firmware_sim.clock import VirtualClock
 from firmware_sim.local import storage_with
+from firmware_sim.handler import ProtocolHandler
 from protocol.errors import BandError, TableFormatError
+from protocol.framing import FrameParser, encode_frame
 
 from .conftest import SHIPPED
 
@@ -43,7 +45,7 @@ C_DIR = Path(__file__).resolve().parent.parent / "protocol" / "c"
 LONG = os.environ.get("HANDCUE_C_LONG", "") not in ("", "0")
 WARNINGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 SANITIZERS = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
-ALLOWED_INCLUDES = {"<stdint.h>", "<stddef.h>", "<stdbool.h>", "<string.h>", '"handcue.h"'}
+ALLOWED_INCLUDES = {"<stdint.h>", "<stddef.h>", "<stdbool.h>", "<string.h>", '"handcue.h"', '"handcue_frame.h"'}
 
 
 def find_compiler() -> str | None:
@@ -54,7 +56,7 @@ def find_compiler() -> str | None:
 
 
 def compile_c(compiler: str, output: Path, *flags: str) -> None:
-    sources = [str(C_DIR / "handcue.c"), str(C_DIR / "hcue_run.c")]
+    sources = [str(C_DIR / name) for name in ("handcue.c", "handcue_frame.c", "hcue_run.c")]
     result = subprocess.run([compiler, *WARNINGS, *flags, "-o", str(output), *sources], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0 and not result.stderr, f"{compiler} {' '.join(flags)}:\n{result.stderr}"
 
@@ -361,12 +363,12 @@ def scripts(draw, horizon_ms: int) -> list[tuple[int, str]]:
 
 
 def test_library_sources_use_only_the_allowed_headers_and_no_float_or_allocation():
-    source = (C_DIR / "handcue.c").read_text() + (C_DIR / "handcue.h").read_text()
+    source = "".join((C_DIR / name).read_text() for name in ("handcue.c", "handcue.h", "handcue_frame.c", "handcue_frame.h"))
     includes = set(re.findall(r'#include\s+([<"][^>"]+[>"])', source))
     assert includes <= ALLOWED_INCLUDES, includes - ALLOWED_INCLUDES
     code = re.sub(r"/\*.*?\*/", "", source, flags=re.S)
     for word in ("float", "double", "malloc", "calloc", "realloc", "free"):
-        assert not re.search(rf"\b{word}\b", code), f"handcue.c/h uses {word}"
+        assert not re.search(rf"\b{word}\b", code), f"the library uses {word}"
 
 
 def test_builds_warning_free_at_os_and_reports_its_size(compiler, tmp_path):
@@ -532,3 +534,85 @@ def test_zephyr_example_embeds_the_shipped_routine_it_names():
     header = (C_DIR / "examples" / "zephyr-drv2605" / "src" / "routine.h").read_text()
     embedded = bytes(int(value, 16) for value in re.findall(r"0x([0-9a-f]{2})", header.split("{", 1)[1]))
     assert embedded == compile_routine(load_routine("nausea-pc6"), names=False)
+
+
+# --------------------------------------------------------------------------
+# Frame receiver and request check (optional part, handcue_frame.c)
+
+
+def c_frames(binary: Path, stream: bytes) -> tuple[list[tuple[bytes, tuple[int, ...]]], tuple[int, ...]]:
+    out = subprocess.run([str(binary), "--frames"], input=stream, capture_output=True, timeout=60, check=True).stdout.decode().split("\n")
+    messages = [(bytes.fromhex(line.split()[1] if len(line.split()) == 6 else ""), tuple(map(int, line.split()[-4:])))
+                for line in out if line.startswith("MSG")]
+    stats = next(tuple(map(int, line.split()[1:])) for line in out if line.startswith("STATS"))
+    return messages, stats
+
+
+message_st = st.one_of(
+    st.binary(max_size=300),
+    st.builds(lambda version, kind, opcode, rid, body: bytes([version, kind, opcode, rid]) + body,
+              st.sampled_from([1, 1, 1, 2, 0]), st.sampled_from([0, 0, 0, 1, 2, 3, 255]), st.integers(0, 12), st.integers(0, 255),
+              st.binary(max_size=12) | st.binary(min_size=250, max_size=256)),
+)
+piece_st = st.one_of(
+    message_st.map(encode_frame),
+    st.tuples(message_st, st.integers(0, 400), st.integers(1, 255)).map(lambda m: bytes(  # a damaged frame
+        b if i != m[1] % (len(encode_frame(m[0])) - 1) else b ^ m[2] for i, b in enumerate(encode_frame(m[0])))),
+    st.binary(max_size=40),  # garbage, with or without delimiters
+    st.just(b"\x00"),
+    st.binary(min_size=255, max_size=600).map(lambda b: b.replace(b"\x00", b"\x01")),  # too long for the buffer
+)
+
+
+@settings(max_examples=300 if LONG else 60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(pieces=st.lists(piece_st, max_size=12))
+def test_frame_receiver_and_request_check_match_the_band(hcue_run, pieces):
+    stream = b"".join(pieces)
+    parser = FrameParser()
+    expected = parser.feed(stream)
+    messages, stats = c_frames(hcue_run, stream)
+    assert [m for m, _ in messages] == expected
+    assert stats == (parser.stats.frames, parser.stats.bad_crc, parser.stats.bad_cobs, parser.stats.oversized)
+    handler = ProtocolHandler(Band(storage_with(None), VirtualClock()))
+    for message, (respond, status, opcode, request_id) in messages:
+        response = handler.handle("link", message)
+        assert (response is not None) == bool(respond), message.hex()
+        if response is None:
+            continue
+        assert (response[2], response[3]) == (opcode, request_id)
+        if status:
+            assert response[4] == status, message.hex()
+        else:  # passed 16.5 checks 1-5: only the opcode's own checks answer, and BEGIN of 0 bytes is BAD_REQUEST
+            assert response[4] not in (1, 3) and (response[4] != 2 or message[2] == 2), message.hex()
+
+
+@given(message=st.binary(max_size=700))
+@settings(max_examples=100 if LONG else 30, deadline=None)
+def test_frame_encoder_matches_python(hcue_run, message):
+    result = subprocess.run([str(hcue_run), "--encode"], input=message, capture_output=True, timeout=60, check=True)
+    assert bytes.fromhex(result.stdout.decode().strip()) == encode_frame(message)
+
+
+def test_request_check_matches_the_band_on_every_header(hcue_run):
+    """Every version x kind x opcode x body length a check of SPEC 16.5 looks at, in one stream."""
+    messages = [bytes([version, kind, opcode, 0x42]) + bytes([1]) * body
+                for version in (0, 1, 2) for kind in (0, 1, 2, 3) for opcode in range(13) for body in (0, 3, 4, 8, 9)]
+    messages += [b"", b"\x01", b"\x01\x00\x06"]
+    checked, _ = c_frames(hcue_run, b"".join(encode_frame(m) for m in messages))
+    assert [m for m, _ in checked] == messages
+    handler = ProtocolHandler(Band(storage_with(None), VirtualClock()))
+    for message, (respond, status, opcode, request_id) in checked:
+        response = handler.handle("link", message)
+        assert (response is not None) == bool(respond), message.hex()
+        if response is not None:
+            assert response[2:4] == bytes([opcode, request_id]), message.hex()
+            assert response[4] == status or (status == 0 and response[4] not in (1, 2, 3)), message.hex()
+
+
+def test_no_sanitizer_error_in_the_frame_receiver(hcue_run_sanitized):
+    stream = b"".join(encode_frame(bytes([1]) * n) + encode_frame(bytes(n)) for n in range(250, 262))
+    stream += bytes([1]) * 1000 + b"\x00" + bytes([0xFF, 1, 1]) + b"\x00\x00"
+    messages, stats = c_frames(hcue_run_sanitized, stream)
+    parser = FrameParser()
+    assert [m for m, _ in messages] == parser.feed(stream)
+    assert stats == (parser.stats.frames, parser.stats.bad_crc, parser.stats.bad_cobs, parser.stats.oversized)

@@ -9,6 +9,10 @@
  *   hcue-run --batch                many tables (and scripts) from stdin
  *   hcue-run --batch-check          many tables from stdin: validate only
  *   hcue-run --sizeof               print sizeof(hc_player)
+ *   hcue-run --frames               bytes from stdin through the frame receiver:
+ *                                   "MSG hex respond status opcode id" per
+ *                                   message, then "STATS frames bad_crc bad_cobs oversized"
+ *   hcue-run --encode               stdin (one message) as a frame, in hex
  *
  * A rejected table: exit 1 and its TableError name (BAD_CRC, ...) on stderr.
  *
@@ -30,6 +34,7 @@
 #include <string.h>
 
 #include "handcue.h"
+#include "handcue_frame.h"
 
 static const char *const TECHNIQUES[] = {NULL, "warm_up", "joystick", "acupressure", "acupressure:PC6",
                                          "acupressure:LI4", "flex_extend", "finger_squeeze", "key_grip",
@@ -249,6 +254,43 @@ static int batch(int check_only)
     return 0;
 }
 
+static int frames(void)
+{
+    static hc_frame_rx rx;
+    size_t length, i;
+    unsigned char *data = read_all(stdin, &length);
+    if (!data) return 2;
+    hc_frame_rx_init(&rx);
+    for (i = 0; i < length; i++) {
+        const uint8_t *message;
+        int n = hc_frame_rx_byte(&rx, data[i], &message);
+        if (n >= 0) {
+            hc_request_check check = hc_check_request(message, (size_t)n);
+            int k;
+            fputs("MSG ", stdout);
+            for (k = 0; k < n; k++) printf("%02x", message[k]);
+            printf(" %d %u %u %u\n", check.respond, check.status, check.opcode, check.request_id);
+        }
+    }
+    printf("STATS %lu %lu %lu %lu\n", (unsigned long)rx.stats.frames, (unsigned long)rx.stats.bad_crc,
+           (unsigned long)rx.stats.bad_cobs, (unsigned long)rx.stats.oversized);
+    free(data);
+    return 0;
+}
+
+static int encode(void)
+{
+    size_t length, n, i;
+    unsigned char *data = read_all(stdin, &length), *out;
+    if (!data || !(out = malloc(length + length / 254u + 8u))) return 2;
+    n = hc_frame_encode(data, length, out, length + length / 254u + 8u);
+    for (i = 0; i < n; i++) printf("%02x", out[i]);
+    putchar('\n');
+    free(out);
+    free(data);
+    return n ? 0 : 2;
+}
+
 int main(int argc, char **argv)
 {
     const char *script_path = NULL, *table_path;
@@ -263,10 +305,12 @@ int main(int argc, char **argv)
     }
     if (argc == 2 && strcmp(argv[1], "--batch") == 0) return batch(0);
     if (argc == 2 && strcmp(argv[1], "--batch-check") == 0) return batch(1);
+    if (argc == 2 && strcmp(argv[1], "--frames") == 0) return frames();
+    if (argc == 2 && strcmp(argv[1], "--encode") == 0) return encode();
     if (argc == 4 && strcmp(argv[1], "--script") == 0) {
         script_path = argv[2];
     } else if (argc != 2 || argv[1][0] == '-') {
-        fputs("usage: hcue-run [--script CMDS] TABLE | --batch | --batch-check | --sizeof\n", stderr);
+        fputs("usage: hcue-run [--script CMDS] TABLE | --batch | --batch-check | --frames | --encode | --sizeof\n", stderr);
         return 2;
     }
     table_path = argv[argc - 1];
