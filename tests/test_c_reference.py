@@ -34,8 +34,8 @@ from hypothesis import strategies as st
 from companion import compile_routine, load_routine, read_table, table_timeline
 from firmware_sim.band import Band
 from firmware_sim.clock import VirtualClock
-from firmware_sim.local import storage_with
 from firmware_sim.handler import ProtocolHandler
+from firmware_sim.local import storage_with
 from protocol.errors import BandError, TableFormatError
 from protocol.framing import FrameParser, encode_frame
 
