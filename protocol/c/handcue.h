@@ -121,8 +121,9 @@ typedef struct {
     uint16_t step;
 } hc_cue;
 
+/* Called from inside hc_tick() and the controls; they must not call hc_* functions. */
 typedef struct {
-    /* Required: set the motor to amplitude percent now (0 = off). */
+    /* Required: set the motor to amplitude percent now (0 = off); called only on a change. */
     void (*drive)(void *ctx, uint8_t amplitude);
     /* Optional (NULL): a motor-on segment ended or was cut; for traces and logs. */
     void (*segment)(void *ctx, const hc_segment *segment);
