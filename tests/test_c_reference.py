@@ -16,7 +16,6 @@ of every byte flipped, and valgrind over every mutant when it is installed.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -147,7 +146,7 @@ def simulator_run(data: bytes, script: list[tuple[int, str]] = ()) -> list[str]:
     for t, command in script:
         advance_to(t)
         if command == "status":
-            fields = dataclasses.asdict(band.status())
+            fields = band.status().to_json()
             del fields["battery"]
             out.append(json.dumps({"at_ms": t, **fields}))
             continue
