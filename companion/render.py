@@ -6,7 +6,8 @@ import zlib
 from typing import Any
 
 from protocol.constants import Iterate
-from protocol.table import LoopRecord, Node, StepRecord, StepTable, build_tree, check_table_header, decode_table
+from protocol.iterations import iterations
+from protocol.table import LoopRecord, StepRecord, StepTable, build_tree, check_table_header, decode_table
 from protocol.timeline import MotorEvent, table_timeline
 
 from .routine import format_ms
@@ -56,17 +57,20 @@ def table_text(data: bytes) -> str:
         lines.append(f"  #{index:<2} {pattern.name or '-':<8} {pattern.describe():<24} {amplitude}%")
     lines += ["", "records:"]
 
-    def show(nodes: list[Node], depth: int, offset: int) -> int:
-        for node in nodes:
-            record = node.record
-            indent = "  " * depth
-            if isinstance(record, LoopRecord):
-                cue = f", next: {table.pattern_label(record.round_pattern)}" if record.round_pattern is not None else ""
-                lines.append(f"  [{node.index:>3}] {clock(offset):>10} {indent}loop {repetition_text(record.iterate, record.count) or 'x1'}{cue}")
-                show(node.children, depth + 1, offset)  # times of the first round
-                offset += node.total_ms
-                continue
-            assert isinstance(record, StepRecord)
+    # Each record once, at its first play (a loop's body shows the times of its first round).
+    shown: set[int] = set()
+    for it in iterations(build_tree(table.records), table.hands):
+        node, offset, indent = it.item, it.t_ms, "  " * it.depth
+        if node.index in shown:
+            if len(shown) == len(table.records):
+                break  # every record shown: the rest of the walk only repeats them
+            continue
+        shown.add(node.index)
+        record = node.record
+        if isinstance(record, LoopRecord):
+            cue = f", next: {table.pattern_label(record.round_pattern)}" if record.round_pattern is not None else ""
+            lines.append(f"  [{node.index:>3}] {clock(offset):>10} {indent}loop {repetition_text(record.iterate, record.count) or 'x1'}{cue}")
+        else:
             parts = [format_ms(record.duration_ms)]
             rep = repetition_text(record.iterate, record.count)
             if rep:
@@ -79,10 +83,7 @@ def table_text(data: bytes) -> str:
             if record.warn_before_ms:
                 parts.append(f"warn: {table.pattern_label(record.warn_pattern)} {format_ms(record.warn_before_ms)} before the end")
             lines.append(f"  [{node.index:>3}] {clock(offset):>10} {indent}{record.technique.text_id:<16} {'; '.join(parts)}")
-            offset += record.total_ms
-        return offset
 
-    show(build_tree(table.records), 0, 0)
     lines.append(f"  done: {table.pattern_label(table.done_pattern)} at {clock(table.total_ms)}")
     return "\n".join(lines)
 
@@ -124,7 +125,7 @@ def timeline_text(data: bytes, events: list[MotorEvent]) -> str:
     lines = [f"{'t (ms)':>9}  {'time':>10}  {'cue':<7} {'pattern':<8} {'step':>4}  {'technique':<16} {'hand':<6} {'finger':<7} motor"]
     for event in events:
         lines.append(
-            f"{event.t_ms:>9}  {clock(event.t_ms):>10}  {event.cue:<7} {table.pattern_label(event.pattern):<8} "
+            f"{event.t_ms:>9}  {clock(event.t_ms):>10}  {event.cue.text_id:<7} {table.pattern_label(event.pattern):<8} "
             f"{'-' if event.step is None else event.step:>4}  {technique_of(table, event.step):<16} "
             f"{event.hand or '-':<6} {event.finger or '-':<7} {event.amplitude}% {event.duration_ms} ms"
         )

@@ -109,7 +109,7 @@ def test_nausea_pc6_cues_name_the_step_and_no_finger():
 
 def test_nausea_pc6_motor_events():
     events = table_timeline(shipped("nausea-pc6"))
-    assert [(e.t_ms, e.amplitude, e.duration_ms, e.cue, e.hand) for e in events] == NAUSEA_EVENTS
+    assert [(e.t_ms, e.amplitude, e.duration_ms, e.cue.text_id, e.hand) for e in events] == NAUSEA_EVENTS
 
 
 def test_nausea_pc6_without_names_has_the_same_timeline():
@@ -158,7 +158,7 @@ def test_full_hand_massage_cue_counts(massage_cues):
 def test_full_hand_massage_total_duration(massage, massage_cues):
     assert massage.total_ms == 2 * HAND_MS == 1_110_000
     assert massage_cues[-1] == Cue(1_110_000, CueKind.DONE, massage.done_pattern, None, None, None)
-    done_events = [e for e in table_timeline(massage) if e.cue == "done"]
+    done_events = [e for e in table_timeline(massage) if e.cue == CueKind.DONE]
     assert [(e.t_ms, e.duration_ms) for e in done_events] == [(1_110_000, 400), (1_110_600, 400)]
 
 
@@ -298,7 +298,7 @@ def test_ticks_restart_each_iteration_and_never_fall_on_the_boundaries():
 
 
 def events_of(table: StepTable) -> list[tuple]:
-    return [(e.t_ms, e.amplitude, e.duration_ms, e.cue) for e in table_timeline(table)]
+    return [(e.t_ms, e.amplitude, e.duration_ms, e.cue.text_id) for e in table_timeline(table)]
 
 
 def test_preemption_spec_example():
@@ -344,5 +344,5 @@ def test_motor_events_keep_segment_amplitudes():
 
 def test_motor_event_json_shape():
     event = table_timeline(shipped("nausea-pc6"))[0]
-    assert event == MotorEvent(0, 100, 80, "start", 0, 0, "left", None)
+    assert event == MotorEvent(0, 100, 80, CueKind.START, 0, 0, "left", None)
     assert event.to_json() == {"t_ms": 0, "amplitude": 100, "duration_ms": 80, "cue": "start", "pattern": 0, "step": 0, "hand": "left", "finger": None}
