@@ -294,7 +294,7 @@ def _draw(table: StepTable, iterations: list[StepIteration], cues: list[Cue]) ->
         ax.spines[side].set_visible(False)
     ax.tick_params(axis="y", length=0)
 
-    renderer = fig.canvas.get_renderer()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]  # FigureCanvasAgg has it; the stubs type the base class
     px_per_min = ax.transData.transform((1, 0))[0] - ax.transData.transform((0, 0))[0]
     px_per_inch = fig.dpi
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
+from enum import IntEnum
 from typing import Any
 
-from protocol.constants import Iterate
+from protocol.constants import Iterate, TechniqueCode
 from protocol.iterations import iterations
-from protocol.table import LoopRecord, StepRecord, StepTable, build_tree, check_table_header, decode_table
+from protocol.table import LoopRecord, StepRecord, StepTable, TableRecord, build_tree, check_table_header, decode_table, record_kind
 from protocol.timeline import MotorEvent, table_timeline
 
 from .routine import format_ms
@@ -91,18 +93,7 @@ def table_text(data: bytes) -> str:
 def table_json(data: bytes) -> dict[str, Any]:
     header = check_table_header(data)
     table = decode_table(data)
-    records: list[dict[str, Any]] = []
-    for index, record in enumerate(table.records):
-        if isinstance(record, LoopRecord):
-            records.append({"index": index, "kind": "loop", "iterate": record.iterate.name.lower(), "count": record.count,
-                            "body_count": record.body_count, "round_pattern": record.round_pattern})
-        else:
-            records.append({
-                "index": index, "kind": "step", "technique": record.technique.text_id, "duration_ms": record.duration_ms,
-                "iterate": record.iterate.name.lower(), "count": record.count, "tick_every_ms": record.tick_every_ms,
-                "warn_before_ms": record.warn_before_ms, "start_pattern": record.start_pattern, "next_pattern": record.next_pattern,
-                "tick_pattern": record.tick_pattern, "warn_pattern": record.warn_pattern,
-            })
+    records = [record_json(index, record) for index, record in enumerate(table.records)]
     return {
         "name": table.name,
         "size": len(data),
@@ -118,6 +109,18 @@ def table_json(data: bytes) -> dict[str, Any]:
         ],
         "records": records,
     }
+
+
+def record_json(index: int, record: TableRecord) -> dict[str, Any]:
+    """A record as ``handcue inspect --json`` shows it: its model's fields in declaration order, enums as text."""
+    fields = {f.name: _json_value(getattr(record, f.name)) for f in dataclasses.fields(record)}
+    return {"index": index, "kind": record_kind(record).name.lower(), **fields}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, TechniqueCode):
+        return value.text_id
+    return value.name.lower() if isinstance(value, IntEnum) else value
 
 
 def timeline_text(data: bytes, events: list[MotorEvent]) -> str:

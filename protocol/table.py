@@ -121,6 +121,13 @@ RECORD = Tagged(c.Int8ul, {RecordKind.STEP: (StepRecord, StepBody), RecordKind.L
 """A record: its kind byte, then the layout of that kind; parses to (and builds from) the model class."""
 assert 1 + max(StepBody.sizeof(), LoopBody.sizeof()) <= TABLE_RECORD_SIZE
 
+
+
+def record_kind(record: TableRecord) -> RecordKind:
+    """The kind byte :data:`RECORD` writes for ``record``."""
+    return RecordKind(RECORD.kinds[type(record)])
+
+
 SEGMENT = layout_of(PatternSegment)
 PatternDescriptor = c.Struct("first_segment" / c.Int8ul, "segment_count" / c.Int8ul)
 NameSection = c.Struct("routine" / Name, "patterns" / c.Array(c.this._.header.pattern_count, Name))

@@ -1,7 +1,8 @@
 """What a band feels like, computed from a table alone.
 
-:func:`table_timeline` walks the decoded table analytically (it does not
-simulate a clock) and returns every motor event the band will produce when it
+:func:`table_timeline` walks the decoded table analytically with
+:func:`protocol.iterations.iterations` (it does not simulate a clock) and
+returns every motor event the band will produce when it
 plays the table without pauses or skips.  The simulator's interpreter, which
 executes the bytes tick by tick like firmware, is held to produce exactly this
 list, so the two implementations check each other.

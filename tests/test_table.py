@@ -34,7 +34,9 @@ from protocol.constants import (
     TechniqueCode,
 )
 from protocol.errors import TableFormatError
+from protocol.layout import at, laid_out, layout_of
 from protocol.table import (
+    RECORD,
     CuePattern,
     Header,
     LoopBody,
@@ -898,3 +900,28 @@ def test_every_table_error_code_is_covered():
                TableError.LIMIT, TableError.BAD_RECORD, TableError.BAD_PATTERN, TableError.BAD_NESTING, TableError.BAD_NAMES}
     assert covered == set(TableError) - {TableError.OK}
     assert [int(code) for code in TableError] == list(range(11))
+
+
+# --------------------------------------------------------------------------
+# The declaration helpers (protocol.layout)
+
+
+def test_a_layout_whose_offsets_leave_a_gap_is_refused():
+    @laid_out
+    class Gappy:
+        first: int = at(0, c.Int8ul)
+        second: int = at(2, c.Int8ul)
+
+    with pytest.raises(ValueError, match=r"Gappy.second is declared at offset 2; the fields before it end at 1"):
+        layout_of(Gappy)
+
+
+def test_record_layouts_read_units_markers_and_enums_into_the_model():
+    data = bytes.fromhex("01 07 01 05 9600 0000 3200 00 01 ff 01".replace(" ", ""))
+    record = RECORD.parse(data)
+    assert record == StepRecord(TechniqueCode.FINGER_SQUEEZE, 15_000, Iterate.FINGER, 5, warn_before_ms=5_000, start_pattern=0, next_pattern=1,
+                                warn_pattern=1)
+    assert type(record.technique) is TechniqueCode and type(record.iterate) is Iterate and record.tick_pattern is None
+    assert RECORD.build(record) == data
+    with pytest.raises(c.MappingError, match="1050 ms is not a multiple of 100 ms"):
+        RECORD.build(step(1050))
