@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import io
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,11 +49,11 @@ from .layout import Coded, Marker, Rebuild, Tagged, Units, at, laid_out, layout_
 # Field types: the units and markers of the bytes, as adapters
 
 Time = Units(c.Int16ul, TIME_UNIT_MS)
-"""Durations, tick intervals and warnings: 100 ms units in the bytes, ms in the model."""
+"""Durations, tick intervals and warnings: u16 of 100 ms units in the bytes, ms in the model."""
 PatternRef = Marker(c.Int8ul, NO_PATTERN)
 """A pattern index; 0xFF ("no pattern") is ``None`` in the model."""
-Technique = Coded(c.Int8ul, TechniqueCode)
-Iteration = Coded(c.Int8ul, Iterate)
+TechniqueByte = Coded(c.Int8ul, TechniqueCode)
+IterateByte = Coded(c.Int8ul, Iterate)
 Name = c.PascalString(c.Int8ul, "utf8")
 
 CRC_OFFSET = 4
@@ -75,9 +75,9 @@ def table_crc(data: bytes | bytearray) -> int:
 class StepRecord:
     """One technique, played ``count`` times for ``duration_ms`` each."""
 
-    technique: TechniqueCode = at(1, Technique)
+    technique: TechniqueCode = at(1, TechniqueByte)
     duration_ms: int = at(4, Time)
-    iterate: Iterate = at(2, Iteration, default=Iterate.NONE)
+    iterate: Iterate = at(2, IterateByte, default=Iterate.NONE)
     count: int = at(3, c.Int8ul, default=1)
     tick_every_ms: int = at(6, Time, default=0)
     warn_before_ms: int = at(8, Time, default=0)
@@ -95,7 +95,7 @@ class StepRecord:
 class LoopRecord:
     """Repeat the next ``body_count`` records ``count`` times."""
 
-    iterate: Iterate = at(1, Iteration)
+    iterate: Iterate = at(1, IterateByte)
     count: int = at(2, c.Int8ul)
     body_count: int = at(4, c.Int16ul)
     round_pattern: int | None = at(3, PatternRef, default=None)
@@ -120,7 +120,6 @@ LoopBody = layout_of(LoopRecord, start=1)
 RECORD = Tagged(c.Int8ul, {RecordKind.STEP: (StepRecord, StepBody), RecordKind.LOOP: (LoopRecord, LoopBody)})
 """A record: its kind byte, then the layout of that kind; parses to (and builds from) the model class."""
 assert 1 + max(StepBody.sizeof(), LoopBody.sizeof()) <= TABLE_RECORD_SIZE
-
 
 
 def record_kind(record: TableRecord) -> RecordKind:
@@ -203,10 +202,11 @@ def _names(content: Any) -> dict[str, Any] | None:
 
 
 def _content_size(content: Any) -> int:
+    """The table's size: where its sections end (as :func:`table_sections` says), plus the name section."""
+    counts = c.Container(header_size=TABLE_HEADER_SIZE, record_size=TABLE_RECORD_SIZE, record_count=len(content.records),
+                         pattern_count=len(content.patterns), segment_count=len(_all_segments(content.patterns)))
     names = _names(content)
-    name_bytes = 0 if names is None else sum(1 + len(n.encode()) for n in [names["routine"], *names["patterns"]])
-    return (TABLE_HEADER_SIZE + TABLE_RECORD_SIZE * len(content.records) + PATTERN_DESCRIPTOR_SIZE * len(content.patterns)
-            + SEGMENT_SIZE * len(_all_segments(content.patterns)) + name_bytes)
+    return table_sections(counts).names + (0 if names is None else sum(len(Name.build(n)) for n in [names["routine"], *names["patterns"]]))
 
 
 def _total_ms(records: list[TableRecord]) -> int:
@@ -338,13 +338,6 @@ def build_tree(records: list[TableRecord]) -> list[Node]:
 def _check_binding(index: int, iterate: Iterate, bound: frozenset[Iterate]) -> None:
     if iterate != Iterate.NONE and iterate in bound:
         raise _bad(TableError.BAD_NESTING, f"record {index}: iterates over {iterate.name.lower()} inside a loop that already does")
-
-
-def walk(nodes: list[Node]) -> Iterator[Node]:
-    """Every node in record order."""
-    for node in nodes:
-        yield node
-        yield from walk(node.children)
 
 
 # --------------------------------------------------------------------------
