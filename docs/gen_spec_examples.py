@@ -75,7 +75,7 @@ from protocol.messages import (
     decode_message,
     encode_request,
 )
-from protocol.table import LoopRecord, StepRecord, StepTable, table_crc
+from protocol.table import Header, LoopRecord, StepRecord, StepTable, table_crc, table_sections
 
 ROW = "{offset:>6}  {hex:<17} {field:<34} {value}"
 
@@ -139,19 +139,23 @@ def dump_table(data: bytes) -> str:
     d.row(22, 1, "hands", f"{data[22]} = {Hands(data[22]).name}")
     d.row(23, 1, "done_pattern", ref(data[23]))
 
-    # records
+    # records; each section must start where the codec's one offset function says
+    sections = table_sections(Header.parse(data))
     offset = header_size
+    assert offset == sections.records
     for index in range(record_count):
         d.lines.append(f"{'':>6}  -- record {index} --")
         d.lines.extend(record_rows(data, offset, record_size, index, table))
         offset += record_size
 
     # pattern descriptors
+    assert offset == sections.patterns
     for index in range(pattern_count):
         first, count = data[offset], data[offset + 1]
         d.row(offset, 2, f"pattern[{index}] first_segment,count", f"segments {first}..{first + count - 1}")
         offset += 2
     # segments
+    assert offset == sections.segments
     segment_index = 0
     for pattern_index, pattern in enumerate(table.patterns):
         for segment in pattern.segments:
@@ -162,6 +166,7 @@ def dump_table(data: bytes) -> str:
             offset += 2
             segment_index += 1
     # names
+    assert offset == sections.names
     if flags & TableFlags.NAMES:
         for label, name in [("routine name", table.name), *((f"pattern[{i}] name", p.name) for i, p in enumerate(table.patterns))]:
             length = data[offset]
@@ -211,7 +216,7 @@ def timeline_rows(data: bytes, limit: int) -> str:
     lines = [f"{'t_ms':>7}  {'cue':<7} {'pattern':<10} {'step':>4}  {'hand':<6} {'finger':<7} motor"]
     for event in events[:limit]:
         lines.append(
-            f"{event.t_ms:>7}  {event.cue:<7} {f'{event.pattern} ' + table.pattern_label(event.pattern):<10} "
+            f"{event.t_ms:>7}  {event.cue.text_id:<7} {f'{event.pattern} ' + table.pattern_label(event.pattern):<10} "
             f"{'-' if event.step is None else event.step:>4}  {event.hand or '-':<6} {event.finger or '-':<7} "
             f"{event.amplitude} % for {event.duration_ms} ms"
         )
