@@ -43,7 +43,7 @@ from .constants import (
     TechniqueCode,
 )
 from .errors import TableFormatError
-from .layout import Coded, Marker, Rebuild, Tagged, Units, at, laid_out, layout_of
+from .layout import Coded, Marker, Rebuild, Tagged, Units, laid_out, layout_of, wire
 
 # --------------------------------------------------------------------------
 # Field types: the units and markers of the bytes, as adapters
@@ -75,16 +75,16 @@ def table_crc(data: bytes | bytearray) -> int:
 class StepRecord:
     """One technique, played ``count`` times for ``duration_ms`` each."""
 
-    technique: TechniqueCode = at(1, TechniqueByte)
-    duration_ms: int = at(4, Time)
-    iterate: Iterate = at(2, IterateByte, default=Iterate.NONE)
-    count: int = at(3, c.Int8ul, default=1)
-    tick_every_ms: int = at(6, Time, default=0)
-    warn_before_ms: int = at(8, Time, default=0)
-    start_pattern: int | None = at(10, PatternRef, default=None)
-    next_pattern: int | None = at(11, PatternRef, default=None)
-    tick_pattern: int | None = at(12, PatternRef, default=None)
-    warn_pattern: int | None = at(13, PatternRef, default=None)
+    technique: TechniqueCode = wire(TechniqueByte, at=1)
+    duration_ms: int = wire(Time, at=4)
+    iterate: Iterate = wire(IterateByte, at=2, default=Iterate.NONE)
+    count: int = wire(c.Int8ul, at=3, default=1)
+    tick_every_ms: int = wire(Time, at=6, default=0)
+    warn_before_ms: int = wire(Time, at=8, default=0)
+    start_pattern: int | None = wire(PatternRef, at=10, default=None)
+    next_pattern: int | None = wire(PatternRef, at=11, default=None)
+    tick_pattern: int | None = wire(PatternRef, at=12, default=None)
+    warn_pattern: int | None = wire(PatternRef, at=13, default=None)
 
     @property
     def total_ms(self) -> int:
@@ -95,18 +95,18 @@ class StepRecord:
 class LoopRecord:
     """Repeat the next ``body_count`` records ``count`` times."""
 
-    iterate: Iterate = at(1, IterateByte)
-    count: int = at(2, c.Int8ul)
-    body_count: int = at(4, c.Int16ul)
-    round_pattern: int | None = at(3, PatternRef, default=None)
+    iterate: Iterate = wire(IterateByte, at=1)
+    count: int = wire(c.Int8ul, at=2)
+    body_count: int = wire(c.Int16ul, at=4)
+    round_pattern: int | None = wire(PatternRef, at=3, default=None)
 
 
 @laid_out
 class PatternSegment:
     """Motor at ``amplitude`` percent (0 = off) for ``duration_ms``."""
 
-    amplitude: int = at(0, c.Int8ul)
-    duration_ms: int = at(1, Units(c.Int8ul, SEGMENT_UNIT_MS))
+    amplitude: int = wire(c.Int8ul, at=0)
+    duration_ms: int = wire(Units(c.Int8ul, SEGMENT_UNIT_MS), at=1)
 
     @property
     def is_on(self) -> bool:
