@@ -124,8 +124,8 @@ def _each(iterate: Iterate, count: int) -> str:
     return {Iterate.FINGER: "each finger", Iterate.HAND: "each hand"}.get(iterate, "each repeat" if count > 1 else "the step")
 
 
-def _next_when(iterate: Iterate) -> str:
-    return {Iterate.FINGER: "before each next finger", Iterate.HAND: "before the next hand"}.get(iterate, "before each repeat")
+def _next(iterate: Iterate) -> str:
+    return {Iterate.FINGER: "each next finger", Iterate.HAND: "the next hand"}.get(iterate, "each repeat")
 
 
 def build_card(routine: Routine) -> Card:
@@ -250,18 +250,15 @@ def _step_cues(step: Step, use: Callable[[str | None], None]) -> list[CueUse]:
 def _cue_when(step: Step, facts: CueFacts, each: str) -> str | None:
     """When a step's cue in ``facts``' slot fires, in the card's words; None when it never fires."""
     timing = getattr(step.cues, facts.timing) if facts.timing else 0
-    if facts.fires == Fires.AT_START:
-        return "when it begins"
-    if facts.fires == Fires.BETWEEN:
-        return _next_when(step.iterate) if step.count > 1 else None
+    if (facts.timing and not timing) or (facts.fires == Fires.BETWEEN and step.count == 1):
+        return None
     if facts.fires == Fires.EVERY:
-        if not 0 < timing < step.duration_ms:
+        if timing >= step.duration_ms:
             return None
         if -(-step.duration_ms // timing) - 1 == 1:  # fires once
             halfway = " (halfway)" if 2 * timing - step.duration_ms <= TIME_UNIT_MS else ""
             return f"{format_ms(timing)} into {each}{halfway}"
-        return f"every {format_ms(timing)} during {each}"
-    return f"{format_ms(timing)} before the end of {each}" if timing else None
+    return facts.told.format(timing=format_ms(timing), each=each, next=_next(step.iterate))
 
 
 def _one_line(text: str) -> str:

@@ -48,11 +48,8 @@ def step_cue_text(table: StepTable, record: StepRecord, facts: CueFacts) -> str 
     """``tick: #2 every 10 s``: a step's cue in one slot, with its timing; None for an empty slot (the start cue shows ``-``)."""
     if getattr(record, facts.pattern_field) is None and facts.fires != Fires.AT_START:
         return None
-    text = f"{facts.slot}: {table.pattern_label(getattr(record, facts.pattern_field))}"
-    if facts.timing:
-        timing = format_ms(getattr(record, facts.timing))
-        text += f" every {timing}" if facts.fires == Fires.EVERY else f" {timing} before the end"
-    return text
+    timing = format_ms(getattr(record, facts.timing)) if facts.timing else ""
+    return f"{facts.slot}: {table.pattern_label(getattr(record, facts.pattern_field))}" + facts.shown.format(timing=timing)
 
 
 def table_text(data: bytes) -> str:

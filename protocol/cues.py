@@ -49,6 +49,10 @@ class CueFacts:
     """When the slot's cue fires."""
     timing: str | None = None
     """The field that times the slot's cue (:attr:`Fires.EVERY`, :attr:`Fires.BEFORE_END`)."""
+    told: str = ""
+    """When it fires, as the card tells it: a template of ``{timing}``, ``{each}`` (``each finger``) and ``{next}`` (``the next hand``)."""
+    shown: str = ""
+    """What ``handcue inspect`` adds after the slot's pattern: a template of ``{timing}``."""
 
     @property
     def pattern_field(self) -> str:
@@ -58,10 +62,14 @@ class CueFacts:
 
 CUES: dict[CueKind, CueFacts] = {
     # In the order a step's cues are told: a step's own slots first.
-    CueKind.START: CueFacts(CueKind.START, "step start", "step start", ">", slot="start", fires=Fires.AT_START),
-    CueKind.NEXT: CueFacts(CueKind.NEXT, "next finger or repeat", "next finger / repeat", "o", slot="next", fires=Fires.BETWEEN),
-    CueKind.TICK: CueFacts(CueKind.TICK, "tick", "tick", "|", slot="tick", fires=Fires.EVERY, timing="tick_every_ms"),
-    CueKind.WARN: CueFacts(CueKind.WARN, "warning", "warning", "v", slot="warn", fires=Fires.BEFORE_END, timing="warn_before_ms"),
+    CueKind.START: CueFacts(CueKind.START, "step start", "step start", ">", slot="start", fires=Fires.AT_START,
+                             told="when it begins"),
+    CueKind.NEXT: CueFacts(CueKind.NEXT, "next finger or repeat", "next finger / repeat", "o", slot="next", fires=Fires.BETWEEN,
+                            told="before {next}"),
+    CueKind.TICK: CueFacts(CueKind.TICK, "tick", "tick", "|", slot="tick", fires=Fires.EVERY, timing="tick_every_ms",
+                            told="every {timing} during {each}", shown=" every {timing}"),
+    CueKind.WARN: CueFacts(CueKind.WARN, "warning", "warning", "v", slot="warn", fires=Fires.BEFORE_END, timing="warn_before_ms",
+                            told="{timing} before the end of {each}", shown=" {timing} before the end"),
     CueKind.ROUND: CueFacts(CueKind.ROUND, "next round", "next round", "s"),
     CueKind.SWITCH: CueFacts(CueKind.SWITCH, "switch hands", "switch hands", "D"),
     CueKind.DONE: CueFacts(CueKind.DONE, "finish", "done", "*"),

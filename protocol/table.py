@@ -42,6 +42,7 @@ from .constants import (
     TableFlags,
     TechniqueCode,
 )
+from .cues import STEP_CUE_SLOTS
 from .errors import TableFormatError
 from .layout import Coded, Marker, Rebuild, Tagged, Units, laid_out, layout_of, wire
 
@@ -405,8 +406,8 @@ def _validate(table: StepTable) -> int:
             raise _bad(TableError.BAD_RECORD, f"record {index}: a tick needs both an interval and a pattern")
         if bool(record.warn_before_ms) != (record.warn_pattern is not None):
             raise _bad(TableError.BAD_RECORD, f"record {index}: a warning needs both a lead time and a pattern")
-        for what, ref in (("start", record.start_pattern), ("next", record.next_pattern), ("tick", record.tick_pattern), ("warn", record.warn_pattern)):
-            check_ref(index, what, ref)
+        for cue in STEP_CUE_SLOTS:
+            check_ref(index, cue.slot or "", getattr(record, cue.pattern_field))
     check_ref(-1, "done", table.done_pattern)
     total = sum(node.total_ms for node in build_tree(table.records))
     if total > Limits.MAX_TOTAL_MS:
