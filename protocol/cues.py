@@ -36,13 +36,15 @@ class Fires(Enum):
 
 @dataclass(frozen=True)
 class CueFacts:
+    """One cue kind as the companion's views and compiler need it (its code and priority are the :class:`CueKind`)."""
+
     kind: CueKind
     wording: str
     """What the wearer is told it means (the card's priority note)."""
     legend: str
     """Its row in a plot."""
     marker: str
-    """Its matplotlib marker."""
+    """Its matplotlib marker (the plot outlines marks in white: a filled shape or a line such as ``|``)."""
     slot: str | None = None
     """The step-record cue slot that plays it; None for cues no step record carries."""
     fires: Fires | None = None
