@@ -88,7 +88,7 @@ class EchoBand:
         self._queue: asyncio.Queue[bytes] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
-    def on_write(self, data: bytes) -> None:
+    def on_write(self, _connection: Connection, data: bytes) -> None:
         self.received.append(data)
         self.received_bytes += len(data)
         self._received_more.set()
