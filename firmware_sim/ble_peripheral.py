@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Final
 
 from bumble import att, hci
@@ -70,6 +70,8 @@ PREFERRED_ATT_MTU: Final = 247
 LEGACY_ADV_MAX: Final = 31
 """Maximum size of legacy advertising data and of legacy scan response data."""
 DEFAULT_ADV_INTERVAL_MS: Final = 100.0
+MAX_CENTRALS: Final = 4
+"""Centrals connected at once; the band advertises (stays connectable) until it has this many."""
 
 WriteHandler = Callable[[Connection, bytes], None]
 """Called with the connection and every value written to RX (write request or write
@@ -141,8 +143,13 @@ class BandPeripheral:
         device_info: DeviceInfo,
         attached: AttachedHost,
         pairing: PairingHooks | None = None,
+        advertising: dict[str, object] | None = None,
+        max_centrals: int = MAX_CENTRALS,
     ) -> None:
         self.device = device
+        self._advertising = advertising or {}
+        """Keyword arguments of ``Device.start_advertising``, to advertise again."""
+        self.max_centrals = max_centrals
         self.name = name
         self._on_write = on_write
         self._battery = self._check_percent(battery_percent)
@@ -279,6 +286,33 @@ class BandPeripheral:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def start_advertising(self) -> None:
+        """Advertise (connectably), and again whenever there is room for one more central.
+
+        bumble's controller stops advertising when a central connects; the band
+        advertises again at once while fewer than :attr:`max_centrals` are connected,
+        and when one leaves.
+        """
+        self.device.on(Device.EVENT_CONNECTION, self._on_connection)
+        await self._advertise()
+
+    def _on_connection(self, connection: Connection) -> None:
+        connection.on(Connection.EVENT_DISCONNECTION, lambda _reason: self._spawn(self._advertise()))
+        self._spawn(self._advertise())
+
+    async def _advertise(self) -> None:
+        if self._closed or self.device.is_advertising or len(self.device.connections) >= self.max_centrals:
+            return
+        try:
+            await self.device.start_advertising(**self._advertising)  # type: ignore[arg-type]
+        except Exception:  # closing, or the transport went away
+            logger.debug("could not advertise again", exc_info=True)
+
+    def _spawn(self, coroutine: Coroutine[None, None, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def disconnect_all(self, reason: int = hci.HCI_REMOTE_USER_TERMINATED_CONNECTION_ERROR) -> None:
         """Close every connection from the band's side."""
         for connection in self.connections:
@@ -348,16 +382,16 @@ async def start_band_peripheral(
         device_info=device_info or DeviceInfo(),
         attached=attached,
         pairing=pairing,
-    )
-    try:
-        await device.power_on()
-        await device.start_advertising(
-            auto_restart=True,
+        advertising=dict(
             advertising_data=adv_data,
             scan_response_data=scan_response,
             advertising_interval_min=advertising_interval_ms,
             advertising_interval_max=advertising_interval_ms,
-        )
+        ),
+    )
+    try:
+        await device.power_on()
+        await band.start_advertising()
     except BaseException:
         await band.close()
         raise

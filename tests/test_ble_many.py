@@ -107,3 +107,54 @@ def test_scan_bands_finds_both_bands_as_typed_results() -> None:
     ]
     assert all(band.rssi < 0 and band.address.count(":") == 5 for band in bands)
     assert bands[0].to_json() == {"name": "HandCue-1A2B", "address": bands[0].address, "rssi": bands[0].rssi, "battery": 87}
+
+
+def ticking_table(steps: int = 50) -> bytes:
+    """Steps of 4 s with a tick every second: a steady stream of cue notifications."""
+    tick = CuePattern((PatternSegment(50, 60),), "tick")
+    records = [StepRecord(TechniqueCode.COMBING, 4000, tick_every_ms=1000, tick_pattern=0) for _ in range(steps)]
+    return encode_table(StepTable(hands=Hands.LEFT, records=records, patterns=[tick], done_pattern=0))
+
+
+def test_a_second_central_runs_status_pause_resume_while_the_first_follows() -> None:
+    """Two centrals on one band: the first follows the session's notifications (as
+    ``handcue follow`` does) while the second asks status, pauses and resumes.  The
+    first sees the second's pause and resume, its stream keeps going afterwards, and
+    its own requests still get their own answers; the second never sees the first's."""
+    from firmware_sim.clock import RealClock
+
+    async def main() -> None:
+        link = LocalLink()
+        async with (
+            LocalBleBand(ticking_table(), link=link, clock=RealClock(speed=20)) as local,
+            BumbleCentral(link=link) as first_host,
+            BumbleCentral(link=link) as second_host,
+            BandClient.open(f"ble:{local.name}", ble=first_host.backend) as follower,
+        ):
+            await follower.start()
+            seen: list[str] = []
+            cues_after_resume = asyncio.Event()
+            resumed = asyncio.Event()
+
+            async def follow() -> None:
+                async for status in follower.notifications(timeout=5.0):
+                    seen.append(status.state)
+                    if resumed.is_set() and status.state == "running" and status.last_cue == "tick":
+                        cues_after_resume.set()
+                        return
+
+            following = asyncio.create_task(follow())
+            async with BandClient.open(f"ble:{local.name}", ble=second_host.backend) as second:
+                assert len(local.ble.peripheral.connections) == 2
+                assert (await second.status()).state == "running"
+                assert (await second.pause()).state == "paused"
+                assert (await follower.status()).state == "paused"  # the follower's own request, its own answer
+                assert (await second.resume()).state == "running"
+                resumed.set()
+                await asyncio.wait_for(following, 10.0)
+                assert second.dropped_responses == 0
+            assert "paused" in seen and seen.index("paused") < len(seen) - 1
+            assert follower.dropped_responses == 0
+            assert (await follower.status()).state == "running"  # the second central left; the first goes on
+
+    run(main())
