@@ -6,6 +6,10 @@ link and serves a second controller of that link on TCP; the companion (or
 reports no loss of the TCP client, so :class:`ControllerServer` polls for it and,
 when a host went away without resetting the controller, drops that host's
 connections: peripherals on the link advertise again instead of staying held.
+
+``tcp-server:`` specs are served by :func:`open_tcp_server_transport`, not bumble's
+own: bumble's lets a departing client's late ``connection_lost`` detach the host
+that attached just after it (seen as a new host whose HCI Reset never gets an answer).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 from bumble import hci
 from bumble.link import LocalLink
 from bumble.transport import open_transport
-from bumble.transport.common import Transport
+from bumble.transport.common import StreamPacketSource, Transport
 
 from .controllers import CentralController
 
@@ -26,6 +30,57 @@ logger = logging.getLogger(__name__)
 
 HOST_WATCH_INTERVAL = 0.2
 """Seconds between two looks at whether the served host is still attached."""
+
+
+class _TcpServerSink:
+    """Sends the controller's packets to the attached host, if any (same shape as bumble's)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+
+    def on_packet(self, packet: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(packet)
+
+
+class _TcpServerProtocol(asyncio.Protocol):
+    """One host's TCP connection; only the newest host is attached."""
+
+    def __init__(self, source: StreamPacketSource, sink: _TcpServerSink) -> None:
+        self.source = source
+        self.sink = sink
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        previous = self.sink.transport
+        if previous is not None:  # one host at a time: a newcomer replaces a lingering one
+            previous.close()
+        self.transport = transport
+        self.sink.transport = transport
+        self.source.parser.reset()  # no half packet of the previous host
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.sink.transport is self.transport:  # a newer host may already be attached
+            self.sink.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.sink.transport is self.transport:
+            self.source.data_received(data)
+
+
+class _TcpServerTransport(Transport):
+    def __init__(self, source: StreamPacketSource, sink: _TcpServerSink, server: asyncio.Server) -> None:
+        super().__init__(source, sink)
+        self.server = server
+
+
+async def open_tcp_server_transport(spec: str) -> Transport:
+    """A bumble HCI transport listening on ``tcp-server:HOST:PORT`` (``_`` for any host)."""
+    host, _, port = spec.removeprefix("tcp-server:").rpartition(":")
+    source, sink = StreamPacketSource(), _TcpServerSink()
+    server = await asyncio.get_running_loop().create_server(lambda: _TcpServerProtocol(source, sink), None if host in ("", "_") else host, int(port))
+    return _TcpServerTransport(source, sink, server)
 
 
 class ServedController(CentralController):
@@ -62,7 +117,10 @@ class ControllerServer:
 
     async def start(self) -> None:
         """Open the transport (e.g. listen on TCP) and put the served controller on the link."""
-        self._transport = await open_transport(self.spec)
+        if self.spec.startswith("tcp-server:"):
+            self._transport = await open_tcp_server_transport(self.spec)
+        else:
+            self._transport = await open_transport(self.spec)
         self.controller = ServedController("served", host_source=self._transport.source, host_sink=self._transport.sink, link=self.link)
         self._watcher = asyncio.create_task(self._watch_host())
 

@@ -152,7 +152,7 @@ class BlePeripheral:
 
     async def _on_pairing_control(self, connection: Connection, value: bytes) -> None:
         if bytes(value) != bytes([PairingControl.FORGET_ME]):
-            raise att.ATT_Error(att.ATT_VALUE_NOT_ALLOWED_ERROR)
+            raise att.ATT_Error(att.ErrorCode.VALUE_NOT_ALLOWED)
         if not self.security.trusted(connection):
             raise att.ATT_Error(att.ATT_INSUFFICIENT_AUTHENTICATION_ERROR)
         await self.security.forget(connection)

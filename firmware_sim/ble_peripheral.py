@@ -38,8 +38,6 @@ from typing import Final
 from bumble import att, hci
 from bumble.core import UUID, AdvertisingData
 from bumble.device import Connection, Device
-from bumble.keys import KeyStore
-from bumble.pairing import PairingConfig
 from bumble.gatt import (
     GATT_BATTERY_LEVEL_CHARACTERISTIC,
     GATT_BATTERY_SERVICE,
@@ -52,6 +50,8 @@ from bumble.gatt import (
     CharacteristicValue,
     Service,
 )
+from bumble.keys import KeyStore
+from bumble.pairing import PairingConfig
 
 from ble_stack.addresses import random_static_address
 from ble_stack.controllers import BandController
