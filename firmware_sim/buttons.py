@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -28,6 +29,14 @@ PRESS_KEY = "p"
 LONG_PRESS_KEY = "R"
 
 
+def console_in_foreground() -> bool:
+    """Whether stdin is a terminal whose foreground is this process (keys may be read)."""
+    try:
+        return sys.stdin is not None and sys.stdin.isatty() and os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (OSError, ValueError):
+        return False
+
+
 class BandButton:
     """The pairing/reset button of ``band`` (and of its BLE side, if any)."""
 
@@ -36,6 +45,7 @@ class BandButton:
         self.ble = ble
         self.say = say or (lambda text: print(text, flush=True))
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def press(self, seconds: float | None = None) -> None:
         """Open the pairing window (``seconds``: its length, 60 s by default)."""
@@ -66,11 +76,18 @@ class BandButton:
         """SIGUSR1 presses, SIGUSR2 long-presses; keys too when stdin is a terminal."""
         loop.add_signal_handler(signal.SIGUSR1, self.press)
         loop.add_signal_handler(signal.SIGUSR2, self._spawn_long_press)
-        if sys.stdin is not None and sys.stdin.isatty():
+        if console_in_foreground():
+            signal.signal(signal.SIGTTIN, signal.SIG_IGN)  # if sent to the background later: EIO, not a stop
+            self._loop = loop
             loop.add_reader(sys.stdin.fileno(), self._on_key)
 
     def _on_key(self) -> None:
-        line = sys.stdin.readline().strip()
+        try:
+            line = sys.stdin.readline().strip()
+        except OSError:  # in the background now, or the terminal went away: no more keys
+            if self._loop is not None:
+                self._loop.remove_reader(sys.stdin.fileno())
+            return
         if line == PRESS_KEY:
             self.press()
         elif line == LONG_PRESS_KEY:

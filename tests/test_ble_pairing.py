@@ -29,7 +29,7 @@ from ble_stack.addresses import free_tcp_port
 from companion import compile_routine, load_routine
 from companion.ble.bumble_backend import BumbleCentral
 from companion.ble.keystore import CentralIdentity, user_config_dir
-from companion.ble.pairing import describe_pairing_state, pair_band, unpair_band
+from companion.ble.pairing import describe_pairing_state, pair_band, security_line, unpair_band
 from companion.client import BandClient
 from companion.errors import HandCueError, NotPairedError, PairingError
 from companion.transport.ble import BleTransport
@@ -86,7 +86,7 @@ def test_unbonded_band_is_open_and_says_so(table: bytes) -> None:
             assert (await client.start()).state == "running"
             state = transport_of(client).pairing_state
             assert state == PairingState(0)
-            assert describe_pairing_state(NAME, state) == f"{NAME} is not paired with any device: it is open to anyone in range"
+            assert security_line(client.transport) == f"{NAME} is not paired with any device: it is open to anyone in range"
 
     run(main())
 
@@ -103,6 +103,9 @@ def test_bonded_central_accepted_and_any_other_refused_with_one_clear_line(table
 
             async with band_client(local, stranger) as other:
                 assert transport_of(other).pairing_state == PairingState.PROTECTED | PairingState.WINDOW_OPEN
+                assert security_line(other.transport) == describe_pairing_state(NAME, PairingState.PROTECTED) == (
+                    f"{NAME} accepts commands only from paired devices; this one is not (press its button, then run handcue pair)"
+                )
                 assert (await other.info()).band_id == 0x1A2B
                 assert (await other.status()).state == "idle"
                 for command in (other.start, other.erase, lambda: other.upload(table)):

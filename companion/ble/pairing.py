@@ -7,7 +7,8 @@
 * :func:`unpair_band` asks the band, over the paired link, to delete this
   companion's bond (a write of ``FORGET_ME`` to its pairing characteristic), then
   forgets the band's keys here.
-* :func:`describe_pairing_state` words the state a band reports, for ``handcue info``.
+* :func:`describe_pairing_state` words the state a band reports; :func:`security_line`
+  says it for a connected transport (``handcue info``).
 
 The band's rules are in :mod:`firmware_sim.pairing` and protocol/SPEC.md.
 """
@@ -22,7 +23,7 @@ from protocol.constants import BleUuid, PairingControl, PairingState
 from ..errors import PairingError, TransportError
 from .backend import PLATFORM, BleBackend
 
-__all__ = ["PairingOutcome", "describe_pairing_state", "pair_band", "unpair_band"]
+__all__ = ["PairingOutcome", "describe_pairing_state", "pair_band", "security_line", "unpair_band"]
 
 PAIR_TIMEOUT = 15.0
 
@@ -49,6 +50,15 @@ def describe_pairing_state(name: str, state: PairingState | None) -> str:
     if PairingState.TRUSTED in state:
         return f"{name} accepts commands only from paired devices; this one is paired"
     return f"{name} accepts commands only from paired devices; this one is not (press its button, then run handcue pair)"
+
+
+def security_line(transport: object) -> str:
+    """What ``handcue info`` says about who may command the band on ``transport``."""
+    from ..transport.ble import BleTransport
+
+    if isinstance(transport, BleTransport):
+        return describe_pairing_state(transport.band_name, transport.pairing_state)
+    return "serial is a cable: the band takes commands from whoever holds it (pairing is for BLE)"
 
 
 def _strip(target: str) -> str:
