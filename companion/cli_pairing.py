@@ -25,6 +25,9 @@ hci_option = click.option("--hci", envvar="HANDCUE_HCI", metavar="TRANSPORT",
 timeout_option = click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=TIMEOUT_S, show_default=True,
                               help="Seconds to find the band and to pair.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+ble_backend_option = click.option("--ble-backend", envvar="HANDCUE_BLE_BACKEND", metavar="MODULE:ATTR",
+                                  help="Any bleak backend, named as module:attribute (a bleak client class, a BleBackend or a "
+                                       "factory of one), e.g. for ESPHome Bluetooth proxies; wins over --hci (env HANDCUE_BLE_BACKEND).")
 
 
 def _ble_target(address: str) -> str:
@@ -36,22 +39,22 @@ def _ble_target(address: str) -> str:
     return target
 
 
-async def _pair(address: str, hci: str | None, timeout: float) -> dict[str, object]:
+async def _pair(address: str, hci: str | None, timeout: float, ble_backend: str | None = None) -> dict[str, object]:
     from .ble import ble_backend_for
     from .ble.pairing import pair_band
 
     target = _ble_target(address)
-    async with ble_backend_for(hci, pairing=True) as backend:
+    async with ble_backend_for(hci, backend=ble_backend, pairing=True) as backend:
         outcome = await pair_band(target, backend, timeout=timeout)
     return {"band": outcome.band, "paired": True, "already": outcome.already}
 
 
-async def _unpair(address: str, hci: str | None, timeout: float) -> dict[str, object]:
+async def _unpair(address: str, hci: str | None, timeout: float, ble_backend: str | None = None) -> dict[str, object]:
     from .ble import ble_backend_for
     from .ble.pairing import unpair_band
 
     target = _ble_target(address)
-    async with ble_backend_for(hci) as backend:
+    async with ble_backend_for(hci, backend=ble_backend) as backend:
         outcome = await unpair_band(target, backend, timeout=timeout)
     return {"band": outcome.band, "paired": False, "band_forgot_us": not outcome.already}
 
@@ -59,11 +62,12 @@ async def _unpair(address: str, hci: str | None, timeout: float) -> dict[str, ob
 @click.command()
 @to_option
 @hci_option
+@ble_backend_option
 @timeout_option
 @json_option
-def pair(address: str, hci: str | None, timeout: float, as_json: bool) -> None:
+def pair(address: str, hci: str | None, ble_backend: str | None, timeout: float, as_json: bool) -> None:
     """Bond with a band (press its button first); it then takes commands only from paired devices."""
-    result = asyncio.run(_pair(address, hci, timeout))
+    result = asyncio.run(_pair(address, hci, timeout, ble_backend))
     if as_json:
         click.echo(json.dumps(result))
     elif result["already"]:
@@ -75,11 +79,12 @@ def pair(address: str, hci: str | None, timeout: float, as_json: bool) -> None:
 @click.command()
 @to_option
 @hci_option
+@ble_backend_option
 @timeout_option
 @json_option
-def unpair(address: str, hci: str | None, timeout: float, as_json: bool) -> None:
+def unpair(address: str, hci: str | None, ble_backend: str | None, timeout: float, as_json: bool) -> None:
     """Make a band and this device forget each other."""
-    result = asyncio.run(_unpair(address, hci, timeout))
+    result = asyncio.run(_unpair(address, hci, timeout, ble_backend))
     if as_json:
         click.echo(json.dumps(result))
     elif result["band_forgot_us"]:

@@ -77,6 +77,7 @@ from ble_stack.addresses import random_static_address
 from ble_stack.controllers import CentralController
 from ble_stack.hosts import AttachedHost, HostSite, attach_host
 
+from ..errors import AddressError
 from .backend import BleBackend
 from .keystore import CentralIdentity
 
@@ -298,6 +299,17 @@ class BumbleCentral:
         """A bleak client backend class on this host: ``BleakClient(device, backend=central.client_backend)``."""
         self._stack: _CentralStack | None = None
         self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_environment(cls) -> BumbleCentral:
+        """A central on the HCI transport in ``HANDCUE_HCI``, with the user's bonds: what
+        ``--ble-backend companion.ble.bumble_backend:BumbleCentral.from_environment`` builds."""
+        import os
+
+        hci = os.environ.get("HANDCUE_HCI")
+        if not hci:
+            raise AddressError("BumbleCentral.from_environment needs HANDCUE_HCI (a bumble transport, e.g. tcp-client:127.0.0.1:9901)")
+        return cls(hci=hci, identity=CentralIdentity.for_user())
 
     @property
     def description(self) -> str:
