@@ -76,3 +76,74 @@ def test_eight_band_upload_with_one_band_dying_mid_upload() -> None:
             assert [(result.ok, result.state) for result in started] == [(True, "running")] * (BANDS - 1)
 
     run(main())
+
+
+def test_fleet_upload_prints_a_summary_and_fails_when_a_band_is_missing(capsys: Any) -> None:
+    """The CLI side: plain progress lines per band, the summary table (or JSON), exit code 1 when one band fails."""
+    import json
+
+    from companion.cli_fleet import fleet_command, fleet_upload, is_fleet
+
+    data = table(20)
+    assert is_fleet(["ble:A", "ble:B"]) and is_fleet(["ble:HandCue-*"]) and not is_fleet(["ble:HandCue-1A2B"])
+
+    async def main() -> tuple[int, int, int]:
+        link = LocalLink()
+        async with (
+            LocalBleBand(link=link, band_id=0xC001) as first,
+            LocalBleBand(link=link, band_id=0xC002) as second,
+            BumbleCentral(link=link) as central,
+        ):
+            ok = await fleet_upload(["ble:HandCue-C00*"], data, central.backend, timeout=3.0, scan_timeout=1.5)
+            assert first.band.storage.active_table() == second.band.storage.active_table() == data
+            missing = await fleet_command([f"ble:{first.name}", "ble:HandCue-DEAD"], "start", central.backend, timeout=1.0, as_json=True)
+            assert first.band.status().state in ("running", "finished")  # a virtual clock plays it at once
+            return ok, missing, 0
+
+    ok, missing, _ = run(main())
+    out, err = capsys.readouterr()
+    assert ok == 0 and missing == 1
+    table_text, json_text = out.split("\n[", 1)
+    assert table_text.splitlines()[1].split()[:4] == ["ble:HandCue-C001", str(len(data)), table_text.splitlines()[1].split()[2], "s"]
+    assert [line.split()[-1] for line in table_text.splitlines()[1:]] == ["ok", "ok"]
+    results = json.loads("[" + json_text)
+    assert [(r["band"], r["ok"], r["state"]) for r in results] == [("ble:HandCue-C001", True, "running"), ("ble:HandCue-DEAD", False, None)]
+    assert "no band advertising as HandCue-DEAD" in results[1]["error"]
+    assert f"upload to ble:HandCue-C002: {len(data)}/{len(data)} bytes confirmed (100%)" in err
+
+
+def test_handcue_sim_bands_serves_several_bands_on_one_controller(tmp_path: Any) -> None:
+    """``handcue-sim --bands 3``: three bands (distinct ids, names, addresses, flash files) behind
+    one served controller; a fleet upload over a pattern reaches all three from another process."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ble_stack.addresses import free_tcp_port
+    from companion.discovery import scan_bands
+
+    root = Path(__file__).resolve().parents[1]
+    port = free_tcp_port()
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "firmware_sim", "--hci-server", f"tcp-server:127.0.0.1:{port}", "--bands", "3", "--band-id", "0A01",
+         "--flash", str(tmp_path / "band.bin")],
+        stdout=subprocess.PIPE, cwd=root,
+    )  # fmt: skip
+    try:
+        assert sim.stdout is not None
+        lines = [sim.stdout.readline().decode().split() for _ in range(3)]
+        assert [line[1] for line in lines] == ["HandCue-0A01", "HandCue-0A02", "HandCue-0A03"]
+        assert len({line[2] for line in lines}) == 3
+        data = table(20)
+
+        async def main() -> None:
+            async with BumbleCentral(hci=f"tcp-client:127.0.0.1:{port}") as central:
+                assert [band.name for band in await scan_bands(1.5, central.backend)] == ["HandCue-0A01", "HandCue-0A02", "HandCue-0A03"]
+                results = await upload_to_many(await expand_targets(["ble:HandCue-0A0?"], central.backend), data, ble=central.backend)
+                assert [(result.ok, result.bytes) for result in results] == [(True, len(data))] * 3
+
+        run(main())
+        assert sorted(path.name for path in tmp_path.glob("*.bin")) == ["band-0A02.bin", "band-0A03.bin", "band.bin"]
+    finally:
+        sim.terminate()
+        sim.wait(10)
