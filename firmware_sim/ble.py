@@ -5,8 +5,8 @@ Three ways to put the band on the air:
 * ``link=`` a :class:`bumble.link.LocalLink` shared with a central in the same
   process (tests);
 * ``hci_server=`` a bumble transport spec such as ``tcp-server:127.0.0.1:9901``:
-  the band sits on a virtual link and a second virtual controller on that link is
-  served to another process, which attaches its own BLE host to it;
+  the band sits on a virtual link, and every host that attaches from another process
+  gets a virtual controller of its own on that link (:mod:`ble_stack.served`);
 * ``hci=`` a bumble HCI transport to a real controller (e.g. ``usb:0``).
 
 Frames are the same COBS byte stream as on serial: writes to RX are fed to the

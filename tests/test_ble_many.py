@@ -2,9 +2,10 @@
 
 Two simulated bands advertise on one bumble virtual link; the companion reaches them
 through ``BandClient`` (bleak's public BleakScanner/BleakClient on the bumble backend),
-with one central host shared by both clients (as with ``--hci``, where only one host
-can attach to a served controller) or a host each.  Closing one client must close
-only its own connection.
+with one central host shared by both clients (as one ``--hci`` command does) or a host
+each.  Closing one client must close only its own connection.  A band also serves
+several centrals at once, in process and to several hosts attached to ``handcue-sim
+--hci-server`` (each gets a controller of its own on the band's link).
 """
 
 from __future__ import annotations
@@ -158,3 +159,43 @@ def test_a_second_central_runs_status_pause_resume_while_the_first_follows() -> 
             assert (await follower.status()).state == "running"  # the second central left; the first goes on
 
     run(main())
+
+
+def test_two_companion_hosts_on_a_served_band_across_processes(tmp_path: Any) -> None:
+    """``handcue-sim --hci-server`` gives every companion host its own controller on the band's
+    link: two hosts attach at once, one follows while the other pauses and resumes, and the
+    follower's session survives the other host going away."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ble_stack.addresses import free_tcp_port
+
+    table_path = tmp_path / "ticking.hcue"
+    table_path.write_bytes(ticking_table())
+    port = free_tcp_port()
+    hci = f"tcp-client:127.0.0.1:{port}"
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "firmware_sim", "--hci-server", f"tcp-server:127.0.0.1:{port}", "--load", str(table_path), "--speed", "20"],
+        stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+
+    async def main() -> None:
+        async with BumbleCentral(hci=hci) as first_host, BandClient.open("ble:HandCue-1A2B", ble=first_host.backend) as follower:
+            await follower.start()
+            async with BumbleCentral(hci=hci) as second_host, BandClient.open("ble:HandCue-1A2B", ble=second_host.backend) as second:
+                assert (await second.pause()).state == "paused"
+                assert (await follower.status()).state == "paused"
+                assert (await second.resume()).state == "running"
+            follower.drop_queued_notifications()
+            async for status in follower.notifications(timeout=5.0):  # the stream goes on after the other host left
+                if status.last_cue == "tick":
+                    break
+            assert (await follower.status()).state == "running"
+
+    try:
+        assert sim.stdout is not None and sim.stdout.readline().startswith(b"ble:")
+        run(main())
+    finally:
+        sim.terminate()
+        sim.wait(10)
