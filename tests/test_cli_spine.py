@@ -147,9 +147,9 @@ def test_check_failing_prints_one_line_per_error(tmp_path):
     lines = result.stderr.splitlines()
     assert len(lines) == 3
     assert all(line.startswith(f"error: {path}: ") for line in lines)
-    assert lines[0].endswith(": steps[0].technique: 'key-grip' is not in the library (did you mean 'key_grip'?); see `handcue techniques`")
-    assert ": steps[1] (handshake).durration: unknown key (did you mean 'duration'?); allowed: " in lines[1]
-    assert ": steps[2] (combing).duration: 'five min' is not a duration" in lines[2]
+    assert lines[0].endswith(": steps[0] (step 1).technique: \"key-grip\" is not in the library (did you mean 'key_grip'?); see `handcue techniques`")
+    assert ": steps[1] (step 2, handshake): unknown key 'durration' (did you mean 'duration'?); allowed: " in lines[1]
+    assert ": steps[2] (step 3, combing).duration: \"five min\" is not a duration" in lines[2]
 
 
 def test_check_safety_error(tmp_path):
@@ -158,8 +158,8 @@ def test_check_safety_error(tmp_path):
     result = run("check", str(path))
     assert_clean_failure(result)
     assert result.stderr.splitlines() == [
-        f"error: {path}: steps[0] (acupressure:PC6).duration: 20 min of acupressure on the left side exceeds the 15 min limit per point",
-        f"error: {path}: steps[0] (acupressure:PC6).duration: 20 min of acupressure on the right side exceeds the 15 min limit per point",
+        f"error: {path}: steps[0] (step 1, acupressure:PC6).duration: 20 min of acupressure on the left side exceeds the 15 min limit per point",
+        f"error: {path}: steps[0] (step 1, acupressure:PC6).duration: 20 min of acupressure on the right side exceeds the 15 min limit per point",
     ]
 
 
@@ -179,7 +179,7 @@ def test_check_warnings_keep_exit_zero(tmp_path):
     assert result.exit_code == 0
     warnings = result.stderr.splitlines()
     assert len(warnings) == 2
-    assert all(line.startswith(f"{path}: warning: steps[0] (acupressure:LI4).duration: 2 min of acupressure") for line in warnings)
+    assert all(line.startswith(f"{path}: warning: steps[0] (step 1, acupressure:LI4).duration: 2 min of acupressure") for line in warnings)
     assert "is under the 5 min the article recommends" in warnings[0]
     assert result.stdout.startswith(f"{path}: ok: short, 4 min, ")
 
@@ -217,7 +217,7 @@ def test_compile_prints_warnings(tmp_path):
     assert result.exit_code == 0
     warnings = result.stderr.splitlines()
     assert len(warnings) == 2
-    assert all(line.startswith(f"{source}: warning: steps[0] (acupressure:LI4).duration: ") for line in warnings)
+    assert all(line.startswith(f"{source}: warning: steps[0] (step 1, acupressure:LI4).duration: ") for line in warnings)
     assert (tmp_path / "short.hcue").is_file()
 
 
