@@ -132,7 +132,7 @@ def check(routine: str) -> None:
 
 @cli.command("compile")
 @click.argument("routine")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Table file to write (.hcue).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Table file to write (.hcue); - for standard output.")
 @click.option("--no-names", is_flag=True, help="Leave out the name section to save bytes.")
 def compile_command(routine: str, output: Path, no_names: bool) -> None:
     """Compile a routine into a binary step table (same input, same bytes)."""
@@ -143,9 +143,13 @@ def compile_command(routine: str, output: Path, no_names: bool) -> None:
     for warning in parsed.warnings:
         click.echo(str(warning), err=True)
     data = compile_routine(parsed, names=not no_names)
-    output.write_bytes(data)
+    to_stdout = str(output) == "-"
+    if to_stdout:
+        click.get_binary_stream("stdout").write(data)
+    else:
+        output.write_bytes(data)
     # The same CRC-32 (of the whole file) that `upload` and `info` show.
-    click.echo(f"wrote {output}: {len(data)} bytes, CRC-32 0x{zlib.crc32(data):08X}")
+    click.echo(f"wrote {'standard output' if to_stdout else output}: {len(data)} bytes, CRC-32 0x{zlib.crc32(data):08X}", err=to_stdout)
 
 
 @cli.command()

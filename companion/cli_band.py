@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
@@ -50,11 +50,15 @@ async def with_band(address: str, timeout: float, job: Callable[[BandClient], Aw
         return await job(client)
 
 
-def describe_status(status: BandStatus) -> str:
-    """One line a person can read at a glance."""
+def describe_status(status: BandStatus, numbers: Mapping[int, int] | None = None) -> str:
+    """One line a person can read at a glance.
+
+    ``numbers`` (record index -> step number, :func:`companion.render.step_numbers`)
+    numbers the step as the card and ``inspect`` do; without it the step is named only.
+    """
     from protocol.constants import BandState
 
-    from .render import clock
+    from .render import clock, left_text
     from .routine import format_ms
 
     if status.state == BandState.IDLE:
@@ -68,10 +72,13 @@ def describe_status(status: BandStatus) -> str:
     parts = [
         f"[{clock(status.elapsed_ms)[:-4]} / {clock(status.total_ms)[:-4]}]",
         "" if status.state == BandState.RUNNING else "unknown state" if status.state is None else status.state.name.lower(),
-        f"step {status.step} {status.technique.text_id if status.technique is not None else ''}".strip(),
+        " ".join(part for part in (
+            f"step {numbers[status.step]}" if numbers and status.step in numbers else "",
+            status.technique.text_id if status.technique is not None else "",
+        ) if part),
         where,
-        f"{format_ms(status.step_remaining_ms // 1000 * 1000)} left in step",
-        f"{format_ms(status.remaining_ms // 1000 * 1000)} left",
+        f"{left_text(status.step_remaining_ms)} left in step",
+        f"{left_text(status.remaining_ms)} left",
         f"felt: {status.last_cue.name.lower()}" if status.last_cue is not None else "",
     ]
     return " | ".join(part for part in parts if part)
@@ -287,18 +294,12 @@ async def start_simulator(args: list[str], timeout: float = 15.0) -> tuple[async
     return process, ports
 
 
-def table_step_plays(data: bytes) -> int:
-    from protocol.table import LoopRecord, Node, build_tree, decode_table
-
-    def plays(nodes: list[Node]) -> int:
-        return sum(node.record.count * (plays(node.children) if isinstance(node.record, LoopRecord) else 1) for node in nodes)
-
-    return plays(build_tree(decode_table(data).records))
-
-
 async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, timeout: float) -> None:
+    from protocol.table import decode_table
+
     from .ble import ble_backend_for
     from .client import BandClient
+    from .render import counts_text, step_numbers, step_plays
     from .routine import format_ms
     from .tables import load_table_or_routine
 
@@ -326,7 +327,8 @@ async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, 
                 started = time.perf_counter()
                 final = await follow_band(client)
                 wall = time.perf_counter() - started
-            click.echo(f"summary: {table_step_plays(data)} steps, {final.cues} cues, "
+            table = decode_table(data)
+            click.echo(f"summary: {counts_text(len(step_numbers(table)), step_plays(table), final.cues)}, "
                        f"routine {format_ms(final.elapsed_ms)} played in {wall:.1f} s (x{speed:g})")
         finally:
             if process.returncode is None:

@@ -192,7 +192,11 @@ def load_routine(reference: str | Path) -> Routine:
     Raises :class:`RoutineError` listing every error; warnings are kept in
     :attr:`Routine.warnings`.
     """
-    routine, diagnostics = check_routine(reference)
+    return checked(*check_routine(reference))
+
+
+def checked(routine: Routine | None, diagnostics: list[Diagnostic]) -> Routine:
+    """``routine``, or :class:`RoutineError` listing every error of ``diagnostics``."""
     errors = [d for d in diagnostics if d.severity == "error"]
     if errors or routine is None:
         raise RoutineError("\n".join(str(d) for d in errors))
@@ -234,7 +238,7 @@ def read_source(reference: str | Path) -> tuple[str, bytes]:
 def routine_text(data: bytes, source: str) -> str:
     """The TOML text of routine bytes (a UTF-8 byte-order mark is dropped); a clear error for anything else."""
     if data.startswith(TABLE_MAGIC):
-        raise RoutineError(f"{source} is a compiled table, not a routine; use inspect or upload")
+        raise RoutineError(f"{source} is a compiled table; use inspect or upload (check, compile and card read routines)")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
