@@ -73,7 +73,7 @@ def describe_status(status: BandStatus, numbers: Mapping[int, int] | None = None
         f"[{clock(status.elapsed_ms)[:-4]} / {clock(status.total_ms)[:-4]}]",
         "" if status.state == BandState.RUNNING else "unknown state" if status.state is None else status.state.name.lower(),
         " ".join(part for part in (
-            f"step {numbers[status.step]}" if numbers and status.step in numbers else "",
+            f"step {numbers[status.step]}" if numbers and status.step is not None and status.step in numbers else "",
             status.technique.text_id if status.technique is not None else "",
         ) if part),
         where,
