@@ -22,7 +22,7 @@ import click
 
 from protocol.errors import HandCueError
 
-from .cli_common import emit_json, run
+from .cli_common import address_option, complete_routine, emit_json, json_option, quiet, run, say
 
 if TYPE_CHECKING:  # the CLI imports asyncio and the protocol stack only when a command runs
     import asyncio
@@ -32,11 +32,8 @@ if TYPE_CHECKING:  # the CLI imports asyncio and the protocol stack only when a 
 
 T = TypeVar("T")
 
-address_option = click.option("--to", "address", envvar="HANDCUE_ADDRESS", required=True, metavar="ADDR",
-                              help="Band address: serial:/dev/ttyUSB0[?baud=N] or ble:HandCue-1A2B (env HANDCUE_ADDRESS).")
 timeout_option = click.option("--timeout", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
                               help="Seconds to wait for each answer from the band.")
-json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 hci_option = click.option("--hci", envvar="HANDCUE_HCI", metavar="TRANSPORT",
                           help="Route BLE through bumble on this HCI transport instead of the OS stack (env HANDCUE_HCI).")
 
@@ -45,8 +42,10 @@ async def with_band(address: str, timeout: float, job: Callable[[BandClient], Aw
     """Run ``job`` on the band at ``address``; BLE goes through bumble on ``hci`` if given."""
     from .ble import ble_backend_for
     from .client import BandClient
+    from .config import remember_bands
 
     async with ble_backend_for(hci) as ble, BandClient.open(address, timeout=timeout, ble=ble) as client:
+        remember_bands([address])  # offered by shell completion of --to
         return await job(client)
 
 
@@ -131,11 +130,12 @@ CONTROLS = (
 @click.command()
 @address_option
 @timeout_option
+@json_option
 @hci_option
-def erase(address: str, timeout: float, hci: str | None) -> None:
+def erase(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
     """Remove the band's routine."""
     run(with_band(address, timeout, lambda c: c.erase(), hci))
-    click.echo("erased")
+    emit_json({"erased": True, "address": address}) if as_json else say("erased")
 
 
 @click.command()
@@ -144,7 +144,16 @@ def erase(address: str, timeout: float, hci: str | None) -> None:
 @hci_option
 def scan(timeout: float, as_json: bool, hci: str | None) -> None:
     """List bands advertising nearby (name, address, RSSI, battery)."""
-    bands = run(find_bands(timeout, hci))
+    from .config import remember_bands
+    from .errors import TransportError
+
+    try:
+        bands = run(find_bands(timeout, hci))
+    except TransportError as exc:
+        if hci:
+            raise
+        raise TransportError(f"{exc}\n{NO_BLUETOOTH_HINT}") from exc
+    remember_bands([band.band_address for band in bands])
     if as_json:
         emit_json([band.to_json() for band in bands])
         return
@@ -153,6 +162,12 @@ def scan(timeout: float, as_json: bool, hci: str | None) -> None:
     for band in bands:
         battery = f"{band.battery}%" if band.battery is not None else "?"
         click.echo(f"{band.name:<16} {band.address}  RSSI {band.rssi} dBm  battery {battery}  -> --to {band.band_address}")
+
+
+NO_BLUETOOTH_HINT = (
+    "scanning needs the operating system's Bluetooth stack (on Linux: BlueZ, reached over D-Bus; is bluetoothd running?), "
+    "or --hci (HANDCUE_HCI) to run bumble's own stack on a controller (usb:0) or a simulator (tcp-client:127.0.0.1:9901)"
+)
 
 
 async def find_bands(timeout: float, hci: str | None) -> list[FoundBand]:
@@ -168,9 +183,10 @@ async def find_bands(timeout: float, hci: str | None) -> list[FoundBand]:
 
 
 class Progress:
-    """Confirmed-bytes progress: a bar with rate and ETA on a terminal, plain lines otherwise."""
+    """Confirmed-bytes progress: a bar with rate and ETA on a terminal, plain lines otherwise, nothing under ``-q``/``--json``."""
 
-    def __init__(self, label: str, stream: Any = None) -> None:
+    def __init__(self, label: str, stream: Any = None, silent: bool = False) -> None:
+        self.silent = silent
         self.label = label
         self.stream = stream or sys.stderr
         self.bar: Any = None
@@ -178,6 +194,8 @@ class Progress:
         self.shown = 0
 
     def __call__(self, confirmed: int, total: int) -> None:
+        if self.silent:
+            return
         if self.stream.isatty():
             if self.bar is None:
                 from tqdm import tqdm
@@ -195,29 +213,34 @@ class Progress:
             self.bar.close()
 
 
-async def upload_table(client: BandClient, data: bytes, label: str) -> Any:
+async def upload_table(client: BandClient, data: bytes, label: str, as_json: bool = False) -> Any:
     from .routine import format_ms
 
-    progress = Progress(label)
+    progress = Progress(label, silent=as_json or quiet())
     started = time.perf_counter()
     try:
         result = await client.upload(data, progress)
     finally:
         progress.close()
     elapsed = time.perf_counter() - started
+    if as_json:
+        emit_json({"size": result.size, "crc32": f"0x{result.crc32:08X}", "resumed_from": result.resumed_from, "frames_sent": result.frames_sent,
+                   "retransmissions": result.retransmissions, "total_ms": result.total_ms, "seconds": round(elapsed, 3)})
+        return result
     resumed = f", resumed at byte {result.resumed_from}" if result.resumed_from else ""
-    click.echo(f"uploaded {result.size} bytes in {elapsed:.2f} s (CRC-32 0x{result.crc32:08X}, {result.frames_sent} frames, "
+    say(f"uploaded {result.size} bytes in {elapsed:.2f} s (CRC-32 0x{result.crc32:08X}, {result.frames_sent} frames, "
                f"{result.retransmissions} retransmitted{resumed}); routine lasts {format_ms(result.total_ms)}")
     return result
 
 
 @click.command()
-@click.argument("routine_or_table")
+@click.argument("routine_or_table", metavar="ROUTINE|TABLE", shell_complete=complete_routine)
 @address_option
 @timeout_option
+@json_option
 @hci_option
 @click.option("--no-names", is_flag=True, help="Compile without the name section.")
-def upload(routine_or_table: str, address: str, timeout: float, hci: str | None, no_names: bool) -> None:
+def upload(routine_or_table: str, address: str, timeout: float, as_json: bool, hci: str | None, no_names: bool) -> None:
     """Upload a routine (compiled first) or a .hcue table to the band.
 
     An interrupted upload of the same table continues where the band stopped.
@@ -225,7 +248,7 @@ def upload(routine_or_table: str, address: str, timeout: float, hci: str | None,
     from .tables import load_table_or_routine
 
     data = load_table_or_routine(routine_or_table, names=not no_names)
-    run(with_band(address, timeout, lambda c: upload_table(c, data, f"upload to {address}"), hci))
+    run(with_band(address, timeout, lambda c: upload_table(c, data, f"upload to {address}", as_json), hci))
 
 
 # --------------------------------------------------------------------------
@@ -337,7 +360,7 @@ async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, 
 
 
 @click.command()
-@click.option("--routine", default="full-hand-massage", show_default=True, help="Routine file or shipped id to play.")
+@click.option("--routine", default="full-hand-massage", show_default=True, shell_complete=complete_routine, help="Routine file or shipped id to play.")
 @click.option("--speed", type=click.FloatRange(min=0.1), default=40.0, show_default=True, help="How many times faster than real time.")
 @click.option("--baud", type=click.IntRange(min=300), help="Pace the simulated serial line to this baud rate.")
 @click.option("--ble", is_flag=True, help="Run the demo over Bluetooth LE (bumble virtual link) instead of serial.")

@@ -331,7 +331,11 @@ def test_missing_file_exits_1_with_a_clear_message(tmp_path, command):
     missing = tmp_path / "missing.toml"
     result = run(command[0], str(missing), *command[1:])
     assert_clean_failure(result)
-    assert result.stderr == f"error: {missing}: no such file or shipped routine (shipped: {', '.join(ROUTINE_IDS)})\n"
+    message = f"{missing}: no such file or shipped routine (shipped: {', '.join(ROUTINE_IDS)})"
+    if "--json" in command:  # errors as JSON under --json, on stdout
+        assert json.loads(result.stdout) == {"error": message}
+    else:
+        assert result.stderr == f"error: {message}\n"
 
 
 def test_corrupt_table_exits_1(tmp_path, nausea_file):
