@@ -464,7 +464,8 @@ class _Checker:
             duration = None
         start = self.cue_ref(value, label, "start", defaults.start)
         next_cue = self.cue_ref(value, label, "next", "switch" if iterate == Iterate.HAND and defaults.next == "next" else defaults.next)
-        tick = self.cue_ref(value, label, "tick", defaults.tick)
+        # tick_every alone on a technique whose periodic cue is at half time: that cue, every tick_every
+        tick = self.cue_ref(value, label, "tick", defaults.tick or (defaults.halfway if "tick_every" in value else None))
         tick_every = self.duration(value, label, "tick_every", defaults.tick_every_s)
         halfway = self.cue_ref(value, label, "halfway", defaults.halfway)
         warn = self.cue_ref(value, label, "warn", defaults.warn)

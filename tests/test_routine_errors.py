@@ -120,3 +120,12 @@ def test_deep_nesting_and_big_files_are_named_for_what_they_are(tmp_path: Path):
     runner = CliRunner()
     assert "nested too deeply" in runner.invoke(cli, ["check", str(deep)]).output
     assert "over 1 MiB" in runner.invoke(cli, ["check", str(big)]).output
+
+
+@pytest.mark.parametrize(("technique", "cue"), [("warm_up", "tick"), ("joystick", "next")])
+def test_tick_every_on_a_half_time_technique_repeats_its_cue(technique: str, cue: str):
+    routine, diagnostics = parse_routine(HEAD + f'[[steps]]\ntechnique = "{technique}"\nduration = 60\ntick_every = 20\nwarn = false\n', "r.toml")
+    assert routine is not None, diagnostics
+    step = routine.steps[0]
+    assert isinstance(step, Step)
+    assert (step.cues.tick, step.cues.tick_every_ms) == (cue, 20_000)
