@@ -104,15 +104,31 @@ def info(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
     click.echo(f"limits: table {band.max_table} bytes, frame {band.max_frame} bytes, upload window {band.window}")
 
 
+async def step_numbers_of(client: BandClient) -> dict[int, int] | None:
+    """Record index -> step number of the band's routine, if this computer uploaded it (the table is cached by CRC-32)."""
+    from protocol.table import decode_table
+
+    from .config import known_table
+    from .render import step_numbers
+
+    crc32 = (await client.info()).routine_crc32
+    data = known_table(crc32) if crc32 is not None else None
+    return step_numbers(decode_table(data)) if data is not None else None
+
+
 def _control(name: str, help_text: str, action: Callable[[BandClient], Awaitable[BandStatus]]) -> click.Command:
+    async def job(client: BandClient, as_json: bool) -> tuple[BandStatus, dict[int, int] | None]:
+        status = await action(client)
+        return status, (await step_numbers_of(client) if status.step is not None and not as_json else None)
+
     @click.command(name=name, help=help_text)
     @address_option
     @timeout_option
     @json_option
     @hci_option
     def command(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
-        status = run(with_band(address, timeout, action, hci))
-        emit_json(status.to_json()) if as_json else click.echo(describe_status(status))
+        status, numbers = run(with_band(address, timeout, lambda c: job(c, as_json), hci))
+        emit_json(status.to_json()) if as_json else click.echo(describe_status(status, numbers))
 
     return command
 
@@ -223,6 +239,9 @@ async def upload_table(client: BandClient, data: bytes, label: str, as_json: boo
     finally:
         progress.close()
     elapsed = time.perf_counter() - started
+    from .config import remember_table
+
+    remember_table(data)  # lets status and the live line number the steps as the card does
     if as_json:
         emit_json({"size": result.size, "crc32": f"0x{result.crc32:08X}", "resumed_from": result.resumed_from, "frames_sent": result.frames_sent,
                    "retransmissions": result.retransmissions, "total_ms": result.total_ms, "seconds": round(elapsed, 3)})

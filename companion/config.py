@@ -97,3 +97,32 @@ def remember_bands(addresses: list[str]) -> None:
         path.write_text(json.dumps(merged), encoding="utf-8")
     except OSError:
         pass  # a cache only helps completion
+
+
+def tables_path() -> Path:
+    import platformdirs
+
+    return platformdirs.user_cache_path("handcue", appauthor=False) / "tables"
+
+
+def remember_table(data: bytes) -> None:
+    """Keep a copy of an uploaded table under its file CRC-32, so that the steps a band reports can be numbered later."""
+    import zlib
+
+    folder = tables_path()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{zlib.crc32(data):08X}.hcue").write_bytes(data)
+    except OSError:
+        pass  # a cache only helps the live line
+
+
+def known_table(crc32: int) -> bytes | None:
+    """The table with this file CRC-32 if this computer uploaded it, else None."""
+    import zlib
+
+    try:
+        data = (tables_path() / f"{crc32:08X}.hcue").read_bytes()
+    except OSError:
+        return None
+    return data if zlib.crc32(data) == crc32 else None

@@ -217,3 +217,10 @@ def test_handcue_sim_version_and_what_it_does_without_a_transport(tmp_path: Path
     assert alone.returncode == 0
     assert "no transport given (--serial pty, --hci-server or --hci)" in alone.stderr
     assert "it exits when the routine ends" in alone.stderr
+
+
+def test_the_live_line_numbers_steps_as_the_card_once_this_computer_uploaded_the_table(sim: Sim):
+    assert handcue("upload", "desk-break", "--to", sim.address).exit_code == 0
+    started = handcue("start", "--to", sim.address)
+    assert started.exit_code == 0, started.output
+    assert "| step 1 warm_up |" in started.stdout
