@@ -301,13 +301,34 @@ async def follow_band(client: BandClient, out: TextIO | None = None) -> BandStat
     return status
 
 
+async def follow_json(client: BandClient, out: TextIO | None = None) -> BandStatus:
+    """``follow --json``: one JSON object per line (JSON Lines) for each change of step, iteration, cue or state.
+
+    The same objects as ``status --json``; the last one is the finished state.
+    """
+    import json
+
+    out = out or sys.stdout
+    shown: tuple[object, ...] = ()
+    status: BandStatus | None = None
+    async for status in client.follow():
+        change = (status.step, status.iteration, status.last_cue, status.state, status.cues)
+        if change != shown:
+            out.write(json.dumps(status.to_json(), ensure_ascii=False) + "\n")
+            out.flush()
+            shown = change
+    assert status is not None  # follow() yields at least once or raises
+    return status
+
+
 @click.command()
 @address_option
 @timeout_option
+@json_option
 @hci_option
-def follow(address: str, timeout: float, hci: str | None) -> None:
-    """Live view of the session; exits 0 when the routine finishes."""
-    run(with_band(address, timeout, lambda c: follow_band(c), hci))
+def follow(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
+    """Live view of the session; exits 0 when the routine finishes (--json: one JSON object per event)."""
+    run(with_band(address, timeout, lambda c: follow_json(c) if as_json else follow_band(c), hci))
 
 
 # --------------------------------------------------------------------------

@@ -224,3 +224,32 @@ def test_the_live_line_numbers_steps_as_the_card_once_this_computer_uploaded_the
     started = handcue("start", "--to", sim.address)
     assert started.exit_code == 0, started.output
     assert "| step 1 warm_up |" in started.stdout
+
+
+def test_follow_json_is_one_object_per_event(sim: Sim):
+    import io
+
+    from companion.cli_band import follow_json
+
+    assert handcue("upload", "desk-break", "--to", sim.address).exit_code == 0
+
+    async def job() -> str:
+        out = io.StringIO()
+        async with BandClient.open(sim.address, timeout=5) as client:
+            await client.start()
+            await follow_json(client, out)
+        return out.getvalue()
+
+    lines = asyncio.run(asyncio.wait_for(job(), 30)).splitlines()
+    events = [json.loads(line) for line in lines]
+    assert len(events) > 10 and events[-1]["state"] == "finished"
+    assert {e["technique"] for e in events if e["technique"]} >= {"warm_up", "combing"}
+
+
+def test_follow_json_from_the_command_line(sim: Sim):
+    assert handcue("upload", "desk-break", "--to", sim.address).exit_code == 0
+    assert handcue("start", "--to", sim.address).exit_code == 0
+    result = handcue("follow", "--json", "--to", sim.address)
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events[-1]["state"] == "finished"
