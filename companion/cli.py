@@ -13,6 +13,7 @@ module, and added to the group here.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import zlib
@@ -43,7 +44,12 @@ class HandCueGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
-        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        except click.ClickException as exc:
+            if not ctx.meta.get(JSON_MODE):
+                raise
+            click.echo(json.dumps({"error": exc.format_message(), "usage": isinstance(exc, click.UsageError)}, ensure_ascii=False))
+            sys.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:  # a bug: still one line, with a way to see more
             if os.environ.get("HANDCUE_DEBUG"):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from .cli_common import complete_routine, say
+
 PLOT_SUFFIXES = {".png": "png", ".svg": "svg"}
 CARD_SUFFIXES = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md"}
 
@@ -34,7 +36,7 @@ def suffix_checked(suffixes: dict[str, str]) -> Callable[[click.Context, click.P
 
 
 @click.command()
-@click.argument("routine", metavar="ROUTINE|TABLE")
+@click.argument("routine", metavar="ROUTINE|TABLE", shell_complete=complete_routine)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, callback=suffix_checked(PLOT_SUFFIXES),
               help="Image to write: FILE.png or FILE.svg.")
 def plot(routine: str, output: Path) -> None:
@@ -47,11 +49,11 @@ def plot(routine: str, output: Path) -> None:
     from .tables import load_table_or_routine
 
     plot_routine(load_table_or_routine(routine), output)
-    click.echo(f"wrote {output}")
+    say(f"wrote {output}")
 
 
 @click.command()
-@click.argument("routine")
+@click.argument("routine", shell_complete=complete_routine)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, callback=suffix_checked(CARD_SUFFIXES),
               help="Card to write: FILE.html or FILE.md.")
 def card(routine: str, output: Path) -> None:
@@ -62,7 +64,7 @@ def card(routine: str, output: Path) -> None:
     fmt = output_format(output, CARD_SUFFIXES)
     text = routine_card(load_routine(routine), fmt)
     output.write_text(text, encoding="utf-8")
-    click.echo(f"wrote {output}")
+    say(f"wrote {output}")
 
 
 COMMANDS = (plot, card)

@@ -253,3 +253,10 @@ def test_follow_json_from_the_command_line(sim: Sim):
     assert result.exit_code == 0, result.output
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert events[-1]["state"] == "finished"
+
+
+def test_a_usage_error_under_json_is_json_too():
+    result = handcue("info", "--json", "--to", "nope")
+    assert result.exit_code == 2
+    doc = json.loads(result.stdout)
+    assert doc["usage"] is True and "'nope' is not a band address" in doc["error"]
