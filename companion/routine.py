@@ -231,7 +231,7 @@ def read_source(reference: str | Path) -> tuple[str, bytes]:
         except OSError as exc:
             raise RoutineError(f"{source}: cannot read: {exc.strerror or exc}") from exc
     if len(data) > MAX_INPUT_BYTES:
-        raise RoutineError(f"{source}: over {MAX_INPUT_BYTES // 1024 // 1024} MiB; a routine file is a few KiB of TOML")
+        raise RoutineError(f"{source}: over {MAX_INPUT_BYTES // 1024 // 1024} MiB; a routine is a few KiB of TOML and a table at most 32 KiB")
     return source, data
 
 

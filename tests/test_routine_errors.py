@@ -49,16 +49,13 @@ def test_a_block_with_a_bad_repeat_still_has_its_steps_checked():
     assert errors[1].startswith('r.toml: steps[0].steps[0] (step 1, combing).duration: "soon" is not a duration')
 
 
-@pytest.mark.parametrize(("line", "shown"), [
-    ('hands = ["left", "right"]', 'hands: ["left", "right"] is not a hand order'),
-    ('finish = true', "finish: true is not a cue pattern"),
-    ('name = 12.5', "name: 12.5 must be a non-empty string"),
+@pytest.mark.parametrize(("head", "shown"), [
+    ('name = "r"\nhands = ["left", "right"]\n', 'hands: ["left", "right"] is not a hand order'),
+    ('name = "r"\nfinish = true\n', "finish: true is not a cue pattern"),
+    ("name = 12.5\n", "name: 12.5 must be a non-empty string"),
 ])
-def test_values_are_shown_as_written_in_toml(line: str, shown: str):
-    text = (HEAD + '[[steps]]\ntechnique = "combing"\n').replace('hands = "both"', "").replace('name = "r"', 'name = "r"\n' + line)
-    if line.startswith("name"):
-        text = text.replace('name = "r"\n', "", 1)
-    errors = errors_of(text)
+def test_values_are_shown_as_written_in_toml(head: str, shown: str):
+    errors = errors_of(head + '[[steps]]\ntechnique = "combing"\n')
     assert any(f"r.toml: {shown}" in e for e in errors), errors
     assert not any("True" in e or "['left'" in e for e in errors)
 
