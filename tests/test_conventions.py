@@ -220,10 +220,10 @@ def test_handcue_sim_version_and_what_it_does_without_a_transport(tmp_path: Path
 
 
 def test_the_live_line_numbers_steps_as_the_card_once_this_computer_uploaded_the_table(sim: Sim):
-    assert handcue("upload", "desk-break", "--to", sim.address).exit_code == 0
+    assert handcue("upload", "nausea-pc6", "--to", sim.address).exit_code == 0  # record 0 is step 1
     started = handcue("start", "--to", sim.address)
     assert started.exit_code == 0, started.output
-    assert "| step 1 warm_up |" in started.stdout
+    assert "| step 1 acupressure:PC6 |" in started.stdout
 
 
 def test_follow_json_is_one_object_per_event(sim: Sim):
