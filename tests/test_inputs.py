@@ -78,3 +78,9 @@ def test_dash_output_writes_the_table_to_stdout():
     assert result.exit_code == 0
     assert result.stdout_bytes == PC6
     assert "wrote standard output: 124 bytes" in result.stderr
+
+
+def test_dash_output_writes_a_markdown_card_to_stdout():
+    result = run("card", "nausea-pc6", "-o", "-")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("# Nausea relief (PC6)\n")
