@@ -89,6 +89,8 @@ class Card:
     total: str
     hands: str
     step_count: int
+    counts: str
+    """``9 steps (50 plays), 119 cues``, as ``inspect`` and the demo summary say it."""
     vibrations: list[CueRow]
     items: list[CardStep | CardBlock]
     finish: CueUse | None
@@ -177,7 +179,7 @@ def build_card(routine: Routine) -> Card:
                 block.items = convert(item.steps)
                 result.append(block)
                 continue
-            number += 1
+            number = item.number or number + 1  # the checker's numbering (file order), shared by inspect and the live line
             technique = TECHNIQUES[item.technique]
             result.append(CardStep(
                 number=number,
@@ -206,10 +208,21 @@ def build_card(routine: Routine) -> Card:
         total=format_ms(routine.total_ms),
         hands=hands_text,
         step_count=number,
+        counts=_counts(routine, number),
         vibrations=vibrations,
         items=items,
         finish=finish,
     )
+
+
+def _counts(routine: Routine, steps: int) -> str:
+    from protocol.timeline import table_cues
+
+    from .compiler import build_table
+    from .render import counts_text
+
+    plays = sum(1 for it in iterations(routine.steps, routine.hands) if isinstance(it.item, Step))
+    return counts_text(steps, plays, len(table_cues(build_table(routine))))
 
 
 def _start_label(start: _Start, two_hands: bool) -> str:
@@ -303,7 +316,7 @@ def _markdown(card: Card) -> str:
     lines = [f"# {md(card.title)}", ""]
     if card.description:
         lines += [md(card.description, line_start=True), ""]
-    lines += [f"**Total:** {card.total} · **Hands:** {card.hands} · **Steps:** {card.step_count}", ""]
+    lines += [f"**Total:** {card.total} · **Hands:** {card.hands} · **Steps:** {card.counts}", ""]
     lines += ["## What each vibration means", "", "| Cue | Rhythm | On/off (ms) | Meaning |", "|---|---|---|---|"]
     for row in card.vibrations:
         strength = f" at {row.strength} %" if row.strength < 100 else ""
@@ -415,7 +428,7 @@ def _html(card: Card) -> str:
         out.append(f'<p class="description">{_h(card.description)}</p>')
     out.append(
         f'<ul class="facts"><li><b>Total:</b> {_h(card.total)}</li><li><b>Hands:</b> {_h(card.hands)}</li>'
-        f"<li><b>Steps:</b> {card.step_count}</li></ul>"
+        f"<li><b>Steps:</b> {_h(card.counts)}</li></ul>"
     )
     out += [
         "<h2>What each vibration means</h2>",

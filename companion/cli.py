@@ -13,6 +13,7 @@ module, and added to the group here.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import zlib
@@ -24,7 +25,7 @@ import click
 from protocol.errors import HandCueError
 
 from . import cli_band, cli_visual
-from .cli_common import EXIT_INVALID, emit_json, fail
+from .cli_common import EXIT_INVALID, JSON_MODE, QUIET_MODE, complete_routine, emit_json, fail, json_option, say
 
 
 class HandCueGroup(click.Group):
@@ -34,26 +35,34 @@ class HandCueGroup(click.Group):
         try:
             return super().invoke(ctx)
         except HandCueError as exc:
-            fail(str(exc))
+            fail(str(exc), as_json=bool(ctx.meta.get(JSON_MODE)))
         except BrokenPipeError:  # `handcue techniques | head`: the reader has all it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(0)
         except OSError as exc:
-            fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+            fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), as_json=bool(ctx.meta.get(JSON_MODE)))
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
-        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        except click.ClickException as exc:
+            if not ctx.meta.get(JSON_MODE):
+                raise
+            click.echo(json.dumps({"error": exc.format_message(), "usage": isinstance(exc, click.UsageError)}, ensure_ascii=False))
+            sys.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:  # a bug: still one line, with a way to see more
             if os.environ.get("HANDCUE_DEBUG"):
                 raise
-            fail(f"internal error: {type(exc).__name__}: {exc} (set HANDCUE_DEBUG=1 to see the traceback)")
+            fail(f"internal error: {type(exc).__name__}: {exc} (set HANDCUE_DEBUG=1 to see the traceback)", as_json=bool(ctx.meta.get(JSON_MODE)))
 
 
 @click.group(cls=HandCueGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="handcue")
-def cli() -> None:
+@click.option("-v", "--verbose", count=True, help="Log protocol traffic to stderr: requests and answers with their frames in hex (-vv: every library's debug log too).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only results, warnings and errors (no progress, no 'wrote ...').")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """HandCue: vibration cues on the wrist that guide hand massage and acupressure.
 
     Write or pick a routine, check it, compile it to a step table, upload it to
@@ -62,6 +71,15 @@ def cli() -> None:
 
     Not medical advice: anyone with a condition should ask a clinician.
     """
+    ctx.meta[QUIET_MODE] = quiet
+    if verbose:
+        import logging
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        logger = logging.getLogger() if verbose > 1 else logging.getLogger("companion")
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
 
 
 # --------------------------------------------------------------------------
@@ -69,7 +87,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def techniques(as_json: bool) -> None:
     """List the built-in technique library."""
     from .techniques import TECHNIQUES
@@ -92,7 +110,7 @@ def techniques(as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def routines(as_json: bool) -> None:
     """List the shipped routines (usable by id wherever a file is accepted)."""
     from .routine import format_ms, load_routine, shipped_routines
@@ -115,42 +133,71 @@ def routines(as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("routine")
-def check(routine: str) -> None:
-    """Check a routine: format, technique library and safety rules."""
+@click.argument("routine", shell_complete=complete_routine)
+@json_option
+def check(routine: str, as_json: bool) -> None:
+    """Check a routine: format, technique library and safety rules.
+
+    ROUTINE is a file, a shipped id or - (standard input).
+    """
     from .compiler import compile_routine
     from .routine import check_routine, format_ms
 
     parsed, diagnostics = check_routine(routine)
+    size = len(compile_routine(parsed, names=False)) if parsed is not None else None
+    if as_json:
+        emit_json({
+            "source": parsed.source if parsed else (diagnostics[0].source if diagnostics else routine),
+            "ok": parsed is not None,
+            "name": parsed.name if parsed else None,
+            "duration_ms": parsed.total_ms if parsed else None,
+            "size_no_names": size,
+            "diagnostics": [{"severity": d.severity, "where": d.where, "message": d.message} for d in diagnostics],
+        })
+        if parsed is None:
+            sys.exit(EXIT_INVALID)
+        return
     for diagnostic in diagnostics:
         click.echo(f"{'error: ' if diagnostic.severity == 'error' else ''}{diagnostic}", err=True)
     if parsed is None:
         sys.exit(EXIT_INVALID)
-    size = len(compile_routine(parsed, names=False))
-    click.echo(f"{parsed.source}: ok: {parsed.name}, {format_ms(parsed.total_ms)}, {size} bytes compiled (--no-names)")
+    say(f"{parsed.source}: ok: {parsed.name}, {format_ms(parsed.total_ms)}, {size} bytes compiled (--no-names)")
 
 
 @cli.command("compile")
-@click.argument("routine")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Table file to write (.hcue).")
+@click.argument("routine", shell_complete=complete_routine)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Table file to write (.hcue); - for standard output.")
 @click.option("--no-names", is_flag=True, help="Leave out the name section to save bytes.")
-def compile_command(routine: str, output: Path, no_names: bool) -> None:
+@json_option
+def compile_command(routine: str, output: Path, no_names: bool, as_json: bool) -> None:
     """Compile a routine into a binary step table (same input, same bytes)."""
     from .compiler import compile_routine
     from .routine import load_routine
 
+    to_stdout = str(output) == "-"
+    if to_stdout and as_json:
+        raise click.UsageError("-o - writes the table to standard output; --json needs a file to write")
     parsed = load_routine(routine)
-    for warning in parsed.warnings:
-        click.echo(str(warning), err=True)
+    if not as_json:
+        for warning in parsed.warnings:
+            click.echo(str(warning), err=True)
     data = compile_routine(parsed, names=not no_names)
-    output.write_bytes(data)
+    if as_json:
+        output.write_bytes(data)
+        emit_json({"output": str(output), "size": len(data), "crc32": f"0x{zlib.crc32(data):08X}", "names": not no_names,
+                   "warnings": [{"where": w.where, "message": w.message} for w in parsed.warnings]})
+        return
+    if to_stdout:
+        click.get_binary_stream("stdout").write(data)
+    else:
+        output.write_bytes(data)
     # The same CRC-32 (of the whole file) that `upload` and `info` show.
-    click.echo(f"wrote {output}: {len(data)} bytes, CRC-32 0x{zlib.crc32(data):08X}")
+    say(f"wrote {'standard output' if to_stdout else output}: {len(data)} bytes, CRC-32 0x{zlib.crc32(data):08X}", err=to_stdout)
 
 
 @cli.command()
-@click.argument("table")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.argument("table", metavar="TABLE|ROUTINE", shell_complete=complete_routine)
+@json_option
 @click.option("--timeline", is_flag=True, help="List every motor event the band will produce.")
 def inspect(table: str, as_json: bool, timeline: bool) -> None:
     """Decode a step table (.hcue; a routine is compiled first) and show it."""
@@ -169,6 +216,66 @@ def inspect(table: str, as_json: bool, timeline: bool) -> None:
         emit_json(render.table_json(data))
     else:
         click.echo(render.table_text(data))
+
+
+# --------------------------------------------------------------------------
+# Settings
+
+
+@cli.group()
+def config() -> None:
+    """Settings in the user's config file (address: the default band for --to).
+
+    The file is config.toml in the user's config folder (on Linux
+    $XDG_CONFIG_HOME/handcue, by default ~/.config/handcue); `handcue config path`
+    prints it.  HANDCUE_ADDRESS, when set, wins over the file.
+    """
+
+
+@config.command("set")
+@click.argument("key", type=click.Choice(["address"]))
+@click.argument("value")
+def config_set(key: str, value: str) -> None:
+    """Set KEY to VALUE (an address is checked first)."""
+    from . import config as settings
+    from .cli_common import checked_address
+
+    if key == "address":
+        value = checked_address(value)
+    values = settings.read_config()
+    values[key] = value
+    say(f"{key} = {value} (in {settings.write_config(values)})")
+
+
+@config.command("get")
+@click.argument("key", type=click.Choice(["address"]))
+def config_get(key: str) -> None:
+    """Print KEY's value and where it comes from; exit 1 if it is not set."""
+    from . import config as settings
+
+    default = settings.default_address()
+    if default is None:
+        fail(f"{key} is not set (set it with `handcue config set {key} VALUE` or HANDCUE_ADDRESS)")
+    click.echo(f"{default[0]}  (from {default[1]})")
+
+
+@config.command("unset")
+@click.argument("key", type=click.Choice(["address"]))
+def config_unset(key: str) -> None:
+    """Remove KEY from the config file."""
+    from . import config as settings
+
+    values = settings.read_config()
+    values.pop(key, None)
+    say(f"{key} removed from {settings.write_config(values)}")
+
+
+@config.command("path")
+def config_path() -> None:
+    """Print the config file's path."""
+    from .config import config_path as path
+
+    click.echo(str(path()))
 
 
 for _command in (*cli_band.COMMANDS, *cli_visual.COMMANDS):

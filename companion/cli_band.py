@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
@@ -22,7 +22,7 @@ import click
 
 from protocol.errors import HandCueError
 
-from .cli_common import emit_json, run
+from .cli_common import address_option, complete_routine, emit_json, json_option, quiet, run, say
 
 if TYPE_CHECKING:  # the CLI imports asyncio and the protocol stack only when a command runs
     import asyncio
@@ -32,11 +32,8 @@ if TYPE_CHECKING:  # the CLI imports asyncio and the protocol stack only when a 
 
 T = TypeVar("T")
 
-address_option = click.option("--to", "address", envvar="HANDCUE_ADDRESS", required=True, metavar="ADDR",
-                              help="Band address: serial:/dev/ttyUSB0[?baud=N] or ble:HandCue-1A2B (env HANDCUE_ADDRESS).")
 timeout_option = click.option("--timeout", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
                               help="Seconds to wait for each answer from the band.")
-json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 hci_option = click.option("--hci", envvar="HANDCUE_HCI", metavar="TRANSPORT",
                           help="Route BLE through bumble on this HCI transport instead of the OS stack (env HANDCUE_HCI).")
 
@@ -45,16 +42,22 @@ async def with_band(address: str, timeout: float, job: Callable[[BandClient], Aw
     """Run ``job`` on the band at ``address``; BLE goes through bumble on ``hci`` if given."""
     from .ble import ble_backend_for
     from .client import BandClient
+    from .config import remember_bands
 
     async with ble_backend_for(hci) as ble, BandClient.open(address, timeout=timeout, ble=ble) as client:
+        remember_bands([address])  # offered by shell completion of --to
         return await job(client)
 
 
-def describe_status(status: BandStatus) -> str:
-    """One line a person can read at a glance."""
+def describe_status(status: BandStatus, numbers: Mapping[int, int] | None = None) -> str:
+    """One line a person can read at a glance.
+
+    ``numbers`` (record index -> step number, :func:`companion.render.step_numbers`)
+    numbers the step as the card and ``inspect`` do; without it the step is named only.
+    """
     from protocol.constants import BandState
 
-    from .render import clock
+    from .render import clock, left_text
     from .routine import format_ms
 
     if status.state == BandState.IDLE:
@@ -68,10 +71,13 @@ def describe_status(status: BandStatus) -> str:
     parts = [
         f"[{clock(status.elapsed_ms)[:-4]} / {clock(status.total_ms)[:-4]}]",
         "" if status.state == BandState.RUNNING else "unknown state" if status.state is None else status.state.name.lower(),
-        f"step {status.step} {status.technique.text_id if status.technique is not None else ''}".strip(),
+        " ".join(part for part in (
+            f"step {numbers[status.step]}" if numbers and status.step is not None and status.step in numbers else "",
+            status.technique.text_id if status.technique is not None else "",
+        ) if part),
         where,
-        f"{format_ms(status.step_remaining_ms // 1000 * 1000)} left in step",
-        f"{format_ms(status.remaining_ms // 1000 * 1000)} left",
+        f"{left_text(status.step_remaining_ms)} left in step",
+        f"{left_text(status.remaining_ms)} left",
         f"felt: {status.last_cue.name.lower()}" if status.last_cue is not None else "",
     ]
     return " | ".join(part for part in parts if part)
@@ -98,15 +104,31 @@ def info(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
     click.echo(f"limits: table {band.max_table} bytes, frame {band.max_frame} bytes, upload window {band.window}")
 
 
+async def step_numbers_of(client: BandClient) -> dict[int, int] | None:
+    """Record index -> step number of the band's routine, if this computer uploaded it (the table is cached by CRC-32)."""
+    from protocol.table import decode_table
+
+    from .config import known_table
+    from .render import step_numbers
+
+    crc32 = (await client.info()).routine_crc32
+    data = known_table(crc32) if crc32 is not None else None
+    return step_numbers(decode_table(data)) if data is not None else None
+
+
 def _control(name: str, help_text: str, action: Callable[[BandClient], Awaitable[BandStatus]]) -> click.Command:
+    async def job(client: BandClient, as_json: bool) -> tuple[BandStatus, dict[int, int] | None]:
+        status = await action(client)
+        return status, (await step_numbers_of(client) if status.step is not None and not as_json else None)
+
     @click.command(name=name, help=help_text)
     @address_option
     @timeout_option
     @json_option
     @hci_option
     def command(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
-        status = run(with_band(address, timeout, action, hci))
-        emit_json(status.to_json()) if as_json else click.echo(describe_status(status))
+        status, numbers = run(with_band(address, timeout, lambda c: job(c, as_json), hci))
+        emit_json(status.to_json()) if as_json else click.echo(describe_status(status, numbers))
 
     return command
 
@@ -124,11 +146,12 @@ CONTROLS = (
 @click.command()
 @address_option
 @timeout_option
+@json_option
 @hci_option
-def erase(address: str, timeout: float, hci: str | None) -> None:
+def erase(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
     """Remove the band's routine."""
     run(with_band(address, timeout, lambda c: c.erase(), hci))
-    click.echo("erased")
+    emit_json({"erased": True, "address": address}) if as_json else say("erased")
 
 
 @click.command()
@@ -137,7 +160,16 @@ def erase(address: str, timeout: float, hci: str | None) -> None:
 @hci_option
 def scan(timeout: float, as_json: bool, hci: str | None) -> None:
     """List bands advertising nearby (name, address, RSSI, battery)."""
-    bands = run(find_bands(timeout, hci))
+    from .config import remember_bands
+    from .errors import TransportError
+
+    try:
+        bands = run(find_bands(timeout, hci))
+    except TransportError as exc:
+        if hci:
+            raise
+        raise TransportError(f"{exc}\n{NO_BLUETOOTH_HINT}") from exc
+    remember_bands([band.band_address for band in bands])
     if as_json:
         emit_json([band.to_json() for band in bands])
         return
@@ -146,6 +178,12 @@ def scan(timeout: float, as_json: bool, hci: str | None) -> None:
     for band in bands:
         battery = f"{band.battery}%" if band.battery is not None else "?"
         click.echo(f"{band.name:<16} {band.address}  RSSI {band.rssi} dBm  battery {battery}  -> --to {band.band_address}")
+
+
+NO_BLUETOOTH_HINT = (
+    "scanning needs the operating system's Bluetooth stack (on Linux: BlueZ, reached over D-Bus; is bluetoothd running?), "
+    "or --hci (HANDCUE_HCI) to run bumble's own stack on a controller (usb:0) or a simulator (tcp-client:127.0.0.1:9901)"
+)
 
 
 async def find_bands(timeout: float, hci: str | None) -> list[FoundBand]:
@@ -161,9 +199,10 @@ async def find_bands(timeout: float, hci: str | None) -> list[FoundBand]:
 
 
 class Progress:
-    """Confirmed-bytes progress: a bar with rate and ETA on a terminal, plain lines otherwise."""
+    """Confirmed-bytes progress: a bar with rate and ETA on a terminal, plain lines otherwise, nothing under ``-q``/``--json``."""
 
-    def __init__(self, label: str, stream: Any = None) -> None:
+    def __init__(self, label: str, stream: Any = None, silent: bool = False) -> None:
+        self.silent = silent
         self.label = label
         self.stream = stream or sys.stderr
         self.bar: Any = None
@@ -171,6 +210,8 @@ class Progress:
         self.shown = 0
 
     def __call__(self, confirmed: int, total: int) -> None:
+        if self.silent:
+            return
         if self.stream.isatty():
             if self.bar is None:
                 from tqdm import tqdm
@@ -188,29 +229,37 @@ class Progress:
             self.bar.close()
 
 
-async def upload_table(client: BandClient, data: bytes, label: str) -> Any:
+async def upload_table(client: BandClient, data: bytes, label: str, as_json: bool = False) -> Any:
     from .routine import format_ms
 
-    progress = Progress(label)
+    progress = Progress(label, silent=as_json or quiet())
     started = time.perf_counter()
     try:
         result = await client.upload(data, progress)
     finally:
         progress.close()
     elapsed = time.perf_counter() - started
+    from .config import remember_table
+
+    remember_table(data)  # lets status and the live line number the steps as the card does
+    if as_json:
+        emit_json({"size": result.size, "crc32": f"0x{result.crc32:08X}", "resumed_from": result.resumed_from, "frames_sent": result.frames_sent,
+                   "retransmissions": result.retransmissions, "total_ms": result.total_ms, "seconds": round(elapsed, 3)})
+        return result
     resumed = f", resumed at byte {result.resumed_from}" if result.resumed_from else ""
-    click.echo(f"uploaded {result.size} bytes in {elapsed:.2f} s (CRC-32 0x{result.crc32:08X}, {result.frames_sent} frames, "
+    say(f"uploaded {result.size} bytes in {elapsed:.2f} s (CRC-32 0x{result.crc32:08X}, {result.frames_sent} frames, "
                f"{result.retransmissions} retransmitted{resumed}); routine lasts {format_ms(result.total_ms)}")
     return result
 
 
 @click.command()
-@click.argument("routine_or_table")
+@click.argument("routine_or_table", metavar="ROUTINE|TABLE", shell_complete=complete_routine)
 @address_option
 @timeout_option
+@json_option
 @hci_option
 @click.option("--no-names", is_flag=True, help="Compile without the name section.")
-def upload(routine_or_table: str, address: str, timeout: float, hci: str | None, no_names: bool) -> None:
+def upload(routine_or_table: str, address: str, timeout: float, as_json: bool, hci: str | None, no_names: bool) -> None:
     """Upload a routine (compiled first) or a .hcue table to the band.
 
     An interrupted upload of the same table continues where the band stopped.
@@ -218,7 +267,7 @@ def upload(routine_or_table: str, address: str, timeout: float, hci: str | None,
     from .tables import load_table_or_routine
 
     data = load_table_or_routine(routine_or_table, names=not no_names)
-    run(with_band(address, timeout, lambda c: upload_table(c, data, f"upload to {address}"), hci))
+    run(with_band(address, timeout, lambda c: upload_table(c, data, f"upload to {address}", as_json), hci))
 
 
 # --------------------------------------------------------------------------
@@ -252,13 +301,34 @@ async def follow_band(client: BandClient, out: TextIO | None = None) -> BandStat
     return status
 
 
+async def follow_json(client: BandClient, out: TextIO | None = None) -> BandStatus:
+    """``follow --json``: one JSON object per line (JSON Lines) for each change of step, iteration, cue or state.
+
+    The same objects as ``status --json``; the last one is the finished state.
+    """
+    import json
+
+    out = out or sys.stdout
+    shown: tuple[object, ...] = ()
+    status: BandStatus | None = None
+    async for status in client.follow():
+        change = (status.step, status.iteration, status.last_cue, status.state, status.cues)
+        if change != shown:
+            out.write(json.dumps(status.to_json(), ensure_ascii=False) + "\n")
+            out.flush()
+            shown = change
+    assert status is not None  # follow() yields at least once or raises
+    return status
+
+
 @click.command()
 @address_option
 @timeout_option
+@json_option
 @hci_option
-def follow(address: str, timeout: float, hci: str | None) -> None:
-    """Live view of the session; exits 0 when the routine finishes."""
-    run(with_band(address, timeout, lambda c: follow_band(c), hci))
+def follow(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
+    """Live view of the session; exits 0 when the routine finishes (--json: one JSON object per event)."""
+    run(with_band(address, timeout, lambda c: follow_json(c) if as_json else follow_band(c), hci))
 
 
 # --------------------------------------------------------------------------
@@ -287,18 +357,12 @@ async def start_simulator(args: list[str], timeout: float = 15.0) -> tuple[async
     return process, ports
 
 
-def table_step_plays(data: bytes) -> int:
-    from protocol.table import LoopRecord, Node, build_tree, decode_table
-
-    def plays(nodes: list[Node]) -> int:
-        return sum(node.record.count * (plays(node.children) if isinstance(node.record, LoopRecord) else 1) for node in nodes)
-
-    return plays(build_tree(decode_table(data).records))
-
-
 async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, timeout: float) -> None:
+    from protocol.table import decode_table
+
     from .ble import ble_backend_for
     from .client import BandClient
+    from .render import counts_text, step_numbers, step_plays
     from .routine import format_ms
     from .tables import load_table_or_routine
 
@@ -326,7 +390,8 @@ async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, 
                 started = time.perf_counter()
                 final = await follow_band(client)
                 wall = time.perf_counter() - started
-            click.echo(f"summary: {table_step_plays(data)} steps, {final.cues} cues, "
+            table = decode_table(data)
+            click.echo(f"summary: {counts_text(len(step_numbers(table)), step_plays(table), final.cues)}, "
                        f"routine {format_ms(final.elapsed_ms)} played in {wall:.1f} s (x{speed:g})")
         finally:
             if process.returncode is None:
@@ -335,7 +400,7 @@ async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, 
 
 
 @click.command()
-@click.option("--routine", default="full-hand-massage", show_default=True, help="Routine file or shipped id to play.")
+@click.option("--routine", default="full-hand-massage", show_default=True, shell_complete=complete_routine, help="Routine file or shipped id to play.")
 @click.option("--speed", type=click.FloatRange(min=0.1), default=40.0, show_default=True, help="How many times faster than real time.")
 @click.option("--baud", type=click.IntRange(min=300), help="Pace the simulated serial line to this baud rate.")
 @click.option("--ble", is_flag=True, help="Run the demo over Bluetooth LE (bumble virtual link) instead of serial.")

@@ -11,15 +11,18 @@ from pathlib import Path
 
 import click
 
+from .cli_common import complete_routine, say
+
 PLOT_SUFFIXES = {".png": "png", ".svg": "svg"}
-CARD_SUFFIXES = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md"}
+CARD_SUFFIXES = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", "-": "md"}
+"""``-`` (standard output) writes Markdown."""
 
 
 def output_format(output: Path, suffixes: dict[str, str]) -> str:
     """The format named by ``output``'s suffix, or :class:`click.BadParameter` (exit code 2)."""
-    fmt = suffixes.get(output.suffix.lower())
+    fmt = suffixes.get("-" if str(output) == "-" else output.suffix.lower())
     if fmt is None:
-        raise click.BadParameter(f"{output.name!r} does not end in one of {', '.join(suffixes)}")
+        raise click.BadParameter(f"{output.name!r} does not end in one of {', '.join(s for s in suffixes if s != '-')}")
     return fmt
 
 
@@ -34,7 +37,7 @@ def suffix_checked(suffixes: dict[str, str]) -> Callable[[click.Context, click.P
 
 
 @click.command()
-@click.argument("routine", metavar="ROUTINE|TABLE")
+@click.argument("routine", metavar="ROUTINE|TABLE", shell_complete=complete_routine)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, callback=suffix_checked(PLOT_SUFFIXES),
               help="Image to write: FILE.png or FILE.svg.")
 def plot(routine: str, output: Path) -> None:
@@ -47,13 +50,13 @@ def plot(routine: str, output: Path) -> None:
     from .tables import load_table_or_routine
 
     plot_routine(load_table_or_routine(routine), output)
-    click.echo(f"wrote {output}")
+    say(f"wrote {output}")
 
 
 @click.command()
-@click.argument("routine")
+@click.argument("routine", shell_complete=complete_routine)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, callback=suffix_checked(CARD_SUFFIXES),
-              help="Card to write: FILE.html or FILE.md.")
+              help="Card to write: FILE.html or FILE.md; - writes Markdown to standard output.")
 def card(routine: str, output: Path) -> None:
     """Write a printable routine card: steps, timings and what each vibration means."""
     from .card import routine_card
@@ -61,8 +64,11 @@ def card(routine: str, output: Path) -> None:
 
     fmt = output_format(output, CARD_SUFFIXES)
     text = routine_card(load_routine(routine), fmt)
+    if str(output) == "-":
+        click.echo(text, nl=False)
+        return
     output.write_text(text, encoding="utf-8")
-    click.echo(f"wrote {output}")
+    say(f"wrote {output}")
 
 
 COMMANDS = (plot, card)

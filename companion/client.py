@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
@@ -62,6 +63,20 @@ FOLLOW_POLL_S = 1.0
 """While following, ask for the status after this long without a notification."""
 
 R = TypeVar("R", bound=Body)
+LOG = logging.getLogger(__name__)
+"""Protocol traffic at DEBUG (``handcue -v``): each request and answer, and every frame in hex."""
+
+
+class _Hex:
+    """Bytes shown as hex only when a log record is actually written (no cost while -v is off)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __str__(self) -> str:
+        return self.data.hex(" ")
 Arrival = int
 """Place of a received message in the stream from the band (it sends in order): tells older from newer."""
 
@@ -155,6 +170,7 @@ class BandClient:
             while True:
                 chunk = await self.transport.receive()
                 for payload in self.parser.feed(chunk):
+                    LOG.debug("<- frame %s", _Hex(payload))
                     self._dispatch(payload)
         except TransportClosed as exc:
             self._fail_all(exc)
@@ -173,6 +189,7 @@ class BandClient:
         self._arrivals += 1
         try:
             message = decode_message(payload)
+            LOG.debug("<- %s #%d %s: %s", message.kind.name.lower(), message.request_id, message.status.name, message.body)
         except MessageError as exc:
             # A response in another protocol version still names its request in the
             # frozen header: fail that request with a clear reason instead of a timeout.
@@ -223,7 +240,9 @@ class BandClient:
         future: asyncio.Future[tuple[Message, Arrival]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (request.opcode, future)
         try:
-            await self.transport.send(encode_frame(encode_request(request, request_id)))
+            frame = encode_frame(encode_request(request, request_id))
+            LOG.debug("-> request #%d %s: frame %s", request_id, request, _Hex(frame))
+            await self.transport.send(frame)
         except BaseException:
             self._pending.pop(request_id, None)
             raise

@@ -34,7 +34,7 @@ from .render import HANDS_TEXT
 from .routine import format_ms
 
 IMAGE_SUFFIXES = (".png", ".svg")
-MATPLOTLIB_MISSING = 'plotting needs matplotlib: pip install "handcue[plot]"'
+MATPLOTLIB_MISSING = 'plotting needs matplotlib: pip install -e ".[plot]" (in the HandCue folder, as the README says)'
 
 # Set3: twelve pastel colours, one per technique code, readable under black text.
 TECHNIQUE_COLOURS = (

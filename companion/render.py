@@ -11,11 +11,40 @@ from protocol.constants import Iterate, TechniqueCode
 from protocol.cues import STEP_CUE_SLOTS, CueFacts, Fires
 from protocol.iterations import iterations
 from protocol.table import LoopRecord, StepRecord, StepTable, TableRecord, build_tree, check_table_header, decode_table, record_kind
-from protocol.timeline import MotorEvent, table_timeline
+from protocol.timeline import MotorEvent, table_cues, table_timeline
 
 from .routine import format_ms
 
 HANDS_TEXT = {"LEFT": "left only", "RIGHT": "right only", "LEFT_THEN_RIGHT": "left, then right", "RIGHT_THEN_LEFT": "right, then left"}
+
+
+def step_numbers(table: StepTable) -> dict[int, int]:
+    """Record index -> step number (1, 2, ... over the step records in table order, loops not counted).
+
+    The one numbering of steps: the card, ``inspect``, the checker's messages, the
+    live line and the demo summary all show these numbers.
+    """
+    numbers: dict[int, int] = {}
+    for index, record in enumerate(table.records):
+        if isinstance(record, StepRecord):
+            numbers[index] = len(numbers) + 1
+    return numbers
+
+
+def step_plays(table: StepTable) -> int:
+    """How many step iterations the routine plays (a step for each of 5 fingers plays 5 times)."""
+    return sum(1 for it in iterations(build_tree(table.records), table.hands) if it.is_step)
+
+
+def counts_text(steps: int, plays: int, cues: int | None = None) -> str:
+    """``9 steps (49 plays), 160 cues``: the same words wherever a routine is summed up."""
+    played = f" ({plays} plays)" if plays != steps else ""
+    return f"{steps} step{'s' if steps != 1 else ''}{played}" + (f", {cues} cues" if cues is not None else "")
+
+
+def left_text(ms: int) -> str:
+    """Time left, rounded up to whole seconds: a 45 s step starts at "45 s left" and shows "1 s left" until it ends."""
+    return format_ms(-(-ms // 1000) * 1000)
 
 
 def timeline(data: bytes) -> list[MotorEvent]:
@@ -55,11 +84,12 @@ def step_cue_text(table: StepTable, record: StepRecord, facts: CueFacts) -> str 
 def table_text(data: bytes) -> str:
     header = check_table_header(data)
     table = decode_table(data)
+    numbers = step_numbers(table)
     lines = [
         f"{table.name or '(names stripped)'}: {len(data)} bytes, format {header.version}, "
         f"CRC-32 0x{zlib.crc32(data):08X} (header CRC 0x{header.crc32:08X})",
         f"hands: {HANDS_TEXT[table.hands.name]}; total {format_ms(table.total_ms)}; "
-        f"{len(table.records)} records, {len(table.patterns)} cue patterns",
+        f"{counts_text(len(numbers), step_plays(table), len(table_cues(table)))}; {len(table.records)} records, {len(table.patterns)} cue patterns",
         "",
         "cue patterns (on/off ms):",
     ]
@@ -80,14 +110,14 @@ def table_text(data: bytes) -> str:
         record = node.record
         if isinstance(record, LoopRecord):
             cue = f", next: {table.pattern_label(record.round_pattern)}" if record.round_pattern is not None else ""
-            lines.append(f"  [{node.index:>3}] {clock(offset):>10} {indent}loop {repetition_text(record.iterate, record.count) or 'x1'}{cue}")
+            lines.append(f"  [{node.index:>3}]         {clock(offset):>10} {indent}loop {repetition_text(record.iterate, record.count) or 'x1'}{cue}")
         else:
             parts = [format_ms(record.duration_ms)]
             rep = repetition_text(record.iterate, record.count)
             if rep:
                 parts.append(rep)
             parts += [text for facts in STEP_CUE_SLOTS if (text := step_cue_text(table, record, facts))]
-            lines.append(f"  [{node.index:>3}] {clock(offset):>10} {indent}{record.technique.text_id:<16} {'; '.join(parts)}")
+            lines.append(f"  [{node.index:>3}] {'step ' + str(numbers[node.index]):<7} {clock(offset):>10} {indent}{record.technique.text_id:<16} {'; '.join(parts)}")
 
     lines.append(f"  done: {table.pattern_label(table.done_pattern)} at {clock(table.total_ms)}")
     return "\n".join(lines)
@@ -96,12 +126,17 @@ def table_text(data: bytes) -> str:
 def table_json(data: bytes) -> dict[str, Any]:
     header = check_table_header(data)
     table = decode_table(data)
-    records = [record_json(index, record) for index, record in enumerate(table.records)]
+    numbers = step_numbers(table)
+    records = [{**record_json(index, record), "step_number": numbers.get(index)} for index, record in enumerate(table.records)]
     return {
         "name": table.name,
         "size": len(data),
         "format_version": header.version,
-        "crc32": f"0x{header.crc32:08X}",
+        "crc32": f"0x{zlib.crc32(data):08X}",
+        "header_crc32": f"0x{header.crc32:08X}",
+        "steps": len(numbers),
+        "step_plays": step_plays(table),
+        "cues": len(table_cues(table)),
         "has_names": table.has_names,
         "hands": list(table.hands.order),
         "total_ms": table.total_ms,
@@ -128,11 +163,12 @@ def _json_value(value: Any) -> Any:
 
 def timeline_text(data: bytes, events: list[MotorEvent]) -> str:
     table = decode_table(data)
+    numbers = step_numbers(table)
     lines = [f"{'t (ms)':>9}  {'time':>10}  {'cue':<7} {'pattern':<8} {'step':>4}  {'technique':<16} {'hand':<6} {'finger':<7} motor"]
     for event in events:
         lines.append(
             f"{event.t_ms:>9}  {clock(event.t_ms):>10}  {event.cue.text_id:<7} {table.pattern_label(event.pattern):<8} "
-            f"{'-' if event.step is None else event.step:>4}  {technique_of(table, event.step):<16} "
+            f"{numbers.get(event.step, '-') if event.step is not None else '-':>4}  {technique_of(table, event.step):<16} "
             f"{event.hand or '-':<6} {event.finger or '-':<7} {event.amplitude}% {event.duration_ms} ms"
         )
     lines.append(f"{len(events)} motor events; the routine ends at {clock(table.total_ms)}")

@@ -8,6 +8,7 @@ and says what is allowed; unknown keys are errors so typos never pass.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 import tomllib
@@ -16,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from protocol.constants import TIME_UNIT_MS, Hands, Iterate, Limits
+from protocol.constants import TABLE_MAGIC, TIME_UNIT_MS, Hands, Iterate, Limits
 from protocol.iterations import iterations
 from protocol.table import CuePattern, pattern_problem
 
@@ -39,6 +40,12 @@ ROUTINE_KEYS = ("id", "name", "description", "hands", "finish", "patterns", "ste
 STEP_KEYS = ("technique", "duration", "for_each", "repeat", "start", "next", "tick", "tick_every", "halfway", "warn", "warn_before", "note")
 BLOCK_KEYS = ("steps", "for_each", "repeat", "next", "note")
 PATTERN_KEYS = ("on_off", "amplitude", "meaning")
+STDIN = "-"
+"""The reference that means standard input."""
+MAX_INPUT_BYTES = 1024 * 1024
+"""Routine files over this size are refused before parsing."""
+MAX_DURATION_S = 10**7
+"""Any duration above this (about 16 weeks) is refused as out of range before any arithmetic."""
 
 
 # --------------------------------------------------------------------------
@@ -68,6 +75,8 @@ class Step:
     count: int
     cues: StepCues
     note: str = ""
+    number: int = 0
+    """1-based, in file order: the number the card, ``inspect``, the live line and the checker show."""
 
     @property
     def total_ms(self) -> int:
@@ -75,7 +84,7 @@ class Step:
 
     @property
     def label(self) -> str:
-        return f"{self.path} ({self.technique})"
+        return f"{self.path} (step {self.number}, {self.technique})"
 
     @property
     def body(self) -> None:
@@ -183,7 +192,11 @@ def load_routine(reference: str | Path) -> Routine:
     Raises :class:`RoutineError` listing every error; warnings are kept in
     :attr:`Routine.warnings`.
     """
-    routine, diagnostics = check_routine(reference)
+    return checked(*check_routine(reference))
+
+
+def checked(routine: Routine | None, diagnostics: list[Diagnostic]) -> Routine:
+    """``routine``, or :class:`RoutineError` listing every error of ``diagnostics``."""
     errors = [d for d in diagnostics if d.severity == "error"]
     if errors or routine is None:
         raise RoutineError("\n".join(str(d) for d in errors))
@@ -191,20 +204,56 @@ def load_routine(reference: str | Path) -> Routine:
 
 
 def check_routine(reference: str | Path) -> tuple[Routine | None, list[Diagnostic]]:
-    """Like :func:`load_routine` but returns every diagnostic instead of raising."""
-    path = resolve_routine(reference)
-    source = str(reference) if not Path(reference).exists() else str(path)
+    """Like :func:`load_routine` but returns every diagnostic instead of raising.
+
+    ``reference`` is a file, a shipped routine id or ``-`` (standard input).
+    """
+    source, data = read_source(reference)
+    return parse_routine(routine_text(data, source), source)
+
+
+def read_source(reference: str | Path) -> tuple[str, bytes]:
+    """The name to report and the bytes of a file, shipped routine id or ``-`` (standard input).
+
+    Refuses input over :data:`MAX_INPUT_BYTES` before reading it all.
+    """
+    if str(reference) == STDIN:
+        import sys
+
+        data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+        source = "<stdin>"
+    else:
+        path = resolve_routine(reference)
+        source = str(reference) if not Path(reference).exists() else str(path)
+        try:
+            with path.open("rb") as handle:
+                data = handle.read(MAX_INPUT_BYTES + 1)
+        except OSError as exc:
+            raise RoutineError(f"{source}: cannot read: {exc.strerror or exc}") from exc
+    if len(data) > MAX_INPUT_BYTES:
+        raise RoutineError(f"{source}: over {MAX_INPUT_BYTES // 1024 // 1024} MiB; a routine is a few KiB of TOML and a table at most 32 KiB")
+    return source, data
+
+
+def routine_text(data: bytes, source: str) -> str:
+    """The TOML text of routine bytes (a UTF-8 byte-order mark is dropped); a clear error for anything else."""
+    if data.startswith(TABLE_MAGIC):
+        raise RoutineError(f"{source} is a compiled table; use inspect or upload (check, compile and card read routines)")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RoutineError(f"{source}: cannot read: {exc}") from exc
-    return parse_routine(text, source)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RoutineError(f"{source} is neither a routine (UTF-8 TOML) nor a table (byte {exc.start} is not UTF-8)") from exc
+    return text.removeprefix("\ufeff")
 
 
 def parse_routine(text: str, source: str = "<routine>") -> tuple[Routine | None, list[Diagnostic]]:
     """Parse and check routine TOML ``text``; ``source`` names it in messages."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
     try:
         document = tomllib.loads(text)
+    except RecursionError:
+        return None, [Diagnostic("error", source, "", "TOML nested too deeply (arrays or tables inside each other); a routine nests a few levels")]
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         match = re.search(r"\(at line (\d+), column (\d+)\)", message)
@@ -221,6 +270,8 @@ class _Checker:
     def __init__(self, source: str) -> None:
         self.source = source
         self.diagnostics: list[Diagnostic] = []
+        self.step_number = 0
+        """Steps are numbered 1, 2, ... in file order, as the card, ``inspect`` and the live line number them."""
         self.patterns: dict[str, CuePattern] = {}
         self.meanings: dict[str, str] = {name: cue.meaning for name, cue in CUE_VOCABULARY.items()}
 
@@ -236,7 +287,7 @@ class _Checker:
         for key in table:
             if key not in allowed:
                 hint = _did_you_mean(key, allowed)
-                self.error(_join(where, key), f"unknown key{hint}; allowed: {', '.join(allowed)}")
+                self.error(where, f"unknown key '{key}'{hint}; allowed: {', '.join(allowed)}")
 
     # routine level
 
@@ -248,7 +299,7 @@ class _Checker:
         hands_text = doc.get("hands", "both")
         hands = HANDS_VALUES.get(hands_text) if isinstance(hands_text, str) else None
         if hands is None:
-            self.error("hands", f"{hands_text!r} is not a hand order; allowed: {', '.join(HANDS_VALUES)}")
+            self.error("hands", f"{toml_text(hands_text)} is not a hand order; allowed: {', '.join(HANDS_VALUES)}")
             hands = Hands.LEFT_THEN_RIGHT
         self.patterns = {name: cue.pattern for name, cue in CUE_VOCABULARY.items()}
         self.custom_patterns(doc.get("patterns", {}))
@@ -289,26 +340,32 @@ class _Checker:
             if isinstance(spec, dict):
                 self.unknown_keys(where, spec, PATTERN_KEYS)
                 meaning = spec.get("meaning", "")
+                bad = False
                 if not isinstance(meaning, str):
-                    self.error(f"{where}.meaning", f"{meaning!r} must be a string")
-                    continue
-                self.meanings[name] = meaning
+                    self.error(f"{where}.meaning", f"{toml_text(meaning)} must be a string")
+                    bad = True
+                else:
+                    self.meanings[name] = meaning
                 amplitude = spec.get("amplitude", FULL)
-                if not isinstance(amplitude, int) or not 1 <= amplitude <= Limits.MAX_AMPLITUDE:
-                    self.error(f"{where}.amplitude", f"{amplitude!r}; allowed 1 to {Limits.MAX_AMPLITUDE} (percent)")
+                if not isinstance(amplitude, int) or isinstance(amplitude, bool) or not 1 <= amplitude <= Limits.MAX_AMPLITUDE:
+                    self.error(f"{where}.amplitude", f"{toml_text(amplitude)}; allowed 1 to {Limits.MAX_AMPLITUDE} (percent)")
+                    bad = True
+                if "on_off" not in spec:
+                    self.error(f"{where}.on_off", 'missing; a pattern table needs on_off = "80/120/80" (ms, starting with the motor on)')
                     continue
-                spec = spec.get("on_off")
+                spec = spec["on_off"]
+                where = f"{where}.on_off"
+                if bad:
+                    continue
             if not isinstance(spec, str):
-                self.error(where, 'needs an on/off string such as "80/120/80" (ms, starting with the motor on)')
+                self.error(where, f'{toml_text(spec)} is not an on/off string such as "80/120/80" (ms, starting with the motor on)')
                 continue
             try:
                 pattern = parse_on_off(spec, amplitude, name)
             except ValueError:
-                self.error(where, f"{spec!r} is not on/off milliseconds separated by '/' (e.g. \"80/120/80\")")
+                self.error(where, f"{toml_text(spec)} is not on/off milliseconds separated by '/' (e.g. \"80/120/80\")")
                 continue
             problem = pattern_problem(pattern)
-            if problem is None and len(pattern.segments) % 2 == 0:
-                problem = "must end with the motor on (an odd number of on/off values)"
             if problem:
                 self.error(where, problem)
                 continue
@@ -336,13 +393,15 @@ class _Checker:
     def repetition(self, value: dict[str, Any], where: str, hands: Hands, bound: frozenset[Iterate], default_each: str | None) -> tuple[Iterate, int] | None:
         if "for_each" not in value and default_each == "hand" and (Iterate.HAND in bound or len(hands.order) == 1):
             default_each = None  # a per-hand technique inside a hand block, or in a one-hand routine
+        if "for_each" not in value and default_each == "finger" and Iterate.FINGER in bound:
+            default_each = None  # a per-finger technique inside a finger block: once per round, on the block's finger
         for_each = value.get("for_each", default_each)
         if for_each in (None, "none", False) or ("repeat" in value and "for_each" not in value):
             iterate = Iterate.NONE
         elif isinstance(for_each, str) and for_each in FOR_EACH_VALUES:
             iterate = FOR_EACH_VALUES[for_each]
         else:
-            self.error(_join(where, "for_each"), f"{for_each!r}; allowed: \"finger\", \"hand\" or \"none\"")
+            self.error(_join(where, "for_each"), f"{toml_text(for_each)}; allowed: \"finger\", \"hand\" or \"none\"")
             return None
         if iterate != Iterate.NONE and iterate in bound:
             self.error(_join(where, "for_each"), f"already inside a block that goes {for_each} by {for_each}")
@@ -356,7 +415,7 @@ class _Checker:
                 return None
             count = value["repeat"]
             if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= Limits.MAX_COUNT:
-                self.error(_join(where, "repeat"), f"{count!r}; allowed a whole number from 1 to {Limits.MAX_COUNT}")
+                self.error(_join(where, "repeat"), f"{toml_text(count)}; allowed a whole number from 1 to {Limits.MAX_COUNT}")
                 return None
             return iterate, count
         counts = {Iterate.NONE: 1, Iterate.FINGER: 5, Iterate.HAND: len(hands.order)}
@@ -372,42 +431,47 @@ class _Checker:
         if not isinstance(steps_value, list) or not steps_value:
             self.error(_join(where, "steps"), "a block needs at least one step")
             return None
-        if repetition is None:
-            return None
-        iterate, count = repetition
+        iterate, count = repetition or (Iterate.NONE, 1)  # a bad repetition is reported; its steps are still checked
         default_next = {Iterate.HAND: "switch", Iterate.FINGER: "next", Iterate.NONE: "round"}[iterate]
         next_cue = self.cue_ref(value, where, "next", default_next) if count > 1 else None
+        note = self.text(value, where, "note") or ""
         inner = self.items(steps_value, f"{where}.steps", hands, bound | {iterate}, depth + 1)
-        return Block(where, inner, iterate, count, next_cue, self.text(value, where, "note") or "")
+        if repetition is None:
+            return None
+        return Block(where, inner, iterate, count, next_cue, note)
 
     def step(self, value: dict[str, Any], where: str, hands: Hands, bound: frozenset[Iterate]) -> Step | None:
+        self.step_number += 1
+        number = self.step_number
         technique_id = value.get("technique")
-        if not isinstance(technique_id, str) or technique_id not in TECHNIQUES:
+        known = isinstance(technique_id, str) and technique_id in TECHNIQUES
+        label = f"{where} (step {number}, {technique_id})" if known else f"{where} (step {number})"
+        self.unknown_keys(label, value, STEP_KEYS)  # first: a misspelt "technique" is named before it is missed
+        if not known:
             if technique_id is None:
-                self.error(_join(where, "technique"), "missing; every step names a technique (or holds steps = [...] as a block)")
+                self.error(_join(label, "technique"), "missing; every step names a technique (or holds steps = [...] as a block)")
             else:
                 hint = _did_you_mean(str(technique_id), TECHNIQUES)
-                self.error(_join(where, "technique"), f"{technique_id!r} is not in the library{hint}; see `handcue techniques`")
+                self.error(_join(label, "technique"), f"{toml_text(technique_id)} is not in the library{hint}; see `handcue techniques`")
             return None
-        label = f"{where} ({technique_id})"
-        self.unknown_keys(label, value, STEP_KEYS)
+        assert isinstance(technique_id, str)
         defaults = TECHNIQUES[technique_id].defaults
         repetition = self.repetition(value, label, hands, bound, defaults.for_each if "repeat" not in value else None)
         duration = self.duration(value, label, "duration", defaults.duration_s)
-        if repetition is None or duration is None:
-            return None
-        iterate, count = repetition
-        if duration < Limits.MIN_STEP_MS or duration > Limits.MAX_STEP_UNITS * TIME_UNIT_MS:
+        iterate, count = repetition or (Iterate.NONE, 1)  # reported; the other keys are still checked
+        if duration is not None and (duration < Limits.MIN_STEP_MS or duration > Limits.MAX_STEP_UNITS * TIME_UNIT_MS):
             self.error(_join(label, "duration"), f"{_fmt(duration)}; a step lasts {_fmt(Limits.MIN_STEP_MS)} to {_fmt(Limits.MAX_STEP_UNITS * TIME_UNIT_MS)}")
-            return None
+            duration = None
         start = self.cue_ref(value, label, "start", defaults.start)
         next_cue = self.cue_ref(value, label, "next", "switch" if iterate == Iterate.HAND and defaults.next == "next" else defaults.next)
-        tick = self.cue_ref(value, label, "tick", defaults.tick)
+        # tick_every alone on a technique whose periodic cue is at half time: that cue, every tick_every
+        tick = self.cue_ref(value, label, "tick", defaults.tick or (defaults.halfway if "tick_every" in value else None))
         tick_every = self.duration(value, label, "tick_every", defaults.tick_every_s)
         halfway = self.cue_ref(value, label, "halfway", defaults.halfway)
         warn = self.cue_ref(value, label, "warn", defaults.warn)
         warn_before = self.duration(value, label, "warn_before", defaults.warn_before_s)
-        if tick_every is None or warn_before is None:
+        note = self.text(value, label, "note") or ""
+        if repetition is None or duration is None or tick_every is None or warn_before is None:
             return None
         if halfway:
             if "tick_every" in value or "tick" in value:
@@ -440,7 +504,7 @@ class _Checker:
                 "the warning, and the warning wins: that cue is never felt",
             )
         cues = StepCues(start, next_cue if count > 1 else None, tick, tick_every, warn, warn_before)
-        return Step(where, technique_id, duration, iterate, count, cues, self.text(value, label, "note") or "")
+        return Step(where, technique_id, duration, iterate, count, cues, note, number)
 
     # fields
 
@@ -451,7 +515,7 @@ class _Checker:
             return None
         value = table[key]
         if not isinstance(value, str) or (required and not value.strip()):
-            self.error(_join(where, key), f"{value!r} must be a non-empty string")
+            self.error(_join(where, key), f"{toml_text(value)} must be a non-empty string")
             return None
         return value
 
@@ -469,7 +533,7 @@ class _Checker:
             return None
         if not isinstance(value, str) or value not in self.patterns:
             hint = _did_you_mean(str(value), self.patterns)
-            self.error(_join(where, key), f"{value!r} is not a cue pattern{hint}; allowed: {', '.join(self.patterns)} or false")
+            self.error(_join(where, key), f"{toml_text(value)} is not a cue pattern{hint}; allowed: {', '.join(self.patterns)} or false")
             return None
         return value
 
@@ -519,41 +583,86 @@ class _Checker:
 # --------------------------------------------------------------------------
 # Helpers
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(hours?|h|minutes?|mins?|ms|m|seconds?|secs?|s)", re.IGNORECASE)
+_DURATION_PART = re.compile(
+    r"(\d+(?:\.\d+)?)\s*(hours?|hrs?|h|milliseconds?|msecs?|ms|minutes?|mins?|m|seconds?|secs?|s)", re.IGNORECASE)
 _UNIT_MS = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
+_DURATION_HINT = 'write seconds (90) or text ("90 s", "5 min", "1 min 30 s", "250 ms", "1:30", "1:02:30")'
+
+
+def _unit_key(unit: str) -> str:
+    unit = unit.lower()
+    if unit.startswith("mil") or unit.startswith("ms"):
+        return "ms"
+    return unit[0]
 
 
 def parse_duration(value: Any) -> int:
-    """Seconds (number) or text such as ``"90 s"``, ``"5 min"``, ``"1 min 30 s"``, ``"1:30"`` -> ms.
+    """Seconds (number) or text such as ``"90 s"``, ``"5 min"``, ``"1 min 30 s"``, ``"1:30"``, ``"1:02:30"`` -> ms.
 
     Times are rounded to the table's 100 ms unit.
     """
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration")
+        raise ValueError(f"{toml_text(value)} is not a duration; {_DURATION_HINT}")
+    if isinstance(value, int) and abs(value) > MAX_DURATION_S:
+        raise ValueError(f"{toml_text(value)} is out of range; a step lasts at most {_fmt(Limits.MAX_STEP_UNITS * TIME_UNIT_MS)}")
     if isinstance(value, int | float):
         if not math.isfinite(value) or value < 0:
-            raise ValueError(f"{value!r} is not a duration (a finite, non-negative number of seconds)")
-        return _round_unit(value * 1000)
+            raise ValueError(f"{toml_text(value)} is not a duration (a finite, non-negative number of seconds)")
+        return _checked_ms(value * 1000, value)
     if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a duration; write seconds (90) or text (\"90 s\", \"5 min\", \"1:30\")")
+        raise ValueError(f"{toml_text(value)} is not a duration; {_DURATION_HINT}")
     text = value.strip()
     if re.fullmatch(r"\d+(?:\.\d+)?", text):
-        return _round_unit(float(text) * 1000)
-    clock = re.fullmatch(r"(\d+):([0-5]\d)", text)
+        return _checked_ms(float(text) * 1000, value)
+    clock = re.fullmatch(r"(?:(\d+):([0-5]\d)|(\d+):([0-5]\d):([0-5]\d))", text)
     if clock:
-        return (int(clock.group(1)) * 60 + int(clock.group(2))) * 1000
+        if clock.group(1) is not None:
+            seconds = int(clock.group(1)) * 60 + int(clock.group(2))
+        else:
+            seconds = (int(clock.group(3)) * 60 + int(clock.group(4))) * 60 + int(clock.group(5))
+        return _checked_ms(seconds * 1000, value)
     total = 0.0
     position = 0
     for match in _DURATION_PART.finditer(text):
         if text[position : match.start()].strip():
             break
-        unit = match.group(2).lower()
-        key = "ms" if unit == "ms" else unit[0] if unit[0] in "hs" else "m"
-        total += float(match.group(1)) * _UNIT_MS[key]
+        total += float(match.group(1)) * _UNIT_MS[_unit_key(match.group(2))]
         position = match.end()
     if position == 0 or text[position:].strip():
-        raise ValueError(f"{value!r} is not a duration; write seconds (90) or text (\"90 s\", \"5 min\", \"1 min 30 s\", \"1:30\")")
-    return _round_unit(total)
+        raise ValueError(f"{toml_text(value)} is not a duration; {_DURATION_HINT}")
+    return _checked_ms(total, value)
+
+
+def _checked_ms(ms: float, written: Any) -> int:
+    """``ms`` rounded to the table unit, or a clear error when it is beyond any duration a routine can hold."""
+    if not math.isfinite(ms) or ms > MAX_DURATION_S * 1000:
+        raise ValueError(f"{toml_text(written)} is out of range; a step lasts at most {_fmt(Limits.MAX_STEP_UNITS * TIME_UNIT_MS)}")
+    return _round_unit(ms)
+
+
+def toml_text(value: Any, limit: int = 60) -> str:
+    """``value`` as it is written in TOML (``true``, ``["left", "right"]``, ``"five min"``), shortened past ``limit``."""
+
+    def render(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, str):
+            return json.dumps(value, ensure_ascii=False)
+        if isinstance(value, int):
+            digits = str(value)
+            return digits if len(digits) <= 20 else f"{digits[:6]}... ({len(digits.lstrip('-'))} digits)"
+        if isinstance(value, float):
+            return "inf" if value == math.inf else "-inf" if value == -math.inf else "nan" if value != value else repr(value)
+        if isinstance(value, list):
+            return "[" + ", ".join(render(item) for item in value) + "]"
+        if isinstance(value, dict):
+            return "{ " + ", ".join(f"{key} = {render(item)}" for key, item in value.items()) + " }" if value else "{}"
+        if hasattr(value, "isoformat"):
+            return str(value.isoformat())
+        return str(value)
+
+    text = render(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _round_unit(ms: float) -> int:

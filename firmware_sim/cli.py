@@ -109,6 +109,10 @@ async def run_band(options: dict[str, Any]) -> int:
     button.install(loop)
     if options["pairing_window"] is not None:
         button.press(options["pairing_window"])
+    if port is None and ble is None:  # say why nothing else will be printed
+        print("no transport given (--serial pty, --hci-server or --hci): the band runs on its own, reachable by nothing; "
+              + ("it plays its routine; " if options["start"] else "")
+              + ("it exits when the routine ends" if options["exit_on_finish"] else "Ctrl-C stops it"), file=sys.stderr, flush=True)
     if options["start"]:
         band.start()
 
@@ -153,6 +157,7 @@ def _band_id(value: str) -> int:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="handcue", prog_name="handcue-sim")
 @click.option("--flash", type=click.Path(dir_okay=False), help="Flash image file; the band keeps its routine across restarts.")
 @click.option("--clock", type=click.Choice(["real", "virtual"]), default="real", show_default=True,
               help="virtual: time jumps from event to event (tests); real: wall clock (demos).")

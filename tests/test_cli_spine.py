@@ -147,9 +147,9 @@ def test_check_failing_prints_one_line_per_error(tmp_path):
     lines = result.stderr.splitlines()
     assert len(lines) == 3
     assert all(line.startswith(f"error: {path}: ") for line in lines)
-    assert lines[0].endswith(": steps[0].technique: 'key-grip' is not in the library (did you mean 'key_grip'?); see `handcue techniques`")
-    assert ": steps[1] (handshake).durration: unknown key (did you mean 'duration'?); allowed: " in lines[1]
-    assert ": steps[2] (combing).duration: 'five min' is not a duration" in lines[2]
+    assert lines[0].endswith(": steps[0] (step 1).technique: \"key-grip\" is not in the library (did you mean 'key_grip'?); see `handcue techniques`")
+    assert ": steps[1] (step 2, handshake): unknown key 'durration' (did you mean 'duration'?); allowed: " in lines[1]
+    assert ": steps[2] (step 3, combing).duration: \"five min\" is not a duration" in lines[2]
 
 
 def test_check_safety_error(tmp_path):
@@ -158,8 +158,8 @@ def test_check_safety_error(tmp_path):
     result = run("check", str(path))
     assert_clean_failure(result)
     assert result.stderr.splitlines() == [
-        f"error: {path}: steps[0] (acupressure:PC6).duration: 20 min of acupressure on the left side exceeds the 15 min limit per point",
-        f"error: {path}: steps[0] (acupressure:PC6).duration: 20 min of acupressure on the right side exceeds the 15 min limit per point",
+        f"error: {path}: steps[0] (step 1, acupressure:PC6).duration: 20 min of acupressure on the left side exceeds the 15 min limit per point",
+        f"error: {path}: steps[0] (step 1, acupressure:PC6).duration: 20 min of acupressure on the right side exceeds the 15 min limit per point",
     ]
 
 
@@ -179,7 +179,7 @@ def test_check_warnings_keep_exit_zero(tmp_path):
     assert result.exit_code == 0
     warnings = result.stderr.splitlines()
     assert len(warnings) == 2
-    assert all(line.startswith(f"{path}: warning: steps[0] (acupressure:LI4).duration: 2 min of acupressure") for line in warnings)
+    assert all(line.startswith(f"{path}: warning: steps[0] (step 1, acupressure:LI4).duration: 2 min of acupressure") for line in warnings)
     assert "is under the 5 min the article recommends" in warnings[0]
     assert result.stdout.startswith(f"{path}: ok: short, 4 min, ")
 
@@ -217,7 +217,7 @@ def test_compile_prints_warnings(tmp_path):
     assert result.exit_code == 0
     warnings = result.stderr.splitlines()
     assert len(warnings) == 2
-    assert all(line.startswith(f"{source}: warning: steps[0] (acupressure:LI4).duration: ") for line in warnings)
+    assert all(line.startswith(f"{source}: warning: steps[0] (step 1, acupressure:LI4).duration: ") for line in warnings)
     assert (tmp_path / "short.hcue").is_file()
 
 
@@ -249,7 +249,7 @@ def test_inspect_text(nausea_file):
     data = nausea_file.read_bytes()
     header_crc = int.from_bytes(data[4:8], "little")
     assert lines[0] == f"Nausea relief (PC6): 124 bytes, format 1, CRC-32 0x{zlib.crc32(data):08X} (header CRC 0x{header_crc:08X})"
-    assert lines[1] == "hands: left, then right; total 10 min; 1 records, 5 cue patterns"
+    assert lines[1] == "hands: left, then right; total 10 min; 1 step (2 plays), 23 cues; 1 records, 5 cue patterns"
     assert "acupressure:PC6" in result.output and "for each of 2 hands" in result.output
     assert lines[-1] == "  done: done at 10:00.000"
 
@@ -275,7 +275,9 @@ def test_inspect_json(nausea_file):
     assert doc["name"] == "Nausea relief (PC6)"
     assert doc["size"] == len(data) == 124
     assert doc["format_version"] == 1
-    assert doc["crc32"] == f"0x{zlib.crc32(data[8:]):08X}"
+    assert doc["crc32"] == f"0x{zlib.crc32(data):08X}"  # the file's CRC-32, as compile, upload and info show it
+    assert doc["header_crc32"] == f"0x{zlib.crc32(data[8:]):08X}"
+    assert (doc["steps"], doc["step_plays"], doc["cues"]) == (1, 2, 23)
     assert doc["has_names"] is True
     assert doc["hands"] == ["left", "right"]
     assert doc["total_ms"] == 600_000
@@ -287,6 +289,7 @@ def test_inspect_json(nausea_file):
     assert doc["records"] == [{
         "index": 0, "kind": "step", "technique": "acupressure:PC6", "duration_ms": 300_000, "iterate": "hand", "count": 2,
         "tick_every_ms": 30_000, "warn_before_ms": 10_000, "start_pattern": 0, "next_pattern": 1, "tick_pattern": 2, "warn_pattern": 3,
+        "step_number": 1,
     }]
 
 
@@ -294,7 +297,8 @@ def test_inspect_json_loop_record(tmp_path):
     path = tmp_path / "desk.hcue"
     path.write_bytes(compile_routine(load_routine("desk-break")))
     doc = json.loads(run("inspect", str(path), "--json").output)
-    assert doc["records"][0] == {"index": 0, "kind": "loop", "iterate": "hand", "count": 2, "body_count": 5, "round_pattern": 0}
+    assert doc["records"][0] == {"index": 0, "kind": "loop", "iterate": "hand", "count": 2, "body_count": 5, "round_pattern": 0,
+                                  "step_number": None}
     assert len(doc["records"]) == 6
 
 
@@ -327,7 +331,11 @@ def test_missing_file_exits_1_with_a_clear_message(tmp_path, command):
     missing = tmp_path / "missing.toml"
     result = run(command[0], str(missing), *command[1:])
     assert_clean_failure(result)
-    assert result.stderr == f"error: {missing}: no such file or shipped routine (shipped: {', '.join(ROUTINE_IDS)})\n"
+    message = f"{missing}: no such file or shipped routine (shipped: {', '.join(ROUTINE_IDS)})"
+    if "--json" in command:  # errors as JSON under --json, on stdout
+        assert json.loads(result.stdout) == {"error": message}
+    else:
+        assert result.stderr == f"error: {message}\n"
 
 
 def test_corrupt_table_exits_1(tmp_path, nausea_file):
@@ -336,7 +344,7 @@ def test_corrupt_table_exits_1(tmp_path, nausea_file):
     nausea_file.write_bytes(bytes(data))
     result = run("inspect", str(nausea_file))
     assert_clean_failure(result)
-    assert result.stderr.startswith("error: CRC-32 is 0x")
+    assert result.stderr.startswith(f"error: {nausea_file}: CRC-32 is 0x")
     assert "the table is corrupt" in result.stderr
 
 
@@ -354,7 +362,7 @@ def test_unknown_record_kind_exits_1_cleanly(tmp_path, nausea_file):
     nausea_file.write_bytes(bytes(data))
     result = run("inspect", str(nausea_file))
     assert_clean_failure(result)
-    assert result.stderr == "error: record 0: unknown kind 3\n"
+    assert result.stderr == f"error: {nausea_file}: record 0: unknown kind 3\n"
 
 
 def crc_fixed(data: bytearray) -> bytes:

@@ -17,5 +17,5 @@ def test_demo_uploads_plays_and_summarises(transport):
     assert result.returncode == 0, result.stderr
     assert "uploaded 279 bytes" in result.stdout
     assert "finished after 18 min 30 s (75 cues)" in result.stdout
-    assert "summary: 50 steps, 75 cues, routine 18 min 30 s" in result.stdout
+    assert "summary: 9 steps (50 plays), 75 cues, routine 18 min 30 s" in result.stdout
     assert "Traceback" not in result.stderr

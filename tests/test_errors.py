@@ -86,5 +86,5 @@ def test_a_bad_address_is_an_address_error_and_one_line_from_the_cli(address, me
         open_transport(address)
     assert str(error.value).startswith(message)
     result = CliRunner().invoke(cli, ["status", "--to", address])
-    assert result.exit_code == 1
-    assert result.output.splitlines() == [f"error: {error.value}"]
+    assert result.exit_code == 2  # a malformed --to is a usage error (issue 12)
+    assert result.output.splitlines()[-1] == f"Error: Invalid value for '--to': {error.value}"

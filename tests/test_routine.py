@@ -120,7 +120,7 @@ def test_pc6_over_15_minutes_names_file_step_technique_and_field(tmp_path):
     lines = message.splitlines()
     assert len(lines) == 2  # one per hand
     for line, hand in zip(lines, ("left", "right"), strict=True):
-        assert line.startswith(f"{tmp_path / 'routine.toml'}: steps[0] (acupressure:PC6).duration: ")
+        assert line.startswith(f"{tmp_path / 'routine.toml'}: steps[0] (step 1, acupressure:PC6).duration: ")
         assert "20 min" in line and "15 min" in line
         assert f"on the {hand} side" in line
 
@@ -128,8 +128,8 @@ def test_pc6_over_15_minutes_names_file_step_technique_and_field(tmp_path):
 def test_every_error_is_reported_not_just_the_first(tmp_path):
     message = load_error(tmp_path, 'name = "t"\n[[steps]]\ntechnique = "warm_upp"\n[[steps]]\ntechnique = "combing"\nduration = "soon"\n')
     assert len(message.splitlines()) == 2
-    assert "steps[0].technique: 'warm_upp' is not in the library (did you mean 'warm_up'?)" in message
-    assert "steps[1] (combing).duration: 'soon' is not a duration" in message
+    assert "steps[0] (step 1).technique: \"warm_upp\" is not in the library (did you mean 'warm_up'?)" in message
+    assert "steps[1] (step 2, combing).duration: \"soon\" is not a duration" in message
 
 
 def test_missing_name_and_steps():
@@ -140,12 +140,12 @@ def test_missing_name_and_steps():
 
 def test_step_without_technique():
     errors = errors_of(one_step('duration = 5'))
-    assert errors == ["r.toml: steps[0].technique: missing; every step names a technique (or holds steps = [...] as a block)"]
+    assert errors == ["r.toml: steps[0] (step 1).technique: missing; every step names a technique (or holds steps = [...] as a block)"]
 
 
 def test_bad_hands_value():
     errors = errors_of(one_step('technique = "warm_up"', hands="both-ways"))
-    assert errors[0].startswith("r.toml: hands: 'both-ways' is not a hand order")
+    assert errors[0].startswith("r.toml: hands: \"both-ways\" is not a hand order")
 
 
 # --------------------------------------------------------------------------
@@ -154,34 +154,34 @@ def test_bad_hands_value():
 
 def test_unknown_routine_key():
     errors = errors_of('nmae = "x"\nname = "x"\n[[steps]]\ntechnique = "warm_up"\n')
-    assert errors == ["r.toml: nmae: unknown key (did you mean 'name'?); allowed: id, name, description, hands, finish, patterns, steps"]
+    assert errors == ["r.toml: unknown key 'nmae' (did you mean 'name'?); allowed: id, name, description, hands, finish, patterns, steps"]
 
 
 def test_unknown_step_key():
     errors = errors_of(one_step('technique = "warm_up"\ndurration = 30'))
     assert len(errors) == 1
-    assert errors[0].startswith("r.toml: steps[0] (warm_up).durration: unknown key (did you mean 'duration'?); allowed: technique, duration")
+    assert errors[0].startswith("r.toml: steps[0] (step 1, warm_up): unknown key 'durration' (did you mean 'duration'?); allowed: technique, duration")
 
 
 def test_unknown_block_key():
     errors = errors_of('name = "t"\n[[steps]]\nfor_each = "hand"\nrepeats = 2\n[[steps.steps]]\ntechnique = "warm_up"\n')
     assert len(errors) == 1
-    assert errors[0].startswith("r.toml: steps[0].repeats: unknown key (did you mean 'repeat'?); allowed: steps, for_each, repeat, next, note")
+    assert errors[0].startswith("r.toml: steps[0]: unknown key 'repeats' (did you mean 'repeat'?); allowed: steps, for_each, repeat, next, note")
 
 
 def test_unknown_nested_step_key():
     errors = errors_of('name = "t"\n[[steps]]\nfor_each = "hand"\n[[steps.steps]]\ntechnique = "combing"\nnotes = "x"\n')
-    assert errors[0].startswith("r.toml: steps[0].steps[0] (combing).notes: unknown key (did you mean 'note'?)")
+    assert errors[0].startswith("r.toml: steps[0].steps[0] (step 1, combing): unknown key 'notes' (did you mean 'note'?)")
 
 
 def test_unknown_pattern_key():
     errors = errors_of(one_step('technique = "warm_up"\nstart = "soft"', head='[patterns]\nsoft = { on_off = "80", amplitde = 50 }'))
-    assert errors == ["r.toml: patterns.soft.amplitde: unknown key (did you mean 'amplitude'?); allowed: on_off, amplitude, meaning"]
+    assert errors == ["r.toml: patterns.soft: unknown key 'amplitde' (did you mean 'amplitude'?); allowed: on_off, amplitude, meaning"]
 
 
 def test_unknown_technique_has_a_hint():
     errors = errors_of(one_step('technique = "acupressure:pc6"'))
-    assert errors[0].startswith("r.toml: steps[0].technique: 'acupressure:pc6' is not in the library (did you mean 'acupressure:PC6'?)")
+    assert errors[0].startswith("r.toml: steps[0] (step 1).technique: \"acupressure:pc6\" is not in the library (did you mean 'acupressure:PC6'?)")
 
 
 # --------------------------------------------------------------------------
@@ -192,13 +192,13 @@ def test_unknown_technique_has_a_hint():
 def test_bad_duration_is_an_error(value):
     errors = errors_of(one_step(f'technique = "combing"\nduration = {value}'))
     assert len(errors) == 1
-    assert errors[0].startswith("r.toml: steps[0] (combing).duration: ")
+    assert errors[0].startswith("r.toml: steps[0] (step 1, combing).duration: ")
 
 
 @pytest.mark.parametrize("value, shown", [('"0.5 s"', "0.5 s"), ("0", "0 s"), ('"110 min"', "110 min")])
 def test_duration_outside_the_step_range(value, shown):
     errors = errors_of(one_step(f'technique = "combing"\nduration = {value}'))
-    assert errors == [f"r.toml: steps[0] (combing).duration: {shown}; a step lasts 1 s to 109 min 13.5 s"]
+    assert errors == [f"r.toml: steps[0] (step 1, combing).duration: {shown}; a step lasts 1 s to 109 min 13.5 s"]
 
 
 def test_duration_at_the_step_range_limits_is_accepted():
@@ -210,35 +210,35 @@ def test_duration_at_the_step_range_limits_is_accepted():
 @pytest.mark.parametrize("field", ["tick_every", "warn_before"])
 def test_bad_cue_timing_is_an_error(field):
     errors = errors_of(one_step(f'technique = "palm_spread"\nwarn = "warn"\n{field} = "later"'))
-    assert errors[0].startswith(f"r.toml: steps[0] (palm_spread).{field}: 'later' is not a duration")
+    assert errors[0].startswith(f"r.toml: steps[0] (step 1, palm_spread).{field}: \"later\" is not a duration")
 
 
 def test_tick_every_under_one_second():
     errors = errors_of(one_step('technique = "palm_spread"\ntick_every = "0.5 s"'))
-    assert errors == ["r.toml: steps[0] (palm_spread).tick_every: 0.5 s; at least 1 s between ticks"]
+    assert errors == ["r.toml: steps[0] (step 1, palm_spread).tick_every: 0.5 s; at least 1 s between ticks"]
 
 
 def test_warn_before_not_shorter_than_the_step():
     errors = errors_of(one_step('technique = "handshake"\nduration = "10 s"'))
-    assert errors == ["r.toml: steps[0] (handshake).warn_before: 10 s is not shorter than the step (10 s)"]
+    assert errors == ["r.toml: steps[0] (step 1, handshake).warn_before: 10 s is not shorter than the step (10 s)"]
 
 
 @pytest.mark.parametrize("value", ['"toe"', '"hands"', "3", "true"])
 def test_bad_for_each_is_an_error(value):
     errors = errors_of(one_step(f'technique = "combing"\nfor_each = {value}'))
     assert len(errors) == 1
-    assert errors[0].startswith("r.toml: steps[0] (combing).for_each: ")
+    assert errors[0].startswith("r.toml: steps[0] (step 1, combing).for_each: ")
     assert 'allowed: "finger", "hand" or "none"' in errors[0]
 
 
 def test_for_each_inside_a_block_doing_the_same():
     errors = errors_of('name = "t"\n[[steps]]\nfor_each = "finger"\n[[steps.steps]]\ntechnique = "doorknob"\nfor_each = "finger"\n')
-    assert errors == ['r.toml: steps[0].steps[0] (doorknob).for_each: already inside a block that goes finger by finger']
+    assert errors == ['r.toml: steps[0].steps[0] (step 1, doorknob).for_each: already inside a block that goes finger by finger']
 
 
 def test_for_each_hand_on_a_one_hand_routine_is_an_error():
     errors = errors_of(one_step('technique = "combing"\nfor_each = "hand"', hands="left"))
-    assert errors == ['r.toml: steps[0] (combing).for_each: "hand", but the routine treats only the left hand (set hands = "both")']
+    assert errors == ['r.toml: steps[0] (step 1, combing).for_each: "hand", but the routine treats only the left hand (set hands = "both")']
 
 
 def test_block_for_each_hand_on_a_one_hand_routine_is_an_error():
@@ -251,14 +251,14 @@ def test_acupressure_in_one_hand_routine_plays_once_but_explicit_for_each_hand_i
     assert routine is not None, [str(d) for d in found]
     assert routine.steps[0].count == 1
     errors = errors_of(one_step('technique = "acupressure:LI4"\nfor_each = "hand"', hands="right"))
-    assert errors == ['r.toml: steps[0] (acupressure:LI4).for_each: "hand", but the routine treats only the right hand (set hands = "both")']
+    assert errors == ['r.toml: steps[0] (step 1, acupressure:LI4).for_each: "hand", but the routine treats only the right hand (set hands = "both")']
 
 
 @pytest.mark.parametrize("value", ["0", "256", '"2"', "true", "2.5", "-1"])
 def test_repeat_out_of_range_is_an_error(value):
     errors = errors_of(one_step(f'technique = "combing"\nrepeat = {value}'))
     assert len(errors) == 1
-    assert errors[0].startswith("r.toml: steps[0] (combing).repeat: ")
+    assert errors[0].startswith("r.toml: steps[0] (step 1, combing).repeat: ")
     assert "allowed a whole number from 1 to 255" in errors[0]
 
 
@@ -270,7 +270,7 @@ def test_repeat_limits_are_accepted():
 
 def test_repeat_with_for_each_is_an_error():
     errors = errors_of(one_step('technique = "combing"\nfor_each = "finger"\nrepeat = 2'))
-    assert errors == ["r.toml: steps[0] (combing).repeat: cannot be combined with for_each; nest a block instead"]
+    assert errors == ["r.toml: steps[0] (step 1, combing).repeat: cannot be combined with for_each; nest a block instead"]
 
 
 def test_block_repeat_out_of_range_is_an_error():
@@ -287,19 +287,19 @@ def test_empty_block_is_an_error():
 def test_unknown_cue_pattern_name_is_an_error(field):
     errors = errors_of(one_step(f'technique = "combing"\n{field} = "buzz"'))
     assert len(errors) == 1
-    assert errors[0].startswith(f"r.toml: steps[0] (combing).{field}: 'buzz' is not a cue pattern")
+    assert errors[0].startswith(f"r.toml: steps[0] (step 1, combing).{field}: \"buzz\" is not a cue pattern")
     assert "allowed: tick, start, next, warn, switch, round, done, alert or false" in errors[0]
 
 
 def test_unknown_cue_pattern_has_a_hint():
     errors = errors_of(one_step('technique = "combing"\nstart = "strat"'))
-    assert "'strat' is not a cue pattern (did you mean 'start'?)" in errors[0]
+    assert "\"strat\" is not a cue pattern (did you mean 'start'?)" in errors[0]
 
 
 def test_unknown_finish_and_block_next_pattern():
     errors = errors_of('name = "t"\nfinish = "dne"\n[[steps]]\nfor_each = "hand"\nnext = "swtch"\n[[steps.steps]]\ntechnique = "combing"\n')
-    assert errors[0].startswith("r.toml: finish: 'dne' is not a cue pattern (did you mean 'done'?)")
-    assert errors[1].startswith("r.toml: steps[0].next: 'swtch' is not a cue pattern (did you mean 'switch'?)")
+    assert errors[0].startswith("r.toml: finish: \"dne\" is not a cue pattern (did you mean 'done'?)")
+    assert errors[1].startswith("r.toml: steps[0].next: \"swtch\" is not a cue pattern (did you mean 'switch'?)")
 
 
 @pytest.mark.parametrize(
@@ -312,8 +312,8 @@ def test_unknown_finish_and_block_next_pattern():
         ('"80/120"', "must start and end with the motor on"),
         ('"80/120/80/120"', "must start and end with the motor on"),
         ('"85"', "segment of 85 ms; segments are 10 ms steps from 10 to 2550 ms"),
-        ('"abc"', "'abc' is not on/off milliseconds separated by '/' (e.g. \"80/120/80\")"),
-        ("80", 'needs an on/off string such as "80/120/80" (ms, starting with the motor on)'),
+        ('"abc"', "\"abc\" is not on/off milliseconds separated by '/' (e.g. \"80/120/80\")"),
+        ("80", '80 is not an on/off string such as "80/120/80" (ms, starting with the motor on)'),
         ('{ on_off = "80", amplitude = 101 }', None),
         ('{ on_off = "80", amplitude = 0 }', None),
     ],
@@ -365,8 +365,8 @@ def test_acupressure_exactly_15_minutes_per_point_is_accepted():
 def test_acupressure_just_over_15_minutes_is_an_error():
     errors = errors_of(one_step('technique = "acupressure:PC6"\nduration = "15 min 0.1 s"'))
     assert errors == [
-        "r.toml: steps[0] (acupressure:PC6).duration: 15 min 0.1 s of acupressure on the left side exceeds the 15 min limit per point",
-        "r.toml: steps[0] (acupressure:PC6).duration: 15 min 0.1 s of acupressure on the right side exceeds the 15 min limit per point",
+        "r.toml: steps[0] (step 1, acupressure:PC6).duration: 15 min 0.1 s of acupressure on the left side exceeds the 15 min limit per point",
+        "r.toml: steps[0] (step 1, acupressure:PC6).duration: 15 min 0.1 s of acupressure on the right side exceeds the 15 min limit per point",
     ]
 
 
@@ -374,7 +374,7 @@ def test_acupressure_accumulates_over_two_steps():
     text = 'name = "t"\n[[steps]]\ntechnique = "acupressure:PC6"\nduration = "8 min"\n[[steps]]\ntechnique = "acupressure:PC6"\nduration = "8 min"\n'
     errors = errors_of(text)
     assert len(errors) == 2
-    assert all(e.startswith("r.toml: steps[1] (acupressure:PC6).duration: 16 min of acupressure") for e in errors)
+    assert all(e.startswith("r.toml: steps[1] (step 2, acupressure:PC6).duration: 16 min of acupressure") for e in errors)
     assert all("15 min" in e for e in errors)
 
 
@@ -388,14 +388,14 @@ def test_acupressure_accumulates_over_a_repeated_block():
     text = 'name = "t"\n[[steps]]\nrepeat = 2\nnext = "next"\n[[steps.steps]]\ntechnique = "acupressure:LI4"\nduration = "8 min"\n'
     errors = errors_of(text)
     assert errors == [
-        "r.toml: steps[0].steps[0] (acupressure:LI4).duration: 16 min of acupressure on the left side exceeds the 15 min limit per point",
-        "r.toml: steps[0].steps[0] (acupressure:LI4).duration: 16 min of acupressure on the right side exceeds the 15 min limit per point",
+        "r.toml: steps[0].steps[0] (step 1, acupressure:LI4).duration: 16 min of acupressure on the left side exceeds the 15 min limit per point",
+        "r.toml: steps[0].steps[0] (step 1, acupressure:LI4).duration: 16 min of acupressure on the right side exceeds the 15 min limit per point",
     ]
 
 
 def test_acupressure_accumulates_over_step_repeat_on_one_hand():
     errors = errors_of(one_step('technique = "acupressure"\nfor_each = "none"\nrepeat = 3\nduration = "5 min 0.1 s"', hands="left"))
-    assert errors == ["r.toml: steps[0] (acupressure).duration: 15 min 0.3 s of acupressure on the left side exceeds the 15 min limit per point"]
+    assert errors == ["r.toml: steps[0] (step 1, acupressure).duration: 15 min 0.3 s of acupressure on the left side exceeds the 15 min limit per point"]
 
 
 def test_acupressure_per_hand_block_counts_each_hand_once():
@@ -415,8 +415,8 @@ def test_acupressure_inside_a_hand_block_still_accumulates_per_hand():
     text = 'name = "t"\n[[steps]]\nfor_each = "hand"\n[[steps.steps]]\ntechnique = "acupressure:LI4"\nrepeat = 2\nduration = "8 min"\n'
     errors = errors_of(text)
     assert errors == [
-        "r.toml: steps[0].steps[0] (acupressure:LI4).duration: 16 min of acupressure on the left side exceeds the 15 min limit per point",
-        "r.toml: steps[0].steps[0] (acupressure:LI4).duration: 16 min of acupressure on the right side exceeds the 15 min limit per point",
+        "r.toml: steps[0].steps[0] (step 1, acupressure:LI4).duration: 16 min of acupressure on the left side exceeds the 15 min limit per point",
+        "r.toml: steps[0].steps[0] (step 1, acupressure:LI4).duration: 16 min of acupressure on the right side exceeds the 15 min limit per point",
     ]
 
 
@@ -424,8 +424,8 @@ def test_acupressure_under_5_minutes_is_a_warning():
     routine, found = parse_routine(one_step('technique = "acupressure:PC6"\nduration = "4 min 59.9 s"'), "r.toml")
     assert routine is not None
     assert [str(w) for w in routine.warnings] == [
-        "r.toml: warning: steps[0] (acupressure:PC6).duration: 4 min 59.9 s of acupressure on the left side is under the 5 min the article recommends",
-        "r.toml: warning: steps[0] (acupressure:PC6).duration: 4 min 59.9 s of acupressure on the right side is under the 5 min the article recommends",
+        "r.toml: warning: steps[0] (step 1, acupressure:PC6).duration: 4 min 59.9 s of acupressure on the left side is under the 5 min the article recommends",
+        "r.toml: warning: steps[0] (step 1, acupressure:PC6).duration: 4 min 59.9 s of acupressure on the right side is under the 5 min the article recommends",
     ]
     assert [d.severity for d in found] == ["warning", "warning"]
 
@@ -674,5 +674,5 @@ def test_tick_that_coincides_with_the_warning_is_a_warning():
     routine, found = parse_routine(text, "r.toml")
     assert routine is not None
     assert [str(d) for d in found] == [
-        "r.toml: warning: steps[0] (joystick).warn_before: the halfway cue at 10 s coincides with the warning, and the warning wins: that cue is never felt"
+        "r.toml: warning: steps[0] (step 1, joystick).warn_before: the halfway cue at 10 s coincides with the warning, and the warning wins: that cue is never felt"
     ]

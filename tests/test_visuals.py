@@ -198,7 +198,7 @@ def test_plot_refuses_unknown_suffix(tmp_path: Path) -> None:
 
 def test_plot_without_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
-    with pytest.raises(HandCueError, match=r'plotting needs matplotlib: pip install "handcue\[plot\]"'):
+    with pytest.raises(HandCueError, match=r'plotting needs matplotlib: pip install -e "\.\[plot\]"'):
         plot_routine(compile_routine(load_routine("desk-break")), tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
 

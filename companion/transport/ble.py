@@ -24,7 +24,7 @@ import contextlib
 import re
 from typing import Any
 
-from protocol.constants import BleUuid, PairingState
+from protocol.constants import BLE_NAME_PREFIX, BleUuid, PairingState
 
 from ..ble.backend import PLATFORM, BleBackend
 from ..errors import NotPairedError
@@ -63,12 +63,21 @@ class BleTransport(Transport):
         from bleak.exc import BleakError
 
         backend = self.backend
-        scan_timeout = max(timeout, 5.0)
-        find = BleakScanner.find_device_by_address if MAC.match(self.target) else BleakScanner.find_device_by_name
+        scan_timeout = timeout
+        wanted = self.target.casefold()
+        seen: dict[str, None] = {}  # names of the bands seen, for the error when ours is not among them
+
+        def matches(device: Any, advertisement: Any) -> bool:
+            name = advertisement.local_name or device.name or ""
+            if name.startswith(BLE_NAME_PREFIX) or BleUuid.SERVICE in advertisement.service_uuids:
+                seen[name or device.address] = None
+            return wanted in (name.casefold(), str(device.address).casefold())  # a name in another case still matches
+
         try:
-            device = await find(self.target, timeout=scan_timeout, **backend.scanner_args())
+            device = await BleakScanner.find_device_by_filter(matches, timeout=scan_timeout, **backend.scanner_args())
             if device is None:
-                raise TransportError(f"{self.address}: no band advertising as {self.target} within {scan_timeout:g} s (is it on and in range?)")
+                bands = f"bands seen: {', '.join(sorted(seen))}" if seen else "no band seen"
+                raise TransportError(f"{self.address}: no band advertising as {self.target} within {scan_timeout:g} s ({bands}; is it on and in range?)")
             client = BleakClient(device, disconnected_callback=self._on_disconnect, timeout=scan_timeout, backend=backend.client)
             await client.connect()
             self._client = client

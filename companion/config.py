@@ -1,0 +1,128 @@
+"""The user's settings and what the companion remembers between runs.
+
+* ``config.toml`` in the user's config folder (platformdirs: ``$XDG_CONFIG_HOME/handcue``,
+  by default ``~/.config/handcue`` on Linux, ``~/Library/Application Support/handcue`` on
+  macOS, ``%LOCALAPPDATA%\\handcue`` on Windows) holds settings, set with ``handcue config``.
+  Today there is one: ``address``, the band used when ``--to`` is not given.
+* ``bands.json`` in the user's cache folder lists the bands seen recently (by ``scan`` and
+  by every command that reached a band); shell completion of ``--to`` offers them.
+
+Nothing here talks to a band; the files are small and read only when a command needs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+
+from .errors import HandCueError
+
+ENV_ADDRESS = "HANDCUE_ADDRESS"
+SETTINGS = {"address": "the band used when --to is not given (e.g. serial:/dev/ttyUSB0, ble:HandCue-1A2B)"}
+RECENT_BANDS = 20
+"""How many recently seen bands completion offers."""
+
+
+class ConfigError(HandCueError):
+    """The config file cannot be read or a setting is unknown."""
+
+
+def config_path() -> Path:
+    import platformdirs
+
+    return platformdirs.user_config_path("handcue", appauthor=False) / "config.toml"
+
+
+def cache_path() -> Path:
+    import platformdirs
+
+    return platformdirs.user_cache_path("handcue", appauthor=False) / "bands.json"
+
+
+def read_config() -> dict[str, str]:
+    path = config_path()
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc}") from exc
+    return {key: str(value) for key, value in document.items() if key in SETTINGS}
+
+
+def write_config(settings: dict[str, str]) -> Path:
+    path = config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["# handcue settings; edit with `handcue config set KEY VALUE`"]
+    lines += [f"{key} = {json.dumps(value, ensure_ascii=False)}" for key, value in sorted(settings.items())]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def check_key(key: str) -> None:
+    if key not in SETTINGS:
+        raise ConfigError(f"unknown setting {key!r}; settings: {', '.join(f'{k} ({v})' for k, v in SETTINGS.items())}")
+
+
+def default_address() -> tuple[str, str] | None:
+    """The default band and where it comes from (``HANDCUE_ADDRESS`` first, then the config file), or None."""
+    if os.environ.get(ENV_ADDRESS):
+        return os.environ[ENV_ADDRESS], ENV_ADDRESS
+    try:
+        address = read_config().get("address")
+    except ConfigError:
+        return None
+    return (address, str(config_path())) if address else None
+
+
+def recent_bands() -> list[str]:
+    """Addresses of the bands seen recently, newest first; empty when nothing is cached."""
+    try:
+        value = json.loads(cache_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+
+
+def remember_bands(addresses: list[str]) -> None:
+    """Put ``addresses`` first in the recently-seen list; a cache that cannot be written is skipped."""
+    if not addresses:
+        return
+    merged = list(dict.fromkeys([*addresses, *recent_bands()]))[:RECENT_BANDS]
+    path = cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(merged), encoding="utf-8")
+    except OSError:
+        pass  # a cache only helps completion
+
+
+def tables_path() -> Path:
+    import platformdirs
+
+    return platformdirs.user_cache_path("handcue", appauthor=False) / "tables"
+
+
+def remember_table(data: bytes) -> None:
+    """Keep a copy of an uploaded table under its file CRC-32, so that the steps a band reports can be numbered later."""
+    import zlib
+
+    folder = tables_path()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{zlib.crc32(data):08X}.hcue").write_bytes(data)
+    except OSError:
+        pass  # a cache only helps the live line
+
+
+def known_table(crc32: int) -> bytes | None:
+    """The table with this file CRC-32 if this computer uploaded it, else None."""
+    import zlib
+
+    try:
+        data = (tables_path() / f"{crc32:08X}.hcue").read_bytes()
+    except OSError:
+        return None
+    return data if zlib.crc32(data) == crc32 else None
