@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast, dataclass_transform, g
 
 import construct as c
 
-from .constants import FINGERS, NO_STEP, PROTOCOL_VERSION, BandState, CueKind, MessageKind, Opcode, Status, TechniqueCode
+from .constants import FINGERS, NO_STEP, PROTOCOL_VERSION, BandState, CueKind, MessageKind, Opcode, SkipScope, Status, TechniqueCode
 from .errors import MessageError as MessageError  # re-exported: callers import it from here too
 
 MessageHeader = c.Struct(
@@ -56,9 +56,9 @@ class Coding:
     encode: Callable[[Any], Any] | None = None
 
 
-def wire(layout: Any, coding: Coding | None = None) -> Any:
+def wire(layout: Any, coding: Coding | None = None, default: Any = dataclasses.MISSING) -> Any:
     """A body field: ``layout`` is its raw wire form, ``coding`` maps raw values to the field's type and back."""
-    return dataclasses.field(metadata={"layout": layout, "coding": coding})
+    return dataclasses.field(default=default, metadata={"layout": layout, "coding": coding})
 
 
 def known(enum: type[IntEnum], none: int | None = None) -> Coding:
@@ -306,8 +306,24 @@ class ResumeRequest(Request[StatusReport], opcode=Opcode.RESUME):
     """Resume a paused routine."""
 
 
+def _skip_scope(value: int | None) -> SkipScope:
+    if value is None:
+        return SkipScope.STEP  # a SKIP without a body: what SKIP meant before it had a scope
+    if value not in SkipScope._value2member_map_:
+        raise c.ValidationError(f"unknown skip scope {value}")
+    return SkipScope(value)
+
+
 class SkipRequest(Request[StatusReport], opcode=Opcode.SKIP):
-    """Skip the rest of the current step."""
+    """Skip to the next iteration (next finger, hand or round), or past the whole step.
+
+    The ``scope`` byte is optional: STEP is sent as no byte at all, which every
+    band reads as "skip the step" (bands older than scopes included), and a
+    band older than scopes refuses the ITERATION byte rather than skip too far.
+    """
+
+    scope: SkipScope = wire(c.Optional(c.Int8ul), Coding(_skip_scope, lambda scope: None if scope == SkipScope.STEP else int(scope)),
+                            default=SkipScope.ITERATION)
 
 
 class StopRequest(Request[StatusReport], opcode=Opcode.STOP):

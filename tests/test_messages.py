@@ -34,6 +34,7 @@ from protocol.constants import (
     CueKind,
     MessageKind,
     Opcode,
+    SkipScope,
     Status,
     TechniqueCode,
 )
@@ -99,7 +100,7 @@ REQUESTS: list[tuple[Request[Any], int, dict[str, Any], str]] = [
     (StartRequest(), 0x27, {}, "01" "00" "06" "27"),
     (PauseRequest(), 0x28, {}, "01" "00" "07" "28"),
     (ResumeRequest(), 0x29, {}, "01" "00" "08" "29"),
-    (SkipRequest(), 0x2A, {}, "01" "00" "09" "2a"),
+    (SkipRequest(SkipScope.ITERATION), 0x2A, dict(scope=0), "01" "00" "09" "2a" "00"),
     (StopRequest(), 0x2B, {}, "01" "00" "0a" "2b"),
     (StatusRequest(), 0x2C, {}, "01" "00" "0b" "2c"),
 ]
@@ -194,6 +195,18 @@ def test_request_decodes_to_its_fields(typed, request_id, fields, golden):
     assert (message.kind, message.opcode, message.request_id) == (MessageKind.REQUEST, typed.opcode, request_id)
     assert message.body == typed
     assert raw(golden, MESSAGE_HEADER_SIZE) == fields
+
+
+def test_skip_step_is_a_skip_without_a_body_and_an_unknown_scope_is_refused():
+    # STEP goes as no body byte: the SKIP every band read before scopes (it skipped the whole step)
+    assert encode_request(SkipRequest(SkipScope.STEP), 0x2A).hex() == "01" "00" "09" "2a"
+    assert decode_message(bytes.fromhex("01" "00" "09" "2a")).body == SkipRequest(SkipScope.STEP)
+    assert decode_message(bytes.fromhex("01" "00" "09" "2a" "01")).body == SkipRequest(SkipScope.STEP)
+    assert SkipRequest() == SkipRequest(SkipScope.ITERATION)  # what `handcue skip` sends
+    for body in ("02", "0000"):
+        with pytest.raises(MessageError, match="malformed SKIP request") as caught:
+            decode_message(bytes.fromhex("01" "00" "09" "2a" + body))
+        assert caught.value.status == Status.BAD_REQUEST
 
 
 def test_upload_data_may_carry_no_data():
