@@ -11,8 +11,10 @@ band's ``ProtocolHandler.handle``.
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -544,3 +546,20 @@ def test_erase_announces_the_new_state(handler):
     messages = [decode_message(m) for m in FrameParser().feed(b"".join(sent))]
     assert [m.kind for m in messages] == [MessageKind.NOTIFICATION]
     assert messages[0].body.state == BandState.IDLE
+
+
+def test_spec_skip_examples_are_the_bytes_the_companion_sends():
+    spec = (Path(__file__).resolve().parent.parent / "protocol" / "SPEC.md").read_text()
+    examples = dict(re.findall(r"^SKIP, scope (\w+) \(.*\), id 0x2A: +([0-9A-F ]+)$", spec, flags=re.M))
+    assert examples == {scope.name: encode_request(SkipRequest(scope), 0x2A).hex(" ").upper() for scope in SkipScope}
+
+
+def test_handler_skips_by_the_scope_byte(handler):
+    assert handler.handle("serial", encode_request(StartRequest(), 1))[4] == Status.OK
+    # SKIP 00 on the left wrist of nausea-pc6: on to the right wrist
+    response = handler.handle("serial", bytes.fromhex("01" "00" "09" "02" "00"))
+    status = decode_message(response).body
+    assert (status.state, status.hand, status.iteration) == (BandState.RUNNING, "right", 1)
+    response = handler.handle("serial", bytes.fromhex("01" "00" "09" "03"))  # no byte: past the step, the routine ends
+    assert decode_message(response).body.state == BandState.FINISHED
+    assert error_head(handler.handle("serial", bytes.fromhex("01" "00" "09" "04" "07"))) == "01" "01" "09" "04" "02" "00"  # BAD_REQUEST
