@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the CLI imports asyncio and the protocol stack only when a 
 
     from .client import BandClient, BandStatus
     from .discovery import FoundBand
+    from .live import KeyReader, LiveLine
 
 T = TypeVar("T")
 
@@ -98,24 +99,34 @@ def info(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
     click.echo(f"limits: table {band.max_table} bytes, frame {band.max_frame} bytes, upload window {band.window}")
 
 
-def _control(name: str, help_text: str, action: Callable[[BandClient], Awaitable[BandStatus]]) -> click.Command:
+def _control(name: str, help_text: str, action: Callable[..., Awaitable[BandStatus]], *options: Callable[[Any], Any]) -> click.Command:
+    """A session command: ``action(band, **values of options)``."""
     @click.command(name=name, help=help_text)
     @address_option
     @timeout_option
     @json_option
     @hci_option
-    def command(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
-        status = run(with_band(address, timeout, action, hci))
+    def command(address: str, timeout: float, as_json: bool, hci: str | None, **extra: Any) -> None:
+        status = run(with_band(address, timeout, lambda band: action(band, **extra), hci))
         emit_json(status.to_json()) if as_json else click.echo(describe_status(status))
 
+    for option in options:
+        command = option(command)
     return command
+
+
+def _skip(band: BandClient, whole_step: bool) -> Awaitable[BandStatus]:
+    from protocol.constants import SkipScope
+
+    return band.skip(SkipScope.STEP if whole_step else SkipScope.ITERATION)
 
 
 CONTROLS = (
     _control("start", "Start the band's routine from the beginning.", lambda band: band.start()),
     _control("pause", "Pause the routine; the remaining time is kept.", lambda band: band.pause()),
     _control("resume", "Resume a paused routine.", lambda band: band.resume()),
-    _control("skip", "Skip the rest of the current step.", lambda band: band.skip()),
+    _control("skip", "Skip to the next finger, hand or round (with --step: past the whole step).", _skip,
+             click.option("--step", "whole_step", is_flag=True, help="Skip the whole step, with every finger or hand left in it.")),
     _control("stop", "Stop the routine.", lambda band: band.stop()),
     _control("status", "Show what the band is doing.", lambda band: band.status()),
 )
@@ -225,31 +236,131 @@ def upload(routine_or_table: str, address: str, timeout: float, hci: str | None,
 # Follow
 
 
-async def follow_band(client: BandClient, out: TextIO | None = None) -> BandStatus:
-    """Render :meth:`BandClient.follow` until the routine finishes; returns the final status.
+KEY_NAMES = {" ": "pause/resume", "n": "next", "s": "stop"}
 
-    On a terminal one line is rewritten in place; otherwise a line is printed
-    for each change of step, iteration, cue or state.
+
+async def follow_band(client: BandClient, out: TextIO | None = None, *, keys: KeyReader | None = None, console: Any = None) -> BandStatus:
+    """Render :meth:`BandClient.follow` until the routine finishes (or the person quits); returns the last status.
+
+    On a terminal one line is kept in place (:class:`companion.live.LiveLine`);
+    otherwise a line is printed for each change of step, iteration, cue or
+    state.  With active ``keys``: space pauses or resumes, n skips to the next
+    iteration, s stops the routine, q quits following.  On quitting (q or
+    Ctrl-C) it says whether the band goes on playing.
     """
+    import asyncio
+
+    from protocol.constants import BandState
+
+    from .live import LiveLine
+
     out = out or sys.stdout
-    live = out.isatty()
-    shown: tuple[object, ...] = ()
-    status: BandStatus | None = None
+    session = _FollowSession(client, keys)
     try:
-        async for status in client.follow():
-            line = describe_status(status)
-            change = (status.step, status.iteration, status.last_cue, status.state, status.cues)
-            if live:
-                out.write("\r\x1b[K" + line)
-            elif change != shown:
-                out.write(line + "\n")
+        with LiveLine(out, console=console) as view:
+            await session.run(view)
+    except asyncio.CancelledError:  # Ctrl-C: the live line is finished; say what the band does now
+        if session.latest is not None:
+            out.write(f"stopped following; {band_goes_on(session.latest)}\n")
             out.flush()
-            shown = change
-    finally:
-        if live and status is not None:
-            out.write("\n")
-    assert status is not None  # follow() yields at least once or raises
-    return status
+        raise
+    last = session.latest
+    if last is None:
+        raise HandCueError("the band sent no status")
+    if session.stopped_here and last.state == BandState.IDLE:
+        out.write("stopped: the routine was ended here; the band is idle\n")
+    elif session.quit:
+        out.write(f"stopped following; {band_goes_on(last)}\n")
+    out.flush()
+    return last
+
+
+class _FollowSession:
+    """One ``follow``: a task rendering the band's statuses and, with keys, a task acting on them."""
+
+    def __init__(self, client: BandClient, keys: KeyReader | None) -> None:
+        self.client = client
+        self.keys = keys if keys is not None and keys.active else None
+        self.latest: BandStatus | None = None
+        self.stopped_here = False
+        self.quit = False
+
+    async def run(self, view: LiveLine) -> None:
+        import asyncio
+        import contextlib
+
+        from protocol.constants import BandState
+
+        self.view = view
+        if self.keys is not None:
+            from .live import KEYS_HELP
+
+            view.note(KEYS_HELP)
+        watching = asyncio.ensure_future(self.watch())
+        controlling = asyncio.ensure_future(self.control()) if self.keys is not None else None
+        try:
+            if controlling is not None:
+                await asyncio.wait([watching, controlling], return_when=asyncio.FIRST_COMPLETED)
+                self.quit = controlling.done() and controlling.result()
+            if not self.quit:
+                try:
+                    await watching
+                except HandCueError:
+                    if not (self.stopped_here and self.latest is not None and self.latest.state == BandState.IDLE):
+                        raise  # stopped from elsewhere, or a link error
+        finally:
+            for task in (watching, controlling):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, HandCueError):
+                        await task
+
+    def show(self, status: BandStatus) -> None:
+        from .live import live_parts
+
+        self.latest = status
+        change = (status.step, status.iteration, status.last_cue, status.state, status.cues)
+        self.view.show(live_parts(status), describe_status(status), change)
+
+    async def watch(self) -> None:
+        async for status in self.client.follow():
+            self.show(status)
+
+    async def control(self) -> bool:
+        """Act on keys; True when the person quits following, False when the terminal closed."""
+        from protocol.constants import BandState
+
+        assert self.keys is not None
+        async for key in self.keys:
+            if key in ("q", "Q"):
+                return True
+            if key not in KEY_NAMES:
+                continue
+            try:
+                if key == " ":
+                    paused = self.latest is not None and self.latest.state == BandState.PAUSED
+                    self.show(await (self.client.resume() if paused else self.client.pause()))
+                elif key == "n":
+                    self.show(await self.client.skip())
+                else:
+                    self.stopped_here = True
+                    self.show(await self.client.stop())
+            except HandCueError as exc:  # pause when finished, a lost answer: say so and keep following
+                self.view.note(f"{KEY_NAMES[key]}: {exc}")
+        return False
+
+
+def band_goes_on(status: BandStatus) -> str:
+    """Whether the band keeps playing once nobody follows it."""
+    from protocol.constants import BandState
+
+    from .live import short_time
+
+    if status.state == BandState.RUNNING:
+        return f"the band goes on playing ({short_time(status.remaining_ms)} left; handcue follow to watch again, handcue stop to end it)"
+    if status.state == BandState.PAUSED:
+        return "the band stays paused (handcue resume to go on)"
+    return "the band is not playing"
 
 
 @click.command()
@@ -257,8 +368,20 @@ async def follow_band(client: BandClient, out: TextIO | None = None) -> BandStat
 @timeout_option
 @hci_option
 def follow(address: str, timeout: float, hci: str | None) -> None:
-    """Live view of the session; exits 0 when the routine finishes."""
-    run(with_band(address, timeout, lambda c: follow_band(c), hci))
+    """Live view of the session; exits 0 when the routine finishes.
+
+    On a terminal, keys control the band: space pauses or resumes, n skips to
+    the next finger, hand or round, s stops the routine, q quits following
+    (the band goes on playing).
+    """
+    run(with_band(address, timeout, follow_with_keys, hci))
+
+
+async def follow_with_keys(client: BandClient) -> BandStatus:
+    from .live import KeyReader
+
+    async with KeyReader() as keys:
+        return await follow_band(client, keys=keys)
 
 
 # --------------------------------------------------------------------------
@@ -297,6 +420,8 @@ def table_step_plays(data: bytes) -> int:
 
 
 async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, timeout: float) -> None:
+    from protocol.constants import BandState
+
     from .ble import ble_backend_for
     from .client import BandClient
     from .routine import format_ms
@@ -324,8 +449,10 @@ async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, 
                 await upload_table(client, data, "upload")
                 await client.start()
                 started = time.perf_counter()
-                final = await follow_band(client)
+                final = await follow_with_keys(client)
                 wall = time.perf_counter() - started
+            if final.state != BandState.FINISHED:
+                return
             click.echo(f"summary: {table_step_plays(data)} steps, {final.cues} cues, "
                        f"routine {format_ms(final.elapsed_ms)} played in {wall:.1f} s (x{speed:g})")
         finally:
