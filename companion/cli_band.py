@@ -284,6 +284,7 @@ class _FollowSession:
         self.latest: BandStatus | None = None
         self.stopped_here = False
         self.quit = False
+        self.finishing = False
 
     async def run(self, view: LiveLine) -> None:
         import asyncio
@@ -309,6 +310,7 @@ class _FollowSession:
                     if not (self.stopped_here and self.latest is not None and self.latest.state == BandState.IDLE):
                         raise  # stopped from elsewhere, or a link error
         finally:
+            self.finishing = True
             for task in (watching, controlling):
                 if task is not None and not task.done():
                     task.cancel()
@@ -324,6 +326,10 @@ class _FollowSession:
 
     async def watch(self) -> None:
         async for status in self.client.follow():
+            if self.finishing:
+                # Python 3.11's asyncio.wait_for can lose a cancellation that races a notification
+                # (gh-86296); the next status, at most a poll period away, ends this loop then.
+                return
             self.show(status)
 
     async def control(self) -> bool:
@@ -357,7 +363,7 @@ def band_goes_on(status: BandStatus) -> str:
     from .live import short_time
 
     if status.state == BandState.RUNNING:
-        return f"the band goes on playing ({short_time(status.remaining_ms)} left; handcue follow to watch again, handcue stop to end it)"
+        return f"the band goes on playing ({short_time(status.remaining_ms)} left; handcue stop ends it)"
     if status.state == BandState.PAUSED:
         return "the band stays paused (handcue resume to go on)"
     return "the band is not playing"

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from .client import BandStatus
 
-KEYS_HELP = "keys: space pause/resume · n next finger/hand/round · s stop the routine · q quit following"
+KEYS_HELP = "keys: space pause/resume · n next · s stop · q quit following"
 """What the keys of ``follow`` do, shown once above the live line."""
 
 
