@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import os
 import re
 import shutil
@@ -282,3 +283,24 @@ def test_follow_in_an_80_column_terminal(real_sim, tmp_path):
         assert len(screen) == 4 and all(len(row) <= 80 for row in screen)
     finally:
         subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, timeout=TIMEOUT, check=False)
+
+
+# --------------------------------------------------------------------------
+# The skip commands
+
+
+def handcue(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from companion.cli import main; main()", *args], capture_output=True, text=True,
+                          timeout=TIMEOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_skip_goes_to_the_right_wrist_and_skip_step_past_the_step(real_sim):
+    skipped = handcue("skip", "--to", real_sim.address, "--json")
+    assert skipped.returncode == 0, skipped.stderr
+    status = json.loads(skipped.stdout)
+    assert (status["state"], status["hand"], status["iteration"], status["last_cue"]) == ("running", "right", 1, "switch")
+    assert status["step_remaining_ms"] == status["remaining_ms"]  # the right wrist is all that is left: the left one's rest went
+    assert 299_000 < status["remaining_ms"] <= 300_000  # (real clock: a millisecond may pass before the answer)
+    whole = handcue("skip", "--step", "--to", real_sim.address)
+    assert whole.returncode == 0, whole.stderr
+    assert whole.stdout.startswith("finished after")
