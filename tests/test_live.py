@@ -304,3 +304,29 @@ def test_skip_goes_to_the_right_wrist_and_skip_step_past_the_step(real_sim):
     whole = handcue("skip", "--step", "--to", real_sim.address)
     assert whole.returncode == 0, whole.stderr
     assert whole.stdout.startswith("finished after")
+
+
+def test_a_band_from_before_skip_scopes_gets_a_clear_word():
+    """Such a band refuses the ITERATION byte (its SKIP has no body); the companion says what it can do."""
+    from protocol.constants import Status
+    from protocol.errors import BadRequestError
+    from protocol.messages import SkipRequest, decode_message, encode_request
+
+    class OldBandLink:
+        address = "serial:/dev/old-band"
+        mtu = 4096
+
+    sent: list[bytes] = []
+
+    async def old_band(request, **_: object):
+        sent.append(encode_request(request, 1))
+        if request.build():  # a body: this band reads SKIP as the header only
+            raise BadRequestError(Status.BAD_REQUEST, "malformed SKIP request")
+        return "skipped the step"
+
+    client = BandClient(OldBandLink())  # type: ignore[arg-type]
+    client.request = old_band  # type: ignore[method-assign]
+    with pytest.raises(BadRequestError, match=r"malformed SKIP request; this band's firmware skips only whole steps \(skip --step\)"):
+        asyncio.run(client.skip())
+    assert asyncio.run(client.skip(SkipScope.STEP)) == "skipped the step"
+    assert [decode_message(message).body for message in sent] == [SkipRequest(SkipScope.ITERATION), SkipRequest(SkipScope.STEP)]
