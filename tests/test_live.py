@@ -285,6 +285,24 @@ def test_follow_in_an_80_column_terminal(real_sim, tmp_path):
         subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, timeout=TIMEOUT, check=False)
 
 
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")
+def test_ctrl_c_ends_the_live_line_says_the_band_goes_on_and_restores_the_terminal(real_sim):
+    socket = f"handcue-test-{os.getpid()}-c"
+    follow = f"{sys.executable} -c 'from companion.cli import main; main()' follow --to {real_sim.address}"
+    modes = "stty -a | tr ' ;' '\\n\\n' | grep -x -e -echo -e echo -e -icanon -e icanon | sort | tr '\\n' ' '"
+    command = f"{follow}; echo EXIT=$?; echo MODES: $({modes}); sleep 60"
+    tmux(socket, "-f", "/dev/null", "new-session", "-d", "-s", "follow", "-x", "80", "-y", "12", "-e", f"PYTHONPATH={ROOT}", command)
+    try:
+        wait_for_pane(socket, "Left hand: Pericardium 6")
+        tmux(socket, "send-keys", "-t", "follow", "C-c")
+        screen = wait_for_pane(socket, "MODES:")
+        assert screen[1].startswith("Left hand: Pericardium 6") and len(screen) == 6
+        assert screen[2].startswith("stopped following; the band goes on playing")
+        assert screen[3:] == ["interrupted", "EXIT=130", "MODES: echo icanon"]  # cbreak mode undone
+    finally:
+        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, timeout=TIMEOUT, check=False)
+
+
 # --------------------------------------------------------------------------
 # The skip commands
 
