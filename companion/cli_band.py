@@ -426,8 +426,6 @@ def table_step_plays(data: bytes) -> int:
 
 
 async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, timeout: float) -> None:
-    from protocol.constants import BandState
-
     from .ble import ble_backend_for
     from .client import BandClient
     from .routine import format_ms
@@ -455,10 +453,8 @@ async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, 
                 await upload_table(client, data, "upload")
                 await client.start()
                 started = time.perf_counter()
-                final = await follow_with_keys(client)
+                final = await follow_band(client)
                 wall = time.perf_counter() - started
-            if final.state != BandState.FINISHED:
-                return
             click.echo(f"summary: {table_step_plays(data)} steps, {final.cues} cues, "
                        f"routine {format_ms(final.elapsed_ms)} played in {wall:.1f} s (x{speed:g})")
         finally:
