@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # the CLI imports asyncio and the protocol stack only when a 
 
     from .client import BandClient, BandStatus
     from .discovery import FoundBand
-    from .live import KeyReader, LiveLine
+    from .live import KeyReader
 
 T = TypeVar("T")
 
@@ -236,137 +236,17 @@ def upload(routine_or_table: str, address: str, timeout: float, hci: str | None,
 # Follow
 
 
-KEY_NAMES = {" ": "pause/resume", "n": "next", "s": "stop"}
-
-
 async def follow_band(client: BandClient, out: TextIO | None = None, *, keys: KeyReader | None = None, console: Any = None) -> BandStatus:
     """Render :meth:`BandClient.follow` until the routine finishes (or the person quits); returns the last status.
 
-    On a terminal one line is kept in place (:class:`companion.live.LiveLine`);
-    otherwise a line is printed for each change of step, iteration, cue or
-    state.  With active ``keys``: space pauses or resumes, n skips to the next
-    iteration, s stops the routine, q quits following.  On quitting (q or
-    Ctrl-C) it says whether the band goes on playing.
+    On a terminal one line is kept in place; otherwise a line
+    (:func:`describe_status`) is printed for each change of step, iteration,
+    cue or state.  With active ``keys`` the person controls the band
+    (:func:`companion.live.follow_live`).
     """
-    import asyncio
+    from .live import follow_live
 
-    from protocol.constants import BandState
-
-    from .live import LiveLine
-
-    out = out or sys.stdout
-    session = _FollowSession(client, keys)
-    try:
-        with LiveLine(out, console=console) as view:
-            await session.run(view)
-    except asyncio.CancelledError:  # Ctrl-C: the live line is finished; say what the band does now
-        if session.latest is not None:
-            out.write(f"stopped following; {band_goes_on(session.latest)}\n")
-            out.flush()
-        raise
-    last = session.latest
-    if last is None:
-        raise HandCueError("the band sent no status")
-    if session.stopped_here and last.state == BandState.IDLE:
-        out.write("stopped: the routine was ended here; the band is idle\n")
-    elif session.quit:
-        out.write(f"stopped following; {band_goes_on(last)}\n")
-    out.flush()
-    return last
-
-
-class _FollowSession:
-    """One ``follow``: a task rendering the band's statuses and, with keys, a task acting on them."""
-
-    def __init__(self, client: BandClient, keys: KeyReader | None) -> None:
-        self.client = client
-        self.keys = keys if keys is not None and keys.active else None
-        self.latest: BandStatus | None = None
-        self.stopped_here = False
-        self.quit = False
-        self.finishing = False
-
-    async def run(self, view: LiveLine) -> None:
-        import asyncio
-        import contextlib
-
-        from protocol.constants import BandState
-
-        self.view = view
-        if self.keys is not None:
-            from .live import KEYS_HELP
-
-            view.note(KEYS_HELP)
-        watching = asyncio.ensure_future(self.watch())
-        controlling = asyncio.ensure_future(self.control()) if self.keys is not None else None
-        try:
-            if controlling is not None:
-                await asyncio.wait([watching, controlling], return_when=asyncio.FIRST_COMPLETED)
-                self.quit = controlling.done() and controlling.result()
-            if not self.quit:
-                try:
-                    await watching
-                except HandCueError:
-                    if not (self.stopped_here and self.latest is not None and self.latest.state == BandState.IDLE):
-                        raise  # stopped from elsewhere, or a link error
-        finally:
-            self.finishing = True
-            for task in (watching, controlling):
-                if task is not None and not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, HandCueError):
-                        await task
-
-    def show(self, status: BandStatus) -> None:
-        from .live import live_parts
-
-        self.latest = status
-        change = (status.step, status.iteration, status.last_cue, status.state, status.cues)
-        self.view.show(live_parts(status), describe_status(status), change)
-
-    async def watch(self) -> None:
-        async for status in self.client.follow():
-            if self.finishing:
-                # Python 3.11's asyncio.wait_for can lose a cancellation that races a notification
-                # (gh-86296); the next status, at most a poll period away, ends this loop then.
-                return
-            self.show(status)
-
-    async def control(self) -> bool:
-        """Act on keys; True when the person quits following, False when the terminal closed."""
-        from protocol.constants import BandState
-
-        assert self.keys is not None
-        async for key in self.keys:
-            if key in ("q", "Q"):
-                return True
-            if key not in KEY_NAMES:
-                continue
-            try:
-                if key == " ":
-                    paused = self.latest is not None and self.latest.state == BandState.PAUSED
-                    self.show(await (self.client.resume() if paused else self.client.pause()))
-                elif key == "n":
-                    self.show(await self.client.skip())
-                else:
-                    self.stopped_here = True
-                    self.show(await self.client.stop())
-            except HandCueError as exc:  # pause when finished, a lost answer: say so and keep following
-                self.view.note(f"{KEY_NAMES[key]}: {exc}")
-        return False
-
-
-def band_goes_on(status: BandStatus) -> str:
-    """Whether the band keeps playing once nobody follows it."""
-    from protocol.constants import BandState
-
-    from .live import short_time
-
-    if status.state == BandState.RUNNING:
-        return f"the band goes on playing ({short_time(status.remaining_ms)} left; handcue stop ends it)"
-    if status.state == BandState.PAUSED:
-        return "the band stays paused (handcue resume to go on)"
-    return "the band is not playing"
+    return await follow_live(client, out or sys.stdout, describe_status, keys=keys, console=console)
 
 
 @click.command()

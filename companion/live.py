@@ -1,4 +1,4 @@
-"""The live view of ``handcue follow``: one line that fits the terminal, and single keys from it.
+"""The live view of ``handcue follow``: one line that fits the terminal, single keys from it, and the session they drive.
 
 :class:`LiveLine` keeps one status line in place on a terminal with rich's
 ``Live`` (rich handles the cursor, the width and resizes; nothing here writes
@@ -13,6 +13,9 @@ interrupts), watched with ``loop.add_reader``.  The terminal is restored on
 every way out (normal exit, error, Ctrl-C, SIGTERM, SIGHUP).  When stdin is not
 a terminal, or on a platform without termios, it reads no keys.
 
+:func:`follow_live` puts them together: it renders the band's statuses and
+acts on the keys (space pause/resume, n next, s stop, q quit following).
+
 rich is imported here only, and this module only when ``follow`` or ``demo``
 runs, so ``handcue --help`` stays fast.
 """
@@ -20,21 +23,23 @@ runs, so ``handcue --help`` stays fast.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from protocol.constants import BandState
+from protocol.errors import HandCueError
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions
     from rich.live import Live
 
-    from .client import BandStatus
+    from .client import BandClient, BandStatus
 
 KEYS_HELP = "keys: space pause/resume · n next · s stop · q quit following"
 """What the keys of ``follow`` do, shown once above the live line."""
@@ -257,3 +262,121 @@ class KeyReader:
             raise StopAsyncIteration
         return key
 
+
+
+# --------------------------------------------------------------------------
+# Following a session with keys
+
+KEY_NAMES = {" ": "pause/resume", "n": "next", "s": "stop"}
+
+
+async def follow_live(client: BandClient, out: TextIO, plain: Callable[[BandStatus], str], *, keys: KeyReader | None = None,
+                      console: Console | None = None) -> BandStatus:
+    """Show the session as it goes until the routine finishes or the person quits; returns the last status.
+
+    On a terminal (or with ``console``) one :class:`LiveLine` stays in place;
+    otherwise ``plain(status)`` is printed for each change of step, iteration,
+    cue or state.  With active ``keys``: space pauses or resumes, n skips to
+    the next iteration, s stops the routine, q quits following.  On quitting
+    (q or Ctrl-C) it says whether the band goes on playing.
+    """
+    session = _FollowSession(client, plain, keys)
+    try:
+        with LiveLine(out, console=console) as view:
+            await session.run(view)
+    except asyncio.CancelledError:  # Ctrl-C: the live line is finished; say what the band does now
+        if session.latest is not None:
+            out.write(f"stopped following; {band_goes_on(session.latest)}\n")
+            out.flush()
+        raise
+    last = session.latest
+    if last is None:
+        raise HandCueError("the band sent no status")
+    if session.stopped_here and last.state == BandState.IDLE:
+        out.write("stopped: the routine was ended here; the band is idle\n")
+    elif session.quit:
+        out.write(f"stopped following; {band_goes_on(last)}\n")
+    out.flush()
+    return last
+
+
+def band_goes_on(status: BandStatus) -> str:
+    """Whether the band keeps playing once nobody follows it."""
+    if status.state == BandState.RUNNING:
+        return f"the band goes on playing ({short_time(status.remaining_ms)} left; handcue stop ends it)"
+    if status.state == BandState.PAUSED:
+        return "the band stays paused (handcue resume to go on)"
+    return "the band is not playing"
+
+
+class _FollowSession:
+    """One follow: a task rendering the band's statuses and, with keys, a task acting on them."""
+
+    def __init__(self, client: BandClient, plain: Callable[[BandStatus], str], keys: KeyReader | None) -> None:
+        self.client = client
+        self.plain = plain
+        self.keys = keys if keys is not None and keys.active else None
+        self.latest: BandStatus | None = None
+        self.view: LiveLine | None = None
+        self.stopped_here = False
+        self.quit = False
+        self.finishing = False
+
+    async def run(self, view: LiveLine) -> None:
+        self.view = view
+        if self.keys is not None:
+            view.note(KEYS_HELP)
+        watching = asyncio.ensure_future(self.watch())
+        controlling = asyncio.ensure_future(self.control()) if self.keys is not None else None
+        try:
+            if controlling is not None:
+                await asyncio.wait([watching, controlling], return_when=asyncio.FIRST_COMPLETED)
+                self.quit = controlling.done() and controlling.result()
+            if not self.quit:
+                try:
+                    await watching
+                except HandCueError:
+                    if not (self.stopped_here and self.latest is not None and self.latest.state == BandState.IDLE):
+                        raise  # stopped from elsewhere, or a link error
+        finally:
+            self.finishing = True
+            for task in (watching, controlling):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, HandCueError):
+                        await task
+
+    def show(self, status: BandStatus) -> None:
+        assert self.view is not None
+        self.latest = status
+        change = (status.step, status.iteration, status.last_cue, status.state, status.cues)
+        self.view.show(live_parts(status), self.plain(status), change)
+
+    async def watch(self) -> None:
+        async for status in self.client.follow():
+            if self.finishing:
+                # Python 3.11's asyncio.wait_for can lose a cancellation that races a notification
+                # (gh-86296); the next status, at most a poll period away, ends this loop then.
+                return
+            self.show(status)
+
+    async def control(self) -> bool:
+        """Act on keys; True when the person quits following, False when the terminal closed."""
+        assert self.keys is not None and self.view is not None
+        async for key in self.keys:
+            if key in ("q", "Q"):
+                return True
+            if key not in KEY_NAMES:
+                continue
+            try:
+                if key == " ":
+                    paused = self.latest is not None and self.latest.state == BandState.PAUSED
+                    self.show(await (self.client.resume() if paused else self.client.pause()))
+                elif key == "n":
+                    self.show(await self.client.skip())
+                else:
+                    self.stopped_here = True
+                    self.show(await self.client.stop())
+            except HandCueError as exc:  # pause when finished, a lost answer: say so and keep following
+                self.view.note(f"{KEY_NAMES[key]}: {exc}")
+        return False
