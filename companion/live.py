@@ -188,9 +188,15 @@ class KeyReader:
         except ImportError:
             return False
         try:
-            return stream.isatty()
-        except (AttributeError, ValueError):
+            if not stream.isatty():
+                return False
+            fd = stream.fileno()
+        except (AttributeError, ValueError, OSError):
             return False
+        try:
+            return os.tcgetpgrp(fd) == os.getpgrp()  # a background job (`handcue follow &`) leaves the terminal to the shell
+        except OSError:
+            return True  # not our controlling terminal (a pty handed in): no job control to respect
 
     async def __aenter__(self) -> KeyReader:
         if not self.available(self.stream):

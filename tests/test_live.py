@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import termios
@@ -281,6 +282,22 @@ def test_follow_in_an_80_column_terminal(real_sim, tmp_path):
         screen = wait_for_pane(socket, "EXIT=")
         assert screen[-2].startswith("stopped following; the band goes on playing") and screen[-1] == "EXIT=0"
         assert len(screen) == 4 and all(len(row) <= 80 for row in screen)
+    finally:
+        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, timeout=TIMEOUT, check=False)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")
+def test_a_killed_follow_restores_the_terminal(real_sim):
+    socket = f"handcue-test-{os.getpid()}-k"
+    follow = f'exec {sys.executable} -c "from companion.cli import main; main()" follow --to {real_sim.address}'
+    modes = "stty -a | tr ' ;' '\\n\\n' | grep -x -e -echo -e echo -e -icanon -e icanon | sort | tr '\\n' ' '"
+    command = f"sh -c 'echo PID=$$; {follow}'; echo EXIT=$?; echo MODES: $({modes}); sleep 60"
+    tmux(socket, "-f", "/dev/null", "new-session", "-d", "-s", "follow", "-x", "80", "-y", "12", "-e", f"PYTHONPATH={ROOT}", command)
+    try:
+        screen = wait_for_pane(socket, "Left hand: Pericardium 6")
+        os.kill(int(screen[0].removeprefix("PID=")), signal.SIGTERM)
+        screen = wait_for_pane(socket, "MODES:")
+        assert screen[-2:] == ["EXIT=143", "MODES: echo icanon"]  # killed by SIGTERM, cbreak mode undone first
     finally:
         subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, timeout=TIMEOUT, check=False)
 
