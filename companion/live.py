@@ -92,10 +92,12 @@ def fit(parts: Sequence[str], width: int, separator: str = " │ ") -> str:
 
     The first part is always kept; if it alone is too wide, rich crops it with an ellipsis.
     """
+    from rich.cells import cell_len  # columns, not characters
+
     line = parts[0] if parts else ""
     for part in parts[1:]:
         longer = line + separator + part
-        if len(longer) > width:
+        if cell_len(longer) > width:
             break
         line = longer
     return line
