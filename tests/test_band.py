@@ -233,7 +233,7 @@ def test_band_skips_as_the_timeline_says(routine, script):
     assert band_run_with_skips(data, skips) == expected_with_skips(data, skips)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(table=step_tables(), data=st.data())
 def test_band_skips_as_the_timeline_says_on_generated_tables(table, data):
     assume(table.total_ms <= 2 * 3_600_000)
