@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the CLI imports asyncio and the protocol stack only when a 
 
     from .client import BandClient, BandStatus
     from .discovery import FoundBand
+    from .live import KeyReader
 
 T = TypeVar("T")
 
@@ -116,9 +117,11 @@ async def step_numbers_of(client: BandClient) -> dict[int, int] | None:
     return step_numbers(decode_table(data)) if data is not None else None
 
 
-def _control(name: str, help_text: str, action: Callable[[BandClient], Awaitable[BandStatus]]) -> click.Command:
-    async def job(client: BandClient, as_json: bool) -> tuple[BandStatus, dict[int, int] | None]:
-        status = await action(client)
+def _control(name: str, help_text: str, action: Callable[..., Awaitable[BandStatus]], *options: Callable[[Any], Any]) -> click.Command:
+    """A session command: ``action(band, **values of options)``."""
+
+    async def job(client: BandClient, as_json: bool, extra: dict[str, Any]) -> tuple[BandStatus, dict[int, int] | None]:
+        status = await action(client, **extra)
         return status, (await step_numbers_of(client) if status.step is not None and not as_json else None)
 
     @click.command(name=name, help=help_text)
@@ -126,18 +129,27 @@ def _control(name: str, help_text: str, action: Callable[[BandClient], Awaitable
     @timeout_option
     @json_option
     @hci_option
-    def command(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
-        status, numbers = run(with_band(address, timeout, lambda c: job(c, as_json), hci))
+    def command(address: str, timeout: float, as_json: bool, hci: str | None, **extra: Any) -> None:
+        status, numbers = run(with_band(address, timeout, lambda c: job(c, as_json, extra), hci))
         emit_json(status.to_json()) if as_json else click.echo(describe_status(status, numbers))
 
+    for option in options:
+        command = option(command)
     return command
+
+
+def _skip(band: BandClient, whole_step: bool) -> Awaitable[BandStatus]:
+    from protocol.constants import SkipScope
+
+    return band.skip(SkipScope.STEP if whole_step else SkipScope.ITERATION)
 
 
 CONTROLS = (
     _control("start", "Start the band's routine from the beginning.", lambda band: band.start()),
     _control("pause", "Pause the routine; the remaining time is kept.", lambda band: band.pause()),
     _control("resume", "Resume a paused routine.", lambda band: band.resume()),
-    _control("skip", "Skip the rest of the current step.", lambda band: band.skip()),
+    _control("skip", "Skip to the next finger, hand or round (with --step: past the whole step).", _skip,
+             click.option("--step", "whole_step", is_flag=True, help="Skip the whole step, with every finger or hand left in it.")),
     _control("stop", "Stop the routine.", lambda band: band.stop()),
     _control("status", "Show what the band is doing.", lambda band: band.status()),
 )
@@ -274,31 +286,17 @@ def upload(routine_or_table: str, address: str, timeout: float, as_json: bool, h
 # Follow
 
 
-async def follow_band(client: BandClient, out: TextIO | None = None) -> BandStatus:
-    """Render :meth:`BandClient.follow` until the routine finishes; returns the final status.
+async def follow_band(client: BandClient, out: TextIO | None = None, *, keys: KeyReader | None = None, console: Any = None) -> BandStatus:
+    """Render :meth:`BandClient.follow` until the routine finishes (or the person quits); returns the last status.
 
-    On a terminal one line is rewritten in place; otherwise a line is printed
-    for each change of step, iteration, cue or state.
+    On a terminal one line is kept in place; otherwise a line
+    (:func:`describe_status`) is printed for each change of step, iteration,
+    cue or state.  With active ``keys`` the person controls the band
+    (:func:`companion.live.follow_live`).
     """
-    out = out or sys.stdout
-    live = out.isatty()
-    shown: tuple[object, ...] = ()
-    status: BandStatus | None = None
-    try:
-        async for status in client.follow():
-            line = describe_status(status)
-            change = (status.step, status.iteration, status.last_cue, status.state, status.cues)
-            if live:
-                out.write("\r\x1b[K" + line)
-            elif change != shown:
-                out.write(line + "\n")
-            out.flush()
-            shown = change
-    finally:
-        if live and status is not None:
-            out.write("\n")
-    assert status is not None  # follow() yields at least once or raises
-    return status
+    from .live import follow_live
+
+    return await follow_live(client, out or sys.stdout, describe_status, keys=keys, console=console)
 
 
 async def follow_json(client: BandClient, out: TextIO | None = None) -> BandStatus:
@@ -327,8 +325,20 @@ async def follow_json(client: BandClient, out: TextIO | None = None) -> BandStat
 @json_option
 @hci_option
 def follow(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
-    """Live view of the session; exits 0 when the routine finishes (--json: one JSON object per event)."""
-    run(with_band(address, timeout, lambda c: follow_json(c) if as_json else follow_band(c), hci))
+    """Live view of the session; exits 0 when the routine finishes (--json: one JSON object per event).
+
+    On a terminal, keys control the band: space pauses or resumes, n skips to
+    the next finger, hand or round, s stops the routine, q quits following
+    (the band goes on playing).
+    """
+    run(with_band(address, timeout, lambda c: follow_json(c) if as_json else follow_with_keys(c), hci))
+
+
+async def follow_with_keys(client: BandClient) -> BandStatus:
+    from .live import KeyReader
+
+    async with KeyReader() as keys:
+        return await follow_band(client, keys=keys)
 
 
 # --------------------------------------------------------------------------

@@ -22,8 +22,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
-from protocol.constants import BandState, MessageKind, Opcode, Status
-from protocol.errors import HandCueError, band_error
+from protocol.constants import BandState, MessageKind, Opcode, SkipScope, Status
+from protocol.errors import BadRequestError, HandCueError, band_error
 from protocol.framing import FrameParser, encode_frame, max_encoded_size
 from protocol.messages import (
     UPLOAD_DATA_OVERHEAD,
@@ -292,8 +292,15 @@ class BandClient:
     async def resume(self) -> BandStatus:
         return await self.request(ResumeRequest())
 
-    async def skip(self) -> BandStatus:
-        return await self.request(SkipRequest())
+    async def skip(self, scope: SkipScope = SkipScope.ITERATION) -> BandStatus:
+        """Skip to the next iteration (next finger, hand or round), or with ``SkipScope.STEP`` past the whole step."""
+        try:
+            return await self.request(SkipRequest(scope))
+        except BadRequestError as exc:
+            if scope == SkipScope.STEP:
+                raise
+            # A band from before skip scopes reads only a SKIP without a body (skip the whole step).
+            raise BadRequestError(exc.code, f"{exc}; this band's firmware skips only whole steps (skip --step)", exc.detail) from exc
 
     async def stop(self) -> BandStatus:
         return await self.request(StopRequest())

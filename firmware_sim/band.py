@@ -16,7 +16,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
-from protocol.constants import BandState, CueKind, Status, TechniqueCode
+from protocol.constants import BandState, CueKind, SkipScope, Status, TechniqueCode
 from protocol.errors import band_error
 from protocol.messages import StatusReport
 from protocol.timeline import Cue, MotorEvent
@@ -30,7 +30,7 @@ Listener = Callable[[dict[str, Any]], None]
 
 
 class Button(Enum):
-    """The band's one button: a press starts, pauses or resumes; a long press skips."""
+    """The band's one button: a press starts, pauses or resumes; a long press skips to the next iteration."""
 
     PRESS = "press"
     LONG_PRESS = "long"
@@ -164,13 +164,14 @@ class Band:
         self.announce_state()
         self.poke()
 
-    def skip(self) -> None:
+    def skip(self, scope: SkipScope = SkipScope.ITERATION) -> None:
+        """End the current iteration (next finger, hand or round) or, with ``SkipScope.STEP``, the whole step."""
         interpreter = self._require(RunState.RUNNING, RunState.PAUSED)
         now = self.clock.now_ms()
         self.process(now)
         t = self.routine_ms(now)
         was = interpreter.state
-        interpreter.skip(t)
+        interpreter.skip(t, scope)
         if interpreter.state == RunState.FINISHED and was == RunState.PAUSED:
             self._origin = self.clock.now_ms() - t  # the done cue plays now
         self.announce_state()

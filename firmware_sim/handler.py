@@ -97,7 +97,7 @@ class ProtocolHandler:
             StartRequest: lambda link, request: self._command(band.start),
             PauseRequest: lambda link, request: self._command(band.pause),
             ResumeRequest: lambda link, request: self._command(band.resume),
-            SkipRequest: lambda link, request: self._command(band.skip),
+            SkipRequest: lambda link, request: self._command(lambda: band.skip(request.scope)),
             StopRequest: lambda link, request: self._command(band.stop),
             StatusRequest: self._status,
         }

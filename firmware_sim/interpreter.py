@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from protocol.constants import FINGERS, CueKind, Hands, Iterate
+from protocol.constants import FINGERS, CueKind, Hands, Iterate, SkipScope
 from protocol.table import RECORD, SEGMENT, Header, LoopRecord, PatternDescriptor, StepRecord, TableRecord, decode_table, table_sections
 from protocol.timeline import Cue, iteration_kind
 
@@ -114,13 +114,21 @@ class Interpreter:
     def resume(self) -> None:
         self.state = RunState.RUNNING
 
-    def skip(self, t_ms: int) -> None:
-        """Drop the rest of the current step record; the next record starts now."""
+    def skip(self, t_ms: int, scope: SkipScope = SkipScope.ITERATION) -> None:
+        """End the current iteration (or, for ``SkipScope.STEP``, the whole step record) at ``t_ms``.
+
+        Everything then goes on as if that iteration or record had ended at
+        ``t_ms``: the next iteration's NEXT or SWITCH cue, or the next record
+        (a loop's next round, the next step, or DONE).
+        """
         if self.step is None:
             return
-        self.skipped_ms += self.step_remaining_ms(t_ms)
-        self.pc += 1
-        self._enter(t_ms)
+        self.skipped_ms += self.skip_remaining_ms(t_ms, scope)
+        if scope == SkipScope.ITERATION and self.step_iteration + 1 < self.step.count:
+            self._begin_iteration(t_ms, self.step_iteration + 1)
+        else:
+            self.pc += 1
+            self._enter(t_ms)
         self._flush(t_ms)
 
     # ------------------------------------------------------------ time
@@ -225,9 +233,9 @@ class Interpreter:
                 finger = FINGERS[iteration]
         return hand, finger
 
-    def step_remaining_ms(self, t_ms: int) -> int:
-        """Time left in the current step record (all its remaining iterations)."""
+    def skip_remaining_ms(self, t_ms: int, scope: SkipScope = SkipScope.ITERATION) -> int:
+        """What a skip of ``scope`` at ``t_ms`` drops: the rest of the iteration, or of the step record with all its iterations."""
         if self.step is None:
             return 0
-        later = (self.step.count - self.step_iteration - 1) * self.step.duration_ms
+        later = (self.step.count - self.step_iteration - 1) * self.step.duration_ms if scope == SkipScope.STEP else 0
         return max(0, self.iteration_end - t_ms) + later

@@ -223,6 +223,15 @@ class Opcode(IntEnum):
     STATUS = 11
 
 
+class SkipScope(IntEnum):
+    """How far a SKIP goes (the optional body byte of SKIP; SPEC.md §12.6, §17.6)."""
+
+    ITERATION = 0
+    """To the next iteration: the next finger or hand, the next round of a repeated step, else the next step."""
+    STEP = 1
+    """Past the current step record with all its remaining iterations (also what a SKIP without a body means)."""
+
+
 class BandState(IntEnum):
     IDLE = 0
     RUNNING = 1

@@ -29,9 +29,9 @@ from typing import Any, ClassVar, Generic, TypeVar, cast, dataclass_transform, g
 
 import construct as c
 
-from .constants import FINGERS, NO_STEP, PROTOCOL_VERSION, BandState, CueKind, MessageKind, Opcode, Status, TechniqueCode
+from .constants import FINGERS, NO_STEP, PROTOCOL_VERSION, BandState, CueKind, MessageKind, Opcode, SkipScope, Status, TechniqueCode
 from .errors import MessageError as MessageError  # re-exported: callers import it from here too
-from .layout import Coded, Indexed, Marker, Saturating, laid_out, layout_of, raw_layout_of, wire
+from .layout import Coded, Coding, Indexed, Marker, Saturating, laid_out, layout_of, raw_layout_of, wire
 
 MessageHeader = c.Struct(
     "version" / c.Int8ul,
@@ -243,8 +243,29 @@ class ResumeRequest(Request[StatusReport], opcode=Opcode.RESUME):
     """Resume a paused routine."""
 
 
+class _SkipScopeByte(Coding):
+    """The optional scope byte of SKIP: no byte is STEP (what SKIP meant before it had a scope)."""
+
+    def _decode(self, obj: int | None, context: Any, path: Any) -> SkipScope:
+        if obj is None:
+            return SkipScope.STEP
+        if obj not in SkipScope._value2member_map_:
+            raise c.ValidationError(f"unknown skip scope {obj}", path=path)
+        return SkipScope(obj)
+
+    def _encode(self, obj: SkipScope, context: Any, path: Any) -> int | None:
+        return None if obj == SkipScope.STEP else int(obj)
+
+
 class SkipRequest(Request[StatusReport], opcode=Opcode.SKIP):
-    """Skip the rest of the current step."""
+    """Skip to the next iteration (next finger, hand or round), or past the whole step.
+
+    The ``scope`` byte is optional: STEP is sent as no byte at all, which every
+    band reads as "skip the step" (bands older than scopes included), and a
+    band older than scopes refuses the ITERATION byte rather than skip too far.
+    """
+
+    scope: SkipScope = wire(_SkipScopeByte(c.Optional(c.Int8ul)), default=SkipScope.ITERATION)
 
 
 class StopRequest(Request[StatusReport], opcode=Opcode.STOP):

@@ -18,15 +18,21 @@ Rules (``protocol/SPEC.md``, "Executing a table"):
 * cues that fall on the same millisecond are merged: the highest
   :class:`~protocol.constants.CueKind` wins;
 * a cue that starts while an earlier pattern still plays cuts it short.
+
+:func:`cues_with_skips` and :func:`timeline_with_skips` give the same when the
+band is told to skip (SPEC.md §12.6): a skip at routine time ``t`` cuts the
+uninterrupted timeline from ``t`` to the end of the current iteration (or step
+record), and everything from there on happens ``t`` earlier.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
-from .constants import CueKind, Iterate
+from .constants import CueKind, Iterate, SkipScope
 from .iterations import iterations
 from .table import LoopRecord, StepTable, build_tree
 
@@ -143,3 +149,49 @@ def motor_events(table: StepTable, cues: list[Cue]) -> list[MotorEvent]:
 def table_timeline(table: StepTable) -> list[MotorEvent]:
     """Every motor event the band produces when it plays ``table`` through."""
     return motor_events(table, table_cues(table))
+
+
+def skip_target_ms(table: StepTable, t_ms: int, scope: SkipScope) -> int | None:
+    """Where in the uninterrupted timeline a skip at its time ``t_ms`` jumps to; None past the last step.
+
+    ``SkipScope.ITERATION`` jumps to the end of the step iteration playing at
+    ``t_ms``; ``SkipScope.STEP`` to the end of the last iteration of its step
+    record.  An iteration plays from its start up to, not including, its end:
+    at the end the next one is already playing.
+    """
+    for it in iterations(build_tree(table.records), table.hands):
+        if not it.is_step or not it.t_ms <= t_ms < it.t_ms + it.duration_ms:
+            continue
+        iterations_left = it.item.count - it.index if scope == SkipScope.STEP else 1
+        return it.t_ms + iterations_left * it.duration_ms
+    return None
+
+
+def cues_with_skips(table: StepTable, skips: Sequence[tuple[int, SkipScope]]) -> list[Cue]:
+    """Every cue of ``table`` when the band skips at each (routine time, scope) of ``skips``, in time order.
+
+    Cues due at a skip's instant fire first, as their own group; the cues of
+    the skipped stretch are dropped; the group that was due at its end fires
+    at the skip's instant, and every later cue comes that much earlier.
+    """
+    cut: list[tuple[int, int]] = []  # dropped stretches of the uninterrupted timeline: (from, to)
+    dropped = 0
+    for t_ms, scope in skips:
+        at = t_ms + dropped  # the skip's time on the uninterrupted timeline
+        target = skip_target_ms(table, at, scope)
+        if target is None:
+            continue  # nothing is playing: the band ignores it
+        cut.append((at, target))
+        dropped += target - at
+    cues = []
+    for cue in table_cues(table):
+        if any(start < cue.t_ms < end for start, end in cut):
+            continue
+        shift = sum(end - start for start, end in cut if end <= cue.t_ms)
+        cues.append(Cue(cue.t_ms - shift, cue.kind, cue.pattern, cue.step, cue.hand, cue.finger))
+    return cues
+
+
+def timeline_with_skips(table: StepTable, skips: Sequence[tuple[int, SkipScope]]) -> list[MotorEvent]:
+    """Every motor event when the band plays ``table`` and skips as :func:`cues_with_skips` says, never paused."""
+    return motor_events(table, cues_with_skips(table, skips))

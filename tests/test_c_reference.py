@@ -35,6 +35,7 @@ from firmware_sim.band import Band
 from firmware_sim.clock import VirtualClock
 from firmware_sim.handler import ProtocolHandler
 from firmware_sim.local import storage_with
+from protocol.constants import SkipScope
 from protocol.errors import BandError, TableFormatError
 from protocol.framing import FrameParser, encode_frame
 
@@ -151,7 +152,7 @@ def simulator_run(data: bytes, script: list[tuple[int, str]] = ()) -> list[str]:
             out.append(json.dumps({"at_ms": t, **fields}))
             continue
         try:
-            getattr(band, command)()
+            band.skip(SkipScope.STEP) if command == "skip-step" else getattr(band, command)()
         except BandError as exc:
             out.append(json.dumps({"at_ms": t, "command": command, "refused": exc.code.name}))
     advance_to(None)
@@ -353,7 +354,7 @@ def generated_tables(draw) -> bytes:
 @st.composite
 def scripts(draw, horizon_ms: int) -> list[tuple[int, str]]:
     times = sorted(draw(st.lists(st.integers(0, horizon_ms), min_size=1, max_size=8)))
-    commands = st.sampled_from(["pause", "resume", "skip", "status", "pause", "skip", "stop", "start", "resume", "status"])
+    commands = st.sampled_from(["pause", "resume", "skip", "status", "pause", "skip-step", "skip", "stop", "start", "resume", "status"])
     return [(t, draw(commands)) for t in times]
 
 
@@ -478,7 +479,10 @@ def test_mutated_generated_tables_get_the_same_verdict(hcue_run, data, edits, se
 FIXED_SCRIPTS = {
     "pause and resume": [(40, "pause"), (5_000, "status"), (9_000, "resume"), (40_000, "status")],
     "skip while paused, then resume": [(1_000, "pause"), (2_000, "skip"), (2_000, "status"), (3_000, "resume"), (3_500, "status")],
-    "skip to the end while paused": [(1_000, "pause"), (2_000, "skip"), (2_000, "skip"), (2_000, "skip"), (2_000, "skip"), (2_000, "status")],
+    "skip to the end while paused": [(1_000, "pause"), (2_000, "skip"), (2_000, "skip-step"), (2_000, "skip-step"), (2_000, "skip-step"),
+                                     (2_000, "skip-step"), (2_000, "status")],
+    "skip each finger, then the step": [(136_000, "skip"), (136_000, "status"), (140_000, "skip"), (141_000, "skip-step"), (141_000, "status"),
+                                        (150_000, "pause"), (151_000, "skip"), (151_000, "status"), (152_000, "resume"), (152_000, "skip-step")],
     "stop and start again": [(10_000, "stop"), (10_000, "status"), (12_000, "start"), (13_000, "skip"), (13_000, "status")],
     "refused commands": [(0, "resume"), (100, "stop"), (200, "pause"), (200, "skip"), (300, "start"), (400, "start")],
 }

@@ -11,8 +11,10 @@ band's ``ProtocolHandler.handle``.
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +36,7 @@ from protocol.constants import (
     CueKind,
     MessageKind,
     Opcode,
+    SkipScope,
     Status,
     TechniqueCode,
 )
@@ -99,7 +102,7 @@ REQUESTS: list[tuple[Request[Any], int, dict[str, Any], str]] = [
     (StartRequest(), 0x27, {}, "01" "00" "06" "27"),
     (PauseRequest(), 0x28, {}, "01" "00" "07" "28"),
     (ResumeRequest(), 0x29, {}, "01" "00" "08" "29"),
-    (SkipRequest(), 0x2A, {}, "01" "00" "09" "2a"),
+    (SkipRequest(SkipScope.ITERATION), 0x2A, dict(scope=0), "01" "00" "09" "2a" "00"),
     (StopRequest(), 0x2B, {}, "01" "00" "0a" "2b"),
     (StatusRequest(), 0x2C, {}, "01" "00" "0b" "2c"),
 ]
@@ -194,6 +197,18 @@ def test_request_decodes_to_its_fields(typed, request_id, fields, golden):
     assert (message.kind, message.opcode, message.request_id) == (MessageKind.REQUEST, typed.opcode, request_id)
     assert message.body == typed
     assert raw(golden, MESSAGE_HEADER_SIZE) == fields
+
+
+def test_skip_step_is_a_skip_without_a_body_and_an_unknown_scope_is_refused():
+    # STEP goes as no body byte: the SKIP every band read before scopes (it skipped the whole step)
+    assert encode_request(SkipRequest(SkipScope.STEP), 0x2A).hex() == "01" "00" "09" "2a"
+    assert decode_message(bytes.fromhex("01" "00" "09" "2a")).body == SkipRequest(SkipScope.STEP)
+    assert decode_message(bytes.fromhex("01" "00" "09" "2a" "01")).body == SkipRequest(SkipScope.STEP)
+    assert SkipRequest() == SkipRequest(SkipScope.ITERATION)  # what `handcue skip` sends
+    for body in ("02", "0000"):
+        with pytest.raises(MessageError, match="malformed SKIP request") as caught:
+            decode_message(bytes.fromhex("01" "00" "09" "2a" + body))
+        assert caught.value.status == Status.BAD_REQUEST
 
 
 def test_upload_data_may_carry_no_data():
@@ -531,3 +546,20 @@ def test_erase_announces_the_new_state(handler):
     messages = [decode_message(m) for m in FrameParser().feed(b"".join(sent))]
     assert [m.kind for m in messages] == [MessageKind.NOTIFICATION]
     assert messages[0].body.state == BandState.IDLE
+
+
+def test_spec_skip_examples_are_the_bytes_the_companion_sends():
+    spec = (Path(__file__).resolve().parent.parent / "protocol" / "SPEC.md").read_text()
+    examples = dict(re.findall(r"^SKIP, scope (\w+) \(.*\), id 0x2A: +([0-9A-F ]+)$", spec, flags=re.M))
+    assert examples == {scope.name: encode_request(SkipRequest(scope), 0x2A).hex(" ").upper() for scope in SkipScope}
+
+
+def test_handler_skips_by_the_scope_byte(handler):
+    assert handler.handle("serial", encode_request(StartRequest(), 1))[4] == Status.OK
+    # SKIP 00 on the left wrist of nausea-pc6: on to the right wrist
+    response = handler.handle("serial", bytes.fromhex("01" "00" "09" "02" "00"))
+    status = decode_message(response).body
+    assert (status.state, status.hand, status.iteration) == (BandState.RUNNING, "right", 1)
+    response = handler.handle("serial", bytes.fromhex("01" "00" "09" "03"))  # no byte: past the step, the routine ends
+    assert decode_message(response).body.state == BandState.FINISHED
+    assert error_head(handler.handle("serial", bytes.fromhex("01" "00" "09" "04" "07"))) == "01" "01" "09" "04" "02" "00"  # BAD_REQUEST

@@ -11,10 +11,10 @@ from collections import Counter
 import pytest
 
 from companion import compile_routine, load_routine, read_table
-from protocol.constants import FINGERS, CueKind, Hands, Iterate, TechniqueCode
+from protocol.constants import FINGERS, CueKind, Hands, Iterate, SkipScope, TechniqueCode
 from protocol.iterations import iterations
 from protocol.table import CuePattern, LoopRecord, PatternSegment, StepRecord, StepTable, build_tree
-from protocol.timeline import Cue, MotorEvent, table_cues, table_timeline
+from protocol.timeline import Cue, MotorEvent, cues_with_skips, skip_target_ms, table_cues, table_timeline
 
 
 def pat(*on_off: int, name: str = "", amplitude: int = 100) -> CuePattern:
@@ -396,3 +396,32 @@ def test_iterations_of_a_routine_and_of_its_table_are_the_same(routine_id):
     from_table = shape(iterations(build_tree(table.records), table.hands))
     assert shape(iterations(routine.steps, routine.hands)) == from_table
     assert len(from_table) > len(table.records)
+
+
+# --------------------------------------------------------------------------
+# Skips (SPEC §12.6): the skipped stretch is cut out of the timeline
+
+
+def test_skip_on_the_left_wrist_cuts_to_the_right_wrist():
+    table = shipped("nausea-pc6")
+    assert skip_target_ms(table, 60_000, SkipScope.ITERATION) == 300_000  # the end of the left wrist
+    assert skip_target_ms(table, 60_000, SkipScope.STEP) == 600_000  # the end of both wrists
+    assert skip_target_ms(table, 600_000, SkipScope.ITERATION) is None  # nothing plays at the end
+    rows = [(c.t_ms, c.kind.name.lower(), c.hand) for c in cues_with_skips(table, [(60_000, SkipScope.ITERATION)])]
+    assert rows == [
+        (0, "start", "left"), (30_000, "tick", "left"), (60_000, "tick", "left"),  # the tick due at the skip fires first
+        (60_000, "switch", "right"),
+        *[(60_000 + k * 30_000, "tick", "right") for k in range(1, 10)],
+        (350_000, "warn", "right"),
+        (360_000, "done", None),
+    ]
+    assert [(c.t_ms, c.kind.name.lower()) for c in cues_with_skips(table, [(60_000, SkipScope.STEP)])][-2:] == [(60_000, "tick"), (60_000, "done")]
+
+
+def test_two_skips_at_one_instant_skip_two_fingers():
+    table = shipped("full-hand-massage")
+    # flex_extend (record 3) gives each finger 10 s from 135 s; at 137 s the thumb plays
+    cues = cues_with_skips(table, [(137_000, SkipScope.ITERATION), (137_000, SkipScope.ITERATION)])
+    at_skip = [(c.kind, c.step, c.finger) for c in cues if c.t_ms == 137_000]
+    assert at_skip == [(CueKind.NEXT, 3, "index"), (CueKind.NEXT, 3, "middle")]
+    assert cues[-1].t_ms == 1_110_000 - 8_000 - 10_000  # the rest of the thumb and all of the index finger

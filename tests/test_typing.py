@@ -19,7 +19,7 @@ import companion
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("protocol", "companion", "firmware_sim", "ble_stack")
-HEAVY = ("construct", "bleak", "bumble", "matplotlib", "serial", "companion.client", "companion.compiler")
+HEAVY = ("construct", "bleak", "bumble", "matplotlib", "serial", "rich", "companion.client", "companion.compiler")
 
 
 def _lazy_imports_for_type_checkers() -> dict[str, str]:

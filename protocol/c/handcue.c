@@ -635,19 +635,26 @@ hc_status_code hc_resume(hc_player *p)
     return HC_STATUS_OK;
 }
 
-hc_status_code hc_skip(hc_player *p)
+hc_status_code hc_skip(hc_player *p, hc_skip_scope scope)
 {
     uint64_t left;
     const uint8_t *s;
+    bool next_iteration;
     if (!p->table) return HC_STATUS_NO_ROUTINE;
     if (p->state != HC_RUNNING && p->state != HC_PAUSED) return HC_STATUS_BAD_STATE;
     if (!p->step_active) return HC_STATUS_OK;
     s = current_step(p);
-    left = (p->iteration_end > p->now ? p->iteration_end - p->now : 0u) +
-           (uint64_t)(s[S_COUNT] - p->step_iteration - 1u) * u16_at(s + S_DURATION) * TIME_UNIT_MS;
+    next_iteration = scope == HC_SKIP_ITERATION && p->step_iteration + 1u < s[S_COUNT];
+    left = p->iteration_end > p->now ? p->iteration_end - p->now : 0u;
+    if (scope == HC_SKIP_STEP)
+        left += (uint64_t)(s[S_COUNT] - p->step_iteration - 1u) * u16_at(s + S_DURATION) * TIME_UNIT_MS;
     p->skipped_ms += (uint32_t)left;
-    p->pc++;
-    enter(p, p->now);
+    if (next_iteration) {
+        begin_iteration(p, p->now, (uint8_t)(p->step_iteration + 1u));
+    } else {
+        p->pc++;
+        enter(p, p->now);
+    }
     flush(p, p->now);
     return HC_STATUS_OK;
 }

@@ -80,6 +80,13 @@ typedef enum { HC_IDLE = 0, HC_RUNNING = 1, HC_PAUSED = 2, HC_FINISHED = 3 } hc_
 /* Answers of the controls, numbered as protocol Status codes. */
 typedef enum { HC_STATUS_OK = 0, HC_STATUS_BAD_STATE = 4, HC_STATUS_NO_ROUTINE = 5 } hc_status_code;
 
+/* How far a skip goes (SPEC.md 12.6; the SKIP request's optional scope byte,
+ * 17.6: no byte means HC_SKIP_STEP). */
+typedef enum {
+    HC_SKIP_ITERATION = 0, /* to the next iteration: next finger, hand or round, else the next record */
+    HC_SKIP_STEP = 1       /* past the current step record and all its iterations */
+} hc_skip_scope;
+
 /* Hand and finger, numbered as in the STATUS body: 0 = not bound. */
 enum { HC_HAND_NONE = 0, HC_HAND_LEFT = 1, HC_HAND_RIGHT = 2 };
 enum { HC_FINGER_NONE = 0, HC_FINGER_THUMB = 1, HC_FINGER_INDEX = 2, HC_FINGER_MIDDLE = 3,
@@ -205,7 +212,7 @@ void hc_load_verified(hc_player *p, const uint8_t *table, const hc_callbacks *cb
 hc_status_code hc_start(hc_player *p);  /* any state: restart at routine time 0 */
 hc_status_code hc_pause(hc_player *p);  /* running */
 hc_status_code hc_resume(hc_player *p); /* paused */
-hc_status_code hc_skip(hc_player *p);   /* running or paused */
+hc_status_code hc_skip(hc_player *p, hc_skip_scope scope); /* running or paused */
 hc_status_code hc_stop(hc_player *p);   /* any state: back to idle */
 
 /* `ms` milliseconds of band time passed: play everything due in them, each

@@ -18,7 +18,8 @@
  *
  * Script (CMDS): one command per line, "T COMMAND", T = band time in ms since
  * hcue-run started the table (non-decreasing), COMMAND one of start, pause,
- * resume, skip, stop, status.  '#' starts a comment.  Before a command at T
+ * resume, skip (to the next iteration), skip-step (past the step), stop,
+ * status.  '#' starts a comment.  Before a command at T
  * everything due at or before T plays.  `status` prints one JSON line
  * {"at_ms": T, "state": ..., ..., "cues": N} (the STATUS fields, battery
  * left out); a command the band refuses prints
@@ -158,7 +159,9 @@ static int run_script(hc_player *p, const char *script, size_t length)
             } else if (strcmp(command, "resume") == 0) {
                 code = hc_resume(p);
             } else if (strcmp(command, "skip") == 0) {
-                code = hc_skip(p);
+                code = hc_skip(p, HC_SKIP_ITERATION);
+            } else if (strcmp(command, "skip-step") == 0) {
+                code = hc_skip(p, HC_SKIP_STEP);
             } else if (strcmp(command, "stop") == 0) {
                 code = hc_stop(p);
             } else if (strcmp(command, "status") == 0) {
