@@ -10,6 +10,7 @@ one tree under :class:`HandCueError`::
     ├── TransportError            the link could not be opened or failed
     │   └── TransportClosed       the link went away
     ├── BandTimeout               the band did not answer in time
+    ├── BandAnswerError           the band's answer cannot be used (malformed, wrong CRC, unusable limits)
     ├── TableFormatError          (protocol.errors)
     ├── MessageError              (protocol.errors)
     └── BandError and its named subclasses, one per band status (protocol.errors)
@@ -41,6 +42,7 @@ __all__ = [
     "AddressError",
     "BadRequestError",
     "BadStateError",
+    "BandAnswerError",
     "BandError",
     "BandTimeout",
     "BusyError",
@@ -76,3 +78,8 @@ class TransportClosed(TransportError):
 
 class BandTimeout(HandCueError):
     """The band did not answer in time; the message says what we waited for."""
+
+
+class BandAnswerError(HandCueError):
+    """The band answered, but not usably: a malformed answer, unusable limits (a window of 0 frames),
+    or a commit CRC that differs from the table's; the message names the request and what was wrong."""
