@@ -34,14 +34,15 @@ T = TypeVar("T")
 
 address_option = click.option("--to", "address", envvar="HANDCUE_ADDRESS", required=True, metavar="ADDR",
                               help="Band address: serial:/dev/ttyUSB0[?baud=N] or ble:HandCue-1A2B (env HANDCUE_ADDRESS).")
-timeout_option = click.option("--timeout", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
-                              help="Seconds to wait for each answer from the band.")
+timeout_option = click.option("--timeout", type=click.FloatRange(min=0.1), default=None,
+                              help="Upper bound in seconds on every wait for the band "
+                                   "[default: 3; 15 for the flash work of upload begin/commit and erase].")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 hci_option = click.option("--hci", envvar="HANDCUE_HCI", metavar="TRANSPORT",
                           help="Route BLE through bumble on this HCI transport instead of the OS stack (env HANDCUE_HCI).")
 
 
-async def with_band(address: str, timeout: float, job: Callable[[BandClient], Awaitable[T]], hci: str | None = None) -> T:
+async def with_band(address: str, timeout: float | None, job: Callable[[BandClient], Awaitable[T]], hci: str | None = None) -> T:
     """Run ``job`` on the band at ``address``; BLE goes through bumble on ``hci`` if given."""
     from .ble import ble_backend_for
     from .client import BandClient
@@ -53,6 +54,7 @@ async def with_band(address: str, timeout: float, job: Callable[[BandClient], Aw
 def describe_status(status: BandStatus) -> str:
     """One line a person can read at a glance."""
     from protocol.constants import BandState
+    from protocol.messages import code_text
 
     from .render import clock
     from .routine import format_ms
@@ -67,12 +69,12 @@ def describe_status(status: BandStatus) -> str:
     ) if part)
     parts = [
         f"[{clock(status.elapsed_ms)[:-4]} / {clock(status.total_ms)[:-4]}]",
-        "" if status.state == BandState.RUNNING else "unknown state" if status.state is None else status.state.name.lower(),
-        f"step {status.step} {status.technique.text_id if status.technique is not None else ''}".strip(),
+        "" if status.state == BandState.RUNNING else code_text(status, "state"),
+        f"step {status.step} {code_text(status, 'technique') or ''}".strip(),
         where,
         f"{format_ms(status.step_remaining_ms // 1000 * 1000)} left in step",
         f"{format_ms(status.remaining_ms // 1000 * 1000)} left",
-        f"felt: {status.last_cue.name.lower()}" if status.last_cue is not None else "",
+        f"felt: {code_text(status, 'last_cue')}" if code_text(status, "last_cue") else "",
     ]
     return " | ".join(part for part in parts if part)
 
@@ -86,14 +88,14 @@ def describe_status(status: BandStatus) -> str:
 @timeout_option
 @json_option
 @hci_option
-def info(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
+def info(address: str, timeout: float | None, as_json: bool, hci: str | None) -> None:
     """Show the band's id, firmware, battery, limits and active routine."""
     band = run(with_band(address, timeout, lambda c: c.info(), hci))
     if as_json:
         emit_json(band.to_json())
         return
     routine = f"{band.routine_name or '(unnamed)'} ({band.routine_size} bytes, CRC-32 0x{band.routine_crc32:08X})" if band.routine_crc32 is not None else "none"
-    click.echo(f"band {band.band_id:04X}: firmware {band.firmware}, protocol {band.protocol_version}, battery {band.battery}%, {band.state}")
+    click.echo(f"band {band.band_id:04X}: firmware {band.firmware}, protocol {band.protocol_version}, battery {band.battery}%, {band.state_text}")
     click.echo(f"routine: {routine}")
     click.echo(f"limits: table {band.max_table} bytes, frame {band.max_frame} bytes, upload window {band.window}")
 
@@ -104,7 +106,7 @@ def _control(name: str, help_text: str, action: Callable[[BandClient], Awaitable
     @timeout_option
     @json_option
     @hci_option
-    def command(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
+    def command(address: str, timeout: float | None, as_json: bool, hci: str | None) -> None:
         status = run(with_band(address, timeout, action, hci))
         emit_json(status.to_json()) if as_json else click.echo(describe_status(status))
 
@@ -125,7 +127,7 @@ CONTROLS = (
 @address_option
 @timeout_option
 @hci_option
-def erase(address: str, timeout: float, hci: str | None) -> None:
+def erase(address: str, timeout: float | None, hci: str | None) -> None:
     """Remove the band's routine."""
     run(with_band(address, timeout, lambda c: c.erase(), hci))
     click.echo("erased")
@@ -210,7 +212,7 @@ async def upload_table(client: BandClient, data: bytes, label: str) -> Any:
 @timeout_option
 @hci_option
 @click.option("--no-names", is_flag=True, help="Compile without the name section.")
-def upload(routine_or_table: str, address: str, timeout: float, hci: str | None, no_names: bool) -> None:
+def upload(routine_or_table: str, address: str, timeout: float | None, hci: str | None, no_names: bool) -> None:
     """Upload a routine (compiled first) or a .hcue table to the band.
 
     An interrupted upload of the same table continues where the band stopped.
@@ -256,7 +258,7 @@ async def follow_band(client: BandClient, out: TextIO | None = None) -> BandStat
 @address_option
 @timeout_option
 @hci_option
-def follow(address: str, timeout: float, hci: str | None) -> None:
+def follow(address: str, timeout: float | None, hci: str | None) -> None:
     """Live view of the session; exits 0 when the routine finishes."""
     run(with_band(address, timeout, lambda c: follow_band(c), hci))
 
@@ -296,7 +298,7 @@ def table_step_plays(data: bytes) -> int:
     return plays(build_tree(decode_table(data).records))
 
 
-async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, timeout: float) -> None:
+async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, timeout: float | None) -> None:
     from .ble import ble_backend_for
     from .client import BandClient
     from .routine import format_ms
@@ -340,7 +342,7 @@ async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, 
 @click.option("--baud", type=click.IntRange(min=300), help="Pace the simulated serial line to this baud rate.")
 @click.option("--ble", is_flag=True, help="Run the demo over Bluetooth LE (bumble virtual link) instead of serial.")
 @timeout_option
-def demo(routine: str, speed: float, baud: int | None, ble: bool, timeout: float) -> None:
+def demo(routine: str, speed: float, baud: int | None, ble: bool, timeout: float | None) -> None:
     """Start a simulated band, upload a routine, play it and follow it live."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     run(demo_session(routine, speed, baud, ble, timeout))

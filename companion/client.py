@@ -298,7 +298,7 @@ class BandClient:
 
     def _answer_allowance(self) -> float:
         """How long after a request left the wire its answer may take before it is sent again."""
-        return self.rtt.rto + self.transport.wire_time(ANSWER_ALLOWANCE)
+        return min(self.timeout, self.rtt.rto + self.transport.wire_time(ANSWER_ALLOWANCE))
 
     async def request(self, request: Request[R], *, timeout: float | None = None, what: str | None = None) -> R:
         """Send one request and wait for its typed response; raise the band's error if it refused.
@@ -343,6 +343,9 @@ class BandClient:
 
     def _checked(self, request: Request[R], message: Message) -> R:
         if message.status != Status.OK:
+            if message.status_code not in Status._value2member_map_:  # a newer band's status
+                raise band_error(message.status, f"the band refused {request.opcode.name} with status unknown ({message.status_code})"
+                                 f"{': ' + message.reason if message.reason else ''}", message.detail)
             raise band_error(message.status, message.reason, message.detail)
         try:
             return request.response_from(message.body)

@@ -67,7 +67,8 @@ class PtySerialPort:
         while True:
             await self._readable()
             try:
-                chunk = os.read(self.master, 4096)
+                # A UART delivers bytes as they arrive: read at most 10 ms of wire time at once.
+                chunk = os.read(self.master, max(1, self.baud // (BITS_PER_BYTE * 100)) if self.baud else 4096)
             except BlockingIOError:
                 continue
             except OSError:  # EIO while no process has the port open
