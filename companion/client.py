@@ -53,7 +53,7 @@ from protocol.table import check_table_header
 
 from .ble.backend import BleBackend
 from .errors import BandAnswerError, BandTimeout
-from .rtt import RoundTripTimer
+from .rtt import INITIAL_RTO_S, RoundTripTimer
 from .transport import Transport, TransportClosed, open_transport
 
 __all__ = ["BandAnswerError", "BandClient", "BandInfo", "BandStatus", "BandTimeout", "UploadResult"]
@@ -70,6 +70,8 @@ ANSWER_ALLOWANCE = 64
 """Bytes of an answer's frame whose wire time a request's retransmission timer allows besides the RTO."""
 MIN_CHUNK = 16
 """Upload: the smallest data chunk a noisy link shrinks frames to."""
+GROW_AFTER = 4
+"""Upload: clean acknowledgements in a row after which the chunk grows again."""
 WINDOW_SHARE_OF_TIMEOUT = 0.5
 """Upload: the bytes in flight take at most this share of the timeout on the wire, so an ack wait fits in it."""
 FOLLOW_POLL_S = 1.0
@@ -296,9 +298,16 @@ class BandClient:
         await self.transport.send(frame)
         return done
 
-    def _answer_allowance(self) -> float:
-        """How long after a request left the wire its answer may take before it is sent again."""
-        return min(self.timeout, self.rtt.rto + self.transport.wire_time(ANSWER_ALLOWANCE))
+    def _answer_allowance(self, request: Request[Any] | None = None) -> float:
+        """How long after a request left the wire its answer may take before it is sent again.
+
+        Requests that make the band work its flash (BEGIN, COMMIT, ERASE) may take longer than the
+        round trips the timer learned from: they wait at least :data:`~companion.rtt.INITIAL_RTO_S`.
+        """
+        rto = self.rtt.rto
+        if request is not None and not request.idempotent:
+            rto = max(rto, INITIAL_RTO_S)
+        return min(self.timeout, rto + self.transport.wire_time(ANSWER_ALLOWANCE))
 
     async def request(self, request: Request[R], *, timeout: float | None = None, what: str | None = None) -> R:
         """Send one request and wait for its typed response; raise the band's error if it refused.
@@ -321,7 +330,7 @@ class BandClient:
             while True:
                 left_wire = await self._transmit(frame)
                 sends += 1
-                wait = min(deadline, left_wire + self._answer_allowance()) - loop.time()
+                wait = min(deadline, left_wire + self._answer_allowance(request)) - loop.time()
                 with contextlib.suppress(TimeoutError):
                     answer = await asyncio.wait_for(asyncio.shield(future), max(0.0, wait))
                     break
@@ -513,7 +522,7 @@ class BandClient:
             stale.extend((rid, future, deadline) for rid, _, future, deadline in in_flight)
             in_flight.clear()
             next_offset = confirmed
-            chunk = max(min(MIN_CHUNK, best_chunk), chunk // 2)
+            chunk = max(min(MIN_CHUNK, best_chunk), chunk * 2 // 3)
             clean = 0
 
         try:
@@ -522,7 +531,7 @@ class BandClient:
                 while next_offset < size and len(in_flight) < band_window:
                     piece = UploadDataRequest(offset=next_offset, data=data[next_offset : next_offset + self._fit(chunk, best_chunk)])
                     frame_bytes = max_wire_size(UPLOAD_DATA_OVERHEAD + len(piece.data))
-                    if in_flight and budget and in_flight_bytes + frame_bytes > budget:
+                    if in_flight and budget and in_flight_bytes + frame_bytes > self._pipe_bytes(budget, frame_bytes):
                         break
                     request_id, future = self._register(piece)
                     left_wire = await self._transmit(encode_frame(encode_request(piece, request_id)))
@@ -579,7 +588,7 @@ class BandClient:
                         go_back()
                         break
                     clean += 1
-                    if clean >= band_window and chunk < best_chunk:
+                    if clean >= GROW_AFTER and chunk < best_chunk:
                         chunk, clean = min(best_chunk, max(chunk + MIN_CHUNK, chunk * 5 // 4)), 0
                 # Frames the band has stored although their own answers did not come (yet): nothing to wait for.
                 for entry in [e for e in in_flight if e[1].offset + len(e[1].data) <= confirmed]:
@@ -591,6 +600,15 @@ class BandClient:
             for request_id, future, _ in stale:
                 self._abandon(request_id, future)
         return frames, retransmissions
+
+    def _pipe_bytes(self, budget: int, frame_bytes: int) -> int:
+        """Bytes to keep in flight on a link of known speed: enough to keep the wire busy for a round trip
+        and one more frame, no more (after a loss, every byte queued behind the lost frame is sent again)."""
+        rate = self.transport.bytes_per_second or 0.0
+        if self.rtt.srtt is None:
+            return budget
+        keep_busy = int(rate * (self.rtt.srtt + 4 * self.rtt.rttvar)) + 2 * frame_bytes
+        return min(budget, keep_busy)
 
     def _fit(self, chunk: int, best_chunk: int) -> int:
         """``chunk`` rounded down to a size that packs transport writes well (the best chunk itself when it fits)."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 INITIAL_RTO_S = 1.0
 """Before the first answer (RFC 6298 says 1 s)."""
-MIN_RTO_S = 0.1
+MIN_RTO_S = 0.03
 """Scheduling jitter of the two ends on a fast local link."""
 MAX_BACKOFF = 64
 

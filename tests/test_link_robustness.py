@@ -209,13 +209,13 @@ def test_round_trip_timer_follows_samples_and_backs_off():
     assert timer.rto == 1.0
     timer.sample(2.5)  # a band that answers in 2.5 s
     assert timer.rto == pytest.approx(2.5 + 4 * 1.25)
-    for _ in range(50):
-        timer.sample(0.004)
+    for _ in range(200):
+        timer.sample(0.001)
     assert timer.rto == MIN_RTO_S
     timer.expired()
     timer.expired()
     assert timer.rto == 4 * MIN_RTO_S
-    timer.sample(0.004)
+    timer.sample(0.001)
     assert timer.rto == MIN_RTO_S
 
 
