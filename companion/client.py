@@ -159,7 +159,7 @@ class BandClient:
         self.band_info: BandInfo | None = None
         """What INFO said at connect (with ``hello``)."""
         self.parser = FrameParser(1024)
-        self.rtt = RoundTripTimer()
+        self.rtt = RoundTripTimer(floor=getattr(transport, "min_rto", 0.25))
         self.dropped_responses = 0
         self.retries = 0
         """Requests sent again because their answer did not come within the retransmission timeout."""

@@ -59,6 +59,12 @@ class Transport(ABC):
         """How fast the link carries bytes, if known (a UART's baud rate / 10); None: fast or unknown."""
         return None
 
+    @property
+    def min_rto(self) -> float:
+        """Shortest retransmission timeout worth using on this link: the jitter of its answers beyond
+        the measured round trip (a BLE stack batches packets into connection events)."""
+        return 0.25
+
     def wire_time(self, count: int) -> float:
         """Seconds the link needs to carry ``count`` bytes (0 when its speed is unknown)."""
         rate = self.bytes_per_second

@@ -8,6 +8,7 @@ import os
 
 import serial
 
+from ..rtt import MIN_RTO_S
 from .base import Transport, TransportClosed, TransportError
 
 SERIAL_MTU = 4096
@@ -31,6 +32,10 @@ class SerialTransport(Transport):
     @property
     def bytes_per_second(self) -> float:
         return self.baud / BITS_PER_BYTE
+
+    @property
+    def min_rto(self) -> float:
+        return MIN_RTO_S  # bytes come at the pace of the baud rate, which the timer accounts for
 
     def discard_output(self) -> None:
         port = self._port
