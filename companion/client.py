@@ -66,6 +66,8 @@ MAX_RETRIES = 8
 """Upload: retransmission rounds in a row without progress before giving up."""
 ABANDONED_ID_HOLD_S = 30.0
 """How long the id of a request whose answer never came stays out of use (its answer may be late)."""
+STALE_PENDING_LIMIT = 128
+"""Upload: answers of frames sent before a go-back still awaited at most this many ids; older ones are held instead."""
 ANSWER_ALLOWANCE = 64
 """Bytes of an answer's frame whose wire time a request's retransmission timer allows besides the RTO."""
 MIN_CHUNK = 16
@@ -159,7 +161,7 @@ class BandClient:
         self.band_info: BandInfo | None = None
         """What INFO said at connect (with ``hello``)."""
         self.parser = FrameParser(1024)
-        self.rtt = RoundTripTimer(floor=getattr(transport, "min_rto", 0.25))
+        self.rtt = RoundTripTimer(floor=transport.min_rto)
         self.dropped_responses = 0
         self.retries = 0
         """Requests sent again because their answer did not come within the retransmission timeout."""
@@ -533,6 +535,9 @@ class BandClient:
                     frame_bytes = max_wire_size(UPLOAD_DATA_OVERHEAD + len(piece.data))
                     if in_flight and budget and in_flight_bytes + frame_bytes > self._pipe_bytes(budget, frame_bytes):
                         break
+                    while stale and len(self._pending) >= STALE_PENDING_LIMIT:
+                        old_id, old_future, _ = stale.pop(0)  # the oldest answer still awaited: hold its id instead
+                        self._abandon(old_id, old_future)
                     request_id, future = self._register(piece)
                     left_wire = await self._transmit(encode_frame(encode_request(piece, request_id)))
                     in_flight.append((request_id, piece, future, left_wire))

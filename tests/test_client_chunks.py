@@ -13,6 +13,7 @@ class FakeLink:
     """Only the MTU matters here; nothing is sent."""
 
     address = "test:"
+    min_rto = 0.25
 
     def __init__(self, mtu: int) -> None:
         self.mtu = mtu

@@ -368,7 +368,7 @@ def test_noisy_link_shrinks_chunks_and_never_exhausts_request_ids():
     assert min(sizes) < 64 < max(sizes)  # smaller when frames kept failing, larger when clean again
 
 
-@pytest.mark.parametrize(("seed", "corrupt"), [(3, 0.002), (4, 0.005)])
+@pytest.mark.parametrize(("seed", "corrupt"), [(3, 0.002)])
 def test_upload_through_a_corrupting_cable(tmp_path, seed, corrupt):
     band = Sim(tmp_path)
     table = upload_table(8192)
