@@ -75,6 +75,10 @@ class Loopback(Transport):
     def mtu(self) -> int:
         return 4096
 
+    @property
+    def min_rto(self) -> float:
+        return 0.03  # a call away
+
     async def connect(self, timeout: float) -> None:
         self.handler.attach("loop", self._from_band)
 
@@ -360,7 +364,7 @@ def test_noisy_link_shrinks_chunks_and_never_exhausts_request_ids():
     band = band_with()
     noise = ByteFaults(seed=11, corrupt=0.01)
     transport = Loopback(ProtocolHandler(band), to_band=noise)
-    table = upload_table(16000)
+    table = upload_table(8000)
     result = run(loop_upload(transport, table))
     assert band.storage.active_table() == table and result.retransmissions > 0
     sizes = [len(decode_message(m).body.data) for f in transport.sent for m in FrameParser(1024).feed(f)
