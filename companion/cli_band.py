@@ -33,13 +33,14 @@ if TYPE_CHECKING:  # the CLI imports asyncio and the protocol stack only when a 
 
 T = TypeVar("T")
 
-timeout_option = click.option("--timeout", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
-                              help="Seconds to wait for each answer from the band.")
+timeout_option = click.option("--timeout", type=click.FloatRange(min=0.1), default=None,
+                              help="Upper bound in seconds on every wait for the band "
+                                   "[default: 3; 15 for the flash work of upload begin/commit and erase].")
 hci_option = click.option("--hci", envvar="HANDCUE_HCI", metavar="TRANSPORT",
                           help="Route BLE through bumble on this HCI transport instead of the OS stack (env HANDCUE_HCI).")
 
 
-async def with_band(address: str, timeout: float, job: Callable[[BandClient], Awaitable[T]], hci: str | None = None) -> T:
+async def with_band(address: str, timeout: float | None, job: Callable[[BandClient], Awaitable[T]], hci: str | None = None) -> T:
     """Run ``job`` on the band at ``address``; BLE goes through bumble on ``hci`` if given."""
     from .ble import ble_backend_for
     from .client import BandClient
@@ -57,6 +58,7 @@ def describe_status(status: BandStatus, numbers: Mapping[int, int] | None = None
     numbers the step as the card and ``inspect`` do; without it the step is named only.
     """
     from protocol.constants import BandState
+    from protocol.messages import code_text
 
     from .render import clock, left_text
     from .routine import format_ms
@@ -71,15 +73,15 @@ def describe_status(status: BandStatus, numbers: Mapping[int, int] | None = None
     ) if part)
     parts = [
         f"[{clock(status.elapsed_ms)[:-4]} / {clock(status.total_ms)[:-4]}]",
-        "" if status.state == BandState.RUNNING else "unknown state" if status.state is None else status.state.name.lower(),
+        "" if status.state == BandState.RUNNING else code_text(status, "state"),
         " ".join(part for part in (
             f"step {numbers[status.step]}" if numbers and status.step is not None and status.step in numbers else "",
-            status.technique.text_id if status.technique is not None else "",
+            code_text(status, "technique") or "",
         ) if part),
         where,
         f"{left_text(status.step_remaining_ms)} left in step",
         f"{left_text(status.remaining_ms)} left",
-        f"felt: {status.last_cue.name.lower()}" if status.last_cue is not None else "",
+        f"felt: {code_text(status, 'last_cue')}" if code_text(status, "last_cue") else "",
     ]
     return " | ".join(part for part in parts if part)
 
@@ -93,14 +95,14 @@ def describe_status(status: BandStatus, numbers: Mapping[int, int] | None = None
 @timeout_option
 @json_option
 @hci_option
-def info(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
+def info(address: str, timeout: float | None, as_json: bool, hci: str | None) -> None:
     """Show the band's id, firmware, battery, limits and active routine."""
     band = run(with_band(address, timeout, lambda c: c.info(), hci))
     if as_json:
         emit_json(band.to_json())
         return
     routine = f"{band.routine_name or '(unnamed)'} ({band.routine_size} bytes, CRC-32 0x{band.routine_crc32:08X})" if band.routine_crc32 is not None else "none"
-    click.echo(f"band {band.band_id:04X}: firmware {band.firmware}, protocol {band.protocol_version}, battery {band.battery}%, {band.state}")
+    click.echo(f"band {band.band_id:04X}: firmware {band.firmware}, protocol {band.protocol_version}, battery {band.battery}%, {band.state_text}")
     click.echo(f"routine: {routine}")
     click.echo(f"limits: table {band.max_table} bytes, frame {band.max_frame} bytes, upload window {band.window}")
 
@@ -129,7 +131,7 @@ def _control(name: str, help_text: str, action: Callable[..., Awaitable[BandStat
     @timeout_option
     @json_option
     @hci_option
-    def command(address: str, timeout: float, as_json: bool, hci: str | None, **extra: Any) -> None:
+    def command(address: str, timeout: float | None, as_json: bool, hci: str | None, **extra: Any) -> None:
         status, numbers = run(with_band(address, timeout, lambda c: job(c, as_json, extra), hci))
         emit_json(status.to_json()) if as_json else click.echo(describe_status(status, numbers))
 
@@ -160,7 +162,7 @@ CONTROLS = (
 @timeout_option
 @json_option
 @hci_option
-def erase(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
+def erase(address: str, timeout: float | None, as_json: bool, hci: str | None) -> None:
     """Remove the band's routine."""
     run(with_band(address, timeout, lambda c: c.erase(), hci))
     emit_json({"erased": True, "address": address}) if as_json else say("erased")
@@ -271,7 +273,7 @@ async def upload_table(client: BandClient, data: bytes, label: str, as_json: boo
 @json_option
 @hci_option
 @click.option("--no-names", is_flag=True, help="Compile without the name section.")
-def upload(routine_or_table: str, address: str, timeout: float, as_json: bool, hci: str | None, no_names: bool) -> None:
+def upload(routine_or_table: str, address: str, timeout: float | None, as_json: bool, hci: str | None, no_names: bool) -> None:
     """Upload a routine (compiled first) or a .hcue table to the band.
 
     An interrupted upload of the same table continues where the band stopped.
@@ -324,7 +326,7 @@ async def follow_json(client: BandClient, out: TextIO | None = None) -> BandStat
 @timeout_option
 @json_option
 @hci_option
-def follow(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
+def follow(address: str, timeout: float | None, as_json: bool, hci: str | None) -> None:
     """Live view of the session; exits 0 when the routine finishes (--json: one JSON object per event).
 
     On a terminal, keys control the band: space pauses or resumes, n skips to
@@ -367,7 +369,7 @@ async def start_simulator(args: list[str], timeout: float = 15.0) -> tuple[async
     return process, ports
 
 
-async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, timeout: float) -> None:
+async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, timeout: float | None) -> None:
     from protocol.table import decode_table
 
     from .ble import ble_backend_for
@@ -415,7 +417,7 @@ async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, 
 @click.option("--baud", type=click.IntRange(min=300), help="Pace the simulated serial line to this baud rate.")
 @click.option("--ble", is_flag=True, help="Run the demo over Bluetooth LE (bumble virtual link) instead of serial.")
 @timeout_option
-def demo(routine: str, speed: float, baud: int | None, ble: bool, timeout: float) -> None:
+def demo(routine: str, speed: float, baud: int | None, ble: bool, timeout: float | None) -> None:
     """Start a simulated band, upload a routine, play it and follow it live."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     run(demo_session(routine, speed, baud, ble, timeout))

@@ -17,14 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
-from protocol.constants import BandState, MessageKind, Opcode, SkipScope, Status
-from protocol.errors import BadRequestError, HandCueError, band_error
-from protocol.framing import FrameParser, encode_frame, max_encoded_size
+from protocol.constants import MAX_FRAME_PAYLOAD, BandState, MessageKind, Opcode, SkipScope, Status
+from protocol.errors import BadRequestError, HandCueError, UploadError, band_error
+from protocol.framing import FrameParser, encode_frame, max_wire_size
 from protocol.messages import (
     UPLOAD_DATA_OVERHEAD,
     Body,
@@ -43,24 +44,43 @@ from protocol.messages import (
     StopRequest,
     UploadBeginRequest,
     UploadCommitRequest,
+    UploadCommitResponse,
     UploadDataRequest,
+    code_text,
     decode_message,
     encode_request,
 )
 from protocol.table import check_table_header
 
 from .ble.backend import BleBackend
-from .errors import BandTimeout as BandTimeout  # re-exported: callers import it from here too
+from .errors import BandAnswerError, BandTimeout
+from .rtt import INITIAL_RTO_S, RoundTripTimer
 from .transport import Transport, TransportClosed, open_transport
 
+__all__ = ["BandAnswerError", "BandClient", "BandInfo", "BandStatus", "BandTimeout", "UploadResult"]
+
 DEFAULT_TIMEOUT = 3.0
+"""Longest wait for one answer, unless the caller gives ``timeout`` (the CLI's ``--timeout``)."""
 COMMIT_TIMEOUT = 15.0
-ACK_TIMEOUT = 1.0
-MAX_RETRIES = 5
+"""Longest wait for UPLOAD_BEGIN, UPLOAD_COMMIT and ERASE (flash work) when no ``timeout`` is given."""
+MAX_RETRIES = 8
+"""Upload: retransmission rounds in a row without progress before giving up."""
 ABANDONED_ID_HOLD_S = 30.0
-"""How long the id of a request we stopped waiting for stays out of use."""
+"""How long the id of a request whose answer never came stays out of use (its answer may be late)."""
+STALE_PENDING_LIMIT = 128
+"""Upload: answers of frames sent before a go-back still awaited at most this many ids; older ones are held instead."""
+ANSWER_ALLOWANCE = 64
+"""Bytes of an answer's frame whose wire time a request's retransmission timer allows besides the RTO."""
+MIN_CHUNK = 16
+"""Upload: the smallest data chunk a noisy link shrinks frames to."""
+GROW_AFTER = 4
+"""Upload: clean acknowledgements in a row after which the chunk grows again."""
+WINDOW_SHARE_OF_TIMEOUT = 0.5
+"""Upload: the bytes in flight take at most this share of the timeout on the wire, so an ack wait fits in it."""
 FOLLOW_POLL_S = 1.0
 """While following, ask for the status after this long without a notification."""
+MIN_BAND_FRAME = MAX_FRAME_PAYLOAD
+"""Every band accepts messages of this size (SPEC §15.4); one offering less is broken."""
 
 R = TypeVar("R", bound=Body)
 LOG = logging.getLogger(__name__)
@@ -82,6 +102,15 @@ Arrival = int
 
 
 @dataclass(frozen=True)
+class Answer:
+    """A response as it arrived: the message, its place in the stream and the loop time it came."""
+
+    message: Message
+    arrival: Arrival
+    at: float
+
+
+@dataclass(frozen=True)
 class BandInfo:
     """What ``INFO`` reports."""
 
@@ -97,11 +126,13 @@ class BandInfo:
     routine_name: str | None
     routine_crc32: int | None
     routine_size: int
+    state_text: str = ""
+    """The state for people: ``idle``, or ``unknown (N)`` for a state this companion does not know."""
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["band_id"] = f"{self.band_id:04X}"
-        data["state"] = self.state.name.lower() if self.state is not None else None
+        data["state"] = data.pop("state_text")
         data["routine_crc32"] = None if self.routine_crc32 is None else f"0x{self.routine_crc32:08X}"
         return data
 
@@ -118,6 +149,8 @@ class UploadResult:
     frames_sent: int
     retransmissions: int
     total_ms: int
+    commit_retried: bool = False
+    """The first answer to UPLOAD_COMMIT was lost; the retry (or INFO) showed the band had switched."""
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -126,15 +159,31 @@ ProgressCallback = Callable[[int, int], None]
 class BandClient:
     """An open session with one band.  Use ``async with BandClient.open(address)``."""
 
-    def __init__(self, transport: Transport, *, timeout: float = DEFAULT_TIMEOUT, commit_timeout: float = COMMIT_TIMEOUT) -> None:
+    def __init__(self, transport: Transport, *, timeout: float | None = None, commit_timeout: float | None = None,
+                 hello: bool = True) -> None:
+        """``timeout`` bounds every wait (default: 3 s, and 15 s for the flash work of BEGIN, COMMIT and ERASE).
+
+        With ``hello`` (the default) :meth:`connect` asks INFO first: that starts a
+        session on the band (it forgets the answers it kept for an earlier session's
+        retries) and tells the band's limits.
+        """
         self.transport = transport
-        self.timeout = timeout
+        self.timeout = DEFAULT_TIMEOUT if timeout is None else timeout
+        if commit_timeout is None:
+            commit_timeout = COMMIT_TIMEOUT if timeout is None else min(COMMIT_TIMEOUT, timeout)
         self.commit_timeout = commit_timeout
+        self.hello = hello
+        self.band_info: BandInfo | None = None
+        """What INFO said at connect (with ``hello``)."""
         self.parser = FrameParser(1024)
+        self.rtt = RoundTripTimer(floor=transport.min_rto)
         self.dropped_responses = 0
-        self._pending: dict[int, tuple[Opcode, asyncio.Future[tuple[Message, Arrival]]]] = {}
-        self._next_id = 0
+        self.retries = 0
+        """Requests sent again because their answer did not come within the retransmission timeout."""
+        self._pending: dict[int, tuple[Opcode, asyncio.Future[Answer]]] = {}
+        self._next_id = random.randrange(256)  # a new session does not start where the last one did
         self._abandoned: dict[int, float] = {}
+        self._wire_free = 0.0
         self._notifications: asyncio.Queue[tuple[BandStatus, Arrival]] = asyncio.Queue(maxsize=256)
         self._arrivals: Arrival = 0
         self._reader: asyncio.Task[None] | None = None
@@ -155,6 +204,12 @@ class BandClient:
     async def connect(self) -> None:
         await self.transport.connect(self.timeout)
         self._reader = asyncio.create_task(self._read_loop())
+        if self.hello:
+            try:
+                self.band_info = await self.info()
+            except BaseException:
+                await self.close()
+                raise
 
     async def close(self) -> None:
         if self._reader is not None:
@@ -191,13 +246,17 @@ class BandClient:
             message = decode_message(payload)
             LOG.debug("<- %s #%d %s: %s", message.kind.name.lower(), message.request_id, message.status.name, message.body)
         except MessageError as exc:
-            # A response in another protocol version still names its request in the
-            # frozen header: fail that request with a clear reason instead of a timeout.
+            # The frozen header still names the request: fail it with what was wrong instead of a timeout.
             waiting = self._pending.get(exc.request_id)
-            is_answer = exc.status == Status.UNSUPPORTED_VERSION and MessageHeader.parse(payload).kind == MessageKind.RESPONSE
-            if is_answer and waiting is not None and waiting[0] == exc.opcode and not waiting[1].done():
+            header = MessageHeader.parse(payload) if len(payload) >= MessageHeader.sizeof() else None
+            if header is not None and header.kind == MessageKind.RESPONSE and waiting is not None and waiting[0] == exc.opcode and not waiting[1].done():
                 del self._pending[exc.request_id]
-                waiting[1].set_exception(band_error(Status.UNSUPPORTED_VERSION, f"{self.transport.address}: {exc}"))
+                name = Opcode(exc.opcode).name
+                if exc.status == Status.UNSUPPORTED_VERSION:
+                    error: HandCueError = band_error(Status.UNSUPPORTED_VERSION, f"{self.transport.address}: {exc}")
+                else:
+                    error = BandAnswerError(f"{self.transport.address} answered {name} (request id {exc.request_id}) with a message this companion cannot read: {exc}")
+                waiting[1].set_exception(error)
             else:
                 self.dropped_responses += 1
             return
@@ -211,64 +270,116 @@ class BandClient:
             return
         waiting = self._pending.get(message.request_id)
         if waiting is None or waiting[0] != message.opcode:
-            self.dropped_responses += 1  # late answer to a request that timed out
+            self.dropped_responses += 1  # late answer to a request that timed out, or a retry's second answer
             self._abandoned.pop(message.request_id, None)  # its id may be used again
             return
         del self._pending[message.request_id]
         if not waiting[1].done():
-            waiting[1].set_result((message, self._arrivals))
+            waiting[1].set_result(Answer(message, self._arrivals, asyncio.get_running_loop().time()))
 
     def _allocate_id(self) -> int:
-        """A request id not in use, and not of a recently abandoned request whose answer may still come."""
+        """A request id not in use, and if possible not of a request abandoned recently (its answer may still come)."""
         now = asyncio.get_running_loop().time()
         self._abandoned = {rid: until for rid, until in self._abandoned.items() if until > now}
         for _ in range(256):
             self._next_id = (self._next_id + 1) % 256
             if self._next_id not in self._pending and self._next_id not in self._abandoned:
                 return self._next_id
-        raise HandCueError("256 requests in flight or abandoned")
+        # Every free id waits out a hold: take the one held longest (its late answer is the least likely).
+        free = [rid for rid in self._abandoned if rid not in self._pending]
+        if not free:
+            raise HandCueError("256 requests in flight")
+        self._next_id = min(free, key=self._abandoned.__getitem__)
+        del self._abandoned[self._next_id]
+        return self._next_id
 
-    def _abandon(self, request_id: int) -> None:
-        """Stop waiting for ``request_id``; keep its id out of use for a while (its answer may be late)."""
+    def _abandon(self, request_id: int, future: asyncio.Future[Answer] | None = None) -> None:
+        """Stop waiting for ``request_id``; if its answer has not come, keep its id out of use for a while."""
         self._pending.pop(request_id, None)
-        self._abandoned[request_id] = asyncio.get_running_loop().time() + ABANDONED_ID_HOLD_S
+        if future is None or not future.done():
+            self._abandoned[request_id] = asyncio.get_running_loop().time() + ABANDONED_ID_HOLD_S
+        if future is not None and not future.done():
+            future.cancel()
 
-    async def _send_request(self, request: Request[Any]) -> tuple[int, asyncio.Future[tuple[Message, Arrival]]]:
+    def _register(self, request: Request[Any]) -> tuple[int, asyncio.Future[Answer]]:
         if self._closed is not None:
             raise TransportClosed(f"{self.transport.address}: link lost ({self._closed})")
         request_id = self._allocate_id()
-        future: asyncio.Future[tuple[Message, Arrival]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (request.opcode, future)
-        try:
-            frame = encode_frame(encode_request(request, request_id))
-            LOG.debug("-> request #%d %s: frame %s", request_id, request, _Hex(frame))
-            await self.transport.send(frame)
-        except BaseException:
-            self._pending.pop(request_id, None)
-            raise
         return request_id, future
 
+    async def _transmit(self, frame: bytes) -> float:
+        """Send ``frame``; returns when (loop time) its last byte will have left the wire."""
+        loop = asyncio.get_running_loop()
+        self._wire_free = max(loop.time(), self._wire_free) + self.transport.wire_time(len(frame))
+        done = self._wire_free
+        await self.transport.send(frame)
+        return done
+
+    def _answer_allowance(self, request: Request[Any] | None = None) -> float:
+        """How long after a request left the wire its answer may take before it is sent again.
+
+        Requests that make the band work its flash (BEGIN, COMMIT, ERASE) may take longer than the
+        round trips the timer learned from: they wait at least :data:`~companion.rtt.INITIAL_RTO_S`.
+        """
+        rto = self.rtt.rto
+        if request is not None and not request.idempotent:
+            rto = max(rto, INITIAL_RTO_S)
+        return min(self.timeout, rto + self.transport.wire_time(ANSWER_ALLOWANCE))
+
     async def request(self, request: Request[R], *, timeout: float | None = None, what: str | None = None) -> R:
-        """Send one request and wait for its typed response; raise the band's error if it refused."""
+        """Send one request and wait for its typed response; raise the band's error if it refused.
+
+        Within ``timeout`` the request is sent again, with the same id, whenever
+        the retransmission timer expires: the band answers a repeated request that
+        changes state with its first answer (SPEC §16.2), so a lost answer never
+        becomes a second action.
+        """
         return (await self._exchange(request, timeout, what))[0]
 
     async def _exchange(self, request: Request[R], timeout: float | None = None, what: str | None = None) -> tuple[R, Arrival]:
-        request_id, future = await self._send_request(request)
+        loop = asyncio.get_running_loop()
         limit = self.timeout if timeout is None else timeout
+        deadline = loop.time() + limit
+        request_id, future = self._register(request)
+        frame = encode_frame(encode_request(request, request_id))
+        sends = 0
         try:
-            message, arrival = await asyncio.wait_for(future, limit)
-        except TimeoutError:
-            self._abandon(request_id)
-            raise BandTimeout(
-                f"no answer from {self.transport.address} to {what or request.opcode.name} within {limit:g} s (is it a HandCue band, powered and in range?)"
-            ) from None
-        return self._checked(request, message), arrival
+            while True:
+                LOG.debug("-> request #%d %s%s: frame %s", request_id, request, " (again)" if sends else "", _Hex(frame))
+                left_wire = await self._transmit(frame)
+                sends += 1
+                wait = min(deadline, left_wire + self._answer_allowance(request)) - loop.time()
+                with contextlib.suppress(TimeoutError):
+                    answer = await asyncio.wait_for(asyncio.shield(future), max(0.0, wait))
+                    break
+                if loop.time() >= deadline:
+                    raise BandTimeout(
+                        f"no answer from {self.transport.address} to {what or request.opcode.name} within {limit:g} s"
+                        f"{f' ({sends} tries)' if sends > 1 else ''} (is it a HandCue band, powered and in range?)"
+                    )
+                self.rtt.expired()
+                self.retries += 1
+        except BaseException:
+            self._abandon(request_id, future)
+            raise
+        if sends == 1:
+            self.rtt.sample(answer.at - left_wire)  # Karn: a retried request's answer may be the first try's
+        else:
+            self._abandon(request_id, future)  # the other tries' answers may follow: keep the id out of use
+        return self._checked(request, answer.message), answer.arrival
 
-    @staticmethod
-    def _checked(request: Request[R], message: Message) -> R:
+    def _checked(self, request: Request[R], message: Message) -> R:
         if message.status != Status.OK:
+            if message.status_code not in Status._value2member_map_:  # a newer band's status
+                raise band_error(message.status, f"the band refused {request.opcode.name} with status unknown ({message.status_code})"
+                                 f"{': ' + message.reason if message.reason else ''}", message.detail)
             raise band_error(message.status, message.reason, message.detail)
-        return request.response_from(message.body)
+        try:
+            return request.response_from(message.body)
+        except MessageError as exc:
+            raise BandAnswerError(f"{self.transport.address} answered {request.opcode.name} wrongly: {exc}") from None
 
     # ------------------------------------------------------------ commands
 
@@ -277,7 +388,7 @@ class BandClient:
         return BandInfo(
             body.band_id, str(body.firmware), body.protocol_version, body.battery, body.state, body.max_table,
             body.max_frame, body.window, body.routine_name if body.has_routine else None,
-            body.routine_crc32 if body.has_routine else None, body.routine_size,
+            body.routine_crc32 if body.has_routine else None, body.routine_size, code_text(body, "state") or "none",
         )
 
     async def status(self) -> BandStatus:
@@ -306,7 +417,7 @@ class BandClient:
         return await self.request(StopRequest())
 
     async def erase(self) -> None:
-        await self.request(EraseRequest(), timeout=self.commit_timeout)
+        await self.request(EraseRequest(), timeout=self.commit_timeout, what="ERASE")
 
     async def _notification(self, timeout: float) -> tuple[BandStatus, Arrival]:
         if self._closed is not None and self._notifications.empty():
@@ -348,52 +459,149 @@ class BandClient:
 
     # ------------------------------------------------------------ upload
 
-    async def upload(self, data: bytes, progress: ProgressCallback | None = None, *, ack_timeout: float = ACK_TIMEOUT) -> UploadResult:
+    async def upload(self, data: bytes, progress: ProgressCallback | None = None) -> UploadResult:
         """Upload and commit a table; resumes a partial upload of the same table.
 
         ``progress(confirmed, total)`` reports the offset the band confirmed as
         stored, never merely what was sent.  Raises
         :class:`~protocol.errors.TableRefusedError` with the band's reason if it
-        refuses the table (its previous routine stays active).
+        refuses the table (its previous routine stays active), and
+        :class:`BandAnswerError` if the band offers unusable limits or reports
+        another CRC than the table's.
         """
         check_table_header(data)  # refuse to send what is not a table
         size, crc = len(data), zlib.crc32(data)
+        if self.band_info is not None and self.band_info.max_frame < MIN_BAND_FRAME:
+            raise BandAnswerError(f"{self.transport.address} offers frames of {self.band_info.max_frame} bytes in INFO; "
+                                  f"every band must accept {MIN_BAND_FRAME} (is its firmware broken?)")
         # BEGIN may erase flash sectors on the band: it gets the long timeout too.
         begin = await self.request(UploadBeginRequest(length=size, crc32=crc), timeout=self.commit_timeout, what="UPLOAD_BEGIN")
-        chunk = self._chunk_size(begin.max_chunk)
-        window = max(1, begin.window)
-        resumed_from = confirmed = begin.offset
+        if begin.max_chunk < 1 or begin.window < 1:
+            raise BandAnswerError(f"{self.transport.address} answered UPLOAD_BEGIN with unusable limits: chunks of at most "
+                                  f"{begin.max_chunk} bytes, a window of {begin.window} frames (each must be at least 1)")
+        if begin.offset > size:
+            raise BandAnswerError(f"{self.transport.address} answered UPLOAD_BEGIN with offset {begin.offset}, past the table's {size} bytes")
+        resumed_from = begin.offset
         if progress:
-            progress(confirmed, size)
-        frames = retransmissions = stalls = 0
-        next_offset = confirmed
-        in_flight: dict[int, tuple[UploadDataRequest, asyncio.Future[tuple[Message, Arrival]]]] = {}
+            progress(begin.offset, size)
+        try:
+            frames, retransmissions = await self._send_data(data, begin.offset, begin.max_chunk, begin.window, progress)
+        except BaseException:
+            self.transport.discard_output()  # the band need not chew through frames nobody waits for
+            raise
+        commit, retried = await self._commit(data, crc)
+        if commit.crc32 != crc:
+            raise BandAnswerError(f"{self.transport.address} reports CRC-32 0x{commit.crc32:08X} at UPLOAD_COMMIT; "
+                                  f"the table's is 0x{crc:08X} (upload it again)")
+        return UploadResult(size, crc, resumed_from, frames, retransmissions, commit.total_ms, retried)
+
+    async def _commit(self, data: bytes, crc: int) -> tuple[UploadCommitResponse, bool]:
+        """UPLOAD_COMMIT, sent again while no answer comes (the band answers a repeat with its first answer).
+
+        A commit whose answer was lost and that the band no longer remembers (NO_UPLOAD,
+        or no answer at all) is recognised by INFO showing this table active: never
+        "failed" while the band switched.  Returns the answer and whether it took more than one try.
+        """
+        retries = self.retries
+        try:
+            answer = await self.request(UploadCommitRequest(), timeout=self.commit_timeout, what="UPLOAD_COMMIT (verify and store)")
+            return answer, self.retries > retries
+        except (UploadError, BandTimeout) as exc:
+            if isinstance(exc, UploadError) and exc.code != Status.NO_UPLOAD:
+                raise
+            try:
+                info = await self.info()
+            except HandCueError:
+                raise exc from None
+            if info.routine_crc32 == crc and info.routine_size == len(data):
+                return UploadCommitResponse(crc32=crc, total_ms=check_table_header(data).total_ms), True
+            raise
+
+    async def _send_data(self, data: bytes, offset: int, band_max_chunk: int, band_window: int,
+                         progress: ProgressCallback | None) -> tuple[int, int]:
+        """Go-back-N over the band's cumulative acks, timed by the RTO; returns (frames, retransmitted frames).
+
+        The data chunk adapts to the link: halved (down to :data:`MIN_CHUNK`) after
+        every loss, grown by a quarter after a clean window, so a noisy link gets
+        short frames that survive and a clean one long frames that carry more.
+        The bytes in flight stay within :data:`WINDOW_SHARE_OF_TIMEOUT` of the
+        timeout on the wire, so every ack wait fits in the timeout at any baud rate.
+        """
+        loop = asyncio.get_running_loop()
+        size = len(data)
+        best_chunk = self._chunk_size(band_max_chunk)
+        rate = self.transport.bytes_per_second
+        if rate:
+            budget = int(rate * self.timeout * WINDOW_SHARE_OF_TIMEOUT)
+            room = budget - max_wire_size(UPLOAD_DATA_OVERHEAD)
+            best_chunk = max(1, min(best_chunk, room if room >= MIN_CHUNK else MIN_CHUNK))
+        else:
+            budget = 0
+        chunk = best_chunk
+        confirmed = next_offset = offset
+        frames = retransmissions = stalls = clean = 0
+        in_flight: list[tuple[int, UploadDataRequest, asyncio.Future[Answer], float]] = []  # oldest first
+        stale: list[tuple[int, asyncio.Future[Answer], float]] = []  # sent before a go-back; their answers still come
+
+        def go_back() -> None:
+            nonlocal next_offset, chunk, clean, retransmissions
+            retransmissions += sum(1 for _, piece, _, _ in in_flight if piece.offset + len(piece.data) > confirmed)
+            stale.extend((rid, future, deadline) for rid, _, future, deadline in in_flight)
+            in_flight.clear()
+            next_offset = confirmed
+            chunk = max(min(MIN_CHUNK, best_chunk), chunk * 2 // 3)
+            clean = 0
+
         try:
             while confirmed < size:
-                while next_offset < size and len(in_flight) < window:
-                    piece = UploadDataRequest(offset=next_offset, data=data[next_offset : next_offset + chunk])
-                    request_id, future = await self._send_request(piece)
-                    in_flight[request_id] = (piece, future)
+                in_flight_bytes = sum(max_wire_size(UPLOAD_DATA_OVERHEAD + len(p.data)) for _, p, _, _ in in_flight)
+                while next_offset < size and len(in_flight) < band_window:
+                    piece = UploadDataRequest(offset=next_offset, data=data[next_offset : next_offset + self._fit(chunk, best_chunk)])
+                    frame_bytes = max_wire_size(UPLOAD_DATA_OVERHEAD + len(piece.data))
+                    if in_flight and budget and in_flight_bytes + frame_bytes > self._pipe_bytes(budget, frame_bytes):
+                        break
+                    while stale and len(self._pending) >= STALE_PENDING_LIMIT:
+                        old_id, old_future, _ = stale.pop(0)  # the oldest answer still awaited: hold its id instead
+                        self._abandon(old_id, old_future)
+                    request_id, future = self._register(piece)
+                    left_wire = await self._transmit(encode_frame(encode_request(piece, request_id)))
+                    in_flight.append((request_id, piece, future, left_wire))
+                    in_flight_bytes += frame_bytes
                     next_offset += len(piece.data)
                     frames += 1
-                confirmed_before_round = confirmed
-                done, _ = await asyncio.wait([f for _, f in in_flight.values()], timeout=ack_timeout, return_when=asyncio.FIRST_COMPLETED)
-                if not done:
+                # Forget stale requests whose answers came, or never will.
+                now = loop.time()
+                for old in [e for e in stale if e[1].done() or now > e[2] + 2 * self._answer_allowance()]:
+                    stale.remove(old)
+                    self._abandon(old[0], old[1])
+                if not in_flight:
+                    continue
+                head_due = in_flight[0][3] + self._answer_allowance()
+                if not any(f.done() for _, _, f, _ in in_flight):
+                    await asyncio.wait([f for _, _, f, _ in in_flight], timeout=max(0.0, head_due - loop.time()),
+                                       return_when=asyncio.FIRST_COMPLETED)
+                if not any(f.done() for _, _, f, _ in in_flight):
+                    # Nothing came back in time: the oldest frame or its answer is lost.
+                    self.rtt.expired()
                     stalls += 1
                     if stalls > MAX_RETRIES:
                         raise BandTimeout(
                             f"{self.transport.address} did not acknowledge upload data at offset {confirmed} "
-                            f"after {MAX_RETRIES} retransmissions ({confirmed} of {size} bytes stored; upload again to resume)"
+                            f"({MAX_RETRIES + 1} waits of up to {self._answer_allowance():.2g} s in a row; "
+                            f"{confirmed} of {size} bytes stored; upload again to resume)"
                         )
-                    retransmissions += len(in_flight)
-                    next_offset = confirmed
-                    self._forget(in_flight)
+                    go_back()
                     continue
-                for request_id, (piece, future) in list(in_flight.items()):
+                for entry in list(in_flight):
+                    request_id, piece, future, left_wire = entry
                     if not future.done():
                         continue
-                    del in_flight[request_id]
-                    acked = self._checked(piece, future.result()[0]).offset
+                    in_flight.remove(entry)
+                    answer = future.result()
+                    self.rtt.sample(answer.at - left_wire)
+                    acked = self._checked(piece, answer.message).offset
+                    if acked > size:
+                        raise BandAnswerError(f"{self.transport.address} acknowledged offset {acked} of a {size}-byte table")
                     if acked > confirmed:
                         stalls = 0
                         confirmed = acked
@@ -401,27 +609,40 @@ class BandClient:
                             progress(confirmed, size)
                     if acked < piece.offset + len(piece.data):
                         # The band did not store this frame: an earlier one was lost. Go back.
-                        if acked <= confirmed_before_round:
-                            stalls += 1
-                            if stalls > MAX_RETRIES:
-                                raise BandTimeout(
-                                    f"{self.transport.address} keeps losing upload data at offset {confirmed} "
-                                    f"({confirmed} of {size} bytes stored; upload again to resume)"
-                                )
-                        retransmissions += len(in_flight)
-                        next_offset = confirmed
-                        self._forget(in_flight)
+                        stalls += 1
+                        if stalls > MAX_RETRIES:
+                            raise BandTimeout(
+                                f"{self.transport.address} keeps losing upload data at offset {confirmed} "
+                                f"({MAX_RETRIES + 1} retransmissions in a row; {confirmed} of {size} bytes stored; upload again to resume)"
+                            )
+                        go_back()
                         break
+                    clean += 1
+                    if clean >= GROW_AFTER and chunk < best_chunk:
+                        chunk, clean = min(best_chunk, max(chunk + MIN_CHUNK, chunk * 5 // 4)), 0
+                # Frames the band has stored although their own answers did not come (yet): nothing to wait for.
+                for entry in [e for e in in_flight if e[1].offset + len(e[1].data) <= confirmed]:
+                    in_flight.remove(entry)
+                    stale.append((entry[0], entry[2], entry[3]))
         finally:
-            self._forget(in_flight)
-        commit = await self.request(UploadCommitRequest(), timeout=self.commit_timeout, what="UPLOAD_COMMIT (verify and store)")
-        return UploadResult(size, crc, resumed_from, frames, retransmissions, commit.total_ms)
+            for request_id, _, future, _ in in_flight:
+                self._abandon(request_id, future)
+            for request_id, future, _ in stale:
+                self._abandon(request_id, future)
+        return frames, retransmissions
 
-    def _forget(self, in_flight: dict[int, tuple[UploadDataRequest, asyncio.Future[tuple[Message, Arrival]]]]) -> None:
-        for request_id, (_, future) in in_flight.items():
-            self._abandon(request_id)
-            future.cancel()
-        in_flight.clear()
+    def _pipe_bytes(self, budget: int, frame_bytes: int) -> int:
+        """Bytes to keep in flight on a link of known speed: enough to keep the wire busy for a round trip
+        and one more frame, no more (after a loss, every byte queued behind the lost frame is sent again)."""
+        rate = self.transport.bytes_per_second or 0.0
+        if self.rtt.srtt is None:
+            return budget
+        keep_busy = int(rate * (self.rtt.srtt + 4 * self.rtt.rttvar)) + 2 * frame_bytes
+        return min(budget, keep_busy)
+
+    def _fit(self, chunk: int, best_chunk: int) -> int:
+        """``chunk`` rounded down to a size that packs transport writes well (the best chunk itself when it fits)."""
+        return best_chunk if chunk >= best_chunk else self._chunk_size(chunk)
 
     def _chunk_size(self, band_max_chunk: int) -> int:
         """The data chunk per frame that carries the most table bytes per transport write.
@@ -432,7 +653,7 @@ class BandClient:
         mtu = self.transport.mtu
 
         def writes_for(chunk: int) -> int:
-            return -(-max_encoded_size(UPLOAD_DATA_OVERHEAD + chunk) // mtu)
+            return -(-max_wire_size(UPLOAD_DATA_OVERHEAD + chunk) // mtu)
 
         def largest_chunk(writes: int) -> int:
             chunk = band_max_chunk

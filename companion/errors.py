@@ -12,6 +12,7 @@ one tree under :class:`HandCueError`::
     │   └── NotPairedError        a paired-only band refused a command from this unpaired device
     ├── PairingError              pairing or unpairing with a band failed
     ├── BandTimeout               the band did not answer in time
+    ├── BandAnswerError           the band's answer cannot be used (malformed, wrong CRC, unusable limits)
     ├── TableFormatError          (protocol.errors)
     ├── MessageError              (protocol.errors)
     └── BandError and its named subclasses, one per band status (protocol.errors)
@@ -43,6 +44,7 @@ __all__ = [
     "AddressError",
     "BadRequestError",
     "BadStateError",
+    "BandAnswerError",
     "BandError",
     "BandTimeout",
     "BusyError",
@@ -89,3 +91,8 @@ class NotPairedError(TransportError):
 
 class PairingError(HandCueError):
     """Pairing or unpairing with a band failed (window closed, refused, lost link)."""
+
+
+class BandAnswerError(HandCueError):
+    """The band answered, but not usably: a malformed answer, unusable limits (a window of 0 frames),
+    or a commit CRC that differs from the table's; the message names the request and what was wrong."""

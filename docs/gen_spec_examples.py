@@ -438,10 +438,10 @@ def frame_text(message: bytes, wire: bytes) -> str:
     """The CRC and the COBS wire bytes of one message (asserting the framing layout of §15)."""
     crc = crc16(message)
     assert wire == encode_frame(message), "the band's frame differs from encode_frame"
-    assert wire[-1] == 0 and 0 not in wire[:-1]
+    assert wire[0] == wire[-1] == 0 and 0 not in wire[1:-1]
     assert FrameParser(1024).feed(wire) == [message]
     lines = [f"CRC-16/IBM-3740 over the {len(message)} message bytes = 0x{crc:04X}, appended little endian: {crc.to_bytes(2, 'little').hex(' ')}",
-             f"wire: COBS(message || CRC) || 00 = {len(wire)} bytes"]
+             f"wire: 00 || COBS(message || CRC) || 00 = {len(wire)} bytes"]
     return "\n".join(lines + hex_lines(wire))
 
 
@@ -538,7 +538,7 @@ def transfer_examples() -> None:
     first = encode_request(UploadDataRequest(offset=0, data=without[:chunk]), 3)
     second = encode_request(UploadDataRequest(offset=chunk, data=without[chunk:]), 4)
     damaged = bytearray(encode_frame(first))
-    position = 20
+    position = 21  # the same byte of the message as before the leading delimiter
     damaged[position] = 0xFF if damaged[position] != 0xFF else 0xFE  # line noise; stays non-zero
     before = bench.handler.stats
     replies = bench.send(bytes(damaged) + encode_frame(second))

@@ -4,12 +4,18 @@ One handler serves every link (the serial pty and BLE at the same time); each
 link has its own incremental frame parser.  Bytes that are not valid frames
 are dropped and counted, and every valid request gets exactly one response, so
 the band always stays responsive.
+
+Requests that change state are safe to send again: each link keeps the answers
+to its last few of them, and a request repeating one (same request id, same
+bytes) gets that first answer again without being carried out twice, so a
+companion whose answer was lost on the link simply retries (SPEC §16.2).
 """
 
 from __future__ import annotations
 
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,11 +27,13 @@ from protocol.constants import (
     PROTOCOL_VERSION,
     Limits,
     MessageKind,
+    Opcode,
     Status,
 )
 from protocol.errors import BandError, TableFormatError
 from protocol.framing import FrameParser, ParserStats, encode_frame
 from protocol.messages import (
+    REQUEST_TYPES,
     UPLOAD_DATA_OVERHEAD,
     Body,
     Empty,
@@ -65,6 +73,11 @@ FIRMWARE_VERSION = (0, 1, 0)
 UPLOAD_OWNERSHIP_S = 10.0
 """Another link may not start an upload while the owner was active this recently."""
 
+REPLY_CACHE_SIZE = 16
+"""Answers to state-changing requests each link remembers, for retries of the same request."""
+REPLY_CACHE_S = 60.0
+"""How long such an answer is kept: far longer than any companion retries a request."""
+
 Serve = Callable[[str, Any], Body]
 """A request handler: (link name, request) -> response body."""
 
@@ -87,6 +100,8 @@ class ProtocolHandler:
         self._upload_owner: str | None = None
         self._upload_seen = 0.0
         self._name_cache: tuple[int | None, str] = (None, "")
+        self._replies: dict[str, OrderedDict[int, tuple[bytes, bytes, float]]] = {}
+        """Per link: request id -> (request, its answer, when), for the last state-changing requests."""
         # The one table from request type to handler; a request type missing here is a bug the tests catch.
         self._serve: dict[type[Request[Any]], Serve] = {
             InfoRequest: self._info,
@@ -107,9 +122,11 @@ class ProtocolHandler:
 
     def attach(self, name: str, send: Callable[[bytes], None]) -> None:
         self.links[name] = Link(name, send, FrameParser(self.max_frame))
+        self._replies.pop(name, None)
 
     def detach(self, name: str) -> None:
         self.links.pop(name, None)
+        self._replies.pop(name, None)
 
     @property
     def stats(self) -> ParserStats:
@@ -137,7 +154,32 @@ class ProtocolHandler:
     # ------------------------------------------------------------ requests
 
     def handle(self, link: str, data: bytes) -> bytes | None:
-        """The response to one message (None for messages that need no answer)."""
+        """The response to one message (None for messages that need no answer).
+
+        A state-changing request that repeats a recent one of this link (same id
+        and bytes) gets the first answer again and is not carried out twice.  INFO
+        begins a companion's session: it forgets the link's remembered answers, so
+        a new session's request ids never meet an old session's answers.
+        """
+        if len(data) < MESSAGE_HEADER_SIZE or data[1] != MessageKind.REQUEST or data[2] not in Opcode._value2member_map_:
+            return self._handle(link, data)
+        request_id, request_type = data[3], REQUEST_TYPES[Opcode(data[2])]
+        replies = self._replies.setdefault(link, OrderedDict())
+        now = time.monotonic()
+        cached = replies.get(request_id)
+        if cached is not None and cached[0] == data and now - cached[2] < REPLY_CACHE_S:
+            return cached[1]  # a retry: its first answer, not a second action
+        reply = self._handle(link, data)
+        if request_type is InfoRequest:
+            replies.clear()
+        elif not request_type.idempotent and reply is not None:
+            replies.pop(request_id, None)
+            replies[request_id] = (data, reply, now)
+            while len(replies) > REPLY_CACHE_SIZE:
+                replies.popitem(last=False)
+        return reply
+
+    def _handle(self, link: str, data: bytes) -> bytes | None:
         try:
             message = decode_message(data)
         except MessageError as exc:
@@ -198,6 +240,9 @@ class ProtocolHandler:
             raise BandError(Status.BAD_REQUEST, "an upload of 0 bytes")
         if length > Limits.MAX_TABLE_BYTES:
             raise BandError(Status.TOO_LARGE, f"table of {length} bytes; this band stores at most {Limits.MAX_TABLE_BYTES}")
+        if self._playing():
+            # Known now, so refused now: before the companion sends any table byte.
+            raise BandError(Status.BUSY, "a routine is playing; stop it before replacing it")
         self._claim_upload(link)
         offset = self.band.storage.begin_upload(length, crc)
         return UploadBeginResponse(offset=offset, max_chunk=self.max_frame - UPLOAD_DATA_OVERHEAD, window=self.window)
@@ -217,7 +262,7 @@ class ProtocolHandler:
         storage = self.band.storage
         if storage.upload is None:
             raise BandError(Status.NO_UPLOAD, "no upload in progress")
-        if self.band.interpreter is not None and self.band.interpreter.state in (RunState.RUNNING, RunState.PAUSED):
+        if self._playing():
             raise BandError(Status.BUSY, "a routine is playing; stop it before replacing it")
         self._claim_upload(link)
         try:
@@ -231,13 +276,16 @@ class ProtocolHandler:
         return UploadCommitResponse(crc32=zlib.crc32(data), total_ms=check_table_header(data).total_ms)
 
     def _erase(self, link: str, request: EraseRequest) -> Empty:
-        if self.band.interpreter is not None and self.band.interpreter.state in (RunState.RUNNING, RunState.PAUSED):
+        if self._playing():
             raise BandError(Status.BUSY, "a routine is playing; stop it before erasing")
         self.band.storage.erase()
         self._upload_owner = None
         self.band.reload()
         self.band.announce_state()
         return Empty()
+
+    def _playing(self) -> bool:
+        return self.band.interpreter is not None and self.band.interpreter.state in (RunState.RUNNING, RunState.PAUSED)
 
     def _command(self, action: Callable[[], None]) -> StatusReport:
         action()

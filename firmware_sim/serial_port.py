@@ -64,19 +64,24 @@ class PtySerialPort:
     async def _read_loop(self) -> None:
         loop = asyncio.get_running_loop()
         wire_free = loop.time()
+        # A UART delivers bytes as they arrive: read at most 10 ms of wire time at once.
+        most = max(1, self.baud // (BITS_PER_BYTE * 100)) if self.baud else 4096
+        backlog = False
         while True:
             await self._readable()
             try:
-                chunk = os.read(self.master, 4096)
+                chunk = os.read(self.master, most)
             except BlockingIOError:
                 continue
             except OSError:  # EIO while no process has the port open
                 await asyncio.sleep(0.01)
                 continue
             if self.baud:
-                # The last byte of this chunk cannot have arrived before the wire carried it.
-                wire_free = max(wire_free, loop.time()) + self._wire_time(len(chunk))
+                # The last byte of this chunk cannot have arrived before the wire carried it; bytes
+                # that were already waiting came right behind the previous ones (no idle line between).
+                wire_free = (wire_free if backlog else max(wire_free, loop.time())) + self._wire_time(len(chunk))
                 await asyncio.sleep(max(0.0, wire_free - loop.time()))
+            backlog = len(chunk) == most
             self.handler.receive(self.link_name, chunk)
 
     async def _write_loop(self) -> None:

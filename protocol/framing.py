@@ -1,7 +1,12 @@
 """Frames for byte streams (serial, and the BLE UART characteristic).
 
-On the wire a frame is ``COBS(message || CRC-16) || 0x00``.  COBS removes every
-zero byte from the frame so 0x00 can delimit frames; the CRC is
+On the wire a frame is ``0x00 || COBS(message || CRC-16) || 0x00``.  COBS
+removes every zero byte from the frame so 0x00 can delimit frames.  Every frame
+*starts* with a delimiter as well as ending with one: whatever a torn frame (a
+cable pull, line noise, a lost delimiter) left in the receiver's buffer is ended
+by the leading 0x00 and dropped, so it can never swallow the good frame that
+follows; two delimiters in a row are an empty frame, which receivers ignore.
+The CRC is
 CRC-16/IBM-3740 (poly 0x1021, init 0xFFFF, no reflection, check 0x29B1),
 little endian, over the message bytes.
 
@@ -29,14 +34,20 @@ def crc16(data: bytes) -> int:
 
 
 def encode_frame(message: bytes) -> bytes:
-    """The wire bytes of one message, delimiter included."""
-    return bytes(cobs.encode(message + crc16(message).to_bytes(FRAME_CRC_SIZE, "little"))) + DELIMITER
+    """The wire bytes of one message: leading delimiter, COBS(message || CRC), trailing delimiter."""
+    return DELIMITER + bytes(cobs.encode(message + crc16(message).to_bytes(FRAME_CRC_SIZE, "little"))) + DELIMITER
 
 
 def max_encoded_size(message_size: int) -> int:
-    """Worst-case wire size of a message of ``message_size`` bytes."""
+    """Worst-case size of the encoded frame of a ``message_size``-byte message with its trailing delimiter
+    (what a receiver buffers, plus one); :func:`max_wire_size` adds the leading delimiter."""
     raw = message_size + FRAME_CRC_SIZE
     return raw + raw // 254 + 1 + 1
+
+
+def max_wire_size(message_size: int) -> int:
+    """Worst-case bytes :func:`encode_frame` puts on the wire for a ``message_size``-byte message."""
+    return max_encoded_size(message_size) + 1
 
 
 @dataclass

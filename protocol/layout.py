@@ -43,6 +43,11 @@ def wire(subcon: Any, *, at: int | None = None, default: Any = dataclasses.MISSI
     return dataclasses.field(default=default, metadata={_OFFSET: at, _SUBCON: subcon})
 
 
+def field_subcon(cls: type[Any], name: str) -> Any:
+    """The construct (with its :class:`Coding`, if any) that field ``name`` of a laid-out class is read with."""
+    return {f.name: f for f in dataclasses.fields(cls)}[name].metadata[_SUBCON]
+
+
 @dataclass_transform(frozen_default=True, field_specifiers=(wire,))
 def laid_out(cls: type[T]) -> type[T]:
     """Make ``cls`` a frozen dataclass whose fields are declared with :func:`wire`."""
@@ -115,6 +120,9 @@ class _Model(c.Adapter):  # type: ignore[misc,unused-ignore]
 class Coding(c.Adapter):  # type: ignore[misc,unused-ignore]
     """An adapter between a field's wire value and its model value; compiled layouts call ``_decode``."""
 
+    absent: int | None = None
+    """The wire value that means "none" (as opposed to a code this side does not know)."""
+
     def _emitparse(self, code: Any) -> str:
         code.linkedinstances[id(self)] = self
         return f"linkedinstances[{id(self)}]._decode({self.subcon._compileparse(code)}, None, None)"
@@ -145,7 +153,7 @@ class Marker(Coding):
 
     def __init__(self, subcon: Any, marker: int) -> None:
         super().__init__(subcon)
-        self.marker = marker
+        self.marker = self.absent = marker
 
     def _decode(self, obj: int, context: Any, path: Any) -> int | None:
         return None if obj == self.marker else obj
@@ -170,6 +178,7 @@ class Coded(Coding):
     def __init__(self, subcon: Any, enum: type[IntEnum], *, none: int | None = None, lenient: bool = False) -> None:
         super().__init__(subcon)
         self.enum, self.none, self.lenient = enum, none, lenient
+        self.absent = none
 
     def _decode(self, obj: int, context: Any, path: Any) -> IntEnum | None:
         if obj == self.none or (self.lenient and obj not in self.enum._value2member_map_):
@@ -196,6 +205,7 @@ class Indexed(Coding):
     def __init__(self, subcon: Any, names: tuple[str | None, ...]) -> None:
         super().__init__(subcon)
         self.names = names
+        self.absent = names.index(None) if None in names else None
 
     def _decode(self, obj: int, context: Any, path: Any) -> str | None:
         return self.names[obj] if obj < len(self.names) else None

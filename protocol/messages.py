@@ -31,7 +31,7 @@ import construct as c
 
 from .constants import FINGERS, NO_STEP, PROTOCOL_VERSION, BandState, CueKind, MessageKind, Opcode, SkipScope, Status, TechniqueCode
 from .errors import MessageError as MessageError  # re-exported: callers import it from here too
-from .layout import Coded, Coding, Indexed, Marker, Saturating, laid_out, layout_of, raw_layout_of, wire
+from .layout import Coded, Coding, Indexed, Marker, Saturating, field_subcon, laid_out, layout_of, raw_layout_of, wire
 
 MessageHeader = c.Struct(
     "version" / c.Int8ul,
@@ -73,8 +73,15 @@ class Body:
 
     @classmethod
     def parse(cls: type[B], data: bytes) -> B:
-        """Read a body that must fill ``data`` exactly."""
-        return cast(B, cls._whole.parse(data))
+        """Read a body that must fill ``data`` exactly; it keeps its raw codes for :func:`code_text`."""
+        body = cast(B, cls._whole.parse(data))
+        object.__setattr__(body, "_raw", cls.layout.parse(data))
+        return body
+
+    def raw(self, name: str) -> Any:
+        """The raw wire value of field ``name`` as received (None for a body built on this side)."""
+        raw = getattr(self, "_raw", None)
+        return None if raw is None else raw[name]
 
     def to_json(self) -> dict[str, Any]:
         return asdict(cast(Any, self))
@@ -94,6 +101,8 @@ class Request(Body, Generic[R]):
 
     opcode: ClassVar[Opcode]
     response_type: ClassVar[type[Body]]
+    idempotent: ClassVar[bool] = False
+    """Carrying it out twice does what once does; the band remembers answers only to the others (SPEC §16.2)."""
 
     def __init_subclass__(cls, opcode: Opcode | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -110,6 +119,18 @@ class Request(Body, Generic[R]):
         if not isinstance(body, self.response_type):
             raise MessageError(Status.BAD_REQUEST, f"{self.opcode.name} answered with {type(body).__name__}, not {self.response_type.__name__}")
         return cast(R, body)
+
+
+def code_text(body: Body, name: str) -> str | None:
+    """A coded field of ``body`` for people: its name (``running``, ``acupressure:PC6``), ``unknown (N)``
+    for a code this side does not know (a newer band), None when the field holds none."""
+    value = getattr(body, name)
+    if value is not None:
+        return value if isinstance(value, str) else getattr(value, "text_id", None) or value.name.lower()
+    raw = body.raw(name)
+    if raw is None or raw == getattr(field_subcon(type(body), name), "absent", None):
+        return None
+    return f"unknown ({raw})"
 
 
 # --------------------------------------------------------------------------
@@ -199,14 +220,16 @@ class StatusReport(Body):
     def to_json(self) -> dict[str, Any]:
         return dict(
             super().to_json(),
-            state=self.state.name.lower() if self.state is not None else None,
-            technique=self.technique.text_id if self.technique is not None else None,
-            last_cue=self.last_cue.name.lower() if self.last_cue is not None else None,
+            state=code_text(self, "state"),
+            technique=code_text(self, "technique"),
+            last_cue=code_text(self, "last_cue"),
         )
 
 
 class InfoRequest(Request[InfoResponse], opcode=Opcode.INFO):
     """The band's identity, firmware, battery, limits and active routine."""
+
+    idempotent = True
 
 
 class UploadBeginRequest(Request[UploadBeginResponse], opcode=Opcode.UPLOAD_BEGIN):
@@ -221,6 +244,8 @@ class UploadDataRequest(Request[UploadDataResponse], opcode=Opcode.UPLOAD_DATA):
 
     offset: int = wire(c.Int32ul)
     data: bytes = wire(c.GreedyBytes)
+
+    idempotent = True  # the band stores data only at the offset where its stored bytes end
 
 
 class UploadCommitRequest(Request[UploadCommitResponse], opcode=Opcode.UPLOAD_COMMIT):
@@ -275,6 +300,8 @@ class StopRequest(Request[StatusReport], opcode=Opcode.STOP):
 class StatusRequest(Request[StatusReport], opcode=Opcode.STATUS):
     """What the band is doing now."""
 
+    idempotent = True
+
 
 NOTIFICATION_TYPES: dict[Opcode, type[Body]] = {Opcode.STATUS: StatusReport}
 """The body of every notification by opcode."""
@@ -298,6 +325,8 @@ class Message:
     status: Status = Status.OK
     detail: int = 0
     reason: str = ""
+    status_code: int = 0
+    """The status byte as received: differs from ``status`` for a code this side does not know (read as BAD_REQUEST)."""
 
 
 def _header(kind: MessageKind, opcode: int, request_id: int) -> bytes:
@@ -352,7 +381,7 @@ def decode_message(data: bytes) -> Message:
         status = Status(head.status) if head.status in Status._value2member_map_ else Status.BAD_REQUEST
         body = rest[ResponseHead.sizeof() :]
         if status != Status.OK:
-            return Message(kind, opcode, request_id, None, status, head.detail, ErrorBody.parse(body).reason)
+            return Message(kind, opcode, request_id, None, status, head.detail, ErrorBody.parse(body).reason, head.status)
         return Message(kind, opcode, request_id, REQUEST_TYPES[opcode].response_type.parse(body), status, head.detail)
     except (c.ConstructError, UnicodeDecodeError) as exc:
         raise MessageError(Status.BAD_REQUEST, f"malformed {opcode.name} {kind.name.lower()}: {exc}", opcode_value, request_id) from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from companion.client import BandClient
-from protocol.framing import max_encoded_size
+from protocol.framing import max_wire_size
 from protocol.messages import UPLOAD_DATA_OVERHEAD
 
 
@@ -13,6 +13,7 @@ class FakeLink:
     """Only the MTU matters here; nothing is sent."""
 
     address = "test:"
+    min_rto = 0.25
 
     def __init__(self, mtu: int) -> None:
         self.mtu = mtu
@@ -23,7 +24,7 @@ def chunk_for(mtu: int, band_max: int = 248) -> int:
 
 
 def writes(chunk: int, mtu: int) -> int:
-    return -(-max_encoded_size(UPLOAD_DATA_OVERHEAD + chunk) // mtu)
+    return -(-max_wire_size(UPLOAD_DATA_OVERHEAD + chunk) // mtu)
 
 
 def test_serial_uses_the_band_limit():

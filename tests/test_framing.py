@@ -17,8 +17,25 @@ def test_golden_request_frame():
     message = encode_request(UploadBeginRequest(length=279, crc32=0x11223344), 7)
     assert message.hex() == "01000207" "17010000" "44332211"
     frame = encode_frame(message)
-    assert frame[-1] == 0 and 0 not in frame[:-1]
+    assert frame[0] == 0 and frame[-1] == 0 and 0 not in frame[1:-1]
     assert FrameParser().feed(frame) == [message]
+
+
+def test_a_torn_frame_never_swallows_the_next_one():
+    """A frame cut short (cable pull, lost delimiter) is ended by the next frame's leading delimiter."""
+    first = encode_request(UploadDataRequest(offset=0, data=bytes(range(1, 100))), 1)
+    second = encode_request(StatusRequest(), 2)
+    for cut in range(1, len(encode_frame(first)) - 1):
+        parser = FrameParser()
+        assert parser.feed(encode_frame(first)[:cut] + encode_frame(second)) == [second], cut
+        assert parser.stats.frames == 1 and parser.stats.dropped == (1 if cut > 1 else 0)
+
+
+def test_leading_delimiters_are_not_counted():
+    parser = FrameParser()
+    messages = [encode_request(StatusRequest(), i) for i in range(5)]
+    assert parser.feed(b"".join(encode_frame(m) for m in messages)) == messages
+    assert parser.stats.dropped == 0 and parser.stats.frames == 5
 
 
 def test_golden_error_response():

@@ -350,6 +350,7 @@ def test_a_band_from_before_skip_scopes_gets_a_clear_word():
     class OldBandLink:
         address = "serial:/dev/old-band"
         mtu = 4096
+        min_rto = 0.03
 
     sent: list[bytes] = []
 

@@ -225,8 +225,9 @@ def test_request_id_uses_the_whole_byte():
 
 def test_wire_frame_of_info_request():
     # message 01 00 01 01, CRC-16/IBM-3740 0xD164 appended little endian: 01 00 01 01 64 d1.
-    # COBS: block "01" ends at the zero -> 02 01; block "01 01 64 d1" runs to the end -> 05 01 01 64 d1; delimiter 00.
-    assert encode_frame(bytes.fromhex("01000101")).hex() == "02" "01" "05" "010164d1" "00"
+    # COBS: block "01" ends at the zero -> 02 01; block "01 01 64 d1" runs to the end -> 05 01 01 64 d1;
+    # a delimiter 00 before (it ends any torn frame the receiver holds) and after.
+    assert encode_frame(bytes.fromhex("01000101")).hex() == "00" "02" "01" "05" "010164d1" "00"
 
 
 # --------------------------------------------------------------------------

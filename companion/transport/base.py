@@ -53,3 +53,23 @@ class Transport(ABC):
     @abstractmethod
     def mtu(self) -> int:
         """Largest number of bytes one :meth:`send` should carry."""
+
+    @property
+    def bytes_per_second(self) -> float | None:
+        """How fast the link carries bytes, if known (a UART's baud rate / 10); None: fast or unknown."""
+        return None
+
+    @property
+    def min_rto(self) -> float:
+        """Shortest retransmission timeout worth using on this link: the jitter of its answers beyond
+        the measured round trip (a BLE stack batches packets into connection events)."""
+        return 0.25
+
+    def wire_time(self, count: int) -> float:
+        """Seconds the link needs to carry ``count`` bytes (0 when its speed is unknown)."""
+        rate = self.bytes_per_second
+        return count / rate if rate else 0.0
+
+    def discard_output(self) -> None:
+        """Drop bytes written but not yet carried (after a failed upload: the band need not chew through them)."""
+        return None  # a packet link carries each write at once

@@ -8,9 +8,12 @@ import os
 
 import serial
 
+from ..rtt import MIN_RTO_S
 from .base import Transport, TransportClosed, TransportError
 
 SERIAL_MTU = 4096
+BITS_PER_BYTE = 10
+"""Start bit, 8 data bits, stop bit (8N1)."""
 
 
 class SerialTransport(Transport):
@@ -25,6 +28,20 @@ class SerialTransport(Transport):
     @property
     def mtu(self) -> int:
         return SERIAL_MTU
+
+    @property
+    def bytes_per_second(self) -> float:
+        return self.baud / BITS_PER_BYTE
+
+    @property
+    def min_rto(self) -> float:
+        return MIN_RTO_S  # bytes come at the pace of the baud rate, which the timer accounts for
+
+    def discard_output(self) -> None:
+        port = self._port
+        if port is not None:
+            with contextlib.suppress(serial.SerialException, OSError):
+                port.reset_output_buffer()  # type: ignore[attr-defined]  # tcflush(TCOFLUSH): on a pty it also drops what the band has not read yet
 
     async def connect(self, timeout: float) -> None:
         # pyserial's and the OS's errors become TransportError here and in send/_on_readable, nowhere else.

@@ -88,10 +88,11 @@ int hc_frame_rx_byte(hc_frame_rx *rx, uint8_t byte, const uint8_t **message)
 
 size_t hc_frame_encode(const uint8_t *message, size_t length, uint8_t *out, size_t out_size)
 {
-    size_t total = length + 2u, i, code_at = 0, o = 1;
+    size_t total = length + 2u, i, code_at = 1, o = 2;
     uint16_t crc = hc_crc16(message, length);
     uint8_t code = 1;
-    if (out_size < total + total / 254u + 2u) return 0;
+    if (out_size < total + total / 254u + 3u) return 0;
+    out[0] = 0; /* a leading delimiter ends whatever a torn frame left in the receiver */
     for (i = 0; i < total; i++) {
         uint8_t b = i < length ? message[i] : (uint8_t)(i == length ? crc & 0xFFu : crc >> 8);
         if (b == 0u) {

@@ -45,7 +45,7 @@ int hc_frame_rx_byte(hc_frame_rx *rx, uint8_t byte, const uint8_t **message);
 /* CRC-16/IBM-3740 (poly 0x1021, init 0xFFFF): check value 0x29B1. */
 uint16_t hc_crc16(const uint8_t *data, size_t length);
 
-/* Encode `message` as a frame: COBS(message || CRC-16 LE) || 0x00.  Returns
+/* Encode `message` as a frame: 0x00 || COBS(message || CRC-16 LE) || 0x00.  Returns
  * the frame length, or 0 when `out_size` is too small. */
 size_t hc_frame_encode(const uint8_t *message, size_t length, uint8_t *out, size_t out_size);
 
