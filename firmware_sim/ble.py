@@ -30,7 +30,9 @@ from protocol.errors import HandCueError
 
 from .band import Band
 from .ble_peripheral import BandPeripheral, DeviceInfo, start_band_peripheral
+from .faults import PowerLoss
 from .handler import FIRMWARE_VERSION, ProtocolHandler
+from .link_faults import LinkFaults
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ class BlePeripheral:
     """Serves ``handler`` over BLE as ``HandCue-<band id>``."""
 
     def __init__(self, handler: ProtocolHandler, band: Band, *, hci_server: str | None = None, hci: str | None = None,
-                 link: LocalLink | None = None, link_name: str = "ble") -> None:
+                 link: LocalLink | None = None, link_name: str = "ble", faults: LinkFaults | None = None) -> None:
         if sum(x is not None for x in (hci_server, hci, link)) != 1:
             raise HandCueError("BLE needs exactly one of --hci-server, --hci or a local link")
         self.handler = handler
@@ -50,6 +52,7 @@ class BlePeripheral:
         self.hci = hci
         self.link = link
         self.link_name = link_name
+        self.faults = faults
         self.name = f"{BLE_NAME_PREFIX}{band.band_id:04X}"
         self.peripheral: BandPeripheral | None = None
         self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()
@@ -79,6 +82,7 @@ class BlePeripheral:
             )
         except Exception as exc:  # bumble raises its own types for bad transport specs
             raise HandCueError(f"cannot start BLE on {self.hci_server or self.hci or 'the local link'}: {exc}") from exc
+        self.peripheral.inject_faults(self.faults)
         device: Device = self.peripheral.device
         # A fresh parser per connection: a frame torn by a disconnect must not spoil the next one.
         device.on(Device.EVENT_CONNECTION, lambda *_: self.handler.attach(self.link_name, self._outgoing.put_nowait))
@@ -86,7 +90,19 @@ class BlePeripheral:
         self._tasks += [asyncio.create_task(self._tx_loop()), asyncio.create_task(self._battery_loop())]
 
     def _on_write(self, data: bytes) -> None:
-        self.handler.receive(self.link_name, data)
+        # A power cut mid-request: the board reboots (firmware_sim.cli); the request is never answered.
+        with contextlib.suppress(PowerLoss):
+            self.handler.receive(self.link_name, data)
+
+    async def rebind(self, handler: ProtocolHandler, band: Band) -> None:
+        """Serve a rebooted band: connections drop, output queued before the reboot is gone."""
+        self.handler.detach(self.link_name)
+        self.handler, self.band = handler, band
+        while not self._outgoing.empty():
+            self._outgoing.get_nowait()
+        handler.attach(self.link_name, self._outgoing.put_nowait)
+        if self.peripheral is not None:
+            await self.peripheral.disconnect_all()
 
     async def _tx_loop(self) -> None:
         while True:
