@@ -272,7 +272,7 @@ class LinkFaults:
         return self._streams[name]
 
     def describe(self) -> str:
-        return f"faults {self.spec} (seed {self.seed})"
+        return f"faults: {self.spec} (seed {self.seed})"
 
 
 class PacketFaults:
