@@ -103,7 +103,7 @@ class BootOutcome(Enum):
     """What a mount found; the value is the stable number a band reports (e.g. in INFO)."""
 
     BLANK = 0
-    """Erased flash: no routine was ever stored."""
+    """Erased flash (a first journal entry torn by a cut at most): no routine was ever stored."""
     INTACT = 1
     """Journal and routine (if any) verified; a torn last entry from a power cut is normal."""
     JOURNAL_DAMAGED = 2
@@ -185,8 +185,8 @@ class Storage:
             if chunk == _FREE_ENTRY:
                 continue
             first_free = index + 1  # never write after a used (even torn) entry
-            entry = _ENTRY.parse(chunk)
-            if entry.entry_crc == zlib.crc32(chunk[:12]) and _plausible(entry):
+            entry = _ENTRY.parse(chunk) if int.from_bytes(chunk[12:], "little") == zlib.crc32(chunk[:12]) else None
+            if entry is not None and _plausible(entry):
                 entries.append(entry)
             elif not _torn(chunk):
                 damaged += 1
@@ -215,7 +215,9 @@ class Storage:
         if not trusted:
             self._journal = JOURNAL_SECTORS[0]
             self._next_entry = found[self._journal][1]
-            blank = not self.flash.data.strip(bytes([ERASED]))
+            # Blank unless something beyond torn entries is there: a first entry torn by a cut is still a blank band.
+            anything = any(entries or damaged for entries, _, damaged in found.values())
+            blank = not anything and not self.flash.data[SLOT_FIRST_SECTOR[0] * SECTOR_SIZE :].strip(bytes([ERASED]))
             self.boot_report = BootReport(BootOutcome.BLANK if blank else BootOutcome.JOURNAL_LOST, None, file_size=file_size)
             return
         self._journal = max(trusted, key=lambda sector: max(e.seq for e in found[sector][0]))
