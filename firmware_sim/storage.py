@@ -41,7 +41,7 @@ from protocol.constants import Limits, TableError
 from protocol.errors import TableFormatError
 from protocol.table import decode_table
 
-from .faults import StorageError
+from .faults import FlashError, StorageError
 from .flash import ERASED, SECTOR_SIZE, Flash
 
 JOURNAL_SECTORS = (0, 1)
@@ -163,8 +163,8 @@ class Storage:
         self.active: SlotInfo | None = None
         self.upload: UploadState | None = None
         self.boot_report = BootReport(BootOutcome.BLANK, None)
-        self._damaged = 0
         self._commits: list[SlotInfo] = []
+        self._fresh_journal = False
         self._seq = 0
         self._journal = JOURNAL_SECTORS[0]
         self._next_entry = 0
@@ -215,6 +215,9 @@ class Storage:
         if not trusted:
             self._journal = JOURNAL_SECTORS[0]
             self._next_entry = found[self._journal][1]
+            # Entries there (an unfinished compaction's snapshot) would keep the sector untrusted
+            # after our own appends too: start the journal afresh at the first write instead.
+            self._fresh_journal = bool(found[self._journal][0])
             # Blank unless something beyond torn entries is there: a first entry torn by a cut is still a blank band.
             anything = any(entries or damaged for entries, _, damaged in found.values())
             blank = not anything and not self.flash.data[SLOT_FIRST_SECTOR[0] * SECTOR_SIZE :].strip(bytes([ERASED]))
@@ -259,8 +262,9 @@ class Storage:
     # --------------------------------------------------------------- journal
 
     def _append(self, kind: EntryKind, slot: int = 0, length: int = 0, value: int = 0) -> None:
-        if self._next_entry >= SECTOR_SIZE // ENTRY_SIZE:
+        if self._next_entry >= SECTOR_SIZE // ENTRY_SIZE or self._fresh_journal:
             self._compact()
+            self._fresh_journal = False
         self._write_entry(kind, slot, length, value)
 
     def _write_entry(self, kind: EntryKind, slot: int, length: int, value: int) -> None:
@@ -344,7 +348,14 @@ class Storage:
             raise StorageError(f"data at offset {offset}, expected {upload.offset}")
         if offset + len(data) > upload.length:
             raise StorageError(f"data runs past the announced {upload.length} bytes")
-        self.flash.program(self._slot_offset(upload.slot) + offset, data)
+        try:
+            self.flash.program(self._slot_offset(upload.slot) + offset, data)
+        except FlashError:
+            # Bytes past the durable offset that are not erased (damaged flash): forget the
+            # upload, so the next UPLOAD_BEGIN erases the slot instead of resuming onto them.
+            self._append(EntryKind.ABORT)
+            self.upload = None
+            raise
         new_offset = offset + len(data)
         self._append(EntryKind.PROGRESS, 0, 0, new_offset)
         self.upload = replace(upload, offset=new_offset)
