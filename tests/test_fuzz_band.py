@@ -3,13 +3,12 @@
 Invariants: no uncaught exception, a named error (with a code) for every
 rejection, bounded time per input (hypothesis' deadline).  The default run is
 quick; ``--hypothesis-profile=long`` runs 20,000 examples per test, and
-``benchmarks/fuzz_band.py`` runs the same properties under atheris when it is
-installed.
+``python -m tests.fuzz_atheris TARGET`` runs the same checks (the ``check_*``
+functions) under atheris, coverage-guided, for as long as asked.
 """
 
 from __future__ import annotations
 
-import random
 import zlib
 from datetime import timedelta
 
@@ -24,7 +23,7 @@ from firmware_sim.flash import ERASED, SECTOR_SIZE, Flash
 from firmware_sim.handler import ProtocolHandler
 from firmware_sim.local import storage_with
 from firmware_sim.storage import ENTRY_SIZE, FLASH_SIZE, SLOT_FIRST_SECTOR, BootOutcome, EntryKind, JournalEntry, Storage
-from protocol.constants import MESSAGE_HEADER_SIZE, PROTOCOL_VERSION, TABLE_HEADER_SIZE, MessageKind, Opcode, TableError
+from protocol.constants import MAX_FRAME_PAYLOAD, MESSAGE_HEADER_SIZE, PROTOCOL_VERSION, TABLE_HEADER_SIZE, MessageKind, Opcode, TableError
 from protocol.errors import TableFormatError
 from protocol.framing import FrameParser, encode_frame
 from protocol.table import decode_table, table_crc
@@ -62,9 +61,8 @@ def _mutated_table(draw: st.DrawFn) -> bytes:
 tables = st.one_of(st.binary(max_size=300), st.composite(lambda draw: _mutated_table(draw))())
 
 
-@QUICK
-@given(tables)
-def test_table_loader_accepts_or_names_the_fault(data):
+def check_table(data: bytes) -> None:
+    """The loader returns a table or raises TableFormatError with a code; nothing else."""
     try:
         table = decode_table(data)
     except TableFormatError as exc:
@@ -72,6 +70,12 @@ def test_table_loader_accepts_or_names_the_fault(data):
         assert str(exc)
     else:
         assert table.records is not None
+
+
+@QUICK
+@given(tables)
+def test_table_loader_accepts_or_names_the_fault(data):
+    check_table(data)
 
 
 # ------------------------------------------------------------------ storage mount
@@ -121,10 +125,9 @@ flash_recipes = st.tuples(
 )
 
 
-@QUICK
-@given(flash_recipes)
-def test_storage_mounts_any_image_and_never_hands_out_a_bad_table(recipe):
-    storage = Storage(Flash.from_image(flash_image(*recipe)))
+def check_mount(image: bytes) -> None:
+    """Any image mounts, says what it found, hands out only verified tables, and still takes a new routine."""
+    storage = Storage(Flash.from_image(image))
     report = storage.boot_report
     assert isinstance(report.outcome, BootOutcome)
     held = storage.active_table()
@@ -147,36 +150,56 @@ def test_storage_mounts_any_image_and_never_hands_out_a_bad_table(recipe):
     assert Storage(storage.flash).active_table() == data
 
 
+@QUICK
+@given(flash_recipes)
+def test_storage_mounts_any_image_and_never_hands_out_a_bad_table(recipe):
+    check_mount(flash_image(*recipe))
+
+
 # ------------------------------------------------------------------ frame parser
 
 
-@QUICK
-@given(
-    st.lists(st.one_of(st.binary(min_size=1, max_size=300).map(lambda m: ("frame", m)), st.binary(max_size=50).map(lambda g: ("garbage", g))), max_size=12),
-    st.randoms(use_true_random=False),
-)
-def test_frame_parser_any_chunking(items, rnd: random.Random):
+def chunked(data: bytes, sizes: list[int]) -> list[bytes]:
+    """``data`` cut in pieces of the given sizes (cycled; each at least 1 byte)."""
+    pieces, position, index = [], 0, 0
+    while position < len(data):
+        size = max(1, sizes[index % len(sizes)]) if sizes else len(data)
+        pieces.append(data[position : position + size])
+        position += size
+        index += 1
+    return pieces
+
+
+def check_frames(items: list[tuple[str, bytes]], sizes: list[int]) -> None:
+    """Frames and garbage fed in any chunking: the same messages as fed whole, and every intact frame among them."""
     stream = bytearray()
     expected = []
     for what, payload in items:
         if what == "frame":
             stream += b"\x00" + encode_frame(payload)  # a delimiter first: garbage before cannot swallow it
-            if len(payload) <= 256:
+            if len(payload) <= MAX_FRAME_PAYLOAD:
                 expected.append(payload)
         else:
             stream += payload
     whole = FrameParser().feed(bytes(stream))
     parser = FrameParser()
-    pieces = []
-    position = 0
-    while position < len(stream):
-        size = rnd.randint(1, 64)
-        pieces += parser.feed(bytes(stream[position : position + size]))
-        position += size
+    pieces = [message for chunk in chunked(bytes(stream), sizes) for message in parser.feed(chunk)]
     assert pieces == whole
     # every intact frame comes out, in order (garbage may add frames of its own, never remove one)
     found = iter(whole)
     assert all(any(message == got for got in found) for message in expected)
+
+
+chunk_sizes = st.lists(st.integers(1, 64), min_size=1, max_size=20)
+
+
+@QUICK
+@given(
+    st.lists(st.one_of(st.binary(min_size=1, max_size=300).map(lambda m: ("frame", m)), st.binary(max_size=50).map(lambda g: ("garbage", g))), max_size=12),
+    chunk_sizes,
+)
+def test_frame_parser_any_chunking(items, sizes):
+    check_frames(items, sizes)
 
 
 # ------------------------------------------------------------------ the band's handler
@@ -228,9 +251,8 @@ messages = st.one_of(
 )
 
 
-@QUICK
-@given(st.sampled_from(STATES), st.lists(messages, min_size=1, max_size=8))
-def test_handler_answers_every_request_exactly_once_in_every_state(state, batch):
+def check_handler(state: str, batch: list[bytes]) -> None:
+    """Each message framed and fed to the band in ``state``: one answer per request, echoing opcode and id."""
     band, handler, sent = band_in(state)
     for message in batch:
         sent.clear()
@@ -252,14 +274,22 @@ def test_handler_answers_every_request_exactly_once_in_every_state(state, batch)
 
 
 @QUICK
-@given(st.sampled_from(STATES), st.binary(max_size=600), st.randoms(use_true_random=False))
-def test_handler_survives_raw_bytes_in_any_chunking(state, noise, rnd: random.Random):
+@given(st.sampled_from(STATES), st.lists(messages, min_size=1, max_size=8))
+def test_handler_answers_every_request_exactly_once_in_every_state(state, batch):
+    check_handler(state, batch)
+
+
+def check_noise(state: str, noise: bytes, sizes: list[int]) -> None:
+    """Raw bytes in any chunking never break the band: after a delimiter it answers again."""
     _, handler, sent = band_in(state)
-    position = 0
-    while position < len(noise):
-        size = rnd.randint(1, 80)
-        handler.receive("fuzz", noise[position : position + size])
-        position += size
+    for chunk in chunked(noise, sizes):
+        handler.receive("fuzz", chunk)
     sent.clear()
     handler.receive("fuzz", b"\x00" + encode_frame(bytes([PROTOCOL_VERSION, MessageKind.REQUEST, Opcode.STATUS, 1])))
     assert len(responses(sent)) == 1  # a delimiter resynchronises the band after any garbage
+
+
+@QUICK
+@given(st.sampled_from(STATES), st.binary(max_size=600), chunk_sizes)
+def test_handler_survives_raw_bytes_in_any_chunking(state, noise, sizes):
+    check_noise(state, noise, sizes)

@@ -239,7 +239,10 @@ def test_cut_during_a_resume(biggest, exhaustive):
     """Cut once, reboot, resume the same upload, and cut again anywhere in the resumed part."""
     image = image_with(OLD)
     units, _ = trace(image, lambda s: upload(s, biggest))
-    firsts = [len(units) // 3, len(units) - 40] if not exhaustive else list(range(0, len(units), len(units) // 40))
+    first_data = next(index for index, unit in enumerate(units) if unit.kind == "data")
+    span = len(units) - first_data
+    # after some data is durable: an upload to resume (every 6th of the way with --exhaustive)
+    firsts = [len(units) // 3, len(units) - 40] if not exhaustive else [first_data + span * k // 6 + 300 for k in range(6)]
     total = 0
     for _, first_cut in cut_images(image, units, firsts):
         rebooted = boot(first_cut)
