@@ -147,19 +147,25 @@ class RecordingHandler:
         self.received += chunk
 
 
-async def _pty_exchange(spec: FaultSpec, sent: bytes, answer: bytes) -> tuple[bytes, bytes, PtySerialPort]:
+async def _pty_exchange(spec: FaultSpec, sent: bytes, answer: bytes, expect: tuple[int, int] = (0, 0)) -> tuple[bytes, bytes, PtySerialPort]:
+    """Send ``sent`` to the band and ``answer`` from it; wait (up to a deadline) for ``expect`` bytes each way."""
     handler = RecordingHandler()
     port = PtySerialPort(handler, faults=LinkFaults(spec, seed=5))  # type: ignore[arg-type]
     server = asyncio.create_task(port.serve())
-    companion = serial.Serial(port.path, timeout=0.3)
+    companion = serial.Serial(port.path, timeout=0.2)
+    loop = asyncio.get_running_loop()
     try:
         for offset in range(0, len(sent), 97):  # a companion writing in small pieces
             companion.write(sent[offset : offset + 97])
             await asyncio.sleep(0.002)
-        await asyncio.sleep(0.2)
+        deadline = loop.time() + 0.3 + (5 if expect[0] else 0)
+        while len(handler.received) < max(expect[0], 1) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
         handler.send(answer)
-        await asyncio.sleep(0.2)
-        got = await asyncio.to_thread(companion.read, len(answer) * 2)
+        got = b""
+        deadline = loop.time() + 0.3 + (5 if expect[1] else 0)
+        while len(got) < max(expect[1], 1) and loop.time() < deadline:
+            got += await asyncio.to_thread(companion.read, 4096)
     finally:
         companion.close()
         server.cancel()
@@ -170,11 +176,13 @@ async def _pty_exchange(spec: FaultSpec, sent: bytes, answer: bytes) -> tuple[by
 def test_pty_applies_the_seeded_faults_in_both_directions():
     spec = FaultSpec.parse("corrupt=0.01,drop=0.01,dup=0.01")
     sent, answer = payload(3000), payload(2000)[::-1]
-    received, got, _ = asyncio.run(_pty_exchange(spec, sent, answer))
-    assert received != sent and got != answer
     # The faults hit the very bytes the model predicts for that seed: a failure replays.
-    assert received == LinkFaults(spec, seed=5).stream("serial.rx").apply_bytes(sent).data
-    assert got == LinkFaults(spec, seed=5).stream("serial.tx").apply_bytes(answer).data
+    expected_in = LinkFaults(spec, seed=5).stream("serial.rx").apply_bytes(sent).data
+    expected_out = LinkFaults(spec, seed=5).stream("serial.tx").apply_bytes(answer).data
+    received, got, _ = asyncio.run(_pty_exchange(spec, sent, answer, (len(expected_in), len(expected_out))))
+    assert received != sent and got != answer
+    assert received == expected_in
+    assert got == expected_out
 
 
 def test_pty_disconnect_is_a_cable_pull_that_keeps_the_port():
