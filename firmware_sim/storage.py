@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, replace
-from enum import Enum, IntEnum
+from enum import IntEnum
 
 import construct as c
 
@@ -99,7 +99,7 @@ class SlotInfo:
         return f"{self.length} bytes, CRC-32 0x{self.crc:08X}, slot {self.slot}"
 
 
-class BootOutcome(Enum):
+class BootOutcome(IntEnum):
     """What a mount found; the value is the stable number a band reports (e.g. in INFO)."""
 
     BLANK = 0
@@ -258,6 +258,7 @@ class Storage:
         elif kind == EntryKind.ERASE:
             self.active = None
             self.upload = None
+            self._commits.clear()  # a routine the user erased is never recovered
 
     # --------------------------------------------------------------- journal
 

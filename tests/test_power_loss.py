@@ -331,6 +331,18 @@ def test_damaged_active_slot_recovers_the_previous_routine():
     assert boot(damaged.flash.snapshot()).active_table() == biggest_small
 
 
+def test_an_erased_routine_is_never_recovered():
+    storage = boot(image_with(OLD, OTHER))
+    erased = storage.active
+    storage.erase()
+    upload(storage, compile_routine(load_routine("desk-break")))  # into the other slot: OTHER's bytes stay intact
+    active = storage.active
+    assert active.slot != erased.slot
+    rebooted = boot(flip(storage.flash.snapshot(), slot_range(active.slot, active.length)[7]))
+    assert rebooted.active_table() is None
+    assert rebooted.boot_report.outcome is BootOutcome.ACTIVE_SLOT_CORRUPT
+
+
 def test_both_slots_damaged_boots_with_no_routine_and_says_so():
     image, storage = two_routines()
     active = storage.active
