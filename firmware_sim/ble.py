@@ -42,7 +42,9 @@ from protocol.messages import MessageHeader
 
 from .band import Band
 from .ble_peripheral import BandPeripheral, DeviceInfo, PairingHooks, start_band_peripheral
+from .faults import PowerLoss
 from .handler import FIRMWARE_VERSION, ProtocolHandler
+from .link_faults import LinkFaults
 from .pairing import BandSecurity
 
 logger = logging.getLogger(__name__)
@@ -63,7 +65,7 @@ class BlePeripheral:
     """
 
     def __init__(self, handler: ProtocolHandler, band: Band, *, hci_server: str | None = None, hci: str | None = None,
-                 link: LocalLink | None = None, security: BandSecurity | None = None) -> None:
+                 link: LocalLink | None = None, security: BandSecurity | None = None, faults: LinkFaults | None = None) -> None:
         if sum(x is not None for x in (hci_server, hci, link)) != 1:
             raise HandCueError("BLE needs exactly one of --hci-server, --hci or a local link")
         self.handler = handler
@@ -72,6 +74,7 @@ class BlePeripheral:
         self.hci = hci
         self.link = link
         self.security = security or BandSecurity()
+        self.faults = faults
         self.name = f"{BLE_NAME_PREFIX}{band.band_id:04X}"
         self.peripheral: BandPeripheral | None = None
         self._outgoing: asyncio.Queue[tuple[Connection, bytes]] = asyncio.Queue()
@@ -111,6 +114,7 @@ class BlePeripheral:
             )
         except Exception as exc:  # bumble raises its own types for bad transport specs
             raise HandCueError(f"cannot start BLE on {self.hci_server or self.hci or 'the local link'}: {exc}") from exc
+        self.peripheral.inject_faults(self.faults)
         self.peripheral.device.on(Device.EVENT_CONNECTION, self._on_connection)
         self._tasks += [asyncio.create_task(self._tx_loop()), asyncio.create_task(self._battery_loop())]
 
@@ -134,7 +138,20 @@ class BlePeripheral:
             self._on_connection(connection)
         if not self.security.trusted(connection):  # peeked at even before the first bond: no frame slips through half-seen
             self._gate(connection, data)
-        self.handler.receive(name, data)
+        # A power cut mid-request: the board reboots (firmware_sim.cli); the request is never answered.
+        with contextlib.suppress(PowerLoss):
+            self.handler.receive(name, data)
+
+    async def rebind(self, handler: ProtocolHandler, band: Band) -> None:
+        """Serve a rebooted band: connections drop, output queued before the reboot is gone."""
+        for name in [name for name in self.handler.links if name.startswith("ble-")]:
+            self.handler.detach(name)
+        self.handler, self.band = handler, band
+        while not self._outgoing.empty():
+            self._outgoing.get_nowait()
+        self._peek_parsers.clear()
+        if self.peripheral is not None:
+            await self.peripheral.disconnect_all()
 
     def _gate(self, connection: Connection, data: bytes) -> None:
         """Refuse the write if a frame it completes is a request this link may not send."""

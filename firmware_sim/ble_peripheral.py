@@ -58,6 +58,8 @@ from ble_stack.controllers import BandController
 from ble_stack.hosts import AttachedHost, HostSite, attach_host
 from protocol.constants import BleUuid
 
+from .link_faults import LinkFaults, PacketFaults
+
 logger = logging.getLogger(__name__)
 
 UART_SERVICE_UUID: Final = BleUuid.SERVICE.upper()
@@ -160,6 +162,8 @@ class BandPeripheral:
         """Total bytes received on RX since start (all connections)."""
         self.rx_writes = 0
         """Number of RX writes (requests + commands) received since start."""
+        self._rx_faults: PacketFaults | None = None
+        self._tx_faults: PacketFaults | None = None
 
         self.rx_char: Characteristic[bytes] = Characteristic(
             UART_RX_CHAR_UUID,
@@ -247,6 +251,9 @@ class BandPeripheral:
     def _on_rx_write(self, connection: Connection, value: bytes) -> None:
         self.rx_bytes += len(value)
         self.rx_writes += 1
+        if self._rx_faults is not None:  # the write may be garbled, lost, doubled, held back or drop the link
+            self._rx_faults.receive(bytes(value), lambda data: self._on_write(connection, data))
+            return
         try:
             self._on_write(connection, bytes(value))
         except att.ATT_Error:
@@ -266,6 +273,9 @@ class BandPeripheral:
         limit = self.max_notify_size()
         if len(data) > limit:
             raise ValueError(f"notification of {len(data)} bytes exceeds MTU-3={limit}")
+        if self._tx_faults is not None:
+            await self._tx_faults.send(bytes(data), lambda packet: self.device.notify_subscribers(self.tx_char, packet))
+            return
         await self.device.notify_subscribers(self.tx_char, bytes(data))
 
     async def notify_connection(self, connection: Connection, data: bytes) -> None:
@@ -278,6 +288,22 @@ class BandPeripheral:
         if len(data) > limit:
             raise ValueError(f"notification of {len(data)} bytes exceeds MTU-3={limit}")
         await self.device.notify_subscriber(connection, self.tx_char, bytes(data))
+
+    def inject_faults(self, faults: LinkFaults | None) -> None:
+        """Apply ``faults`` per RX write (stream ``ble.rx``) and per TX notification (``ble.tx``); None: a clean link.
+
+        A ``disconnect`` fault drops every connection from the band's side.
+        """
+        if faults is None:
+            self._rx_faults = self._tx_faults = None
+            return
+        self._rx_faults = PacketFaults(faults.stream("ble.rx"), self._fault_disconnect)
+        self._tx_faults = PacketFaults(faults.stream("ble.tx"), self._fault_disconnect)
+
+    def _fault_disconnect(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.disconnect_all())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def set_battery(self, percent: int) -> None:
         """Set the battery level (0-100) and notify subscribed centrals."""

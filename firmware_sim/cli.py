@@ -5,6 +5,8 @@ Examples::
     handcue-sim --serial pty                       # prints "serial: /dev/pts/N"
     handcue-sim --serial pty --flash band.bin --baud 115200
     handcue-sim --load nausea-pc6 --start --clock virtual --trace out.jsonl --exit-on-finish
+    handcue-sim --serial pty --faults "corrupt=0.01,drop=0.005,stall=200ms@0.001" --fault-seed 7
+    handcue-sim --serial pty --flash band.bin --power-cut-after 5000
 
 Ctrl-C and SIGTERM stop it cleanly; flash writes are synchronous, so a stop
 never leaves the flash file half-written.
@@ -32,7 +34,8 @@ from .faults import SimulatorFault
 from .flash import Flash
 from .handler import ProtocolHandler
 from .interpreter import RunState
-from .storage import FLASH_SIZE, Storage
+from .link_faults import FaultSpec, FaultSpecError, LinkFaults
+from .storage import FLASH_SIZE, BootOutcome, Storage
 
 
 def load_table(storage: Storage, reference: str) -> None:
@@ -58,6 +61,80 @@ class TraceWriter:
             self.handle.flush()
 
 
+class Board:
+    """The simulated hardware: flash (and its file), clock and transports, and the firmware booted on them.
+
+    A power cut armed by ``--power-cut-after`` stops the firmware in the middle
+    of a flash operation (the request being served is never answered); the
+    board then reboots it in-process, from the flash file (or, without
+    ``--flash``, from the flash contents the cut left): a new storage mount,
+    band and protocol handler, the same pty path (its queued output lost), BLE
+    connections dropped and advertising again.  Each ``--power-cut-after``
+    value arms the next boot; the last boot runs without a cut.
+    """
+
+    def __init__(self, options: dict[str, Any], clock: Clock) -> None:
+        self.options = options
+        self.clock = clock
+        self.power_cuts: list[int] = list(options["power_cut_after"] or ())
+        self.reboots = 0
+        self.power_lost = asyncio.Event()
+        self.finished = asyncio.Event()
+        self.trace_file: IO[str] | None = None
+        if options["trace"]:
+            self.trace_file = open(options["trace"], "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self.flash = Flash(FLASH_SIZE, self._flash_path())
+        self.band, self.handler = self._boot(first=True)
+
+    def _flash_path(self) -> Path | None:
+        return Path(self.options["flash"]) if self.options["flash"] else None
+
+    def _boot(self, *, first: bool, battery: float | None = None) -> tuple[Band, ProtocolHandler]:
+        storage = Storage(self.flash)
+        report = storage.boot_report
+        if report.outcome is not BootOutcome.BLANK or report.file_size is not None:
+            click.echo(str(report), err=True)
+        if first and self.options["load"]:
+            load_table(storage, self.options["load"])
+        if self.power_cuts:
+            self.flash.cut_power_after(self.power_cuts.pop(0))
+            self.flash.on_power_loss = self._on_power_loss
+        band = Band(storage, self.clock, band_id=self.options["band_id"],
+                    battery_percent=self.options["battery"] if battery is None else battery)
+        if self.trace_file is not None:
+            band.listeners.append(TraceWriter(self.trace_file))
+        band.listeners.append(lambda e: self.finished.set() if e["event"] == "state" and e["state"] == RunState.FINISHED.value else None)
+        return band, ProtocolHandler(band)
+
+    def _on_power_loss(self) -> None:
+        # Called inside the flash operation being cut: reboot once the stack has unwound.
+        asyncio.get_running_loop().call_soon(self.power_lost.set)
+
+    def reboot(self) -> None:
+        """Boot again from the flash file, as after the supply came back."""
+        self.reboots += 1
+        click.echo(f"power cut (#{self.reboots}): rebooting from {self.options['flash'] or 'the flash left in RAM'}", err=True)
+        image = self.flash.snapshot()
+        self.flash.close()
+        path = self._flash_path()
+        self.flash = Flash(FLASH_SIZE, path) if path is not None else Flash.from_image(image)
+        self.power_lost.clear()
+        self.band, self.handler = self._boot(first=False, battery=self.band.battery_percent)
+
+    def close(self) -> None:
+        self.flash.close()
+        if self.trace_file is not None:
+            self.trace_file.close()
+
+
+async def _stop_tasks(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def run_band(options: dict[str, Any]) -> int:
     # Signals first: a supervisor may stop us as soon as we print our ports.
     stop = asyncio.Event()
@@ -65,26 +142,19 @@ async def run_band(options: dict[str, Any]) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     clock: Clock = VirtualClock() if options["clock"] == "virtual" else RealClock(options["speed"])
-    flash = Flash(FLASH_SIZE, Path(options["flash"]) if options["flash"] else None)
-    storage = Storage(flash)
-    if options["load"]:
-        load_table(storage, options["load"])
-    band = Band(storage, clock, band_id=options["band_id"], battery_percent=options["battery"])
-    handler = ProtocolHandler(band)
-    trace_file = None
-    if options["trace"]:
-        trace_file = open(options["trace"], "w", encoding="utf-8")  # noqa: SIM115 (closed below)
-        band.listeners.append(TraceWriter(trace_file))
-    finished = asyncio.Event()
-    band.listeners.append(lambda e: finished.set() if e["event"] == "state" and e["state"] == RunState.FINISHED.value else None)
-
-    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(band.run())]
+    faults = None
+    if options["faults"]:
+        faults = LinkFaults(options["faults"], options["fault_seed"])
+        click.echo(faults.describe(), err=True)
+    board = Board(options, clock)
+    band_task = asyncio.create_task(board.band.run())
+    transports: list[asyncio.Task[Any]] = []
     port = None
     if options["serial"] == "pty":
         from .serial_port import PtySerialPort
 
-        port = PtySerialPort(handler, options["baud"])
-        tasks.append(asyncio.create_task(port.serve()))
+        port = PtySerialPort(board.handler, options["baud"], faults=faults)
+        transports.append(asyncio.create_task(port.serve()))
         print(f"serial: {port.path}", flush=True)
     ble = None
     if options["hci_server"] or options["hci"]:
@@ -92,7 +162,7 @@ async def run_band(options: dict[str, Any]) -> int:
         from .pairing import BandSecurity, bonds_path_for
 
         security = BandSecurity(bonds_path_for(Path(options["flash"])) if options["flash"] else None)
-        ble = BlePeripheral(handler, band, hci_server=options["hci_server"], hci=options["hci"], security=security)
+        ble = BlePeripheral(board.handler, board.band, hci_server=options["hci_server"], hci=options["hci"], security=security, faults=faults)
         await ble.start()
         print(f"ble: {ble.name} {ble.address}" + (f" via {options['hci_server']}" if options["hci_server"] else ""), flush=True)
     extra = None
@@ -105,7 +175,7 @@ async def run_band(options: dict[str, Any]) -> int:
                            clock=lambda: VirtualClock() if options["clock"] == "virtual" else RealClock(options["speed"]), battery_percent=options["battery"])
         for peripheral in await extra.start():
             print(f"ble: {peripheral.name} {peripheral.address}", flush=True)
-    button = BandButton(band, ble)
+    button = BandButton(board.band, ble)
     button.install(loop)
     if options["pairing_window"] is not None:
         button.press(options["pairing_window"])
@@ -114,36 +184,56 @@ async def run_band(options: dict[str, Any]) -> int:
               + ("it plays its routine; " if options["start"] else "")
               + ("it exits when the routine ends" if options["exit_on_finish"] else "Ctrl-C stops it"), file=sys.stderr, flush=True)
     if options["start"]:
-        band.start()
+        board.band.start()
 
-    waiters: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
+    async def wait_finished() -> None:
+        await board.finished.wait()
+        # let the done pattern play out
+        while board.band.motor.busy:  # the main loop plays it; just look again shortly
+            await asyncio.sleep(0.01)
+
+    waiters: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait()), asyncio.create_task(board.power_lost.wait())]
     if options["exit_on_finish"]:
-        async def wait_finished() -> None:
-            await finished.wait()
-            # let the done pattern play out
-            while band.motor.busy:  # the main loop plays it; just look again shortly
-                await asyncio.sleep(0.01)
         waiters.append(asyncio.create_task(wait_finished()))
-    waiters += tasks
-    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    for task in waiters:
-        task.cancel()
-    for task in waiters:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    if extra is not None:
-        await extra.close()
-    if ble is not None:
-        await ble.close()
-    if port is not None:
-        port.close()
-    if trace_file is not None:
-        trace_file.close()
-    flash.close()
-    for task in done:
-        if not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+    failure: BaseException | None = None
+    try:
+        while True:
+            done, _ = await asyncio.wait([*waiters, band_task, *transports], return_when=asyncio.FIRST_COMPLETED)
+            failed = [task for task in done if task in (band_task, *transports) and not task.cancelled()]
+            if failed:
+                failure = failed[0].exception()
+                break
+            if not board.power_lost.is_set():
+                break  # stopped, or finished
+            await _stop_tasks([band_task, waiters[1]])
+            board.reboot()
+            band_task = asyncio.create_task(board.band.run())
+            waiters[1] = asyncio.create_task(board.power_lost.wait())
+            if port is not None:
+                port.rebind(board.handler)
+            if ble is not None:
+                await ble.rebind(board.handler, board.band)
+    finally:
+        await _stop_tasks([*waiters, band_task, *transports])
+        if extra is not None:
+            await extra.close()
+        if ble is not None:
+            await ble.close()
+        if port is not None:
+            port.close()
+        board.close()
+    if failure is not None:
+        raise failure
     return 0
+
+
+def _fault_spec(value: str | None) -> FaultSpec | None:
+    if value is None:
+        return None
+    try:
+        return FaultSpec.parse(value)
+    except FaultSpecError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _band_id(value: str) -> int:
@@ -177,6 +267,13 @@ def _band_id(value: str) -> int:
               help="With --hci-server: run this many bands (ids counting up from --band-id) on the served link.")
 @click.option("--pairing-window", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Open the BLE pairing window at start (as a button press). SIGUSR1 presses the button, SIGUSR2 long-presses it (factory reset).")
+@click.option("--faults", callback=lambda _ctx, _param, value: _fault_spec(value), metavar="SPEC",
+              help="Inject link faults, per byte on serial and per write/notification on BLE, e.g. "
+                   "'corrupt=0.01,drop=0.005,dup=0.005,disconnect=0.0005,stall=200ms@0.001'.")
+@click.option("--fault-seed", type=click.IntRange(min=0), help="Seed of the fault generator (printed when drawn at random), to replay a run.")
+@click.option("--power-cut-after", type=click.IntRange(min=0), multiple=True, metavar="UNITS",
+              help="Cut power after UNITS flash work units (a programmed byte, an erased page), then reboot from the flash; "
+                   "repeat to cut again after each reboot.")
 def cli(**options: Any) -> None:
     """Simulated HandCue band: flash, interpreter, motor and protocol, on a pty and/or BLE."""
     try:

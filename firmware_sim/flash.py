@@ -4,12 +4,21 @@ Like real NOR flash, erasing sets a whole sector to 0xFF and programming can
 only clear bits, so writing over data that is not erased is a firmware bug
 and raises.  :meth:`Flash.cut_power_after` arms a power cut after a number of
 work units (one programmed byte, or one erased page), so tests can interrupt
-any write or erase at any byte.
+any write or erase at any byte; :attr:`Flash.on_power_loss` tells the board
+(``handcue-sim --power-cut-after``) when the cut happens.
+
+A flash file shorter than the flash (a truncated copy, a crash while it was
+first written) is read as what it holds followed by erased bytes, the way a
+chip whose tail was erased reads; :attr:`Flash.file_size` keeps the size found
+so the boot can say so.  The file is completed with erased bytes before the
+first write, so a later write past its end cannot leave a hole of zeros.
+A file longer than the flash is refused: it is not this band's flash.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from .faults import FlashError, PowerLoss
@@ -28,30 +37,52 @@ class Flash:
             raise FlashError(f"flash size {size} is not a multiple of the {SECTOR_SIZE}-byte sector")
         self.size = size
         self.path = path
+        self._cut = False
         self._budget: int | None = None
         self._fd: int | None = None
+        self.on_power_loss: Callable[[], None] | None = None
+        """Called once when an armed power cut happens, before :class:`PowerLoss` is raised."""
+        self.file_size: int | None = None
+        """Size of the flash file found at boot (``size`` unless it was truncated); None without a file."""
+        self._file_short = False
         if path is not None and path.exists():
             data = path.read_bytes()
-            if len(data) != size:
+            if len(data) > size:
                 raise FlashError(f"{path}: flash image of {len(data)} bytes, expected {size}")
-            self.data = bytearray(data)
+            self.file_size = len(data)
+            self._file_short = len(data) < size
+            self.data = bytearray(data) + bytearray([ERASED]) * (size - len(data))
             self._fd = os.open(path, os.O_RDWR)
         else:
             self.data = bytearray([ERASED]) * size
             if path is not None:
                 self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
                 self._persist(0, size)
+                self.file_size = size
 
     # power-cut injection
 
     def cut_power_after(self, units: int | None) -> None:
-        """Raise :class:`PowerLoss` after ``units`` more bytes programmed or pages erased."""
+        """Raise :class:`PowerLoss` after ``units`` more bytes programmed or pages erased (None: never)."""
         self._budget = units
+        self._cut = False
+
+    @property
+    def units_left(self) -> int | None:
+        """Work units before the armed power cut (None when none is armed)."""
+        return self._budget
+
+    def _power_loss(self) -> PowerLoss:
+        if not self._cut:
+            self._cut = True
+            if self.on_power_loss is not None:
+                self.on_power_loss()
+        return PowerLoss("power cut during a flash operation")
 
     def _spend(self) -> None:
         if self._budget is not None:
             if self._budget <= 0:
-                raise PowerLoss("power cut during a flash operation")
+                raise self._power_loss()
             self._budget -= 1
 
     # operations
@@ -89,7 +120,7 @@ class Flash:
         self.data[offset : offset + written] = payload[:written]
         self._budget = 0
         self._persist(offset, written)
-        raise PowerLoss("power cut during a flash operation")
+        raise self._power_loss()
 
     def _check_range(self, offset: int, length: int) -> None:
         if offset < 0 or length < 0 or offset + length > self.size:
@@ -102,6 +133,9 @@ class Flash:
         """
         if self._fd is None or length == 0:
             return
+        if self._file_short:  # complete a truncated file first: a hole past its end would read as zeros
+            os.pwrite(self._fd, bytes(self.data[self.file_size or 0 :]), self.file_size or 0)
+            self._file_short = False
         os.pwrite(self._fd, bytes(self.data[offset : offset + length]), offset)
 
     def close(self) -> None:

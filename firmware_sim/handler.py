@@ -89,6 +89,10 @@ class Link:
     parser: FrameParser = field(default_factory=FrameParser)
 
 
+def _sum_stats(first: ParserStats, second: ParserStats) -> ParserStats:
+    return ParserStats(**{key: getattr(first, key) + getattr(second, key) for key in vars(first)})
+
+
 class ProtocolHandler:
     """Serves the transfer protocol for a :class:`Band`."""
 
@@ -97,6 +101,8 @@ class ProtocolHandler:
         self.max_frame = max_frame
         self.window = window
         self.links: dict[str, Link] = {}
+        self._past_stats = ParserStats()
+        """Parser counts of links that have closed."""
         self._upload_owner: str | None = None
         self._upload_seen = 0.0
         self._name_cache: tuple[int | None, str] = (None, "")
@@ -121,19 +127,22 @@ class ProtocolHandler:
     # ------------------------------------------------------------ links
 
     def attach(self, name: str, send: Callable[[bytes], None]) -> None:
+        """A link (a serial port, a BLE connection) starts, with a fresh frame parser."""
+        self.detach(name)
         self.links[name] = Link(name, send, FrameParser(self.max_frame))
-        self._replies.pop(name, None)
 
     def detach(self, name: str) -> None:
-        self.links.pop(name, None)
+        link = self.links.pop(name, None)
         self._replies.pop(name, None)
+        if link is not None:
+            self._past_stats = _sum_stats(self._past_stats, link.parser.stats)
 
     @property
     def stats(self) -> ParserStats:
-        total = ParserStats()
+        """Frames received and dropped over every link since the band started, closed links included."""
+        total = self._past_stats
         for link in self.links.values():
-            for key in vars(total):
-                setattr(total, key, getattr(total, key) + getattr(link.parser.stats, key))
+            total = _sum_stats(total, link.parser.stats)
         return total
 
     def receive(self, name: str, chunk: bytes) -> None:

@@ -20,6 +20,13 @@ A new table only becomes active through one 16-byte ``COMMIT`` entry written
 after its bytes were read back and verified (CRC and structure); a torn entry
 fails its own CRC and is ignored, so a power cut at any byte leaves the last
 good routine active.  An upload never writes into the active slot.
+
+Every mount says what it found in :attr:`Storage.boot_report` (a
+:class:`BootOutcome` and the routine the band now holds).  The active table is
+checked again (CRC-32 and structure) at boot and its CRC-32 every time it is
+handed out, so a damaged slot is never run: the band falls back to the routine
+committed before it when that one is still intact in the other slot, or holds
+none, and says which.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from protocol.constants import Limits, TableError
 from protocol.errors import TableFormatError
 from protocol.table import decode_table
 
-from .faults import StorageError
+from .faults import FlashError, StorageError
 from .flash import ERASED, SECTOR_SIZE, Flash
 
 JOURNAL_SECTORS = (0, 1)
@@ -68,11 +75,74 @@ _ENTRY = JournalEntry.compile()  # the same layout, compiled: a boot reads up to
 _FREE_ENTRY = bytes([ERASED]) * ENTRY_SIZE
 
 
+def _torn(chunk: bytes) -> bool:
+    """A write cut short: a prefix programmed, the rest still erased."""
+    return chunk.rstrip(bytes([ERASED])) != chunk
+
+
+def _plausible(entry: c.Container) -> bool:
+    """An entry whose fields a mount can act on (a CRC match on garbage must not index outside the flash)."""
+    if entry.kind not in EntryKind._value2member_map_:
+        return False
+    if entry.kind in (EntryKind.COMMIT, EntryKind.BEGIN):
+        return entry.slot & ~COPY_FLAG in (0, 1) and 0 < entry.length <= Limits.MAX_TABLE_BYTES
+    return True
+
+
 @dataclass(frozen=True)
 class SlotInfo:
     slot: int
     length: int
     crc: int
+
+    def __str__(self) -> str:
+        return f"{self.length} bytes, CRC-32 0x{self.crc:08X}, slot {self.slot}"
+
+
+class BootOutcome(IntEnum):
+    """What a mount found; the value is the stable number a band reports (e.g. in INFO)."""
+
+    BLANK = 0
+    """Erased flash (a first journal entry torn by a cut at most): no routine was ever stored."""
+    INTACT = 1
+    """Journal and routine (if any) verified; a torn last entry from a power cut is normal."""
+    JOURNAL_DAMAGED = 2
+    """Damaged journal entries (not a torn write) were skipped; the routine the rest names verified."""
+    RECOVERED_PREVIOUS = 3
+    """The newest routine failed its check; the one committed before it verified and is active."""
+    ACTIVE_SLOT_CORRUPT = 4
+    """The newest routine failed its check and no earlier one is intact: the band holds none."""
+    JOURNAL_LOST = 5
+    """The flash is not blank but neither journal sector holds a complete state: the band holds none."""
+
+    @property
+    def label(self) -> str:
+        return self.name.lower().replace("_", "-")
+
+
+@dataclass(frozen=True)
+class BootReport:
+    """The outcome of a mount and the routine the band holds after it."""
+
+    outcome: BootOutcome
+    routine: SlotInfo | None
+    damaged_entries: int = 0
+    """Journal entries that failed their CRC without being a torn write."""
+    lost: SlotInfo | None = None
+    """The routine that failed its check (RECOVERED_PREVIOUS, ACTIVE_SLOT_CORRUPT)."""
+    file_size: int | None = None
+    """Size of a flash file shorter than the flash (read as erased past its end); None otherwise."""
+
+    def __str__(self) -> str:
+        holds = f"holds the routine of {self.routine}" if self.routine else "holds no routine"
+        parts = [f"boot: {self.outcome.label}: {holds}"]
+        if self.lost is not None:
+            parts.append(f"the routine of {self.lost} failed its check and is not run")
+        if self.damaged_entries:
+            parts.append(f"{self.damaged_entries} damaged journal entries skipped")
+        if self.file_size is not None:
+            parts.append(f"the flash file held only {self.file_size} bytes; the rest reads as erased")
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -92,6 +162,9 @@ class Storage:
         self.flash = flash
         self.active: SlotInfo | None = None
         self.upload: UploadState | None = None
+        self.boot_report = BootReport(BootOutcome.BLANK, None)
+        self._commits: list[SlotInfo] = []
+        self._fresh_journal = False
         self._seq = 0
         self._journal = JOURNAL_SECTORS[0]
         self._next_entry = 0
@@ -99,19 +172,25 @@ class Storage:
 
     # ------------------------------------------------------------------ boot
 
-    def _read_entries(self, sector: int) -> tuple[list[c.Container], int]:
-        """Valid entries of a journal sector, and the index of its first free entry."""
+    def _read_entries(self, sector: int) -> tuple[list[c.Container], int, int]:
+        """Valid entries of a journal sector, the index of its first free entry, and how many entries are damaged.
+
+        An entry that fails its CRC is torn (a power cut: a written prefix, the
+        rest still erased) or damaged (anything else: bit flips).
+        """
         raw = self.flash.read(sector * SECTOR_SIZE, SECTOR_SIZE)
-        entries, first_free = [], 0
+        entries, first_free, damaged = [], 0, 0
         for index in range(SECTOR_SIZE // ENTRY_SIZE):
             chunk = raw[index * ENTRY_SIZE : (index + 1) * ENTRY_SIZE]
             if chunk == _FREE_ENTRY:
                 continue
             first_free = index + 1  # never write after a used (even torn) entry
-            entry = _ENTRY.parse(chunk)
-            if entry.entry_crc == zlib.crc32(chunk[:12]):
+            entry = _ENTRY.parse(chunk) if int.from_bytes(chunk[12:], "little") == zlib.crc32(chunk[:12]) else None
+            if entry is not None and _plausible(entry):
                 entries.append(entry)
-        return entries, first_free
+            elif not _torn(chunk):
+                damaged += 1
+        return entries, first_free, damaged
 
     def _mount(self) -> None:
         """Replay the newest journal sector that holds a complete state.
@@ -129,40 +208,64 @@ class Storage:
             from_compaction = bool(entries[0].slot & COPY_FLAG)
             return not from_compaction or any(e.kind == EntryKind.SNAPSHOT for e in entries)
 
-        trusted = [sector for sector, (entries, _) in found.items() if complete(entries)]
-        newest_seq = max((e.seq for entries, _ in found.values() for e in entries), default=-1)
+        trusted = [sector for sector, (entries, _, _) in found.items() if complete(entries)]
+        newest_seq = max((e.seq for entries, _, _ in found.values() for e in entries), default=-1)
         self._seq = newest_seq + 1
+        file_size = self.flash.file_size if self.flash.file_size is not None and self.flash.file_size < self.flash.size else None
         if not trusted:
             self._journal = JOURNAL_SECTORS[0]
             self._next_entry = found[self._journal][1]
+            # Entries there (an unfinished compaction's snapshot) would keep the sector untrusted
+            # after our own appends too: start the journal afresh at the first write instead.
+            self._fresh_journal = bool(found[self._journal][0])
+            # Blank unless something beyond torn entries is there: a first entry torn by a cut is still a blank band.
+            anything = any(entries or damaged for entries, _, damaged in found.values())
+            blank = not anything and not self.flash.data[SLOT_FIRST_SECTOR[0] * SECTOR_SIZE :].strip(bytes([ERASED]))
+            self.boot_report = BootReport(BootOutcome.BLANK if blank else BootOutcome.JOURNAL_LOST, None, file_size=file_size)
             return
         self._journal = max(trusted, key=lambda sector: max(e.seq for e in found[sector][0]))
-        entries, self._next_entry = found[self._journal]
+        entries, self._next_entry, damaged = found[self._journal]
         for entry in entries:  # in write order, which is sequence order within a sector
             self._apply(entry)
+        outcome = BootOutcome.JOURNAL_DAMAGED if damaged else BootOutcome.INTACT
+        lost = None
         if self.active is not None and self._verified(self.active) is None:
-            self.active = None  # cannot happen through this code; never run a corrupt table
+            lost, self.active = self.active, self._previous_intact(self.active)
+            outcome = BootOutcome.RECOVERED_PREVIOUS if self.active is not None else BootOutcome.ACTIVE_SLOT_CORRUPT
+            if self.upload is not None and self.active is not None and self.upload.slot == self.active.slot:
+                self.upload = None  # it would write over the routine just recovered
+        self.boot_report = BootReport(outcome, self.active, damaged, lost, file_size)
+
+    def _previous_intact(self, lost: SlotInfo) -> SlotInfo | None:
+        """The routine committed before ``lost``, if it is in the other slot and still verifies."""
+        earlier = [info for info in self._commits if info.slot != lost.slot]
+        if not earlier:
+            return None
+        return earlier[-1] if self._verified(earlier[-1]) is not None else None
 
     def _apply(self, entry: c.Container) -> None:
         kind = entry.kind
         if kind == EntryKind.COMMIT:
             self.active = SlotInfo(entry.slot & ~COPY_FLAG, entry.length, entry.value)
+            self._commits.append(self.active)
             self.upload = None
         elif kind == EntryKind.BEGIN:
             self.upload = UploadState(entry.slot & ~COPY_FLAG, entry.length, entry.value, 0)
-        elif kind == EntryKind.PROGRESS and self.upload is not None:
+        elif kind == EntryKind.PROGRESS and self.upload is not None and entry.value <= self.upload.length:
             self.upload = replace(self.upload, offset=entry.value)
         elif kind == EntryKind.ABORT:
             self.upload = None
         elif kind == EntryKind.ERASE:
             self.active = None
             self.upload = None
+            self._commits.clear()  # a routine the user erased is never recovered
 
     # --------------------------------------------------------------- journal
 
     def _append(self, kind: EntryKind, slot: int = 0, length: int = 0, value: int = 0) -> None:
-        if self._next_entry >= SECTOR_SIZE // ENTRY_SIZE:
+        if self._next_entry >= SECTOR_SIZE // ENTRY_SIZE or self._fresh_journal:
             self._compact()
+            self._fresh_journal = False
         self._write_entry(kind, slot, length, value)
 
     def _write_entry(self, kind: EntryKind, slot: int, length: int, value: int) -> None:
@@ -208,10 +311,15 @@ class Storage:
         return data
 
     def active_table(self) -> bytes | None:
-        """The active routine's table bytes (verified at commit and at boot), or None when the band holds none."""
+        """The active routine's table bytes, or None when the band holds none.
+
+        Verified in full at commit and at boot; its CRC-32 is checked again on
+        every call, so bytes damaged since boot are never run.
+        """
         if self.active is None:
             return None
-        return self.flash.read(self._slot_offset(self.active.slot), self.active.length)
+        data = self.flash.read(self._slot_offset(self.active.slot), self.active.length)
+        return data if zlib.crc32(data) == self.active.crc else None
 
     def begin_upload(self, length: int, crc: int) -> int:
         """Prepare to receive a table; returns the offset to continue from (resume)."""
@@ -241,7 +349,14 @@ class Storage:
             raise StorageError(f"data at offset {offset}, expected {upload.offset}")
         if offset + len(data) > upload.length:
             raise StorageError(f"data runs past the announced {upload.length} bytes")
-        self.flash.program(self._slot_offset(upload.slot) + offset, data)
+        try:
+            self.flash.program(self._slot_offset(upload.slot) + offset, data)
+        except FlashError:
+            # Bytes past the durable offset that are not erased (damaged flash): forget the
+            # upload, so the next UPLOAD_BEGIN erases the slot instead of resuming onto them.
+            self._append(EntryKind.ABORT)
+            self.upload = None
+            raise
         new_offset = offset + len(data)
         self._append(EntryKind.PROGRESS, 0, 0, new_offset)
         self.upload = replace(upload, offset=new_offset)

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import HealthCheck, settings
 
 from companion import compile_routine, load_routine, shipped_routines
 from firmware_sim.band import Band
@@ -8,6 +11,17 @@ from firmware_sim.clock import VirtualClock
 from firmware_sim.local import storage_with
 
 SHIPPED = sorted(shipped_routines())
+
+# `--hypothesis-profile=long` (hypothesis' own option): the long fuzzing run of the property tests.
+settings.register_profile("long", max_examples=20_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--exhaustive", action="store_true", default=os.environ.get("HANDCUE_EXHAUSTIVE", "") not in ("", "0"),
+        help="Long runs: power cuts at every flash work unit, many more damaged flash images "
+             "(also HANDCUE_EXHAUSTIVE=1). For long fuzzing add --hypothesis-profile=long.",
+    )
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from companion import compile_routine, load_routine
 from firmware_sim.faults import FlashError, PowerLoss, StorageError
 from firmware_sim.flash import ERASE_PAGE, SECTOR_SIZE, Flash
-from firmware_sim.storage import ENTRY_SIZE, FLASH_SIZE, Storage
+from firmware_sim.storage import COPY_FLAG, ENTRY_SIZE, FLASH_SIZE, EntryKind, JournalEntry, Storage
 from protocol.errors import TableFormatError
 
 OLD = compile_routine(load_routine("nausea-pc6"))
@@ -165,3 +165,15 @@ def test_power_cut_during_compaction_keeps_acknowledged_upload_offset():
         flash.cut_power_after(None)
         resumed = Storage(flash).begin_upload(len(other), zlib.crc32(other))
         assert resumed >= acknowledged, f"cut after {budget} units: resume at {resumed}, acknowledged {acknowledged}"
+
+
+def test_upload_after_an_unfinished_compaction_alone_is_kept():
+    """Found by fuzzing: a journal holding only a compaction snapshot without its SNAPSHOT marker is untrusted,
+    and entries appended after it would be too; the first write starts the journal afresh instead."""
+    flash = Flash(FLASH_SIZE)
+    body = JournalEntry.build(dict(kind=EntryKind.COMMIT, slot=COPY_FLAG, length=1, seq=0, value=0, entry_crc=0))[:12]
+    flash.program(0, body + zlib.crc32(body).to_bytes(4, "little"))
+    storage = Storage(flash)
+    assert storage.active_table() is None
+    upload(storage, OLD)
+    assert Storage(flash).active_table() == OLD
