@@ -283,6 +283,7 @@ class PacedLink(LocalLink):
         self.trace: list[TracedPacket] | None = [] if trace else None
         self._random = random.Random(self.timing.seed)
         self._connections: dict[frozenset[Controller], _PacedConnection] = {}
+        self._advertising_drift: dict[Controller, float] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -364,8 +365,28 @@ class PacedLink(LocalLink):
                 self._connections[pair] = _PacedConnection(self, sender_controller, receiver, anchor)
             super().send_advertising_pdu(sender_controller, packet)
             return
-        delay = self._random.uniform(0.0, ADV_DELAY_MAX_MS / 1000.0) if self.timing.advertising_delay else 0.0
+        delay = 0.0
+        if self.timing.advertising_delay:
+            # advDelay accumulates: event k is k intervals plus k draws after the first.  The
+            # controller's timer keeps the bare interval, so the drift is added here, and when
+            # it has grown by a whole interval one timer tick has no advertising event.
+            interval = self._advertising_interval(sender_controller)
+            drift = self._advertising_drift.get(sender_controller, 0.0) + self._random.uniform(0.0, ADV_DELAY_MAX_MS / 1000.0)
+            skip = interval > 0 and drift >= interval
+            self._advertising_drift[sender_controller] = drift - interval if skip else drift
+            if skip:
+                return
+            delay = drift
         loop.call_later(delay, self._broadcast_advertising, sender_controller, packet)
+
+    @staticmethod
+    def _advertising_interval(controller: Controller) -> float:
+        """The advertising interval (seconds) the controller's host set; 0 if unknown."""
+        for advertising_set in controller.advertising_sets.values():
+            if advertising_set.enabled and advertising_set.parameters is not None:
+                return float(advertising_set.parameters.primary_advertising_interval_min) * 0.625 / 1000.0
+        legacy = controller.le_legacy_advertiser
+        return legacy.advertising_interval_min * 0.625 / 1000.0 if legacy.enabled else 0.0
 
     def _broadcast_advertising(self, sender_controller: Controller, packet: ll.AdvertisingPdu) -> None:
         now = asyncio.get_running_loop().time()

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .band import Band
 from .clock import Clock, VirtualClock
 from .flash import Flash
 from .handler import ProtocolHandler
 from .storage import FLASH_SIZE, Storage
+
+if TYPE_CHECKING:
+    from bumble.link import LocalLink
 
 
 def storage_with(data: bytes | None = None) -> Storage:
@@ -32,12 +35,13 @@ def storage_with(data: bytes | None = None) -> Storage:
 class LocalBleBand:
     """``async with LocalBleBand() as local:`` a running band reachable over in-process BLE."""
 
-    def __init__(self, data: bytes | None = None, *, clock: Clock | None = None, battery_percent: float = 87.0) -> None:
+    def __init__(self, data: bytes | None = None, *, clock: Clock | None = None, battery_percent: float = 87.0,
+                 link: LocalLink | None = None) -> None:
         from bumble.link import LocalLink
 
         from .ble import BlePeripheral
 
-        self.link = LocalLink()
+        self.link = link if link is not None else LocalLink()  # e.g. a ble_stack.paced_link.PacedLink
         self.band = Band(storage_with(data), clock or VirtualClock(), battery_percent=battery_percent)
         self.handler = ProtocolHandler(self.band)
         self.events: list[dict[str, Any]] = []
