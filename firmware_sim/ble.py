@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from bumble.device import Device
@@ -67,7 +68,7 @@ class BlePeripheral:
     """Serves ``handler`` over BLE as ``HandCue-<band id>``."""
 
     def __init__(self, handler: ProtocolHandler, band: Band, *, hci_server: str | None = None, hci: str | None = None,
-                 link: LocalLink | None = None, link_name: str = "ble") -> None:
+                 link: LocalLink | None = None, link_name: str = "ble", link_factory: Callable[[], LocalLink] = LocalLink) -> None:
         if sum(x is not None for x in (hci_server, hci, link)) != 1:
             raise HandCueError("BLE needs exactly one of --hci-server, --hci or a local link")
         self.handler = handler
@@ -76,6 +77,7 @@ class BlePeripheral:
         self.hci = hci
         self.link = link
         self.link_name = link_name
+        self.link_factory = link_factory  # the link made for hci_server, e.g. a paced one
         self.name = f"{BLE_NAME_PREFIX}{band.band_id:04X}"
         self.peripheral: BandPeripheral | None = None
         self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()
@@ -91,7 +93,7 @@ class BlePeripheral:
     async def start(self) -> None:
         try:
             if self.hci_server is not None:
-                self.link = LocalLink()
+                self.link = self.link_factory()
                 self._served_transport = await open_transport(self.hci_server)
                 self._served_controller = _served_controller_class()(
                     "served", host_source=self._served_transport.source, host_sink=self._served_transport.sink, link=self.link
