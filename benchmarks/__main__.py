@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import DOC_PATH, REPO, Report, md_table
 
-MODULES = ("compactness", "serial_upload", "ble_upload", "simulator", "companion_cli")
+MODULES = ("compactness", "serial_upload", "ble_upload", "simulator", "companion_cli", "cold_start")
 
 
 def machine() -> dict[str, str]:

@@ -328,7 +328,9 @@ class PacedLink(LocalLink):
         source_address = sender_controller.random_address
 
         def deliver() -> None:
-            destination.on_link_acl_data(source_address, transport, data)
+            # A connection that ended while this packet waited for its event carries nothing more.
+            if source_address in destination.le_connections:
+                destination.on_link_acl_data(source_address, transport, data)
 
         self._connection(sender_controller, destination).enqueue(sender_controller, self._fragments("data", len(data), deliver))
 

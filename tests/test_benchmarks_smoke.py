@@ -19,6 +19,7 @@ SMALLEST = {
     "ble_upload": {"intervals": (7.5,), "mtus": (247,), "table_bytes": 1024, "routine": None, "curve": (), "extras": False, "plot_path": None},
     "simulator": {"hours": 1, "repeats": 1, "realtime": ((2, 1),), "speed": 10.0},
     "companion_cli": {"startup_runs": 1, "step_counts": (10,), "largest": False, "repeats": 1},
+    "cold_start": {"transports": ("serial",), "commands": ("upload",), "repeats": 1},
 }
 
 
@@ -57,7 +58,7 @@ def test_smallest_configuration(name):
         windowed, stop_and_wait = upload["windowed"], upload["stop_and_wait"]
         assert upload["bytes"] <= 1024 and windowed["frames"] == stop_and_wait["frames"] and windowed["retransmissions"] == 0
         assert 1 <= windowed["max_in_flight"] <= config["window"] and stop_and_wait["max_in_flight"] == 0
-        assert 0 < windowed["events"] and 0 < windowed["data_s"] < windowed["wall_s"]
+        assert windowed["events"] > 0 and 0 < windowed["data_s"] < windowed["wall_s"]
     elif name == "simulator":
         assert [row[0] for row in data["virtual"]] == ["1 h, 1 cue/min", "1 h, 5 cues/min"]
         [onsets] = data["realtime"]["runs"]
@@ -67,6 +68,10 @@ def test_smallest_configuration(name):
         assert len(data["startup"]["help_s"]) == len(data["startup"]["baseline_s"]) == 1
         [compiled] = data["compile"]
         assert compiled["steps"] == 10 and compiled["bytes"] > 0
+    elif name == "cold_start":
+        [phases] = data["runs"]["serial"]["upload"]
+        assert 0 < phases["process start"] < phases["total"] and phases["UPLOAD_BEGIN"] > 0 and phases["UPLOAD_COMMIT"] > 0
+        assert phases["data"] > 0 and abs(sum(v for k, v in phases.items() if k != "total") - phases["total"]) < 1e-6
 
 
 def test_main_writes_the_report(tmp_path, capsys):
