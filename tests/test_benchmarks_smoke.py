@@ -46,6 +46,7 @@ def test_smallest_configuration(name):
         assert routine["routine"] == "nausea-pc6"
         assert 0 < routine["handcue"] < routine["handcue_names"]
         assert routine["handcue"] < routine["json"] and routine["handcue"] < routine["cbor"] and routine["handcue"] < routine["fit"]
+        assert routine["fit"] < routine["fit_developer"] < routine["fit_developer_names"]  # more information, more bytes
         assert sum(routine["handcue_breakdown"].values()) == routine["handcue_names"]
     elif name == "serial_upload":
         [upload] = data["uploads"]
