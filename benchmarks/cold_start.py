@@ -106,6 +106,18 @@ class Sim:
         self.stop()
 
 
+def exclusive(spans: list[tuple[str, float, float]]) -> dict[str, float]:
+    """Seconds per label, a span's time less that of the spans directly inside it (the scan opens the HCI transport)."""
+    def inside(a: tuple[str, float, float], b: tuple[str, float, float]) -> bool:
+        return a is not b and b[1] <= a[1] and a[2] <= b[2]
+
+    totals: dict[str, float] = defaultdict(float)
+    for span in spans:
+        children = [c for c in spans if inside(c, span) and not any(inside(c, d) and inside(d, span) for d in spans)]
+        totals[span[0]] += (span[2] - span[1]) - sum(c[2] - c[1] for c in children)
+    return dict(totals)
+
+
 def probe_command(args: list[str]) -> dict[str, float]:
     """Run one handcue command under the phase probe; returns seconds per phase (and "total")."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,9 +130,10 @@ def probe_command(args: list[str]) -> dict[str, float]:
         record = json.loads(out.read_text())
     phases: dict[str, float] = defaultdict(float)
     phases["process start"] = record["started"] - spawned
-    spans = {label: (start, end) for label, start, end in record["phases"]}
-    for label, start, end in record["phases"]:
-        phases[label] += end - start
+    recorded = [tuple(span) for span in record["phases"]]
+    spans = {label: (start, end) for label, start, end in recorded}
+    for label, seconds in exclusive(recorded).items():
+        phases[label] += seconds
     if "UPLOAD_BEGIN" in spans and "UPLOAD_COMMIT" in spans:
         phases["data"] = spans["UPLOAD_COMMIT"][0] - spans["UPLOAD_BEGIN"][1]
     phases["exit"] = ended - record["exited"]
