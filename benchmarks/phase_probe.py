@@ -5,10 +5,10 @@
 Run as a script (not ``-m``), so that nothing but this file is imported before the
 first timestamp.  The phases are found by wrapping, in this process only, the
 functions that do each step (bleak's scanner, bumble's connect, MTU exchange and
-discovery, the transports' connect and disconnect, ``BandClient.request``).  bleak
-and bumble are imported before the command runs, to install the wrappers; their
-import time is measured and reported as its own phase (the CLI pays it lazily, on
-first BLE use).  Times are ``time.time()``, comparable with the parent's clock.
+discovery, the transports' connect and disconnect, ``BandClient.request``).  For a
+``ble:`` address, bleak and bumble are imported before the command runs, to install
+the wrappers; their import time is measured and reported as its own phase (the CLI
+pays it lazily, on first BLE use).  Times are ``time.time()``, comparable with the parent's clock.
 """
 
 from __future__ import annotations
@@ -45,6 +45,21 @@ def wrap_async(owner: Any, name: str, phase: str | Any, *, classmethod_: bool = 
     setattr(owner, name, classmethod(lambda cls, *a, **k: timed(*a, **k)) if classmethod_ else timed)
 
 
+def wrap_sync(owner: Any, name: str, phase: str) -> None:
+    """Time every call of the function ``owner.name`` as ``phase``."""
+    original = getattr(owner, name)
+
+    @functools.wraps(original)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = time.time()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            PHASES.append((phase, start, time.time()))
+
+    setattr(owner, name, timed)
+
+
 def main() -> None:
     out, argv = sys.argv[1], sys.argv[2:]
     atexit.register(lambda: Path(out).write_text(json.dumps({"started": STARTED, "phases": PHASES, "exited": time.time()})))
@@ -52,14 +67,31 @@ def main() -> None:
     import companion.cli
 
     PHASES.append(("imports (companion CLI)", start, time.time()))
+    from companion import tables
+    from companion.client import BandClient
+    from companion.transport import serial as serial_transport
+
+    wrap_sync(tables, "load_table_or_routine", "load and compile the routine")
+
+    wrap_async(serial_transport.SerialTransport, "connect", "open serial port")
+    wrap_async(serial_transport.SerialTransport, "disconnect", "disconnect")
+    wrap_async(BandClient, "request", lambda _self, opcode, **_: opcode.name)
+    if any(arg.startswith("ble:") for arg in argv):
+        wrap_ble()
+    try:
+        companion.cli.cli.main(args=argv, prog_name="handcue", standalone_mode=True)
+    except SystemExit as exc:
+        if exc.code:
+            raise
+
+
+def wrap_ble() -> None:
     start = time.time()
     import bleak
     from bumble.device import Device, Peer
 
     from companion.ble import bumble_backend
-    from companion.client import BandClient
     from companion.transport import ble as ble_transport
-    from companion.transport import serial as serial_transport
 
     PHASES.append(("imports (bleak, bumble; lazy in the CLI)", start, time.time()))
     wrap_async(bumble_backend._CentralStack, "create", "HCI transport and host power-on", classmethod_=True)
@@ -70,15 +102,7 @@ def main() -> None:
     wrap_async(bumble_backend.BumbleClient, "_discover", "service discovery")
     wrap_async(bumble_backend.BumbleClient, "_read_gap_name", "service discovery")
     wrap_async(bumble_backend.BumbleClient, "start_notify", "subscribe to TX")
-    wrap_async(serial_transport.SerialTransport, "connect", "open serial port")
     wrap_async(ble_transport.BleTransport, "disconnect", "disconnect")
-    wrap_async(serial_transport.SerialTransport, "disconnect", "disconnect")
-    wrap_async(BandClient, "request", lambda _self, opcode, **_: opcode.name)
-    try:
-        companion.cli.cli.main(args=argv, prog_name="handcue", standalone_mode=True)
-    except SystemExit as exc:
-        if exc.code:
-            raise
 
 
 if __name__ == "__main__":
