@@ -8,13 +8,13 @@ import time
 import zlib
 from typing import Any
 
-from ble_stack.paced_link import LinkTiming, PacedLink
+from ble_stack.paced_link import LinkTiming, PacedLink, Phy
 from companion import compile_routine, load_routine
-from companion.ble import bumble_backend
+from companion.ble.bumble_backend import BumbleCentral
 from companion.client import BandClient
 from firmware_sim.local import LocalBleBand
 from protocol.constants import Opcode
-from protocol.messages import UPLOAD_DATA_OVERHEAD
+from protocol.messages import UPLOAD_DATA_OVERHEAD, UploadBeginRequest, UploadCommitRequest, UploadDataRequest
 from protocol.table import check_table_header
 
 from . import Report, Row, md_table, ratio
@@ -27,7 +27,7 @@ ADDRESS = "ble:HandCue-1A2B"
 MTUS = (23, 185, 247)
 INTERVALS_MS = (7.5, 15.0, 30.0)
 PACKETS_PER_EVENT = 6
-PHY = "2M"
+PHY: Phy = "2M"
 DATA_LENGTH = 251
 TARGET_INTERVAL_MS = 15.0
 TARGET_MTU = 247
@@ -55,7 +55,7 @@ length {DATA_LENGTH}, {PHY} PHY air time, no loss. The connection interval is se
 platform decides it on a real phone: 15 ms at best on iOS, 30-50 ms common on Android and desktops).
 
 For each interval ({", ".join(f"{i:g}" for i in INTERVALS_MS)} ms) and ATT MTU ({", ".join(map(str, MTUS))}; the benchmark sets
-`companion.ble.bumble_backend.REQUESTED_ATT_MTU` and checks `client.transport.mtu` = MTU - 3), on one
+the central with `BumbleCentral(link=..., att_mtu=MTU)` and checks `client.transport.mtu` = MTU - 3), on one
 connection: the **windowed** upload (`BandClient.upload`: up to `window` unacknowledged UPLOAD_DATA
 frames, window 8 from the band's UPLOAD_BEGIN answer) and a **stop-and-wait** upload (one
 `BandClient.request(Opcode.UPLOAD_DATA, ...)` at a time, each awaited before the next, as SMP/smpclient
@@ -93,16 +93,16 @@ def limit_seconds(size: int, mtu: int, timing: LinkTiming) -> float:
 async def stop_and_wait_upload(client: BandClient, data: bytes) -> int:
     """Upload ``data`` one acknowledged chunk at a time; returns the number of chunks."""
     check_table_header(data)
-    begin = (await client.request(Opcode.UPLOAD_BEGIN, length=len(data), crc32=zlib.crc32(data))).body
+    begin = await client.request(UploadBeginRequest(length=len(data), crc32=zlib.crc32(data)))
     chunk = client._chunk_size(begin.max_chunk)  # the same chunking as BandClient.upload
     offset, chunks = begin.offset, 0
     while offset < len(data):
         piece = data[offset : offset + chunk]
-        acked = (await client.request(Opcode.UPLOAD_DATA, offset=offset, data=piece)).body.offset
+        acked = (await client.request(UploadDataRequest(offset=offset, data=piece))).offset
         if acked != offset + len(piece):
             raise RuntimeError(f"band acknowledged offset {acked}, expected {offset + len(piece)}")
         offset, chunks = acked, chunks + 1
-    await client.request(Opcode.UPLOAD_COMMIT, timeout=client.commit_timeout)
+    await client.request(UploadCommitRequest(), timeout=client.commit_timeout)
     return chunks
 
 
@@ -115,26 +115,33 @@ async def pipelined_upload(client: BandClient, data: bytes, window: int, max_chu
     the number of data frames.
     """
     check_table_header(data)
-    _, begin = await client._send_request(Opcode.UPLOAD_BEGIN, length=len(data), crc32=zlib.crc32(data))
+    begin_request = UploadBeginRequest(length=len(data), crc32=zlib.crc32(data))
+    _, begin = await client._send_request(begin_request)
     chunk = client._chunk_size(max_chunk)
-    pending: list[tuple[int, asyncio.Future[Any]]] = []
+    pending: list[tuple[int, UploadDataRequest, asyncio.Future[Any]]] = []
+
+    async def answer(request: Any, future: asyncio.Future[Any], timeout: float) -> Any:
+        message, _ = await asyncio.wait_for(future, timeout)
+        return client._checked(request, message)
+
     offset = frames = 0
     while offset < len(data):
         while len(pending) >= window:
-            end, future = pending.pop(0)
-            if client._checked(await asyncio.wait_for(future, client.timeout)).body.offset != end:
+            end, request, future = pending.pop(0)
+            if (await answer(request, future, client.timeout)).offset != end:
                 raise RuntimeError("acknowledged offset differs: the pipelined upload only handles a fresh upload")
-        piece = data[offset : offset + chunk]
-        _, future = await client._send_request(Opcode.UPLOAD_DATA, offset=offset, data=piece)
-        offset += len(piece)
+        data_request = UploadDataRequest(offset=offset, data=data[offset : offset + chunk])
+        _, future = await client._send_request(data_request)
+        offset += len(data_request.data)
         frames += 1
-        pending.append((offset, future))
-    _, commit = await client._send_request(Opcode.UPLOAD_COMMIT)
-    if client._checked(await asyncio.wait_for(begin, client.timeout)).body.offset != 0:
+        pending.append((offset, data_request, future))
+    commit_request = UploadCommitRequest()
+    _, commit = await client._send_request(commit_request)
+    if (await answer(begin_request, begin, client.timeout)).offset != 0:
         raise RuntimeError("the band resumed: the pipelined upload only handles a fresh upload")
-    for _, future in pending:
-        client._checked(await asyncio.wait_for(future, client.timeout))
-    client._checked(await asyncio.wait_for(commit, client.commit_timeout))
+    for _, request, future in pending:
+        await answer(request, future, client.timeout)
+    await answer(commit_request, commit, client.commit_timeout)
     return frames
 
 
@@ -169,11 +176,10 @@ async def _measure_link(interval_ms: float | None, mtu: int, tables: dict[str, b
                         window: int | None = None) -> dict[str, Any]:
     """All uploads for one link configuration (``interval_ms`` None: bumble's unpaced LocalLink) on one connection."""
     link = PacedLink(timing_for(interval_ms)) if interval_ms is not None else None
-    bumble_backend.REQUESTED_ATT_MTU = mtu
-    async with LocalBleBand(link=link) as local:
+    async with LocalBleBand(link=link) as local, BumbleCentral(link=local.link, att_mtu=mtu) as central:
         if window is not None:
             local.handler.window = window
-        client = BandClient.open(ADDRESS)
+        client = BandClient.open(ADDRESS, ble=central.backend)
         probe = Instrumented(client)
         connect_start = time.perf_counter()
         async with client:
@@ -194,22 +200,18 @@ async def _measure_link(interval_ms: float | None, mtu: int, tables: dict[str, b
 
 async def _measure(intervals: tuple[float, ...], mtus: tuple[int, ...], tables: dict[str, bytes], curve: tuple[int, ...],
                    extras: bool) -> dict[str, Any]:
-    requested = bumble_backend.REQUESTED_ATT_MTU
     results: dict[str, Any] = {"grid": [], "curve": None, "unpaced": None, "wide": None}
-    try:
-        for interval in intervals:
-            for mtu in mtus:
-                results["grid"].append(await asyncio.wait_for(_measure_link(interval, mtu, tables), RUN_TIMEOUT))
-        if extras:
-            target = {"8 KiB": tables["8 KiB"]} if "8 KiB" in tables else dict(list(tables.items())[:1])
-            results["unpaced"] = await asyncio.wait_for(_measure_link(None, TARGET_MTU, target), RUN_TIMEOUT)
-            results["wide"] = [await asyncio.wait_for(_measure_link(interval, TARGET_MTU, target, stop_and_wait=False, window=WIDER_WINDOW),
-                                                      RUN_TIMEOUT) for interval in intervals]
-        if curve:
-            sized = {f"{size} B": upload_table(size) for size in curve}
-            results["curve"] = await asyncio.wait_for(_measure_link(TARGET_INTERVAL_MS, TARGET_MTU, sized), RUN_TIMEOUT)
-    finally:
-        bumble_backend.REQUESTED_ATT_MTU = requested
+    for interval in intervals:
+        for mtu in mtus:
+            results["grid"].append(await asyncio.wait_for(_measure_link(interval, mtu, tables), RUN_TIMEOUT))
+    if extras:
+        target = {"8 KiB": tables["8 KiB"]} if "8 KiB" in tables else dict(list(tables.items())[:1])
+        results["unpaced"] = await asyncio.wait_for(_measure_link(None, TARGET_MTU, target), RUN_TIMEOUT)
+        results["wide"] = [await asyncio.wait_for(_measure_link(interval, TARGET_MTU, target, stop_and_wait=False, window=WIDER_WINDOW),
+                                                  RUN_TIMEOUT) for interval in intervals]
+    if curve:
+        sized = {f"{size} B": upload_table(size) for size in curve}
+        results["curve"] = await asyncio.wait_for(_measure_link(TARGET_INTERVAL_MS, TARGET_MTU, sized), RUN_TIMEOUT)
     return results
 
 

@@ -62,7 +62,7 @@ class Sim:
 
     def __init__(self, transport: str) -> None:
         if transport == "ble":
-            from companion.ble.bumble_backend import free_tcp_port
+            from ble_stack.addresses import free_tcp_port
 
             port = free_tcp_port()
             args = ["--hci-server", f"tcp-server:127.0.0.1:{port}", "--ble-interval", f"{INTERVAL_MS:g}ms", "--ble-packets", str(PACKETS), "--phy", PHY]
@@ -185,12 +185,12 @@ def run(*, transports: tuple[str, ...] = ("ble", "serial"), commands: tuple[str,
     if "ble" in results and "upload" in results["ble"]:
         ble = results["ble"]["upload"]
 
-        def phase(name: str) -> float:
+        def ms_of(name: str) -> float:
             return median([r.get(name, 0.0) for r in ble]) * 1000
 
-        notes.append(f"Where BLE time goes (`handcue upload`, medians): importing bleak and bumble {phase('imports (bleak, bumble; lazy in the CLI)'):.0f} ms "
+        notes.append(f"Where BLE time goes (`handcue upload`, medians): importing bleak and bumble {ms_of('imports (bleak, bumble; lazy in the CLI)'):.0f} ms "
                      f"(bumble.hci alone is most of it), discovering every service, characteristic and descriptor and reading the GAP name "
-                     f"{phase('service discovery'):.0f} ms, scanning {phase('scan until seen'):.0f} ms and connecting {phase('connect'):.0f} ms "
-                     f"(the band advertises every 100 ms), against {phase('UPLOAD_BEGIN') + phase('data') + phase('UPLOAD_COMMIT'):.0f} ms for "
+                     f"{ms_of('service discovery'):.0f} ms, scanning {ms_of('scan until seen'):.0f} ms and connecting {ms_of('connect'):.0f} ms "
+                     f"(the band advertises every 100 ms), against {ms_of('UPLOAD_BEGIN') + ms_of('data') + ms_of('UPLOAD_COMMIT'):.0f} ms for "
                      "BEGIN, data and COMMIT. A band used before could be reached without the scan, and only the UART service needs discovering.")
     return Report(NAME, TITLE, METHOD, rows, "\n\n".join(details), notes, data={"runs": results})

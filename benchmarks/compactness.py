@@ -77,11 +77,12 @@ NO_PATTERN = 255
 
 def _developer_fields(table: StepTable) -> tuple[list[tuple[str, str, int]], Any, Any, Any]:
     """The developer field layout, and functions giving a timed step's, a repeat step's and the workout's field values."""
-    from protocol.constants import SEGMENT_UNIT_MS
-    from protocol.table import Segment
+    from protocol.layout import layout_of
+    from protocol.table import PatternSegment
 
     lengths = [len(p.segments) for p in table.patterns]
-    segments = b"".join(Segment.build(dict(amplitude=seg.amplitude, duration=seg.duration_ms // SEGMENT_UNIT_MS)) for p in table.patterns for seg in p.segments)
+    segment_layout = layout_of(PatternSegment)  # the bytes the table stores for a segment
+    segments = b"".join(segment_layout.build(seg) for p in table.patterns for seg in p.segments)
     layout = [*DEV_STEP_FIELDS, *DEV_REPEAT_FIELDS, *DEV_WORKOUT_FIELDS]
 
     def pattern(index: int | None) -> int:
@@ -97,7 +98,7 @@ def _developer_fields(table: StepTable) -> tuple[list[tuple[str, str, int]], Any
         return [(5, [int(record.iterate)]), (6, [pattern(getattr(record, "round_pattern", None))])]
 
     def workout() -> list[tuple[int, list[int]]]:
-        return [(7, [int(table.hands)]), (8, [table.done_pattern]), (9, lengths or [0]), (10, list(segments) or [0])]
+        return [(7, [int(table.hands)]), (8, [pattern(table.done_pattern)]), (9, lengths or [0]), (10, list(segments) or [0])]
 
     return layout, step, repeat, workout
 
@@ -123,7 +124,8 @@ def fit_workout(table: StepTable, *, names: bool, one_local_message: bool = Fals
     from fit_tool.profile.profile_type import FileType, Manufacturer, Sport, WorkoutStepDuration, WorkoutStepTarget
 
     steps: list[WorkoutStepMessage] = []
-    layout, step_values, repeat_values, workout_values = _developer_fields(table) if developer else ([], None, None, None)
+    parts: tuple[Any, Any, Any, Any] = _developer_fields(table) if developer else ([], None, None, None)
+    layout, step_values, repeat_values, workout_values = parts
 
     def dev(values: list[tuple[int, list[int]]] | None) -> list[Any]:
         fields = []

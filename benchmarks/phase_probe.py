@@ -75,7 +75,7 @@ def main() -> None:
 
     wrap_async(serial_transport.SerialTransport, "connect", "open serial port")
     wrap_async(serial_transport.SerialTransport, "disconnect", "disconnect")
-    wrap_async(BandClient, "request", lambda _self, opcode, **_: opcode.name)
+    wrap_async(BandClient, "request", lambda _self, request, **_: request.opcode.name)
     if any(arg.startswith("ble:") for arg in argv):
         wrap_ble()
     try:

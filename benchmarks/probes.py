@@ -35,12 +35,12 @@ class Instrumented:
             self.packets_received += 1
             return data
 
-        async def timed_request(opcode: Opcode, **kwargs: Any) -> Any:
+        async def timed_request(typed: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
             try:
-                return await request(opcode, **kwargs)
+                return await request(typed, **kwargs)
             finally:
-                self.requests.append((opcode, start, time.perf_counter()))
+                self.requests.append((typed.opcode, start, time.perf_counter()))
 
         transport.send = counted_send  # type: ignore[method-assign]
         transport.receive = counted_receive  # type: ignore[method-assign]

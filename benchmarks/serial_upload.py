@@ -135,15 +135,15 @@ def commit_breakdown(data: bytes) -> tuple[float, int, float]:
     from firmware_sim.flash import Flash
     from firmware_sim.storage import FLASH_SIZE, Storage
     from protocol.framing import encode_frame
-    from protocol.messages import encode_request
+    from protocol.messages import UploadBeginRequest, UploadCommitRequest, UploadDataRequest, encode_request
 
     band = Band(Storage(Flash(FLASH_SIZE)), VirtualClock())
     handler = firmware_sim.handler.ProtocolHandler(band)
     handler.attach("bench", lambda frame: None)
-    handler.receive("bench", encode_frame(encode_request(Opcode.UPLOAD_BEGIN, 1, length=len(data), crc32=zlib.crc32(data))))
+    handler.receive("bench", encode_frame(encode_request(UploadBeginRequest(length=len(data), crc32=zlib.crc32(data)), 1)))
     chunk = handler.max_frame - 8
     for offset in range(0, len(data), chunk):
-        handler.receive("bench", encode_frame(encode_request(Opcode.UPLOAD_DATA, 2, offset=offset, data=data[offset : offset + chunk])))
+        handler.receive("bench", encode_frame(encode_request(UploadDataRequest(offset=offset, data=data[offset : offset + chunk]), 2)))
     calls, inside = 0, 0.0
     modules = [m for m in (firmware_sim.storage, firmware_sim.interpreter, firmware_sim.handler) if hasattr(m, "decode_table")]
     originals = {m: m.decode_table for m in modules}
@@ -161,13 +161,13 @@ def commit_breakdown(data: bytes) -> tuple[float, int, float]:
 
     try:
         for module in modules:
-            module.decode_table = wrap(originals[module])
+            module.decode_table = wrap(originals[module])  # type: ignore[attr-defined]
         start = time.perf_counter()
-        handler.receive("bench", encode_frame(encode_request(Opcode.UPLOAD_COMMIT, 3)))
+        handler.receive("bench", encode_frame(encode_request(UploadCommitRequest(), 3)))
         total = time.perf_counter() - start
     finally:
         for module, original in originals.items():
-            module.decode_table = original
+            module.decode_table = original  # type: ignore[attr-defined]
     if band.storage.active_table() != data:
         raise RuntimeError("in-process commit did not store the table")
     return total, calls, inside

@@ -1,4 +1,4 @@
-"""Simulator: virtual-time speed of a 24 h routine, and cue onset error on the real-time clock."""
+"""Simulator: virtual-time speed of a 24 h routine, cue onset error on the real-time clock, and how fast a table is checked."""
 
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ from firmware_sim.band import Band
 from firmware_sim.clock import RealClock, VirtualClock
 from firmware_sim.interpreter import RunState
 from firmware_sim.local import storage_with
+from protocol.table import decode_table
 
 from . import Report, Row, md_table, median, percentile
-from .tables import day_table, metronome_table
+from .tables import day_table, metronome_table, records_table
 
 NAME = "simulator"
 TITLE = "4. Simulator"
 TARGET_VIRTUAL_S = 1.0
 REALTIME = ((60, 2), (30, 10))
+DECODE_RECORDS = 1024
 """Real-time runs: (routine seconds, seconds between cues)."""
 
 METHOD = f"""\
@@ -43,7 +45,12 @@ actual - ideal, in wall milliseconds (positive = late). The start cue is left ou
 inside `band.start()` itself, so every cue reported was scheduled through the clock. At speed 1
 this takes {sum(seconds for seconds, _ in REALTIME)} s of wall time; `--quick` uses speed 4. No target; p50, p99 and max
 reported (with {REALTIME[0][0] // REALTIME[0][1]} cues, p99 is close to the max). *p50 / wall gap* relates the median
-error to the wall time between two cues."""
+error to the wall time between two cues.
+
+**Table check.** Before a band stores or runs a table it checks every byte (`protocol.table.decode_table`,
+which the band's commit and boot call). Timed on the compiled `full-hand-massage` (names on) and on a
+table of {DECODE_RECORDS} STEP records (the format's limit, no names): batches of decodes timed by process CPU time, best
+batch reported as µs per decode (the least disturbed by other load). No target; the figure to keep is that it does not grow."""
 
 
 def run_virtual(data: bytes) -> dict[str, Any]:
@@ -89,6 +96,20 @@ def profile_hotspots(data: bytes) -> tuple[float, list[tuple[str, int, float]]]:
     return total, found
 
 
+def decode_cost(data: bytes, batches: int = 7, batch_s: float = 0.1) -> float:
+    """Best CPU seconds per ``decode_table(data)`` over ``batches`` batches of about ``batch_s`` each."""
+    start = time.process_time()
+    decode_table(data)
+    number = max(1, int(batch_s / max(time.process_time() - start, 1e-6)))
+    best = float("inf")
+    for _ in range(batches):
+        start = time.process_time()
+        for _ in range(number):
+            decode_table(data)
+        best = min(best, (time.process_time() - start) / number)
+    return best
+
+
 async def _run_realtime(data: bytes, total_ms: int, speed: float) -> list[tuple[int, str, float]]:
     clock = RealClock(speed)
     band = Band(storage_with(data), clock)
@@ -116,7 +137,9 @@ async def _run_realtime(data: bytes, total_ms: int, speed: float) -> list[tuple[
     return errors
 
 
-def run(*, hours: int = 24, repeats: int = 3, realtime: tuple[tuple[int, int], ...] = REALTIME, speed: float = 1.0) -> Report:
+def run(*, hours: int = 24, repeats: int = 3, realtime: tuple[tuple[int, int], ...] = REALTIME, speed: float = 1.0, decode_batches: int = 7) -> Report:
+    from companion import compile_routine, load_routine
+
     rows: list[Row] = []
     virtual = []
     for label, ticks in (("1 cue/min", False), ("5 cues/min", True)):
@@ -139,12 +162,17 @@ def run(*, hours: int = 24, repeats: int = 3, realtime: tuple[tuple[int, int], .
         data, total_ms = metronome_table(seconds, every)
         errors = asyncio.run(_run_realtime(data, total_ms, speed))[1:]  # the start cue fires inside band.start(): not scheduled
         late = [e * 1000 for _, _, e in errors]
-        stats = {"seconds": seconds, "every_s": every, "cues": len(errors), "min": min(late), "mean": sum(late) / len(late),
+        stats: dict[str, Any] = {"seconds": seconds, "every_s": every, "cues": len(errors), "min": min(late), "mean": sum(late) / len(late),
                  "p50": percentile(late, 50), "p90": percentile(late, 90), "p99": percentile(late, 99), "max": max(late),
                  "early": sum(1 for x in late if x < 0), "errors_ms": [(t, cue, e * 1000) for t, cue, e in errors]}
         onsets.append(stats)
         rows.append(Row(f"real time x{speed:g}, cue every {every} s ({len(errors)} cues): onset error p50 / p99 / max",
                         f"{stats['p50']:.2f} / {stats['p99']:.2f} / {stats['max']:.2f} ms"))
+    decodes = []
+    for label, data in (("full-hand-massage", compile_routine(load_routine("full-hand-massage"))), (f"{DECODE_RECORDS} records", records_table(DECODE_RECORDS))):
+        cost = decode_cost(data, decode_batches)
+        decodes.append({"table": label, "bytes": len(data), "us": cost * 1e6})
+        rows.append(Row(f"table check (decode_table), {label}, {len(data)} bytes: CPU per decode, best batch", f"{cost * 1e6:,.0f} µs"))
     details = ("Virtual time (every run's wall time, then the median wall and process CPU time; speed = routine time / median wall time; "
                "*per event* = median wall time / events):\n\n")
     details += md_table(["routine", "table bytes", "cues", "motor events", "events", "runs (wall)", "median wall", "median CPU", "speed", "per event"],
@@ -156,5 +184,7 @@ def run(*, hours: int = 24, repeats: int = 3, realtime: tuple[tuple[int, int], .
         ["routine", "cue every", "cues", "min", "mean", "p50", "p90", "p99", "max", "early", "p50 / wall gap"],
         [[f"{o['seconds']} s", f"{o['every_s']} s", o["cues"], *(f"{o[k]:.2f}" for k in ("min", "mean", "p50", "p90", "p99", "max")), o["early"],
           f"{o['p50'] / (o['every_s'] * 1000 / speed) * 1000:.2f} ‰"] for o in onsets])
+    details += "\n\nTable check (`decode_table`), CPU time per decode, best of the batches:\n\n" + md_table(
+        ["table", "bytes", "per decode"], [[d["table"], d["bytes"], f"{d['us']:,.0f} µs"] for d in decodes])
     return Report(NAME, TITLE, METHOD, rows, details,
-                  data={"virtual": virtual, "realtime": {"speed": speed, "runs": onsets}})
+                  data={"virtual": virtual, "realtime": {"speed": speed, "runs": onsets}, "decode": decodes})

@@ -41,6 +41,11 @@ def upload_table(target_bytes: int = 8192) -> bytes:
     return data
 
 
+def records_table(count: int = 1024) -> bytes:
+    """``count`` plain STEP records (1024: the most a table holds), no names."""
+    return encode_table(_table(_upload_records(count), "records"), names=False)
+
+
 def day_table(hours: int = 24, *, ticks: bool = False) -> tuple[bytes, int]:
     """LOOP hours x (LOOP 60 x one 60 s step): ``hours`` hours of routine.  Returns (bytes, total_ms).
 

@@ -11,23 +11,62 @@ HandCue::
     for event in table_timeline(table):             # what the wrist will feel
         print(event.t_ms, event.cue)
 
-Everything raises :class:`HandCueError` subclasses on bad input.
+Everything raises :class:`HandCueError` subclasses on bad input; every one of
+them is importable from here (see :mod:`companion.errors` for the tree).
+
+The errors load with the package (they are light).  Everything else loads on
+first use, so that ``handcue --help`` does not pay for construct, tomllib and
+friends; a type checker reads the same names from the ``TYPE_CHECKING``
+imports below, so each has its real type, never ``Any``.
 """
 
-from importlib import import_module
-from typing import Any
+from __future__ import annotations
 
-# Public names -> the module that defines them.  Loaded on first use, so that
-# `handcue --help` does not pay for construct, tomllib and friends.
-_EXPORTS = {
-    "HandCueError": "protocol.errors",
-    "RoutineError": "protocol.errors",
-    "TableFormatError": "protocol.errors",
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+from .errors import (
+    AddressError,
+    BadRequestError,
+    BadStateError,
+    BandError,
+    BandTimeout,
+    BusyError,
+    HandCueError,
+    MessageError,
+    NoRoutineError,
+    RoutineError,
+    TableFormatError,
+    TableRefusedError,
+    TransportClosed,
+    TransportError,
+    UnknownRequestError,
+    UnsupportedVersionError,
+    UploadError,
+)
+
+if TYPE_CHECKING:
+    from protocol.table import StepTable
+    from protocol.table import decode_table as read_table
+    from protocol.timeline import MotorEvent, table_cues, table_timeline
+
+    from .client import BandClient, BandInfo, UploadResult
+    from .compiler import build_table, compile_routine
+    from .routine import Diagnostic, Routine, check_routine, load_routine, parse_routine, resolve_routine, shipped_routines
+    from .techniques import CUE_VOCABULARY, TECHNIQUES
+    from .transport import Transport, open_transport
+
+# Lazily loaded public names -> "module" or "module:attribute"; the same
+# imports as the TYPE_CHECKING block above (tests/test_typing.py checks that).
+_LAZY = {
     "StepTable": "protocol.table",
     "read_table": "protocol.table:decode_table",
     "MotorEvent": "protocol.timeline",
     "table_cues": "protocol.timeline",
     "table_timeline": "protocol.timeline",
+    "BandClient": "companion.client",
+    "BandInfo": "companion.client",
+    "UploadResult": "companion.client",
     "build_table": "companion.compiler",
     "compile_routine": "companion.compiler",
     "Diagnostic": "companion.routine",
@@ -39,19 +78,61 @@ _EXPORTS = {
     "shipped_routines": "companion.routine",
     "CUE_VOCABULARY": "companion.techniques",
     "TECHNIQUES": "companion.techniques",
+    "Transport": "companion.transport",
+    "open_transport": "companion.transport",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "CUE_VOCABULARY",
+    "TECHNIQUES",
+    "AddressError",
+    "BadRequestError",
+    "BadStateError",
+    "BandClient",
+    "BandError",
+    "BandInfo",
+    "BandTimeout",
+    "BusyError",
+    "Diagnostic",
+    "HandCueError",
+    "MessageError",
+    "MotorEvent",
+    "NoRoutineError",
+    "Routine",
+    "RoutineError",
+    "StepTable",
+    "TableFormatError",
+    "TableRefusedError",
+    "Transport",
+    "TransportClosed",
+    "TransportError",
+    "UnknownRequestError",
+    "UnsupportedVersionError",
+    "UploadError",
+    "UploadResult",
+    "build_table",
+    "check_routine",
+    "compile_routine",
+    "load_routine",
+    "open_transport",
+    "parse_routine",
+    "read_table",
+    "resolve_routine",
+    "shipped_routines",
+    "table_cues",
+    "table_timeline",
+]
 
+if not TYPE_CHECKING:  # hidden from type checkers, which would type every attribute through it as Any
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'companion' has no attribute {name!r}")
-    module, _, attribute = _EXPORTS[name].partition(":")
-    value = getattr(import_module(module), attribute or name)
-    globals()[name] = value
-    return value
+    def __getattr__(name: str) -> object:
+        if name not in _LAZY:
+            raise AttributeError(f"module 'companion' has no attribute {name!r}")
+        module, _, attribute = _LAZY[name].partition(":")
+        value = getattr(import_module(module), attribute or name)
+        globals()[name] = value
+        return value
 
 
 def __dir__() -> list[str]:
-    return __all__
+    return list(__all__)

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from protocol.constants import TIME_UNIT_MS, Iterate
+from protocol.iterations import iterations
 from protocol.table import CuePattern
-from protocol.timeline import bind
 
 from .render import HANDS_TEXT
 from .routine import Block, Routine, Step, format_ms
@@ -138,25 +138,13 @@ def build_card(routine: Routine) -> Card:
         if name and name not in used:
             used.append(name)
 
-    def play(items: list[Step | Block], t: int, hand: str | None, finger: str | None, rounds: tuple[int, ...]) -> int:
-        for item in items:
-            if isinstance(item, Block):
-                for i in range(item.count):
-                    h, f = bind(item.iterate, i, hands, hand, finger)
-                    inner = (*rounds, i + 1) if item.iterate == Iterate.NONE and item.count > 1 else rounds
-                    starts.setdefault(id(item), []).append(_Start(t, h, f, inner))  # every round of a block
-                    t = play(item.steps, t, h, f, inner)
-            elif item.iterate == Iterate.HAND:  # a per-hand step: when each hand begins
-                for i in range(item.count):
-                    starts.setdefault(id(item), []).append(_Start(t, hands[i], finger, rounds))
-                    t += item.duration_ms
-            else:
-                starts.setdefault(id(item), []).append(_Start(t, hand, finger, rounds))
-                t += item.total_ms
-        return t
-
-    default_hand = hands[0] if len(hands) == 1 else None
-    play(routine.steps, 0, default_hand, None, ())
+    for it in iterations(routine.steps, routine.hands):
+        item = it.item
+        if isinstance(item, Block) or item.iterate == Iterate.HAND:  # every round of a block; a per-hand step when each hand begins
+            starts.setdefault(id(item), []).append(_Start(it.t_ms, it.hand, it.finger, it.rounds))
+        elif it.index == 0:  # other steps: once, where they begin (a per-finger step names no finger)
+            finger = None if item.iterate == Iterate.FINGER else it.finger
+            starts.setdefault(id(item), []).append(_Start(it.t_ms, it.hand, finger, it.rounds))
     number = 0
 
     def starts_text(item: Step | Block) -> str:

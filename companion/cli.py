@@ -4,22 +4,27 @@ Every command goes through :class:`HandCueGroup`, which turns any
 :class:`~protocol.errors.HandCueError` into one line on stderr and exit code 1
 (usage errors exit 2, click's convention).  Heavy libraries (bleak, bumble,
 matplotlib) are imported inside the commands that need them.
+
+This module defines the group and the routine and table commands; the band
+commands (:mod:`companion.cli_band`) and the visual ones
+(:mod:`companion.cli_visual`) are defined there, without importing this
+module, and added to the group here.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import zlib
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from protocol.errors import HandCueError
 
-EXIT_INVALID = 1
+from . import cli_band, cli_visual
+from .cli_common import EXIT_INVALID, emit_json, fail
 
 
 class HandCueGroup(click.Group):
@@ -44,16 +49,6 @@ class HandCueGroup(click.Group):
             if os.environ.get("HANDCUE_DEBUG"):
                 raise
             fail(f"internal error: {type(exc).__name__}: {exc} (set HANDCUE_DEBUG=1 to see the traceback)")
-
-
-def fail(message: str) -> NoReturn:
-    for line in message.splitlines() or [message]:
-        click.echo(f"error: {line}", err=True)
-    sys.exit(EXIT_INVALID)
-
-
-def emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
 @click.group(cls=HandCueGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -102,7 +97,7 @@ def routines(as_json: bool) -> None:
     """List the shipped routines (usable by id wherever a file is accepted)."""
     from .routine import format_ms, load_routine, shipped_routines
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for routine_id, path in sorted(shipped_routines().items()):
         routine = load_routine(path)
         rows.append({"id": routine_id, "name": routine.name, "description": routine.description,
@@ -176,9 +171,10 @@ def inspect(table: str, as_json: bool, timeline: bool) -> None:
         click.echo(render.table_text(data))
 
 
+for _command in (*cli_band.COMMANDS, *cli_visual.COMMANDS):
+    cli.add_command(_command)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="handcue")
-
-
-from . import cli_band, cli_visual  # noqa: E402, F401  (register their commands on `cli`)

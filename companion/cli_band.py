@@ -1,8 +1,11 @@
 """Band commands of the ``handcue`` CLI: info, upload, start ... follow, demo.
 
 Each command opens the band named by ``--to`` (or ``HANDCUE_ADDRESS``), does
-one job with timeouts on every wait, and closes the link.  ``asyncio.run``
-lives here, at the edge; everything below is async.
+one job with timeouts on every wait, and closes the link.  The work is done by
+:class:`~companion.client.BandClient`; these commands render what it returns.
+``asyncio.run`` lives at this edge (:func:`companion.cli_common.run`);
+everything below is async.  :mod:`companion.cli` adds :data:`COMMANDS` to its
+group.
 """
 
 from __future__ import annotations
@@ -13,18 +16,19 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 
 from protocol.errors import HandCueError
 
-from .cli import cli, emit_json
+from .cli_common import emit_json, run
 
 if TYPE_CHECKING:  # the CLI imports asyncio and the protocol stack only when a command runs
     import asyncio
 
     from .client import BandClient, BandStatus
+    from .discovery import FoundBand
 
 T = TypeVar("T")
 
@@ -37,35 +41,25 @@ hci_option = click.option("--hci", envvar="HANDCUE_HCI", metavar="TRANSPORT",
                           help="Route BLE through bumble on this HCI transport instead of the OS stack (env HANDCUE_HCI).")
 
 
-def run(coroutine: Awaitable[T]) -> T:
-    """The one place the CLI enters asyncio."""
-    import asyncio
-
-    return asyncio.run(coroutine)  # type: ignore[arg-type]
-
-
-def use_hci(hci: str | None) -> None:
-    if hci:
-        from .ble import bumble_backend
-
-        bumble_backend.configure(hci=hci)
-
-
-async def with_band(address: str, timeout: float, job: Callable[[BandClient], Awaitable[T]]) -> T:
+async def with_band(address: str, timeout: float, job: Callable[[BandClient], Awaitable[T]], hci: str | None = None) -> T:
+    """Run ``job`` on the band at ``address``; BLE goes through bumble on ``hci`` if given."""
+    from .ble import ble_backend_for
     from .client import BandClient
 
-    async with BandClient.open(address, timeout=timeout) as client:
+    async with ble_backend_for(hci) as ble, BandClient.open(address, timeout=timeout, ble=ble) as client:
         return await job(client)
 
 
 def describe_status(status: BandStatus) -> str:
     """One line a person can read at a glance."""
+    from protocol.constants import BandState
+
     from .render import clock
     from .routine import format_ms
 
-    if status.state == "idle":
+    if status.state == BandState.IDLE:
         return "idle"
-    if status.state == "finished":
+    if status.state == BandState.FINISHED:
         return f"finished after {format_ms(status.elapsed_ms)} ({status.cues} cues)"
     where = " ".join(part for part in (
         f"{status.hand} hand" if status.hand else "",
@@ -73,12 +67,12 @@ def describe_status(status: BandStatus) -> str:
     ) if part)
     parts = [
         f"[{clock(status.elapsed_ms)[:-4]} / {clock(status.total_ms)[:-4]}]",
-        status.state if status.state != "running" else "",
-        f"step {status.step} {status.technique or ''}".strip(),
+        "" if status.state == BandState.RUNNING else "unknown state" if status.state is None else status.state.name.lower(),
+        f"step {status.step} {status.technique.text_id if status.technique is not None else ''}".strip(),
         where,
         f"{format_ms(status.step_remaining_ms // 1000 * 1000)} left in step",
         f"{format_ms(status.remaining_ms // 1000 * 1000)} left",
-        f"felt: {status.last_cue}" if status.last_cue else "",
+        f"felt: {status.last_cue.name.lower()}" if status.last_cue is not None else "",
     ]
     return " | ".join(part for part in parts if part)
 
@@ -87,15 +81,14 @@ def describe_status(status: BandStatus) -> str:
 # Queries and commands
 
 
-@cli.command()
+@click.command()
 @address_option
 @timeout_option
 @json_option
 @hci_option
 def info(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
     """Show the band's id, firmware, battery, limits and active routine."""
-    use_hci(hci)
-    band = run(with_band(address, timeout, lambda c: c.info()))
+    band = run(with_band(address, timeout, lambda c: c.info(), hci))
     if as_json:
         emit_json(band.to_json())
         return
@@ -105,84 +98,62 @@ def info(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
     click.echo(f"limits: table {band.max_table} bytes, frame {band.max_frame} bytes, upload window {band.window}")
 
 
-def _control(name: str, help_text: str) -> None:
-    @cli.command(name=name, help=help_text)
+def _control(name: str, help_text: str, action: Callable[[BandClient], Awaitable[BandStatus]]) -> click.Command:
+    @click.command(name=name, help=help_text)
     @address_option
     @timeout_option
     @json_option
     @hci_option
     def command(address: str, timeout: float, as_json: bool, hci: str | None) -> None:
-        use_hci(hci)
-        status = run(with_band(address, timeout, lambda c: getattr(c, name)()))
+        status = run(with_band(address, timeout, action, hci))
         emit_json(status.to_json()) if as_json else click.echo(describe_status(status))
 
-
-for _name, _help in (
-    ("start", "Start the band's routine from the beginning."),
-    ("pause", "Pause the routine; the remaining time is kept."),
-    ("resume", "Resume a paused routine."),
-    ("skip", "Skip the rest of the current step."),
-    ("stop", "Stop the routine."),
-    ("status", "Show what the band is doing."),
-):
-    _control(_name, _help)
+    return command
 
 
-@cli.command()
+CONTROLS = (
+    _control("start", "Start the band's routine from the beginning.", lambda band: band.start()),
+    _control("pause", "Pause the routine; the remaining time is kept.", lambda band: band.pause()),
+    _control("resume", "Resume a paused routine.", lambda band: band.resume()),
+    _control("skip", "Skip the rest of the current step.", lambda band: band.skip()),
+    _control("stop", "Stop the routine.", lambda band: band.stop()),
+    _control("status", "Show what the band is doing.", lambda band: band.status()),
+)
+
+
+@click.command()
 @address_option
 @timeout_option
 @hci_option
 def erase(address: str, timeout: float, hci: str | None) -> None:
     """Remove the band's routine."""
-    use_hci(hci)
-    run(with_band(address, timeout, lambda c: c.erase()))
+    run(with_band(address, timeout, lambda c: c.erase(), hci))
     click.echo("erased")
 
 
-@cli.command()
+@click.command()
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True, help="Seconds to listen.")
 @json_option
 @hci_option
 def scan(timeout: float, as_json: bool, hci: str | None) -> None:
     """List bands advertising nearby (name, address, RSSI, battery)."""
-    use_hci(hci)
-    bands = run(scan_bands(timeout))
+    bands = run(find_bands(timeout, hci))
     if as_json:
-        emit_json(bands)
+        emit_json([band.to_json() for band in bands])
         return
     if not bands:
         click.echo(f"no HandCue band found in {timeout:g} s")
     for band in bands:
-        battery = f"{band['battery']}%" if band["battery"] is not None else "?"
-        click.echo(f"{band['name']:<16} {band['address']}  RSSI {band['rssi']} dBm  battery {battery}  -> --to ble:{band['name']}")
+        battery = f"{band.battery}%" if band.battery is not None else "?"
+        click.echo(f"{band.name:<16} {band.address}  RSSI {band.rssi} dBm  battery {battery}  -> --to {band.band_address}")
 
 
-async def scan_bands(timeout: float) -> list[dict[str, Any]]:
-    """Bands seen advertising within ``timeout`` seconds."""
-    from bleak import BleakScanner
-    from bleak.exc import BleakError
+async def find_bands(timeout: float, hci: str | None) -> list[FoundBand]:
+    from .ble import ble_backend_for
+    from .discovery import scan_bands
 
-    from protocol.constants import BLE_NAME_PREFIX, BleUuid
-
-    from .transport.ble import bleak_backends, release_backend, via_text
-
-    try:
-        found = await BleakScanner.discover(timeout=timeout, return_adv=True, backend=bleak_backends().get("scanner"))
-    except (BleakError, OSError) as exc:
-        raise HandCueError(f"cannot scan for BLE devices: {via_text()}{exc}") from exc
-    except Exception as exc:  # bumble's own errors for a bad HCI transport
-        raise HandCueError(f"cannot scan for BLE devices: {via_text()}{type(exc).__name__}: {exc}") from exc
-    finally:
-        await release_backend()
-    bands = []
-    for device, advertisement in found.values():
-        name = advertisement.local_name or device.name or ""
-        if not (name.startswith(BLE_NAME_PREFIX) or BleUuid.SERVICE in advertisement.service_uuids):
-            continue
-        battery = advertisement.service_data.get(BleUuid.BATTERY)
-        bands.append({"name": name, "address": device.address, "rssi": advertisement.rssi,
-                      "battery": battery[0] if battery else None})
-    return sorted(bands, key=lambda band: band["name"])
+    async with ble_backend_for(hci) as ble:
+        return await scan_bands(timeout, ble)
 
 
 # --------------------------------------------------------------------------
@@ -233,7 +204,7 @@ async def upload_table(client: BandClient, data: bytes, label: str) -> Any:
     return result
 
 
-@cli.command()
+@click.command()
 @click.argument("routine_or_table")
 @address_option
 @timeout_option
@@ -246,55 +217,48 @@ def upload(routine_or_table: str, address: str, timeout: float, hci: str | None,
     """
     from .tables import load_table_or_routine
 
-    use_hci(hci)
     data = load_table_or_routine(routine_or_table, names=not no_names)
-    run(with_band(address, timeout, lambda c: upload_table(c, data, f"upload to {address}")))
+    run(with_band(address, timeout, lambda c: upload_table(c, data, f"upload to {address}"), hci))
 
 
 # --------------------------------------------------------------------------
 # Follow
 
 
-async def follow_band(client: BandClient, poll_s: float = 1.0, out: Any = None) -> BandStatus:
-    """Show the live view until the routine finishes; returns the final status."""
+async def follow_band(client: BandClient, out: TextIO | None = None) -> BandStatus:
+    """Render :meth:`BandClient.follow` until the routine finishes; returns the final status.
+
+    On a terminal one line is rewritten in place; otherwise a line is printed
+    for each change of step, iteration, cue or state.
+    """
     out = out or sys.stdout
     live = out.isatty()
-    client.drop_queued_notifications()  # what happened before this status is history
-    status = await client.status()
-    if status.state == "idle":
-        raise HandCueError("the band is idle: start a routine first (handcue start)")
-    shown = ""
-    while True:
-        line = describe_status(status)
-        if live:
-            out.write("\r\x1b[K" + line)
-            out.flush()
-        elif (status.step, status.iteration, status.last_cue, status.state, status.cues) != shown:
-            out.write(line + "\n")
-            out.flush()
-        shown = (status.step, status.iteration, status.last_cue, status.state, status.cues)  # type: ignore[assignment]
-        if status.state == "finished":
+    shown: tuple[object, ...] = ()
+    status: BandStatus | None = None
+    try:
+        async for status in client.follow():
+            line = describe_status(status)
+            change = (status.step, status.iteration, status.last_cue, status.state, status.cues)
             if live:
-                out.write("\n")
-            return status
-        if status.state == "idle":  # stopped, erased or replaced from elsewhere
-            if live:
-                out.write("\n")
-            raise HandCueError("the routine was stopped before it finished")
-        try:
-            status = await anext(client.notifications(timeout=poll_s))
-        except HandCueError:
-            status = await client.status()  # quiet stretch (a long step): ask, with a timeout
+                out.write("\r\x1b[K" + line)
+            elif change != shown:
+                out.write(line + "\n")
+            out.flush()
+            shown = change
+    finally:
+        if live and status is not None:
+            out.write("\n")
+    assert status is not None  # follow() yields at least once or raises
+    return status
 
 
-@cli.command()
+@click.command()
 @address_option
 @timeout_option
 @hci_option
 def follow(address: str, timeout: float, hci: str | None) -> None:
     """Live view of the session; exits 0 when the routine finishes."""
-    use_hci(hci)
-    run(with_band(address, timeout, lambda c: follow_band(c)))
+    run(with_band(address, timeout, lambda c: follow_band(c), hci))
 
 
 # --------------------------------------------------------------------------
@@ -333,6 +297,7 @@ def table_step_plays(data: bytes) -> int:
 
 
 async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, timeout: float) -> None:
+    from .ble import ble_backend_for
     from .client import BandClient
     from .routine import format_ms
     from .tables import load_table_or_routine
@@ -340,23 +305,20 @@ async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, 
     data = load_table_or_routine(routine)
     with tempfile.TemporaryDirectory(prefix="handcue-demo-") as folder:
         args = ["--clock", "real", "--speed", str(speed), "--flash", str(Path(folder) / "band-flash.bin")]
+        hci = None
         if ble:
-            from .ble import bumble_backend
+            from ble_stack.addresses import free_tcp_port
 
-            port = bumble_backend.free_tcp_port()
-            hci = f"tcp-server:127.0.0.1:{port}"
-            args += ["--hci-server", hci]
+            port = free_tcp_port()
+            hci = f"tcp-client:127.0.0.1:{port}"
+            args += ["--hci-server", f"tcp-server:127.0.0.1:{port}"]
         else:
             args += ["--serial", "pty"] + (["--baud", str(baud)] if baud else [])
         process, ports = await start_simulator(args)
         try:
-            if ble:
-                bumble_backend.configure(hci=f"tcp-client:127.0.0.1:{port}")
-                address = "ble:" + ports["ble"].split()[0]
-            else:
-                address = f"serial:{ports['serial']}" + (f"?baud={baud}" if baud else "")
+            address = "ble:" + ports["ble"].split()[0] if ble else f"serial:{ports['serial']}" + (f"?baud={baud}" if baud else "")
             click.echo(f"simulated band on {address} (speed x{speed:g})")
-            async with BandClient.open(address, timeout=timeout) as client:
+            async with ble_backend_for(hci) as backend, BandClient.open(address, timeout=timeout, ble=backend) as client:
                 band = await client.info()
                 click.echo(f"band {band.band_id:04X}, firmware {band.firmware}, battery {band.battery}%")
                 await upload_table(client, data, "upload")
@@ -372,7 +334,7 @@ async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, 
                 await process.wait()
 
 
-@cli.command()
+@click.command()
 @click.option("--routine", default="full-hand-massage", show_default=True, help="Routine file or shipped id to play.")
 @click.option("--speed", type=click.FloatRange(min=0.1), default=40.0, show_default=True, help="How many times faster than real time.")
 @click.option("--baud", type=click.IntRange(min=300), help="Pace the simulated serial line to this baud rate.")
@@ -382,3 +344,6 @@ def demo(routine: str, speed: float, baud: int | None, ble: bool, timeout: float
     """Start a simulated band, upload a routine, play it and follow it live."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     run(demo_session(routine, speed, baud, ble, timeout))
+
+
+COMMANDS = (info, *CONTROLS, erase, scan, upload, follow, demo)

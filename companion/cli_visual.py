@@ -1,7 +1,7 @@
 """Visual commands of the ``handcue`` CLI: ``plot`` (timeline image) and ``card`` (printable card).
 
-They register themselves on the :func:`companion.cli.cli` group when this
-module is imported.  matplotlib is imported by ``plot`` only, when it draws.
+:mod:`companion.cli` adds :data:`COMMANDS` to its group.  matplotlib is
+imported by ``plot`` only, when it draws.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
-
-from .cli import cli
 
 PLOT_SUFFIXES = {".png": "png", ".svg": "svg"}
 CARD_SUFFIXES = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md"}
@@ -35,7 +33,7 @@ def suffix_checked(suffixes: dict[str, str]) -> Callable[[click.Context, click.P
     return check
 
 
-@cli.command()
+@click.command()
 @click.argument("routine", metavar="ROUTINE|TABLE")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, callback=suffix_checked(PLOT_SUFFIXES),
               help="Image to write: FILE.png or FILE.svg.")
@@ -52,7 +50,7 @@ def plot(routine: str, output: Path) -> None:
     click.echo(f"wrote {output}")
 
 
-@cli.command()
+@click.command()
 @click.argument("routine")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, callback=suffix_checked(CARD_SUFFIXES),
               help="Card to write: FILE.html or FILE.md.")
@@ -65,3 +63,6 @@ def card(routine: str, output: Path) -> None:
     text = routine_card(load_routine(routine), fmt)
     output.write_text(text, encoding="utf-8")
     click.echo(f"wrote {output}")
+
+
+COMMANDS = (plot, card)

@@ -1,10 +1,15 @@
-"""Talking to a band: requests with timeouts, windowed resumable upload, live status.
+"""Talking to a band: typed requests with timeouts, windowed resumable upload, live status.
 
 :class:`BandClient` sits on any :class:`~companion.transport.Transport`.  A
 reader task feeds received bytes through the production frame parser and
 routes each response to the request waiting for its request id; a response
 for an id nobody waits for (a late answer to a request that timed out) is
 dropped and counted.  Every wait has a timeout and says what it waited for.
+
+``await client.request(InfoRequest())`` returns the request's response class
+(:class:`~protocol.messages.InfoResponse`); the named methods (``info()``,
+``upload()``, ``start()`` ...) are thin wrappers on it, and ``follow()``
+iterates over a session until it ends.
 """
 
 from __future__ import annotations
@@ -14,14 +19,37 @@ import contextlib
 import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from protocol.constants import BandState, MessageKind, Opcode, Status
 from protocol.errors import HandCueError, band_error
 from protocol.framing import FrameParser, encode_frame, max_encoded_size
-from protocol.messages import UPLOAD_DATA_OVERHEAD, Message, MessageError, MessageHeader, StatusReport, decode_message, encode_request
+from protocol.messages import (
+    UPLOAD_DATA_OVERHEAD,
+    Body,
+    EraseRequest,
+    InfoRequest,
+    Message,
+    MessageError,
+    MessageHeader,
+    PauseRequest,
+    Request,
+    ResumeRequest,
+    SkipRequest,
+    StartRequest,
+    StatusReport,
+    StatusRequest,
+    StopRequest,
+    UploadBeginRequest,
+    UploadCommitRequest,
+    UploadDataRequest,
+    decode_message,
+    encode_request,
+)
 from protocol.table import check_table_header
 
+from .ble.backend import BleBackend
+from .errors import BandTimeout as BandTimeout  # re-exported: callers import it from here too
 from .transport import Transport, TransportClosed, open_transport
 
 DEFAULT_TIMEOUT = 3.0
@@ -30,10 +58,12 @@ ACK_TIMEOUT = 1.0
 MAX_RETRIES = 5
 ABANDONED_ID_HOLD_S = 30.0
 """How long the id of a request we stopped waiting for stays out of use."""
+FOLLOW_POLL_S = 1.0
+"""While following, ask for the status after this long without a notification."""
 
-
-class BandTimeout(HandCueError):
-    """The band did not answer in time; the message says what we waited for."""
+R = TypeVar("R", bound=Body)
+Arrival = int
+"""Place of a received message in the stream from the band (it sends in order): tells older from newer."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +74,8 @@ class BandInfo:
     firmware: str
     protocol_version: int
     battery: int
-    state: str
+    state: BandState | None
+    """None: a state this companion does not know (a newer band)."""
     max_table: int
     max_frame: int
     window: int
@@ -55,12 +86,13 @@ class BandInfo:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["band_id"] = f"{self.band_id:04X}"
+        data["state"] = self.state.name.lower() if self.state is not None else None
         data["routine_crc32"] = None if self.routine_crc32 is None else f"0x{self.routine_crc32:08X}"
         return data
 
 
 BandStatus = StatusReport
-"""The session status a band reports (shared definition in :mod:`protocol.messages`)."""
+"""The session status a band reports (its one declaration is in :mod:`protocol.messages`)."""
 
 
 @dataclass(frozen=True)
@@ -85,16 +117,18 @@ class BandClient:
         self.commit_timeout = commit_timeout
         self.parser = FrameParser(1024)
         self.dropped_responses = 0
-        self._pending: dict[int, tuple[Opcode, asyncio.Future[Message]]] = {}
+        self._pending: dict[int, tuple[Opcode, asyncio.Future[tuple[Message, Arrival]]]] = {}
         self._next_id = 0
         self._abandoned: dict[int, float] = {}
-        self._notifications: asyncio.Queue[BandStatus] = asyncio.Queue(maxsize=256)
+        self._notifications: asyncio.Queue[tuple[BandStatus, Arrival]] = asyncio.Queue(maxsize=256)
+        self._arrivals: Arrival = 0
         self._reader: asyncio.Task[None] | None = None
         self._closed: BaseException | None = None
 
     @classmethod
-    def open(cls, address: str, **kwargs: Any) -> BandClient:
-        return cls(open_transport(address), **kwargs)
+    def open(cls, address: str, *, ble: BleBackend | None = None, **kwargs: Any) -> BandClient:
+        """A client (not yet connected) for ``address``; a ``ble:`` one goes through the bleak backend ``ble``."""
+        return cls(open_transport(address, ble=ble), **kwargs)
 
     async def __aenter__(self) -> BandClient:
         await self.connect()
@@ -136,6 +170,7 @@ class BandClient:
         self._pending.clear()
 
     def _dispatch(self, payload: bytes) -> None:
+        self._arrivals += 1
         try:
             message = decode_message(payload)
         except MessageError as exc:
@@ -152,7 +187,8 @@ class BandClient:
         if message.kind == MessageKind.NOTIFICATION:
             if self._notifications.full():
                 self._notifications.get_nowait()
-            self._notifications.put_nowait(BandStatus.from_body(message.body))
+            if isinstance(message.body, StatusReport):
+                self._notifications.put_nowait((message.body, self._arrivals))
             return
         if message.kind != MessageKind.RESPONSE:
             return
@@ -163,7 +199,7 @@ class BandClient:
             return
         del self._pending[message.request_id]
         if not waiting[1].done():
-            waiting[1].set_result(message)
+            waiting[1].set_result((message, self._arrivals))
 
     def _allocate_id(self) -> int:
         """A request id not in use, and not of a recently abandoned request whose answer may still come."""
@@ -180,87 +216,109 @@ class BandClient:
         self._pending.pop(request_id, None)
         self._abandoned[request_id] = asyncio.get_running_loop().time() + ABANDONED_ID_HOLD_S
 
-    async def _send_request(self, opcode: Opcode, **fields: Any) -> tuple[int, asyncio.Future[Message]]:
+    async def _send_request(self, request: Request[Any]) -> tuple[int, asyncio.Future[tuple[Message, Arrival]]]:
         if self._closed is not None:
             raise TransportClosed(f"{self.transport.address}: link lost ({self._closed})")
         request_id = self._allocate_id()
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = (opcode, future)
+        future: asyncio.Future[tuple[Message, Arrival]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = (request.opcode, future)
         try:
-            await self.transport.send(encode_frame(encode_request(opcode, request_id, **fields)))
+            await self.transport.send(encode_frame(encode_request(request, request_id)))
         except BaseException:
             self._pending.pop(request_id, None)
             raise
         return request_id, future
 
-    async def request(self, opcode: Opcode, *, timeout: float | None = None, what: str | None = None, **fields: Any) -> Message:
-        """Send one request and wait for its response; raise the band's error if it refused."""
-        request_id, future = await self._send_request(opcode, **fields)
+    async def request(self, request: Request[R], *, timeout: float | None = None, what: str | None = None) -> R:
+        """Send one request and wait for its typed response; raise the band's error if it refused."""
+        return (await self._exchange(request, timeout, what))[0]
+
+    async def _exchange(self, request: Request[R], timeout: float | None = None, what: str | None = None) -> tuple[R, Arrival]:
+        request_id, future = await self._send_request(request)
         limit = self.timeout if timeout is None else timeout
         try:
-            message = await asyncio.wait_for(future, limit)
+            message, arrival = await asyncio.wait_for(future, limit)
         except TimeoutError:
             self._abandon(request_id)
             raise BandTimeout(
-                f"no answer from {self.transport.address} to {what or opcode.name} within {limit:g} s (is it a HandCue band, powered and in range?)"
+                f"no answer from {self.transport.address} to {what or request.opcode.name} within {limit:g} s (is it a HandCue band, powered and in range?)"
             ) from None
-        return self._checked(message)
+        return self._checked(request, message), arrival
 
     @staticmethod
-    def _checked(message: Message) -> Message:
+    def _checked(request: Request[R], message: Message) -> R:
         if message.status != Status.OK:
             raise band_error(message.status, message.reason, message.detail)
-        return message
+        return request.response_from(message.body)
 
     # ------------------------------------------------------------ commands
 
     async def info(self) -> BandInfo:
-        body = (await self.request(Opcode.INFO, what="INFO (device information)")).body
-        firmware = f"{body.firmware.major}.{body.firmware.minor}.{body.firmware.patch}"
+        body = await self.request(InfoRequest(), what="INFO (device information)")
         return BandInfo(
-            body.band_id, firmware, body.protocol_version, body.battery, BandState(body.state).name.lower(), body.max_table,
+            body.band_id, str(body.firmware), body.protocol_version, body.battery, body.state, body.max_table,
             body.max_frame, body.window, body.routine_name if body.has_routine else None,
             body.routine_crc32 if body.has_routine else None, body.routine_size,
         )
 
     async def status(self) -> BandStatus:
-        return BandStatus.from_body((await self.request(Opcode.STATUS)).body)
-
-    async def _command(self, opcode: Opcode) -> BandStatus:
-        return BandStatus.from_body((await self.request(opcode)).body)
+        return await self.request(StatusRequest())
 
     async def start(self) -> BandStatus:
-        return await self._command(Opcode.START)
+        return await self.request(StartRequest())
 
     async def pause(self) -> BandStatus:
-        return await self._command(Opcode.PAUSE)
+        return await self.request(PauseRequest())
 
     async def resume(self) -> BandStatus:
-        return await self._command(Opcode.RESUME)
+        return await self.request(ResumeRequest())
 
     async def skip(self) -> BandStatus:
-        return await self._command(Opcode.SKIP)
+        return await self.request(SkipRequest())
 
     async def stop(self) -> BandStatus:
-        return await self._command(Opcode.STOP)
+        return await self.request(StopRequest())
 
     async def erase(self) -> None:
-        await self.request(Opcode.ERASE, timeout=self.commit_timeout)
+        await self.request(EraseRequest(), timeout=self.commit_timeout)
 
-    def drop_queued_notifications(self) -> None:
-        """Forget notifications received so far (older than a status just asked for)."""
-        while not self._notifications.empty():
-            self._notifications.get_nowait()
+    async def _notification(self, timeout: float) -> tuple[BandStatus, Arrival]:
+        if self._closed is not None and self._notifications.empty():
+            raise TransportClosed(f"{self.transport.address}: link lost ({self._closed})")
+        try:
+            return await asyncio.wait_for(self._notifications.get(), timeout)
+        except TimeoutError:
+            raise BandTimeout(f"no status notification from {self.transport.address} within {timeout:g} s") from None
 
     async def notifications(self, timeout: float) -> AsyncIterator[BandStatus]:
         """Status notifications as they come; raises :class:`BandTimeout` after ``timeout`` s of silence."""
         while True:
-            if self._closed is not None and self._notifications.empty():
-                raise TransportClosed(f"{self.transport.address}: link lost ({self._closed})")
+            yield (await self._notification(timeout))[0]
+
+    async def follow(self, poll_s: float = FOLLOW_POLL_S) -> AsyncIterator[BandStatus]:
+        """The session as it goes: the current status, then each newer one, ending with the finished status.
+
+        Notifications the band sent before a status answer are older than it and
+        skipped; after ``poll_s`` seconds without a notification (a long step)
+        it asks for the status.  Raises :class:`HandCueError` if the band is
+        idle (nothing to follow), or after yielding the idle status if the
+        routine is stopped, erased or replaced before it finishes.
+        """
+        status, since = await self._exchange(StatusRequest())
+        if status.state == BandState.IDLE:
+            raise HandCueError("the band is idle: start a routine first (handcue start)")
+        yield status
+        while status.state != BandState.FINISHED:
             try:
-                yield await asyncio.wait_for(self._notifications.get(), timeout)
-            except TimeoutError:
-                raise BandTimeout(f"no status notification from {self.transport.address} within {timeout:g} s") from None
+                update, arrival = await self._notification(poll_s)
+            except BandTimeout:
+                update, arrival = await self._exchange(StatusRequest())  # quiet stretch: ask, with a timeout
+            if arrival < since:
+                continue  # sent before the status already yielded
+            status, since = update, arrival
+            yield status
+            if status.state == BandState.IDLE:
+                raise HandCueError("the routine was stopped before it finished")
 
     # ------------------------------------------------------------ upload
 
@@ -275,7 +333,7 @@ class BandClient:
         check_table_header(data)  # refuse to send what is not a table
         size, crc = len(data), zlib.crc32(data)
         # BEGIN may erase flash sectors on the band: it gets the long timeout too.
-        begin = (await self.request(Opcode.UPLOAD_BEGIN, length=size, crc32=crc, timeout=self.commit_timeout, what="UPLOAD_BEGIN")).body
+        begin = await self.request(UploadBeginRequest(length=size, crc32=crc), timeout=self.commit_timeout, what="UPLOAD_BEGIN")
         chunk = self._chunk_size(begin.max_chunk)
         window = max(1, begin.window)
         resumed_from = confirmed = begin.offset
@@ -283,17 +341,17 @@ class BandClient:
             progress(confirmed, size)
         frames = retransmissions = stalls = 0
         next_offset = confirmed
-        in_flight: dict[int, tuple[int, int, asyncio.Future[Message]]] = {}
+        in_flight: dict[int, tuple[UploadDataRequest, asyncio.Future[tuple[Message, Arrival]]]] = {}
         try:
             while confirmed < size:
                 while next_offset < size and len(in_flight) < window:
-                    piece = data[next_offset : next_offset + chunk]
-                    request_id, future = await self._send_request(Opcode.UPLOAD_DATA, offset=next_offset, data=piece)
-                    in_flight[request_id] = (next_offset, len(piece), future)
-                    next_offset += len(piece)
+                    piece = UploadDataRequest(offset=next_offset, data=data[next_offset : next_offset + chunk])
+                    request_id, future = await self._send_request(piece)
+                    in_flight[request_id] = (piece, future)
+                    next_offset += len(piece.data)
                     frames += 1
                 confirmed_before_round = confirmed
-                done, _ = await asyncio.wait([f for _, _, f in in_flight.values()], timeout=ack_timeout, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait([f for _, f in in_flight.values()], timeout=ack_timeout, return_when=asyncio.FIRST_COMPLETED)
                 if not done:
                     stalls += 1
                     if stalls > MAX_RETRIES:
@@ -305,17 +363,17 @@ class BandClient:
                     next_offset = confirmed
                     self._forget(in_flight)
                     continue
-                for request_id, (sent_at, length, future) in list(in_flight.items()):
+                for request_id, (piece, future) in list(in_flight.items()):
                     if not future.done():
                         continue
                     del in_flight[request_id]
-                    acked = self._checked(future.result()).body.offset
+                    acked = self._checked(piece, future.result()[0]).offset
                     if acked > confirmed:
                         stalls = 0
                         confirmed = acked
                         if progress:
                             progress(confirmed, size)
-                    if acked < sent_at + length:
+                    if acked < piece.offset + len(piece.data):
                         # The band did not store this frame: an earlier one was lost. Go back.
                         if acked <= confirmed_before_round:
                             stalls += 1
@@ -330,11 +388,11 @@ class BandClient:
                         break
         finally:
             self._forget(in_flight)
-        commit = (await self.request(Opcode.UPLOAD_COMMIT, timeout=self.commit_timeout, what="UPLOAD_COMMIT (verify and store)")).body
+        commit = await self.request(UploadCommitRequest(), timeout=self.commit_timeout, what="UPLOAD_COMMIT (verify and store)")
         return UploadResult(size, crc, resumed_from, frames, retransmissions, commit.total_ms)
 
-    def _forget(self, in_flight: dict[int, tuple[int, int, asyncio.Future[Message]]]) -> None:
-        for request_id, (_, _, future) in in_flight.items():
+    def _forget(self, in_flight: dict[int, tuple[UploadDataRequest, asyncio.Future[tuple[Message, Arrival]]]]) -> None:
+        for request_id, (_, future) in in_flight.items():
             self._abandon(request_id)
             future.cancel()
         in_flight.clear()

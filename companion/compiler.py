@@ -8,9 +8,9 @@ every step that uses them, so the same routine always gives the same bytes.
 from __future__ import annotations
 
 from protocol.constants import TechniqueCode
-from protocol.errors import RoutineError, TableFormatError
 from protocol.table import CuePattern, LoopRecord, StepRecord, StepTable, TableRecord, encode_table
 
+from .errors import RoutineError, TableFormatError
 from .routine import Block, Routine, Step
 
 
@@ -41,10 +41,10 @@ def build_table(routine: Routine) -> StepTable:
         for item in items:
             if isinstance(item, Block):
                 position = len(records)
-                records.append(LoopRecord(item.iterate, item.count, 0, None))  # body size patched below
+                records.append(LoopRecord(item.iterate, item.count, body_count=0))  # body size patched below
                 round_pattern = pool.index(item.next)
                 emit(item.steps)
-                records[position] = LoopRecord(item.iterate, item.count, len(records) - position - 1, round_pattern)
+                records[position] = LoopRecord(item.iterate, item.count, body_count=len(records) - position - 1, round_pattern=round_pattern)
                 continue
             cues = item.cues
             records.append(

@@ -25,8 +25,9 @@ from typing import Any
 
 from protocol.constants import FINGERS, CueKind, Iterate, TechniqueCode
 from protocol.errors import HandCueError
-from protocol.table import LoopRecord, Node, StepRecord, StepTable, build_tree, decode_table
-from protocol.timeline import Cue, bind, table_cues
+from protocol.iterations import iterations as walk_iterations
+from protocol.table import StepRecord, StepTable, build_tree, decode_table
+from protocol.timeline import Cue, table_cues
 
 from .render import HANDS_TEXT
 from .routine import format_ms
@@ -73,7 +74,7 @@ LABEL_PAD_PX = 4
 
 
 @dataclass(frozen=True)
-class Iteration:
+class StepIteration:
     """One iteration of a step record, at its place in the expanded routine."""
 
     t_ms: int
@@ -87,34 +88,17 @@ class Iteration:
     """1-based round numbers of the enclosing plain-repeat loops (count > 1)."""
 
 
-def expand_steps(table: StepTable) -> list[Iteration]:
+def expand_steps(table: StepTable) -> list[StepIteration]:
     """Every step iteration in play order, loops expanded, hands and fingers bound.
 
-    Walks the record tree the way :func:`protocol.timeline.table_cues` does, so
+    The walk of :func:`protocol.iterations.iterations`, as the timeline's, so
     the spans line up with the cue times.
     """
-    hands = table.hands.order
-    default_hand = hands[0] if len(hands) == 1 else None
-    result: list[Iteration] = []
-
-    def play(nodes: list[Node], t: int, hand: str | None, finger: str | None, rounds: tuple[int, ...]) -> int:
-        for node in nodes:
-            record = node.record
-            if isinstance(record, LoopRecord):
-                for i in range(record.count):
-                    h, f = bind(record.iterate, i, hands, hand, finger)
-                    inner = (*rounds, i + 1) if record.iterate == Iterate.NONE and record.count > 1 else rounds
-                    t = play(node.children, t, h, f, inner)
-                continue
-            assert isinstance(record, StepRecord)
-            for i in range(record.count):
-                h, f = bind(record.iterate, i, hands, hand, finger)
-                result.append(Iteration(t, record.duration_ms, node.index, record, i, h, f, rounds))
-                t += record.duration_ms
-        return t
-
-    play(build_tree(table.records), 0, default_hand, None, ())
-    return result
+    return [
+        StepIteration(it.t_ms, it.item.record.duration_ms, it.item.index, it.item.record, it.index, it.hand, it.finger, it.rounds)
+        for it in walk_iterations(build_tree(table.records), table.hands)
+        if isinstance(it.item.record, StepRecord)
+    ]
 
 
 @dataclass
@@ -147,7 +131,7 @@ def _context_label(hand: str | None, rounds: tuple[int, ...]) -> str:
     return " · ".join(parts)
 
 
-def context_bands(iterations: list[Iteration]) -> list[Band]:
+def context_bands(iterations: list[StepIteration]) -> list[Band]:
     """Which hand (and repeat round) is treated when; empty when nothing is bound."""
     if all(it.hand is None and not it.rounds for it in iterations):
         return []
@@ -169,7 +153,7 @@ def _repetition(record: StepRecord) -> str:
     return f"{format_ms(record.duration_ms)} × {record.count} {unit}"
 
 
-def step_bands(iterations: list[Iteration]) -> list[Band]:
+def step_bands(iterations: list[StepIteration]) -> list[Band]:
     """One band per played step (all iterations of a record in one loop pass).
 
     The hand is shown by the context row and the finger by the iteration row,
@@ -188,7 +172,7 @@ def step_bands(iterations: list[Iteration]) -> list[Band]:
     return bands
 
 
-def iteration_bands(iterations: list[Iteration]) -> list[Band]:
+def iteration_bands(iterations: list[StepIteration]) -> list[Band]:
     """The finger, hand or repeat number of the step iterations that have one.
 
     A finger bound by an enclosing finger loop spans that loop's whole body
@@ -266,7 +250,7 @@ def plot_routine(data: bytes, output: Path) -> None:
         fig.savefig(output, format=suffix[1:], dpi=150, metadata=metadata)
 
 
-def _draw(table: StepTable, iterations: list[Iteration], cues: list[Cue]) -> Any:
+def _draw(table: StepTable, iterations: list[StepIteration], cues: list[Cue]) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -310,7 +294,7 @@ def _draw(table: StepTable, iterations: list[Iteration], cues: list[Cue]) -> Any
         ax.spines[side].set_visible(False)
     ax.tick_params(axis="y", length=0)
 
-    renderer = fig.canvas.get_renderer()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]  # FigureCanvasAgg has it; the stubs type the base class
     px_per_min = ax.transData.transform((1, 0))[0] - ax.transData.transform((0, 0))[0]
     px_per_inch = fig.dpi
 

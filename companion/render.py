@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
+from enum import IntEnum
 from typing import Any
 
-from protocol.constants import Iterate
-from protocol.table import LoopRecord, Node, StepRecord, StepTable, build_tree, check_table_header, decode_table
+from protocol.constants import Iterate, TechniqueCode
+from protocol.iterations import iterations
+from protocol.table import LoopRecord, StepRecord, StepTable, TableRecord, build_tree, check_table_header, decode_table, record_kind
 from protocol.timeline import MotorEvent, table_timeline
 
 from .routine import format_ms
@@ -56,17 +59,20 @@ def table_text(data: bytes) -> str:
         lines.append(f"  #{index:<2} {pattern.name or '-':<8} {pattern.describe():<24} {amplitude}%")
     lines += ["", "records:"]
 
-    def show(nodes: list[Node], depth: int, offset: int) -> int:
-        for node in nodes:
-            record = node.record
-            indent = "  " * depth
-            if isinstance(record, LoopRecord):
-                cue = f", next: {table.pattern_label(record.round_pattern)}" if record.round_pattern is not None else ""
-                lines.append(f"  [{node.index:>3}] {clock(offset):>10} {indent}loop {repetition_text(record.iterate, record.count) or 'x1'}{cue}")
-                show(node.children, depth + 1, offset)  # times of the first round
-                offset += node.total_ms
-                continue
-            assert isinstance(record, StepRecord)
+    # Each record once, at its first play (a loop's body shows the times of its first round).
+    shown: set[int] = set()
+    for it in iterations(build_tree(table.records), table.hands):
+        node, offset, indent = it.item, it.t_ms, "  " * it.depth
+        if node.index in shown:
+            if len(shown) == len(table.records):
+                break  # every record shown: the rest of the walk only repeats them
+            continue
+        shown.add(node.index)
+        record = node.record
+        if isinstance(record, LoopRecord):
+            cue = f", next: {table.pattern_label(record.round_pattern)}" if record.round_pattern is not None else ""
+            lines.append(f"  [{node.index:>3}] {clock(offset):>10} {indent}loop {repetition_text(record.iterate, record.count) or 'x1'}{cue}")
+        else:
             parts = [format_ms(record.duration_ms)]
             rep = repetition_text(record.iterate, record.count)
             if rep:
@@ -79,10 +85,7 @@ def table_text(data: bytes) -> str:
             if record.warn_before_ms:
                 parts.append(f"warn: {table.pattern_label(record.warn_pattern)} {format_ms(record.warn_before_ms)} before the end")
             lines.append(f"  [{node.index:>3}] {clock(offset):>10} {indent}{record.technique.text_id:<16} {'; '.join(parts)}")
-            offset += record.total_ms
-        return offset
 
-    show(build_tree(table.records), 0, 0)
     lines.append(f"  done: {table.pattern_label(table.done_pattern)} at {clock(table.total_ms)}")
     return "\n".join(lines)
 
@@ -90,18 +93,7 @@ def table_text(data: bytes) -> str:
 def table_json(data: bytes) -> dict[str, Any]:
     header = check_table_header(data)
     table = decode_table(data)
-    records: list[dict[str, Any]] = []
-    for index, record in enumerate(table.records):
-        if isinstance(record, LoopRecord):
-            records.append({"index": index, "kind": "loop", "iterate": record.iterate.name.lower(), "count": record.count,
-                            "body_count": record.body_count, "round_pattern": record.round_pattern})
-        else:
-            records.append({
-                "index": index, "kind": "step", "technique": record.technique.text_id, "duration_ms": record.duration_ms,
-                "iterate": record.iterate.name.lower(), "count": record.count, "tick_every_ms": record.tick_every_ms,
-                "warn_before_ms": record.warn_before_ms, "start_pattern": record.start_pattern, "next_pattern": record.next_pattern,
-                "tick_pattern": record.tick_pattern, "warn_pattern": record.warn_pattern,
-            })
+    records = [record_json(index, record) for index, record in enumerate(table.records)]
     return {
         "name": table.name,
         "size": len(data),
@@ -119,12 +111,24 @@ def table_json(data: bytes) -> dict[str, Any]:
     }
 
 
+def record_json(index: int, record: TableRecord) -> dict[str, Any]:
+    """A record as ``handcue inspect --json`` shows it: its model's fields in declaration order, enums as text."""
+    fields = {f.name: _json_value(getattr(record, f.name)) for f in dataclasses.fields(record)}
+    return {"index": index, "kind": record_kind(record).name.lower(), **fields}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, TechniqueCode):
+        return value.text_id
+    return value.name.lower() if isinstance(value, IntEnum) else value
+
+
 def timeline_text(data: bytes, events: list[MotorEvent]) -> str:
     table = decode_table(data)
     lines = [f"{'t (ms)':>9}  {'time':>10}  {'cue':<7} {'pattern':<8} {'step':>4}  {'technique':<16} {'hand':<6} {'finger':<7} motor"]
     for event in events:
         lines.append(
-            f"{event.t_ms:>9}  {clock(event.t_ms):>10}  {event.cue:<7} {table.pattern_label(event.pattern):<8} "
+            f"{event.t_ms:>9}  {clock(event.t_ms):>10}  {event.cue.text_id:<7} {table.pattern_label(event.pattern):<8} "
             f"{'-' if event.step is None else event.step:>4}  {technique_of(table, event.step):<16} "
             f"{event.hand or '-':<6} {event.finger or '-':<7} {event.amplitude}% {event.duration_ms} ms"
         )

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from protocol.constants import TIME_UNIT_MS, Hands, Iterate, Limits
-from protocol.errors import RoutineError
+from protocol.iterations import iterations
 from protocol.table import CuePattern, pattern_problem
 
+from .errors import RoutineError
 from .techniques import CUE_VOCABULARY, FULL, TECHNIQUES, parse_on_off
 
 ACUPRESSURE_MAX_MS = 15 * 60_000
@@ -76,6 +77,11 @@ class Step:
     def label(self) -> str:
         return f"{self.path} ({self.technique})"
 
+    @property
+    def body(self) -> None:
+        """A step has no body (see :mod:`protocol.iterations`)."""
+        return None
+
 
 @dataclass
 class Block:
@@ -91,6 +97,15 @@ class Block:
     @property
     def total_ms(self) -> int:
         return self.count * sum(item.total_ms for item in self.steps)
+
+    @property
+    def duration_ms(self) -> int:
+        """One round of the block."""
+        return sum(item.total_ms for item in self.steps)
+
+    @property
+    def body(self) -> list[Step | Block]:
+        return self.steps
 
 
 @dataclass
@@ -465,35 +480,21 @@ class _Checker:
         per_point: dict[tuple[str, str | None], int] = {}
         first_step: dict[tuple[str, str | None], Step] = {}
 
-        def visit(items: list[Step | Block], hands: tuple[str | None, ...], multiplier: int) -> None:
-            for item in items:
-                if isinstance(item, Block):
-                    if item.iterate == Iterate.HAND:
-                        for hand in routine.hands.order:
-                            visit(item.steps, (hand,), multiplier)
-                    else:
-                        visit(item.steps, hands, multiplier * item.count)
-                    continue
-                if not TECHNIQUES[item.technique].acupressure:
-                    continue
-                if item.iterate == Iterate.HAND:
-                    targets, each = tuple(routine.hands.order), item.duration_ms * multiplier
-                else:
-                    targets, each = hands, item.total_ms * multiplier
-                for hand in targets:
-                    key = (item.technique, hand)
-                    per_point[key] = per_point.get(key, 0) + each
-                    first_step.setdefault(key, item)
-                    if per_point[key] > ACUPRESSURE_MAX_MS:
-                        on = f" on the {hand} side" if hand else ""
-                        self.error(
-                            _join(item.label, "duration"),
-                            f"{_fmt(per_point[key])} of acupressure{on} exceeds the {_fmt(ACUPRESSURE_MAX_MS)} limit per point",
-                        )
-                        per_point[key] = -10**12  # report a point once
+        for it in iterations(routine.steps, routine.hands):  # in play order: a limit is reported where it is crossed
+            item = it.item
+            if isinstance(item, Block) or not TECHNIQUES[item.technique].acupressure:
+                continue
+            key = (item.technique, it.hand)
+            per_point[key] = per_point.get(key, 0) + item.duration_ms
+            first_step.setdefault(key, item)
+            if per_point[key] > ACUPRESSURE_MAX_MS:
+                on = f" on the {it.hand} side" if it.hand else ""
+                self.error(
+                    _join(item.label, "duration"),
+                    f"{_fmt(per_point[key])} of acupressure{on} exceeds the {_fmt(ACUPRESSURE_MAX_MS)} limit per point",
+                )
+                per_point[key] = -10**12  # report a point once
 
-        single = routine.hands.order[0] if len(routine.hands.order) == 1 else None
-        visit(routine.steps, (single,), 1)
         for key, total in per_point.items():
             if 0 <= total < ACUPRESSURE_MIN_MS:
                 on = f" on the {key[1]} side" if key[1] else ""

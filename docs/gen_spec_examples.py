@@ -18,8 +18,8 @@ holding ``nausea-pc6``, attaches a capturing link to the band's real
 ``ProtocolHandler`` and feeds it request frames, so every response and
 notification printed is exactly what the band sends.  Each message is walked
 with the offsets written in SPEC.md part 2 and checked against
-``protocol.messages.decode_message``; each frame shows its CRC-16 and the COBS
-wire bytes.  Last come the BLE advertising and scan response data the band's
+``protocol.messages.decode_message`` (the raw wire values of its body class's
+layout); each frame shows its CRC-16 and the COBS wire bytes.  Last come the BLE advertising and scan response data the band's
 GATT peripheral (``firmware_sim.ble_peripheral``) builds.
 """
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import sys
 import zlib
+from enum import IntEnum
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -40,6 +41,7 @@ from firmware_sim.storage import FLASH_SIZE, Storage
 from protocol.constants import (
     BLE_NAME_PREFIX,
     FINGERS,
+    MESSAGE_HEADER_SIZE,
     NO_PATTERN,
     NO_STEP,
     PROTOCOL_VERSION,
@@ -57,8 +59,23 @@ from protocol.constants import (
     TechniqueCode,
 )
 from protocol.framing import FrameParser, crc16, encode_frame
-from protocol.messages import ErrorBody, Message, decode_message, encode_request
-from protocol.table import LoopRecord, StepRecord, StepTable, table_crc
+from protocol.messages import (
+    EraseRequest,
+    ErrorBody,
+    InfoRequest,
+    InfoResponse,
+    Message,
+    Request,
+    ResumeRequest,
+    StartRequest,
+    UploadBeginRequest,
+    UploadCommitRequest,
+    UploadDataRequest,
+    UploadDataResponse,
+    decode_message,
+    encode_request,
+)
+from protocol.table import Header, LoopRecord, StepRecord, StepTable, table_crc, table_sections
 
 ROW = "{offset:>6}  {hex:<17} {field:<34} {value}"
 
@@ -122,19 +139,23 @@ def dump_table(data: bytes) -> str:
     d.row(22, 1, "hands", f"{data[22]} = {Hands(data[22]).name}")
     d.row(23, 1, "done_pattern", ref(data[23]))
 
-    # records
+    # records; each section must start where the codec's one offset function says
+    sections = table_sections(Header.parse(data))
     offset = header_size
+    assert offset == sections.records
     for index in range(record_count):
         d.lines.append(f"{'':>6}  -- record {index} --")
         d.lines.extend(record_rows(data, offset, record_size, index, table))
         offset += record_size
 
     # pattern descriptors
+    assert offset == sections.patterns
     for index in range(pattern_count):
         first, count = data[offset], data[offset + 1]
         d.row(offset, 2, f"pattern[{index}] first_segment,count", f"segments {first}..{first + count - 1}")
         offset += 2
     # segments
+    assert offset == sections.segments
     segment_index = 0
     for pattern_index, pattern in enumerate(table.patterns):
         for segment in pattern.segments:
@@ -145,6 +166,7 @@ def dump_table(data: bytes) -> str:
             offset += 2
             segment_index += 1
     # names
+    assert offset == sections.names
     if flags & TableFlags.NAMES:
         for label, name in [("routine name", table.name), *((f"pattern[{i}] name", p.name) for i, p in enumerate(table.patterns))]:
             length = data[offset]
@@ -194,7 +216,7 @@ def timeline_rows(data: bytes, limit: int) -> str:
     lines = [f"{'t_ms':>7}  {'cue':<7} {'pattern':<10} {'step':>4}  {'hand':<6} {'finger':<7} motor"]
     for event in events[:limit]:
         lines.append(
-            f"{event.t_ms:>7}  {event.cue:<7} {f'{event.pattern} ' + table.pattern_label(event.pattern):<10} "
+            f"{event.t_ms:>7}  {event.cue.text_id:<7} {f'{event.pattern} ' + table.pattern_label(event.pattern):<10} "
             f"{'-' if event.step is None else event.step:>4}  {event.hand or '-':<6} {event.finger or '-':<7} "
             f"{event.amplitude} % for {event.duration_ms} ms"
         )
@@ -308,7 +330,7 @@ HANDS_WIRE_TEXT = ("none", "left", "right")
 FINGERS_WIRE_TEXT = ("none", *FINGERS)
 
 
-def named(enum: type, value: int) -> str:
+def named(enum: type[IntEnum], value: int) -> str:
     return f"{value} = {enum(value).name}" if value in enum._value2member_map_ else f"{value} (unknown)"
 
 
@@ -359,25 +381,36 @@ def message_fields(message: Message) -> tuple:
     return HEADER_FIELDS + RESPONSE_HEAD_FIELDS + body
 
 
-def decoded(message: Message, field: str) -> object:
+def raw_body(data: bytes) -> dict:
+    """The raw wire values of a message's body, read by the reference decoder with its body class's layout."""
+    message = decode_message(data)
+    if message.body is None:
+        return {}
+    head = MESSAGE_HEADER_SIZE + (2 if message.kind == MessageKind.RESPONSE else 0)
+    return {k: v for k, v in type(message.body).layout.parse(data[head:]).items() if not k.startswith("_")}
+
+
+def decoded(message: Message, body: dict, field: str) -> object:
     """What the reference decoder says ``field`` holds."""
     if field == "version":
         return PROTOCOL_VERSION
     if field in ("kind", "opcode", "request_id", "status", "detail", "reason"):
         return getattr(message, field)
-    value = message.body
-    for part in field.split("."):
-        value = value[part]
+    first, *rest = field.split(".")
+    value = body[first]
+    for part in rest:
+        value = getattr(value, part)
     return value
 
 
 def annotate(data: bytes) -> str:
     """Walk ``data`` with the offsets of SPEC.md part 2; every value must equal the decoder's."""
     message = decode_message(data)
+    body = raw_body(data)
     d = Dump(data)
     offset = 0
     for field, size in message_fields(message):
-        expected = decoded(message, field)
+        expected = decoded(message, body, field)
         if size == "text":
             length = data[offset]
             text = data[offset + 1 : offset + 1 + length].decode()
@@ -430,7 +463,7 @@ def one_line(message: bytes) -> str:
         text += f" {m.status.name}"
         if m.status != Status.OK:
             return text + f" detail {m.detail} reason {m.reason!r}"
-    fields = {k: f"{len(v)} bytes" if isinstance(v, bytes) else f"0x{v:08X}" if "crc32" in k else v for k, v in m.body.items() if not k.startswith("_")}
+    fields = {k: f"{len(v)} bytes" if isinstance(v, bytes) else f"0x{v:08X}" if "crc32" in k else v for k, v in raw_body(message).items()}
     return text + (" " + " ".join(f"{k}={v}" for k, v in fields.items()) if fields else "")
 
 
@@ -453,8 +486,8 @@ class Bench:
         self.handler.receive("serial", wire)
         return self.collect()
 
-    def request(self, opcode: Opcode, request_id: int, **fields: object) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-        message = encode_request(opcode, request_id, **fields)
+    def request(self, request: Request, request_id: int) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        message = encode_request(request, request_id)
         return message, self.send(encode_frame(message))
 
     def collect(self) -> list[tuple[bytes, bytes]]:
@@ -487,14 +520,14 @@ def transfer_examples() -> None:
     print()
 
     # INFO
-    request, replies = bench.request(Opcode.INFO, 1)
+    request, replies = bench.request(InfoRequest(), 1)
     show("INFO request, id 1 (companion -> band)", request)
     response, wire = only_response(replies)
     show("INFO response (band -> companion)", response, wire)
 
     # UPLOAD_BEGIN: replace the routine with the names-free table of §13.2
     crc = zlib.crc32(without)
-    request, replies = bench.request(Opcode.UPLOAD_BEGIN, 2, length=len(without), crc32=crc)
+    request, replies = bench.request(UploadBeginRequest(length=len(without), crc32=crc), 2)
     show(f"UPLOAD_BEGIN request, id 2: the {len(without)}-byte table of §13.2", request)
     response, wire = only_response(replies)
     show("UPLOAD_BEGIN response: start at offset 0, chunks of at most max_chunk, window", response, wire)
@@ -502,8 +535,8 @@ def transfer_examples() -> None:
     # UPLOAD_DATA with a lost frame and go-back-N (40-byte chunks to keep the example short)
     chunk = 40
     print(f"== UPLOAD_DATA in {chunk}-byte chunks (a real companion sends all {len(without)} bytes in one frame) ==")
-    first = encode_request(Opcode.UPLOAD_DATA, 3, offset=0, data=without[:chunk])
-    second = encode_request(Opcode.UPLOAD_DATA, 4, offset=chunk, data=without[chunk:])
+    first = encode_request(UploadDataRequest(offset=0, data=without[:chunk]), 3)
+    second = encode_request(UploadDataRequest(offset=chunk, data=without[chunk:]), 4)
     damaged = bytearray(encode_frame(first))
     position = 20
     damaged[position] = 0xFF if damaged[position] != 0xFF else 0xFE  # line noise; stays non-zero
@@ -515,23 +548,24 @@ def transfer_examples() -> None:
     print(f"companion sends id 3 (offset 0, {chunk} bytes) and id 4 (offset {chunk}, {len(without) - chunk} bytes) back to back;")
     print(f"byte {position} of frame id 3 is damaged on the line: the band drops it, counts it ({', '.join(f'{k} +{v}' for k, v in dropped.items())}) and sends nothing.")
     response, _ = only_response(replies)
-    assert decode_message(response).body.offset == 0
+    ack = decode_message(response).body
+    assert isinstance(ack, UploadDataResponse) and ack.offset == 0
     print(f"id 4 arrives out of order: dropped, acknowledged with the durable offset: {response.hex(' ')}")
     print(f"    = {one_line(response)}")
-    print(f"the ack of id 4 ({decode_message(response).body.offset}) does not cover id 4 (ends at {len(without)}): the companion goes back to offset 0.")
+    print(f"the ack of id 4 ({ack.offset}) does not cover id 4 (ends at {len(without)}): the companion goes back to offset 0.")
     print()
-    request, replies = bench.request(Opcode.UPLOAD_DATA, 5, offset=0, data=without[:chunk])
+    request, replies = bench.request(UploadDataRequest(offset=0, data=without[:chunk]), 5)
     show(f"UPLOAD_DATA request, id 5: offset 0, {chunk} bytes (table bytes 0..{chunk - 1})", request)
     response, wire = only_response(replies)
     show(f"UPLOAD_DATA response (cumulative ack): {chunk} bytes stored", response, wire)
-    request, replies = bench.request(Opcode.UPLOAD_DATA, 6, offset=chunk, data=without[chunk:])
+    request, replies = bench.request(UploadDataRequest(offset=chunk, data=without[chunk:]), 6)
     response, _ = only_response(replies)
     print(f"id 6 (offset {chunk}, {len(without) - chunk} bytes): {request.hex(' ')}")
     print(f"    ack: {response.hex(' ')} = {one_line(response)}")
     print()
 
     # UPLOAD_COMMIT, accepted
-    request, replies = bench.request(Opcode.UPLOAD_COMMIT, 7)
+    request, replies = bench.request(UploadCommitRequest(), 7)
     show("UPLOAD_COMMIT request, id 7", request)
     assert [decode_message(m).kind for m, _ in replies] == [MessageKind.NOTIFICATION, MessageKind.RESPONSE]
     notification, _ = replies[0]
@@ -548,24 +582,24 @@ def transfer_examples() -> None:
     bad[4:8] = table_crc(bad).to_bytes(4, "little")  # ... in a table whose own CRC is right
     bad_crc = zlib.crc32(bad)
     print("== a refused table: §13.2 with record 0's technique byte (offset 25) set to 99 and the table CRC fixed ==")
-    for opcode, request_id, fields in ((Opcode.UPLOAD_BEGIN, 8, dict(length=len(bad), crc32=bad_crc)), (Opcode.UPLOAD_DATA, 9, dict(offset=0, data=bytes(bad)))):
-        request, replies = bench.request(opcode, request_id, **fields)
+    for typed, request_id in ((UploadBeginRequest(length=len(bad), crc32=bad_crc), 8), (UploadDataRequest(offset=0, data=bytes(bad)), 9)):
+        request, replies = bench.request(typed, request_id)
         response, _ = only_response(replies)
         print(f"{one_line(request)}")
         print(f"    -> {one_line(response)}")
     print()
-    request, replies = bench.request(Opcode.UPLOAD_COMMIT, 10)
+    request, replies = bench.request(UploadCommitRequest(), 10)
     show("UPLOAD_COMMIT request, id 10", request)
     response, wire = only_response(replies)
     show("UPLOAD_COMMIT response: TABLE_REFUSED, detail = TableError", response, wire)
-    request, replies = bench.request(Opcode.INFO, 11)
+    request, replies = bench.request(InfoRequest(), 11)
     info = decode_message(only_response(replies)[0]).body
-    assert info.routine_crc32 == crc
+    assert isinstance(info, InfoResponse) and info.routine_crc32 == crc
     print(f"INFO id 11 afterwards: routine_crc32 0x{info.routine_crc32:08X}, routine_size {info.routine_size}: the table of id 7 stays active.")
     print()
 
     # START: notifications, then the response
-    request, replies = bench.request(Opcode.START, 12)
+    request, replies = bench.request(StartRequest(), 12)
     show("START request, id 12", request)
     kinds = [decode_message(m).kind for m, _ in replies]
     assert kinds == [MessageKind.NOTIFICATION, MessageKind.NOTIFICATION, MessageKind.RESPONSE], kinds
@@ -584,20 +618,20 @@ def transfer_examples() -> None:
     show("STATUS notification at routine time 30000 ms (first TICK cue; sent unasked)", notification, wire)
 
     # Errors
-    request, replies = bench.request(Opcode.RESUME, 13)
+    request, replies = bench.request(ResumeRequest(), 13)
     show("RESUME request, id 13, while the band is running", request)
     response, wire = only_response(replies)
     show("error response: BAD_STATE, no body but the reason", response, wire)
 
     print("== more error responses (header, status, detail | reason) ==")
-    erase = encode_request(Opcode.ERASE, 14)
+    erase = encode_request(EraseRequest(), 14)
     cases = [
         ("ERASE while a routine plays", erase),
-        ("UPLOAD_COMMIT while a routine plays, no upload", encode_request(Opcode.UPLOAD_COMMIT, 15)),
+        ("UPLOAD_COMMIT while a routine plays, no upload", encode_request(UploadCommitRequest(), 15)),
         ("protocol version 2", bytes([2, MessageKind.REQUEST, Opcode.STATUS, 16])),
         ("opcode 0x0C (unknown)", bytes([PROTOCOL_VERSION, MessageKind.REQUEST, 0x0C, 17])),
-        ("UPLOAD_BEGIN with 3 of its 8 body bytes", encode_request(Opcode.UPLOAD_BEGIN, 18, length=len(without), crc32=crc)[:7]),
-        ("INFO with a trailing byte", encode_request(Opcode.INFO, 19) + b"\x00"),
+        ("UPLOAD_BEGIN with 3 of its 8 body bytes", encode_request(UploadBeginRequest(length=len(without), crc32=crc), 18)[:7]),
+        ("INFO with a trailing byte", encode_request(InfoRequest(), 19) + b"\x00"),
         ("2 bytes (shorter than the header)", bytes([PROTOCOL_VERSION, MessageKind.REQUEST])),
         ("a response sent to the band", bytes([PROTOCOL_VERSION, MessageKind.RESPONSE, Opcode.STATUS, 20, 0, 0])),
     ]

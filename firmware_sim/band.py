@@ -16,7 +16,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
-from protocol.constants import Status, TechniqueCode
+from protocol.constants import BandState, CueKind, Status, TechniqueCode
 from protocol.errors import band_error
 from protocol.messages import StatusReport
 from protocol.timeline import Cue, MotorEvent
@@ -49,7 +49,7 @@ class Band:
         self.interpreter: Interpreter | None = None
         self._origin = 0
         self._paused_at = 0
-        self.last_cue: str | None = None
+        self.last_cue: CueKind | None = None
         self.cue_count = 0
         self.wake = asyncio.Event()
         self.reload()
@@ -66,16 +66,17 @@ class Band:
 
     def _cue(self, cue: Cue) -> None:
         assert self.interpreter is not None
-        self.last_cue = cue.kind.name.lower()
+        self.last_cue = cue.kind
         self.cue_count += 1
         self.motor.play(cue, self.interpreter.pattern_segments(cue.pattern), cue.t_ms)
-        self._emit({"event": "cue", "t_ms": cue.t_ms, "cue": self.last_cue, "pattern": cue.pattern,
+        self._emit({"event": "cue", "t_ms": cue.t_ms, "cue": cue.kind.name.lower(), "pattern": cue.pattern,
                     "step": cue.step, "hand": cue.hand, "finger": cue.finger})
 
     def announce_state(self) -> None:
         """Tell listeners the current state (after every state change)."""
         status = self.status()
-        self._emit({"event": "state", "t_ms": status.elapsed_ms, "state": status.state, "step": status.step})
+        state = status.to_json()["state"]  # events are JSON lines: the state by name
+        self._emit({"event": "state", "t_ms": status.elapsed_ms, "state": state, "step": status.step})
 
     # ------------------------------------------------------------ time
 
@@ -203,7 +204,7 @@ class Band:
         battery = round(self.battery_percent)
         interpreter = self.interpreter
         if interpreter is None:
-            return StatusReport("idle", None, None, 0, None, None, 0, 0, 0, 0, None, 0, battery)
+            return StatusReport(BandState.IDLE, None, None, 0, None, None, 0, 0, 0, 0, None, 0, battery)
         t = self.routine_ms()
         hand, finger = interpreter.position()
         state = interpreter.state
@@ -215,9 +216,9 @@ class Band:
         else:
             elapsed = min(t, interpreter.total_ms)
         return StatusReport(
-            state=state.value,
+            state=BandState[state.name],
             step=interpreter.pc if playing else None,
-            technique=TechniqueCode(interpreter.step.technique).text_id if playing else None,
+            technique=TechniqueCode(interpreter.step.technique) if playing and interpreter.step is not None else None,
             iteration=interpreter.step_iteration if playing else 0,
             hand=hand if playing else None,
             finger=finger if playing else None,

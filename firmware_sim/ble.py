@@ -19,49 +19,23 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from bumble.device import Device
 from bumble.link import LocalLink
-from bumble.transport import open_transport
 
+from ble_stack.addresses import band_address_from_id
+from ble_stack.hosts import HostSite
+from ble_stack.served import ControllerServer
 from protocol.constants import BLE_NAME_PREFIX
 from protocol.errors import HandCueError
 
 from .band import Band
-from .ble_peripheral import BandPeripheral, DeviceInfo, band_address_from_id, start_band_peripheral
+from .ble_peripheral import BandPeripheral, DeviceInfo, start_band_peripheral
 from .handler import FIRMWARE_VERSION, ProtocolHandler
 
 logger = logging.getLogger(__name__)
 
-HOST_WATCH_INTERVAL = 0.2
 BATTERY_UPDATE_S = 5.0
-
-
-def _host_attached(transport: Any) -> bool | None:
-    """Whether a TCP client is attached to a tcp-server transport (None: unknown).
-
-    bumble reports no loss of the TCP client; its sink just forgets the socket.
-    """
-    sink = transport.sink
-    if not hasattr(sink, "transport"):
-        return None
-    return sink.transport is not None
-
-
-def _served_controller_class() -> type:
-    from companion.ble.bumble_backend import CentralController
-
-    class ServedController(CentralController):
-        """The controller served to another process; remembers that a host talked to it."""
-
-        host_seen = False
-
-        def on_hci_packet(self, packet: Any) -> None:
-            self.host_seen = True  # every host starts with HCI Reset
-            super().on_hci_packet(packet)
-
-    return ServedController
 
 
 class BlePeripheral:
@@ -82,8 +56,7 @@ class BlePeripheral:
         self.peripheral: BandPeripheral | None = None
         self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
-        self._served_transport: Any = None
-        self._served_controller: Any = None
+        self._server: ControllerServer | None = None
 
     @property
     def address(self) -> str:
@@ -94,14 +67,12 @@ class BlePeripheral:
         try:
             if self.hci_server is not None:
                 self.link = self.link_factory()
-                self._served_transport = await open_transport(self.hci_server)
-                self._served_controller = _served_controller_class()(
-                    "served", host_source=self._served_transport.source, host_sink=self._served_transport.sink, link=self.link
-                )
-                self._tasks.append(asyncio.create_task(self._watch_host()))
-            where: Any = self.link if self.link is not None else self.hci
+                self._server = ControllerServer(self.hci_server, self.link)
+                await self._server.start()
+            site: HostSite | None = self.link if self.link is not None else self.hci
+            assert site is not None  # checked in __init__
             self.peripheral = await start_band_peripheral(
-                where,
+                site,
                 name=self.name,
                 address=band_address_from_id(self.name),
                 on_write=self._on_write,
@@ -139,19 +110,6 @@ class BlePeripheral:
             if self.peripheral is not None and level != self.peripheral.battery_percent:
                 self.peripheral.set_battery(level)
 
-    async def _watch_host(self) -> None:
-        """When the other process's host goes away, drop its connections so the band advertises again.
-
-        A host that came and went between two polls is caught too: the controller
-        remembers that a host spoke to it.
-        """
-        controller = self._served_controller
-        while True:
-            await asyncio.sleep(HOST_WATCH_INTERVAL)
-            if controller.host_seen and _host_attached(self._served_transport) is False:
-                controller.host_seen = False
-                controller.drop_host_state()
-
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -159,17 +117,5 @@ class BlePeripheral:
         if self.peripheral is not None:
             with contextlib.suppress(Exception):
                 await self.peripheral.close()
-        if self._served_controller is not None and self.link is not None:
-            self.link.remove_controller(self._served_controller)
-        if self._served_transport is not None:
-            with contextlib.suppress(Exception):
-                await self._served_transport.close()
-            # bumble's tcp-server transport leaves its listening socket open: close it.
-            server = getattr(self._served_transport, "server", None)
-            if server is not None:
-                client = getattr(self._served_transport.sink, "transport", None)
-                if client is not None:
-                    client.close()
-                server.close()
-                with contextlib.suppress(Exception):
-                    await server.wait_closed()
+        if self._server is not None:
+            await self._server.close()

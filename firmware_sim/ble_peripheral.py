@@ -19,7 +19,7 @@ PDU carries at most 31 bytes and flags + 128-bit UUID + name do not fit in one):
 
 bumble's virtual controller does not model SCAN_REQ/SCAN_RSP: a scanner is sent a
 copy of the advertising data as "scan response" and the real scan response data is
-lost.  :class:`BandController` compensates by appending the scan response data to the
+lost.  :class:`ble_stack.controllers.BandController` compensates by appending the scan response data to the
 advertising PDU it puts on the virtual link, so any scanner on the link sees both.
 The HCI-level configuration of the band stays within legacy limits.
 """
@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import logging
 from collections.abc import Callable
 from typing import Final
 
-from bumble import att, hci, ll
-from bumble.controller import Controller
+from bumble import att, hci
 from bumble.core import UUID, AdvertisingData
 from bumble.device import Connection, Device
 from bumble.gatt import (
@@ -49,11 +47,10 @@ from bumble.gatt import (
     CharacteristicValue,
     Service,
 )
-from bumble.host import Host
-from bumble.link import LocalLink
-from bumble.transport import open_transport
-from bumble.transport.common import AsyncPipeSink, Transport
 
+from ble_stack.addresses import random_static_address
+from ble_stack.controllers import BandController
+from ble_stack.hosts import AttachedHost, HostSite, attach_host
 from protocol.constants import BleUuid
 
 logger = logging.getLogger(__name__)
@@ -70,52 +67,6 @@ DEFAULT_ADV_INTERVAL_MS: Final = 100.0
 
 WriteHandler = Callable[[bytes], None]
 """Called with every value written to RX (write request or write command)."""
-
-
-class BandController(Controller):
-    """A bumble virtual controller that also carries its scan response on the link.
-
-    bumble's :class:`~bumble.controller.Controller` puts only the advertising data in
-    the advertising PDUs it sends on a :class:`~bumble.link.LocalLink` and answers an
-    active scan with a copy of that data, so whatever the host configured as scan
-    response data never reaches a scanner.  This subclass appends the configured scan
-    response data to each advertising PDU sent on the link (only on the link: the
-    HCI side still sees two separate, <= 31-byte payloads).
-    """
-
-    def send_advertising_pdu(self, packet: ll.AdvertisingPdu) -> None:
-        """Send ``packet`` on the link, with the scan response data appended."""
-        if isinstance(packet, ll.AdvExtInd):
-            for adv_set in self.advertising_sets.values():
-                if adv_set.enabled and adv_set.address == packet.advertiser_address:
-                    extra = bytes(adv_set.scan_response_data)
-                    packet = dataclasses.replace(packet, data=packet.data + extra)
-                    break
-        elif isinstance(packet, ll.AdvInd):
-            extra = bytes(self.le_legacy_advertiser.scan_response_data)
-            packet = dataclasses.replace(packet, data=packet.data + extra)
-        super().send_advertising_pdu(packet)
-
-
-def band_address_from_id(band_id: str) -> str:
-    """Derive a stable random static address (``Cx:..``) from a band identifier.
-
-    The two most significant bits are set, as the spec requires for a random static
-    address; the rest comes from a hash of ``band_id``.
-    """
-    digest = bytearray(hashlib.sha256(band_id.encode()).digest()[:6])
-    digest[0] |= 0xC0
-    return ":".join(f"{b:02X}" for b in digest)
-
-
-def _random_static_address(address: str) -> hci.Address:
-    """Parse ``address`` and check that it is a random static address."""
-    parsed = hci.Address(address, hci.Address.RANDOM_DEVICE_ADDRESS)
-    if parsed.address_bytes[5] & 0xC0 != 0xC0:
-        raise ValueError(f"{address} is not a random static address (first octet must be >= 0xC0)")
-    if parsed == hci.Address("F0:F1:F2:F3:F4:F5"):
-        raise ValueError("F0:F1:F2:F3:F4:F5 is bumble's default address; pick another")
-    return parsed
 
 
 def build_advertising_data(service_uuid: str = UART_SERVICE_UUID, battery_percent: int | None = None) -> bytes:
@@ -167,17 +118,13 @@ class BandPeripheral:
         on_write: WriteHandler,
         battery_percent: int,
         device_info: DeviceInfo,
-        controller: Controller | None,
-        link: LocalLink | None,
-        transport: Transport | None,
+        attached: AttachedHost,
     ) -> None:
         self.device = device
         self.name = name
         self._on_write = on_write
         self._battery = self._check_percent(battery_percent)
-        self._controller = controller
-        self._link = link
-        self._transport = transport
+        self._attached = attached
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.rx_bytes = 0
@@ -303,10 +250,7 @@ class BandPeripheral:
         for task in list(self._tasks):
             task.cancel()
         await self.device.power_off()
-        if self._link is not None and self._controller is not None:
-            self._link.remove_controller(self._controller)
-        if self._transport is not None:
-            await self._transport.close()
+        await self._attached.detach()
 
     @staticmethod
     def _check_percent(percent: int) -> int:
@@ -316,7 +260,7 @@ class BandPeripheral:
 
 
 async def start_band_peripheral(
-    link_or_transport: LocalLink | Transport | str,
+    site: HostSite,
     *,
     name: str,
     address: str,
@@ -328,49 +272,31 @@ async def start_band_peripheral(
     """Power on a simulated band and start advertising.
 
     Args:
-        link_or_transport: a :class:`~bumble.link.LocalLink` (a :class:`BandController`
-            is created on it), an open bumble :class:`Transport` to a controller, or a
-            transport spec for :func:`bumble.transport.open_transport` (closed by
-            :meth:`BandPeripheral.close`).
+        site: where the band's host finds its controller: a virtual link (a
+            :class:`~ble_stack.controllers.BandController` is created on it), an open
+            bumble transport, or a transport spec (closed by :meth:`BandPeripheral.close`).
         name: complete local name, e.g. ``"HandCue-1A2B"`` (advertised in the scan
             response and served as the GAP device name).
         address: random static address of the band, e.g. from
-            :func:`band_address_from_id`.  Must differ from the central's.
+            :func:`ble_stack.addresses.band_address_from_id`.  Must differ from the central's.
         on_write: called with each value written to RX.  Runs in the event loop: keep
             it short, schedule any async work (e.g. ``notify``) as a task.
         battery_percent: initial battery level.
         device_info: Device Information strings.
         advertising_interval_ms: advertising interval.
     """
-    own_address = _random_static_address(address)
+    own_address = random_static_address(address)
     adv_data = build_advertising_data(battery_percent=battery_percent)
     scan_response = build_scan_response_data(name)
-
-    controller: Controller | None = None
-    link: LocalLink | None = None
-    transport: Transport | None = None
-    if isinstance(link_or_transport, LocalLink):
-        link = link_or_transport
-        controller = BandController(f"band-{name}", link=link)
-        host = Host(controller, AsyncPipeSink(controller))
-    else:
-        if isinstance(link_or_transport, str):
-            transport = await open_transport(link_or_transport)
-            source, sink = transport.source, transport.sink
-        else:
-            source, sink = link_or_transport.source, link_or_transport.sink
-        host = Host(controller_source=source, controller_sink=sink)
-
-    device = Device(name=name, address=own_address, host=host)
+    attached = await attach_host(site, name=f"band-{name}", controller_factory=BandController)
+    device = Device(name=name, address=own_address, host=attached.host)
     band = BandPeripheral(
         device,
         name=name,
         on_write=on_write,
         battery_percent=battery_percent,
         device_info=device_info or DeviceInfo(),
-        controller=controller,
-        link=link,
-        transport=transport,
+        attached=attached,
     )
     try:
         await device.power_on()

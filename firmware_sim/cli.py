@@ -27,6 +27,7 @@ from protocol.errors import HandCueError
 
 from .band import Band
 from .clock import Clock, RealClock, VirtualClock
+from .faults import SimulatorFault
 from .flash import Flash
 from .handler import ProtocolHandler
 from .interpreter import RunState
@@ -94,7 +95,7 @@ async def run_band(options: dict[str, Any]) -> int:
     if options["start"]:
         band.start()
 
-    waiters = [asyncio.create_task(stop.wait())]
+    waiters: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
     if options["exit_on_finish"]:
         async def wait_finished() -> None:
             await finished.wait()
@@ -180,7 +181,7 @@ def cli(**options: Any) -> None:
     """Simulated HandCue band: flash, interpreter, motor and protocol, on a pty and/or BLE."""
     try:
         sys.exit(asyncio.run(run_band(options)))
-    except HandCueError as exc:
+    except (HandCueError, SimulatorFault) as exc:  # a bad --load, a flash image of the wrong size
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     except OSError as exc:  # flash file, pty, TCP port for --hci-server

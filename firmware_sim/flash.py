@@ -12,20 +12,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from protocol.errors import HandCueError
+from .faults import FlashError, PowerLoss
 
 SECTOR_SIZE = 4096
 ERASE_PAGE = 256
 """An interrupted erase leaves whole 256-byte pages erased, the rest untouched."""
 ERASED = 0xFF
-
-
-class PowerLoss(HandCueError):
-    """The simulated supply was cut in the middle of a flash operation."""
-
-
-class FlashError(HandCueError):
-    """A firmware bug: programming bits that are not erased, or out of range."""
 
 
 class Flash:

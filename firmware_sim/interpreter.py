@@ -1,8 +1,9 @@
 """The step-table interpreter, written the way band firmware runs it.
 
 It keeps a program counter and a loop stack over the stored table bytes and
-reads one record at a time in place with the production layouts from
-:mod:`protocol.table`; it never sees the routine model.  It is tickless with
+reads one record at a time in place, at the offsets :func:`protocol.table.table_sections`
+gives, with the production layouts of :mod:`protocol.table`; it never builds
+the whole-table model.  It is tickless with
 millisecond resolution: :meth:`Interpreter.next_deadline` says when the next
 thing happens and :meth:`Interpreter.advance` processes everything due, so a
 virtual clock can jump from event to event.
@@ -17,10 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-import construct as c
-
-from protocol.constants import FINGERS, NO_PATTERN, PATTERN_DESCRIPTOR_SIZE, SEGMENT_SIZE, SEGMENT_UNIT_MS, TIME_UNIT_MS, CueKind, Hands, Iterate, RecordKind
-from protocol.table import Header, PatternDescriptor, Record, Segment, decode_table
+from protocol.constants import FINGERS, CueKind, Hands, Iterate
+from protocol.table import RECORD, SEGMENT, Header, LoopRecord, PatternDescriptor, StepRecord, TableRecord, decode_table, table_sections
 from protocol.timeline import Cue, iteration_kind
 
 
@@ -37,12 +36,8 @@ class _Frame:
     end: int
     iterate: Iterate
     count: int
-    round_pattern: int
+    round_pattern: int | None
     iteration: int = 0
-
-
-def _ref(value: int) -> int | None:
-    return None if value == NO_PATTERN else value
 
 
 class Interpreter:
@@ -54,20 +49,21 @@ class Interpreter:
             decode_table(data)  # a table that breaks a limit never runs
         self.data = data
         self.header = Header.parse(data)
+        self.sections = table_sections(self.header)
         self.hands = Hands(self.header.hands).order
         self._on_cue = on_cue
-        self._records: dict[int, c.Container] = {}
+        self._records: dict[int, TableRecord] = {}
         self._segments: dict[int, list[tuple[int, int]]] = {}
         self.reset()
 
     # ------------------------------------------------------------ reading
 
-    def record(self, index: int) -> c.Container:
+    def record(self, index: int) -> TableRecord:
         """Record ``index``, read from the table bytes (kept once read: the table never changes while loaded)."""
         cached = self._records.get(index)
         if cached is None:
-            offset = self.header.header_size + index * self.header.record_size
-            cached = self._records[index] = Record.parse(self.data[offset : offset + self.header.record_size])
+            offset = self.sections.record(index)
+            cached = self._records[index] = RECORD.parse(self.data[offset : offset + self.sections.record_size])
         return cached
 
     def pattern_segments(self, index: int) -> list[tuple[int, int]]:
@@ -78,15 +74,11 @@ class Interpreter:
         return cached
 
     def _read_segments(self, index: int) -> list[tuple[int, int]]:
-        base = self.header.header_size + self.header.record_count * self.header.record_size
-        at = base + PATTERN_DESCRIPTOR_SIZE * index
-        descriptor = PatternDescriptor.parse(self.data[at : at + PATTERN_DESCRIPTOR_SIZE])
-        first = base + PATTERN_DESCRIPTOR_SIZE * self.header.pattern_count + SEGMENT_SIZE * descriptor.first_segment
+        descriptor = PatternDescriptor.parse(self.data[self.sections.pattern(index) :])
         segments = []
-        for n in range(descriptor.segment_count):
-            at = first + SEGMENT_SIZE * n
-            segment = Segment.parse(self.data[at : at + SEGMENT_SIZE])
-            segments.append((segment.amplitude, segment.duration * SEGMENT_UNIT_MS))
+        for n in range(descriptor.first_segment, descriptor.first_segment + descriptor.segment_count):
+            segment = SEGMENT.parse(self.data[self.sections.segment(n) :])
+            segments.append((segment.amplitude, segment.duration_ms))
         return segments
 
     @property
@@ -99,7 +91,7 @@ class Interpreter:
         self.state = RunState.IDLE
         self.pc = 0
         self.frames: list[_Frame] = []
-        self.step: c.Container | None = None
+        self.step: StepRecord | None = None
         self.step_iteration = 0
         self.iteration_start = 0
         self.iteration_end = 0
@@ -145,11 +137,11 @@ class Interpreter:
             step = self.step
             assert step is not None
             if self.next_tick == due:
-                self._pending.append((CueKind.TICK, _ref(step.tick_pattern)))
-                following = due + step.tick_every * TIME_UNIT_MS
+                self._pending.append((CueKind.TICK, step.tick_pattern))
+                following = due + step.tick_every_ms
                 self.next_tick = following if following < self.iteration_end else None
             if self.warn_at == due:
-                self._pending.append((CueKind.WARN, _ref(step.warn_pattern)))
+                self._pending.append((CueKind.WARN, step.warn_pattern))
                 self.warn_at = None
             if self.iteration_end == due:
                 if self.step_iteration + 1 < step.count:
@@ -169,7 +161,7 @@ class Interpreter:
                 frame.iteration += 1
                 if frame.iteration < frame.count:
                     self.pc = frame.first
-                    self._pending.append((iteration_kind(frame.iterate), _ref(frame.round_pattern)))
+                    self._pending.append((iteration_kind(frame.iterate), frame.round_pattern))
                 else:
                     self.frames.pop()
                 continue
@@ -177,34 +169,31 @@ class Interpreter:
                 self.step = None
                 self.state = RunState.FINISHED
                 self.finished_at = t_ms
-                self._pending.append((CueKind.DONE, _ref(self.header.done_pattern)))
+                self._pending.append((CueKind.DONE, self.header.done_pattern))
                 return
             record = self.record(self.pc)
-            if record.kind == RecordKind.LOOP:
-                body = record.body
-                self.frames.append(_Frame(self.pc + 1, self.pc + 1 + body.body_count, Iterate(body.iterate), body.count, body.round_pattern))
+            if isinstance(record, LoopRecord):
+                self.frames.append(_Frame(self.pc + 1, self.pc + 1 + record.body_count, record.iterate, record.count, record.round_pattern))
                 self.pc += 1
                 continue
-            self.step = record.body
+            self.step = record
             self._begin_iteration(t_ms, 0)
             return
 
     def _begin_iteration(self, t_ms: int, iteration: int) -> None:
         step = self.step
         assert step is not None
-        duration = step.duration * TIME_UNIT_MS
-        tick = step.tick_every * TIME_UNIT_MS
-        warn = step.warn_before * TIME_UNIT_MS
+        duration, tick, warn = step.duration_ms, step.tick_every_ms, step.warn_before_ms
         self.step_iteration = iteration
         self.iteration_start = t_ms
         self.iteration_end = t_ms + duration
         self.next_tick = t_ms + tick if tick and tick < duration else None
         self.warn_at = t_ms + duration - warn if warn else None
         if iteration == 0:
-            self._pending.append((CueKind.START, _ref(step.start_pattern)))
+            self._pending.append((CueKind.START, step.start_pattern))
         else:
-            kind = CueKind.NEXT if step.iterate == Iterate.NONE else iteration_kind(Iterate(step.iterate))
-            self._pending.append((kind, _ref(step.next_pattern)))
+            kind = CueKind.NEXT if step.iterate == Iterate.NONE else iteration_kind(step.iterate)
+            self._pending.append((kind, step.next_pattern))
 
     def _flush(self, t_ms: int) -> None:
         """Fire the strongest of the cues due at ``t_ms``, labelled with where the band is now."""
@@ -228,7 +217,7 @@ class Interpreter:
         finger = None
         bindings = [(frame.iterate, frame.iteration) for frame in self.frames]
         if self.step is not None:
-            bindings.append((Iterate(self.step.iterate), self.step_iteration))
+            bindings.append((self.step.iterate, self.step_iteration))
         for iterate, iteration in bindings:
             if iterate == Iterate.HAND:
                 hand = self.hands[iteration]
@@ -240,5 +229,5 @@ class Interpreter:
         """Time left in the current step record (all its remaining iterations)."""
         if self.step is None:
             return 0
-        later = (self.step.count - self.step_iteration - 1) * self.step.duration * TIME_UNIT_MS
+        later = (self.step.count - self.step_iteration - 1) * self.step.duration_ms
         return max(0, self.iteration_end - t_ms) + later

@@ -1,9 +1,10 @@
 """In-process bands for scripts, tests and benchmarks.
 
 * :func:`storage_with` - a RAM-flash store holding a table, stored through the upload path;
-* :class:`LocalBleBand` - a band whose BLE peripheral sits on a bumble ``LocalLink``,
-  with the companion's bleak backend configured on the same link, so
-  ``BandClient.open("ble:HandCue-1A2B")`` reaches it in the same process.
+* :class:`LocalBleBand` - a band whose BLE peripheral sits on a bumble ``LocalLink``
+  (its own, or one shared with other bands); a central whose host joins the same
+  link (the companion's ``BumbleCentral(link=local.link)``) reaches it in the same
+  process.  The band knows nothing of the central: it only offers its link.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .flash import Flash
 from .handler import ProtocolHandler
 from .storage import FLASH_SIZE, Storage
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # bumble loads only when a BLE band is made
     from bumble.link import LocalLink
 
 
@@ -33,35 +34,37 @@ def storage_with(data: bytes | None = None) -> Storage:
 
 
 class LocalBleBand:
-    """``async with LocalBleBand() as local:`` a running band reachable over in-process BLE."""
+    """``async with LocalBleBand() as local:`` a running band advertising on ``local.link``.
+
+    Pass ``link=`` to put several bands on one virtual link (``band_id`` gives each
+    its own name and address); by default the band gets a new ``LocalLink``.
+    """
 
     def __init__(self, data: bytes | None = None, *, clock: Clock | None = None, battery_percent: float = 87.0,
-                 link: LocalLink | None = None) -> None:
+                 link: LocalLink | None = None, band_id: int = 0x1A2B) -> None:
         from bumble.link import LocalLink
 
         from .ble import BlePeripheral
 
-        self.link = link if link is not None else LocalLink()  # e.g. a ble_stack.paced_link.PacedLink
-        self.band = Band(storage_with(data), clock or VirtualClock(), battery_percent=battery_percent)
+        self.link = link if link is not None else LocalLink()
+        self.band = Band(storage_with(data), clock or VirtualClock(), band_id=band_id, battery_percent=battery_percent)
         self.handler = ProtocolHandler(self.band)
         self.events: list[dict[str, Any]] = []
         self.band.listeners.append(self.events.append)
         self.ble = BlePeripheral(self.handler, self.band, link=self.link)
         self._runner: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> LocalBleBand:
-        from companion.ble import bumble_backend
+    @property
+    def name(self) -> str:
+        """The advertised name, ``HandCue-<band id>``."""
+        return self.ble.name
 
+    async def __aenter__(self) -> LocalBleBand:
         self._runner = asyncio.create_task(self.band.run())
         await self.ble.start()
-        bumble_backend.configure(link=self.link)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        from companion.ble import bumble_backend
-
-        await bumble_backend.shutdown()
-        bumble_backend.reset()
         await self.ble.close()
         if self._runner is not None:
             self._runner.cancel()

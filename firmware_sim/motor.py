@@ -66,8 +66,5 @@ class Motor:
                 self._playing = None
 
     def _report(self, playing: _Playing, amplitude: int, duration: int) -> None:
-        cue = playing.cue
         self.on_time_ms += duration
-        self._on_event(
-            MotorEvent(playing.segment_start, amplitude, duration, cue.kind.name.lower(), cue.pattern, cue.step, cue.hand, cue.finger)
-        )
+        self._on_event(MotorEvent.of(playing.cue, playing.segment_start, amplitude, duration))

@@ -49,8 +49,13 @@ class PtySerialPort:
 
     async def _readable(self) -> None:
         loop = asyncio.get_running_loop()
-        ready = loop.create_future()
-        loop.add_reader(self.master, lambda: ready.done() or ready.set_result(None))
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_reader(self.master, wake)
         try:
             await ready
         finally:
@@ -81,7 +86,7 @@ class PtySerialPort:
                 await asyncio.sleep(self._wire_time(len(data)))
             # Like a UART nobody listens to, bytes that do not fit the pty buffer are lost;
             # the companion's retransmission and request timeouts cover that.
-            with contextlib.suppress(BlockingIOError, OSError):
+            with contextlib.suppress(OSError):  # BlockingIOError (buffer full) or EIO (nobody has the port open)
                 os.write(self.master, data)
 
     def close(self) -> None:

@@ -31,9 +31,10 @@ from enum import IntEnum
 import construct as c
 
 from protocol.constants import Limits, TableError
-from protocol.errors import HandCueError, TableFormatError
+from protocol.errors import TableFormatError
 from protocol.table import decode_table
 
+from .faults import StorageError
 from .flash import ERASED, SECTOR_SIZE, Flash
 
 JOURNAL_SECTORS = (0, 1)
@@ -65,10 +66,6 @@ JournalEntry = c.Struct(
 assert JournalEntry.sizeof() == ENTRY_SIZE
 _ENTRY = JournalEntry.compile()  # the same layout, compiled: a boot reads up to 512 entries
 _FREE_ENTRY = bytes([ERASED]) * ENTRY_SIZE
-
-
-class StorageError(HandCueError):
-    """An upload step arrived out of order (the protocol handler maps it to a status)."""
 
 
 @dataclass(frozen=True)
@@ -206,7 +203,7 @@ class Storage:
             return None
         try:
             decode_table(data)
-        except HandCueError:
+        except TableFormatError:
             return None
         return data
 
@@ -265,7 +262,7 @@ class Storage:
             if zlib.crc32(data) != upload.crc:
                 raise TableFormatError(TableError.BAD_CRC, "the received bytes do not match the announced CRC-32")
             decode_table(data)
-        except HandCueError:
+        except TableFormatError:
             self._append(EntryKind.ABORT)
             self.upload = None
             raise

@@ -107,6 +107,11 @@ class CueKind(IntEnum):
     """Next hand."""
     DONE = 7
 
+    @property
+    def text_id(self) -> str:
+        """The cue's name where text or JSON is written (``handcue inspect``, the band's trace)."""
+        return self.name.lower()
+
 
 class TechniqueCode(IntEnum):
     """Technique byte of a step record; string ids are the user-facing names."""

@@ -30,7 +30,7 @@ def crc16(data: bytes) -> int:
 
 def encode_frame(message: bytes) -> bytes:
     """The wire bytes of one message, delimiter included."""
-    return cobs.encode(message + crc16(message).to_bytes(FRAME_CRC_SIZE, "little")) + DELIMITER
+    return bytes(cobs.encode(message + crc16(message).to_bytes(FRAME_CRC_SIZE, "little"))) + DELIMITER
 
 
 def max_encoded_size(message_size: int) -> int:
@@ -86,7 +86,7 @@ class FrameParser:
 
     def _decode(self, encoded: bytes) -> bytes | None:
         try:
-            raw = cobs.decode(encoded)
+            raw = bytes(cobs.decode(encoded))
         except cobs.DecodeError:
             self.stats.bad_cobs += 1
             return None

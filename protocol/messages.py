@@ -1,21 +1,38 @@
-"""Messages of the transfer protocol: one construct layout per opcode and direction.
+"""Messages of the transfer protocol: one typed class per body, its layout declared with its fields.
 
 Every message starts with a 4-byte header ``version, kind, opcode,
-request_id``.  Requests carry the request body of their opcode; responses add
+request_id``.  Requests carry the body of their request class; responses add
 ``status, detail`` and then either the response body (status OK) or a reason
 string (any other status); notifications carry a notification body.
 ``protocol/SPEC.md`` part 2 lists every layout with worked hex examples.
+
+Each body is a frozen dataclass whose fields name their wire layout
+(:func:`wire`), so the class *is* the declaration: :attr:`Body.layout` is the
+construct ``Struct`` of the raw wire values, :attr:`Body.codec` the same bytes
+read into and built from instances.  A request class names its opcode and, as
+its type parameter, its response class (as smpclient's requests do), so
+``BandClient.request(InfoRequest())`` is typed as returning an
+:class:`InfoResponse`.  Defining a request class registers it for decoding.
+
+Adding a message: its opcode in :class:`~protocol.constants.Opcode`; its
+request class (and response class, if new) here; its handler in the one table
+of ``firmware_sim/handler.py``; optionally a named wrapper on ``BandClient``;
+its layout in SPEC.md part 2 with golden bytes in ``tests/test_messages.py``
+(and its fields in the table of ``docs/gen_spec_examples.py``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from enum import IntEnum
+from typing import Any, ClassVar, Generic, TypeVar, cast, dataclass_transform, get_args, get_origin
 
 import construct as c
 
 from .constants import FINGERS, NO_STEP, PROTOCOL_VERSION, BandState, CueKind, MessageKind, Opcode, Status, TechniqueCode
-from .errors import HandCueError
+from .errors import MessageError as MessageError  # re-exported: callers import it from here too
 
 MessageHeader = c.Struct(
     "version" / c.Int8ul,
@@ -26,110 +43,330 @@ MessageHeader = c.Struct(
 ResponseHead = c.Struct("status" / c.Int8ul, "detail" / c.Int8ul)
 Text = c.PascalString(c.Int8ul, "utf8")
 
-Empty = c.Struct()
-UploadBeginRequest = c.Struct("length" / c.Int32ul, "crc32" / c.Int32ul)
-UploadDataRequest = c.Struct("offset" / c.Int32ul, "data" / c.GreedyBytes)
-UPLOAD_DATA_OVERHEAD = MessageHeader.sizeof() + c.Int32ul.sizeof()
-"""Bytes of an UPLOAD_DATA message besides its data (header and offset)."""
 
-FirmwareVersion = c.Struct("major" / c.Int8ul, "minor" / c.Int8ul, "patch" / c.Int8ul)
-InfoResponse = c.Struct(
-    "band_id" / c.Int32ul,
-    "firmware" / FirmwareVersion,
-    "protocol_version" / c.Int8ul,
-    "battery" / c.Int8ul,
-    "state" / c.Int8ul,
-    "max_table" / c.Int32ul,
-    "max_frame" / c.Int16ul,
-    "window" / c.Int8ul,
-    "has_routine" / c.Int8ul,
-    "routine_crc32" / c.Int32ul,
-    "routine_size" / c.Int16ul,
-    "routine_name" / Text,
-)
-UploadBeginResponse = c.Struct("offset" / c.Int32ul, "max_chunk" / c.Int16ul, "window" / c.Int8ul)
-UploadAck = c.Struct("offset" / c.Int32ul)
-CommitResponse = c.Struct("crc32" / c.Int32ul, "total_ms" / c.Int32ul)
-StatusBody = c.Struct(
-    "state" / c.Int8ul,
-    "step" / c.Int16ul,  # record index, 0xFFFF none
-    "technique" / c.Int8ul,  # TechniqueCode, 0 none
-    "iteration" / c.Int8ul,
-    "hand" / c.Int8ul,  # 0 none, 1 left, 2 right
-    "finger" / c.Int8ul,  # 0 none, 1 thumb .. 5 little
-    "elapsed_ms" / c.Int32ul,
-    "remaining_ms" / c.Int32ul,
-    "step_remaining_ms" / c.Int32ul,
-    "total_ms" / c.Int32ul,
-    "last_cue" / c.Int8ul,  # CueKind, 0 none
-    "cues" / c.Int16ul,  # cues fired since start
-    "battery" / c.Int8ul,
-)
-ErrorBody = c.Struct("reason" / Text)
+# --------------------------------------------------------------------------
+# Declaring a body: fields that carry their layout
 
-REQUEST_BODIES: dict[Opcode, c.Construct] = {op: Empty for op in Opcode}
-REQUEST_BODIES[Opcode.UPLOAD_BEGIN] = UploadBeginRequest
-REQUEST_BODIES[Opcode.UPLOAD_DATA] = UploadDataRequest
 
-RESPONSE_BODIES: dict[Opcode, c.Construct] = {
-    Opcode.INFO: InfoResponse,
-    Opcode.UPLOAD_BEGIN: UploadBeginResponse,
-    Opcode.UPLOAD_DATA: UploadAck,
-    Opcode.UPLOAD_COMMIT: CommitResponse,
-    Opcode.ERASE: Empty,
-    Opcode.START: StatusBody,
-    Opcode.PAUSE: StatusBody,
-    Opcode.RESUME: StatusBody,
-    Opcode.SKIP: StatusBody,
-    Opcode.STOP: StatusBody,
-    Opcode.STATUS: StatusBody,
-}
-NOTIFICATION_BODIES: dict[Opcode, c.Construct] = {Opcode.STATUS: StatusBody}
+@dataclass(frozen=True)
+class Coding:
+    """How a field's raw wire value maps to its type (``decode``) and back (``encode``); None keeps the value."""
+
+    decode: Callable[[Any], Any] | None = None
+    encode: Callable[[Any], Any] | None = None
+
+
+def wire(layout: Any, coding: Coding | None = None) -> Any:
+    """A body field: ``layout`` is its raw wire form, ``coding`` maps raw values to the field's type and back."""
+    return dataclasses.field(metadata={"layout": layout, "coding": coding})
+
+
+def known(enum: type[IntEnum], none: int | None = None) -> Coding:
+    """Codes of ``enum`` as members; ``none`` (if given) and codes this side does not know read as None."""
+
+    def decode(value: int) -> IntEnum | None:
+        return None if value == none or value not in enum._value2member_map_ else enum(value)
+
+    def encode(member: IntEnum | None) -> int:
+        if member is None:
+            if none is None:
+                raise ValueError(f"a {enum.__name__} is required")
+            return none
+        return int(member)
+
+    return Coding(decode, encode)
+
+
+def indexed(names: tuple[str | None, ...]) -> Coding:
+    """A name sent as its index in ``names``; indices beyond them read as None."""
+    return Coding(lambda value: names[value] if value < len(names) else None, names.index)
+
+
+def sentinel(marker: int) -> Coding:
+    """An optional number: ``marker`` on the wire means None."""
+    return Coding(lambda value: None if value == marker else value, lambda value: marker if value is None else value)
+
+
+def saturating(limit: int) -> Coding:
+    """A count that stops at ``limit`` instead of overflowing its field."""
+    return Coding(encode=lambda value: min(value, limit))
+
+
+B = TypeVar("B", bound="Body")
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(wire,))
+class Body:
+    """A message body: a frozen dataclass whose fields are declared with :func:`wire`."""
+
+    layout: ClassVar[Any]
+    """The raw wire layout (``construct.Struct``), field by field, as SPEC.md part 2 tables it."""
+    codec: ClassVar[Any]
+    """The same bytes, parsed into and built from instances of the class."""
+    _whole: ClassVar[Any]
+    """:attr:`codec` that must also reach the end of its bytes (a whole message body)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclass(frozen=True)(cls)
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        cls.layout = c.Struct(*(f.name / f.metadata["layout"] for f in fields))
+        typed = [f.name / _adapted(f) for f in fields]
+
+        def instance(obj: Any, ctx: Any) -> Any:
+            return cls(**{f.name: obj[f.name] for f in fields})
+
+        def values(obj: Any, ctx: Any) -> dict[str, Any]:
+            return {f.name: getattr(obj, f.name) for f in fields}
+
+        cls.codec = c.ExprAdapter(c.Struct(*typed), decoder=instance, encoder=values)
+        cls._whole = c.ExprAdapter(c.Struct(*typed, c.Terminated), decoder=instance, encoder=values)
+
+    def build(self) -> bytes:
+        return bytes(self.codec.build(self))
+
+    @classmethod
+    def parse(cls: type[B], data: bytes) -> B:
+        """Read a body that must fill ``data`` exactly."""
+        return cast(B, cls._whole.parse(data))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(cast(Any, self))
+
+
+def _adapted(field: dataclasses.Field[Any]) -> Any:
+    layout, coding = field.metadata["layout"], field.metadata["coding"]
+    if coding is None:
+        return layout
+    decode, encode = coding.decode, coding.encode
+    return c.ExprAdapter(layout, decoder=lambda value, ctx: value if decode is None else decode(value),
+                         encoder=lambda value, ctx: value if encode is None else encode(value))
+
+
+R = TypeVar("R", bound=Body)
+
+REQUEST_TYPES: dict[Opcode, type[Request[Any]]] = {}
+"""Every request class by opcode; filled by defining the classes."""
+
+
+class Request(Body, Generic[R]):
+    """A request body; subclasses name their opcode and, as type parameter, their response class::
+
+        class UploadBeginRequest(Request[UploadBeginResponse], opcode=Opcode.UPLOAD_BEGIN): ...
+    """
+
+    opcode: ClassVar[Opcode]
+    response_type: ClassVar[type[Body]]
+
+    def __init_subclass__(cls, opcode: Opcode | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if opcode is None:
+            return
+        if opcode in REQUEST_TYPES:
+            raise TypeError(f"{cls.__name__}: {opcode.name} already has its request class {REQUEST_TYPES[opcode].__name__}")
+        [response] = [get_args(base)[0] for base in cls.__orig_bases__ if get_origin(base) is Request]  # type: ignore[attr-defined]
+        cls.opcode, cls.response_type = opcode, response
+        REQUEST_TYPES[opcode] = cls
+
+    def response_from(self, body: Body | None) -> R:
+        """``body`` as this request's response type (what :func:`decode_message` made of the answer)."""
+        if not isinstance(body, self.response_type):
+            raise MessageError(Status.BAD_REQUEST, f"{self.opcode.name} answered with {type(body).__name__}, not {self.response_type.__name__}")
+        return cast(R, body)
+
+
+# --------------------------------------------------------------------------
+# The bodies
+
+
+class Empty(Body):
+    """No fields: the OK answer to ERASE."""
+
+
+class ErrorBody(Body):
+    """What an error response carries instead of the response body (any status but OK)."""
+
+    reason: str = wire(Text)
+
+
+class FirmwareVersion(Body):
+    major: int = wire(c.Int8ul)
+    minor: int = wire(c.Int8ul)
+    patch: int = wire(c.Int8ul)
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+
+class InfoResponse(Body):
+    band_id: int = wire(c.Int32ul)
+    firmware: FirmwareVersion = wire(FirmwareVersion.codec)
+    protocol_version: int = wire(c.Int8ul)
+    battery: int = wire(c.Int8ul)
+    state: BandState | None = wire(c.Int8ul, known(BandState))
+    max_table: int = wire(c.Int32ul)
+    max_frame: int = wire(c.Int16ul)
+    window: int = wire(c.Int8ul)
+    has_routine: bool = wire(c.Flag)
+    routine_crc32: int = wire(c.Int32ul)
+    routine_size: int = wire(c.Int16ul)
+    routine_name: str = wire(Text)
+
+
+class UploadBeginResponse(Body):
+    offset: int = wire(c.Int32ul)
+    """Durably stored bytes of this table: where to (re)start."""
+    max_chunk: int = wire(c.Int16ul)
+    window: int = wire(c.Int8ul)
+
+
+class UploadDataResponse(Body):
+    """Cumulative acknowledgement: the bytes stored so far."""
+
+    offset: int = wire(c.Int32ul)
+
+
+class UploadCommitResponse(Body):
+    crc32: int = wire(c.Int32ul)
+    total_ms: int = wire(c.Int32ul)
+
 
 HANDS_WIRE = (None, "left", "right")
 FINGERS_WIRE = (None, *FINGERS)
 
 
-class MessageError(HandCueError):
-    """A message could not be decoded; ``status`` is what a band answers."""
+class StatusReport(Body):
+    """What a band reports about its session: the answer to STATUS and to the session commands, and the STATUS notification.
 
-    def __init__(self, status: Status, message: str, opcode: int = 0, request_id: int = 0) -> None:
-        super().__init__(message)
-        self.status = status
-        self.opcode = opcode
-        self.request_id = request_id
+    The band builds one from its state, the companion decodes one from every
+    STATUS response and notification; codes a companion does not know (from a
+    newer band) read as None.
+    """
+
+    state: BandState | None = wire(c.Int8ul, known(BandState))
+    step: int | None = wire(c.Int16ul, sentinel(NO_STEP))
+    """Record index of the step playing."""
+    technique: TechniqueCode | None = wire(c.Int8ul, known(TechniqueCode, none=0))
+    iteration: int = wire(c.Int8ul)
+    hand: str | None = wire(c.Int8ul, indexed(HANDS_WIRE))
+    finger: str | None = wire(c.Int8ul, indexed(FINGERS_WIRE))
+    elapsed_ms: int = wire(c.Int32ul)
+    remaining_ms: int = wire(c.Int32ul)
+    step_remaining_ms: int = wire(c.Int32ul)
+    total_ms: int = wire(c.Int32ul)
+    last_cue: CueKind | None = wire(c.Int8ul, known(CueKind, none=0))
+    cues: int = wire(c.Int16ul, saturating(0xFFFF))
+    """Cues fired since start."""
+    battery: int = wire(c.Int8ul)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(
+            super().to_json(),
+            state=self.state.name.lower() if self.state is not None else None,
+            technique=self.technique.text_id if self.technique is not None else None,
+            last_cue=self.last_cue.name.lower() if self.last_cue is not None else None,
+        )
 
 
-@dataclass
+class InfoRequest(Request[InfoResponse], opcode=Opcode.INFO):
+    """The band's identity, firmware, battery, limits and active routine."""
+
+
+class UploadBeginRequest(Request[UploadBeginResponse], opcode=Opcode.UPLOAD_BEGIN):
+    """Start an upload of a table, or resume the interrupted upload of the same table (same length and CRC-32)."""
+
+    length: int = wire(c.Int32ul)
+    crc32: int = wire(c.Int32ul)
+
+
+class UploadDataRequest(Request[UploadDataResponse], opcode=Opcode.UPLOAD_DATA):
+    """Table bytes from ``offset``; the band stores them only if ``offset`` is where its stored bytes end."""
+
+    offset: int = wire(c.Int32ul)
+    data: bytes = wire(c.GreedyBytes)
+
+
+class UploadCommitRequest(Request[UploadCommitResponse], opcode=Opcode.UPLOAD_COMMIT):
+    """Verify the uploaded table and make it the active routine (the old one stays if it is refused)."""
+
+
+class EraseRequest(Request[Empty], opcode=Opcode.ERASE):
+    """Remove the active routine."""
+
+
+class StartRequest(Request[StatusReport], opcode=Opcode.START):
+    """Play the routine from the beginning."""
+
+
+class PauseRequest(Request[StatusReport], opcode=Opcode.PAUSE):
+    """Pause the routine; the remaining time is kept."""
+
+
+class ResumeRequest(Request[StatusReport], opcode=Opcode.RESUME):
+    """Resume a paused routine."""
+
+
+class SkipRequest(Request[StatusReport], opcode=Opcode.SKIP):
+    """Skip the rest of the current step."""
+
+
+class StopRequest(Request[StatusReport], opcode=Opcode.STOP):
+    """Stop the routine."""
+
+
+class StatusRequest(Request[StatusReport], opcode=Opcode.STATUS):
+    """What the band is doing now."""
+
+
+NOTIFICATION_TYPES: dict[Opcode, type[Body]] = {Opcode.STATUS: StatusReport}
+"""The body of every notification by opcode."""
+
+UPLOAD_DATA_OVERHEAD = MessageHeader.sizeof() + c.Struct(*UploadDataRequest.layout.subcons[:-1]).sizeof()
+"""Bytes of an UPLOAD_DATA message besides its data (header and every field before the data)."""
+
+
+# --------------------------------------------------------------------------
+# Messages: header + body
+
+
+@dataclass(frozen=True)
 class Message:
-    """A decoded message."""
+    """A decoded message: its header, and its typed body (None in an error response)."""
 
     kind: MessageKind
     opcode: Opcode
     request_id: int
-    body: c.Container
+    body: Body | None
     status: Status = Status.OK
     detail: int = 0
     reason: str = ""
 
 
-def _header(kind: MessageKind, opcode: Opcode, request_id: int) -> bytes:
-    return MessageHeader.build(dict(version=PROTOCOL_VERSION, kind=kind, opcode=opcode, request_id=request_id))
+def _header(kind: MessageKind, opcode: int, request_id: int) -> bytes:
+    return bytes(MessageHeader.build(dict(version=PROTOCOL_VERSION, kind=kind, opcode=opcode, request_id=request_id)))
 
 
-def encode_request(opcode: Opcode, request_id: int, **fields: Any) -> bytes:
-    return _header(MessageKind.REQUEST, opcode, request_id) + REQUEST_BODIES[opcode].build(fields)
+def encode_request(request: Request[Any], request_id: int) -> bytes:
+    return _header(MessageKind.REQUEST, request.opcode, request_id) + request.build()
 
 
-def encode_response(opcode: int, request_id: int, status: Status = Status.OK, detail: int = 0, reason: str = "", **fields: Any) -> bytes:
-    head = _header(MessageKind.RESPONSE, opcode, request_id) + ResponseHead.build(dict(status=status, detail=detail))  # type: ignore[arg-type]
-    if status != Status.OK:
-        return head + ErrorBody.build(dict(reason=reason.encode()[:255].decode(errors="ignore")))
-    return head + RESPONSE_BODIES[Opcode(opcode)].build(fields)
+def encode_response(opcode: Opcode, request_id: int, body: Body) -> bytes:
+    """An OK response; ``body`` must be of the response type of ``opcode``'s request."""
+    expected = REQUEST_TYPES[opcode].response_type
+    if not isinstance(body, expected):
+        raise TypeError(f"{opcode.name} answers with {expected.__name__}, not {type(body).__name__}")
+    return _header(MessageKind.RESPONSE, opcode, request_id) + bytes(ResponseHead.build(dict(status=Status.OK, detail=0))) + body.build()
 
 
-def encode_notification(opcode: Opcode, **fields: Any) -> bytes:
-    return _header(MessageKind.NOTIFICATION, opcode, 0) + NOTIFICATION_BODIES[opcode].build(fields)
+def encode_error(opcode: int, request_id: int, status: Status, detail: int = 0, reason: str = "") -> bytes:
+    """An error response: status, detail and a reason cut to 255 bytes on a character boundary."""
+    head = _header(MessageKind.RESPONSE, opcode, request_id) + bytes(ResponseHead.build(dict(status=status, detail=detail)))
+    return head + ErrorBody(reason=reason.encode()[:255].decode(errors="ignore")).build()
+
+
+def encode_notification(body: Body) -> bytes:
+    [opcode] = [opcode for opcode, kind in NOTIFICATION_TYPES.items() if isinstance(body, kind)]
+    return _header(MessageKind.NOTIFICATION, opcode, 0) + body.build()
 
 
 def decode_message(data: bytes) -> Message:
@@ -148,84 +385,16 @@ def decode_message(data: bytes) -> Message:
     rest = data[MessageHeader.sizeof() :]
     try:
         if kind == MessageKind.REQUEST:
-            return Message(kind, opcode, request_id, _parse_all(REQUEST_BODIES[opcode], rest))
+            return Message(kind, opcode, request_id, REQUEST_TYPES[opcode].parse(rest))
         if kind == MessageKind.NOTIFICATION:
-            if opcode not in NOTIFICATION_BODIES:
+            if opcode not in NOTIFICATION_TYPES:
                 raise MessageError(Status.UNKNOWN_REQUEST, f"no notification {opcode.name}", opcode_value, request_id)
-            return Message(kind, opcode, request_id, _parse_all(NOTIFICATION_BODIES[opcode], rest))
+            return Message(kind, opcode, request_id, NOTIFICATION_TYPES[opcode].parse(rest))
         head = ResponseHead.parse(rest)
         status = Status(head.status) if head.status in Status._value2member_map_ else Status.BAD_REQUEST
         body = rest[ResponseHead.sizeof() :]
         if status != Status.OK:
-            return Message(kind, opcode, request_id, c.Container(), status, head.detail, _parse_all(ErrorBody, body).reason)
-        return Message(kind, opcode, request_id, _parse_all(RESPONSE_BODIES[opcode], body), status, head.detail)
+            return Message(kind, opcode, request_id, None, status, head.detail, ErrorBody.parse(body).reason)
+        return Message(kind, opcode, request_id, REQUEST_TYPES[opcode].response_type.parse(body), status, head.detail)
     except (c.ConstructError, UnicodeDecodeError) as exc:
         raise MessageError(Status.BAD_REQUEST, f"malformed {opcode.name} {kind.name.lower()}: {exc}", opcode_value, request_id) from exc
-
-
-def _parse_all(layout: c.Construct, data: bytes) -> c.Container:
-    return (layout + c.Terminated).parse(data) if layout is not UploadDataRequest else layout.parse(data)
-
-
-@dataclass(frozen=True)
-class StatusReport:
-    """What a band reports about its session: the readable form of :data:`StatusBody`.
-
-    The band builds one from its state, the companion decodes one from every
-    STATUS response and notification; both use this one definition.
-    """
-
-    state: str
-    """``idle``, ``running``, ``paused`` or ``finished`` (:class:`BandState` names)."""
-    step: int | None
-    technique: str | None
-    iteration: int
-    hand: str | None
-    finger: str | None
-    elapsed_ms: int
-    remaining_ms: int
-    step_remaining_ms: int
-    total_ms: int
-    last_cue: str | None
-    cues: int
-    battery: int
-
-    def to_fields(self) -> dict[str, Any]:
-        """Keyword fields to build a :data:`StatusBody`."""
-        return dict(
-            state=BandState[self.state.upper()], step=NO_STEP if self.step is None else self.step,
-            technique=0 if self.technique is None else TechniqueCode.from_text_id(self.technique),
-            iteration=self.iteration, hand=HANDS_WIRE.index(self.hand), finger=FINGERS_WIRE.index(self.finger),
-            elapsed_ms=self.elapsed_ms, remaining_ms=self.remaining_ms, step_remaining_ms=self.step_remaining_ms,
-            total_ms=self.total_ms, last_cue=0 if self.last_cue is None else CueKind[self.last_cue.upper()],
-            cues=min(self.cues, 0xFFFF), battery=self.battery,
-        )
-
-    @classmethod
-    def from_body(cls, body: c.Container) -> StatusReport:
-        """Decode a parsed :data:`StatusBody`; unknown codes from newer bands read as None."""
-
-        def known(enum: Any, value: int) -> Any:
-            return enum(value) if value in enum._value2member_map_ else None
-
-        state = known(BandState, body.state)
-        technique = known(TechniqueCode, body.technique)
-        cue = known(CueKind, body.last_cue)
-        return cls(
-            state=state.name.lower() if state is not None else f"state {body.state}",
-            step=None if body.step == NO_STEP else body.step,
-            technique=technique.text_id if technique is not None else None,
-            iteration=body.iteration,
-            hand=HANDS_WIRE[body.hand] if body.hand < len(HANDS_WIRE) else None,
-            finger=FINGERS_WIRE[body.finger] if body.finger < len(FINGERS_WIRE) else None,
-            elapsed_ms=body.elapsed_ms,
-            remaining_ms=body.remaining_ms,
-            step_remaining_ms=body.step_remaining_ms,
-            total_ms=body.total_ms,
-            last_cue=cue.name.lower() if cue is not None else None,
-            cues=body.cues,
-            battery=body.battery,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)

@@ -1,4 +1,4 @@
-"""The binary step table: layouts (construct), model, encoder, decoder, checks.
+"""The binary step table: layouts and model (declared once), encoder, decoder, checks.
 
 A table is what a band stores and executes.  Layout (all little endian)::
 
@@ -8,24 +8,26 @@ A table is what a band stores and executes.  Layout (all little endian)::
     segments   segment_count x 2            (amplitude %, duration / 10 ms)
     names      optional: routine name, then one name per pattern
 
-``protocol/SPEC.md`` describes every byte and how a band executes it.  This
-module does no I/O: :func:`encode_table` and :func:`decode_table` convert
-between bytes and :class:`StepTable`, and both enforce :class:`Limits`.
+``protocol/SPEC.md`` describes every byte and how a band executes it.  Each
+record and segment is a model class whose fields carry their layout
+(:mod:`protocol.layout`); :data:`Table` puts the sections together and computes
+the counts, sizes and CRC from the content.  This module does no I/O:
+:func:`encode_table` and :func:`decode_table` convert between bytes and
+:class:`StepTable`, and both enforce :class:`Limits`.
 """
 
 from __future__ import annotations
 
 import io
 import zlib
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-import construct as c
+import construct as c  # type: ignore[import-untyped,unused-ignore]
 
 from .constants import (
     NO_PATTERN,
-    PATTERN_DESCRIPTOR_SIZE,
-    SEGMENT_SIZE,
     SEGMENT_UNIT_MS,
     TABLE_FORMAT_VERSION,
     TABLE_HEADER_SIZE,
@@ -41,94 +43,95 @@ from .constants import (
     TechniqueCode,
 )
 from .errors import TableFormatError
+from .layout import Coded, Marker, Rebuild, Tagged, Units, at, laid_out, layout_of
 
 # --------------------------------------------------------------------------
-# Layouts
+# Field types: the units and markers of the bytes, as adapters
+
+Time = Units(c.Int16ul, TIME_UNIT_MS)
+"""Durations, tick intervals and warnings: u16 of 100 ms units in the bytes, ms in the model."""
+PatternRef = Marker(c.Int8ul, NO_PATTERN)
+"""A pattern index; 0xFF ("no pattern") is ``None`` in the model."""
+TechniqueByte = Coded(c.Int8ul, TechniqueCode)
+IterateByte = Coded(c.Int8ul, Iterate)
+Name = c.PascalString(c.Int8ul, "utf8")
 
 CRC_OFFSET = 4
 CRC_START = 8
 """The CRC-32 covers every byte from offset 8 to the end of the table."""
 
-Header = c.Struct(
-    "magic" / c.Const(TABLE_MAGIC),
-    "crc32" / c.Int32ul,
-    "version" / c.Int8ul,
-    "flags" / c.Int8ul,
-    "header_size" / c.Int8ul,
-    "record_size" / c.Int8ul,
-    "table_size" / c.Int16ul,
-    "record_count" / c.Int16ul,
-    "total_ms" / c.Int32ul,
-    "pattern_count" / c.Int8ul,
-    "segment_count" / c.Int8ul,
-    "hands" / c.Int8ul,
-    "done_pattern" / c.Int8ul,
-)
-assert Header.sizeof() == TABLE_HEADER_SIZE
 
-StepBody = c.Struct(
-    "technique" / c.Int8ul,
-    "iterate" / c.Int8ul,
-    "count" / c.Int8ul,
-    "duration" / c.Int16ul,
-    "tick_every" / c.Int16ul,
-    "warn_before" / c.Int16ul,
-    "start_pattern" / c.Int8ul,
-    "next_pattern" / c.Int8ul,
-    "tick_pattern" / c.Int8ul,
-    "warn_pattern" / c.Int8ul,
-)
-LoopBody = c.Struct(
-    "iterate" / c.Int8ul,
-    "count" / c.Int8ul,
-    "round_pattern" / c.Int8ul,
-    "body_count" / c.Int16ul,
-)
-Record = c.Struct(
-    "kind" / c.Int8ul,
-    "body"
-    / c.Switch(
-        c.this.kind,
-        {int(RecordKind.STEP): StepBody, int(RecordKind.LOOP): LoopBody},
-        default=c.Error,
-    ),
-)
-assert 1 + StepBody.sizeof() <= TABLE_RECORD_SIZE and 1 + LoopBody.sizeof() <= TABLE_RECORD_SIZE
+def table_crc(data: bytes | bytearray) -> int:
+    """CRC-32/ISO-HDLC (zlib's) over bytes 8.. of a table: what the header's ``crc32`` holds."""
+    return zlib.crc32(bytes(data[CRC_START:]))
 
-PatternDescriptor = c.Struct("first_segment" / c.Int8ul, "segment_count" / c.Int8ul)
-Segment = c.Struct("amplitude" / c.Int8ul, "duration" / c.Int8ul)
-Name = c.PascalString(c.Int8ul, "utf8")
-
-Table = c.Struct(
-    "header" / Header,
-    # A newer companion may write a longer header or longer records; an older
-    # band skips the bytes it does not know.
-    "header_extra" / c.Bytes(c.this.header.header_size - TABLE_HEADER_SIZE),
-    "records" / c.Array(c.this.header.record_count, c.Padded(c.this.header.record_size, Record)),
-    "patterns" / c.Array(c.this.header.pattern_count, PatternDescriptor),
-    "segments" / c.Array(c.this.header.segment_count, Segment),
-    "names"
-    / c.If(
-        c.this.header.flags & int(TableFlags.NAMES),
-        c.Struct("routine" / Name, "patterns" / c.Array(c.this._.header.pattern_count, Name)),
-    ),
-    c.Terminated,
-)
 
 # --------------------------------------------------------------------------
-# Model
+# Records and pattern segments: model and layout in one declaration
+# (offsets within the record: byte 0 is the kind, see RECORD below)
 
 
-@dataclass(frozen=True)
+@laid_out
+class StepRecord:
+    """One technique, played ``count`` times for ``duration_ms`` each."""
+
+    technique: TechniqueCode = at(1, TechniqueByte)
+    duration_ms: int = at(4, Time)
+    iterate: Iterate = at(2, IterateByte, default=Iterate.NONE)
+    count: int = at(3, c.Int8ul, default=1)
+    tick_every_ms: int = at(6, Time, default=0)
+    warn_before_ms: int = at(8, Time, default=0)
+    start_pattern: int | None = at(10, PatternRef, default=None)
+    next_pattern: int | None = at(11, PatternRef, default=None)
+    tick_pattern: int | None = at(12, PatternRef, default=None)
+    warn_pattern: int | None = at(13, PatternRef, default=None)
+
+    @property
+    def total_ms(self) -> int:
+        return self.duration_ms * self.count
+
+
+@laid_out
+class LoopRecord:
+    """Repeat the next ``body_count`` records ``count`` times."""
+
+    iterate: Iterate = at(1, IterateByte)
+    count: int = at(2, c.Int8ul)
+    body_count: int = at(4, c.Int16ul)
+    round_pattern: int | None = at(3, PatternRef, default=None)
+
+
+@laid_out
 class PatternSegment:
     """Motor at ``amplitude`` percent (0 = off) for ``duration_ms``."""
 
-    amplitude: int
-    duration_ms: int
+    amplitude: int = at(0, c.Int8ul)
+    duration_ms: int = at(1, Units(c.Int8ul, SEGMENT_UNIT_MS))
 
     @property
     def is_on(self) -> bool:
         return self.amplitude > 0
+
+
+TableRecord = StepRecord | LoopRecord
+
+StepBody = layout_of(StepRecord, start=1)
+LoopBody = layout_of(LoopRecord, start=1)
+RECORD = Tagged(c.Int8ul, {RecordKind.STEP: (StepRecord, StepBody), RecordKind.LOOP: (LoopRecord, LoopBody)})
+"""A record: its kind byte, then the layout of that kind; parses to (and builds from) the model class."""
+assert 1 + max(StepBody.sizeof(), LoopBody.sizeof()) <= TABLE_RECORD_SIZE
+
+
+def record_kind(record: TableRecord) -> RecordKind:
+    """The kind byte :data:`RECORD` writes for ``record``."""
+    return RecordKind(RECORD.kinds[type(record)])
+
+
+SEGMENT = layout_of(PatternSegment)
+PatternDescriptor = c.Struct("first_segment" / c.Int8ul, "segment_count" / c.Int8ul)
+NameSection = c.Struct("routine" / Name, "patterns" / c.Array(c.this._.header.pattern_count, Name))
+PATTERN_DESCRIPTOR_SIZE: int = PatternDescriptor.sizeof()
+SEGMENT_SIZE: int = SEGMENT.sizeof()
 
 
 @dataclass(frozen=True)
@@ -147,37 +150,99 @@ class CuePattern:
         return "/".join(str(s.duration_ms) for s in self.segments)
 
 
+# --------------------------------------------------------------------------
+# The whole table.  Building needs only the content (records, patterns, names,
+# hands, done cue): every count, size, offset, the total and the CRC are
+# computed by the declaration.  A newer companion may write a longer header or
+# longer records; an older band skips the bytes it does not know.
+
+Header = c.Struct(
+    "magic" / c.Const(TABLE_MAGIC),
+    "crc32" / c.Default(c.Int32ul, 0),  # written last, by the Checksum at the end of Table
+    "version" / c.Default(c.Int8ul, TABLE_FORMAT_VERSION),
+    "flags" / Rebuild(c.Int8ul, lambda this: int(TableFlags.NAMES) if this._.with_names else 0),
+    "header_size" / c.Default(c.Int8ul, TABLE_HEADER_SIZE),
+    "record_size" / c.Default(c.Int8ul, TABLE_RECORD_SIZE),
+    "table_size" / Rebuild(c.Int16ul, lambda this: _content_size(this._)),
+    "record_count" / Rebuild(c.Int16ul, lambda this: len(this._.records)),
+    "total_ms" / Rebuild(c.Int32ul, lambda this: _total_ms(this._.records)),
+    "pattern_count" / Rebuild(c.Int8ul, lambda this: len(this._.patterns)),
+    "segment_count" / Rebuild(c.Int8ul, lambda this: len(_all_segments(this._.patterns))),
+    "hands" / c.Int8ul,
+    "done_pattern" / PatternRef,
+)
+assert Header.sizeof() == TABLE_HEADER_SIZE
+
+Table = c.Struct(
+    "header" / Header,
+    "header_extra" / c.Default(c.Bytes(c.this.header.header_size - TABLE_HEADER_SIZE), b""),
+    "records" / c.Array(c.this.header.record_count, c.Padded(c.this.header.record_size, RECORD)),
+    "descriptors" / Rebuild(c.Array(c.this.header.pattern_count, PatternDescriptor), lambda this: _descriptors(this.patterns)),
+    "segments" / Rebuild(c.Array(c.this.header.segment_count, SEGMENT), lambda this: _all_segments(this.patterns)),
+    "names" / Rebuild(c.If(c.this.header.flags & int(TableFlags.NAMES), NameSection), lambda this: _names(this)),
+    c.Terminated,
+    "crc32" / c.Pointer(CRC_OFFSET, c.Checksum(c.Int32ul, table_crc, lambda this: this._io.getvalue())),
+)
+"""Build from ``dict(header=dict(hands=..., done_pattern=...), records=[...], patterns=[CuePattern...], name=..., with_names=...)``."""
+
+
+def _all_segments(patterns: Sequence[CuePattern]) -> list[PatternSegment]:
+    return [segment for pattern in patterns for segment in pattern.segments]
+
+
+def _descriptors(patterns: Sequence[CuePattern]) -> list[dict[str, int]]:
+    firsts = [0]
+    for pattern in patterns:
+        firsts.append(firsts[-1] + len(pattern.segments))
+    return [dict(first_segment=first, segment_count=len(p.segments)) for first, p in zip(firsts, patterns, strict=False)]
+
+
+def _names(content: Any) -> dict[str, Any] | None:
+    return dict(routine=content.name, patterns=[p.name for p in content.patterns]) if content.with_names else None
+
+
+def _content_size(content: Any) -> int:
+    """The table's size: where its sections end (as :func:`table_sections` says), plus the name section."""
+    counts = c.Container(header_size=TABLE_HEADER_SIZE, record_size=TABLE_RECORD_SIZE, record_count=len(content.records),
+                         pattern_count=len(content.patterns), segment_count=len(_all_segments(content.patterns)))
+    names = _names(content)
+    return table_sections(counts).names + (0 if names is None else sum(len(Name.build(n)) for n in [names["routine"], *names["patterns"]]))
+
+
+def _total_ms(records: list[TableRecord]) -> int:
+    return sum(node.total_ms for node in build_tree(records))
+
+
 @dataclass(frozen=True)
-class StepRecord:
-    """One technique, played ``count`` times for ``duration_ms`` each."""
+class Sections:
+    """Where the sections of a table start (byte offsets), as its header says."""
 
-    technique: TechniqueCode
-    duration_ms: int
-    iterate: Iterate = Iterate.NONE
-    count: int = 1
-    tick_every_ms: int = 0
-    warn_before_ms: int = 0
-    start_pattern: int | None = None
-    next_pattern: int | None = None
-    tick_pattern: int | None = None
-    warn_pattern: int | None = None
+    records: int
+    record_size: int
+    patterns: int
+    segments: int
+    names: int
+    """The end of the fixed-size sections: the name section, if any, or the end of the table."""
 
-    @property
-    def total_ms(self) -> int:
-        return self.duration_ms * self.count
+    def record(self, index: int) -> int:
+        return self.records + index * self.record_size
 
+    def pattern(self, index: int) -> int:
+        return self.patterns + index * PATTERN_DESCRIPTOR_SIZE
 
-@dataclass(frozen=True)
-class LoopRecord:
-    """Repeat the next ``body_count`` records ``count`` times."""
-
-    iterate: Iterate
-    count: int
-    body_count: int
-    round_pattern: int | None = None
+    def segment(self, index: int) -> int:
+        return self.segments + index * SEGMENT_SIZE
 
 
-TableRecord = StepRecord | LoopRecord
+def table_sections(header: Any) -> Sections:
+    """The section offsets of a table from its parsed :data:`Header`; the one place they are computed."""
+    patterns = header.header_size + header.record_count * header.record_size
+    segments = patterns + PATTERN_DESCRIPTOR_SIZE * header.pattern_count
+    return Sections(header.header_size, header.record_size, patterns, segments, segments + SEGMENT_SIZE * header.segment_count)
+
+
+# --------------------------------------------------------------------------
+# Model of a whole table
 
 
 @dataclass
@@ -193,7 +258,7 @@ class StepTable:
 
     @property
     def total_ms(self) -> int:
-        return sum(node.total_ms for node in build_tree(self.records))
+        return _total_ms(self.records)
 
     def pattern_label(self, index: int | None) -> str:
         """A pattern's name, or ``#index`` when the table carries no names."""
@@ -215,6 +280,27 @@ class Node:
         if isinstance(self.record, StepRecord):
             return self.record.total_ms
         return self.record.count * sum(child.total_ms for child in self.children)
+
+    # What protocol.iterations walks: a step, or a loop over its body.
+
+    @property
+    def iterate(self) -> Iterate:
+        return self.record.iterate
+
+    @property
+    def count(self) -> int:
+        return self.record.count
+
+    @property
+    def duration_ms(self) -> int:
+        """One iteration: the step's duration, or one pass through the loop's body."""
+        if isinstance(self.record, StepRecord):
+            return self.record.duration_ms
+        return sum(child.total_ms for child in self.children)
+
+    @property
+    def body(self) -> list[Node] | None:
+        return self.children if isinstance(self.record, LoopRecord) else None
 
 
 # --------------------------------------------------------------------------
@@ -254,13 +340,6 @@ def _check_binding(index: int, iterate: Iterate, bound: frozenset[Iterate]) -> N
         raise _bad(TableError.BAD_NESTING, f"record {index}: iterates over {iterate.name.lower()} inside a loop that already does")
 
 
-def walk(nodes: list[Node]) -> Iterator[Node]:
-    """Every node in record order."""
-    for node in nodes:
-        yield node
-        yield from walk(node.children)
-
-
 # --------------------------------------------------------------------------
 # Checks
 
@@ -271,6 +350,11 @@ def _bad(code: TableError, message: str) -> TableFormatError:
 
 def validate_table(table: StepTable) -> None:
     """Raise :class:`TableFormatError` unless ``table`` respects every limit."""
+    _validate(table)
+
+
+def _validate(table: StepTable) -> int:
+    """:func:`validate_table`, returning the routine's total duration (ms)."""
     if not 1 <= len(table.records) <= Limits.MAX_RECORDS:
         raise _bad(TableError.LIMIT, f"{len(table.records)} records; a table holds 1 to {Limits.MAX_RECORDS}")
     if len(table.patterns) > Limits.MAX_PATTERNS:
@@ -327,6 +411,7 @@ def validate_table(table: StepTable) -> None:
     total = sum(node.total_ms for node in build_tree(table.records))
     if total > Limits.MAX_TOTAL_MS:
         raise _bad(TableError.LIMIT, f"routine lasts {total} ms; at most {Limits.MAX_TOTAL_MS} ms")
+    return total
 
 
 def pattern_problem(pattern: CuePattern) -> str | None:
@@ -354,82 +439,27 @@ def pattern_problem(pattern: CuePattern) -> str | None:
 # Codec
 
 
-def _ref_out(ref: int | None) -> int:
-    return NO_PATTERN if ref is None else ref
-
-
-def _ref_in(value: int) -> int | None:
-    return None if value == NO_PATTERN else value
-
-
 def encode_table(table: StepTable, *, names: bool | None = None) -> bytes:
     """The bytes of ``table``; ``names=False`` strips the name section."""
     validate_table(table)
     with_names = table.has_names if names is None else names
-    records = []
-    for record in table.records:
-        if isinstance(record, StepRecord):
-            body = dict(
-                technique=int(record.technique),
-                iterate=int(record.iterate),
-                count=record.count,
-                duration=record.duration_ms // TIME_UNIT_MS,
-                tick_every=record.tick_every_ms // TIME_UNIT_MS,
-                warn_before=record.warn_before_ms // TIME_UNIT_MS,
-                start_pattern=_ref_out(record.start_pattern),
-                next_pattern=_ref_out(record.next_pattern),
-                tick_pattern=_ref_out(record.tick_pattern),
-                warn_pattern=_ref_out(record.warn_pattern),
-            )
-            records.append(dict(kind=int(RecordKind.STEP), body=body))
-        else:
-            body = dict(
-                iterate=int(record.iterate),
-                count=record.count,
-                round_pattern=_ref_out(record.round_pattern),
-                body_count=record.body_count,
-            )
-            records.append(dict(kind=int(RecordKind.LOOP), body=body))
-    descriptors, segments = [], []
-    for pattern in table.patterns:
-        descriptors.append(dict(first_segment=len(segments), segment_count=len(pattern.segments)))
-        segments.extend(dict(amplitude=s.amplitude, duration=s.duration_ms // SEGMENT_UNIT_MS) for s in pattern.segments)
-    header = dict(
-        crc32=0,
-        version=TABLE_FORMAT_VERSION,
-        flags=int(TableFlags.NAMES) if with_names else 0,
-        header_size=TABLE_HEADER_SIZE,
-        record_size=TABLE_RECORD_SIZE,
-        table_size=0,
-        record_count=len(records),
-        total_ms=table.total_ms,
-        pattern_count=len(descriptors),
-        segment_count=len(segments),
-        hands=int(table.hands),
-        done_pattern=_ref_out(table.done_pattern),
+    content = dict(
+        header=dict(hands=int(table.hands), done_pattern=table.done_pattern),
+        records=table.records, patterns=table.patterns, name=table.name, with_names=with_names,
     )
-    name_section = dict(routine=table.name, patterns=[p.name for p in table.patterns]) if with_names else None
-    content = dict(header=header, header_extra=b"", records=records, patterns=descriptors, segments=segments, names=name_section)
-    data = bytearray(Table.build(content))
+    data: bytes = Table.build(content)
     if len(data) > Limits.MAX_TABLE_BYTES:
         raise _bad(TableError.LIMIT, f"table of {len(data)} bytes; at most {Limits.MAX_TABLE_BYTES}")
-    data[12:14] = len(data).to_bytes(2, "little")
-    data[CRC_OFFSET:CRC_START] = table_crc(data).to_bytes(4, "little")
-    return bytes(data)
+    return data
 
 
-def table_crc(data: bytes | bytearray) -> int:
-    """CRC-32/ISO-HDLC (zlib's) over bytes 8.. of a table."""
-    return zlib.crc32(bytes(data[CRC_START:]))
-
-
-def check_table_header(data: bytes) -> c.Container:
-    """Check what a band checks before parsing records: length, magic, version, size, CRC."""
+def check_table_header(data: bytes) -> Any:
+    """Check what a band checks before parsing records: length, magic, version, size, CRC; the parsed :data:`Header`."""
     if len(data) < TABLE_HEADER_SIZE:
         raise _bad(TableError.TOO_SHORT, f"{len(data)} bytes is shorter than the {TABLE_HEADER_SIZE}-byte header")
     if data[:4] != TABLE_MAGIC:
         raise _bad(TableError.BAD_MAGIC, f"does not start with {TABLE_MAGIC!r}: not a HandCue table")
-    header = Header.parse(data)
+    header = _HEADER.parse(data)
     if header.version != TABLE_FORMAT_VERSION:
         raise _bad(TableError.BAD_VERSION, f"format version {header.version}; this code reads version {TABLE_FORMAT_VERSION}")
     if header.header_size < TABLE_HEADER_SIZE or header.record_size < TABLE_RECORD_SIZE:
@@ -445,102 +475,78 @@ def check_table_header(data: bytes) -> c.Container:
 
 
 def decode_table(data: bytes) -> StepTable:
-    """Parse and check a table; raise :class:`TableFormatError` on any fault."""
+    """Parse and check a table; raise :class:`TableFormatError` on any fault.
+
+    The checks run in the order of SPEC.md §11, section by section, so a
+    table with several faults always gets the same :class:`TableError`.
+    """
     header = check_table_header(data)
-    parsed = _parse_sections(data, header)
+    sections = table_sections(header)
+    if sections.names > len(data):
+        raise _bad(TableError.BAD_SIZE, f"the table ends at byte {len(data)}, inside its records, patterns or segments (which end at {sections.names})")
+    records, record_fault = _read_records(data, header.record_count, sections)
+    descriptors = [_DESCRIPTOR.parse(data[o : o + PATTERN_DESCRIPTOR_SIZE]) for o in range(sections.patterns, sections.segments, PATTERN_DESCRIPTOR_SIZE)]
+    segments = [_SEGMENT.parse(data[o : o + SEGMENT_SIZE]) for o in range(sections.segments, sections.names, SEGMENT_SIZE)]
+    names = _read_names(data[sections.names :], header)
     patterns = []
     expected_first = 0
-    for index, descriptor in enumerate(parsed.patterns):
+    for index, descriptor in enumerate(descriptors):
         if descriptor.first_segment != expected_first:
             raise _bad(TableError.BAD_PATTERN, f"pattern {index} starts at segment {descriptor.first_segment}, expected {expected_first}")
         expected_first += descriptor.segment_count
-        if expected_first > len(parsed.segments):
+        if expected_first > len(segments):
             raise _bad(TableError.BAD_PATTERN, f"pattern {index} runs past the segment table")
-        segments = tuple(
-            PatternSegment(s.amplitude, s.duration * SEGMENT_UNIT_MS)
-            for s in parsed.segments[descriptor.first_segment : expected_first]
-        )
-        name = parsed.names.patterns[index] if parsed.names else ""
-        patterns.append(CuePattern(segments, name))
-    if expected_first != len(parsed.segments):
-        raise _bad(TableError.BAD_PATTERN, f"{len(parsed.segments) - expected_first} segments belong to no pattern")
+        patterns.append(CuePattern(tuple(segments[descriptor.first_segment : expected_first]), names.patterns[index] if names else ""))
+    if expected_first != len(segments):
+        raise _bad(TableError.BAD_PATTERN, f"{len(segments) - expected_first} segments belong to no pattern")
+    if record_fault:
+        raise _bad(TableError.BAD_RECORD, record_fault)
     try:
-        records = [_record_from(index, r) for index, r in enumerate(parsed.records)]
         hands = Hands(header.hands)
     except ValueError as exc:
         raise _bad(TableError.BAD_RECORD, str(exc)) from exc
-    table = StepTable(
-        hands=hands,
-        records=records,
-        patterns=patterns,
-        done_pattern=_ref_in(header.done_pattern),
-        name=parsed.names.routine if parsed.names else "",
-        has_names=parsed.names is not None,
-    )
-    validate_table(table)
-    if table.total_ms != header.total_ms:
-        raise _bad(TableError.BAD_RECORD, f"header total {header.total_ms} ms, records add up to {table.total_ms} ms")
+    table = StepTable(hands, records, patterns, header.done_pattern, names.routine if names else "", names is not None)
+    total_ms = _validate(table)
+    if total_ms != header.total_ms:
+        raise _bad(TableError.BAD_RECORD, f"header total {header.total_ms} ms, records add up to {total_ms} ms")
     return table
 
 
 # Compiled copies of the layouts above, for decoding speed (same definitions).
-_RECORD = Record.compile()
+_HEADER = Header.compile()
+_RECORD = RECORD.compile()
 _DESCRIPTOR = PatternDescriptor.compile()
-_SEGMENT = Segment.compile()
+_SEGMENT = SEGMENT.compile()
 
 
-def _parse_sections(data: bytes, header: c.Container) -> c.Container:
-    """Parse the sections after the header, as :data:`Table` lays them out, section by section."""
-    record_size, pattern_count = header.record_size, header.pattern_count
-    records_end = header.header_size + header.record_count * record_size
-    patterns_end = records_end + PATTERN_DESCRIPTOR_SIZE * pattern_count
-    segments_end = patterns_end + SEGMENT_SIZE * header.segment_count
-    if segments_end > len(data):
-        raise _bad(TableError.BAD_SIZE, f"the table ends at byte {len(data)}, inside its records, patterns or segments (which end at {segments_end})")
-    records = []
-    for index in range(header.record_count):
-        start = header.header_size + index * record_size
+def _read_records(data: bytes, count: int, sections: Sections) -> tuple[list[TableRecord], str | None]:
+    """The records, and the first value an enum lacks (reported after the pattern checks, as SPEC §11 orders)."""
+    records: list[TableRecord] = []
+    fault = None
+    size = sections.record_size
+    for index in range(count):
+        start = sections.record(index)
         kind = data[start]
         if kind not in RecordKind._value2member_map_:
             raise _bad(TableError.BAD_RECORD, f"record {index}: unknown kind {kind}")
-        records.append(_RECORD.parse(data[start : start + record_size]))
-    descriptors = [_DESCRIPTOR.parse(data[o : o + PATTERN_DESCRIPTOR_SIZE]) for o in range(records_end, patterns_end, PATTERN_DESCRIPTOR_SIZE)]
-    segments = [_SEGMENT.parse(data[o : o + SEGMENT_SIZE]) for o in range(patterns_end, segments_end, SEGMENT_SIZE)]
+        try:
+            records.append(_RECORD.parse(data[start : start + size]))
+        except ValueError as exc:
+            fault = fault or f"record {index}: {exc}"
+    return records, fault
+
+
+def _read_names(rest: bytes, header: Any) -> Any:
+    """The name section (None without one); nothing may follow it."""
+    stream = io.BytesIO(rest)
     names = None
-    stream = io.BytesIO(data[segments_end:])
     try:
         if header.flags & int(TableFlags.NAMES):
-            names = c.Container(routine=Name.parse_stream(stream), patterns=[Name.parse_stream(stream) for _ in range(pattern_count)])
+            names = c.Container(routine=Name.parse_stream(stream), patterns=[Name.parse_stream(stream) for _ in range(header.pattern_count)])
     except (c.ConstructError, UnicodeDecodeError) as exc:
         detail = " ".join(str(exc).split())  # construct's messages span lines; keep one
         raise _bad(TableError.BAD_RECORD, f"malformed name section: {detail}") from exc
     trailing = len(stream.read())
     if trailing:
         raise _bad(TableError.BAD_RECORD, f"{trailing} bytes after the end of the table")
-    return c.Container(records=records, patterns=descriptors, segments=segments, names=names)
-
-
-def _record_from(index: int, parsed: c.Container) -> TableRecord:
-    body = parsed.body
-    try:
-        if parsed.kind == RecordKind.STEP:
-            return StepRecord(
-                technique=TechniqueCode(body.technique),
-                duration_ms=body.duration * TIME_UNIT_MS,
-                iterate=Iterate(body.iterate),
-                count=body.count,
-                tick_every_ms=body.tick_every * TIME_UNIT_MS,
-                warn_before_ms=body.warn_before * TIME_UNIT_MS,
-                start_pattern=_ref_in(body.start_pattern),
-                next_pattern=_ref_in(body.next_pattern),
-                tick_pattern=_ref_in(body.tick_pattern),
-                warn_pattern=_ref_in(body.warn_pattern),
-            )
-        return LoopRecord(
-            iterate=Iterate(body.iterate),
-            count=body.count,
-            body_count=body.body_count,
-            round_pattern=_ref_in(body.round_pattern),
-        )
-    except ValueError as exc:
-        raise ValueError(f"record {index}: {exc}") from exc
+    return names

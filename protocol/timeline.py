@@ -1,7 +1,8 @@
 """What a band feels like, computed from a table alone.
 
-:func:`table_timeline` walks the decoded table analytically (it does not
-simulate a clock) and returns every motor event the band will produce when it
+:func:`table_timeline` walks the decoded table analytically with
+:func:`protocol.iterations.iterations` (it does not simulate a clock) and
+returns every motor event the band will produce when it
 plays the table without pauses or skips.  The simulator's interpreter, which
 executes the bytes tick by tick like firmware, is held to produce exactly this
 list, so the two implementations check each other.
@@ -25,8 +26,9 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
-from .constants import FINGERS, CueKind, Iterate
-from .table import LoopRecord, Node, StepRecord, StepTable, build_tree
+from .constants import CueKind, Iterate
+from .iterations import iterations
+from .table import LoopRecord, StepTable, build_tree
 
 
 @dataclass(frozen=True)
@@ -43,38 +45,34 @@ class Cue:
 
 @dataclass(frozen=True)
 class MotorEvent:
-    """The motor runs at ``amplitude`` % for ``duration_ms`` from ``t_ms``.
+    """The motor runs at ``amplitude`` % for ``duration_ms`` from ``t_ms``, for a cue of kind ``cue``.
 
-    This is the event shape shared by ``handcue inspect --timeline --json``
-    and the simulator's ``--trace`` output.
+    :meth:`to_json` gives the event shape shared by ``handcue inspect
+    --timeline --json`` and the simulator's ``--trace`` output.
     """
 
     t_ms: int
     amplitude: int
     duration_ms: int
-    cue: str
+    cue: CueKind
     pattern: int
     step: int | None
     hand: str | None
     finger: str | None
 
+    @classmethod
+    def of(cls, cue: Cue, t_ms: int, amplitude: int, duration_ms: int) -> MotorEvent:
+        """The motor-on segment of ``cue`` that starts at ``t_ms``."""
+        return cls(t_ms, amplitude, duration_ms, cue.kind, cue.pattern, cue.step, cue.hand, cue.finger)
+
     def to_json(self) -> dict[str, Any]:
-        return {"t_ms": self.t_ms, "amplitude": self.amplitude, "duration_ms": self.duration_ms, "cue": self.cue,
+        return {"t_ms": self.t_ms, "amplitude": self.amplitude, "duration_ms": self.duration_ms, "cue": self.cue.text_id,
                 "pattern": self.pattern, "step": self.step, "hand": self.hand, "finger": self.finger}
 
 
 def iteration_kind(iterate: Iterate) -> CueKind:
     """The cue kind that announces the next iteration of a step or loop."""
     return {Iterate.HAND: CueKind.SWITCH, Iterate.FINGER: CueKind.NEXT, Iterate.NONE: CueKind.ROUND}[iterate]
-
-
-def bind(iterate: Iterate, iteration: int, hands: tuple[str, ...], hand: str | None, finger: str | None) -> tuple[str | None, str | None]:
-    """The hand and finger a step plays on during ``iteration`` of a loop or step."""
-    if iterate == Iterate.HAND:
-        return hands[iteration], finger
-    if iterate == Iterate.FINGER:
-        return hand, FINGERS[iteration]
-    return hand, finger
 
 
 @dataclass(frozen=True)
@@ -90,41 +88,27 @@ class _Candidate:
 
 def table_cues(table: StepTable) -> list[Cue]:
     """Every cue of ``table`` in time order, after merging coincident ones."""
-    hands = table.hands.order
-    default_hand = hands[0] if len(hands) == 1 else None
     candidates: list[_Candidate] = []
-
-    def play(nodes: list[Node], t: int, hand: str | None, finger: str | None) -> int:
-        for node in nodes:
-            record = node.record
-            if isinstance(record, LoopRecord):
-                for i in range(record.count):
-                    h, f = bind(record.iterate, i, hands, hand, finger)
-                    if i > 0:
-                        candidates.append(_Candidate(t, iteration_kind(record.iterate), record.round_pattern, None, h, f, False))
-                    t = play(node.children, t, h, f)
-                continue
-            assert isinstance(record, StepRecord)
-            for i in range(record.count):
-                h, f = bind(record.iterate, i, hands, hand, finger)
-                if i == 0:
-                    kind, pattern = CueKind.START, record.start_pattern
-                else:
-                    kind, pattern = iteration_kind(record.iterate), record.next_pattern
-                    if record.iterate == Iterate.NONE:
-                        kind = CueKind.NEXT
-                candidates.append(_Candidate(t, kind, pattern, node.index, h, f, True))
-                if record.tick_every_ms:
-                    for tick in range(record.tick_every_ms, record.duration_ms, record.tick_every_ms):
-                        candidates.append(_Candidate(t + tick, CueKind.TICK, record.tick_pattern, node.index, h, f, False))
-                if record.warn_before_ms:
-                    warn_at = t + record.duration_ms - record.warn_before_ms
-                    candidates.append(_Candidate(warn_at, CueKind.WARN, record.warn_pattern, node.index, h, f, False))
-                t += record.duration_ms
-        return t
-
-    total = play(build_tree(table.records), 0, default_hand, None)
-    candidates.append(_Candidate(total, CueKind.DONE, table.done_pattern, None, None, None, False))
+    for it in iterations(build_tree(table.records), table.hands):
+        record, t = it.item.record, it.t_ms
+        if isinstance(record, LoopRecord):
+            if it.index > 0:
+                candidates.append(_Candidate(t, iteration_kind(record.iterate), record.round_pattern, None, it.hand, it.finger, False))
+            continue
+        step = it.item.index
+        if it.index == 0:
+            kind, pattern = CueKind.START, record.start_pattern
+        else:
+            kind = CueKind.NEXT if record.iterate == Iterate.NONE else iteration_kind(record.iterate)
+            pattern = record.next_pattern
+        candidates.append(_Candidate(t, kind, pattern, step, it.hand, it.finger, True))
+        if record.tick_every_ms:
+            for tick in range(record.tick_every_ms, record.duration_ms, record.tick_every_ms):
+                candidates.append(_Candidate(t + tick, CueKind.TICK, record.tick_pattern, step, it.hand, it.finger, False))
+        if record.warn_before_ms:
+            warn_at = t + record.duration_ms - record.warn_before_ms
+            candidates.append(_Candidate(warn_at, CueKind.WARN, record.warn_pattern, step, it.hand, it.finger, False))
+    candidates.append(_Candidate(table.total_ms, CueKind.DONE, table.done_pattern, None, None, None, False))
     candidates.sort(key=lambda cand: cand.t_ms)  # stable: keeps emission order within a millisecond
 
     cues = []
@@ -151,9 +135,7 @@ def motor_events(table: StepTable, cues: list[Cue]) -> list[MotorEvent]:
                 break
             if segment.is_on:
                 length = segment.duration_ms if cut_at is None else min(segment.duration_ms, cut_at - t)
-                events.append(
-                    MotorEvent(t, segment.amplitude, length, cue.kind.name.lower(), cue.pattern, cue.step, cue.hand, cue.finger)
-                )
+                events.append(MotorEvent.of(cue, t, segment.amplitude, length))
             t += segment.duration_ms
     return events
 

@@ -12,6 +12,7 @@ from firmware_sim.band import Band, Button
 from firmware_sim.clock import VirtualClock
 from firmware_sim.interpreter import Interpreter
 from firmware_sim.local import storage_with
+from protocol.constants import BandState, TechniqueCode
 from protocol.errors import BadStateError, TableFormatError
 from protocol.table import encode_table
 
@@ -30,7 +31,7 @@ def test_simulator_timeline_equals_inspect_timeline(make_band, routine):
     run_to_end(band, clock)
     expected = [e.to_json() for e in table_timeline(read_table(compile_routine(load_routine(routine))))]
     assert motor(events) == expected
-    assert band.status().state == "finished"
+    assert band.status().state == BandState.FINISHED
 
 
 def test_twenty_minute_routine_runs_fast_with_exact_cue_times(make_band):
@@ -81,7 +82,7 @@ def test_skip_moves_to_the_next_step_with_its_cue(make_band):
     clock.set(5_080)  # the start pulse of the next step has played
     band.process()
     status = band.status()
-    assert status.step == 2 and status.technique == "joystick"
+    assert status.step == 2 and status.technique == TechniqueCode.JOYSTICK
     assert status.remaining_ms == 1_110_000 - 45_000 - 80
     assert motor(events)[-1]["cue"] == "start" and motor(events)[-1]["t_ms"] == 5_000
 
@@ -89,11 +90,11 @@ def test_skip_moves_to_the_next_step_with_its_cue(make_band):
 def test_button_starts_pauses_resumes(make_band):
     band, _clock, _ = make_band()
     band.press(Button.PRESS)
-    assert band.status().state == "running"
+    assert band.status().state == BandState.RUNNING
     band.press(Button.PRESS)
-    assert band.status().state == "paused"
+    assert band.status().state == BandState.PAUSED
     band.press(Button.PRESS)
-    assert band.status().state == "running"
+    assert band.status().state == BandState.RUNNING
 
 
 def test_commands_in_wrong_state_raise_named_errors(make_band):
@@ -115,7 +116,7 @@ def test_elapsed_stops_when_finished_after_a_skip(make_band):
     clock.set(60_000)
     band.process()
     band.skip()  # the only step record: the routine ends now
-    assert band.status().state == "finished"
+    assert band.status().state == BandState.FINISHED
     clock.set(200_000)
     band.process()
     assert band.status().elapsed_ms == 60_000

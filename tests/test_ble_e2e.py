@@ -17,11 +17,12 @@ import zlib
 import pytest
 from bleak import BleakClient, BleakScanner
 
+from ble_stack.addresses import free_tcp_port
 from companion import compile_routine, load_routine, read_table, table_timeline
-from companion.ble import bumble_backend
+from companion.ble.bumble_backend import BumbleCentral
 from companion.client import BandClient
 from firmware_sim.local import LocalBleBand
-from protocol.constants import BleUuid, Hands, TechniqueCode
+from protocol.constants import BandState, BleUuid, Hands, TechniqueCode
 from protocol.table import CuePattern, PatternSegment, StepRecord, StepTable, encode_table
 
 from .conftest import SHIPPED
@@ -45,8 +46,8 @@ def big_table(steps: int = 200) -> bytes:
 
 def test_scan_finds_band_with_service_and_battery():
     async def job():
-        async with LocalBand():
-            found = await BleakScanner.discover(timeout=1.0, return_adv=True, backend=bumble_backend.BumbleScanner)
+        async with LocalBand() as band, BumbleCentral(link=band.link) as central:
+            found = await BleakScanner.discover(timeout=1.0, return_adv=True, backend=central.scanner_backend)
             return [adv for _, adv in found.values() if adv.local_name == "HandCue-1A2B"]
 
     adverts = run(job())
@@ -57,9 +58,9 @@ def test_scan_finds_band_with_service_and_battery():
 
 def test_standard_services_through_bleak():
     async def job():
-        async with LocalBand():
-            device = await BleakScanner.find_device_by_name("HandCue-1A2B", timeout=5, backend=bumble_backend.BumbleScanner)
-            async with BleakClient(device, backend=bumble_backend.BumbleClient) as client:
+        async with LocalBand() as band, BumbleCentral(link=band.link) as central:
+            device = await BleakScanner.find_device_by_name("HandCue-1A2B", timeout=5, backend=central.scanner_backend)
+            async with BleakClient(device, backend=central.client_backend) as client:
                 return (client.mtu_size, await client.read_gatt_char(BleUuid.BATTERY_LEVEL),
                         await client.read_gatt_char("00002a29-0000-1000-8000-00805f9b34fb"),
                         await client.read_gatt_char("00002a25-0000-1000-8000-00805f9b34fb"))
@@ -73,21 +74,21 @@ def test_standard_services_through_bleak():
 def test_upload_start_and_trace_equals_inspect_timeline_over_ble(routine):
     data = compile_routine(load_routine(routine))
 
-    async def job(band: LocalBleBand):
-        async with BandClient.open(ADDRESS) as client:
+    async def job(band: LocalBleBand, central: BumbleCentral):
+        async with BandClient.open(ADDRESS, ble=central.backend) as client:
             assert client.transport.mtu == 244
             result = await client.upload(data)
             assert (await client.info()).routine_crc32 == zlib.crc32(data) == result.crc32
             await client.start()
             states = [s.state async for s in _until_finished(client)]
-            assert states[-1] == "finished"
+            assert states[-1] == BandState.FINISHED
         while band.band.motor.busy:  # the done pattern plays out
             await asyncio.sleep(0)
             band.band.process()
 
     async def main():
-        async with LocalBand() as band:
-            await job(band)
+        async with LocalBand() as band, BumbleCentral(link=band.link) as central:
+            await job(band, central)
             return band.motor_events()
 
     assert run(main()) == [e.to_json() for e in table_timeline(read_table(data))]
@@ -96,7 +97,7 @@ def test_upload_start_and_trace_equals_inspect_timeline_over_ble(routine):
 async def _until_finished(client: BandClient):
     async for status in client.notifications(timeout=5):
         yield status
-        if status.state == "finished":
+        if status.state == BandState.FINISHED:
             return
 
 
@@ -105,19 +106,19 @@ def test_disconnect_mid_upload_then_resume():
     assert len(data) > 3000
 
     async def main():
-        async with LocalBand() as band:
+        async with LocalBand() as band, BumbleCentral(link=band.link) as central:
             cuts: list[asyncio.Task] = []
 
             def cut_after_first_ack(confirmed: int, total: int) -> None:
                 if 0 < confirmed < total and not cuts:
                     cuts.append(asyncio.ensure_future(band.ble.peripheral.disconnect_all()))
 
-            async with BandClient.open(ADDRESS) as client:
+            async with BandClient.open(ADDRESS, ble=central.backend) as client:
                 with pytest.raises(Exception, match=r"disconnect|link lost|not connected") as lost:
                     await client.upload(data, cut_after_first_ack)
             assert "Traceback" not in str(lost.value)
             stored = band.band.storage.upload.offset
-            async with BandClient.open(ADDRESS) as client:
+            async with BandClient.open(ADDRESS, ble=central.backend) as client:
                 result = await client.upload(data)
             return stored, result, band.band.storage.active_table()
 
@@ -128,7 +129,7 @@ def test_disconnect_mid_upload_then_resume():
 
 
 def test_across_processes_through_hci_server(tmp_path):
-    port = bumble_backend.free_tcp_port()
+    port = free_tcp_port()
     trace = tmp_path / "trace.jsonl"
     sim = subprocess.Popen([sys.executable, "-m", "firmware_sim", "--hci-server", f"tcp-server:127.0.0.1:{port}",
                             "--clock", "virtual", "--trace", str(trace)], stdout=subprocess.PIPE, text=True)
@@ -141,8 +142,7 @@ def test_across_processes_through_hci_server(tmp_path):
         data = compile_routine(load_routine("nausea-pc6"))
 
         async def job():
-            bumble_backend.configure(hci=f"tcp-client:127.0.0.1:{port}")
-            async with BandClient.open(ADDRESS) as client:
+            async with BumbleCentral(hci=f"tcp-client:127.0.0.1:{port}") as central, BandClient.open(ADDRESS, ble=central.backend) as client:
                 await client.upload(data)
                 await client.start()
                 async for _ in _until_finished(client):
@@ -153,7 +153,6 @@ def test_across_processes_through_hci_server(tmp_path):
     finally:
         sim.terminate()
         sim.stdout.close()
-        bumble_backend.reset()
         assert sim.wait(TIMEOUT) == 0
     events = [json.loads(line) for line in trace.read_text().splitlines()]
     motor = [{k: v for k, v in e.items() if k != "event"} for e in events if e["event"] == "motor"]

@@ -33,18 +33,19 @@ from bumble.gatt import Characteristic, CharacteristicValue, Service
 from bumble.hci import Address
 from bumble.link import LocalLink
 
+from ble_stack.addresses import band_address_from_id, free_tcp_port
+from ble_stack.served import HOST_WATCH_INTERVAL
 from companion.ble import bumble_backend
-from companion.ble.bumble_backend import BumbleClient, BumbleDeviceDetails, BumbleScanner
+from companion.ble.bumble_backend import BumbleCentral, BumbleClient, BumbleDeviceDetails
 from companion.client import BandClient
 from firmware_sim.band import Band
-from firmware_sim.ble import HOST_WATCH_INTERVAL, BlePeripheral
+from firmware_sim.ble import BlePeripheral
 from firmware_sim.ble_peripheral import (
     UART_RX_CHAR_UUID,
     UART_SERVICE_UUID,
     UART_TX_CHAR_UUID,
     BandPeripheral,
     DeviceInfo,
-    band_address_from_id,
     start_band_peripheral,
 )
 from firmware_sim.clock import VirtualClock
@@ -69,14 +70,6 @@ FIRMWARE_REVISION = normalize_uuid_16(0x2A26)
 SERIAL_NUMBER = normalize_uuid_16(0x2A25)
 CCCD = normalize_uuid_16(0x2902)
 INFO = DeviceInfo(manufacturer_name="HandCue Labs", model_number="HC-1", firmware_revision="0.1.0-test", serial_number="TEST-1A2B")
-
-
-@pytest.fixture(autouse=True)
-def _restore_backend_configuration():
-    """bumble_backend.configure() is process-wide; do not leak this file's choice."""
-    saved = bumble_backend._Registry.config
-    yield
-    bumble_backend._Registry.config = saved
 
 
 def run(coroutine: Coroutine[Any, Any, None]) -> None:
@@ -125,20 +118,19 @@ class EchoBand:
             await self.band.close()
 
 
-async def with_band(body: Callable[[EchoBand], Awaitable[None]]) -> None:
-    """LocalLink + echo band + backend configured on the link; run ``body``; tear down."""
+async def with_band(body: Callable[[EchoBand, BumbleCentral], Awaitable[None]]) -> None:
+    """LocalLink + echo band + a central on the link; run ``body``; tear down."""
     link = LocalLink()
     echo = EchoBand()
     await echo.start(link)
-    bumble_backend.configure(link=link)
     try:
-        await body(echo)
+        async with BumbleCentral(link=link) as central:
+            await body(echo, central)
     finally:
-        await bumble_backend.shutdown()
         await echo.close()
 
 
-async def scan_for_band(service_uuids: list[str] | None = None) -> tuple[BLEDevice, AdvertisementData]:
+async def scan_for_band(central: BumbleCentral, service_uuids: list[str] | None = None) -> tuple[BLEDevice, AdvertisementData]:
     """Scan with a plain BleakScanner until the band's complete advertisement shows."""
     found: asyncio.Future[tuple[BLEDevice, AdvertisementData]] = asyncio.get_running_loop().create_future()
 
@@ -146,7 +138,7 @@ async def scan_for_band(service_uuids: list[str] | None = None) -> tuple[BLEDevi
         if adv.local_name == BAND_NAME and not found.done():
             found.set_result((device, adv))
 
-    async with BleakScanner(on_detection, service_uuids=service_uuids, backend=BumbleScanner) as scanner:
+    async with BleakScanner(on_detection, service_uuids=service_uuids, backend=central.scanner_backend) as scanner:
         device, _ = await asyncio.wait_for(found, STEP_TIMEOUT)
         seen = scanner.discovered_devices_and_advertisement_data
     assert device.address in seen
@@ -174,15 +166,15 @@ async def next_item(queue: asyncio.Queue[bytes]) -> bytes:
 def test_scan_connect_echo_notify_and_read() -> None:
     """Both write kinds echo; MTU-3 limit; CCCD follows start/stop_notify; battery notify; DIS strings."""
 
-    async def body(echo: EchoBand) -> None:
+    async def body(echo: EchoBand, central: BumbleCentral) -> None:
         assert echo.band is not None
-        device, adv = await scan_for_band(service_uuids=[UART_SERVICE_UUID])
+        device, adv = await scan_for_band(central, service_uuids=[UART_SERVICE_UUID])
         assert device.address == BAND_ADDRESS
         assert isinstance(device.details, BumbleDeviceDetails)
         assert adv.rssi < 0
 
         disconnected = asyncio.Event()
-        client = BleakClient(device, lambda _c: disconnected.set(), backend=BumbleClient, timeout=5)
+        client = BleakClient(device, lambda _c: disconnected.set(), backend=central.client_backend, timeout=5)
         await client.connect()
         try:
             assert client.is_connected
@@ -244,9 +236,9 @@ def test_scan_connect_echo_notify_and_read() -> None:
 def test_descriptor_write() -> None:
     """write_gatt_descriptor (bleak refuses CCCD writes itself, so call the backend)."""
 
-    async def body(_echo: EchoBand) -> None:
-        device, _ = await scan_for_band()
-        async with BleakClient(device, backend=BumbleClient, timeout=5) as client:
+    async def body(_echo: EchoBand, central: BumbleCentral) -> None:
+        device, _ = await scan_for_band(central)
+        async with BleakClient(device, backend=central.client_backend, timeout=5) as client:
             tx = client.services.get_characteristic(UART_TX_CHAR_UUID)
             assert tx is not None
             cccd = tx.get_descriptor(CCCD)
@@ -264,11 +256,11 @@ def test_descriptor_write() -> None:
 def test_write_without_response_flood_is_lossless_and_bounded() -> None:
     """64 KiB of MTU-3 writes without response: every byte arrives in order; the host's ACL queue stays bounded."""
 
-    async def body(echo: EchoBand) -> None:
+    async def body(echo: EchoBand, central: BumbleCentral) -> None:
         assert echo.band is not None
         band = echo.band
-        device, _ = await scan_for_band()
-        async with BleakClient(device, backend=BumbleClient, timeout=5) as client:
+        device, _ = await scan_for_band(central)
+        async with BleakClient(device, backend=central.client_backend, timeout=5) as client:
             rx = client.services.get_characteristic(UART_RX_CHAR_UUID)
             assert rx is not None
             chunk = rx.max_write_without_response_size
@@ -304,11 +296,11 @@ def test_write_without_response_flood_is_lossless_and_bounded() -> None:
 def test_peripheral_disconnects() -> None:
     """The band drops the link: the callback fires, GATT calls fail clearly, the same client reconnects."""
 
-    async def body(echo: EchoBand) -> None:
+    async def body(echo: EchoBand, central: BumbleCentral) -> None:
         assert echo.band is not None
-        device, _ = await scan_for_band()
+        device, _ = await scan_for_band(central)
         disconnected = asyncio.Event()
-        client = BleakClient(device, lambda _c: disconnected.set(), backend=BumbleClient, timeout=5)
+        client = BleakClient(device, lambda _c: disconnected.set(), backend=central.client_backend, timeout=5)
         await client.connect()
         rx = client.services.get_characteristic(UART_RX_CHAR_UUID)
         assert rx is not None
@@ -348,7 +340,7 @@ def test_disconnect_during_request_raises_bleak_error() -> None:
     """A write request in flight when the band drops the link fails with BleakError (not CancelledError)."""
     stall_uuid = "6E40FFFF-B5A3-F393-E0A9-E50E24DCCA9E"
 
-    async def body(echo: EchoBand) -> None:
+    async def body(echo: EchoBand, central: BumbleCentral) -> None:
         band = echo.band
         assert band is not None
         drops: list[asyncio.Task[None]] = []
@@ -360,8 +352,8 @@ def test_disconnect_during_request_raises_bleak_error() -> None:
         band.device.add_service(
             Service(UUID(stall_uuid), [Characteristic(stall_uuid, Characteristic.Properties.WRITE, Characteristic.WRITEABLE, CharacteristicValue(write=stall_then_drop))])
         )
-        device, _ = await scan_for_band()
-        async with BleakClient(device, backend=BumbleClient, timeout=5) as client:
+        device, _ = await scan_for_band(central)
+        async with BleakClient(device, backend=central.client_backend, timeout=5) as client:
             with pytest.raises(BleakError, match="disconnected"):
                 await asyncio.wait_for(client.write_gatt_char(stall_uuid, b"x", response=True), STEP_TIMEOUT)
             assert not client.is_connected
@@ -374,15 +366,15 @@ def test_disconnect_during_request_raises_bleak_error() -> None:
 def test_connect_failures_then_success() -> None:
     """An absent device: not found by address, timeout by BLEDevice; a real connection still works after."""
 
-    async def body(_echo: EchoBand) -> None:
+    async def body(_echo: EchoBand, central: BumbleCentral) -> None:
         absent = "C9:22:33:44:55:66"
         with pytest.raises(BleakDeviceNotFoundError):
-            await asyncio.wait_for(BleakClient(absent, backend=BumbleClient, timeout=0.5).connect(), PROCESS_TIMEOUT)
+            await asyncio.wait_for(BleakClient(absent, backend=central.client_backend, timeout=0.5).connect(), PROCESS_TIMEOUT)
         ghost = BLEDevice(absent, None, BumbleDeviceDetails(Address(absent)))
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(BleakClient(ghost, backend=BumbleClient, timeout=0.5).connect(), PROCESS_TIMEOUT)
+            await asyncio.wait_for(BleakClient(ghost, backend=central.client_backend, timeout=0.5).connect(), PROCESS_TIMEOUT)
         # Address string: the backend scans for it first, as bleak's backends do.
-        async with BleakClient(BAND_ADDRESS, backend=BumbleClient, timeout=5) as client:
+        async with BleakClient(BAND_ADDRESS, backend=central.client_backend, timeout=5) as client:
             assert client.is_connected
             assert client.name == BAND_NAME
 
@@ -420,9 +412,9 @@ async def stop(process: asyncio.subprocess.Process, *, kill: bool = False) -> in
         return await process.wait()
 
 
-async def info_band_id() -> int:
-    """INFO through the real protocol over the configured backend (BandClient shuts the stack down after)."""
-    async with BandClient.open(f"ble:{BAND_NAME}") as client:
+async def info_band_id(central: BumbleCentral) -> int:
+    """INFO through the real protocol on ``central``'s host."""
+    async with BandClient.open(f"ble:{BAND_NAME}", ble=central.backend) as client:
         return (await client.info()).band_id
 
 
@@ -430,12 +422,12 @@ async def info_band_id() -> int:
 GHOST_HOST = """
 import asyncio, os, sys
 from bleak import BleakClient, BleakScanner
-from companion.ble import bumble_backend
+from companion.ble.bumble_backend import BumbleCentral
 
 async def main():
-    bumble_backend.configure(hci=sys.argv[1])
-    device = await BleakScanner.find_device_by_name(sys.argv[2], timeout=2, backend=bumble_backend.BumbleScanner)
-    client = BleakClient(device, backend=bumble_backend.BumbleClient, timeout=2)
+    central = BumbleCentral(hci=sys.argv[1])
+    device = await BleakScanner.find_device_by_name(sys.argv[2], timeout=2, backend=central.scanner_backend)
+    client = BleakClient(device, backend=central.client_backend, timeout=2)
     await client.connect()
     print("CONNECTED", flush=True)
     sys.stdin.readline()
@@ -454,7 +446,7 @@ def test_host_process_dies_without_disconnecting() -> None:
     """
 
     async def body() -> None:
-        port = bumble_backend.free_tcp_port()
+        port = free_tcp_port()
         hci = f"tcp-client:127.0.0.1:{port}"
         band = Band(Storage(Flash(FLASH_SIZE)), VirtualClock())
         ble = BlePeripheral(ProtocolHandler(band), band, hci_server=f"tcp-server:127.0.0.1:{port}")
@@ -486,10 +478,9 @@ def test_host_process_dies_without_disconnecting() -> None:
 
             await asyncio.wait_for(freed(), STEP_TIMEOUT)
 
-            bumble_backend.configure(hci=hci)
-            assert await info_band_id() == 0x1A2B
+            async with BumbleCentral(hci=hci) as central:
+                assert await info_band_id(central) == 0x1A2B
         finally:
-            await bumble_backend.shutdown()
             await ble.close()
             runner.cancel()
 
@@ -500,15 +491,15 @@ def test_served_controller_dies_then_backend_rebuilds_its_stack() -> None:
     """Losing the HCI transport disconnects the client; with the band back on the same port a new stack is made."""
 
     async def body() -> None:
-        port = bumble_backend.free_tcp_port()
+        port = free_tcp_port()
         sim, address = await start_sim(port)
+        central = BumbleCentral(hci=f"tcp-client:127.0.0.1:{port}")
         try:
-            bumble_backend.configure(hci=f"tcp-client:127.0.0.1:{port}")
-            first_stack = await bumble_backend.get_central_device()
-            device = await BleakScanner.find_device_by_name(BAND_NAME, timeout=STEP_TIMEOUT, backend=BumbleScanner)
+            first_stack = await central.device()
+            device = await BleakScanner.find_device_by_name(BAND_NAME, timeout=STEP_TIMEOUT, backend=central.scanner_backend)
             assert device is not None and device.address == address
             disconnected = asyncio.Event()
-            client = BleakClient(device, lambda _c: disconnected.set(), backend=BumbleClient, timeout=5)
+            client = BleakClient(device, lambda _c: disconnected.set(), backend=central.client_backend, timeout=5)
             await client.connect()
 
             await stop(sim, kill=True)
@@ -517,13 +508,13 @@ def test_served_controller_dies_then_backend_rebuilds_its_stack() -> None:
             with pytest.raises(BleakError):
                 await client.write_gatt_char(UART_RX_CHAR_UUID, b"late", response=False)
 
-            # Same configuration, band back on the same port: the backend notices its
-            # transport is gone and makes a new stack.
+            # Same central, band back on the same port: the central notices its
+            # transport is gone and brings up a new host.
             sim, _ = await start_sim(port)
-            assert await bumble_backend.get_central_device() is not first_stack
-            assert await info_band_id() == 0x1A2B
+            assert await central.device() is not first_stack
+            assert await info_band_id(central) == 0x1A2B
         finally:
-            await bumble_backend.shutdown()
+            await central.close()
             await stop(sim)
 
     run(body())

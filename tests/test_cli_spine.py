@@ -427,3 +427,21 @@ def test_process_usage_error_exits_2():
     assert done.returncode == 2
     assert "Missing option '-o' / '--output'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_help_imports_no_heavy_library_and_command_modules_do_not_import_the_cli():
+    code = (
+        "import sys\n"
+        "import companion.cli_band, companion.cli_visual\n"
+        "assert 'companion.cli' not in sys.modules, 'a command module imports the CLI group (an import cycle)'\n"
+        "from companion.cli import cli\n"
+        "try:\n"
+        "    cli(['--help'], prog_name='handcue')\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0\n"
+        "print(sorted(m for m in ('bleak', 'bumble', 'matplotlib', 'asyncio', 'construct') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
+    assert "upload" in result.stdout and "plot" in result.stdout  # commands of both modules are on the group

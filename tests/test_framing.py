@@ -6,7 +6,7 @@ import random
 
 from protocol.constants import Opcode, Status
 from protocol.framing import FrameParser, crc16, encode_frame
-from protocol.messages import decode_message, encode_request, encode_response
+from protocol.messages import StatusRequest, UploadBeginRequest, UploadDataRequest, decode_message, encode_error, encode_request
 
 
 def test_crc16_is_ibm_3740():
@@ -14,7 +14,7 @@ def test_crc16_is_ibm_3740():
 
 
 def test_golden_request_frame():
-    message = encode_request(Opcode.UPLOAD_BEGIN, 7, length=279, crc32=0x11223344)
+    message = encode_request(UploadBeginRequest(length=279, crc32=0x11223344), 7)
     assert message.hex() == "01000207" "17010000" "44332211"
     frame = encode_frame(message)
     assert frame[-1] == 0 and 0 not in frame[:-1]
@@ -22,7 +22,7 @@ def test_golden_request_frame():
 
 
 def test_golden_error_response():
-    message = encode_response(Opcode.UPLOAD_COMMIT, 9, Status.TABLE_REFUSED, 4, "bad crc")
+    message = encode_error(Opcode.UPLOAD_COMMIT, 9, Status.TABLE_REFUSED, 4, "bad crc")
     assert message.hex() == "01010409" "0a04" "07" + b"bad crc".hex()
     decoded = decode_message(message)
     assert (decoded.status, decoded.detail, decoded.reason) == (Status.TABLE_REFUSED, 4, "bad crc")
@@ -30,7 +30,7 @@ def test_golden_error_response():
 
 def test_parser_random_chunks_with_garbage():
     rng = random.Random(1234)
-    messages = [encode_request(Opcode.UPLOAD_DATA, i, offset=i * 10, data=bytes(rng.randrange(256) for _ in range(rng.randrange(0, 200)))) for i in range(50)]
+    messages = [encode_request(UploadDataRequest(offset=i * 10, data=bytes(rng.randrange(256) for _ in range(rng.randrange(0, 200)))), i) for i in range(50)]
     stream = bytearray()
     for index, message in enumerate(messages):
         if index % 7 == 3:
@@ -49,6 +49,6 @@ def test_parser_random_chunks_with_garbage():
 
 def test_oversized_frame_is_discarded_and_parser_recovers():
     parser = FrameParser(max_payload=32)
-    good = encode_request(Opcode.STATUS, 1)
+    good = encode_request(StatusRequest(), 1)
     assert parser.feed(b"\x01" * 500 + b"\x00" + encode_frame(good)) == [good]
     assert parser.stats.oversized == 1

@@ -3,7 +3,8 @@
 Every expected byte string below was written by hand from the layout tables of
 SPEC.md §16-§18 (little endian, one field per string fragment), not printed by
 the code under test.  Each golden is checked both ways: the encoder must produce
-it, and ``decode_message`` must read the hand-written field values back.
+it from a typed message, and ``decode_message`` must read the same typed message
+(and, through the raw layout, the hand-written wire values) back.
 Malformed messages are checked through ``decode_message`` and through the
 band's ``ProtocolHandler.handle``.
 """
@@ -11,6 +12,7 @@ band's ``ProtocolHandler.handle``.
 from __future__ import annotations
 
 import zlib
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -29,12 +31,41 @@ from protocol.constants import (
     PROTOCOL_VERSION,
     BandState,
     BleUuid,
+    CueKind,
     MessageKind,
     Opcode,
     Status,
+    TechniqueCode,
 )
 from protocol.framing import FrameParser, encode_frame
-from protocol.messages import MessageError, StatusReport, decode_message, encode_notification, encode_request, encode_response
+from protocol.messages import (
+    REQUEST_TYPES,
+    Empty,
+    EraseRequest,
+    FirmwareVersion,
+    InfoRequest,
+    InfoResponse,
+    MessageError,
+    PauseRequest,
+    Request,
+    ResumeRequest,
+    SkipRequest,
+    StartRequest,
+    StatusReport,
+    StatusRequest,
+    StopRequest,
+    UploadBeginRequest,
+    UploadBeginResponse,
+    UploadCommitRequest,
+    UploadCommitResponse,
+    UploadDataRequest,
+    UploadDataResponse,
+    decode_message,
+    encode_error,
+    encode_notification,
+    encode_request,
+    encode_response,
+)
 from protocol.table import table_crc
 
 # --------------------------------------------------------------------------
@@ -44,49 +75,61 @@ from protocol.table import table_crc
 # right hand (2), ring finger (wire 4 = FINGERS index 3 + 1), elapsed 0x00012345 ms,
 # remaining 0x0A0B0C0D ms, step remaining 1000 ms, total 0xFFFFFFFF ms, last cue WARN (2),
 # 0x1234 cues, battery 100 %.
-STATUS_REPORT = StatusReport(state="paused", step=0x0102, technique="finger_squeeze", iteration=3, hand="right", finger="ring",
-                             elapsed_ms=0x12345, remaining_ms=0x0A0B0C0D, step_remaining_ms=1000, total_ms=0xFFFFFFFF, last_cue="warn",
-                             cues=0x1234, battery=100)
+STATUS_REPORT = StatusReport(state=BandState.PAUSED, step=0x0102, technique=TechniqueCode.FINGER_SQUEEZE, iteration=3, hand="right",
+                             finger="ring", elapsed_ms=0x12345, remaining_ms=0x0A0B0C0D, step_remaining_ms=1000, total_ms=0xFFFFFFFF,
+                             last_cue=CueKind.WARN, cues=0x1234, battery=100)
 STATUS_WIRE = dict(state=2, step=0x0102, technique=7, iteration=3, hand=2, finger=4, elapsed_ms=0x12345, remaining_ms=0x0A0B0C0D,
                    step_remaining_ms=1000, total_ms=0xFFFFFFFF, last_cue=2, cues=0x1234, battery=100)
 STATUS_BODY = "02" "0201" "07" "03" "02" "04" "45230100" "0d0c0b0a" "e8030000" "ffffffff" "02" "3412" "64"
 
 INFO_VALUES = dict(band_id=0x1A2B, firmware=dict(major=1, minor=2, patch=3), protocol_version=1, battery=87, state=2, max_table=32768,
                    max_frame=512, window=8, has_routine=1, routine_crc32=0xD5BF511B, routine_size=124, routine_name="PC6")
+INFO = InfoResponse(band_id=0x1A2B, firmware=FirmwareVersion(major=1, minor=2, patch=3), protocol_version=1, battery=87, state=BandState.PAUSED,
+                    max_table=32768, max_frame=512, window=8, has_routine=True, routine_crc32=0xD5BF511B, routine_size=124, routine_name="PC6")
 INFO_BODY = "2b1a0000" "010203" "01" "57" "02" "00800000" "0002" "08" "01" "1b51bfd5" "7c00" "03" "504336"
 
-# (opcode, request id, fields, hand-written message hex)
-REQUESTS = [
-    (Opcode.INFO, 0x21, {}, "01" "00" "01" "21"),
-    (Opcode.UPLOAD_BEGIN, 0x22, dict(length=300, crc32=0xDEADBEEF), "01" "00" "02" "22" "2c010000" "efbeadde"),
-    (Opcode.UPLOAD_DATA, 0x23, dict(offset=0x01020304, data=b"\x00\xffHC"), "01" "00" "03" "23" "04030201" "00ff4843"),
-    (Opcode.UPLOAD_COMMIT, 0x25, {}, "01" "00" "04" "25"),
-    (Opcode.ERASE, 0x26, {}, "01" "00" "05" "26"),
-    (Opcode.START, 0x27, {}, "01" "00" "06" "27"),
-    (Opcode.PAUSE, 0x28, {}, "01" "00" "07" "28"),
-    (Opcode.RESUME, 0x29, {}, "01" "00" "08" "29"),
-    (Opcode.SKIP, 0x2A, {}, "01" "00" "09" "2a"),
-    (Opcode.STOP, 0x2B, {}, "01" "00" "0a" "2b"),
-    (Opcode.STATUS, 0x2C, {}, "01" "00" "0b" "2c"),
+# (request, request id, raw wire fields, hand-written message hex)
+REQUESTS: list[tuple[Request[Any], int, dict[str, Any], str]] = [
+    (InfoRequest(), 0x21, {}, "01" "00" "01" "21"),
+    (UploadBeginRequest(length=300, crc32=0xDEADBEEF), 0x22, dict(length=300, crc32=0xDEADBEEF), "01" "00" "02" "22" "2c010000" "efbeadde"),
+    (UploadDataRequest(offset=0x01020304, data=b"\x00\xffHC"), 0x23, dict(offset=0x01020304, data=b"\x00\xffHC"),
+     "01" "00" "03" "23" "04030201" "00ff4843"),
+    (UploadCommitRequest(), 0x25, {}, "01" "00" "04" "25"),
+    (EraseRequest(), 0x26, {}, "01" "00" "05" "26"),
+    (StartRequest(), 0x27, {}, "01" "00" "06" "27"),
+    (PauseRequest(), 0x28, {}, "01" "00" "07" "28"),
+    (ResumeRequest(), 0x29, {}, "01" "00" "08" "29"),
+    (SkipRequest(), 0x2A, {}, "01" "00" "09" "2a"),
+    (StopRequest(), 0x2B, {}, "01" "00" "0a" "2b"),
+    (StatusRequest(), 0x2C, {}, "01" "00" "0b" "2c"),
 ]
 
-# (opcode, request id, fields given to encode_response, decoded fields, hand-written message hex)
+# (opcode, request id, typed response, raw wire fields, hand-written message hex)
 RESPONSES = [
-    (Opcode.INFO, 0x21, INFO_VALUES, INFO_VALUES, "01" "01" "01" "21" "00" "00" + INFO_BODY),
-    (Opcode.UPLOAD_BEGIN, 0x22, dict(offset=200, max_chunk=248, window=8), dict(offset=200, max_chunk=248, window=8),
+    (Opcode.INFO, 0x21, INFO, INFO_VALUES, "01" "01" "01" "21" "00" "00" + INFO_BODY),
+    (Opcode.UPLOAD_BEGIN, 0x22, UploadBeginResponse(offset=200, max_chunk=248, window=8), dict(offset=200, max_chunk=248, window=8),
      "01" "01" "02" "22" "00" "00" "c8000000" "f800" "08"),
-    (Opcode.UPLOAD_DATA, 0x23, dict(offset=0x01020308), dict(offset=0x01020308), "01" "01" "03" "23" "00" "00" "08030201"),
-    (Opcode.UPLOAD_COMMIT, 0x25, dict(crc32=0xE1820AFD, total_ms=600_000), dict(crc32=0xE1820AFD, total_ms=600_000),
+    (Opcode.UPLOAD_DATA, 0x23, UploadDataResponse(offset=0x01020308), dict(offset=0x01020308), "01" "01" "03" "23" "00" "00" "08030201"),
+    (Opcode.UPLOAD_COMMIT, 0x25, UploadCommitResponse(crc32=0xE1820AFD, total_ms=600_000), dict(crc32=0xE1820AFD, total_ms=600_000),
      "01" "01" "04" "25" "00" "00" "fd0a82e1" "c0270900"),
-    (Opcode.ERASE, 0x26, {}, {}, "01" "01" "05" "26" "00" "00"),
-    *[(opcode, request_id, STATUS_REPORT.to_fields(), STATUS_WIRE, "01" "01" + f"{opcode:02x}{request_id:02x}" + "00" "00" + STATUS_BODY)
+    (Opcode.ERASE, 0x26, Empty(), {}, "01" "01" "05" "26" "00" "00"),
+    *[(opcode, request_id, STATUS_REPORT, STATUS_WIRE, "01" "01" + f"{opcode:02x}{request_id:02x}" + "00" "00" + STATUS_BODY)
       for opcode, request_id in ((Opcode.START, 0x27), (Opcode.PAUSE, 0x28), (Opcode.RESUME, 0x29), (Opcode.SKIP, 0x2A),
                                  (Opcode.STOP, 0x2B), (Opcode.STATUS, 0x2C))],
 ]
 
 
-def plain(value: Any) -> Any:
-    """A decoded construct container as plain dicts, without construct's private keys."""
+def raw(message_hex: str, head: int) -> object:
+    """The raw wire values of a message's body (after ``head`` header bytes), read with its class's raw layout, as plain dicts."""
+    body = decode_message(bytes.fromhex(message_hex)).body
+    assert body is not None
+    return plain(type(body).layout.parse(bytes.fromhex(message_hex)[head:]))
+
+
+def plain(value: object) -> object:
+    """A decoded construct container (or typed body) as plain dicts, without construct's private keys."""
+    if isinstance(value, FirmwareVersion):
+        return value.to_json()
     if isinstance(value, dict):
         return {key: plain(item) for key, item in value.items() if not key.startswith("_")}
     return value
@@ -117,35 +160,51 @@ def test_codes_and_sizes_are_the_ones_in_the_spec():
 
 
 def test_goldens_cover_every_opcode():
-    assert sorted(opcode for opcode, *_ in REQUESTS) == sorted(Opcode)
+    assert sorted(request.opcode for request, *_ in REQUESTS) == sorted(Opcode)
     assert sorted(opcode for opcode, *_ in RESPONSES) == sorted(Opcode)
+
+
+def test_every_opcode_has_one_request_class_naming_its_response_class():
+    assert sorted(REQUEST_TYPES) == sorted(Opcode)
+    assert all(issubclass(kind, Request) and kind.opcode == opcode for opcode, kind in REQUEST_TYPES.items())
+    assert {opcode: kind.response_type for opcode, kind in REQUEST_TYPES.items()} == {
+        Opcode.INFO: InfoResponse, Opcode.UPLOAD_BEGIN: UploadBeginResponse, Opcode.UPLOAD_DATA: UploadDataResponse,
+        Opcode.UPLOAD_COMMIT: UploadCommitResponse, Opcode.ERASE: Empty,
+        **{opcode: StatusReport for opcode in (Opcode.START, Opcode.PAUSE, Opcode.RESUME, Opcode.SKIP, Opcode.STOP, Opcode.STATUS)},
+    }
+
+
+def test_a_response_of_another_type_is_refused_when_encoding():
+    with pytest.raises(TypeError):
+        encode_response(Opcode.INFO, 1, STATUS_REPORT)
 
 
 # --------------------------------------------------------------------------
 # Requests
 
 
-@pytest.mark.parametrize(("opcode", "request_id", "fields", "golden"), REQUESTS, ids=[r[0].name for r in REQUESTS])
-def test_request_golden_bytes(opcode, request_id, fields, golden):
-    assert encode_request(opcode, request_id, **fields).hex() == golden
+@pytest.mark.parametrize(("typed", "request_id", "fields", "golden"), REQUESTS, ids=[r[0].opcode.name for r in REQUESTS])
+def test_request_golden_bytes(typed, request_id, fields, golden):
+    assert encode_request(typed, request_id).hex() == golden
 
 
-@pytest.mark.parametrize(("opcode", "request_id", "fields", "golden"), REQUESTS, ids=[r[0].name for r in REQUESTS])
-def test_request_decodes_to_its_fields(opcode, request_id, fields, golden):
+@pytest.mark.parametrize(("typed", "request_id", "fields", "golden"), REQUESTS, ids=[r[0].opcode.name for r in REQUESTS])
+def test_request_decodes_to_its_fields(typed, request_id, fields, golden):
     message = decode_message(bytes.fromhex(golden))
-    assert (message.kind, message.opcode, message.request_id) == (MessageKind.REQUEST, opcode, request_id)
-    assert plain(message.body) == fields
+    assert (message.kind, message.opcode, message.request_id) == (MessageKind.REQUEST, typed.opcode, request_id)
+    assert message.body == typed
+    assert raw(golden, MESSAGE_HEADER_SIZE) == fields
 
 
 def test_upload_data_may_carry_no_data():
     golden = "01" "00" "03" "24" "f8000000"
-    assert encode_request(Opcode.UPLOAD_DATA, 0x24, offset=248, data=b"").hex() == golden
-    assert plain(decode_message(bytes.fromhex(golden)).body) == dict(offset=248, data=b"")
+    assert encode_request(UploadDataRequest(offset=248, data=b""), 0x24).hex() == golden
+    assert decode_message(bytes.fromhex(golden)).body == UploadDataRequest(offset=248, data=b"")
 
 
 def test_request_id_uses_the_whole_byte():
-    assert encode_request(Opcode.STATUS, 0).hex() == "01" "00" "0b" "00"
-    assert encode_request(Opcode.STATUS, 255).hex() == "01" "00" "0b" "ff"
+    assert encode_request(StatusRequest(), 0).hex() == "01" "00" "0b" "00"
+    assert encode_request(StatusRequest(), 255).hex() == "01" "00" "0b" "ff"
     assert decode_message(bytes.fromhex("01000bff")).request_id == 255
 
 
@@ -159,56 +218,64 @@ def test_wire_frame_of_info_request():
 # Responses
 
 
-@pytest.mark.parametrize(("opcode", "request_id", "fields", "wire", "golden"), RESPONSES, ids=[r[0].name for r in RESPONSES])
-def test_ok_response_golden_bytes(opcode, request_id, fields, wire, golden):
-    assert encode_response(opcode, request_id, **fields).hex() == golden
+@pytest.mark.parametrize(("opcode", "request_id", "response", "wire", "golden"), RESPONSES, ids=[r[0].name for r in RESPONSES])
+def test_ok_response_golden_bytes(opcode, request_id, response, wire, golden):
+    assert encode_response(opcode, request_id, response).hex() == golden
 
 
-@pytest.mark.parametrize(("opcode", "request_id", "fields", "wire", "golden"), RESPONSES, ids=[r[0].name for r in RESPONSES])
-def test_ok_response_decodes_to_its_fields(opcode, request_id, fields, wire, golden):
+@pytest.mark.parametrize(("opcode", "request_id", "response", "wire", "golden"), RESPONSES, ids=[r[0].name for r in RESPONSES])
+def test_ok_response_decodes_to_its_fields(opcode, request_id, response, wire, golden):
     message = decode_message(bytes.fromhex(golden))
     assert (message.kind, message.opcode, message.request_id) == (MessageKind.RESPONSE, opcode, request_id)
     assert (message.status, message.detail, message.reason) == (Status.OK, 0, "")
-    assert plain(message.body) == wire
+    assert message.body == response
+    assert raw(golden, MESSAGE_HEADER_SIZE + 2) == wire
 
 
 def test_info_response_without_routine_has_an_empty_name():
-    fields = dict(INFO_VALUES, state=0, has_routine=0, routine_crc32=0, routine_size=0, routine_name="")
+    info = replace(INFO, state=BandState.IDLE, has_routine=False, routine_crc32=0, routine_size=0, routine_name="")
     golden = "01" "01" "01" "07" "00" "00" "2b1a0000" "010203" "01" "57" "00" "00800000" "0002" "08" "00" "00000000" "0000" "00"
-    assert encode_response(Opcode.INFO, 7, **fields).hex() == golden
-    assert decode_message(bytes.fromhex(golden)).body.routine_name == ""
+    assert encode_response(Opcode.INFO, 7, info).hex() == golden
+    assert decode_message(bytes.fromhex(golden)).body == info
 
 
 def test_status_body_idle_values_and_saturated_cue_count():
-    report = StatusReport(state="idle", step=None, technique=None, iteration=0, hand=None, finger=None, elapsed_ms=0, remaining_ms=0,
+    report = StatusReport(state=BandState.IDLE, step=None, technique=None, iteration=0, hand=None, finger=None, elapsed_ms=0, remaining_ms=0,
                           step_remaining_ms=0, total_ms=600_000, last_cue=None, cues=70_000, battery=5)
     body = "00" "ffff" "00" "00" "00" "00" "00000000" "00000000" "00000000" "c0270900" "00" "ffff" "05"
-    assert encode_response(Opcode.STATUS, 1, **report.to_fields()).hex() == "01" "01" "0b" "01" "00" "00" + body
+    assert encode_response(Opcode.STATUS, 1, report).hex() == "01" "01" "0b" "01" "00" "00" + body
 
 
 def test_idle_status_body_reads_back_as_idle():
     body = "00" "ffff" "00" "00" "00" "00" "00000000" "00000000" "00000000" "c0270900" "00" "ffff" "05"
-    assert StatusReport.from_body(decode_message(bytes.fromhex("01" "01" "0b" "01" "00" "00" + body)).body) == StatusReport(
-        "idle", None, None, 0, None, None, 0, 0, 0, 600_000, None, 0xFFFF, 5)
+    assert decode_message(bytes.fromhex("01" "01" "0b" "01" "00" "00" + body)).body == StatusReport(
+        BandState.IDLE, None, None, 0, None, None, 0, 0, 0, 600_000, None, 0xFFFF, 5)
 
 
 def test_status_body_reads_back_as_the_same_report():
-    assert StatusReport.from_body(decode_message(bytes.fromhex("01" "02" "0b" "00" + STATUS_BODY)).body) == STATUS_REPORT
+    assert decode_message(bytes.fromhex("01" "02" "0b" "00" + STATUS_BODY)).body == STATUS_REPORT
+
+
+def test_status_report_json_names_its_codes():
+    assert STATUS_REPORT.to_json() == dict(state="paused", step=0x0102, technique="finger_squeeze", iteration=3, hand="right", finger="ring",
+                                           elapsed_ms=0x12345, remaining_ms=0x0A0B0C0D, step_remaining_ms=1000, total_ms=0xFFFFFFFF,
+                                           last_cue="warn", cues=0x1234, battery=100)
 
 
 def test_status_body_codes_a_companion_does_not_know_read_as_none():
     # state 9, technique 99, hand 3, finger 6, last cue 8: all beyond this protocol version's enumerations
     body = "09" "0000" "63" "00" "03" "06" "00000000" "00000000" "00000000" "00000000" "08" "0000" "64"
-    report = StatusReport.from_body(decode_message(bytes.fromhex("01" "02" "0b" "00" + body)).body)
-    assert (report.state, report.technique, report.hand, report.finger, report.last_cue) == ("state 9", None, None, None, None)
+    report = decode_message(bytes.fromhex("01" "02" "0b" "00" + body)).body
+    assert (report.state, report.technique, report.hand, report.finger, report.last_cue) == (None, None, None, None, None)
 
 
 def test_status_notification_golden_bytes():
     golden = "01" "02" "0b" "00" + STATUS_BODY  # no status/detail bytes; request id 0
-    assert encode_notification(Opcode.STATUS, **STATUS_REPORT.to_fields()).hex() == golden
+    assert encode_notification(STATUS_REPORT).hex() == golden
     message = decode_message(bytes.fromhex(golden))
     assert (message.kind, message.opcode, message.request_id, message.status) == (MessageKind.NOTIFICATION, Opcode.STATUS, 0, Status.OK)
-    assert plain(message.body) == STATUS_WIRE
+    assert message.body == STATUS_REPORT
+    assert raw(golden, MESSAGE_HEADER_SIZE) == STATUS_WIRE
 
 
 @pytest.mark.parametrize(
@@ -221,24 +288,24 @@ def test_status_notification_golden_bytes():
     ],
 )
 def test_error_response_golden_bytes(opcode, request_id, status, detail, reason, golden):
-    assert encode_response(opcode, request_id, status, detail, reason).hex() == golden
+    assert encode_error(opcode, request_id, status, detail, reason).hex() == golden
     message = decode_message(bytes.fromhex(golden))
     assert (message.kind, message.opcode, message.request_id) == (MessageKind.RESPONSE, opcode, request_id)
     assert (message.status, message.detail, message.reason) == (status, detail, reason)
-    assert plain(message.body) == {}
+    assert message.body is None
 
 
 def test_error_reason_is_cut_to_255_bytes_on_a_character_boundary():
-    message = encode_response(Opcode.INFO, 1, Status.BUSY, reason="é" * 200)  # 400 bytes of UTF-8
+    message = encode_error(Opcode.INFO, 1, Status.BUSY, reason="é" * 200)  # 400 bytes of UTF-8
     assert message[:7].hex() == "01" "01" "01" "01" "06" "00" "fe"  # 127 characters = 254 bytes
     assert message[7:] == "é".encode() * 127
-    ascii_message = encode_response(Opcode.INFO, 1, Status.BUSY, reason="a" * 300)
+    ascii_message = encode_error(Opcode.INFO, 1, Status.BUSY, reason="a" * 300)
     assert ascii_message[:7].hex() == "01" "01" "01" "01" "06" "00" "ff" and ascii_message[7:] == b"a" * 255
 
 
 def test_error_status_replaces_the_ok_body():
     # An INFO error carries no INFO fields at all, only the reason.
-    assert encode_response(Opcode.INFO, 3, Status.UNSUPPORTED_VERSION, reason="v").hex() == "01" "01" "01" "03" "03" "00" "01" "76"
+    assert encode_error(Opcode.INFO, 3, Status.UNSUPPORTED_VERSION, reason="v").hex() == "01" "01" "01" "03" "03" "00" "01" "76"
 
 
 # --------------------------------------------------------------------------
@@ -354,6 +421,10 @@ def test_handler_ignores_everything_but_requests(handler, data):
     assert handler.handle("serial", bytes.fromhex(data)) is None
 
 
+def test_handler_serves_every_request_class_from_its_table(handler):
+    assert set(handler._serve) == set(REQUEST_TYPES.values())
+
+
 def test_handler_info_golden(handler):
     table = compile_routine(load_routine("nausea-pc6"))
     response = handler.handle("serial", bytes.fromhex("01000107"))
@@ -366,21 +437,21 @@ def test_handler_info_golden(handler):
 def test_handler_upload_exchange_golden(handler):
     table = compile_routine(load_routine("nausea-pc6"), names=False)
     crc = zlib.crc32(table)
-    begin = handler.handle("serial", encode_request(Opcode.UPLOAD_BEGIN, 1, length=76, crc32=crc))
+    begin = handler.handle("serial", encode_request(UploadBeginRequest(length=76, crc32=crc), 1))
     assert begin.hex() == "01" "01" "02" "01" "00" "00" "00000000" "f800" "08"  # offset 0, max_chunk 256-8, window 8
-    ahead = handler.handle("serial", encode_request(Opcode.UPLOAD_DATA, 2, offset=40, data=table[40:]))
+    ahead = handler.handle("serial", encode_request(UploadDataRequest(offset=40, data=table[40:]), 2))
     assert ahead.hex() == "01" "01" "03" "02" "00" "00" "00000000"  # out of order: dropped, durable offset 0
-    first = handler.handle("serial", encode_request(Opcode.UPLOAD_DATA, 3, offset=0, data=table[:40]))
+    first = handler.handle("serial", encode_request(UploadDataRequest(offset=0, data=table[:40]), 3))
     assert first.hex() == "01" "01" "03" "03" "00" "00" "28000000"
-    again = handler.handle("serial", encode_request(Opcode.UPLOAD_DATA, 4, offset=0, data=table[:40]))
+    again = handler.handle("serial", encode_request(UploadDataRequest(offset=0, data=table[:40]), 4))
     assert again.hex() == "01" "01" "03" "04" "00" "00" "28000000"  # duplicate: dropped, same ack
-    resumed = handler.handle("serial", encode_request(Opcode.UPLOAD_BEGIN, 5, length=76, crc32=crc))
+    resumed = handler.handle("serial", encode_request(UploadBeginRequest(length=76, crc32=crc), 5))
     assert resumed.hex() == "01" "01" "02" "05" "00" "00" "28000000" "f800" "08"  # same length and CRC: resume at 40
-    rest = handler.handle("serial", encode_request(Opcode.UPLOAD_DATA, 6, offset=40, data=table[40:]))
+    rest = handler.handle("serial", encode_request(UploadDataRequest(offset=40, data=table[40:]), 6))
     assert rest.hex() == "01" "01" "03" "06" "00" "00" "4c000000"
-    commit = handler.handle("serial", encode_request(Opcode.UPLOAD_COMMIT, 7))
+    commit = handler.handle("serial", encode_request(UploadCommitRequest(), 7))
     assert commit.hex() == "01" "01" "04" "07" "00" "00" + crc.to_bytes(4, "little").hex() + "c0270900"
-    erase = handler.handle("serial", encode_request(Opcode.ERASE, 8))
+    erase = handler.handle("serial", encode_request(EraseRequest(), 8))
     assert erase.hex() == "01" "01" "05" "08" "00" "00"
 
 
@@ -388,48 +459,48 @@ def test_handler_refused_table_golden(handler):
     bad = bytearray(compile_routine(load_routine("nausea-pc6"), names=False))
     bad[25] = 99  # technique 99 does not exist
     bad[4:8] = table_crc(bad).to_bytes(4, "little")
-    handler.handle("serial", encode_request(Opcode.UPLOAD_BEGIN, 1, length=len(bad), crc32=zlib.crc32(bad)))
-    handler.handle("serial", encode_request(Opcode.UPLOAD_DATA, 2, offset=0, data=bytes(bad)))
-    assert error_head(handler.handle("serial", encode_request(Opcode.UPLOAD_COMMIT, 3))) == "01" "01" "04" "03" "0a" "07"  # BAD_RECORD
+    handler.handle("serial", encode_request(UploadBeginRequest(length=len(bad), crc32=zlib.crc32(bad)), 1))
+    handler.handle("serial", encode_request(UploadDataRequest(offset=0, data=bytes(bad)), 2))
+    assert error_head(handler.handle("serial", encode_request(UploadCommitRequest(), 3))) == "01" "01" "04" "03" "0a" "07"  # BAD_RECORD
     # the refused upload is forgotten
-    assert error_head(handler.handle("serial", encode_request(Opcode.UPLOAD_COMMIT, 4))) == "01" "01" "04" "04" "08" "00"
+    assert error_head(handler.handle("serial", encode_request(UploadCommitRequest(), 4))) == "01" "01" "04" "04" "08" "00"
 
 
 @pytest.mark.parametrize(
     ("requests", "head"),
     [
-        ([(Opcode.PAUSE, {})], "01" "01" "07" "09" "04" "00"),  # BAD_STATE: idle
-        ([(Opcode.UPLOAD_DATA, dict(offset=0, data=b"x"))], "01" "01" "03" "09" "08" "00"),  # NO_UPLOAD
-        ([(Opcode.UPLOAD_BEGIN, dict(length=32769, crc32=0))], "01" "01" "02" "09" "07" "00"),  # TOO_LARGE
-        ([(Opcode.UPLOAD_BEGIN, dict(length=2, crc32=0)), (Opcode.UPLOAD_DATA, dict(offset=0, data=b"abc"))], "01" "01" "03" "09" "09" "00"),  # BAD_OFFSET
-        ([(Opcode.UPLOAD_BEGIN, dict(length=2, crc32=0)), (Opcode.UPLOAD_COMMIT, {})], "01" "01" "04" "09" "09" "00"),  # incomplete
-        ([(Opcode.START, {}), (Opcode.ERASE, {})], "01" "01" "05" "09" "06" "00"),  # BUSY while playing
-        ([(Opcode.UPLOAD_BEGIN, dict(length=2, crc32=0)), (Opcode.UPLOAD_DATA, dict(offset=0, data=b"ab")), (Opcode.START, {}),
-          (Opcode.UPLOAD_COMMIT, {})], "01" "01" "04" "09" "06" "00"),  # BUSY while playing
+        ([PauseRequest()], "01" "01" "07" "09" "04" "00"),  # BAD_STATE: idle
+        ([UploadDataRequest(offset=0, data=b"x")], "01" "01" "03" "09" "08" "00"),  # NO_UPLOAD
+        ([UploadBeginRequest(length=32769, crc32=0)], "01" "01" "02" "09" "07" "00"),  # TOO_LARGE
+        ([UploadBeginRequest(length=2, crc32=0), UploadDataRequest(offset=0, data=b"abc")], "01" "01" "03" "09" "09" "00"),  # BAD_OFFSET
+        ([UploadBeginRequest(length=2, crc32=0), UploadCommitRequest()], "01" "01" "04" "09" "09" "00"),  # incomplete
+        ([StartRequest(), EraseRequest()], "01" "01" "05" "09" "06" "00"),  # BUSY while playing
+        ([UploadBeginRequest(length=2, crc32=0), UploadDataRequest(offset=0, data=b"ab"), StartRequest(),
+          UploadCommitRequest()], "01" "01" "04" "09" "06" "00"),  # BUSY while playing
     ],
 )
 def test_handler_error_statuses(handler, requests, head):
-    *setup, (opcode, fields) = requests
-    for setup_opcode, setup_fields in setup:
-        assert handler.handle("serial", encode_request(setup_opcode, 1, **setup_fields))[4] == Status.OK
-    assert error_head(handler.handle("serial", encode_request(opcode, 9, **fields))) == head
+    *setup, request = requests
+    for setup_request in setup:
+        assert handler.handle("serial", encode_request(setup_request, 1))[4] == Status.OK
+    assert error_head(handler.handle("serial", encode_request(request, 9))) == head
 
 
 def test_handler_no_routine():
     handler = ProtocolHandler(Band(Storage(Flash(FLASH_SIZE)), VirtualClock()))
-    for opcode in (Opcode.START, Opcode.PAUSE, Opcode.RESUME, Opcode.SKIP, Opcode.STOP):
-        assert error_head(handler.handle("serial", encode_request(opcode, 3))) == "01" "01" + f"{opcode:02x}" + "03" "05" "00"
+    for request in (StartRequest(), PauseRequest(), ResumeRequest(), SkipRequest(), StopRequest()):
+        assert error_head(handler.handle("serial", encode_request(request, 3))) == "01" "01" + f"{request.opcode:02x}" + "03" "05" "00"
     idle = "00" "ffff" "00" "00" "00" "00" "00000000" "00000000" "00000000" "00000000" "00" "0000" "64"
-    assert handler.handle("serial", encode_request(Opcode.STATUS, 4)).hex() == "01" "01" "0b" "04" "00" "00" + idle
+    assert handler.handle("serial", encode_request(StatusRequest(), 4)).hex() == "01" "01" "0b" "04" "00" "00" + idle
 
 
 def test_handler_busy_for_a_second_link_during_an_upload(handler):
     sent: list[bytes] = []
     handler.attach("serial", sent.append)
     handler.attach("ble", sent.append)
-    handler.handle("serial", encode_request(Opcode.UPLOAD_BEGIN, 1, length=2, crc32=0))
-    assert error_head(handler.handle("ble", encode_request(Opcode.UPLOAD_BEGIN, 2, length=2, crc32=0))) == "01" "01" "02" "02" "06" "00"
-    assert error_head(handler.handle("ble", encode_request(Opcode.UPLOAD_DATA, 3, offset=0, data=b"ab"))) == "01" "01" "03" "03" "06" "00"
+    handler.handle("serial", encode_request(UploadBeginRequest(length=2, crc32=0), 1))
+    assert error_head(handler.handle("ble", encode_request(UploadBeginRequest(length=2, crc32=0), 2))) == "01" "01" "02" "02" "06" "00"
+    assert error_head(handler.handle("ble", encode_request(UploadDataRequest(offset=0, data=b"ab"), 3))) == "01" "01" "03" "03" "06" "00"
 
 
 def test_notifications_go_out_before_the_response_on_every_link(handler):
@@ -437,7 +508,7 @@ def test_notifications_go_out_before_the_response_on_every_link(handler):
     ble: list[bytes] = []
     handler.attach("serial", serial.append)
     handler.attach("ble", ble.append)
-    handler.receive("serial", encode_frame(encode_request(Opcode.START, 9)))
+    handler.receive("serial", encode_frame(encode_request(StartRequest(), 9)))
     started = "01" "00" "00" "04" "00" "01" "00" "00000000" "c0270900" "e0930400" "c0270900" "03" "0100" "64"
     notification = encode_frame(bytes.fromhex("01" "02" "0b" "00" + started))
     assert serial == [notification, notification, encode_frame(bytes.fromhex("01" "01" "06" "09" "00" "00" + started))]
@@ -445,7 +516,7 @@ def test_notifications_go_out_before_the_response_on_every_link(handler):
 
 
 def test_upload_of_zero_bytes_is_a_bad_request(handler):
-    response = handler.handle("serial", encode_request(Opcode.UPLOAD_BEGIN, 4, length=0, crc32=0))
+    response = handler.handle("serial", encode_request(UploadBeginRequest(length=0, crc32=0), 4))
     assert error_head(response) == "01" "01" "02" "04" "02" "00"
 
 
@@ -455,8 +526,8 @@ def test_erase_announces_the_new_state(handler):
     handler.band.start()
     handler.band.stop()
     sent.clear()
-    response = handler.handle("serial", encode_request(Opcode.ERASE, 5))
+    response = handler.handle("serial", encode_request(EraseRequest(), 5))
     assert decode_message(response).status == Status.OK
     messages = [decode_message(m) for m in FrameParser().feed(b"".join(sent))]
     assert [m.kind for m in messages] == [MessageKind.NOTIFICATION]
-    assert StatusReport.from_body(messages[0].body).state == "idle"
+    assert messages[0].body.state == BandState.IDLE

@@ -18,7 +18,7 @@ import pytest
 from bleak import BleakScanner
 
 from ble_stack.paced_link import LinkTiming, PacedLink, air_time_us, parse_interval_ms
-from companion.ble import bumble_backend
+from companion.ble.bumble_backend import BumbleCentral
 from companion.client import BandClient
 from firmware_sim.local import LocalBleBand
 from protocol.table import check_table_header
@@ -53,7 +53,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def __init__(self) -> None:
         super().__init__()
         self.now = 0.0
-        self._selector = _FastForwardSelector(self._selector, self)  # type: ignore[has-type]
+        self._selector = _FastForwardSelector(self._selector, self)  # type: ignore[has-type,arg-type]
 
     def time(self) -> float:
         return self.now
@@ -77,12 +77,13 @@ class Arrivals:
                 received.append((asyncio.get_running_loop().time(), data))
                 original(sender, transport, data)
 
-            controller.on_link_acl_data = on_link_acl_data  # type: ignore[method-assign]
+            controller.on_link_acl_data = on_link_acl_data  # type: ignore[method-assign,assignment]
 
 
 async def upload_over(link: PacedLink, data: bytes) -> tuple[LocalBleBand, Arrivals, int]:
     """Connect through bleak, then upload ``data``; returns the band, what arrived, and where the upload's trace starts."""
-    async with LocalBleBand(link=link) as local, BandClient.open(ADDRESS) as client:
+    async with LocalBleBand(link=link) as local, BumbleCentral(link=link) as central, \
+            BandClient.open(ADDRESS, ble=central.backend) as client:
         arrivals = Arrivals(link)
         first = len(link.trace or [])
         await client.upload(data)
@@ -138,7 +139,7 @@ def test_loss_is_retransmitted_and_everything_arrives_once_in_order():
             sent.append(data)
         send(sender, destination, transport, data)
 
-    link.send_acl_data = recording_send  # type: ignore[method-assign]
+    link.send_acl_data = recording_send  # type: ignore[method-assign,assignment]
     data = big_table(200)
     local, arrivals, _ = run_virtual(lambda: upload_over(link, data))
     assert local.band.storage.active_table() == data
@@ -161,7 +162,7 @@ def test_stop_and_wait_needs_a_round_trip_of_events_per_chunk():
     data = big_table(100)
 
     async def job() -> tuple[float, float, int]:
-        async with LocalBleBand(link=link), BandClient.open(ADDRESS) as client:
+        async with LocalBleBand(link=link), BumbleCentral(link=link) as central, BandClient.open(ADDRESS, ble=central.backend) as client:
             loop = asyncio.get_running_loop()
             start = loop.time()
             await client.upload(data)
@@ -181,8 +182,8 @@ def test_scan_windows_pace_discovery(window_ms):
     link = PacedLink(LinkTiming(scan_interval_ms=100.0, scan_window_ms=window_ms))
 
     async def job() -> list[str | None]:
-        async with LocalBleBand(link=link):
-            found = await BleakScanner.discover(timeout=3.0, backend=bumble_backend.BumbleScanner)
+        async with LocalBleBand(link=link), BumbleCentral(link=link) as central:
+            found = await BleakScanner.discover(timeout=3.0, backend=central.scanner_backend)
             return [device.name for device in found]
 
     assert "HandCue-1A2B" in run_virtual(job)

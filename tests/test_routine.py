@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from companion import build_table, compile_routine, load_routine, parse_routine, read_table, shipped_routines
+from companion.errors import HandCueError, RoutineError
 from companion.routine import check_routine, parse_duration, resolve_routine
 from companion.techniques import CUE_VOCABULARY
 from protocol.constants import Hands, Iterate, TechniqueCode
-from protocol.errors import HandCueError, RoutineError
 from protocol.table import LoopRecord, StepRecord, pattern_problem
 
 SHIPPED_IDS = ["desk-break", "full-hand-massage", "headache-li4", "nausea-pc6"]

@@ -14,10 +14,10 @@ import pytest
 
 from companion import compile_routine, load_routine, read_table, table_timeline
 from companion.client import BandClient, BandTimeout
-from protocol.constants import Opcode
-from protocol.errors import BandError, TableRefusedError
+from protocol.constants import BandState
+from protocol.errors import BandError, HandCueError, TableRefusedError
 from protocol.framing import encode_frame
-from protocol.messages import encode_request
+from protocol.messages import InfoRequest, InfoResponse, StatusReport, StatusRequest, UploadBeginRequest, UploadDataRequest, encode_request
 from protocol.table import table_crc
 
 from .conftest import SHIPPED
@@ -36,6 +36,7 @@ class Sim:
              "--trace", str(self.trace), *args],
             stdout=subprocess.PIPE, text=True,
         )
+        assert self.process.stdout is not None
         line = self.process.stdout.readline().strip()
         assert line.startswith("serial: "), line
         self.address = "serial:" + line.removeprefix("serial: ")
@@ -67,7 +68,7 @@ async def play(address: str, data: bytes) -> None:
         await client.upload(data)
         await client.start()
         async for status in client.notifications(timeout=5):
-            if status.state == "finished":
+            if status.state == BandState.FINISHED:
                 break
         await asyncio.sleep(0.1)  # the done pattern plays out (virtual time jumps)
 
@@ -102,10 +103,10 @@ def test_resume_after_link_drop_mid_upload(sim):
 
     async def partial():
         async with BandClient.open(sim.address) as client:
-            begin = await client.request(Opcode.UPLOAD_BEGIN, length=len(data), crc32=crc)
-            assert begin.body.offset == 0
-            ack = await client.request(Opcode.UPLOAD_DATA, offset=0, data=data[:100])
-            assert ack.body.offset == 100
+            begin = await client.request(UploadBeginRequest(length=len(data), crc32=crc))
+            assert begin.offset == 0
+            ack = await client.request(UploadDataRequest(offset=0, data=data[:100]))
+            assert ack.offset == 100
         # the link drops here (port closed mid-upload)
 
     async def finish():
@@ -126,8 +127,8 @@ def test_resume_after_band_restart(tmp_path):
 
     async def partial():
         async with BandClient.open(first.address) as client:
-            await client.request(Opcode.UPLOAD_BEGIN, length=len(data), crc32=zlib.crc32(data))
-            await client.request(Opcode.UPLOAD_DATA, offset=0, data=data[:200])
+            await client.request(UploadBeginRequest(length=len(data), crc32=zlib.crc32(data)))
+            await client.request(UploadDataRequest(offset=0, data=data[:200]))
 
     run(partial())
     first.stop()
@@ -165,11 +166,39 @@ def test_garbage_on_the_line_does_not_break_the_next_command(sim):
     async def job():
         async with BandClient.open(sim.address) as client:
             await client.transport.send(os.urandom(300).replace(b"\x00", b"\x01") + b"\x00" + b"\x00\x05garbage\x00")
-            await client.transport.send(encode_frame(encode_request(Opcode.STATUS, 200))[:-5])  # a torn frame
+            await client.transport.send(encode_frame(encode_request(StatusRequest(), 200))[:-5])  # a torn frame
             await client.transport.send(b"\x00")
             return await client.info()
 
     assert run(job()).protocol_version == 1
+
+
+def test_typed_request_returns_its_response_class(sim):
+    async def job():
+        async with BandClient.open(sim.address) as client:
+            return await client.request(InfoRequest()), await client.request(StatusRequest())
+
+    info, status = run(job())
+    assert isinstance(info, InfoResponse) and info.protocol_version == 1 and not info.has_routine
+    assert isinstance(status, StatusReport) and status.state == BandState.IDLE
+
+
+def test_follow_yields_the_session_until_it_finishes(sim):
+    data = compile_routine(load_routine("nausea-pc6"))
+
+    async def job():
+        async with BandClient.open(sim.address) as client:
+            with pytest.raises(HandCueError, match="idle: start a routine first"):
+                [status async for status in client.follow()]
+            await client.upload(data)
+            await client.start()
+            return [status async for status in client.follow(poll_s=0.2)]
+
+    statuses = run(job())
+    *playing, final = statuses
+    assert final.state == BandState.FINISHED and final.elapsed_ms == final.total_ms == read_table(data).total_ms
+    assert all(status.state == BandState.RUNNING for status in playing)
+    assert [status.cues for status in statuses] == sorted(status.cues for status in statuses)
 
 
 def test_late_response_is_not_taken_for_the_next_request(tmp_path):
@@ -178,7 +207,7 @@ def test_late_response_is_not_taken_for_the_next_request(tmp_path):
     async def job():
         async with BandClient.open(band.address + "?baud=1200") as client:
             with pytest.raises(BandTimeout, match="INFO"):
-                await client.request(Opcode.INFO, timeout=0.05)
+                await client.request(InfoRequest(), timeout=0.05)
             abandoned = client._next_id
             reused = any(client._allocate_id() == abandoned for _ in range(300))  # answer still on the wire
             status = await client.status()  # asked while INFO's answer is still on its way
@@ -188,7 +217,7 @@ def test_late_response_is_not_taken_for_the_next_request(tmp_path):
         status, dropped, reused = run(job())
     finally:
         band.stop()
-    assert status.state == "idle" and status.total_ms == 0  # the STATUS answer, not INFO's late one
+    assert status.state == BandState.IDLE and status.total_ms == 0  # the STATUS answer, not INFO's late one
     assert dropped == 1  # the late INFO answer was dropped
     assert not reused  # its id stayed out of use while that answer could still come
 

@@ -8,8 +8,9 @@ import zlib
 import pytest
 
 from companion import compile_routine, load_routine
-from firmware_sim.flash import ERASE_PAGE, SECTOR_SIZE, Flash, FlashError, PowerLoss
-from firmware_sim.storage import ENTRY_SIZE, FLASH_SIZE, Storage, StorageError
+from firmware_sim.faults import FlashError, PowerLoss, StorageError
+from firmware_sim.flash import ERASE_PAGE, SECTOR_SIZE, Flash
+from firmware_sim.storage import ENTRY_SIZE, FLASH_SIZE, Storage
 from protocol.errors import TableFormatError
 
 OLD = compile_routine(load_routine("nausea-pc6"))

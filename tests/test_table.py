@@ -9,8 +9,10 @@ value.
 
 from __future__ import annotations
 
+import struct
 import zlib
 
+import construct as c
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,7 +34,9 @@ from protocol.constants import (
     TechniqueCode,
 )
 from protocol.errors import TableFormatError
+from protocol.layout import at, laid_out, layout_of
 from protocol.table import (
+    RECORD,
     CuePattern,
     Header,
     LoopBody,
@@ -46,6 +50,7 @@ from protocol.table import (
     encode_table,
     pattern_problem,
     table_crc,
+    table_sections,
     validate_table,
 )
 
@@ -101,32 +106,25 @@ def patch(data: bytes, offset: int, new: bytes, *, crc: bool = True) -> bytes:
 
 
 def raw_step(technique=1, iterate=0, count=1, duration=10, tick_every=0, warn_before=0, start=0, next=NO_PATTERN, tick=NO_PATTERN, warn=NO_PATTERN):
-    body = dict(technique=technique, iterate=iterate, count=count, duration=duration, tick_every=tick_every, warn_before=warn_before,
-                start_pattern=start, next_pattern=next, tick_pattern=tick, warn_pattern=warn)
-    return dict(kind=int(RecordKind.STEP), body=body)
+    """The bytes of a STEP record before padding, packed by hand (no validation)."""
+    return struct.pack("<BBBBHHHBBBB", RecordKind.STEP, technique, iterate, count, duration, tick_every, warn_before, start, next, tick, warn)
 
 
 def raw_loop(iterate=0, count=2, body_count=1, round=NO_PATTERN):
-    return dict(kind=int(RecordKind.LOOP), body=dict(iterate=iterate, count=count, round_pattern=round, body_count=body_count))
+    return struct.pack("<BBBBH", RecordKind.LOOP, iterate, count, round, body_count)
 
 
 def raw_table(records, *, patterns=((0, 1),), segments=((100, 8),), total_ms=1000, hands=0, done=0, names=None,
               version=TABLE_FORMAT_VERSION, header_size=TABLE_HEADER_SIZE, record_size=TABLE_RECORD_SIZE) -> bytes:
-    """Bytes built straight from the construct layout (no validation), with a correct size and CRC."""
-    header = dict(crc32=0, version=version, flags=int(TableFlags.NAMES) if names is not None else 0, header_size=header_size,
-                  record_size=record_size, table_size=0, record_count=len(records), total_ms=total_ms, pattern_count=len(patterns),
-                  segment_count=len(segments), hands=hands, done_pattern=done)
-    content = dict(
-        header=header,
-        header_extra=b"\0" * (header_size - TABLE_HEADER_SIZE),
-        records=records,
-        patterns=[dict(first_segment=f, segment_count=n) for f, n in patterns],
-        segments=[dict(amplitude=a, duration=d) for a, d in segments],
-        names=None if names is None else dict(routine=names[0], patterns=list(names[1])),
-    )
-    data = bytearray(Table.build(content))
-    data[12:14] = len(data).to_bytes(2, "little")
-    return with_crc(data)
+    """Bytes packed by hand from the layout in SPEC.md (no validation), with a correct size and CRC."""
+    body = b"".join(record.ljust(record_size, b"\0") for record in records)
+    body += b"".join(bytes(p) for p in patterns) + b"".join(bytes(s) for s in segments)
+    if names is not None:
+        body += b"".join(bytes([len(n.encode())]) + n.encode() for n in [names[0], *names[1]])
+    size = header_size + len(body)
+    header = TABLE_MAGIC + struct.pack("<IBBBBHHIBBBB", 0, version, int(TableFlags.NAMES) if names is not None else 0, header_size, record_size,
+                                       size, len(records), total_ms, len(patterns), len(segments), hands, done)
+    return with_crc(header + b"\0" * (header_size - TABLE_HEADER_SIZE) + body)
 
 
 # --------------------------------------------------------------------------
@@ -251,6 +249,29 @@ def test_full_hand_massage_without_names_fits_256_bytes_and_header_is_as_expecte
     assert techniques == [1, 2, 6, 7, 8, 9, 10, 11, 12]
     descriptors = [tuple(data[184 + 2 * i : 186 + 2 * i]) for i in range(6)]
     assert descriptors == [(0, 3), (3, 1), (4, 1), (5, 3), (8, 5), (13, 3)]
+
+
+@pytest.mark.parametrize("names", [True, False], ids=["names", "no-names"])
+@pytest.mark.parametrize("routine", SHIPPED)
+def test_the_table_declaration_parses_what_the_decoder_reads(routine, names):
+    """Table, the one declaration of the layout, reads every shipped table as the band's step-by-step decoder does."""
+    data = compile_routine(load_routine(routine), names=names)
+    parsed = Table.parse(data)  # its Checksum verifies the CRC, Terminated the size
+    decoded = decode_table(data)
+    assert parsed.records == decoded.records
+    assert parsed.segments == [s for p in decoded.patterns for s in p.segments]
+    assert parsed.header.total_ms == decoded.total_ms and parsed.header.done_pattern == decoded.done_pattern
+    name_bytes = sum(1 + len(n.encode()) for n in [decoded.name, *(p.name for p in decoded.patterns)]) if names else 0
+    sections = table_sections(parsed.header)
+    assert (sections.records, sections.names) == (TABLE_HEADER_SIZE, len(data) - name_bytes)
+    assert sections.segments - sections.patterns == 2 * len(decoded.patterns)
+
+
+def test_the_table_declaration_checks_the_crc():
+    data = bytearray(encode_table(golden_table()))
+    data[-1] ^= 0x01
+    with pytest.raises(c.ChecksumError):
+        Table.parse(bytes(data))
 
 
 # --------------------------------------------------------------------------
@@ -879,3 +900,28 @@ def test_every_table_error_code_is_covered():
                TableError.LIMIT, TableError.BAD_RECORD, TableError.BAD_PATTERN, TableError.BAD_NESTING, TableError.BAD_NAMES}
     assert covered == set(TableError) - {TableError.OK}
     assert [int(code) for code in TableError] == list(range(11))
+
+
+# --------------------------------------------------------------------------
+# The declaration helpers (protocol.layout)
+
+
+def test_a_layout_whose_offsets_leave_a_gap_is_refused():
+    @laid_out
+    class Gappy:
+        first: int = at(0, c.Int8ul)
+        second: int = at(2, c.Int8ul)
+
+    with pytest.raises(ValueError, match=r"Gappy.second is declared at offset 2; the fields before it end at 1"):
+        layout_of(Gappy)
+
+
+def test_record_layouts_read_units_markers_and_enums_into_the_model():
+    data = bytes.fromhex("01 07 01 05 9600 0000 3200 00 01 ff 01".replace(" ", ""))
+    record = RECORD.parse(data)
+    assert record == StepRecord(TechniqueCode.FINGER_SQUEEZE, 15_000, Iterate.FINGER, 5, warn_before_ms=5_000, start_pattern=0, next_pattern=1,
+                                warn_pattern=1)
+    assert type(record.technique) is TechniqueCode and type(record.iterate) is Iterate and record.tick_pattern is None
+    assert RECORD.build(record) == data
+    with pytest.raises(c.MappingError, match="1050 ms is not a multiple of 100 ms"):
+        RECORD.build(step(1050))

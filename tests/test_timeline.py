@@ -12,7 +12,8 @@ import pytest
 
 from companion import compile_routine, load_routine, read_table
 from protocol.constants import FINGERS, CueKind, Hands, Iterate, TechniqueCode
-from protocol.table import CuePattern, LoopRecord, PatternSegment, StepRecord, StepTable
+from protocol.iterations import iterations
+from protocol.table import CuePattern, LoopRecord, PatternSegment, StepRecord, StepTable, build_tree
 from protocol.timeline import Cue, MotorEvent, table_cues, table_timeline
 
 
@@ -109,7 +110,7 @@ def test_nausea_pc6_cues_name_the_step_and_no_finger():
 
 def test_nausea_pc6_motor_events():
     events = table_timeline(shipped("nausea-pc6"))
-    assert [(e.t_ms, e.amplitude, e.duration_ms, e.cue, e.hand) for e in events] == NAUSEA_EVENTS
+    assert [(e.t_ms, e.amplitude, e.duration_ms, e.cue.text_id, e.hand) for e in events] == NAUSEA_EVENTS
 
 
 def test_nausea_pc6_without_names_has_the_same_timeline():
@@ -158,7 +159,7 @@ def test_full_hand_massage_cue_counts(massage_cues):
 def test_full_hand_massage_total_duration(massage, massage_cues):
     assert massage.total_ms == 2 * HAND_MS == 1_110_000
     assert massage_cues[-1] == Cue(1_110_000, CueKind.DONE, massage.done_pattern, None, None, None)
-    done_events = [e for e in table_timeline(massage) if e.cue == "done"]
+    done_events = [e for e in table_timeline(massage) if e.cue == CueKind.DONE]
     assert [(e.t_ms, e.duration_ms) for e in done_events] == [(1_110_000, 400), (1_110_600, 400)]
 
 
@@ -298,7 +299,7 @@ def test_ticks_restart_each_iteration_and_never_fall_on_the_boundaries():
 
 
 def events_of(table: StepTable) -> list[tuple]:
-    return [(e.t_ms, e.amplitude, e.duration_ms, e.cue) for e in table_timeline(table)]
+    return [(e.t_ms, e.amplitude, e.duration_ms, e.cue.text_id) for e in table_timeline(table)]
 
 
 def test_preemption_spec_example():
@@ -344,5 +345,54 @@ def test_motor_events_keep_segment_amplitudes():
 
 def test_motor_event_json_shape():
     event = table_timeline(shipped("nausea-pc6"))[0]
-    assert event == MotorEvent(0, 100, 80, "start", 0, 0, "left", None)
+    assert event == MotorEvent(0, 100, 80, CueKind.START, 0, 0, "left", None)
     assert event.to_json() == {"t_ms": 0, "amplitude": 100, "duration_ms": 80, "cue": "start", "pattern": 0, "step": 0, "hand": "left", "finger": None}
+
+
+# --------------------------------------------------------------------------
+# The walk over iterations (protocol.iterations), shared by timeline, inspect, plot, card and safety check
+
+
+def test_iterations_walk_a_loop_pass_before_its_body_with_rounds_hands_and_fingers():
+    records = [
+        LoopRecord(Iterate.NONE, 2, 2),
+        LoopRecord(Iterate.HAND, 2, 1),
+        StepRecord(TechniqueCode.KEY_GRIP, 1000, Iterate.FINGER, 2, start_pattern=0),
+    ]
+    walked = [(it.item.index, it.index, it.t_ms, it.hand, it.finger, it.rounds, it.depth, it.is_step)
+              for it in iterations(build_tree(records), Hands.LEFT_THEN_RIGHT)]
+    assert walked == [
+        (0, 0, 0, None, None, (1,), 0, False),
+        (1, 0, 0, "left", None, (1,), 1, False),
+        (2, 0, 0, "left", "thumb", (1,), 2, True),
+        (2, 1, 1000, "left", "index", (1,), 2, True),
+        (1, 1, 2000, "right", None, (1,), 1, False),
+        (2, 0, 2000, "right", "thumb", (1,), 2, True),
+        (2, 1, 3000, "right", "index", (1,), 2, True),
+        (0, 1, 4000, None, None, (2,), 0, False),
+        (1, 0, 4000, "left", None, (2,), 1, False),
+        (2, 0, 4000, "left", "thumb", (2,), 2, True),
+        (2, 1, 5000, "left", "index", (2,), 2, True),
+        (1, 1, 6000, "right", None, (2,), 1, False),
+        (2, 0, 6000, "right", "thumb", (2,), 2, True),
+        (2, 1, 7000, "right", "index", (2,), 2, True),
+    ]
+
+
+def test_iterations_bind_the_one_hand_of_a_one_hand_routine():
+    walked = [(it.t_ms, it.hand) for it in iterations(build_tree([StepRecord(TechniqueCode.COMBING, 1000, count=2)]), Hands.RIGHT)]
+    assert walked == [(0, "right"), (1000, "right")]
+
+
+@pytest.mark.parametrize("routine_id", ["desk-break", "full-hand-massage", "headache-li4", "nausea-pc6"])
+def test_iterations_of_a_routine_and_of_its_table_are_the_same(routine_id):
+    """The routine model (steps and blocks) and its compiled records walk alike: card and safety check see what the band plays."""
+    routine = load_routine(routine_id)
+    table = shipped(routine_id)
+
+    def shape(walk):
+        return [(it.index, it.t_ms, it.duration_ms if it.is_step else None, it.hand, it.finger, it.rounds, it.depth, it.is_step) for it in walk]
+
+    from_table = shape(iterations(build_tree(table.records), table.hands))
+    assert shape(iterations(routine.steps, routine.hands)) == from_table
+    assert len(from_table) > len(table.records)

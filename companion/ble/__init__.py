@@ -1,7 +1,38 @@
-"""Bluetooth LE support of the companion.
+"""Bluetooth LE support of the companion: which bleak backend carries BLE, as an object.
 
-:mod:`companion.ble.bumble_backend` is a bleak backend on the bumble stack (like
-bleak-esphome is a third-party backend): with ``--hci TRANSPORT`` or
-``HANDCUE_HCI`` the companion's unchanged bleak code runs through bumble on that
-HCI transport; without it bleak's platform backend is used.
+A :class:`~companion.ble.backend.BleBackend` names the bleak scanner and client backend classes a BLE
+transport uses.  :data:`PLATFORM` is bleak's own backend for the operating system
+(BlueZ, CoreBluetooth, WinRT).  :class:`companion.ble.bumble_backend.BumbleCentral`
+is a BLE host on the bumble user-space stack (on a virtual link or an HCI transport)
+whose :attr:`~companion.ble.bumble_backend.BumbleCentral.backend` is a
+:class:`BleBackend` bound to that host, as bleak-esphome binds its client data.
+
+Only the CLI edge turns ``--hci`` / ``HANDCUE_HCI`` into a backend, with
+:func:`ble_backend_for`; everything below takes the object it is given.
 """
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from .backend import PLATFORM, BleBackend
+
+__all__ = ["PLATFORM", "BleBackend", "ble_backend_for"]
+
+
+@contextlib.asynccontextmanager
+async def ble_backend_for(hci: str | None) -> AsyncIterator[BleBackend]:
+    """The backend for one CLI command: bleak's platform backend, or with ``hci`` (a bumble
+    transport spec such as ``tcp-client:127.0.0.1:9901``) a bumble host on it, closed at the end.
+
+    The host is opened only when a scanner or a client first needs it, so a command
+    that talks to a serial band never touches ``hci``.
+    """
+    if not hci:
+        yield PLATFORM
+        return
+    from .bumble_backend import BumbleCentral
+
+    async with BumbleCentral(hci=hci) as central:
+        yield central.backend

@@ -1,29 +1,31 @@
 """A bleak backend running on the bumble user-space Bluetooth stack.
 
-Unchanged bleak code works through it::
+Unchanged bleak code works through it; the BLE host is an object you hand to it::
 
-    configure(link=link)  # or configure(hci="tcp-client:127.0.0.1:9901")
-    device = await BleakScanner.find_device_by_name("HandCue-1A2B",
-                                                    backend=BumbleScanner)
-    async with BleakClient(device, backend=BumbleClient) as client:
-        ...
+    async with BumbleCentral(link=link) as central:  # or BumbleCentral(hci="tcp-client:127.0.0.1:9901")
+        device = await BleakScanner.find_device_by_name("HandCue-1A2B", backend=central.scanner_backend)
+        async with BleakClient(device, backend=central.client_backend) as client:
+            ...
 
-Where the host comes from is set once with :func:`configure`: either a bumble HCI
-transport spec (opened with :func:`bumble.transport.open_transport`: a virtual
-controller served by another process, a USB dongle, ...) or, for in-process tests, a
-:class:`bumble.link.LocalLink` on which the backend creates its own controller.
-
-One bumble :class:`~bumble.device.Device` (the "central stack") is shared by every
-scanner and client of an event loop.  It is created on first use and closed by
-:func:`shutdown` (call it before the loop ends) or when :func:`configure` is called
-again with something else.
+A :class:`BumbleCentral` is one BLE host (a bumble :class:`~bumble.device.Device`
+acting as central) for one use: every scanner and client built from its
+:attr:`~BumbleCentral.scanner_backend` / :attr:`~BumbleCentral.client_backend` shares
+it, as bleak-esphome's clients share the client data bound into their backend class
+with :func:`functools.partial`.  Where the host gets its controller is given when the
+central is made: a bumble HCI transport spec (opened with
+:func:`bumble.transport.open_transport`: a virtual controller served by another
+process, a USB dongle, ...) or a virtual link (:class:`bumble.link.LocalLink` or a
+paced link) on which the central puts its own virtual controller.  The host comes up
+when a scanner or client first needs it (again if its HCI transport was lost) and goes
+down with :meth:`BumbleCentral.close` (or the end of ``async with``); closing a client
+only closes its connection.  Several centrals may share a link: each is its own host.
 
 Behaviour worth knowing (and matching the BlueZ backend where it matters):
 
 * ``disconnected_callback`` fires on every disconnection, remote or local (as with
   BlueZ), and services are dropped (as with every bleak backend).
-* Connecting requests an ATT MTU of 247 and discovers all services, characteristics
-  and descriptors.
+* Connecting requests an ATT MTU (:data:`REQUESTED_ATT_MTU` unless the central says
+  otherwise) and discovers all services, characteristics and descriptors.
 * ``write_gatt_char(..., response=False)`` never drops data: bumble queues ACL packets
   without limit.  To give the caller back-pressure, such a write waits while more than
   :data:`WRITE_WITHOUT_RESPONSE_MAX_PENDING` ACL packets are still queued.
@@ -35,10 +37,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from bleak import BleakScanner
 from bleak.args import SizedBuffer
@@ -55,31 +58,30 @@ from bleak.backends.scanner import (
 from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 from bleak.exc import BleakDeviceNotFoundError, BleakError, BleakGATTProtocolError
 from bleak.uuids import normalize_uuid_16, normalize_uuid_32
-from bumble import att, core, hci, ll
-from bumble.controller import Controller
+from bumble import att, core, hci
 from bumble.core import AdvertisingData
 from bumble.device import Advertisement, Connection, Device, Peer
 from bumble.gatt import GATT_CLIENT_CHARACTERISTIC_CONFIGURATION_DESCRIPTOR
 from bumble.gatt_client import CharacteristicProxy, DescriptorProxy
-from bumble.host import Host
 from bumble.link import LocalLink
-from bumble.transport import open_transport
-from bumble.transport.common import AsyncPipeSink, Transport
+
+from ble_stack.addresses import random_static_address
+from ble_stack.controllers import CentralController
+from ble_stack.hosts import AttachedHost, HostSite, attach_host
+
+from .backend import BleBackend
 
 __all__ = [
+    "BumbleCentral",
     "BumbleClient",
     "BumbleDeviceDetails",
     "BumbleScanner",
-    "CentralController",
-    "configure",
-    "get_central_device",
-    "shutdown",
 ]
 
 logger = logging.getLogger(__name__)
 
 REQUESTED_ATT_MTU = 247
-"""ATT MTU requested right after connecting."""
+"""ATT MTU a central requests right after connecting, unless made with another."""
 DEFAULT_ATT_MTU = att.ATT_DEFAULT_MTU
 WRITE_WITHOUT_RESPONSE_MAX_PENDING = 32
 """A write without response waits while more ACL packets than this are queued."""
@@ -139,89 +141,16 @@ class BumbleDeviceDetails:
     """The last bumble advertisement (merged with its scan response if any)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class _Config:
-    hci: str | None
-    link: LocalLink | None
-    address: str | None
-
-
 # ---------------------------------------------------------------------------
-# Virtual controller for the central
-
-
-class CentralController(Controller):
-    """bumble's virtual controller with two fixes a central needs.
-
-    * LE Create Connection Cancel: bumble's controller acknowledges it but keeps the
-      connection pending and never reports the cancellation, so
-      ``Device.connect(timeout=...)`` hangs after its timeout and every later
-      connection attempt is refused (and the stale one may complete later).  Here
-      the pending connection is dropped and an LE Connection Complete event with
-      status Unknown Connection Identifier follows, as the spec requires.
-    * HCI Reset: bumble's controller ignores it.  Here it drops connections (the peer
-      sees a supervision timeout), scanning, advertising and any pending
-      connection, so a new host process attaching to a served controller (see
-      ``handcue-sim --hci-server``) starts clean and a band connected to the previous host is freed.
-    """
-
-    def on_hci_le_create_connection_cancel_command(self, command: hci.HCI_LE_Create_Connection_Cancel_Command) -> hci.HCI_StatusReturnParameters:
-        """Cancel the pending connection and report it as failed."""
-        pending = self.pending_le_connection
-        if pending is None:
-            return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.COMMAND_DISALLOWED_ERROR)
-        self.pending_le_connection = None
-        failure = hci.HCI_LE_Connection_Complete_Event(
-            status=hci.HCI_UNKNOWN_CONNECTION_IDENTIFIER_ERROR,
-            connection_handle=0,
-            role=hci.Role.CENTRAL,
-            peer_address_type=pending.peer_address.address_type,
-            peer_address=pending.peer_address,
-            connection_interval=0,
-            peripheral_latency=0,
-            supervision_timeout=0,
-            central_clock_accuracy=0,
-        )
-        # Scheduled so that it reaches the host after the Command Complete event.
-        asyncio.get_running_loop().call_soon(self.send_hci_packet, failure)
-        return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
-
-    def on_hci_reset_command(self, command: hci.HCI_Reset_Command) -> hci.HCI_StatusReturnParameters:
-        """Reset: forget connections, scanning, advertising, pending connection."""
-        self.drop_host_state()
-        return super().on_hci_reset_command(command)
-
-    def drop_host_state(self) -> None:
-        """Drop what the (gone or resetting) host had set up, without HCI events."""
-        for peer_address, connection in list(self.le_connections.items()):
-            connection.send_ll_control_pdu(ll.TerminateInd(hci.HCI_CONNECTION_TIMEOUT_ERROR))
-            del self.le_connections[peer_address]
-        self.pending_le_connection = None
-        self.le_scan_enable = False
-        self.le_legacy_advertiser.stop()
-        for advertising_set in self.advertising_sets.values():
-            advertising_set.stop()
-        self.advertising_sets.clear()
-
-
-# ---------------------------------------------------------------------------
-# The central stack shared per event loop
+# The central: one BLE host, handed to the scanners and clients built from it
 
 
 class _CentralStack:
-    """The shared bumble Device of one event loop, plus scan bookkeeping."""
+    """The central's running bumble Device, plus scan bookkeeping."""
 
-    def __init__(
-        self,
-        config: _Config,
-        device: Device,
-        controller: Controller | None,
-        transport: Transport | None,
-    ) -> None:
-        self.config = config
+    def __init__(self, device: Device, attached: AttachedHost) -> None:
         self.device = device
-        self.controller = controller
-        self.transport = transport
+        self.attached = attached
         self.connect_lock = asyncio.Lock()
         """bumble accepts only one pending LE connection at a time."""
         self._scan_lock = asyncio.Lock()
@@ -231,34 +160,22 @@ class _CentralStack:
         device.on(Device.EVENT_ADVERTISEMENT, self._on_advertisement)
 
     @classmethod
-    async def create(cls, config: _Config) -> _CentralStack:
-        address = hci.Address(config.address, hci.Address.RANDOM_DEVICE_ADDRESS) if config.address else hci.Address.generate_static_address()
-        controller: Controller | None = None
-        transport: Transport | None = None
-        if config.link is not None:
-            controller = CentralController("bleak-central", link=config.link)
-            host = Host(controller, AsyncPipeSink(controller))
-        else:
-            assert config.hci is not None
-            transport = await open_transport(config.hci)
-            host = Host(controller_source=transport.source, controller_sink=transport.sink)
-        device = Device(name=CENTRAL_NAME, address=address, host=host)
-        stack = cls(config, device, controller, transport)
+    async def create(cls, site: HostSite, address: str | None) -> _CentralStack:
+        own_address = random_static_address(address) if address else hci.Address.generate_static_address()
+        attached = await attach_host(site, name="bleak-central", controller_factory=CentralController)
+        stack = cls(Device(name=CENTRAL_NAME, address=own_address, host=attached.host), attached)
         try:
-            await device.power_on()
+            await stack.device.power_on()
         except BaseException:
             await stack.close()
             raise
-        logger.debug("bumble central stack up as %s", address)
+        logger.debug("bumble central stack up as %s", own_address)
         return stack
 
     @property
     def transport_lost(self) -> bool:
         """Whether the HCI transport went away (bumble then flushes all connections)."""
-        if self.transport is None:
-            return False
-        terminated: asyncio.Future[None] | None = getattr(self.transport.source, "terminated", None)
-        return terminated is not None and terminated.done()
+        return self.attached.transport_lost
 
     async def add_scanner(self, scanner: BumbleScanner) -> None:
         async with self._scan_lock:
@@ -299,74 +216,103 @@ class _CentralStack:
             except Exception:  # best effort
                 logger.debug("error while closing the central stack", exc_info=True)
         self._scanning_active = None
-        if self.controller is not None and self.config.link is not None:
-            self.config.link.remove_controller(self.controller)
-        if self.transport is not None:
-            await self.transport.close()
+        await self.attached.detach()
 
 
-class _Registry:
-    """Module state: the configuration and the central stack of each event loop."""
-
-    config: _Config | None = None
-    stacks: dict[asyncio.AbstractEventLoop, _CentralStack] = {}  # noqa: RUF012
-    locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}  # noqa: RUF012
+_B = TypeVar("_B", "BumbleScanner", "BumbleClient")
 
 
-def configure(
-    hci: str | None = None,
-    link: LocalLink | None = None,
-    *,
-    address: str | None = None,
-) -> None:
-    """Choose where the backend's bumble host gets its controller.
+def _bind(backend_class: type[_B], central: BumbleCentral) -> type[_B]:
+    """``backend_class`` with ``central=`` bound, still named like the class.
+
+    bleak builds its backend from a class (``BleakClient(..., backend=cls)``) and
+    forwards no state, so the host rides in with :func:`functools.partial`, as
+    bleak-esphome binds its client data.  bleak reports ``backend.__name__`` as the
+    ``backend_id``, hence the name.
+    """
+    bound = functools.partial(backend_class, central=central)
+    bound.__name__ = backend_class.__name__  # type: ignore[attr-defined]
+    return cast("type[_B]", bound)
+
+
+class BumbleCentral:
+    """One BLE host on bumble, acting as central, for the scanners and clients built from it.
 
     Args:
+        link: a virtual link (:class:`~bumble.link.LocalLink` or a paced link); the
+            central puts its own virtual controller on it (in-process use, tests).
         hci: a bumble transport spec for :func:`bumble.transport.open_transport`,
             e.g. ``"tcp-client:127.0.0.1:9901"``.
-        link: a :class:`~bumble.link.LocalLink`; the backend attaches its own virtual
-            controller to it (in-process use, tests).
         address: random static address of the central.  By default a random one is
-            generated for each stack, so it never collides with a band's.
+            generated each time the host comes up, so it never collides with a band's.
+        att_mtu: the ATT MTU requested right after connecting.
 
-    Exactly one of ``hci`` and ``link`` must be given.  Stacks created under a previous
-    configuration are closed the next time they are needed (or by :func:`shutdown`).
+    Exactly one of ``link`` and ``hci`` must be given.  Use it as an async context
+    manager, or call :meth:`close` when done; it belongs to the event loop that first
+    uses it.
     """
-    if (hci is None) == (link is None):
-        raise ValueError("configure() needs exactly one of hci= or link=")
-    _Registry.config = _Config(hci=hci, link=link, address=address)
 
+    def __init__(
+        self,
+        *,
+        link: LocalLink | None = None,
+        hci: str | None = None,
+        address: str | None = None,
+        att_mtu: int = REQUESTED_ATT_MTU,
+    ) -> None:
+        if (hci is None) == (link is None):
+            raise ValueError("BumbleCentral needs exactly one of hci= or link=")
+        self.link = link
+        self.hci = hci
+        self.address = address
+        self.att_mtu = att_mtu
+        self.scanner_backend: type[BumbleScanner] = _bind(BumbleScanner, self)
+        """A bleak scanner backend class on this host: ``BleakScanner(backend=central.scanner_backend)``."""
+        self.client_backend: type[BumbleClient] = _bind(BumbleClient, self)
+        """A bleak client backend class on this host: ``BleakClient(device, backend=central.client_backend)``."""
+        self._stack: _CentralStack | None = None
+        self._lock = asyncio.Lock()
 
-async def get_central_device() -> Device:
-    """Return the current event loop's central bumble Device (created on demand)."""
-    return (await _get_stack()).device
+    @property
+    def description(self) -> str:
+        """Where this host's BLE goes, for messages: ``"via HCI tcp-client:..."`` or ``"via a virtual link"``."""
+        return f"via HCI {self.hci}" if self.hci else "via a virtual link"
 
+    @property
+    def backend(self) -> BleBackend:
+        """The scanner and client backends on this host, for a BLE transport."""
+        return BleBackend(self.scanner_backend, self.client_backend, self.description)
 
-async def _get_stack() -> _CentralStack:
-    loop = asyncio.get_running_loop()
-    lock = _Registry.locks.setdefault(loop, asyncio.Lock())
-    async with lock:
-        config = _Registry.config
-        if config is None:
-            raise BleakError("bumble backend not configured: call configure() first")
-        stack = _Registry.stacks.get(loop)
-        if stack is not None and (stack.config is not config or stack.transport_lost):
-            del _Registry.stacks[loop]
-            await stack.close()
-            stack = None
-        if stack is None:
-            stack = await _CentralStack.create(config)
-            _Registry.stacks[loop] = stack
-        return stack
+    async def stack(self) -> _CentralStack:
+        """The running host, brought up now if it is not (or if its HCI transport was lost)."""
+        async with self._lock:
+            stack = self._stack
+            if stack is not None and stack.transport_lost:
+                self._stack = None
+                await stack.close()
+                stack = None
+            if stack is None:
+                site: HostSite | None = self.link if self.link is not None else self.hci
+                assert site is not None
+                stack = self._stack = await _CentralStack.create(site, self.address)
+            return stack
 
+    async def device(self) -> Device:
+        """The host's bumble Device (brought up if needed)."""
+        return (await self.stack()).device
 
-async def shutdown() -> None:
-    """Close the current event loop's central stack, if any."""
-    loop = asyncio.get_running_loop()
-    stack = _Registry.stacks.pop(loop, None)
-    _Registry.locks.pop(loop, None)
-    if stack is not None:
-        await stack.close()
+    async def close(self) -> None:
+        """Disconnect every client of this host, stop its scanners and take it down (idempotent)."""
+        async with self._lock:
+            stack, self._stack = self._stack, None
+            if stack is not None:
+                await stack.close()
+
+    async def __aenter__(self) -> BumbleCentral:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
 
 # ---------------------------------------------------------------------------
@@ -410,17 +356,20 @@ class _SeenAdvertising:
 
 
 class BumbleScanner(BaseBleakScanner):
-    """bleak scanner backend on the shared bumble central stack."""
+    """bleak scanner backend on the host of a :class:`BumbleCentral` (use ``central.scanner_backend``)."""
 
     def __init__(
         self,
         detection_callback: AdvertisementDataCallback | None,
         service_uuids: list[str] | None,
         scanning_mode: Literal["active", "passive"] = "active",
+        *,
+        central: BumbleCentral,
         **kwargs: Any,
     ) -> None:
         # kwargs: bleak passes its platform-specific ``bluez=``/``cb=`` dicts here.
         super().__init__(detection_callback, service_uuids)
+        self.central = central
         self.active = scanning_mode != "passive"
         self._stack: _CentralStack | None = None
         self._accumulated: dict[str, _SeenAdvertising] = {}
@@ -431,7 +380,7 @@ class BumbleScanner(BaseBleakScanner):
             return
         self.seen_devices = {}
         self._accumulated = {}
-        self._stack = await _get_stack()
+        self._stack = await self.central.stack()
         await self._stack.add_scanner(self)
 
     async def stop(self) -> None:
@@ -471,12 +420,17 @@ class BumbleScanner(BaseBleakScanner):
 
 
 class BumbleClient(BaseBleakClient):
-    """bleak client backend on the shared bumble central stack."""
+    """bleak client backend on the host of a :class:`BumbleCentral` (use ``central.client_backend``).
+
+    Clients of one central share its host but not their connections: disconnecting
+    one leaves the others connected.
+    """
 
     def __init__(
         self,
         address_or_ble_device: BLEDevice | str,
         *,
+        central: BumbleCentral,
         disconnected_callback: Callable[[], None] | None,
         timeout: float,
         services: set[str] | None = None,
@@ -495,6 +449,7 @@ class BumbleClient(BaseBleakClient):
             if isinstance(address_or_ble_device.details, BumbleDeviceDetails):
                 self._details = address_or_ble_device.details
         self._requested_services = services
+        self.central = central
         self._stack: _CentralStack | None = None
         self._connection: Connection | None = None
         self._subscriptions: dict[int, Callable[[bytes], None]] = {}
@@ -520,7 +475,7 @@ class BumbleClient(BaseBleakClient):
     # ------------------------------------------------------------ connection
 
     async def connect(self, pair: bool, **kwargs: Any) -> None:
-        """Connect, exchange MTU (request 247) and discover the GATT database.
+        """Connect, exchange MTU (request the central's ``att_mtu``) and discover the GATT database.
 
         ``timeout`` (keyword, default: the client's) bounds the whole operation.
         """
@@ -535,7 +490,7 @@ class BumbleClient(BaseBleakClient):
         def remaining() -> float:
             return max(deadline - loop.time(), 0.001)
 
-        self._stack = await asyncio.wait_for(_get_stack(), remaining())
+        self._stack = await asyncio.wait_for(self.central.stack(), remaining())
         peer_address = await self._resolve_address(remaining())
         try:
             # bumble's own timeout cancels the pending connection in the controller;
@@ -554,7 +509,7 @@ class BumbleClient(BaseBleakClient):
         try:
             async with asyncio.timeout(remaining()):
                 peer = Peer(connection)
-                await self._guard("MTU exchange", peer.request_mtu(REQUESTED_ATT_MTU))
+                await self._guard("MTU exchange", peer.request_mtu(self.central.att_mtu))
                 self.services = await self._guard("service discovery", self._discover(peer))
                 await self._read_gap_name(peer)
         except BaseException:
@@ -565,7 +520,7 @@ class BumbleClient(BaseBleakClient):
     async def _resolve_address(self, scan_seconds: float) -> hci.Address:
         if self._details is not None:
             return self._details.address
-        device = await BleakScanner.find_device_by_address(self.address, timeout=scan_seconds, backend=BumbleScanner)
+        device = await BleakScanner.find_device_by_address(self.address, timeout=scan_seconds, backend=self.central.scanner_backend)
         if device is None or not isinstance(device.details, BumbleDeviceDetails):
             raise BleakDeviceNotFoundError(self.address, f"Device with address {self.address} was not found.")
         self._name = self._name or device.name
@@ -779,27 +734,3 @@ class BumbleClient(BaseBleakClient):
         subscriber = self._subscriptions.pop(proxy.handle, None)
         if subscriber is not None:
             await self._guard("unsubscribe", proxy.unsubscribe(subscriber))
-
-
-def reset() -> None:
-    """Forget the configuration: bleak's platform backend is used again (stacks close on next use)."""
-    _Registry.config = None
-
-
-def configured_hci() -> str | None:
-    """The HCI transport spec bleak is routed through, if any."""
-    return _Registry.config.hci if _Registry.config is not None else None
-
-
-def is_configured() -> bool:
-    """Whether :func:`configure` chose a bumble host (else bleak's platform backend is used)."""
-    return _Registry.config is not None
-
-
-def free_tcp_port() -> int:
-    """A free TCP port on the loopback interface (for ``tcp-server:127.0.0.1:PORT``)."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

@@ -1,7 +1,8 @@
 """Byte transports to a band, chosen by address like pyserial's ``serial_for_url``.
 
 * ``serial:/dev/ttyUSB0`` or ``serial:/dev/ttyUSB0?baud=115200`` - pyserial
-* ``ble:HandCue-1A2B`` (advertised name) or ``ble:AA:BB:CC:DD:EE:FF`` - bleak
+* ``ble:HandCue-1A2B`` (advertised name) or ``ble:AA:BB:CC:DD:EE:FF`` - bleak, on the
+  backend given as ``ble=`` (bleak's platform backend by default)
 
 Every transport implements :class:`~companion.transport.base.Transport`.
 Heavy libraries load only when their scheme is used.
@@ -9,19 +10,25 @@ Heavy libraries load only when their scheme is used.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
-from protocol.errors import HandCueError
-
+from ..errors import AddressError
 from .base import Transport, TransportClosed, TransportError
 
-__all__ = ["Transport", "TransportClosed", "TransportError", "open_transport"]
+if TYPE_CHECKING:
+    from ..ble.backend import BleBackend
+
+__all__ = ["AddressError", "Transport", "TransportClosed", "TransportError", "open_transport"]
 
 SCHEMES = ("serial", "ble")
 
 
-def open_transport(address: str) -> Transport:
-    """A transport (not yet connected) for ``address``."""
+def open_transport(address: str, *, ble: BleBackend | None = None) -> Transport:
+    """A transport (not yet connected) for ``address``; a BLE one uses the bleak backend ``ble``.
+
+    Raises :class:`AddressError` when ``address`` is not a band address.
+    """
     scheme, _, rest = address.partition(":")
     path, _, query = rest.partition("?")
     params = {key: values[-1] for key, values in parse_qs(query).items()}
@@ -31,12 +38,14 @@ def open_transport(address: str) -> Transport:
         try:
             baud = int(params.pop("baud", "115200"))
         except ValueError as exc:
-            raise HandCueError(f"{address}: baud must be a number") from exc
+            raise AddressError(f"{address}: baud must be a number") from exc
         if params:
-            raise HandCueError(f"{address}: unknown option {', '.join(params)} (serial takes baud=)")
+            raise AddressError(f"{address}: unknown option {', '.join(params)} (serial takes baud=)")
         return SerialTransport(address, path, baud)
     if scheme == "ble" and path:
-        from .ble import BleTransport
+        from .ble import PLATFORM, BleTransport
 
-        return BleTransport(address, path, hci=params.get("hci"))
-    raise HandCueError(f"{address!r} is not a band address; use serial:PATH[?baud=N] or ble:NAME|ble:AA:BB:CC:DD:EE:FF")
+        if params:
+            raise AddressError(f"{address}: unknown option {', '.join(params)} (a ble: address takes none; choose the BLE host with --hci)")
+        return BleTransport(address, path, ble or PLATFORM)
+    raise AddressError(f"{address!r} is not a band address; use serial:PATH[?baud=N] or ble:NAME|ble:AA:BB:CC:DD:EE:FF")

@@ -5,15 +5,9 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 
-from protocol.errors import HandCueError
+from ..errors import TransportClosed, TransportError
 
-
-class TransportError(HandCueError):
-    """The link could not be opened or failed."""
-
-
-class TransportClosed(TransportError):
-    """The link went away (port closed, BLE disconnect)."""
+__all__ = ["Transport", "TransportClosed", "TransportError"]
 
 
 class Transport(ABC):

@@ -6,59 +6,33 @@ receives the band's frames as TX notifications.  :attr:`BleTransport.mtu` is
 ATT MTU - 3; the client sizes data frames for the most table bytes per write
 (one frame per write at large MTUs; at small ones a frame spans several writes).
 
-With ``--hci`` / ``HANDCUE_HCI`` (or :func:`companion.ble.bumble_backend.configure`)
-bleak runs on the bumble backend; otherwise on the operating system's stack.
+Which bleak backend carries BLE is an object given by the caller (a
+:class:`~companion.ble.backend.BleBackend`): bleak's platform backend by default, or the
+backend of a :class:`~companion.ble.bumble_backend.BumbleCentral`, whose host this
+transport uses but does not own (closing the transport closes only its connection).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from typing import Any
 
 from protocol.constants import BleUuid
 
+from ..ble.backend import PLATFORM, BleBackend
 from .base import Transport, TransportClosed, TransportError
 
 MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 
 
-def bleak_backends() -> dict[str, Any]:
-    """Keyword arguments that select the bumble backend when it is configured."""
-    from companion.ble import bumble_backend
-
-    hci = os.environ.get("HANDCUE_HCI")
-    if not bumble_backend.is_configured() and hci:
-        bumble_backend.configure(hci=hci)
-    if bumble_backend.is_configured():
-        return {"scanner": bumble_backend.BumbleScanner, "client": bumble_backend.BumbleClient}
-    return {}
-
-
-def via_text() -> str:
-    """``"via HCI tcp-client:...: "`` when bumble carries BLE, else nothing."""
-    from companion.ble import bumble_backend
-
-    hci = bumble_backend.configured_hci()
-    return f"via HCI {hci}: " if hci else ""
-
-
-async def release_backend() -> None:
-    """Close the bumble stack of this event loop (if bumble is in use)."""
-    from companion.ble import bumble_backend
-
-    if bumble_backend.is_configured():
-        await bumble_backend.shutdown()
-
-
 class BleTransport(Transport):
     """A band reached by advertised name (``ble:HandCue-1A2B``) or address."""
 
-    def __init__(self, address: str, target: str, hci: str | None = None) -> None:
+    def __init__(self, address: str, target: str, backend: BleBackend = PLATFORM) -> None:
         super().__init__(address)
         self.target = target
-        self.hci = hci
+        self.backend = backend
         self._client: Any = None
         self._mtu = 20
 
@@ -70,20 +44,14 @@ class BleTransport(Transport):
         from bleak import BleakClient, BleakScanner
         from bleak.exc import BleakError
 
-        if self.hci:
-            from companion.ble import bumble_backend
-
-            bumble_backend.configure(hci=self.hci)
-        backends = bleak_backends()
+        backend = self.backend
         scan_timeout = max(timeout, 5.0)
+        find = BleakScanner.find_device_by_address if MAC.match(self.target) else BleakScanner.find_device_by_name
         try:
-            if MAC.match(self.target):
-                device = await BleakScanner.find_device_by_address(self.target, timeout=scan_timeout, backend=backends.get("scanner"))
-            else:
-                device = await BleakScanner.find_device_by_name(self.target, timeout=scan_timeout, backend=backends.get("scanner"))
+            device = await find(self.target, timeout=scan_timeout, **backend.scanner_args())
             if device is None:
                 raise TransportError(f"{self.address}: no band advertising as {self.target} within {scan_timeout:g} s (is it on and in range?)")
-            client = BleakClient(device, disconnected_callback=self._on_disconnect, timeout=scan_timeout, backend=backends.get("client"))
+            client = BleakClient(device, disconnected_callback=self._on_disconnect, timeout=scan_timeout, backend=backend.client)
             await client.connect()
             self._client = client
             await client.start_notify(BleUuid.TX, self._on_notify)
@@ -100,7 +68,7 @@ class BleTransport(Transport):
             raise
         except Exception as exc:  # e.g. bumble cannot open the HCI transport
             await self.disconnect()
-            raise TransportError(f"{self.address}: {via_text()}{type(exc).__name__}: {exc}") from exc
+            raise TransportError(f"{self.address}: {backend.prefix()}{type(exc).__name__}: {exc}") from exc
 
     def _on_notify(self, _characteristic: Any, data: bytearray) -> None:
         self._deliver(bytes(data))
@@ -125,5 +93,4 @@ class BleTransport(Transport):
         if client is not None:
             with contextlib.suppress(Exception):
                 await client.disconnect()
-        await release_backend()
         self._deliver_end("closed")

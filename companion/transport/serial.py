@@ -27,14 +27,18 @@ class SerialTransport(Transport):
         return SERIAL_MTU
 
     async def connect(self, timeout: float) -> None:
+        # pyserial's and the OS's errors become TransportError here and in send/_on_readable, nowhere else.
+        port: serial.SerialBase | None = None
         try:
             port = serial.serial_for_url(self.path, baudrate=self.baud, timeout=0, exclusive=True)
-        except serial.SerialException as exc:
+            port.reset_input_buffer()  # forget what the band said to an earlier session
+        except (serial.SerialException, OSError) as exc:
+            if port is not None:
+                port.close()
             text = str(exc)
             if "lock" in text.lower():
                 raise TransportError(f"{self.address} is busy: another program has the port open") from exc
             raise TransportError(f"cannot open {self.address}: {text}") from exc
-        port.reset_input_buffer()  # forget what the band said to an earlier session
         self._port = port
         asyncio.get_running_loop().add_reader(port.fileno(), self._on_readable)
 
@@ -64,8 +68,8 @@ class SerialTransport(Transport):
             try:
                 view = view[os.write(port.fileno(), view) :]
             except BlockingIOError:
-                ready = loop.create_future()
-                loop.add_writer(port.fileno(), lambda f=ready: f.done() or f.set_result(None))
+                ready: asyncio.Future[None] = loop.create_future()
+                loop.add_writer(port.fileno(), _wake, ready)
                 try:
                     await ready
                 finally:
@@ -80,3 +84,8 @@ class SerialTransport(Transport):
                 asyncio.get_running_loop().remove_reader(port.fileno())
             port.close()
             self._deliver_end("closed")
+
+
+def _wake(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)

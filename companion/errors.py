@@ -1,0 +1,78 @@
+"""The companion's errors: routine, address, transport and timeout.
+
+Together with the wire and format errors of :mod:`protocol.errors` (imported
+here, so this module names every exception the companion raises) they form
+one tree under :class:`HandCueError`::
+
+    HandCueError
+    ├── RoutineError              a routine file is invalid
+    ├── AddressError              a band address cannot be parsed
+    ├── TransportError            the link could not be opened or failed
+    │   └── TransportClosed       the link went away
+    ├── BandTimeout               the band did not answer in time
+    ├── TableFormatError          (protocol.errors)
+    ├── MessageError              (protocol.errors)
+    └── BandError and its named subclasses, one per band status (protocol.errors)
+
+Library errors are wrapped into these once, at the edge where they arise:
+pyserial's and the OS's in :mod:`companion.transport.serial`, bleak's and
+bumble's in :mod:`companion.transport.ble`, file and TOML errors in
+:mod:`companion.routine`.
+"""
+
+from __future__ import annotations
+
+from protocol.errors import (
+    BadRequestError,
+    BadStateError,
+    BandError,
+    BusyError,
+    HandCueError,
+    MessageError,
+    NoRoutineError,
+    TableFormatError,
+    TableRefusedError,
+    UnknownRequestError,
+    UnsupportedVersionError,
+    UploadError,
+)
+
+__all__ = [
+    "AddressError",
+    "BadRequestError",
+    "BadStateError",
+    "BandError",
+    "BandTimeout",
+    "BusyError",
+    "HandCueError",
+    "MessageError",
+    "NoRoutineError",
+    "RoutineError",
+    "TableFormatError",
+    "TableRefusedError",
+    "TransportClosed",
+    "TransportError",
+    "UnknownRequestError",
+    "UnsupportedVersionError",
+    "UploadError",
+]
+
+
+class RoutineError(HandCueError):
+    """A routine file is invalid; the message names file, step and field."""
+
+
+class AddressError(HandCueError):
+    """A band address cannot be parsed (unknown scheme, bad option)."""
+
+
+class TransportError(HandCueError):
+    """The link could not be opened or failed."""
+
+
+class TransportClosed(TransportError):
+    """The link went away (port closed, BLE disconnect)."""
+
+
+class BandTimeout(HandCueError):
+    """The band did not answer in time; the message says what we waited for."""
