@@ -63,6 +63,7 @@ async def run_band(options: dict[str, Any]) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    paced = _paced_link(options)  # checked first: pacing options without --hci-server are an error
     clock: Clock = VirtualClock() if options["clock"] == "virtual" else RealClock(options["speed"])
     flash = Flash(FLASH_SIZE, Path(options["flash"]) if options["flash"] else None)
     storage = Storage(flash)
@@ -89,7 +90,7 @@ async def run_band(options: dict[str, Any]) -> int:
     if options["hci_server"] or options["hci"]:
         from .ble import BlePeripheral
 
-        ble = BlePeripheral(handler, band, hci_server=options["hci_server"], hci=options["hci"], **_paced_link(options))
+        ble = BlePeripheral(handler, band, hci_server=options["hci_server"], hci=options["hci"], **paced)
         await ble.start()
         print(f"ble: {ble.name} {ble.address}" + (f" via {options['hci_server']}" if options["hci_server"] else ""), flush=True)
     if options["start"]:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import selectors
+import subprocess
+import sys
+import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,6 +20,7 @@ from typing import Any
 import pytest
 from bleak import BleakScanner
 
+from ble_stack.addresses import free_tcp_port
 from ble_stack.paced_link import LinkTiming, PacedLink, air_time_us, parse_interval_ms
 from companion.ble.bumble_backend import BumbleCentral
 from companion.client import BandClient
@@ -193,3 +197,38 @@ def test_scan_windows_pace_discovery(window_ms):
         assert 0 < heard < missed
     else:
         assert missed == 0
+
+
+def test_handcue_sim_refuses_bad_pacing_options():
+    from click.testing import CliRunner
+
+    from firmware_sim.cli import cli
+
+    bad_interval = CliRunner().invoke(cli, ["--hci-server", "tcp-server:127.0.0.1:1", "--ble-interval", "5ms"])
+    assert bad_interval.exit_code == 2 and "multiple of 1.25 ms from 7.5 ms" in bad_interval.output
+    without_link = CliRunner().invoke(cli, ["--ble-packets", "6", "--clock", "virtual"])
+    assert without_link.exit_code == 1 and "pace the virtual link of --hci-server" in without_link.output
+
+
+def test_handcue_sim_paces_its_served_link_across_processes():
+    """`handcue-sim --hci-server ... --ble-interval 15ms --ble-packets 6 --phy 2M`: a host in this process uploads through it."""
+    port = free_tcp_port()
+    sim = subprocess.Popen([sys.executable, "-m", "firmware_sim", "--hci-server", f"tcp-server:127.0.0.1:{port}", "--clock", "virtual",
+                            "--ble-interval", "15ms", "--ble-packets", "6", "--phy", "2M", "--ble-loss", "0.05"],
+                           stdout=subprocess.PIPE, text=True)
+    data = big_table(150)
+    try:
+        assert sim.stdout is not None and sim.stdout.readline().startswith("ble: HandCue-1A2B")
+
+        async def job() -> Any:
+            async with BumbleCentral(hci=f"tcp-client:127.0.0.1:{port}") as central, BandClient.open(ADDRESS, ble=central.backend) as client:
+                result = await client.upload(data)
+                return result, await client.info()
+
+        result, info = asyncio.run(asyncio.wait_for(job(), 60))
+    finally:
+        sim.terminate()
+        if sim.stdout is not None:
+            sim.stdout.close()
+        assert sim.wait(30) == 0
+    assert result.size == len(data) and info.routine_crc32 == zlib.crc32(data)
