@@ -23,11 +23,12 @@ would:
   probability (seeded, reproducible).  As on a radio, the connection event closes at
   the loss (the sender hears no acknowledgement) and the lost packet is sent again,
   first, at the next event: everything arrives once and in order, only later.
-* **Advertising and scanning.**  Each advertising event is delayed by the random
-  advDelay (0-10 ms) the specification adds, and reaches a scanner only while its
-  scan window is open (the scan interval/window its host set, or the ones given in
-  :class:`LinkTiming`), so discovery takes the time a radio needs.  The advertising
-  interval is the one the advertiser's host asked for.
+* **Advertising and scanning.**  Advertising events come at the interval the
+  advertiser's host asked for plus the random advDelay (0-10 ms per event) the
+  specification adds, so they drift against a scanner's windows; an advertising PDU
+  reaches a scanner only while its scan window is open (the scan interval/window its
+  host set, or the ones given in :class:`LinkTiming`), so discovery takes the time a
+  radio needs.
 
 The hosts (bumble :class:`~bumble.device.Device` on both sides, bleak on top) are
 unchanged: only the link between the two controllers is paced.  One simplification
