@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import select
 import subprocess
 import sys
@@ -23,6 +24,8 @@ PHY = "2M"
 BAUD = 115200
 BAND = "HandCue-1A2B"
 COMMANDS = ("upload", "start", "status")
+KNOWN = "ble-known"
+"""The prototype of the proposals: a known band, no scan, only the HandCue service discovered."""
 TARGET_EVENTS = {"upload": 10, "status": 5}
 SIM_START_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 60.0
@@ -52,6 +55,11 @@ probe's exit handler to the parent seeing the process end; *other* is the rest (
 command's own lazy imports, the event loop, printing, the gaps between phases). Medians of the runs; the band keeps running
 between commands, as a band does.
 
+A third run, marked **prototype**, measures what two proposals would save, by patching the probe
+process only (`phase_probe.prototype_known_band`): a band used before is reached at its cached address
+without a scan, and only the HandCue service is discovered (`Peer.discover_services([service])`, so no
+GAP name read either). The shipped companion does neither yet.
+
 Targets ({INTERVAL_MS:g} ms link, a known band): upload of the full routine in at most the process start plus
 {TARGET_EVENTS['upload']} connection events; `handcue status` in at most the process start plus {TARGET_EVENTS['status']} events.
 *Process start* there means the interpreter start plus the CLI's own imports."""
@@ -61,7 +69,8 @@ class Sim:
     """A `handcue-sim` subprocess serving BLE (paced) or a pty; stops on exit from the with block."""
 
     def __init__(self, transport: str) -> None:
-        if transport == "ble":
+        self.band_address = ""
+        if transport.startswith("ble"):
             from ble_stack.addresses import free_tcp_port
 
             port = free_tcp_port()
@@ -75,6 +84,8 @@ class Sim:
             line = self._readline()
             if not line.startswith(prefix):
                 raise RuntimeError(f"handcue-sim printed {line!r}, expected {prefix!r}")
+            if prefix == "ble: ":
+                self.band_address = line.split()[2]  # ble: NAME ADDRESS via ...
         except BaseException:
             self.stop()
             raise
@@ -118,12 +129,13 @@ def exclusive(spans: list[tuple[str, float, float]]) -> dict[str, float]:
     return dict(totals)
 
 
-def probe_command(args: list[str]) -> dict[str, float]:
+def probe_command(args: list[str], known_band: str | None = None) -> dict[str, float]:
     """Run one handcue command under the phase probe; returns seconds per phase (and "total")."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "phases.json"
         spawned = time.time()
-        done = subprocess.run([sys.executable, str(PROBE), str(out), *args], cwd=REPO, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+        env = {**os.environ, "HANDCUE_PROBE_KNOWN_BAND": known_band} if known_band else None
+        done = subprocess.run([sys.executable, str(PROBE), str(out), *args], cwd=REPO, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, env=env)
         ended = time.time()
         if done.returncode != 0:
             raise RuntimeError(f"handcue {' '.join(args)} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
@@ -145,32 +157,36 @@ def probe_command(args: list[str]) -> dict[str, float]:
 def measure(transport: str, commands: tuple[str, ...], repeats: int) -> dict[str, list[dict[str, float]]]:
     runs: dict[str, list[dict[str, float]]] = {command: [] for command in commands}
     with Sim(transport) as sim:
+        known = f"{BAND}={sim.band_address}" if transport == KNOWN else None
         for _ in range(repeats):
             for command in commands:
                 args = [command, ROUTINE, *sim.options] if command == "upload" else [command, *sim.options]
-                runs[command].append(probe_command(args))
+                runs[command].append(probe_command(args, known))
             if "start" in commands:
                 probe_command(["stop", *sim.options])  # so that the next upload is accepted
     return runs
 
 
-def run(*, transports: tuple[str, ...] = ("ble", "serial"), commands: tuple[str, ...] = COMMANDS, repeats: int = 3) -> Report:
+def run(*, transports: tuple[str, ...] = ("ble", KNOWN, "serial"), commands: tuple[str, ...] = COMMANDS, repeats: int = 3) -> Report:
     results = {transport: measure(transport, commands, repeats) for transport in transports}
     rows: list[Row] = []
     details: list[str] = []
     event = INTERVAL_MS / 1000.0
     for transport, runs in results.items():
-        order = (BLE_ORDER if transport == "ble" else SERIAL_ORDER) + REQUEST_ORDER + ("other", "total")
+        is_ble = transport.startswith("ble")
+        order = (BLE_ORDER if is_ble else SERIAL_ORDER) + REQUEST_ORDER + ("other", "total")
         header = ["phase", *[f"`handcue {command}`" for command in runs]]
         table = []
         for phase in order:
             values = [median([r.get(phase, 0.0) for r in runs[command]]) for command in runs]
             if any(v > 0.0005 for v in values) or phase == "total":
                 cells = [f"{v * 1000:.0f} ms" if v > 0.0005 else "" for v in values]
-                if transport == "ble" and phase != "total":
+                if is_ble and phase != "total":
                     cells = [f"{c} ({v / event:.1f} ev)" if c else c for c, v in zip(cells, values, strict=True)]
                 table.append([f"**{phase}**" if phase == "total" else phase, *cells])
-        where = f"BLE, paced link {INTERVAL_MS:g} ms / {PACKETS} packets / {PHY} (ev = connection events)" if transport == "ble" else f"serial, pty at {BAUD} baud"
+        where = f"BLE, paced link {INTERVAL_MS:g} ms / {PACKETS} packets / {PHY} (ev = connection events)" if is_ble else f"serial, pty at {BAUD} baud"
+        if transport == KNOWN:
+            where = f"**Prototype, not the shipped companion**: {where}, a band used before (no scan: cached address) and only the HandCue service discovered"
         details.append(f"{where}; median of {repeats} run(s):\n\n" + md_table(header, table))
         for command, command_runs in runs.items():
             total = median([r["total"] for r in command_runs])
@@ -178,7 +194,7 @@ def run(*, transports: tuple[str, ...] = ("ble", "serial"), commands: tuple[str,
             events = (total - start) / event
             target = TARGET_EVENTS.get(command) if transport == "ble" else None
             value = f"{total * 1000:.0f} ms (process start and CLI imports {start * 1000:.0f} ms" + (
-                f", then {events:.0f} connection events)" if transport == "ble" else ")")
+                f", then {events:.0f} connection events)" if is_ble else ")")
             rows.append(Row(f"{transport}: `handcue {command}` cold", value, f"<= start + {target} events" if target else "",
                             events <= target if target else None))
     notes = []
