@@ -34,6 +34,9 @@ PROBE = Path(__file__).with_name("phase_probe.py")
 BLE_ORDER = ("process start", "imports (companion CLI)", "load and compile the routine", "imports (bleak, bumble; lazy in the CLI)", "HCI transport and host power-on",
              "scan until seen", "connect", "MTU exchange", "service discovery", "subscribe to TX")
 SERIAL_ORDER = ("process start", "imports (companion CLI)", "load and compile the routine", "open serial port")
+LINK_PHASES = ("scan until seen", "connect", "MTU exchange", "service discovery", "subscribe to TX", "STATUS", "UPLOAD_BEGIN", "data",
+               "UPLOAD_COMMIT", "START")
+"""Phases spent waiting for the radio (their length in connection events hardly varies); the rest is CPU."""
 REQUEST_ORDER = ("INFO", "STATUS", "UPLOAD_BEGIN", "data", "UPLOAD_COMMIT", "START", "STOP", "disconnect", "exit")
 
 METHOD = f"""\
@@ -62,7 +65,9 @@ GAP name read either). The shipped companion does neither yet.
 
 Targets ({INTERVAL_MS:g} ms link, a known band): upload of the full routine in at most the process start plus
 {TARGET_EVENTS['upload']} connection events; `handcue status` in at most the process start plus {TARGET_EVENTS['status']} events.
-*Process start* there means the interpreter start plus the CLI's own imports."""
+*Process start* there means the interpreter start plus the CLI's own imports. The phases that wait on the
+link (scan, connect, MTU, discovery, subscription, requests) take a nearly fixed number of connection
+events; the others are CPU time and grow with the machine's load."""
 
 
 class Sim:
@@ -193,8 +198,9 @@ def run(*, transports: tuple[str, ...] = ("ble", KNOWN, "serial"), commands: tup
             start = median([r["process start"] + r.get("imports (companion CLI)", 0.0) for r in command_runs])
             events = (total - start) / event
             target = TARGET_EVENTS.get(command) if transport == "ble" else None
+            on_link = median([sum(r.get(name, 0.0) for name in LINK_PHASES) for r in command_runs]) / event
             value = f"{total * 1000:.0f} ms (process start and CLI imports {start * 1000:.0f} ms" + (
-                f", then {events:.0f} connection events)" if is_ble else ")")
+                f", then {events:.0f} connection events, of which {on_link:.0f} waiting on the link)" if is_ble else ")")
             rows.append(Row(f"{transport}: `handcue {command}` cold", value, f"<= start + {target} events" if target else "",
                             events <= target if target else None))
     notes = []
