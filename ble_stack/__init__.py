@@ -6,7 +6,7 @@ controllers, and the paced link live here once; ``firmware_sim`` and
 
 * :mod:`ble_stack.hosts` - a bumble host attached to a link, a transport or a spec;
 * :mod:`ble_stack.controllers` - the virtual controllers of a central and of a band;
-* :mod:`ble_stack.served` - a controller served to another process, with a host watch;
+* :mod:`ble_stack.served` - controllers served to hosts in other processes (one per TCP host);
 * :mod:`ble_stack.addresses` - random static addresses, free loopback ports.
 
 Which link or transport is always a parameter (:data:`ble_stack.hosts.HostSite`).

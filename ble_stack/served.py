@@ -1,11 +1,18 @@
-"""A virtual controller on a link, served to a BLE host in another process.
+"""Virtual controllers on a link, served to BLE hosts in other processes.
 
 ``handcue-sim --hci-server tcp-server:127.0.0.1:9901`` puts the band on a virtual
-link and serves a second controller of that link on TCP; the companion (or
-``bumble-scan tcp-client:127.0.0.1:9901``) attaches its own host to it.  bumble
-reports no loss of the TCP client, so :class:`ControllerServer` polls for it and,
-when a host went away without resetting the controller, drops that host's
-connections: peripherals on the link advertise again instead of staying held.
+link and serves controllers of that link on TCP; the companion (or
+``bumble-scan tcp-client:127.0.0.1:9901``) attaches its own host to one.
+
+* On ``tcp-server:`` every TCP client gets a controller of its own on the link, as
+  every phone has its own radio: several companion processes reach the band at once
+  (it serves several centrals).  When a client goes away, its controller drops its
+  connections and leaves the link, so the band is freed at once.  (bumble's own
+  tcp-server transport has one controller for all clients, and a departing client's
+  late ``connection_lost`` detaches the host that attached just after it.)
+* On any other bumble transport spec there is one served controller; bumble reports no
+  loss of that host, so :class:`ControllerServer` polls for it and, when a host went
+  away without resetting the controller, drops that host's connections.
 """
 
 from __future__ import annotations
@@ -18,18 +25,18 @@ from typing import Any
 from bumble import hci
 from bumble.link import LocalLink
 from bumble.transport import open_transport
-from bumble.transport.common import Transport
+from bumble.transport.common import StreamPacketSource, Transport
 
 from .controllers import CentralController
 
 logger = logging.getLogger(__name__)
 
 HOST_WATCH_INTERVAL = 0.2
-"""Seconds between two looks at whether the served host is still attached."""
+"""Seconds between two looks at whether the served host is still attached (non-TCP specs)."""
 
 
 class ServedController(CentralController):
-    """The controller served to another process; remembers that a host talked to it."""
+    """A controller served to another process; remembers that a host talked to it."""
 
     host_seen = False
 
@@ -49,19 +56,76 @@ def host_attached(transport: Transport) -> bool | None:
     return sink.transport is not None
 
 
+class _SocketSink:
+    """Sends a controller's HCI packets to its host's socket."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+
+    def on_packet(self, packet: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(packet)
+
+
+class _HostConnection(asyncio.Protocol):
+    """One host's TCP connection, with a controller of its own on the link."""
+
+    def __init__(self, server: ControllerServer) -> None:
+        self.server = server
+        self.source = StreamPacketSource()
+        self.controller: ServedController | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        index = next(self.server.counter)
+        self.controller = ServedController(f"served-{index}", host_source=self.source, host_sink=_SocketSink(transport), link=self.server.link)
+        self.server.hosts.add(self)
+        logger.debug("host %d attached", index)
+
+    def data_received(self, data: bytes) -> None:
+        self.source.data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.detach()
+
+    def detach(self) -> None:
+        """The host went away: its connections drop (peers see a supervision timeout), its controller leaves."""
+        controller, self.controller = self.controller, None
+        self.server.hosts.discard(self)
+        if controller is not None:
+            controller.drop_host_state()
+            self.server.link.remove_controller(controller)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
 class ControllerServer:
-    """Serves a :class:`ServedController` of ``link`` on the bumble transport ``spec``."""
+    """Serves controllers of ``link`` on the bumble transport ``spec`` (one per host on ``tcp-server:``)."""
 
     def __init__(self, spec: str, link: LocalLink, *, watch_interval: float = HOST_WATCH_INTERVAL) -> None:
+        import itertools
+
         self.spec = spec
         self.link = link
         self.watch_interval = watch_interval
+        self.counter = itertools.count(1)
+        self.hosts: set[_HostConnection] = set()
         self.controller: ServedController | None = None
+        """The one served controller on a non-TCP spec."""
+        self._tcp_server: asyncio.Server | None = None
         self._transport: Transport | None = None
         self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Open the transport (e.g. listen on TCP) and put the served controller on the link."""
+        """Listen (``tcp-server:``) or open the transport and put the served controller on the link."""
+        if self.spec.startswith("tcp-server:"):
+            host, _, port = self.spec.removeprefix("tcp-server:").rpartition(":")
+            self._tcp_server = await asyncio.get_running_loop().create_server(
+                lambda: _HostConnection(self), None if host in ("", "_") else host, int(port)
+            )
+            return
         self._transport = await open_transport(self.spec)
         self.controller = ServedController("served", host_source=self._transport.source, host_sink=self._transport.sink, link=self.link)
         self._watcher = asyncio.create_task(self._watch_host())
@@ -81,24 +145,21 @@ class ControllerServer:
                 controller.drop_host_state()
 
     async def close(self) -> None:
-        """Stop serving: the controller leaves the link, the TCP socket is closed."""
+        """Stop serving: the controllers leave the link, the sockets are closed."""
         if self._watcher is not None:
             self._watcher.cancel()
             self._watcher = None
+        for host in list(self.hosts):
+            host.detach()
+        if self._tcp_server is not None:
+            self._tcp_server.close()
+            with contextlib.suppress(Exception):
+                await self._tcp_server.wait_closed()
+            self._tcp_server = None
         if self.controller is not None:
             self.link.remove_controller(self.controller)
             self.controller = None
         transport, self._transport = self._transport, None
-        if transport is None:
-            return
-        with contextlib.suppress(Exception):
-            await transport.close()
-        # bumble's tcp-server transport leaves its listening socket open: close it.
-        server: Any = getattr(transport, "server", None)
-        if server is not None:
-            client = getattr(transport.sink, "transport", None)
-            if client is not None:
-                client.close()
-            server.close()
+        if transport is not None:
             with contextlib.suppress(Exception):
-                await server.wait_closed()
+                await transport.close()

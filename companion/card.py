@@ -15,7 +15,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from protocol.constants import TIME_UNIT_MS, Iterate
+from protocol.constants import TIME_UNIT_MS, CueKind, Iterate
+from protocol.cues import CUES, STEP_CUE_SLOTS, CueFacts, Fires
 from protocol.iterations import iterations
 from protocol.table import CuePattern
 
@@ -30,7 +31,7 @@ NOT_MEDICAL_ADVICE = (
 )
 PRIORITY_NOTE = (
     "When two cues fall on the same moment the band plays only the more important one: "
-    "finish > switch hands > next round > next finger or repeat > step start > warning > tick."
+    + " > ".join(CUES[kind].wording for kind in sorted(CueKind, reverse=True)) + "."
 )
 RHYTHM_UNIT_MS = 50
 ON, OFF = "▮", "▯"
@@ -123,8 +124,8 @@ def _each(iterate: Iterate, count: int) -> str:
     return {Iterate.FINGER: "each finger", Iterate.HAND: "each hand"}.get(iterate, "each repeat" if count > 1 else "the step")
 
 
-def _next_when(iterate: Iterate) -> str:
-    return {Iterate.FINGER: "before each next finger", Iterate.HAND: "before the next hand"}.get(iterate, "before each repeat")
+def _next(iterate: Iterate) -> str:
+    return {Iterate.FINGER: "each next finger", Iterate.HAND: "the next hand"}.get(iterate, "each repeat")
 
 
 def build_card(routine: Routine) -> Card:
@@ -234,26 +235,30 @@ def _repetition_text(step: Step, hands_text: str) -> str:
 
 
 def _step_cues(step: Step, use: Callable[[str | None], None]) -> list[CueUse]:
-    cues = step.cues
     each = _each(step.iterate, step.count)
     result = []
-    if cues.start:
-        result.append(CueUse(cues.start, "when it begins"))
-    if cues.next and step.count > 1:
-        result.append(CueUse(cues.next, _next_when(step.iterate)))
-    if cues.tick and 0 < cues.tick_every_ms < step.duration_ms:
-        ticks = -(-step.duration_ms // cues.tick_every_ms) - 1
-        if ticks == 1:
-            halfway = " (halfway)" if 2 * cues.tick_every_ms - step.duration_ms <= TIME_UNIT_MS else ""
-            when = f"{format_ms(cues.tick_every_ms)} into {each}{halfway}"
-        else:
-            when = f"every {format_ms(cues.tick_every_ms)} during {each}"
-        result.append(CueUse(cues.tick, when))
-    if cues.warn and cues.warn_before_ms:
-        result.append(CueUse(cues.warn, f"{format_ms(cues.warn_before_ms)} before the end of {each}"))
+    for facts in STEP_CUE_SLOTS:
+        name = getattr(step.cues, facts.slot or "")
+        when = _cue_when(step, facts, each) if name else None
+        if name and when:
+            result.append(CueUse(name, when))
     for cue in result:
         use(cue.name)
     return result
+
+
+def _cue_when(step: Step, facts: CueFacts, each: str) -> str | None:
+    """When a step's cue in ``facts``' slot fires, in the card's words; None when it never fires."""
+    timing = getattr(step.cues, facts.timing) if facts.timing else 0
+    if (facts.timing and not timing) or (facts.fires == Fires.BETWEEN and step.count == 1):
+        return None
+    if facts.fires == Fires.EVERY:
+        if timing >= step.duration_ms:
+            return None
+        if -(-step.duration_ms // timing) - 1 == 1:  # fires once
+            halfway = " (halfway)" if 2 * timing - step.duration_ms <= TIME_UNIT_MS else ""
+            return f"{format_ms(timing)} into {each}{halfway}"
+    return facts.told.format(timing=format_ms(timing), each=each, next=_next(step.iterate))
 
 
 def _one_line(text: str) -> str:

@@ -7,11 +7,14 @@ every step that uses them, so the same routine always gives the same bytes.
 
 from __future__ import annotations
 
+from typing import Any
+
 from protocol.constants import TechniqueCode
+from protocol.cues import STEP_CUE_SLOTS
 from protocol.table import CuePattern, LoopRecord, StepRecord, StepTable, TableRecord, encode_table
 
 from .errors import RoutineError, TableFormatError
-from .routine import Block, Routine, Step
+from .routine import Block, Routine, Step, StepCues
 
 
 class _PatternPool:
@@ -32,6 +35,16 @@ class _PatternPool:
         return self.by_segments[pattern.segments]
 
 
+def _step_cue_fields(cues: StepCues, pool: _PatternPool) -> dict[str, Any]:
+    """The step record's cue fields: each slot's pattern index and timing (protocol.cues names them)."""
+    fields: dict[str, Any] = {}
+    for facts in STEP_CUE_SLOTS:
+        fields[facts.pattern_field] = pool.index(getattr(cues, facts.slot or ""))
+        if facts.timing:
+            fields[facts.timing] = getattr(cues, facts.timing)
+    return fields
+
+
 def build_table(routine: Routine) -> StepTable:
     """The step table of a checked routine."""
     pool = _PatternPool(routine.patterns)
@@ -46,19 +59,13 @@ def build_table(routine: Routine) -> StepTable:
                 emit(item.steps)
                 records[position] = LoopRecord(item.iterate, item.count, body_count=len(records) - position - 1, round_pattern=round_pattern)
                 continue
-            cues = item.cues
             records.append(
                 StepRecord(
                     technique=TechniqueCode.from_text_id(item.technique),
                     duration_ms=item.duration_ms,
                     iterate=item.iterate,
                     count=item.count,
-                    tick_every_ms=cues.tick_every_ms,
-                    warn_before_ms=cues.warn_before_ms,
-                    start_pattern=pool.index(cues.start),
-                    next_pattern=pool.index(cues.next),
-                    tick_pattern=pool.index(cues.tick),
-                    warn_pattern=pool.index(cues.warn),
+                    **_step_cue_fields(item.cues, pool),
                 )
             )
 

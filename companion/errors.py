@@ -8,7 +8,9 @@ one tree under :class:`HandCueError`::
     ├── RoutineError              a routine file is invalid
     ├── AddressError              a band address cannot be parsed
     ├── TransportError            the link could not be opened or failed
-    │   └── TransportClosed       the link went away
+    │   ├── TransportClosed       the link went away
+    │   └── NotPairedError        a paired-only band refused a command from this unpaired device
+    ├── PairingError              pairing or unpairing with a band failed
     ├── BandTimeout               the band did not answer in time
     ├── TableFormatError          (protocol.errors)
     ├── MessageError              (protocol.errors)
@@ -47,6 +49,8 @@ __all__ = [
     "HandCueError",
     "MessageError",
     "NoRoutineError",
+    "NotPairedError",
+    "PairingError",
     "RoutineError",
     "TableFormatError",
     "TableRefusedError",
@@ -76,3 +80,12 @@ class TransportClosed(TransportError):
 
 class BandTimeout(HandCueError):
     """The band did not answer in time; the message says what we waited for."""
+
+
+class NotPairedError(TransportError):
+    """The band holds a bond and refused a state-changing command from a link that is not
+    paired and encrypted (ATT error: insufficient authentication or encryption)."""
+
+
+class PairingError(HandCueError):
+    """Pairing or unpairing with a band failed (window closed, refused, lost link)."""

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol.constants import FINGERS, CueKind, Iterate, TechniqueCode
+from protocol.cues import CUES
 from protocol.errors import HandCueError
 from protocol.iterations import iterations as walk_iterations
 from protocol.table import StepRecord, StepTable, build_tree, decode_table
@@ -47,15 +48,6 @@ PATTERN_COLOURS = (
 )
 LOOP_FINGER_COLOUR = "#e4e0ee"
 HAND_COLOURS = {"left": "#dbe9f6", "right": "#fbe3cf", None: "#eeeeee"}
-KIND_STYLE = {
-    CueKind.TICK: ("|", "tick"),
-    CueKind.WARN: ("v", "warning"),
-    CueKind.START: (">", "step start"),
-    CueKind.NEXT: ("o", "next finger / repeat"),
-    CueKind.ROUND: ("s", "next round"),
-    CueKind.SWITCH: ("D", "switch hands"),
-    CueKind.DONE: ("*", "done"),
-}
 FINGER_SHORT = {finger: finger[0].upper() for finger in FINGERS}
 
 # Layout, in inches (the y axis is scaled so one data unit is one inch).
@@ -267,7 +259,7 @@ def _draw(table: StepTable, iterations: list[StepIteration], cues: list[Cue]) ->
     if iteration_spans:
         rows.append(("iteration", ITERATION_ROW, "iterations"))
     kinds = sorted({cue.kind for cue in cues}, reverse=True)
-    rows += [(KIND_STYLE[kind][1], CUE_ROW, f"cue:{int(kind)}") for kind in kinds]
+    rows += [(CUES[kind].legend, CUE_ROW, f"cue:{int(kind)}") for kind in kinds]
 
     plot_height = sum(height for _, height, _ in rows) + ROW_GAP * (len(rows) + 1)
     techniques = sorted({it.record.technique for it in iterations})
@@ -316,7 +308,7 @@ def _draw(table: StepTable, iterations: list[StepIteration], cues: list[Cue]) ->
             _draw_bands(ax, renderer, iteration_spans, bottom, height, px_per_min, px_per_inch, fontsize=7, pad_px=0.5, rotate=False, uniform=True)
         else:
             kind = CueKind(int(what.split(":")[1]))
-            marker = KIND_STYLE[kind][0]
+            marker = CUES[kind].marker
             picked = [cue for cue in cues if cue.kind == kind]
             ax.scatter(
                 [cue.t_ms / 60_000 for cue in picked],

@@ -8,6 +8,7 @@ from enum import IntEnum
 from typing import Any
 
 from protocol.constants import Iterate, TechniqueCode
+from protocol.cues import STEP_CUE_SLOTS, CueFacts, Fires
 from protocol.iterations import iterations
 from protocol.table import LoopRecord, StepRecord, StepTable, TableRecord, build_tree, check_table_header, decode_table, record_kind
 from protocol.timeline import MotorEvent, table_timeline
@@ -41,6 +42,14 @@ def repetition_text(iterate: Iterate, count: int) -> str:
     if iterate == Iterate.HAND:
         return f"for each of {count} hands"
     return f"x{count}" if count > 1 else ""
+
+
+def step_cue_text(table: StepTable, record: StepRecord, facts: CueFacts) -> str | None:
+    """``tick: #2 every 10 s``: a step's cue in one slot, with its timing; None for an empty slot (the start cue shows ``-``)."""
+    if getattr(record, facts.pattern_field) is None and facts.fires != Fires.AT_START:
+        return None
+    timing = format_ms(getattr(record, facts.timing)) if facts.timing else ""
+    return f"{facts.slot}: {table.pattern_label(getattr(record, facts.pattern_field))}" + facts.shown.format(timing=timing)
 
 
 def table_text(data: bytes) -> str:
@@ -77,13 +86,7 @@ def table_text(data: bytes) -> str:
             rep = repetition_text(record.iterate, record.count)
             if rep:
                 parts.append(rep)
-            parts.append(f"start: {table.pattern_label(record.start_pattern)}")
-            if record.next_pattern is not None:
-                parts.append(f"next: {table.pattern_label(record.next_pattern)}")
-            if record.tick_every_ms:
-                parts.append(f"tick: {table.pattern_label(record.tick_pattern)} every {format_ms(record.tick_every_ms)}")
-            if record.warn_before_ms:
-                parts.append(f"warn: {table.pattern_label(record.warn_pattern)} {format_ms(record.warn_before_ms)} before the end")
+            parts += [text for facts in STEP_CUE_SLOTS if (text := step_cue_text(table, record, facts))]
             lines.append(f"  [{node.index:>3}] {clock(offset):>10} {indent}{record.technique.text_id:<16} {'; '.join(parts)}")
 
     lines.append(f"  done: {table.pattern_label(table.done_pattern)} at {clock(table.total_ms)}")

@@ -5,12 +5,21 @@ Three ways to put the band on the air:
 * ``link=`` a :class:`bumble.link.LocalLink` shared with a central in the same
   process (tests);
 * ``hci_server=`` a bumble transport spec such as ``tcp-server:127.0.0.1:9901``:
-  the band sits on a virtual link and a second virtual controller on that link is
-  served to another process, which attaches its own BLE host to it;
+  the band sits on a virtual link, and every host that attaches from another process
+  gets a virtual controller of its own on that link (:mod:`ble_stack.served`);
 * ``hci=`` a bumble HCI transport to a real controller (e.g. ``usb:0``).
 
 Frames are the same COBS byte stream as on serial: writes to RX are fed to the
 handler, and its output is notified on TX in pieces of at most ATT MTU - 3 bytes.
+
+Every connection is a link of its own to the handler (``ble-<handle>``): its own
+frame parser, its responses notified to it alone, the band's status notifications
+to every subscriber.  Several centrals may be connected at once.
+
+Pairing (:mod:`firmware_sim.pairing`): once the band holds a bond, a write to RX
+from a link that is not trusted (encrypted, bonded central) is peeked at before the
+handler sees it; a frame whose request changes state makes the whole write fail with
+ATT error 0x05 (insufficient authentication), and the link's parsers start afresh.
 """
 
 from __future__ import annotations
@@ -20,29 +29,43 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from bumble.device import Device
+from bumble import att
+from bumble.device import Connection, Device
 from bumble.link import LocalLink
 
 from ble_stack.addresses import band_address_from_id
 from ble_stack.hosts import HostSite
 from ble_stack.served import ControllerServer
-from protocol.constants import BLE_NAME_PREFIX
+from protocol.constants import BLE_NAME_PREFIX, MESSAGE_HEADER_SIZE, MessageKind, PairingControl
 from protocol.errors import HandCueError
+from protocol.framing import FrameParser
+from protocol.messages import MessageHeader
 
 from .band import Band
-from .ble_peripheral import BandPeripheral, DeviceInfo, start_band_peripheral
+from .ble_peripheral import BandPeripheral, DeviceInfo, PairingHooks, start_band_peripheral
 from .handler import FIRMWARE_VERSION, ProtocolHandler
+from .pairing import BandSecurity
 
 logger = logging.getLogger(__name__)
 
 BATTERY_UPDATE_S = 5.0
 
 
+def link_name(connection: Connection) -> str:
+    """The handler's name for the link of one BLE connection."""
+    return f"ble-{connection.handle}"
+
+
 class BlePeripheral:
-    """Serves ``handler`` over BLE as ``HandCue-<band id>``."""
+    """Serves ``handler`` over BLE as ``HandCue-<band id>``, to any number of centrals.
+
+    ``security`` holds the band's bonds and pairing window (by default: bonds in
+    memory, window closed).
+    """
 
     def __init__(self, handler: ProtocolHandler, band: Band, *, hci_server: str | None = None, hci: str | None = None,
-                 link: LocalLink | None = None, link_name: str = "ble", link_factory: Callable[[], LocalLink] = LocalLink) -> None:
+                 link: LocalLink | None = None, security: BandSecurity | None = None,
+                 link_factory: Callable[[], LocalLink] = LocalLink) -> None:
         if sum(x is not None for x in (hci_server, hci, link)) != 1:
             raise HandCueError("BLE needs exactly one of --hci-server, --hci or a local link")
         self.handler = handler
@@ -50,11 +73,13 @@ class BlePeripheral:
         self.hci_server = hci_server
         self.hci = hci
         self.link = link
-        self.link_name = link_name
+        self.security = security or BandSecurity()
         self.link_factory = link_factory  # the link made for hci_server, e.g. a paced one
         self.name = f"{BLE_NAME_PREFIX}{band.band_id:04X}"
         self.peripheral: BandPeripheral | None = None
-        self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()
+        self._outgoing: asyncio.Queue[tuple[Connection, bytes]] = asyncio.Queue()
+        self._peek_parsers: dict[int, FrameParser] = {}
+        """Per connection handle: a parser that peeks at the frames of a link that is not trusted."""
         self._tasks: list[asyncio.Task[None]] = []
         self._server: ControllerServer | None = None
 
@@ -64,6 +89,13 @@ class BlePeripheral:
         return self.peripheral.address
 
     async def start(self) -> None:
+        await self.security.load()
+        hooks = PairingHooks(
+            keystore=self.security.keystore,
+            pairing_config_factory=self.security.pairing_config,
+            read_state=lambda connection: bytes([self.security.state_for(connection)]),
+            on_control=self._on_pairing_control,
+        )
         try:
             if self.hci_server is not None:
                 self.link = self.link_factory()
@@ -78,28 +110,91 @@ class BlePeripheral:
                 on_write=self._on_write,
                 battery_percent=round(self.band.battery_percent),
                 device_info=DeviceInfo(firmware_revision=".".join(map(str, FIRMWARE_VERSION)), serial_number=f"{self.band.band_id:04X}"),
+                pairing=hooks,
             )
         except Exception as exc:  # bumble raises its own types for bad transport specs
             raise HandCueError(f"cannot start BLE on {self.hci_server or self.hci or 'the local link'}: {exc}") from exc
-        device: Device = self.peripheral.device
-        # A fresh parser per connection: a frame torn by a disconnect must not spoil the next one.
-        device.on(Device.EVENT_CONNECTION, lambda *_: self.handler.attach(self.link_name, self._outgoing.put_nowait))
-        self.handler.attach(self.link_name, self._outgoing.put_nowait)
+        self.peripheral.device.on(Device.EVENT_CONNECTION, self._on_connection)
         self._tasks += [asyncio.create_task(self._tx_loop()), asyncio.create_task(self._battery_loop())]
 
-    def _on_write(self, data: bytes) -> None:
-        self.handler.receive(self.link_name, data)
+    # ------------------------------------------------------------ connections
+
+    def _on_connection(self, connection: Connection) -> None:
+        """A central connected: a link of its own, with a fresh parser."""
+        name = link_name(connection)
+        self.handler.attach(name, lambda data: self._outgoing.put_nowait((connection, data)))
+        connection.on(Connection.EVENT_PAIRING, lambda _keys: self.security.on_paired(connection))
+
+        def on_disconnection(_reason: int) -> None:
+            self.handler.detach(name)
+            self._peek_parsers.pop(connection.handle, None)
+
+        connection.on(Connection.EVENT_DISCONNECTION, on_disconnection)
+
+    def _on_write(self, connection: Connection, data: bytes) -> None:
+        name = link_name(connection)
+        if name not in self.handler.links:  # a write racing the connection event
+            self._on_connection(connection)
+        if not self.security.trusted(connection):  # peeked at even before the first bond: no frame slips through half-seen
+            self._gate(connection, data)
+        self.handler.receive(name, data)
+
+    def _gate(self, connection: Connection, data: bytes) -> None:
+        """Refuse the write if a frame it completes is a request this link may not send."""
+        parser = self._peek_parsers.setdefault(connection.handle, FrameParser(self.handler.max_frame))
+        for payload in parser.feed(data):
+            if len(payload) < MESSAGE_HEADER_SIZE:
+                continue  # the handler answers malformed frames
+            header = MessageHeader.parse(payload)
+            if header.kind == MessageKind.REQUEST and not self.security.allows(connection, header.opcode):
+                # Both parsers start afresh: the refused write is dropped whole.
+                self._peek_parsers.pop(connection.handle, None)
+                self.handler.attach(link_name(connection), lambda out: self._outgoing.put_nowait((connection, out)))
+                logger.info("refused opcode %d from %s: not a paired, encrypted link", header.opcode, connection.peer_address)
+                raise att.ATT_Error(att.ATT_INSUFFICIENT_AUTHENTICATION_ERROR)
+
+    async def _on_pairing_control(self, connection: Connection, value: bytes) -> None:
+        if bytes(value) != bytes([PairingControl.FORGET_ME]):
+            raise att.ATT_Error(att.ErrorCode.VALUE_NOT_ALLOWED)
+        if not self.security.trusted(connection):
+            raise att.ATT_Error(att.ATT_INSUFFICIENT_AUTHENTICATION_ERROR)
+        await self.security.forget(connection)
+
+    # ------------------------------------------------------------ buttons
+
+    def open_pairing_window(self, seconds: float | None = None) -> None:
+        """The button was pressed: accept new pairings for a while."""
+        if seconds is None:
+            self.security.window.open()
+        else:
+            self.security.window.open(seconds)
+
+    async def factory_reset(self) -> None:
+        """The button was held: bonds and routine erased, every central disconnected."""
+        band = self.band
+        if band.interpreter is not None:
+            band.stop()
+        band.storage.erase()
+        band.reload()
+        band.announce_state()
+        await self.security.forget_all()
+        self.security.window.close()
+        if self.peripheral is not None:
+            await self.peripheral.disconnect_all()
+        logger.info("factory reset: bonds and routine erased")
+
+    # ------------------------------------------------------------ output
 
     async def _tx_loop(self) -> None:
         while True:
-            data = await self._outgoing.get()
+            connection, data = await self._outgoing.get()
             peripheral = self.peripheral
-            if peripheral is None or not peripheral.connections:
-                continue  # nobody listening: like a UART without a reader
-            size = peripheral.max_notify_size()
+            if peripheral is None or connection.handle not in peripheral.device.connections:
+                continue  # that central is gone: like a UART without a reader
+            size = connection.att_mtu - 3
             try:
                 for offset in range(0, len(data), size):
-                    await peripheral.notify(data[offset : offset + size])
+                    await peripheral.notify_connection(connection, data[offset : offset + size])
             except Exception:  # a disconnect mid-notification; the companion retries
                 logger.debug("notification failed", exc_info=True)
 
@@ -113,7 +208,8 @@ class BlePeripheral:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        self.handler.detach(self.link_name)
+        for name in [name for name in self.handler.links if name.startswith("ble-")]:
+            self.handler.detach(name)
         if self.peripheral is not None:
             with contextlib.suppress(Exception):
                 await self.peripheral.close()

@@ -9,7 +9,10 @@ connectably with legacy advertising PDUs and serves:
   (``6E400003-...``, notify, fed by :meth:`BandPeripheral.notify`);
 * Device Information (0x180A): manufacturer name, model number, firmware revision
   and serial number strings;
-* Battery (0x180F): battery level, read + notify (:meth:`BandPeripheral.set_battery`).
+* Battery (0x180F): battery level, read + notify (:meth:`BandPeripheral.set_battery`);
+* with :class:`PairingHooks`, a pairing characteristic (``6E400010-...``) in the
+  HandCue service: read the pairing state byte, write a control byte; and bumble's SMP
+  answering pairing requests with the hooks' key store and pairing configuration.
 
 Advertising layout (the same one a real band must use, because a legacy advertising
 PDU carries at most 31 bytes and flags + 128-bit UUID + name do not fit in one):
@@ -29,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Final
 
 from bumble import att, hci
@@ -47,6 +50,8 @@ from bumble.gatt import (
     CharacteristicValue,
     Service,
 )
+from bumble.keys import KeyStore
+from bumble.pairing import PairingConfig
 
 from ble_stack.addresses import random_static_address
 from ble_stack.controllers import BandController
@@ -58,15 +63,33 @@ logger = logging.getLogger(__name__)
 UART_SERVICE_UUID: Final = BleUuid.SERVICE.upper()
 UART_RX_CHAR_UUID: Final = BleUuid.RX.upper()
 UART_TX_CHAR_UUID: Final = BleUuid.TX.upper()
+PAIRING_CHAR_UUID: Final = BleUuid.PAIRING.upper()
 
 PREFERRED_ATT_MTU: Final = 247
 """Largest ATT MTU the band accepts (one 251-byte LL payload minus the L2CAP header)."""
 LEGACY_ADV_MAX: Final = 31
 """Maximum size of legacy advertising data and of legacy scan response data."""
 DEFAULT_ADV_INTERVAL_MS: Final = 100.0
+MAX_CENTRALS: Final = 4
+"""Centrals connected at once; the band advertises (stays connectable) until it has this many."""
 
-WriteHandler = Callable[[bytes], None]
-"""Called with every value written to RX (write request or write command)."""
+WriteHandler = Callable[[Connection, bytes], None]
+"""Called with the connection and every value written to RX (write request or write
+command).  An :class:`bumble.att.ATT_Error` it raises is the answer to a write request."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PairingHooks:
+    """What the band's pairing policy gives the peripheral (see :mod:`firmware_sim.pairing`)."""
+
+    keystore: KeyStore
+    """Where bumble's SMP stores and finds bonds."""
+    pairing_config_factory: Callable[[Connection], PairingConfig]
+    """bumble's ``Device.pairing_config_factory``: decides whether and how to pair."""
+    read_state: Callable[[Connection], bytes]
+    """The value of the pairing characteristic for a connection."""
+    on_control: Callable[[Connection, bytes], Awaitable[None]]
+    """A value written to the pairing characteristic; may raise :class:`bumble.att.ATT_Error`."""
 
 
 def build_advertising_data(service_uuid: str = UART_SERVICE_UUID, battery_percent: int | None = None) -> bytes:
@@ -119,8 +142,14 @@ class BandPeripheral:
         battery_percent: int,
         device_info: DeviceInfo,
         attached: AttachedHost,
+        pairing: PairingHooks | None = None,
+        advertising: dict[str, object] | None = None,
+        max_centrals: int = MAX_CENTRALS,
     ) -> None:
         self.device = device
+        self._advertising = advertising or {}
+        """Keyword arguments of ``Device.start_advertising``, to advertise again."""
+        self.max_centrals = max_centrals
         self.name = name
         self._on_write = on_write
         self._battery = self._check_percent(battery_percent)
@@ -170,9 +199,21 @@ class BandPeripheral:
                 (GATT_SERIAL_NUMBER_STRING_CHARACTERISTIC, device_info.serial_number),
             )
         ]
+        uart_chars: list[Characteristic[bytes]] = [self.rx_char, self.tx_char]
+        if pairing is not None:
+            device.keystore = pairing.keystore
+            device.pairing_config_factory = pairing.pairing_config_factory
+            uart_chars.append(
+                Characteristic(
+                    PAIRING_CHAR_UUID,
+                    Characteristic.Properties.READ | Characteristic.Properties.WRITE,
+                    Characteristic.READABLE | Characteristic.WRITEABLE,
+                    CharacteristicValue(read=pairing.read_state, write=pairing.on_control),
+                )
+            )
         device.add_services(
             [
-                Service(UART_SERVICE_UUID, [self.rx_char, self.tx_char]),
+                Service(UART_SERVICE_UUID, uart_chars),
                 Service(GATT_DEVICE_INFORMATION_SERVICE, info_chars),
                 Service(GATT_BATTERY_SERVICE, [self.battery_char]),
             ]
@@ -203,11 +244,13 @@ class BandPeripheral:
 
     # ------------------------------------------------------------------ I/O
 
-    def _on_rx_write(self, _connection: Connection, value: bytes) -> None:
+    def _on_rx_write(self, connection: Connection, value: bytes) -> None:
         self.rx_bytes += len(value)
         self.rx_writes += 1
         try:
-            self._on_write(bytes(value))
+            self._on_write(connection, bytes(value))
+        except att.ATT_Error:
+            raise  # a refusal: the answer to a write request (a write command is dropped)
         except Exception as error:
             logger.exception("on_write handler failed")
             # Reported as an ATT error to a write request; dropped for a command.
@@ -225,10 +268,48 @@ class BandPeripheral:
             raise ValueError(f"notification of {len(data)} bytes exceeds MTU-3={limit}")
         await self.device.notify_subscribers(self.tx_char, bytes(data))
 
+    async def notify_connection(self, connection: Connection, data: bytes) -> None:
+        """Notify ``data`` on TX to one central (if it enabled TX notifications).
+
+        Raises:
+            ValueError: if ``data`` exceeds that central's ATT MTU - 3.
+        """
+        limit = connection.att_mtu - 3
+        if len(data) > limit:
+            raise ValueError(f"notification of {len(data)} bytes exceeds MTU-3={limit}")
+        await self.device.notify_subscriber(connection, self.tx_char, bytes(data))
+
     def set_battery(self, percent: int) -> None:
         """Set the battery level (0-100) and notify subscribed centrals."""
         self._battery = self._check_percent(percent)
         task = asyncio.get_running_loop().create_task(self.device.notify_subscribers(self.battery_char, bytes([self._battery])))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def start_advertising(self) -> None:
+        """Advertise (connectably), and again whenever there is room for one more central.
+
+        bumble's controller stops advertising when a central connects; the band
+        advertises again at once while fewer than :attr:`max_centrals` are connected,
+        and when one leaves.
+        """
+        self.device.on(Device.EVENT_CONNECTION, self._on_connection)
+        await self._advertise()
+
+    def _on_connection(self, connection: Connection) -> None:
+        connection.on(Connection.EVENT_DISCONNECTION, lambda _reason: self._spawn(self._advertise()))
+        self._spawn(self._advertise())
+
+    async def _advertise(self) -> None:
+        if self._closed or self.device.is_advertising or len(self.device.connections) >= self.max_centrals:
+            return
+        try:
+            await self.device.start_advertising(**self._advertising)  # type: ignore[arg-type]
+        except Exception:  # closing, or the transport went away
+            logger.debug("could not advertise again", exc_info=True)
+
+    def _spawn(self, coroutine: Coroutine[None, None, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -268,6 +349,7 @@ async def start_band_peripheral(
     battery_percent: int = 100,
     device_info: DeviceInfo | None = None,
     advertising_interval_ms: float = DEFAULT_ADV_INTERVAL_MS,
+    pairing: PairingHooks | None = None,
 ) -> BandPeripheral:
     """Power on a simulated band and start advertising.
 
@@ -279,11 +361,13 @@ async def start_band_peripheral(
             response and served as the GAP device name).
         address: random static address of the band, e.g. from
             :func:`ble_stack.addresses.band_address_from_id`.  Must differ from the central's.
-        on_write: called with each value written to RX.  Runs in the event loop: keep
-            it short, schedule any async work (e.g. ``notify``) as a task.
+        on_write: called with the connection and each value written to RX.  Runs in
+            the event loop: keep it short, schedule any async work (e.g. ``notify``) as a task.
         battery_percent: initial battery level.
         device_info: Device Information strings.
         advertising_interval_ms: advertising interval.
+        pairing: key store, pairing policy and pairing characteristic; without it the
+            band cannot pair (bumble's defaults) and serves no pairing characteristic.
     """
     own_address = random_static_address(address)
     adv_data = build_advertising_data(battery_percent=battery_percent)
@@ -297,16 +381,17 @@ async def start_band_peripheral(
         battery_percent=battery_percent,
         device_info=device_info or DeviceInfo(),
         attached=attached,
-    )
-    try:
-        await device.power_on()
-        await device.start_advertising(
-            auto_restart=True,
+        pairing=pairing,
+        advertising=dict(
             advertising_data=adv_data,
             scan_response_data=scan_response,
             advertising_interval_min=advertising_interval_ms,
             advertising_interval_max=advertising_interval_ms,
-        )
+        ),
+    )
+    try:
+        await device.power_on()
+        await band.start_advertising()
     except BaseException:
         await band.close()
         raise

@@ -26,6 +26,7 @@ import click
 from protocol.errors import HandCueError
 
 from .band import Band
+from .buttons import BandButton
 from .clock import Clock, RealClock, VirtualClock
 from .faults import SimulatorFault
 from .flash import Flash
@@ -89,10 +90,26 @@ async def run_band(options: dict[str, Any]) -> int:
     ble = None
     if options["hci_server"] or options["hci"]:
         from .ble import BlePeripheral
+        from .pairing import BandSecurity, bonds_path_for
 
-        ble = BlePeripheral(handler, band, hci_server=options["hci_server"], hci=options["hci"], **paced)
+        security = BandSecurity(bonds_path_for(Path(options["flash"])) if options["flash"] else None)
+        ble = BlePeripheral(handler, band, hci_server=options["hci_server"], hci=options["hci"], security=security, **paced)
         await ble.start()
         print(f"ble: {ble.name} {ble.address}" + (f" via {options['hci_server']}" if options["hci_server"] else ""), flush=True)
+    extra = None
+    if options["bands"] > 1:
+        if ble is None or ble.link is None:
+            raise HandCueError("--bands needs --hci-server (the bands share its virtual link)")
+        from .fleet import ExtraBands
+
+        extra = ExtraBands(ble.link, options["bands"] - 1, first_id=options["band_id"] + 1, flash=Path(options["flash"]) if options["flash"] else None,
+                           clock=lambda: VirtualClock() if options["clock"] == "virtual" else RealClock(options["speed"]), battery_percent=options["battery"])
+        for peripheral in await extra.start():
+            print(f"ble: {peripheral.name} {peripheral.address}", flush=True)
+    button = BandButton(band, ble)
+    button.install(loop)
+    if options["pairing_window"] is not None:
+        button.press(options["pairing_window"])
     if options["start"]:
         band.start()
 
@@ -111,6 +128,8 @@ async def run_band(options: dict[str, Any]) -> int:
     for task in waiters:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    if extra is not None:
+        await extra.close()
     if ble is not None:
         await ble.close()
     if port is not None:
@@ -178,6 +197,10 @@ def _band_id(value: str) -> int:
 @click.option("--load", help="Store this table or routine before serving (as if uploaded).")
 @click.option("--start", is_flag=True, help="Start the stored routine at boot.")
 @click.option("--exit-on-finish", is_flag=True, help="Exit once the routine has finished and its done cue played.")
+@click.option("--bands", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="With --hci-server: run this many bands (ids counting up from --band-id) on the served link.")
+@click.option("--pairing-window", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Open the BLE pairing window at start (as a button press). SIGUSR1 presses the button, SIGUSR2 long-presses it (factory reset).")
 def cli(**options: Any) -> None:
     """Simulated HandCue band: flash, interpreter, motor and protocol, on a pty and/or BLE."""
     try:

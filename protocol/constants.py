@@ -248,6 +248,27 @@ class BleUuid:
     DEVICE_INFORMATION = "0000180a-0000-1000-8000-00805f9b34fb"
     BATTERY = "0000180f-0000-1000-8000-00805f9b34fb"
     BATTERY_LEVEL = "00002a19-0000-1000-8000-00805f9b34fb"
+    PAIRING = "6e400010-b5a3-f393-e0a9-e50e24dcca9e"
+    """Pairing state and control (in the HandCue service): read one :class:`PairingState`
+    byte; write :class:`PairingControl.FORGET_ME` from a trusted link to delete its bond."""
+
+
+class PairingState(IntFlag):
+    """The byte read from the pairing characteristic; the band computes it per connection."""
+
+    PROTECTED = 0x01
+    """The band holds a bond: state-changing commands need an encrypted link from a bonded central."""
+    WINDOW_OPEN = 0x02
+    """The pairing window is open (its button was pressed less than 60 s ago)."""
+    TRUSTED = 0x04
+    """This link is encrypted and comes from a bonded central."""
+
+
+class PairingControl(IntEnum):
+    """Values written to the pairing characteristic."""
+
+    FORGET_ME = 0x01
+    """Delete the bond of the central writing (refused unless the link is trusted)."""
 
 
 BLE_NAME_PREFIX = "HandCue-"

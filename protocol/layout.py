@@ -1,17 +1,26 @@
-"""One declaration for a byte layout and its model: dataclass fields that carry their construct.
+"""One way to declare a byte layout: dataclass fields that carry their construct.
 
-A model class is a dataclass made by :func:`laid_out`; each field says where
-its bytes sit and how they read, ``at(offset, subcon)``.  :func:`layout_of`
-derives from those fields the construct that parses bytes straight into the
-class and builds bytes from it, so the layout is never restated beside the
-model.  Offsets are written out because they are what a firmware engineer
-looks up (and the constructor keeps its own argument order); the derivation
-checks that they tile the layout without a gap or an overlap.
+A model class is a frozen dataclass made by :func:`laid_out` (or a subclass of
+a base that applies it, as :class:`protocol.messages.Body` does); each field
+says how its bytes read, ``wire(subcon)``, and :func:`layout_of` derives from
+those fields the construct that parses bytes straight into the class and
+builds bytes from it, so the layout is never restated beside the model.
 
-Units and markers are adapters on a field, so the model speaks milliseconds,
-enums and ``None`` while the bytes keep their 100 ms units, codes and 0xFF.
-Every adapter here also compiles (``_emitparse``) so that a compiled layout
-parses as fast as plain integers.
+Two placements, one helper:
+
+* sequential (message bodies): fields follow each other in declaration order;
+* fixed offsets (step-table records): every field names its offset,
+  ``wire(subcon, at=4)``, because that is what a firmware engineer looks up
+  and the constructor keeps its own argument order; :func:`layout_of` checks
+  that the offsets tile the layout without a gap or an overlap.
+
+What the bytes mean beyond a plain number is a coding: an adapter on the
+field, so the model speaks milliseconds, enums, names and ``None`` while the
+bytes keep their units, codes and markers (:class:`Units`, :class:`Coded`,
+:class:`Marker`, :class:`Indexed`, :class:`Saturating`).  :func:`raw_layout_of`
+strips the codings again: the wire values SPEC.md tables.  Every coding here
+also compiles (``_emitparse``) so that a compiled layout parses as fast as
+plain integers.
 """
 
 from __future__ import annotations
@@ -24,41 +33,61 @@ from typing import Any, TypeVar, dataclass_transform
 import construct as c  # type: ignore[import-untyped,unused-ignore]
 
 T = TypeVar("T")
-E = TypeVar("E", bound=IntEnum)
 
 _SUBCON = "layout.subcon"
 _OFFSET = "layout.offset"
 
 
-def at(offset: int, subcon: Any, *, default: Any = dataclasses.MISSING) -> Any:
-    """A model field whose bytes start at ``offset`` and read with ``subcon``."""
-    return dataclasses.field(default=default, metadata={_OFFSET: offset, _SUBCON: subcon})
+def wire(subcon: Any, *, at: int | None = None, default: Any = dataclasses.MISSING) -> Any:
+    """A model field read with ``subcon``; ``at`` is its byte offset in a fixed-offset layout."""
+    return dataclasses.field(default=default, metadata={_OFFSET: at, _SUBCON: subcon})
 
 
-@dataclass_transform(frozen_default=True, field_specifiers=(at,))
+@dataclass_transform(frozen_default=True, field_specifiers=(wire,))
 def laid_out(cls: type[T]) -> type[T]:
-    """Make ``cls`` a frozen dataclass whose fields are declared with :func:`at`."""
+    """Make ``cls`` a frozen dataclass whose fields are declared with :func:`wire`."""
     return dataclasses.dataclass(frozen=True)(cls)
 
 
-def layout_of(cls: type[Any], *, start: int = 0) -> Any:
-    """The construct of a :func:`laid_out` class, its fields ordered by offset from ``start``."""
-    fields = sorted(dataclasses.fields(cls), key=lambda f: f.metadata[_OFFSET])
+def _placed(cls: type[Any], start: int) -> list[tuple[str, Any]]:
+    """The fields of ``cls`` in byte order, as (name, subcon); offsets, if given, checked from ``start``."""
+    fields = dataclasses.fields(cls)
+    offsets = [f.metadata[_OFFSET] for f in fields]
+    if all(offset is None for offset in offsets):
+        return [(f.name, f.metadata[_SUBCON]) for f in fields]
+    if None in offsets:
+        raise ValueError(f"{cls.__name__}: give every field an offset, or none")
     position = start
-    for f in fields:
+    for f in sorted(fields, key=lambda f: f.metadata[_OFFSET]):
         if f.metadata[_OFFSET] != position:
             raise ValueError(f"{cls.__name__}.{f.name} is declared at offset {f.metadata[_OFFSET]}; the fields before it end at {position}")
         position += f.metadata[_SUBCON].sizeof()
-    return _Model(cls, [(f.name, f.metadata[_SUBCON]) for f in fields])
+    return [(f.name, f.metadata[_SUBCON]) for f in sorted(fields, key=lambda f: f.metadata[_OFFSET])]
+
+
+def layout_of(cls: type[Any], *, start: int = 0, whole: bool = False) -> Any:
+    """The construct of a :func:`laid_out` class: bytes <-> instances; offsets count from ``start``.
+
+    ``whole``: the layout must also reach the end of its bytes (a whole message body).
+    """
+    return _Model(cls, _placed(cls, start), whole)
+
+
+def raw_layout_of(cls: type[Any], *, start: int = 0) -> Any:
+    """The same bytes as :func:`layout_of`, read as raw wire values: a ``Struct`` with every coding stripped."""
+    return c.Struct(*(name / _raw(subcon) for name, subcon in _placed(cls, start)))
+
+
+def _raw(subcon: Any) -> Any:
+    return _raw(subcon.subcon) if isinstance(subcon, Coding) else subcon
 
 
 class _Model(c.Adapter):  # type: ignore[misc,unused-ignore]
     """Bytes <-> an instance of a model class (a dataclass), field by field."""
 
-    def __init__(self, cls: type[Any], fields: list[tuple[str, Any]]) -> None:
-        super().__init__(c.Struct(*(name / subcon for name, subcon in fields)))
-        self.cls = cls
-        self.fields = fields
+    def __init__(self, cls: type[Any], fields: list[tuple[str, Any]], whole: bool = False) -> None:
+        super().__init__(c.Struct(*(name / subcon for name, subcon in fields), *([c.Terminated] if whole else [])))
+        self.cls, self.fields, self.whole = cls, fields, whole
 
     def _decode(self, obj: Any, context: Any, path: Any) -> Any:
         return self.cls(**{name: obj[name] for name, _ in self.fields})
@@ -67,6 +96,8 @@ class _Model(c.Adapter):  # type: ignore[misc,unused-ignore]
         return {name: getattr(obj, name) for name, _ in self.fields}
 
     def _emitparse(self, code: Any) -> str:
+        if self.whole:
+            raise NotImplementedError  # construct then links this instance's _parse
         # Read the fields into locals and call the class: no Container in between.
         function = f"parse_model_{code.allocateId()}"
         lines = [f"def {function}(io, this):"]
@@ -77,7 +108,19 @@ class _Model(c.Adapter):  # type: ignore[misc,unused-ignore]
         return f"{function}(io, this)"
 
 
-class Units(c.Adapter):  # type: ignore[misc,unused-ignore]
+# --------------------------------------------------------------------------
+# Codings: what a field's bytes mean, as adapters (stripped by raw_layout_of)
+
+
+class Coding(c.Adapter):  # type: ignore[misc,unused-ignore]
+    """An adapter between a field's wire value and its model value; compiled layouts call ``_decode``."""
+
+    def _emitparse(self, code: Any) -> str:
+        code.linkedinstances[id(self)] = self
+        return f"linkedinstances[{id(self)}]._decode({self.subcon._compileparse(code)}, None, None)"
+
+
+class Units(Coding):
     """A count of ``unit_ms`` units in the bytes, milliseconds in the model."""
 
     def __init__(self, subcon: Any, unit_ms: int) -> None:
@@ -97,8 +140,8 @@ class Units(c.Adapter):  # type: ignore[misc,unused-ignore]
         return f"({self.subcon._compileparse(code)}) * {self.unit_ms}"
 
 
-class Marker(c.Adapter):  # type: ignore[misc,unused-ignore]
-    """A reserved value in the bytes that means ``None`` in the model (0xFF: "no pattern")."""
+class Marker(Coding):
+    """A reserved value in the bytes that means ``None`` in the model (0xFF: "no pattern", 0xFFFF: "no step")."""
 
     def __init__(self, subcon: Any, marker: int) -> None:
         super().__init__(subcon)
@@ -116,22 +159,67 @@ class Marker(c.Adapter):  # type: ignore[misc,unused-ignore]
         return f"{function}({self.subcon._compileparse(code)})"
 
 
-class Coded(c.Adapter):  # type: ignore[misc,unused-ignore]
-    """An IntEnum in the model; a value the enum lacks raises ValueError, for the decoder to report."""
+class Coded(Coding):
+    """An IntEnum member in the model.
 
-    def __init__(self, subcon: Any, enum: type[IntEnum]) -> None:
+    ``none``: the code that means ``None`` (if any).  A code the enum lacks
+    raises ValueError (for a decoder to report), or reads as ``None`` when
+    ``lenient`` (a message from a newer peer).
+    """
+
+    def __init__(self, subcon: Any, enum: type[IntEnum], *, none: int | None = None, lenient: bool = False) -> None:
         super().__init__(subcon)
-        self.enum = enum
+        self.enum, self.none, self.lenient = enum, none, lenient
 
-    def _decode(self, obj: int, context: Any, path: Any) -> IntEnum:
+    def _decode(self, obj: int, context: Any, path: Any) -> IntEnum | None:
+        if obj == self.none or (self.lenient and obj not in self.enum._value2member_map_):
+            return None
         return self.enum(obj)
 
-    def _encode(self, obj: IntEnum, context: Any, path: Any) -> int:
-        return int(obj)
+    def _encode(self, obj: IntEnum | None, context: Any, path: Any) -> int:
+        if obj is not None:
+            return int(obj)
+        if self.none is None:
+            raise ValueError(f"a {self.enum.__name__} is required")
+        return self.none
 
     def _emitparse(self, code: Any) -> str:
+        if self.none is not None or self.lenient:
+            return str(super()._emitparse(code))
         code.linkedinstances[id(self)] = self
         return f"linkedinstances[{id(self)}].enum({self.subcon._compileparse(code)})"
+
+
+class Indexed(Coding):
+    """A name sent as its index in ``names``; indices beyond them read as ``None``."""
+
+    def __init__(self, subcon: Any, names: tuple[str | None, ...]) -> None:
+        super().__init__(subcon)
+        self.names = names
+
+    def _decode(self, obj: int, context: Any, path: Any) -> str | None:
+        return self.names[obj] if obj < len(self.names) else None
+
+    def _encode(self, obj: str | None, context: Any, path: Any) -> int:
+        return self.names.index(obj)
+
+
+class Saturating(Coding):
+    """A count that stops at ``limit`` instead of overflowing its field."""
+
+    def __init__(self, subcon: Any, limit: int) -> None:
+        super().__init__(subcon)
+        self.limit = limit
+
+    def _decode(self, obj: int, context: Any, path: Any) -> int:
+        return obj
+
+    def _encode(self, obj: int, context: Any, path: Any) -> int:
+        return min(obj, self.limit)
+
+
+# --------------------------------------------------------------------------
+# Tagged unions and computed fields
 
 
 class Tagged(c.Adapter):  # type: ignore[misc,unused-ignore]

@@ -7,7 +7,8 @@ string (any other status); notifications carry a notification body.
 ``protocol/SPEC.md`` part 2 lists every layout with worked hex examples.
 
 Each body is a frozen dataclass whose fields name their wire layout
-(:func:`wire`), so the class *is* the declaration: :attr:`Body.layout` is the
+(:func:`protocol.layout.wire`, the same declaration the step-table records
+use, here in sequence), so the class *is* the declaration: :attr:`Body.layout` is the
 construct ``Struct`` of the raw wire values, :attr:`Body.codec` the same bytes
 read into and built from instances.  A request class names its opcode and, as
 its type parameter, its response class (as smpclient's requests do), so
@@ -23,16 +24,14 @@ its layout in SPEC.md part 2 with golden bytes in ``tests/test_messages.py``
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from enum import IntEnum
 from typing import Any, ClassVar, Generic, TypeVar, cast, dataclass_transform, get_args, get_origin
 
 import construct as c
 
 from .constants import FINGERS, NO_STEP, PROTOCOL_VERSION, BandState, CueKind, MessageKind, Opcode, Status, TechniqueCode
 from .errors import MessageError as MessageError  # re-exported: callers import it from here too
+from .layout import Coded, Indexed, Marker, Saturating, laid_out, layout_of, raw_layout_of, wire
 
 MessageHeader = c.Struct(
     "version" / c.Int8ul,
@@ -45,51 +44,7 @@ Text = c.PascalString(c.Int8ul, "utf8")
 
 
 # --------------------------------------------------------------------------
-# Declaring a body: fields that carry their layout
-
-
-@dataclass(frozen=True)
-class Coding:
-    """How a field's raw wire value maps to its type (``decode``) and back (``encode``); None keeps the value."""
-
-    decode: Callable[[Any], Any] | None = None
-    encode: Callable[[Any], Any] | None = None
-
-
-def wire(layout: Any, coding: Coding | None = None) -> Any:
-    """A body field: ``layout`` is its raw wire form, ``coding`` maps raw values to the field's type and back."""
-    return dataclasses.field(metadata={"layout": layout, "coding": coding})
-
-
-def known(enum: type[IntEnum], none: int | None = None) -> Coding:
-    """Codes of ``enum`` as members; ``none`` (if given) and codes this side does not know read as None."""
-
-    def decode(value: int) -> IntEnum | None:
-        return None if value == none or value not in enum._value2member_map_ else enum(value)
-
-    def encode(member: IntEnum | None) -> int:
-        if member is None:
-            if none is None:
-                raise ValueError(f"a {enum.__name__} is required")
-            return none
-        return int(member)
-
-    return Coding(decode, encode)
-
-
-def indexed(names: tuple[str | None, ...]) -> Coding:
-    """A name sent as its index in ``names``; indices beyond them read as None."""
-    return Coding(lambda value: names[value] if value < len(names) else None, names.index)
-
-
-def sentinel(marker: int) -> Coding:
-    """An optional number: ``marker`` on the wire means None."""
-    return Coding(lambda value: None if value == marker else value, lambda value: marker if value is None else value)
-
-
-def saturating(limit: int) -> Coding:
-    """A count that stops at ``limit`` instead of overflowing its field."""
-    return Coding(encode=lambda value: min(value, limit))
+# A body: a class whose fields carry their layout (protocol.layout), in order
 
 
 B = TypeVar("B", bound="Body")
@@ -97,7 +52,7 @@ B = TypeVar("B", bound="Body")
 
 @dataclass_transform(frozen_default=True, field_specifiers=(wire,))
 class Body:
-    """A message body: a frozen dataclass whose fields are declared with :func:`wire`."""
+    """A message body: a frozen dataclass whose fields are declared, in wire order, with :func:`~protocol.layout.wire`."""
 
     layout: ClassVar[Any]
     """The raw wire layout (``construct.Struct``), field by field, as SPEC.md part 2 tables it."""
@@ -108,19 +63,10 @@ class Body:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        dataclass(frozen=True)(cls)
-        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-        cls.layout = c.Struct(*(f.name / f.metadata["layout"] for f in fields))
-        typed = [f.name / _adapted(f) for f in fields]
-
-        def instance(obj: Any, ctx: Any) -> Any:
-            return cls(**{f.name: obj[f.name] for f in fields})
-
-        def values(obj: Any, ctx: Any) -> dict[str, Any]:
-            return {f.name: getattr(obj, f.name) for f in fields}
-
-        cls.codec = c.ExprAdapter(c.Struct(*typed), decoder=instance, encoder=values)
-        cls._whole = c.ExprAdapter(c.Struct(*typed, c.Terminated), decoder=instance, encoder=values)
+        laid_out(cls)
+        cls.layout = raw_layout_of(cls)
+        cls.codec = layout_of(cls)
+        cls._whole = layout_of(cls, whole=True)
 
     def build(self) -> bytes:
         return bytes(self.codec.build(self))
@@ -132,15 +78,6 @@ class Body:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(cast(Any, self))
-
-
-def _adapted(field: dataclasses.Field[Any]) -> Any:
-    layout, coding = field.metadata["layout"], field.metadata["coding"]
-    if coding is None:
-        return layout
-    decode, encode = coding.decode, coding.encode
-    return c.ExprAdapter(layout, decoder=lambda value, ctx: value if decode is None else decode(value),
-                         encoder=lambda value, ctx: value if encode is None else encode(value))
 
 
 R = TypeVar("R", bound=Body)
@@ -203,7 +140,7 @@ class InfoResponse(Body):
     firmware: FirmwareVersion = wire(FirmwareVersion.codec)
     protocol_version: int = wire(c.Int8ul)
     battery: int = wire(c.Int8ul)
-    state: BandState | None = wire(c.Int8ul, known(BandState))
+    state: BandState | None = wire(Coded(c.Int8ul, BandState, lenient=True))
     max_table: int = wire(c.Int32ul)
     max_frame: int = wire(c.Int16ul)
     window: int = wire(c.Int8ul)
@@ -243,19 +180,19 @@ class StatusReport(Body):
     newer band) read as None.
     """
 
-    state: BandState | None = wire(c.Int8ul, known(BandState))
-    step: int | None = wire(c.Int16ul, sentinel(NO_STEP))
+    state: BandState | None = wire(Coded(c.Int8ul, BandState, lenient=True))
+    step: int | None = wire(Marker(c.Int16ul, NO_STEP))
     """Record index of the step playing."""
-    technique: TechniqueCode | None = wire(c.Int8ul, known(TechniqueCode, none=0))
+    technique: TechniqueCode | None = wire(Coded(c.Int8ul, TechniqueCode, none=0, lenient=True))
     iteration: int = wire(c.Int8ul)
-    hand: str | None = wire(c.Int8ul, indexed(HANDS_WIRE))
-    finger: str | None = wire(c.Int8ul, indexed(FINGERS_WIRE))
+    hand: str | None = wire(Indexed(c.Int8ul, HANDS_WIRE))
+    finger: str | None = wire(Indexed(c.Int8ul, FINGERS_WIRE))
     elapsed_ms: int = wire(c.Int32ul)
     remaining_ms: int = wire(c.Int32ul)
     step_remaining_ms: int = wire(c.Int32ul)
     total_ms: int = wire(c.Int32ul)
-    last_cue: CueKind | None = wire(c.Int8ul, known(CueKind, none=0))
-    cues: int = wire(c.Int16ul, saturating(0xFFFF))
+    last_cue: CueKind | None = wire(Coded(c.Int8ul, CueKind, none=0, lenient=True))
+    cues: int = wire(Saturating(c.Int16ul, 0xFFFF))
     """Cues fired since start."""
     battery: int = wire(c.Int8ul)
 

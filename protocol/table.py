@@ -42,8 +42,9 @@ from .constants import (
     TableFlags,
     TechniqueCode,
 )
+from .cues import STEP_CUE_SLOTS
 from .errors import TableFormatError
-from .layout import Coded, Marker, Rebuild, Tagged, Units, at, laid_out, layout_of
+from .layout import Coded, Marker, Rebuild, Tagged, Units, laid_out, layout_of, wire
 
 # --------------------------------------------------------------------------
 # Field types: the units and markers of the bytes, as adapters
@@ -75,16 +76,16 @@ def table_crc(data: bytes | bytearray) -> int:
 class StepRecord:
     """One technique, played ``count`` times for ``duration_ms`` each."""
 
-    technique: TechniqueCode = at(1, TechniqueByte)
-    duration_ms: int = at(4, Time)
-    iterate: Iterate = at(2, IterateByte, default=Iterate.NONE)
-    count: int = at(3, c.Int8ul, default=1)
-    tick_every_ms: int = at(6, Time, default=0)
-    warn_before_ms: int = at(8, Time, default=0)
-    start_pattern: int | None = at(10, PatternRef, default=None)
-    next_pattern: int | None = at(11, PatternRef, default=None)
-    tick_pattern: int | None = at(12, PatternRef, default=None)
-    warn_pattern: int | None = at(13, PatternRef, default=None)
+    technique: TechniqueCode = wire(TechniqueByte, at=1)
+    duration_ms: int = wire(Time, at=4)
+    iterate: Iterate = wire(IterateByte, at=2, default=Iterate.NONE)
+    count: int = wire(c.Int8ul, at=3, default=1)
+    tick_every_ms: int = wire(Time, at=6, default=0)
+    warn_before_ms: int = wire(Time, at=8, default=0)
+    start_pattern: int | None = wire(PatternRef, at=10, default=None)
+    next_pattern: int | None = wire(PatternRef, at=11, default=None)
+    tick_pattern: int | None = wire(PatternRef, at=12, default=None)
+    warn_pattern: int | None = wire(PatternRef, at=13, default=None)
 
     @property
     def total_ms(self) -> int:
@@ -95,18 +96,18 @@ class StepRecord:
 class LoopRecord:
     """Repeat the next ``body_count`` records ``count`` times."""
 
-    iterate: Iterate = at(1, IterateByte)
-    count: int = at(2, c.Int8ul)
-    body_count: int = at(4, c.Int16ul)
-    round_pattern: int | None = at(3, PatternRef, default=None)
+    iterate: Iterate = wire(IterateByte, at=1)
+    count: int = wire(c.Int8ul, at=2)
+    body_count: int = wire(c.Int16ul, at=4)
+    round_pattern: int | None = wire(PatternRef, at=3, default=None)
 
 
 @laid_out
 class PatternSegment:
     """Motor at ``amplitude`` percent (0 = off) for ``duration_ms``."""
 
-    amplitude: int = at(0, c.Int8ul)
-    duration_ms: int = at(1, Units(c.Int8ul, SEGMENT_UNIT_MS))
+    amplitude: int = wire(c.Int8ul, at=0)
+    duration_ms: int = wire(Units(c.Int8ul, SEGMENT_UNIT_MS), at=1)
 
     @property
     def is_on(self) -> bool:
@@ -405,8 +406,8 @@ def _validate(table: StepTable) -> int:
             raise _bad(TableError.BAD_RECORD, f"record {index}: a tick needs both an interval and a pattern")
         if bool(record.warn_before_ms) != (record.warn_pattern is not None):
             raise _bad(TableError.BAD_RECORD, f"record {index}: a warning needs both a lead time and a pattern")
-        for what, ref in (("start", record.start_pattern), ("next", record.next_pattern), ("tick", record.tick_pattern), ("warn", record.warn_pattern)):
-            check_ref(index, what, ref)
+        for cue in STEP_CUE_SLOTS:
+            check_ref(index, cue.slot or "", getattr(record, cue.pattern_field))
     check_ref(-1, "done", table.done_pattern)
     total = sum(node.total_ms for node in build_tree(table.records))
     if total > Limits.MAX_TOTAL_MS:

@@ -2,9 +2,10 @@
 
 Two simulated bands advertise on one bumble virtual link; the companion reaches them
 through ``BandClient`` (bleak's public BleakScanner/BleakClient on the bumble backend),
-with one central host shared by both clients (as with ``--hci``, where only one host
-can attach to a served controller) or a host each.  Closing one client must close
-only its own connection.
+with one central host shared by both clients (as one ``--hci`` command does) or a host
+each.  Closing one client must close only its own connection.  A band also serves
+several centrals at once, in process and to several hosts attached to ``handcue-sim
+--hci-server`` (each gets a controller of its own on the band's link).
 """
 
 from __future__ import annotations
@@ -107,3 +108,94 @@ def test_scan_bands_finds_both_bands_as_typed_results() -> None:
     ]
     assert all(band.rssi < 0 and band.address.count(":") == 5 for band in bands)
     assert bands[0].to_json() == {"name": "HandCue-1A2B", "address": bands[0].address, "rssi": bands[0].rssi, "battery": 87}
+
+
+def ticking_table(steps: int = 50) -> bytes:
+    """Steps of 4 s with a tick every second: a steady stream of cue notifications."""
+    tick = CuePattern((PatternSegment(50, 60),), "tick")
+    records = [StepRecord(TechniqueCode.COMBING, 4000, tick_every_ms=1000, tick_pattern=0) for _ in range(steps)]
+    return encode_table(StepTable(hands=Hands.LEFT, records=records, patterns=[tick], done_pattern=0))
+
+
+def test_a_second_central_runs_status_pause_resume_while_the_first_follows() -> None:
+    """Two centrals on one band: the first follows the session's notifications (as
+    ``handcue follow`` does) while the second asks status, pauses and resumes.  The
+    first sees the second's pause and resume, its stream keeps going afterwards, and
+    its own requests still get their own answers; the second never sees the first's."""
+    from firmware_sim.clock import RealClock
+
+    async def main() -> None:
+        link = LocalLink()
+        async with (
+            LocalBleBand(ticking_table(), link=link, clock=RealClock(speed=20)) as local,
+            BumbleCentral(link=link) as first_host,
+            BumbleCentral(link=link) as second_host,
+            BandClient.open(f"ble:{local.name}", ble=first_host.backend) as follower,
+        ):
+            await follower.start()
+            seen: list[str] = []
+            cues_after_resume = asyncio.Event()
+            resumed = asyncio.Event()
+
+            async def follow() -> None:
+                async for status in follower.notifications(timeout=5.0):
+                    seen.append(status.state)
+                    if resumed.is_set() and status.state == "running" and status.last_cue == "tick":
+                        cues_after_resume.set()
+                        return
+
+            following = asyncio.create_task(follow())
+            async with BandClient.open(f"ble:{local.name}", ble=second_host.backend) as second:
+                assert len(local.ble.peripheral.connections) == 2
+                assert (await second.status()).state == "running"
+                assert (await second.pause()).state == "paused"
+                assert (await follower.status()).state == "paused"  # the follower's own request, its own answer
+                assert (await second.resume()).state == "running"
+                resumed.set()
+                await asyncio.wait_for(following, 10.0)
+                assert second.dropped_responses == 0
+            assert "paused" in seen and seen.index("paused") < len(seen) - 1
+            assert follower.dropped_responses == 0
+            assert (await follower.status()).state == "running"  # the second central left; the first goes on
+
+    run(main())
+
+
+def test_two_companion_hosts_on_a_served_band_across_processes(tmp_path: Any) -> None:
+    """``handcue-sim --hci-server`` gives every companion host its own controller on the band's
+    link: two hosts attach at once, one follows while the other pauses and resumes, and the
+    follower's session survives the other host going away."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ble_stack.addresses import free_tcp_port
+
+    table_path = tmp_path / "ticking.hcue"
+    table_path.write_bytes(ticking_table())
+    port = free_tcp_port()
+    hci = f"tcp-client:127.0.0.1:{port}"
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "firmware_sim", "--hci-server", f"tcp-server:127.0.0.1:{port}", "--load", str(table_path), "--speed", "20"],
+        stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+
+    async def main() -> None:
+        async with BumbleCentral(hci=hci) as first_host, BandClient.open("ble:HandCue-1A2B", ble=first_host.backend) as follower:
+            await follower.start()
+            async with BumbleCentral(hci=hci) as second_host, BandClient.open("ble:HandCue-1A2B", ble=second_host.backend) as second:
+                assert (await second.pause()).state == "paused"
+                assert (await follower.status()).state == "paused"
+                assert (await second.resume()).state == "running"
+            follower.drop_queued_notifications()
+            async for status in follower.notifications(timeout=5.0):  # the stream goes on after the other host left
+                if status.last_cue == "tick":
+                    break
+            assert (await follower.status()).state == "running"
+
+    try:
+        assert sim.stdout is not None and sim.stdout.readline().startswith(b"ble:")
+        run(main())
+    finally:
+        sim.terminate()
+        sim.wait(10)

@@ -34,7 +34,7 @@ from protocol.constants import (
     TechniqueCode,
 )
 from protocol.errors import TableFormatError
-from protocol.layout import at, laid_out, layout_of
+from protocol.layout import laid_out, layout_of, wire
 from protocol.table import (
     RECORD,
     CuePattern,
@@ -909,8 +909,8 @@ def test_every_table_error_code_is_covered():
 def test_a_layout_whose_offsets_leave_a_gap_is_refused():
     @laid_out
     class Gappy:
-        first: int = at(0, c.Int8ul)
-        second: int = at(2, c.Int8ul)
+        first: int = wire(c.Int8ul, at=0)
+        second: int = wire(c.Int8ul, at=2)
 
     with pytest.raises(ValueError, match=r"Gappy.second is declared at offset 2; the fields before it end at 1"):
         layout_of(Gappy)

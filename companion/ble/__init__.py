@@ -8,7 +8,9 @@ whose :attr:`~companion.ble.bumble_backend.BumbleCentral.backend` is a
 :class:`BleBackend` bound to that host, as bleak-esphome binds its client data.
 
 Only the CLI edge turns ``--hci`` / ``HANDCUE_HCI`` into a backend, with
-:func:`ble_backend_for`; everything below takes the object it is given.
+:func:`ble_backend_for`; everything below takes the object it is given.  A bumble
+host made there carries the user's :class:`~companion.ble.keystore.CentralIdentity`
+(its address and bonds), so a paired companion is let in on every later command.
 """
 
 from __future__ import annotations
@@ -22,17 +24,30 @@ __all__ = ["PLATFORM", "BleBackend", "ble_backend_for"]
 
 
 @contextlib.asynccontextmanager
-async def ble_backend_for(hci: str | None) -> AsyncIterator[BleBackend]:
+async def ble_backend_for(hci: str | None, *, backend: str | None = None, pairing: bool = False) -> AsyncIterator[BleBackend]:
     """The backend for one CLI command: bleak's platform backend, or with ``hci`` (a bumble
-    transport spec such as ``tcp-client:127.0.0.1:9901``) a bumble host on it, closed at the end.
+    transport spec such as ``tcp-client:127.0.0.1:9901``) a bumble host on it, closed at the end,
+    or with ``backend`` (``--ble-backend module:attr``) the bleak backend it names
+    (:mod:`companion.ble.named`).
 
     The host is opened only when a scanner or a client first needs it, so a command
-    that talks to a serial band never touches ``hci``.
+    that talks to a serial band never touches ``hci``.  With ``pairing``, the user's
+    central address is created first if it does not exist yet (a bond needs a stable one).
     """
+    if backend:  # wins over hci, which may come from HANDCUE_HCI for the named backend's own use
+        from .named import named_backend
+
+        async with named_backend(backend) as named:
+            yield named
+        return
     if not hci:
         yield PLATFORM
         return
     from .bumble_backend import BumbleCentral
+    from .keystore import CentralIdentity
 
-    async with BumbleCentral(hci=hci) as central:
+    identity = CentralIdentity.for_user()
+    if pairing:
+        identity.ensure_address()
+    async with BumbleCentral(hci=hci, identity=identity) as central:
         yield central.backend

@@ -29,8 +29,14 @@ Behaviour worth knowing (and matching the BlueZ backend where it matters):
 * ``write_gatt_char(..., response=False)`` never drops data: bumble queues ACL packets
   without limit.  To give the caller back-pressure, such a write waits while more than
   :data:`WRITE_WITHOUT_RESPONSE_MAX_PENDING` ACL packets are still queued.
-* ``pair``/``unpair`` raise :class:`NotImplementedError`; ``pair=True`` is logged and
-  ignored, as bleak asks of backends that cannot pair.
+* Pairing: ``pair()`` (or ``BleakClient(..., pair=True)``) bonds with LE Secure
+  Connections, Just Works, and stores the keys in the central's key store;
+  ``unpair()`` deletes them there (the peer keeps its copy).  On connecting to a peer
+  whose keys the store holds, the link is encrypted with them before anything else
+  (as an operating system does for a bonded device); if the peer lost the bond, the
+  link stays unencrypted.  The key store and the central's address come from a
+  :class:`~companion.ble.keystore.CentralIdentity` (kept across runs) or, without
+  one, live in memory for the central's lifetime.
 """
 
 from __future__ import annotations
@@ -63,13 +69,17 @@ from bumble.core import AdvertisingData
 from bumble.device import Advertisement, Connection, Device, Peer
 from bumble.gatt import GATT_CLIENT_CHARACTERISTIC_CONFIGURATION_DESCRIPTOR
 from bumble.gatt_client import CharacteristicProxy, DescriptorProxy
+from bumble.keys import KeyStore, MemoryKeyStore
 from bumble.link import LocalLink
+from bumble.pairing import PairingConfig, PairingDelegate
 
 from ble_stack.addresses import random_static_address
 from ble_stack.controllers import CentralController
 from ble_stack.hosts import AttachedHost, HostSite, attach_host
 
+from ..errors import AddressError
 from .backend import BleBackend
+from .keystore import CentralIdentity
 
 __all__ = [
     "BumbleCentral",
@@ -89,6 +99,8 @@ CONNECT_CANCEL_GRACE = 2.0
 """Extra seconds for the controller to confirm the cancel of a timed-out connection."""
 CLOSE_TIMEOUT = 2.0
 """Seconds allowed for the central stack's orderly shutdown."""
+ENCRYPT_TIMEOUT = 5.0
+"""Seconds allowed for encrypting a link with stored keys (a peer that lost them may not answer)."""
 CENTRAL_NAME = "HandCue-companion"
 
 _T = TypeVar("_T")
@@ -160,10 +172,13 @@ class _CentralStack:
         device.on(Device.EVENT_ADVERTISEMENT, self._on_advertisement)
 
     @classmethod
-    async def create(cls, site: HostSite, address: str | None) -> _CentralStack:
+    async def create(cls, site: HostSite, address: str | None, keystore: KeyStore) -> _CentralStack:
         own_address = random_static_address(address) if address else hci.Address.generate_static_address()
         attached = await attach_host(site, name="bleak-central", controller_factory=CentralController)
-        stack = cls(Device(name=CENTRAL_NAME, address=own_address, host=attached.host), attached)
+        device = Device(name=CENTRAL_NAME, address=own_address, host=attached.host)
+        device.keystore = keystore
+        device.pairing_config_factory = _just_works
+        stack = cls(device, attached)
         try:
             await stack.device.power_on()
         except BaseException:
@@ -219,6 +234,11 @@ class _CentralStack:
         await self.attached.detach()
 
 
+def _just_works(_connection: Connection) -> PairingConfig:
+    """LE Secure Connections with bonding and no input or output (what a HandCue band supports)."""
+    return PairingConfig(sc=True, mitm=False, bonding=True, delegate=PairingDelegate(io_capability=PairingDelegate.IoCapability.NO_OUTPUT_NO_INPUT))
+
+
 _B = TypeVar("_B", "BumbleScanner", "BumbleClient")
 
 
@@ -243,9 +263,12 @@ class BumbleCentral:
             central puts its own virtual controller on it (in-process use, tests).
         hci: a bumble transport spec for :func:`bumble.transport.open_transport`,
             e.g. ``"tcp-client:127.0.0.1:9901"``.
-        address: random static address of the central.  By default a random one is
-            generated each time the host comes up, so it never collides with a band's.
+        address: random static address of the central.  By default the identity's, else
+            a random one generated each time the host comes up.
         att_mtu: the ATT MTU requested right after connecting.
+        identity: where the central's address and bonds persist (see
+            :class:`~companion.ble.keystore.CentralIdentity`).
+        keystore: bumble key store for bonds; by default the identity's, else one in memory.
 
     Exactly one of ``link`` and ``hci`` must be given.  Use it as an async context
     manager, or call :meth:`close` when done; it belongs to the event loop that first
@@ -259,6 +282,8 @@ class BumbleCentral:
         hci: str | None = None,
         address: str | None = None,
         att_mtu: int = REQUESTED_ATT_MTU,
+        identity: CentralIdentity | None = None,
+        keystore: KeyStore | None = None,
     ) -> None:
         if (hci is None) == (link is None):
             raise ValueError("BumbleCentral needs exactly one of hci= or link=")
@@ -266,12 +291,25 @@ class BumbleCentral:
         self.hci = hci
         self.address = address
         self.att_mtu = att_mtu
+        self.identity = identity
+        self.keystore: KeyStore = keystore or (identity.keystore() if identity else MemoryKeyStore())
         self.scanner_backend: type[BumbleScanner] = _bind(BumbleScanner, self)
         """A bleak scanner backend class on this host: ``BleakScanner(backend=central.scanner_backend)``."""
         self.client_backend: type[BumbleClient] = _bind(BumbleClient, self)
         """A bleak client backend class on this host: ``BleakClient(device, backend=central.client_backend)``."""
         self._stack: _CentralStack | None = None
         self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_environment(cls) -> BumbleCentral:
+        """A central on the HCI transport in ``HANDCUE_HCI``, with the user's bonds: what
+        ``--ble-backend companion.ble.bumble_backend:BumbleCentral.from_environment`` builds."""
+        import os
+
+        hci = os.environ.get("HANDCUE_HCI")
+        if not hci:
+            raise AddressError("BumbleCentral.from_environment needs HANDCUE_HCI (a bumble transport, e.g. tcp-client:127.0.0.1:9901)")
+        return cls(hci=hci, identity=CentralIdentity.for_user())
 
     @property
     def description(self) -> str:
@@ -294,7 +332,8 @@ class BumbleCentral:
             if stack is None:
                 site: HostSite | None = self.link if self.link is not None else self.hci
                 assert site is not None
-                stack = self._stack = await _CentralStack.create(site, self.address)
+                address = self.address or (self.identity.address() if self.identity else None)
+                stack = self._stack = await _CentralStack.create(site, address, self.keystore)
             return stack
 
     async def device(self) -> Device:
@@ -481,8 +520,6 @@ class BumbleClient(BaseBleakClient):
         """
         if self._connection is not None:
             return
-        if pair:
-            logger.warning("bumble backend cannot pair; ignoring pair=True")
         timeout: float = kwargs.get("timeout", self._timeout)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -508,6 +545,10 @@ class BumbleClient(BaseBleakClient):
         connection.on(Connection.EVENT_DISCONNECTION, self._on_disconnection)
         try:
             async with asyncio.timeout(remaining()):
+                if pair:
+                    await self.pair()
+                else:
+                    await self._encrypt_if_bonded(connection)
                 peer = Peer(connection)
                 await self._guard("MTU exchange", peer.request_mtu(self.central.att_mtu))
                 self.services = await self._guard("service discovery", self._discover(peer))
@@ -516,6 +557,16 @@ class BumbleClient(BaseBleakClient):
             await self.disconnect()
             raise
         logger.debug("connected to %s, MTU %d", self.address, connection.att_mtu)
+
+    async def _encrypt_if_bonded(self, connection: Connection) -> None:
+        """Encrypt with the stored keys of this peer, if any; stay unencrypted if the peer refuses."""
+        if await self.central.keystore.get(str(connection.peer_address)) is None:
+            return
+        try:
+            async with asyncio.timeout(ENCRYPT_TIMEOUT):
+                await connection.encrypt()
+        except (TimeoutError, hci.HCI_Error, core.BaseBumbleError) as error:
+            logger.info("%s: encrypting with the stored keys failed (%s); the peer may have forgotten this bond", self.address, error)
 
     async def _resolve_address(self, scan_seconds: float) -> hci.Address:
         if self._details is not None:
@@ -597,12 +648,35 @@ class BumbleClient(BaseBleakClient):
                 raise BleakError(f"disconnecting from {self.address} failed") from error
 
     async def pair(self, *args: Any, **kwargs: Any) -> None:
-        """Not supported by this backend."""
-        raise NotImplementedError("pairing is not supported by the bumble backend")
+        """Bond with the peer (LE Secure Connections, Just Works); keys go to the central's key store.
+
+        Raises:
+            BleakError: the peer refused or pairing failed.
+        """
+        connection = self._require_connection()
+        try:
+            await connection.pair()
+        except (core.BaseBumbleError, hci.HCI_Error) as error:
+            raise BleakError(f"pairing with {self.address} failed: {error}") from error
+        if not connection.is_encrypted:
+            raise BleakError(f"pairing with {self.address} did not encrypt the link")
 
     async def unpair(self) -> None:
-        """Not supported by this backend."""
-        raise NotImplementedError("unpairing is not supported by the bumble backend")
+        """Forget the peer's keys in the central's key store (the peer keeps its own)."""
+        if self._connection is not None:
+            address: hci.Address | None = self._connection.peer_address
+        else:
+            address = self._details.address if self._details is not None else None
+        if address is None:
+            raise BleakError(f"unpair: {self.address} was never seen; scan for it first")
+        name = str(address)
+        if await self.central.keystore.get(name) is not None:
+            await self.central.keystore.delete(name)
+
+    @property
+    def is_encrypted(self) -> bool:
+        """Whether the link is encrypted (bumble-specific; bleak has no such property)."""
+        return self._connection is not None and self._connection.is_encrypted
 
     # ------------------------------------------------------------ GATT I/O
 

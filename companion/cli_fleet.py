@@ -1,0 +1,92 @@
+"""The many-bands side of ``handcue upload``, ``start`` and ``stop``: several ``--to``, or a pattern.
+
+Does not import :mod:`companion.cli`.  The band commands call these when given more than
+one ``--to`` or a pattern (``--to 'ble:HandCue-*'``, matched against a scan):
+
+* :func:`fleet_upload` - uploads to every band at once, one progress line per band on a
+  terminal (plain lines otherwise), then a summary table (or ``--json``);
+* :func:`fleet_command` - START/STOP/... to every band at once, then the same table.
+
+Both return the exit code: 0 when every band succeeded, 1 if any failed (one failing band
+never stops the others).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from .ble.backend import BleBackend
+from .fleet import BandResult, command_to_many, expand_targets, summary_table, upload_to_many
+
+__all__ = ["fleet_command", "fleet_upload", "is_fleet", "to_option"]
+
+to_option = click.option("--to", "targets", multiple=True, required=True, metavar="ADDRESS",
+                         help="A band (serial:PATH, ble:NAME, ble:ADDRESS); repeat it, or give a pattern such as 'ble:HandCue-*', for several.")
+
+
+def is_fleet(targets: tuple[str, ...] | list[str]) -> bool:
+    """Whether ``--to`` values name more than one band (several values, or a pattern)."""
+    from .fleet import is_pattern
+
+    return len(targets) > 1 or any(is_pattern(target) for target in targets)
+
+
+class FleetProgress:
+    """One progress line per band: tqdm bars on a terminal, decile lines otherwise."""
+
+    def __init__(self, addresses: list[str], stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.addresses = addresses
+        self.bars: dict[str, Any] = {}
+        self.deciles: dict[str, int] = {}
+
+    def __call__(self, address: str, confirmed: int, total: int) -> None:
+        if self.stream.isatty():
+            bar = self.bars.get(address)
+            if bar is None:
+                from tqdm import tqdm
+
+                bar = self.bars[address] = tqdm(total=total, initial=confirmed, unit="B", unit_scale=True, desc=address,
+                                                file=self.stream, position=self.addresses.index(address), leave=True)
+            bar.update(confirmed - bar.n)
+            return
+        decile = confirmed * 10 // total
+        if self.deciles.get(address) != decile:
+            self.deciles[address] = decile
+            print(f"upload to {address}: {confirmed}/{total} bytes confirmed ({confirmed * 100 // total}%)", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def _report(results: list[BandResult], as_json: bool) -> int:
+    if as_json:
+        click.echo(json.dumps([result.to_json() for result in results], indent=2))
+    else:
+        click.echo(summary_table(results))
+    failed = [result for result in results if not result.ok]
+    if failed and not as_json:
+        click.echo(f"error: {len(failed)} of {len(results)} bands failed", err=True)
+    return 1 if failed else 0
+
+
+async def fleet_upload(targets: list[str], data: bytes, ble: BleBackend, *, timeout: float, as_json: bool = False, scan_timeout: float = 3.0) -> int:
+    """Upload ``data`` to every band ``targets`` name; print progress and the summary; the exit code."""
+    addresses = await expand_targets(targets, ble, scan_timeout=scan_timeout)
+    progress = FleetProgress(addresses)
+    try:
+        results = await upload_to_many(addresses, data, ble=ble, timeout=timeout, progress=None if as_json else progress)
+    finally:
+        progress.close()
+    return _report(results, as_json)
+
+
+async def fleet_command(targets: list[str], command: str, ble: BleBackend, *, timeout: float, as_json: bool = False, scan_timeout: float = 3.0) -> int:
+    """Send ``command`` (start, stop, ...) to every band ``targets`` name; print the summary; the exit code."""
+    addresses = await expand_targets(targets, ble, scan_timeout=scan_timeout)
+    return _report(await command_to_many(addresses, command, ble=ble, timeout=timeout), as_json)
