@@ -120,12 +120,17 @@ async def upload_to_many(
 
 async def command_to_many(addresses: list[str], command: str, *, ble: BleBackend = PLATFORM, timeout: float = DEFAULT_TIMEOUT) -> list[BandResult]:
     """Send ``command`` (``start``, ``stop``, ``pause``, ``resume``, ``skip``) to every band at once."""
-    if command not in ("start", "stop", "pause", "resume", "skip"):
+    from protocol.messages import PauseRequest, ResumeRequest, SkipRequest, StartRequest, StopRequest
+
+    requests = {"start": StartRequest, "stop": StopRequest, "pause": PauseRequest, "resume": ResumeRequest, "skip": SkipRequest}
+    if command not in requests:
         raise ValueError(f"not a session command: {command}")
+    request = requests[command]
 
     async def job(_address: str, client: BandClient, _note: Callable[[int], None]) -> str | None:
-        status = await getattr(client, command)()
-        return str(status.state)
+        status = await client.request(request())
+        state: str | None = status.to_json()["state"]
+        return state
 
     return await _on_each(addresses, job, ble, timeout)
 

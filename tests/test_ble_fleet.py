@@ -16,7 +16,7 @@ from bumble.link import LocalLink
 from companion.ble.bumble_backend import BumbleCentral
 from companion.fleet import command_to_many, expand_targets, summary_table, upload_to_many
 from firmware_sim.local import LocalBleBand
-from protocol.constants import Hands, TechniqueCode
+from protocol.constants import BandState, Hands, TechniqueCode
 from protocol.table import CuePattern, PatternSegment, StepRecord, StepTable, encode_table
 
 TIMEOUT = 60.0
@@ -97,7 +97,7 @@ def test_fleet_upload_prints_a_summary_and_fails_when_a_band_is_missing(capsys: 
             ok = await fleet_upload(["ble:HandCue-C00*"], data, central.backend, timeout=3.0, scan_timeout=1.5)
             assert first.band.storage.active_table() == second.band.storage.active_table() == data
             missing = await fleet_command([f"ble:{first.name}", "ble:HandCue-DEAD"], "start", central.backend, timeout=1.0, as_json=True)
-            assert first.band.status().state in ("running", "finished")  # a virtual clock plays it at once
+            assert first.band.status().state in (BandState.RUNNING, BandState.FINISHED)  # a virtual clock plays it at once
             return ok, missing, 0
 
     ok, missing, _ = run(main())

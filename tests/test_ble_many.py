@@ -24,7 +24,7 @@ from companion.ble.bumble_backend import BumbleCentral
 from companion.client import BandClient
 from companion.discovery import FoundBand, scan_bands
 from firmware_sim.local import LocalBleBand
-from protocol.constants import BandState, Hands, TechniqueCode
+from protocol.constants import BandState, CueKind, Hands, TechniqueCode
 from protocol.table import CuePattern, PatternSegment, StepRecord, StepTable, encode_table
 
 TIMEOUT = 30.0
@@ -133,30 +133,30 @@ def test_a_second_central_runs_status_pause_resume_while_the_first_follows() -> 
             BandClient.open(f"ble:{local.name}", ble=first_host.backend) as follower,
         ):
             await follower.start()
-            seen: list[str] = []
+            seen: list[BandState | None] = []
             cues_after_resume = asyncio.Event()
             resumed = asyncio.Event()
 
             async def follow() -> None:
                 async for status in follower.notifications(timeout=5.0):
                     seen.append(status.state)
-                    if resumed.is_set() and status.state == "running" and status.last_cue == "tick":
+                    if resumed.is_set() and status.state == BandState.RUNNING and status.last_cue == CueKind.TICK:
                         cues_after_resume.set()
                         return
 
             following = asyncio.create_task(follow())
             async with BandClient.open(f"ble:{local.name}", ble=second_host.backend) as second:
                 assert len(local.ble.peripheral.connections) == 2
-                assert (await second.status()).state == "running"
-                assert (await second.pause()).state == "paused"
-                assert (await follower.status()).state == "paused"  # the follower's own request, its own answer
-                assert (await second.resume()).state == "running"
+                assert (await second.status()).state == BandState.RUNNING
+                assert (await second.pause()).state == BandState.PAUSED
+                assert (await follower.status()).state == BandState.PAUSED  # the follower's own request, its own answer
+                assert (await second.resume()).state == BandState.RUNNING
                 resumed.set()
                 await asyncio.wait_for(following, 10.0)
                 assert second.dropped_responses == 0
-            assert "paused" in seen and seen.index("paused") < len(seen) - 1
+            assert BandState.PAUSED in seen and seen.index(BandState.PAUSED) < len(seen) - 1
             assert follower.dropped_responses == 0
-            assert (await follower.status()).state == "running"  # the second central left; the first goes on
+            assert (await follower.status()).state == BandState.RUNNING  # the second central left; the first goes on
 
     run(main())
 
@@ -184,14 +184,15 @@ def test_two_companion_hosts_on_a_served_band_across_processes(tmp_path: Any) ->
         async with BumbleCentral(hci=hci) as first_host, BandClient.open("ble:HandCue-1A2B", ble=first_host.backend) as follower:
             await follower.start()
             async with BumbleCentral(hci=hci) as second_host, BandClient.open("ble:HandCue-1A2B", ble=second_host.backend) as second:
-                assert (await second.pause()).state == "paused"
-                assert (await follower.status()).state == "paused"
-                assert (await second.resume()).state == "running"
-            follower.drop_queued_notifications()
-            async for status in follower.notifications(timeout=5.0):  # the stream goes on after the other host left
-                if status.last_cue == "tick":
+                assert (await second.pause()).state == BandState.PAUSED
+                assert (await follower.status()).state == BandState.PAUSED
+                assert (await second.resume()).state == BandState.RUNNING
+            ticks_after = None
+            async for status in follower.follow(poll_s=5.0):  # the stream goes on after the other host left
+                ticks_after = status.cues if ticks_after is None else ticks_after  # follow starts from a fresh status
+                if status.last_cue == CueKind.TICK and status.cues > ticks_after:
                     break
-            assert (await follower.status()).state == "running"
+            assert (await follower.status()).state == BandState.RUNNING
 
     try:
         assert sim.stdout is not None and sim.stdout.readline().startswith(b"ble:")

@@ -35,7 +35,7 @@ from companion.errors import HandCueError, NotPairedError, PairingError
 from companion.transport.ble import BleTransport
 from firmware_sim.local import LocalBleBand
 from firmware_sim.pairing import PairingWindow, bonds_path_for
-from protocol.constants import PairingState
+from protocol.constants import BandState, PairingState
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 30.0
@@ -83,7 +83,7 @@ def test_unbonded_band_is_open_and_says_so(table: bytes) -> None:
 
     async def main() -> None:
         async with LocalBleBand(table) as local, BumbleCentral(link=local.link) as central, band_client(local, central) as client:
-            assert (await client.start()).state == "running"
+            assert (await client.start()).state == BandState.RUNNING
             state = transport_of(client).pairing_state
             assert state == PairingState(0)
             assert security_line(client.transport) == f"{NAME} is not paired with any device: it is open to anyone in range"
@@ -107,18 +107,18 @@ def test_bonded_central_accepted_and_any_other_refused_with_one_clear_line(table
                     f"{NAME} accepts commands only from paired devices; this one is not (press its button, then run handcue pair)"
                 )
                 assert (await other.info()).band_id == 0x1A2B
-                assert (await other.status()).state == "idle"
+                assert (await other.status()).state == BandState.IDLE
                 for command in (other.start, other.erase, lambda: other.upload(table)):
                     with pytest.raises(NotPairedError) as refused:
                         await command()
                     assert str(refused.value) == REFUSAL
-                assert (await other.status()).state == "idle"  # the link survives a refusal
+                assert (await other.status()).state == BandState.IDLE  # the link survives a refusal
             assert local.band.storage.active_table() == table and local.band.storage.upload is None  # nothing erased, no upload begun
 
             async with band_client(local, owner) as client:
                 assert transport_of(client).pairing_state == PairingState.PROTECTED | PairingState.WINDOW_OPEN | PairingState.TRUSTED
-                assert (await client.start()).state == "running"
-                assert (await client.stop()).state == "idle"
+                assert (await client.start()).state == BandState.RUNNING
+                assert (await client.stop()).state == BandState.IDLE
                 await client.upload(table)
 
     run(main())
@@ -183,7 +183,7 @@ def test_bonds_survive_restarts_of_both_sides(table: bytes, tmp_path: Path) -> N
             assert len(local.security.bonded_peers) == 1 and not local.security.window.is_open
             async with band_client(local, central) as client:
                 assert PairingState.TRUSTED in (transport_of(client).pairing_state or 0)
-                assert (await client.start()).state == "running"
+                assert (await client.start()).state == BandState.RUNNING
             async with band_client(local, stranger) as other:
                 with pytest.raises(NotPairedError):
                     await other.stop()
@@ -205,7 +205,7 @@ def test_unpair_forgets_on_both_sides(table: bytes) -> None:
             assert await central.keystore.get_all() == []
             async with band_client(local, central) as client:
                 assert transport_of(client).pairing_state == PairingState.WINDOW_OPEN
-                assert (await client.start()).state == "running"
+                assert (await client.start()).state == BandState.RUNNING
 
     run(main())
 
@@ -278,7 +278,7 @@ def test_across_processes_window_persistence_and_factory_reset(table: bytes, tmp
         sim, hci = await start_sim("--flash", flash)
         try:
             async with BumbleCentral(hci=hci, identity=identity) as central, BandClient.open(f"ble:{NAME}", ble=central.backend) as client:
-                assert (await client.start()).state == "running"
+                assert (await client.start()).state == BandState.RUNNING
             async with BumbleCentral(hci=hci) as stranger:
                 async with BandClient.open(f"ble:{NAME}", ble=stranger.backend) as other:
                     with pytest.raises(NotPairedError):
