@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import DOC_PATH, REPO, Report, md_table
 
-MODULES = ("compactness", "serial_upload", "ble_upload", "simulator", "companion_cli")
+MODULES = ("compactness", "serial_upload", "ble_upload", "simulator", "companion_cli", "cold_start")
 
 
 def machine() -> dict[str, str]:
@@ -102,7 +102,7 @@ def document(reports: list[Report], info: dict[str, str], started: datetime.date
             parts += [""] + [f"* {note}" for note in report.notes]
     parts += ["", "## Reproduce", "", "```sh",
               'pip install -e ".[bench]"                          # fit-tool, cbor2',
-              "python -m benchmarks                               # all, about 2 minutes; --quick: real-time tests at 4x",
+              "python -m benchmarks                               # all, about 5 minutes; --quick: real-time tests at 4x",
               "python -m benchmarks --only ble_upload --no-write  # one benchmark, print only",
               "python -m pytest tests/test_benchmarks_smoke.py    # smallest configuration of each benchmark, no timing claims",
               "```", ""]

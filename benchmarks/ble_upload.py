@@ -1,4 +1,4 @@
-"""BLE upload: round trips and wall time of the windowed upload vs stop-and-wait at ATT MTU 23, 185 and 247."""
+"""BLE upload on a paced virtual radio: wall time of the windowed upload vs stop-and-wait, beside the physical limit."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import time
 import zlib
 from typing import Any
 
+from ble_stack.paced_link import LinkTiming, PacedLink, Phy
 from companion import compile_routine, load_routine
 from companion.ble.bumble_backend import BumbleCentral
 from companion.client import BandClient
 from firmware_sim.local import LocalBleBand
 from protocol.constants import Opcode
-from protocol.messages import UploadBeginRequest, UploadCommitRequest, UploadDataRequest
+from protocol.messages import UPLOAD_DATA_OVERHEAD, UploadBeginRequest, UploadCommitRequest, UploadDataRequest
 from protocol.table import check_table_header
 
 from . import Report, Row, md_table, ratio
@@ -24,55 +25,72 @@ NAME = "ble_upload"
 TITLE = "3. BLE upload"
 ADDRESS = "ble:HandCue-1A2B"
 MTUS = (23, 185, 247)
+INTERVALS_MS = (7.5, 15.0, 30.0)
+PACKETS_PER_EVENT = 6
+PHY: Phy = "2M"
+DATA_LENGTH = 251
+TARGET_INTERVAL_MS = 15.0
 TARGET_MTU = 247
-TARGET_FEWER = 5.0
-CONNECTION_INTERVAL_MS = 15.0
-INTERVALS_PER_ROUND_TRIP = 2
-PACKETS_PER_EVENT = 4
-ROUND_TRIP_MS = INTERVALS_PER_ROUND_TRIP * CONNECTION_INTERVAL_MS
-MAX_FRAMES_PER_ROUND_TRIP = INTERVALS_PER_ROUND_TRIP * PACKETS_PER_EVENT
-RUN_TIMEOUT = 180.0
+TARGET_FASTER = 4.0
+TARGET_OF_LIMIT = 1.3
+ROUTINE = "full-hand-massage"
+CURVE_SIZES = (512, 1024, 2048, 4096, 8192, 12288, 16384)
+WIDER_WINDOW = 16
+RUN_TIMEOUT = 600.0
+WINDOWED_REPEATS = 3
+"""The windowed (and pipelined) uploads are short and share the CPU with both hosts: the median of 3 is reported."""
+PLOT_PATH = "docs/ble_upload.png"
+
+# Peers' published throughput, for scale (bytes of payload per second).
+PEERS = (
+    ("SMP (MCUmgr) image upload over BLE, windowed", "10-44 kB/s"),
+    ("Nordic DFU from a phone", "about 9 kB/s"),
+)
 
 METHOD = f"""\
-In one process, as in `tests/test_ble_e2e.py`: a simulated band (`firmware_sim.band.Band` on a
-`VirtualClock`, `ProtocolHandler`, `firmware_sim.ble.BlePeripheral`) on a `bumble.link.LocalLink`,
-and a `companion.ble.bumble_backend.BumbleCentral(link=...)` on the same link, so that
-`BandClient.open("{ADDRESS}", ble=central.backend)` runs bleak on bumble. Both sides are full BLE hosts; only the radio is virtual, and the LocalLink has
-**no connection-interval timing**, so its wall times are host-stack CPU time, not air time.
+In one process, as in `tests/test_ble_e2e.py`: a simulated band (`firmware_sim.local.LocalBleBand`:
+`Band` on a `VirtualClock`, `ProtocolHandler`, the bumble GATT peripheral) and the companion
+(`BandClient.open("{ADDRESS}")`, bleak on the bumble backend) are full BLE hosts on a
+**`ble_stack.paced_link.PacedLink`**: a bumble `LocalLink` that lets packets cross only at connection
+events, at most {PACKETS_PER_EVENT} packets per event and direction (fewer if they do not fit the interval), data
+length {DATA_LENGTH}, {PHY} PHY air time, no loss. The connection interval is set by the link (the central's
+platform decides it on a real phone: 15 ms at best on iOS, 30-50 ms common on Android and desktops).
 
-To force an ATT MTU the benchmark makes the central with `att_mtu=MTU` (the MTU it requests
-right after connecting; the band accepts up to 247), and checks
-the negotiated value: `client.transport.mtu` must be MTU - 3. For each MTU, on one connection
-and after a warm-up upload of a shipped routine: the **windowed** upload
-(`BandClient.upload`: up to `window` unacknowledged UPLOAD_DATA frames, window from the band's
-UPLOAD_BEGIN answer) and a **stop-and-wait** upload written in the benchmark (UPLOAD_BEGIN, then
-one `BandClient.request(UploadDataRequest(...))` at a time, each awaited before the next, as
-SMP/smpclient does, then UPLOAD_COMMIT), both with the chunk size `BandClient.upload` uses (the
-largest whose frame fits one ATT write of MTU - 3 bytes) and the same 8 KiB table.
+For each interval ({", ".join(f"{i:g}" for i in INTERVALS_MS)} ms) and ATT MTU ({", ".join(map(str, MTUS))}; the benchmark sets
+the central with `BumbleCentral(link=..., att_mtu=MTU)` and checks `client.transport.mtu` = MTU - 3), on one
+connection: the **windowed** upload (`BandClient.upload`: up to `window` unacknowledged UPLOAD_DATA
+frames, window 8 from the band's UPLOAD_BEGIN answer) and a **stop-and-wait** upload (one
+`BandClient.request(Opcode.UPLOAD_DATA, ...)` at a time, each awaited before the next, as SMP/smpclient
+does), both with the chunk size `BandClient.upload` uses, of an 8 KiB synthetic table and of the
+shipped `{ROUTINE}` routine. Wall time is from the call to its return (BEGIN, data, COMMIT); the windowed uploads are the median of
+{WINDOWED_REPEATS} (they are short and CPU-bound at short intervals), stop-and-wait one run (bound by the link).
+*Data phase*: from the end of UPLOAD_BEGIN to the start of UPLOAD_COMMIT.
 
-**Round trips.** Stop-and-wait: one per chunk, plus UPLOAD_BEGIN and UPLOAD_COMMIT. Windowed:
-`ceil(frames / window)` plus BEGIN and COMMIT, i.e. one round trip carries a full window. The
-benchmark checks that the client really keeps `window` frames in flight (it counts the
-`asyncio.wait` calls of `BandClient.upload` and the most frames awaited at once). On the
-LocalLink an acknowledgement comes back before the next one, so every wait returns after one
-acknowledgement and refills one frame: the number of waits equals the number of frames and
-says nothing about round trips on a radio, where the round trip is long and a whole window is
-on the air in it.
+**Physical limit**: the time the table's bytes need on this link at this MTU: one ATT write of at most
+MTU - 3 bytes per link packet, {PACKETS_PER_EVENT} packets per connection event (fewer when they do not fit),
+whole events: `ceil(ceil(bytes / (MTU - 3)) / packets_per_event) x interval`. No protocol can beat it
+with these parameters; the HandCue framing (COBS, request header, offset) and the two fixed round trips
+(UPLOAD_BEGIN, UPLOAD_COMMIT, 2 connection events each) come on top.
 
-**Link model** for converting round trips into time: connection interval {CONNECTION_INTERVAL_MS:g} ms; one round
-trip (a write in one connection event, its acknowledgement notified in the next, the next
-write after that) = {INTERVALS_PER_ROUND_TRIP} connection intervals = {ROUND_TRIP_MS:g} ms; each frame is one ATT packet (the
-client sizes frames to one write; ATT MTU <= 247 fits one LE data PDU of 251 bytes with data
-length extension); at most {PACKETS_PER_EVENT} packets per connection event in each direction, so at most
-{MAX_FRAMES_PER_ROUND_TRIP} frames per round trip. Model time = (2 + ceil(frames / min(window, {MAX_FRAMES_PER_ROUND_TRIP}))) x {ROUND_TRIP_MS:g} ms for
-the windowed upload and (2 + chunks) x {ROUND_TRIP_MS:g} ms for stop-and-wait. It leaves out the band's
-commit time (measured separately: *COMMIT*) and retransmissions (none occurred). Packets and bytes
-are counted at the transport: ATT write values sent and notification values received (without
-the ATT, L2CAP and link-layer headers).
-Target: at MTU {TARGET_MTU}, at least {TARGET_FEWER:g}x fewer round trips than stop-and-wait."""
+**Host CPU**: both BLE hosts (bumble, in Python) and both protocol ends share one process and one core;
+the same upload on an unpaced `LocalLink` shows that CPU time (row *unpaced*), which the paced link
+cannot go below. Also measured: the windowed upload with the band advertising a window of {WIDER_WINDOW}
+frames instead of 8 (`ProtocolHandler.window`), to show what the window costs. The plot sweeps the table
+size at {TARGET_INTERVAL_MS:g} ms and MTU {TARGET_MTU}.
+
+Targets at {TARGET_INTERVAL_MS:g} ms and MTU {TARGET_MTU}, 8 KiB: windowed at least {TARGET_FASTER:g}x faster than
+stop-and-wait in wall time, and within {TARGET_OF_LIMIT:g}x of the physical limit."""
 
 
-LocalBand = LocalBleBand
+def timing_for(interval_ms: float) -> LinkTiming:
+    return LinkTiming(interval_ms=interval_ms, packets_per_event=PACKETS_PER_EVENT, data_length=DATA_LENGTH, phy=PHY)
+
+
+def limit_seconds(size: int, mtu: int, timing: LinkTiming) -> float:
+    """Least time for ``size`` payload bytes in ATT writes of MTU - 3 bytes on this link."""
+    writes = math.ceil(size / (mtu - 3))
+    fragments = math.ceil((mtu + 1) / timing.data_length)  # ATT write: 3-byte ATT + 4-byte L2CAP header, value MTU - 3
+    return timing.limit_seconds(writes * fragments)
 
 
 async def stop_and_wait_upload(client: BandClient, data: bytes) -> int:
@@ -91,89 +109,242 @@ async def stop_and_wait_upload(client: BandClient, data: bytes) -> int:
     return chunks
 
 
-def model_ms(frames: float, per_round_trip: int) -> float:
-    return (2 + math.ceil(frames / per_round_trip)) * ROUND_TRIP_MS
+async def pipelined_upload(client: BandClient, data: bytes, window: int, max_chunk: int) -> int:
+    """What a client could do (a proposal, not the shipped client): no waiting for UPLOAD_BEGIN's answer
+    before the first data frames, nor for the last acknowledgements before UPLOAD_COMMIT.
+
+    The band handles frames in order, so BEGIN is handled before the data and COMMIT after it. Only
+    for a fresh upload (BEGIN must answer offset 0: a resume would need the offset first).  Returns
+    the number of data frames.
+    """
+    check_table_header(data)
+    begin_request = UploadBeginRequest(length=len(data), crc32=zlib.crc32(data))
+    _, begin = await client._send_request(begin_request)
+    chunk = client._chunk_size(max_chunk)
+    pending: list[tuple[int, UploadDataRequest, asyncio.Future[Any]]] = []
+
+    async def answer(request: Any, future: asyncio.Future[Any], timeout: float) -> Any:
+        message, _ = await asyncio.wait_for(future, timeout)
+        return client._checked(request, message)
+
+    offset = frames = 0
+    while offset < len(data):
+        while len(pending) >= window:
+            end, request, future = pending.pop(0)
+            if (await answer(request, future, client.timeout)).offset != end:
+                raise RuntimeError("acknowledged offset differs: the pipelined upload only handles a fresh upload")
+        data_request = UploadDataRequest(offset=offset, data=data[offset : offset + chunk])
+        _, future = await client._send_request(data_request)
+        offset += len(data_request.data)
+        frames += 1
+        pending.append((offset, data_request, future))
+    commit_request = UploadCommitRequest()
+    _, commit = await client._send_request(commit_request)
+    if (await answer(begin_request, begin, client.timeout)).offset != 0:
+        raise RuntimeError("the band resumed: the pipelined upload only handles a fresh upload")
+    for _, request, future in pending:
+        await answer(request, future, client.timeout)
+    await answer(commit_request, commit, client.commit_timeout)
+    return frames
 
 
-async def _measure_mtu(mtu: int, data: bytes, warm_up: bytes | None) -> dict[str, Any]:
-    async with LocalBand() as local, BumbleCentral(link=local.link, att_mtu=mtu) as central:
-        window = local.handler.window
+async def _timed(client: BandClient, probe: Instrumented, local: LocalBleBand, data: bytes, stop_and_wait: bool,
+                 pipelined: bool = False) -> dict[str, Any]:
+    probe.reset()
+    events_before = local.link.stats.events if isinstance(local.link, PacedLink) else 0
+    with AckWaits() as waits:
+        start = time.perf_counter()
+        if stop_and_wait:
+            frames, retransmissions = await stop_and_wait_upload(client, data), 0
+        elif pipelined:
+            frames, retransmissions = await pipelined_upload(client, data, local.handler.window, local.handler.max_frame - UPLOAD_DATA_OVERHEAD), 0
+        else:
+            result = await client.upload(data)
+            frames, retransmissions = result.frames_sent, result.retransmissions
+        wall = time.perf_counter() - start
+    if local.band.storage.active_table() != data:
+        raise RuntimeError("the band does not hold the uploaded table")
+    if pipelined:  # no request() calls to time
+        begin_end, commit_start, commit_end = start, start + wall, start + wall
+    else:
+        _, begin_end = probe.span(Opcode.UPLOAD_BEGIN)
+        commit_start, commit_end = probe.span(Opcode.UPLOAD_COMMIT)
+    events = (local.link.stats.events - events_before) if isinstance(local.link, PacedLink) else 0
+    return {"wall_s": wall, "data_s": commit_start - begin_end, "commit_s": commit_end - commit_start, "frames": frames,
+            "retransmissions": retransmissions, "packets_up": probe.packets_sent, "packets_down": probe.packets_received,
+            "bytes_up": probe.sent, "bytes_down": probe.received, "max_in_flight": waits.max_in_flight, "events": events}
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median wall time, with every run's wall time beside it."""
+    chosen = sorted(runs, key=lambda run: run["wall_s"])[len(runs) // 2]
+    return {**chosen, "wall_runs_s": [run["wall_s"] for run in runs]}
+
+
+async def _measure_link(interval_ms: float | None, mtu: int, tables: dict[str, bytes], *, stop_and_wait: bool = True,
+                        window: int | None = None) -> dict[str, Any]:
+    """All uploads for one link configuration (``interval_ms`` None: bumble's unpaced LocalLink) on one connection."""
+    link = PacedLink(timing_for(interval_ms)) if interval_ms is not None else None
+    async with LocalBleBand(link=link) as local, BumbleCentral(link=local.link, att_mtu=mtu) as central:
+        if window is not None:
+            local.handler.window = window
         client = BandClient.open(ADDRESS, ble=central.backend)
         probe = Instrumented(client)
+        connect_start = time.perf_counter()
         async with client:
+            connect_s = time.perf_counter() - connect_start
             negotiated = client.transport.mtu
             if negotiated != mtu - 3:
                 raise RuntimeError(f"requested ATT MTU {mtu}, but client.transport.mtu is {negotiated} (expected {mtu - 3})")
-            if warm_up is not None:
-                await client.upload(warm_up)
-
-            probe.reset()
-            with AckWaits() as waits:
-                start = time.perf_counter()
-                result = await client.upload(data)
-                windowed_s = time.perf_counter() - start
-            windowed = {"wall_s": windowed_s, "frames": result.frames_sent, "retransmissions": result.retransmissions,
-                        "commit_s": _span(probe, Opcode.UPLOAD_COMMIT), "packets_up": probe.packets_sent, "packets_down": probe.packets_received,
-                        "bytes_up": probe.sent, "bytes_down": probe.received, "waits": waits.calls, "blocked": waits.blocked,
-                        "max_in_flight": waits.max_in_flight}
-
-            probe.reset()
-            start = time.perf_counter()
-            chunks = await stop_and_wait_upload(client, data)
-            saw_s = time.perf_counter() - start
-            stop_and_wait = {"wall_s": saw_s, "frames": chunks, "requests": probe.count(Opcode.UPLOAD_DATA),
-                             "commit_s": _span(probe, Opcode.UPLOAD_COMMIT), "packets_up": probe.packets_sent,
-                             "packets_down": probe.packets_received, "bytes_up": probe.sent, "bytes_down": probe.received}
-            if local.band.storage.active_table() != data:
-                raise RuntimeError("the band does not hold the uploaded table")
-    chunk_payload = len(data) / windowed["frames"]
-    per_round_trip = min(window, MAX_FRAMES_PER_ROUND_TRIP)
-    windowed["round_trips"] = 2 + math.ceil(windowed["frames"] / window)
-    windowed["model_ms"] = model_ms(windowed["frames"], per_round_trip)
-    stop_and_wait["round_trips"] = 2 + stop_and_wait["frames"]
-    stop_and_wait["model_ms"] = model_ms(stop_and_wait["frames"], 1)
-    return {"mtu": mtu, "transport_mtu": negotiated, "window": window, "chunk": round(chunk_payload), "windowed": windowed, "stop_and_wait": stop_and_wait}
+            uploads: dict[str, dict[str, Any]] = {}
+            for name, data in tables.items():
+                uploads[name] = {"bytes": len(data), "windowed": _median_run([await _timed(client, probe, local, data, False)
+                                                                               for _ in range(WINDOWED_REPEATS)])}
+                if stop_and_wait:
+                    uploads[name]["stop_and_wait"] = await _timed(client, probe, local, data, True)
+                else:
+                    uploads[name]["pipelined"] = _median_run([await _timed(client, probe, local, data, False, pipelined=True)
+                                                              for _ in range(WINDOWED_REPEATS)])
+    return {"interval_ms": interval_ms, "mtu": mtu, "transport_mtu": negotiated, "window": window or local.handler.window,
+            "connect_s": connect_s, "uploads": uploads}
 
 
-def _span(probe: Instrumented, opcode: Opcode) -> float:
-    start, end = probe.span(opcode)
-    return end - start
+async def _measure(intervals: tuple[float, ...], mtus: tuple[int, ...], tables: dict[str, bytes], curve: tuple[int, ...],
+                   extras: bool) -> dict[str, Any]:
+    results: dict[str, Any] = {"grid": [], "curve": None, "unpaced": None, "wide": None}
+    for interval in intervals:
+        for mtu in mtus:
+            results["grid"].append(await asyncio.wait_for(_measure_link(interval, mtu, tables), RUN_TIMEOUT))
+    if extras:
+        target = {"8 KiB": tables["8 KiB"]} if "8 KiB" in tables else dict(list(tables.items())[:1])
+        results["unpaced"] = await asyncio.wait_for(_measure_link(None, TARGET_MTU, target), RUN_TIMEOUT)
+        results["wide"] = [await asyncio.wait_for(_measure_link(interval, TARGET_MTU, target, stop_and_wait=False, window=WIDER_WINDOW),
+                                                  RUN_TIMEOUT) for interval in intervals]
+    if curve:
+        sized = {f"{size} B": upload_table(size) for size in curve}
+        results["curve"] = await asyncio.wait_for(_measure_link(TARGET_INTERVAL_MS, TARGET_MTU, sized), RUN_TIMEOUT)
+    return results
 
 
-async def _measure(mtus: tuple[int, ...], data: bytes, warm_up: bytes | None) -> list[dict[str, Any]]:
-    return [await asyncio.wait_for(_measure_mtu(mtu, data, warm_up), RUN_TIMEOUT) for mtu in mtus]
+def _kbps(size: int, seconds: float) -> str:
+    return f"{size / seconds / 1000:.1f} kB/s"
 
 
-def run(*, mtus: tuple[int, ...] = MTUS, table_bytes: int = 8192, warm_up: str | None = "nausea-pc6") -> Report:
-    data = upload_table(table_bytes)
-    results = asyncio.run(_measure(mtus, data, compile_routine(load_routine(warm_up)) if warm_up else None))
+def plot(curve: dict[str, Any], path: str) -> str | None:
+    """Upload time vs table size at the target link: windowed, stop-and-wait, the limit. Returns the path written."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    from . import REPO
+
+    timing = timing_for(TARGET_INTERVAL_MS)
+    uploads = sorted(curve["uploads"].values(), key=lambda u: u["bytes"])
+    sizes = [u["bytes"] / 1024 for u in uploads]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    ax.plot(sizes, [u["stop_and_wait"]["wall_s"] for u in uploads], "o-", label="stop-and-wait (one round trip per chunk)")
+    ax.plot(sizes, [u["windowed"]["wall_s"] for u in uploads], "s-", label=f"windowed (window {curve['window']})")
+    ax.plot(sizes, [limit_seconds(u["bytes"], TARGET_MTU, timing) for u in uploads], "k--", label="physical limit (payload only)")
+    ax.set_xlabel("table size (KiB)")
+    ax.set_ylabel("upload wall time (s)")
+    ax.set_title(f"BLE upload on the paced link: {timing.describe()}, ATT MTU {TARGET_MTU}", fontsize=8)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(REPO / path, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def run(*, intervals: tuple[float, ...] = INTERVALS_MS, mtus: tuple[int, ...] = MTUS, table_bytes: int = 8192,
+        routine: str | None = ROUTINE, curve: tuple[int, ...] = CURVE_SIZES, extras: bool = True, plot_path: str | None = PLOT_PATH) -> Report:
+    tables = {"8 KiB" if table_bytes == 8192 else f"{table_bytes} B": upload_table(table_bytes)}
+    if routine:
+        tables[routine] = compile_routine(load_routine(routine))
+    results = asyncio.run(_measure(intervals, mtus, tables, curve, extras))
     rows: list[Row] = []
     body = []
-    for r in results:
-        w, s = r["windowed"], r["stop_and_wait"]
-        fewer = s["round_trips"] / w["round_trips"]
-        checked = r["mtu"] == TARGET_MTU
-        rows.append(Row(f"MTU {r['mtu']}: round trips windowed / stop-and-wait", f"{w['round_trips']} / {s['round_trips']} ({ratio(fewer)} fewer)",
-                        f">= {TARGET_FEWER:g}x fewer" if checked else "", fewer >= TARGET_FEWER if checked else None))
-        rows.append(Row(f"MTU {r['mtu']}: model time @ {CONNECTION_INTERVAL_MS:g} ms CI, windowed / stop-and-wait",
-                        f"{w['model_ms'] / 1000:.2f} s / {s['model_ms'] / 1000:.2f} s"))
-        rows.append(Row(f"MTU {r['mtu']}: LocalLink wall time windowed / stop-and-wait", f"{w['wall_s'] * 1000:.0f} ms / {s['wall_s'] * 1000:.0f} ms"))
-        for label, x in (("windowed", w), ("stop-and-wait", s)):
-            body.append([r["mtu"], r["transport_mtu"], r["chunk"], label, x["frames"], x["round_trips"], f"{x['model_ms'] / 1000:.2f} s",
-                         f"{x['wall_s'] * 1000:.0f} ms", f"{x['commit_s'] * 1000:.0f} ms", x["packets_up"], x["packets_down"], x["bytes_up"],
-                         x["bytes_down"], f"{len(data) / x['packets_up']:.1f}"])
-    header = ["ATT MTU", "transport.mtu", "data/frame", "upload", "frames", "round trips", "model time", "LocalLink wall", "COMMIT",
-              "packets up", "packets down", "bytes up", "bytes down", "table bytes/packet up"]
-    details = f"{len(data)}-byte table, window {results[0]['window']} frames:\n\n" + md_table(header, body)
-    waits = [[r["mtu"], r["windowed"]["frames"], r["windowed"]["waits"], r["windowed"]["blocked"], r["windowed"]["max_in_flight"], r["window"]]
-             for r in results]
-    details += ("\n\nAcknowledgement waits of the windowed upload on the LocalLink (see the method: one wait per frame here, "
-                "because acknowledgements return one at a time; *max in flight* shows the window is used):\n\n"
-                + md_table(["ATT MTU", "frames", "ack waits", "of which blocked", "max in flight", "window"], waits))
-    notes = []
-    for r in results:
-        w, s = r["windowed"], r["stop_and_wait"]
-        notes.append(f"MTU {r['mtu']}: {r['chunk']} table bytes per frame; {len(data)} table bytes in {w['packets_up']} ATT writes of at most "
-                     f"{r['transport_mtu']} bytes ({len(data) / w['packets_up']:.0f} per write, BEGIN and COMMIT included); data phase alone: "
-                     f"{s['frames']} vs {w['round_trips'] - 2} round trips ({s['frames'] / (w['round_trips'] - 2):.1f}x fewer).")
-    return Report(NAME, TITLE, METHOD, rows, details, notes, data={"table_bytes": len(data), "mtus": results})
+    for config in results["grid"]:
+        timing = timing_for(config["interval_ms"])
+        for name, upload in config["uploads"].items():
+            w, s = upload["windowed"], upload["stop_and_wait"]
+            limit = limit_seconds(upload["bytes"], config["mtu"], timing)
+            faster = s["wall_s"] / w["wall_s"]
+            body.append([f"{config['interval_ms']:g} ms", config["mtu"], timing.effective_packets_per_event, name, upload["bytes"],
+                         f"{s['wall_s'] * 1000:.0f} ms", f"{w['wall_s'] * 1000:.0f} ms", ratio(faster), f"{limit * 1000:.0f} ms",
+                         ratio(w["wall_s"] / limit), ratio(w["data_s"] / limit), _kbps(upload["bytes"], w["wall_s"]), w["frames"]])
+            if name == next(iter(tables)) and not (config["interval_ms"] == TARGET_INTERVAL_MS and config["mtu"] == TARGET_MTU):
+                rows.append(Row(f"{name} @ {config['interval_ms']:g} ms, MTU {config['mtu']}: windowed / stop-and-wait / limit",
+                                f"{w['wall_s'] * 1000:.0f} / {s['wall_s'] * 1000:.0f} / {limit * 1000:.0f} ms ({ratio(faster)} faster, "
+                                f"{ratio(w['wall_s'] / limit)} the limit)"))
+            if config["interval_ms"] == TARGET_INTERVAL_MS and config["mtu"] == TARGET_MTU:
+                label = f"{name} @ {TARGET_INTERVAL_MS:g} ms, MTU {TARGET_MTU}"
+                checked = name == next(iter(tables))
+                rows.append(Row(f"{label}: stop-and-wait / windowed", f"{s['wall_s'] * 1000:.0f} ms / {w['wall_s'] * 1000:.0f} ms ({ratio(faster)} faster)",
+                                f">= {TARGET_FASTER:g}x" if checked else "", faster >= TARGET_FASTER if checked else None))
+                if checked:
+                    rows.append(Row(f"{label}: throughput windowed / stop-and-wait / physical limit",
+                                    f"{_kbps(upload['bytes'], w['wall_s'])} / {_kbps(upload['bytes'], s['wall_s'])} / {_kbps(upload['bytes'], limit)} "
+                                    f"(published: SMP {PEERS[0][1]}, Nordic DFU {PEERS[1][1]})"))
+                rows.append(Row(f"{label}: windowed / physical limit", f"{w['wall_s'] * 1000:.0f} ms / {limit * 1000:.0f} ms ({ratio(w['wall_s'] / limit)}; "
+                                f"data phase {ratio(w['data_s'] / limit)})", f"<= {TARGET_OF_LIMIT:g}x" if checked else "",
+                                w["wall_s"] / limit <= TARGET_OF_LIMIT if checked else None))
+    header = ["interval", "ATT MTU", "packets/event", "table", "bytes", "stop-and-wait", "windowed", "windowed faster by", "physical limit",
+              "windowed / limit", "data phase / limit", "windowed throughput", "frames"]
+    details = (f"Link: {PACKETS_PER_EVENT} packets per event (as many as fit), data length {DATA_LENGTH}, {PHY} PHY, no loss; "
+               f"window {results['grid'][0]['window']} frames. Windowed: median of {WINDOWED_REPEATS}; stop-and-wait: one run.\n\n" + md_table(header, body))
+    notes: list[str] = []
+    connects = [[f"{c['interval_ms']:g} ms", c["mtu"], f"{c['connect_s'] * 1000:.0f} ms"] for c in results["grid"]]
+    details += ("\n\nConnecting (scan, connect, MTU exchange, discovery of every service, characteristic and descriptor, "
+                "subscription), measured around `BandClient.__aenter__` on the same link:\n\n" + md_table(["interval", "ATT MTU", "connect"], connects))
+    if results["unpaced"] is not None and results["wide"] is not None:
+        [(name, unpaced)] = results["unpaced"]["uploads"].items()
+        extra = []
+        for wide_config in results["wide"]:
+            interval = wide_config["interval_ms"]
+            limit = limit_seconds(unpaced["bytes"], TARGET_MTU, timing_for(interval))
+            [wide] = wide_config["uploads"].values()
+            shipped = next((c["uploads"][name]["windowed"]["wall_s"] for c in results["grid"]
+                            if c["interval_ms"] == interval and c["mtu"] == TARGET_MTU), float("nan"))
+            for label, seconds in (("windowed, window 8 (as shipped)", shipped), (f"windowed, window {WIDER_WINDOW}", wide["windowed"]["wall_s"]),
+                                   (f"pipelined BEGIN/COMMIT, window {WIDER_WINDOW} (proposal)", wide["pipelined"]["wall_s"])):
+                extra.append([f"{interval:g} ms", label, f"{seconds * 1000:.0f} ms", f"{limit * 1000:.0f} ms", ratio(seconds / limit)])
+            if interval == TARGET_INTERVAL_MS:
+                rows.append(Row(f"{name} @ {interval:g} ms, MTU {TARGET_MTU}: window {WIDER_WINDOW} / pipelined, window {WIDER_WINDOW} (proposals)",
+                                f"{wide['windowed']['wall_s'] * 1000:.0f} ms ({ratio(wide['windowed']['wall_s'] / limit)} the limit) / "
+                                f"{wide['pipelined']['wall_s'] * 1000:.0f} ms ({ratio(wide['pipelined']['wall_s'] / limit)})"))
+        limit = limit_seconds(unpaced["bytes"], TARGET_MTU, timing_for(TARGET_INTERVAL_MS))
+        extra.append(["unpaced", "windowed, window 8: host CPU only", f"{unpaced['windowed']['wall_s'] * 1000:.0f} ms", f"{limit * 1000:.0f} ms (15 ms)",
+                      ratio(unpaced["windowed"]["wall_s"] / limit)])
+        extra.append(["unpaced", "stop-and-wait: host CPU only", f"{unpaced['stop_and_wait']['wall_s'] * 1000:.0f} ms", f"{limit * 1000:.0f} ms (15 ms)",
+                      ratio(unpaced["stop_and_wait"]["wall_s"] / limit)])
+        details += (f"\n\nWhere the rest goes ({name}, MTU {TARGET_MTU}): the shipped window, a wider one, and a client that does not wait for "
+                    "UPLOAD_BEGIN's answer before the first data nor for the last acknowledgements before UPLOAD_COMMIT "
+                    "(`pipelined_upload` in this benchmark; a proposal for `BandClient.upload`), beside the host CPU time of the same "
+                    "upload on bumble's unpaced LocalLink:\n\n"
+                    + md_table(["interval", "upload", "wall time", "physical limit", "/ limit"], extra))
+        rows.append(Row(f"{name} @ MTU {TARGET_MTU}: host CPU alone (unpaced LocalLink), windowed",
+                        f"{unpaced['windowed']['wall_s'] * 1000:.0f} ms ({ratio(unpaced['windowed']['wall_s'] / limit)} the {TARGET_INTERVAL_MS:g} ms limit)"))
+    peers = [[who, figure] for who, figure in PEERS]
+    best = min((u["windowed"]["wall_s"], u["bytes"], c) for c in results["grid"] for u in c["uploads"].values() if u["bytes"] >= 4096) \
+        if any(u["bytes"] >= 4096 for c in results["grid"] for u in c["uploads"].values()) else None
+    if best is not None:
+        seconds, size, config = best
+        peers.append([f"HandCue windowed, best of this run ({config['interval_ms']:g} ms, MTU {config['mtu']}, simulated link)", _kbps(size, seconds)])
+        s = config["uploads"][next(k for k, u in config["uploads"].items() if u["bytes"] == size)]["stop_and_wait"]
+        peers.append(["HandCue stop-and-wait, same link", _kbps(size, s["wall_s"])])
+    details += "\n\nFor scale, peers' published figures (payload throughput; real radios and phones):\n\n" + md_table(["upload", "throughput"], peers, "ll")
+    if results["curve"] is not None:
+        path = plot(results["curve"], plot_path) if plot_path else None
+        timing = timing_for(TARGET_INTERVAL_MS)
+        sweep = [[u["bytes"], f"{u['stop_and_wait']['wall_s'] * 1000:.0f} ms", f"{u['windowed']['wall_s'] * 1000:.0f} ms",
+                  f"{limit_seconds(u['bytes'], TARGET_MTU, timing) * 1000:.0f} ms", ratio(u["stop_and_wait"]["wall_s"] / u["windowed"]["wall_s"])]
+                 for u in sorted(results["curve"]["uploads"].values(), key=lambda u: u["bytes"])]
+        details += (f"\n\nUpload time against table size ({timing.describe()}, MTU {TARGET_MTU}):\n\n"
+                    + md_table(["bytes", "stop-and-wait", "windowed", "physical limit", "windowed faster by"], sweep))
+        if path:
+            details += f"\n\n![Upload time against table size]({path.removeprefix('docs/')})"
+    return Report(NAME, TITLE, METHOD, rows, details, notes, data={"tables": {k: len(v) for k, v in tables.items()}, **results})

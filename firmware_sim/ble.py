@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from bumble import att
 from bumble.device import Connection, Device
@@ -65,7 +66,8 @@ class BlePeripheral:
     """
 
     def __init__(self, handler: ProtocolHandler, band: Band, *, hci_server: str | None = None, hci: str | None = None,
-                 link: LocalLink | None = None, security: BandSecurity | None = None, faults: LinkFaults | None = None) -> None:
+                 link: LocalLink | None = None, security: BandSecurity | None = None, faults: LinkFaults | None = None,
+                 link_factory: Callable[[], LocalLink] = LocalLink) -> None:
         if sum(x is not None for x in (hci_server, hci, link)) != 1:
             raise HandCueError("BLE needs exactly one of --hci-server, --hci or a local link")
         self.handler = handler
@@ -75,6 +77,7 @@ class BlePeripheral:
         self.link = link
         self.security = security or BandSecurity()
         self.faults = faults
+        self.link_factory = link_factory  # the link made for hci_server, e.g. a paced one
         self.name = f"{BLE_NAME_PREFIX}{band.band_id:04X}"
         self.peripheral: BandPeripheral | None = None
         self._outgoing: asyncio.Queue[tuple[Connection, bytes]] = asyncio.Queue()
@@ -98,7 +101,7 @@ class BlePeripheral:
         )
         try:
             if self.hci_server is not None:
-                self.link = LocalLink()
+                self.link = self.link_factory()
                 self._server = ControllerServer(self.hci_server, self.link)
                 await self._server.start()
             site: HostSite | None = self.link if self.link is not None else self.hci

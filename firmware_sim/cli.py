@@ -141,6 +141,7 @@ async def run_band(options: dict[str, Any]) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    paced = _paced_link(options)  # checked first: pacing options without --hci-server are an error
     clock: Clock = VirtualClock() if options["clock"] == "virtual" else RealClock(options["speed"])
     faults = None
     if options["faults"]:
@@ -162,7 +163,7 @@ async def run_band(options: dict[str, Any]) -> int:
         from .pairing import BandSecurity, bonds_path_for
 
         security = BandSecurity(bonds_path_for(Path(options["flash"])) if options["flash"] else None)
-        ble = BlePeripheral(board.handler, board.band, hci_server=options["hci_server"], hci=options["hci"], security=security, faults=faults)
+        ble = BlePeripheral(board.handler, board.band, hci_server=options["hci_server"], hci=options["hci"], security=security, faults=faults, **paced)
         await ble.start()
         print(f"ble: {ble.name} {ble.address}" + (f" via {options['hci_server']}" if options["hci_server"] else ""), flush=True)
     extra = None
@@ -236,6 +237,29 @@ def _fault_spec(value: str | None) -> FaultSpec | None:
         raise click.BadParameter(str(exc)) from None
 
 
+def _paced_link(options: dict[str, Any]) -> dict[str, Any]:
+    """``link_factory=`` a paced virtual link when any --ble-interval/--ble-packets/--phy/--ble-loss is given."""
+    chosen = {key: options[option] for key, option in (("interval_ms", "ble_interval"), ("packets_per_event", "ble_packets"),
+                                                       ("phy", "phy"), ("loss", "ble_loss")) if options[option] is not None}
+    if not chosen:
+        return {}
+    if not options["hci_server"]:
+        raise HandCueError("--ble-interval, --ble-packets, --phy and --ble-loss pace the virtual link of --hci-server")
+    from ble_stack.paced_link import LinkTiming, PacedLink
+
+    timing = LinkTiming(**chosen)
+    return {"link_factory": lambda: PacedLink(timing)}
+
+
+def _interval(value: str | None) -> float | None:
+    from ble_stack.paced_link import parse_interval_ms
+
+    try:
+        return None if value is None else parse_interval_ms(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _band_id(value: str) -> int:
     try:
         band_id = int(value, 16)
@@ -257,6 +281,11 @@ def _band_id(value: str) -> int:
 @click.option("--baud", type=click.IntRange(min=300), help="Pace the pty to the wire time of this baud rate.")
 @click.option("--hci-server", help="Expose a virtual BLE controller on this bumble transport (e.g. tcp-server:127.0.0.1:9901).")
 @click.option("--hci", help="Run the band's BLE peripheral on this bumble HCI transport (e.g. usb:0).")
+@click.option("--ble-interval", callback=lambda _ctx, _param, value: _interval(value),
+              help="Pace the --hci-server link like a radio: connection interval (7.5ms, 15ms, 30ms, 50ms; default: unpaced).")
+@click.option("--ble-packets", type=click.IntRange(min=1), help="Paced link: packets per connection event and direction [default: 6].")
+@click.option("--phy", type=click.Choice(["1M", "2M"]), help="Paced link: PHY, for the air time of each packet [default: 2M].")
+@click.option("--ble-loss", type=click.FloatRange(0, 0.9), help="Paced link: probability of losing a packet (retransmitted) [default: 0].")
 @click.option("--band-id", callback=lambda _ctx, _param, value: _band_id(value), default="1A2B", show_default=True,
               help="Band id (4 hex digits); the BLE name is HandCue-<id>.")
 @click.option("--battery", type=click.FloatRange(0, 100), default=87.0, show_default=True, help="Battery level in percent at boot.")

@@ -16,9 +16,10 @@ from benchmarks.__main__ import MODULES, main
 SMALLEST = {
     "compactness": {"routines": ["nausea-pc6"]},
     "serial_upload": {"table_bytes": 512, "repeats": 1, "shipped": None},
-    "ble_upload": {"mtus": (247,), "table_bytes": 1024, "warm_up": None},
+    "ble_upload": {"intervals": (7.5,), "mtus": (247,), "table_bytes": 1024, "routine": None, "curve": (), "extras": False, "plot_path": None},
     "simulator": {"hours": 1, "repeats": 1, "realtime": ((2, 1),), "speed": 10.0},
     "companion_cli": {"startup_runs": 1, "step_counts": (10,), "largest": False, "repeats": 1},
+    "cold_start": {"transports": ("serial",), "commands": ("upload",), "repeats": 1},
 }
 
 
@@ -45,19 +46,20 @@ def test_smallest_configuration(name):
         assert routine["routine"] == "nausea-pc6"
         assert 0 < routine["handcue"] < routine["handcue_names"]
         assert routine["handcue"] < routine["json"] and routine["handcue"] < routine["cbor"] and routine["handcue"] < routine["fit"]
+        assert routine["fit"] < routine["fit_developer"] < routine["fit_developer_names"]  # more information, more bytes
         assert sum(routine["handcue_breakdown"].values()) == routine["handcue_names"]
     elif name == "serial_upload":
         [upload] = data["uploads"]
         assert upload["bytes"] <= 512 and upload["frames"] >= 1 and upload["retransmissions"] == 0
         assert upload["up_bytes"] > upload["bytes"] and upload["down_bytes"] > 0 and upload["wall_s"] > 0
     elif name == "ble_upload":
-        [mtu] = data["mtus"]
-        assert mtu["mtu"] == 247 and mtu["transport_mtu"] == 244
-        windowed, stop_and_wait = mtu["windowed"], mtu["stop_and_wait"]
-        assert windowed["frames"] == stop_and_wait["frames"] and windowed["retransmissions"] == 0
-        assert stop_and_wait["round_trips"] == stop_and_wait["frames"] + 2
-        assert windowed["round_trips"] <= stop_and_wait["round_trips"]
-        assert 1 <= windowed["max_in_flight"] <= mtu["window"]
+        [config] = data["grid"]
+        assert config["mtu"] == 247 and config["transport_mtu"] == 244 and config["interval_ms"] == 7.5
+        [upload] = config["uploads"].values()
+        windowed, stop_and_wait = upload["windowed"], upload["stop_and_wait"]
+        assert upload["bytes"] <= 1024 and windowed["frames"] == stop_and_wait["frames"] and windowed["retransmissions"] == 0
+        assert 1 <= windowed["max_in_flight"] <= config["window"] and stop_and_wait["max_in_flight"] == 0
+        assert windowed["events"] > 0 and 0 < windowed["data_s"] < windowed["wall_s"]
     elif name == "simulator":
         assert [row[0] for row in data["virtual"]] == ["1 h, 1 cue/min", "1 h, 5 cues/min"]
         [onsets] = data["realtime"]["runs"]
@@ -67,6 +69,10 @@ def test_smallest_configuration(name):
         assert len(data["startup"]["help_s"]) == len(data["startup"]["baseline_s"]) == 1
         [compiled] = data["compile"]
         assert compiled["steps"] == 10 and compiled["bytes"] > 0
+    elif name == "cold_start":
+        [phases] = data["runs"]["serial"]["upload"]
+        assert 0 < phases["process start"] < phases["total"] and phases["UPLOAD_BEGIN"] > 0 and phases["UPLOAD_COMMIT"] > 0
+        assert phases["data"] > 0 and abs(sum(v for k, v in phases.items() if k != "total") - phases["total"]) < 1e-6
 
 
 def test_main_writes_the_report(tmp_path, capsys):

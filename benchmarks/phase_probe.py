@@ -1,0 +1,143 @@
+"""Run one ``handcue`` command and write when each of its phases started and ended (JSON), without changing the companion.
+
+``python benchmarks/phase_probe.py OUT.json upload full-hand-massage --to ble:HandCue-1A2B``
+
+Run as a script (not ``-m``), so that nothing but this file is imported before the
+first timestamp.  The phases are found by wrapping, in this process only, the
+functions that do each step (bleak's scanner, bumble's connect, MTU exchange and
+discovery, the transports' connect and disconnect, ``BandClient.request``).  For a
+``ble:`` address, bleak and bumble are imported before the command runs, to install
+the wrappers; their import time is measured and reported as its own phase (the CLI
+pays it lazily, on first BLE use).  Times are ``time.time()``, comparable with the parent's clock.
+"""
+
+from __future__ import annotations
+
+import time
+
+STARTED = time.time()
+
+import atexit  # noqa: E402  (the first timestamp comes first)
+import functools  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+PHASES: list[tuple[str, float, float]] = []
+
+
+def wrap_async(owner: Any, name: str, phase: str | Any, *, classmethod_: bool = False) -> None:
+    """Time every call of the coroutine function ``owner.name`` as ``phase`` (a string, or a function of the arguments)."""
+    original = getattr(owner, name)
+
+    @functools.wraps(original)
+    async def timed(*args: Any, **kwargs: Any) -> Any:
+        start = time.time()
+        try:
+            return await original(*args, **kwargs)
+        finally:
+            label = phase if isinstance(phase, str) else phase(*args, **kwargs)
+            if label:
+                PHASES.append((label, start, time.time()))
+
+    setattr(owner, name, classmethod(lambda cls, *a, **k: timed(*a, **k)) if classmethod_ else timed)
+
+
+def wrap_sync(owner: Any, name: str, phase: str) -> None:
+    """Time every call of the function ``owner.name`` as ``phase``."""
+    original = getattr(owner, name)
+
+    @functools.wraps(original)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = time.time()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            PHASES.append((phase, start, time.time()))
+
+    setattr(owner, name, timed)
+
+
+def main() -> None:
+    out, argv = sys.argv[1], sys.argv[2:]
+    atexit.register(lambda: Path(out).write_text(json.dumps({"started": STARTED, "phases": PHASES, "exited": time.time()})))
+    start = time.time()
+    import companion.cli
+
+    PHASES.append(("imports (companion CLI)", start, time.time()))
+    from companion import tables
+    from companion.client import BandClient
+    from companion.transport import serial as serial_transport
+
+    wrap_sync(tables, "load_table_or_routine", "load and compile the routine")
+
+    wrap_async(serial_transport.SerialTransport, "connect", "open serial port")
+    wrap_async(serial_transport.SerialTransport, "disconnect", "disconnect")
+    wrap_async(BandClient, "request", lambda _self, request, **_: request.opcode.name)
+    if any(arg.startswith("ble:") for arg in argv):
+        wrap_ble()
+    try:
+        companion.cli.cli.main(args=argv, prog_name="handcue", standalone_mode=True)
+    except SystemExit as exc:
+        if exc.code:
+            raise
+
+
+def wrap_ble() -> None:
+    start = time.time()
+    import bleak
+    from bumble.device import Device, Peer
+
+    from companion.ble import bumble_backend
+    from companion.transport import ble as ble_transport
+
+    PHASES.append(("imports (bleak, bumble; lazy in the CLI)", start, time.time()))
+    wrap_async(bumble_backend._CentralStack, "create", "HCI transport and host power-on", classmethod_=True)
+    for finder in ("find_device_by_name", "find_device_by_address"):
+        wrap_async(bleak.BleakScanner, finder, "scan until seen", classmethod_=True)
+    wrap_async(Device, "connect", "connect")
+    wrap_async(Peer, "request_mtu", "MTU exchange")
+    wrap_async(bumble_backend.BumbleClient, "_discover", "service discovery")
+    wrap_async(bumble_backend.BumbleClient, "_read_gap_name", "service discovery")
+    wrap_async(bumble_backend.BumbleClient, "start_notify", "subscribe to TX")
+    wrap_async(ble_transport.BleTransport, "disconnect", "disconnect")
+    known = os.environ.get("HANDCUE_PROBE_KNOWN_BAND")
+    if known:
+        prototype_known_band(*known.split("=", 1))
+
+
+def prototype_known_band(name: str, address: str) -> None:
+    """A prototype of two proposals, to measure what they would save (not the shipped companion):
+    a band used before is reached at its cached address without a scan, and only the HandCue
+    service is discovered (no GAP, GATT, Device Information or Battery services, no GAP name read).
+    """
+    import bleak
+    from bleak.backends.device import BLEDevice
+    from bumble import hci
+    from bumble.core import UUID
+    from bumble.device import Peer
+
+    from companion.ble import bumble_backend
+    from protocol.constants import BleUuid
+
+    async def cached(cls: Any, wanted: str, **_: Any) -> BLEDevice | None:
+        start = time.time()
+        details = bumble_backend.BumbleDeviceDetails(address=hci.Address(address, hci.Address.RANDOM_DEVICE_ADDRESS))
+        device = BLEDevice(address, name, details) if wanted == name else None
+        PHASES.append(("scan until seen", start, time.time()))
+        return device
+
+    bleak.BleakScanner.find_device_by_name = classmethod(cached)  # type: ignore[method-assign,assignment]
+    discover = Peer.discover_services
+
+    async def only_ours(self: Any, uuids: Any = (), **kwargs: Any) -> Any:
+        return await discover(self, uuids or [UUID(BleUuid.SERVICE)], **kwargs)
+
+    Peer.discover_services = only_ours  # type: ignore[method-assign]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""The paced virtual BLE link: connection events, packets per event, loss and retransmission.
+
+Everything runs through the real stacks (the band's bumble peripheral, bleak on the
+bumble backend, BandClient) on an event loop whose clock jumps to the next timer when
+nothing is ready, so the link's timing is exact and the tests take no real time
+waiting: they assert event numbers, counts, order and exact virtual times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+import subprocess
+import sys
+import zlib
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from bleak import BleakScanner
+
+from ble_stack.addresses import free_tcp_port
+from ble_stack.paced_link import LinkTiming, PacedLink, air_time_us, parse_interval_ms
+from companion.ble.bumble_backend import BumbleCentral
+from companion.client import BandClient
+from firmware_sim.local import LocalBleBand
+from protocol.table import check_table_header
+
+from .test_ble_e2e import ADDRESS, big_table
+
+EXACT = 1e-9
+
+
+class _FastForwardSelector:
+    """Wraps the loop's selector: when nothing is ready, time jumps to the next timer instead of sleeping."""
+
+    def __init__(self, selector: selectors.BaseSelector, loop: VirtualTimeLoop) -> None:
+        self._selector = selector
+        self._loop = loop
+
+    def select(self, timeout: float | None = None) -> list[Any]:
+        ready = self._selector.select(0)
+        if not ready and timeout is not None and timeout > 0:
+            self._loop.now += timeout
+        elif not ready and timeout is None:
+            ready = self._selector.select(1.0)  # nothing scheduled: only I/O can wake us
+        return ready
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._selector, name)
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose ``time()`` only advances when every task is waiting for a timer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+        self._selector = _FastForwardSelector(self._selector, self)  # type: ignore[has-type,arg-type]
+
+    def time(self) -> float:
+        return self.now
+
+
+def run_virtual(job: Callable[[], Awaitable[Any]]) -> Any:
+    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        return runner.run(asyncio.wait_for(job(), 600.0))  # virtual seconds
+
+
+class Arrivals:
+    """Records every ACL PDU (and its loop time) that the link hands to a controller."""
+
+    def __init__(self, link: PacedLink) -> None:
+        self.pdus: dict[str, list[tuple[float, bytes]]] = {}
+        for controller in link.controllers:
+            received = self.pdus.setdefault(controller.name, [])
+            original = controller.on_link_acl_data
+
+            def on_link_acl_data(sender: Any, transport: Any, data: bytes, original: Any = original, received: Any = received) -> None:
+                received.append((asyncio.get_running_loop().time(), data))
+                original(sender, transport, data)
+
+            controller.on_link_acl_data = on_link_acl_data  # type: ignore[method-assign,assignment]
+
+
+async def upload_over(link: PacedLink, data: bytes) -> tuple[LocalBleBand, Arrivals, int]:
+    """Connect through bleak, then upload ``data``; returns the band, what arrived, and where the upload's trace starts."""
+    async with LocalBleBand(link=link) as local, BumbleCentral(link=link) as central, \
+            BandClient.open(ADDRESS, ble=central.backend) as client:
+        arrivals = Arrivals(link)
+        first = len(link.trace or [])
+        await client.upload(data)
+        return local, arrivals, first
+
+
+def test_timing_arithmetic():
+    assert air_time_us(251, "1M") == 2088.0 and air_time_us(251, "2M") == 1048.0 and air_time_us(0, "1M") == 80.0
+    # 251-byte packets at 1M: an exchange is 2468 us, so 3 fit in 7.5 ms and 6 in 15 ms.
+    assert LinkTiming(7.5, 6, 251, "1M").effective_packets_per_event == 3
+    assert LinkTiming(15.0, 6, 251, "1M").effective_packets_per_event == 6
+    assert LinkTiming(7.5, 6, 251, "2M").effective_packets_per_event == 5
+    assert LinkTiming(15.0, 6).limit_seconds(13) == pytest.approx(3 * 0.015)
+    assert parse_interval_ms("15ms") == 15.0 and parse_interval_ms("7.5") == 7.5 and parse_interval_ms("0.05s") == 50.0
+    for bad in ("5ms", "16ms", "fast"):
+        with pytest.raises(ValueError):
+            parse_interval_ms(bad)
+    with pytest.raises(ValueError):
+        LinkTiming(data_length=100)
+
+
+def test_packets_cross_only_at_connection_events_and_at_most_n_per_event():
+    timing = LinkTiming(interval_ms=15.0, packets_per_event=3, data_length=251, phy="2M")
+    link = PacedLink(timing, trace=True)
+    data = big_table(300)
+    check_table_header(data)
+    local, arrivals, first = run_virtual(lambda: upload_over(link, data))
+    assert local.band.storage.active_table() == data
+    trace = link.trace
+    assert trace is not None and len(trace) - first > len(data) // 251
+    interval = timing.interval_ms / 1000
+    anchors = {packet.anchor for packet in trace}
+    origin = min(anchors)
+    for packet in trace:
+        # every event sits on the connection's grid, and its packets are on the air within it
+        assert abs((packet.anchor - origin) / interval - round((packet.anchor - origin) / interval)) < 1e-6
+        assert packet.anchor < packet.delivered_at < packet.anchor + interval
+    per_event = Counter((packet.event, packet.sender) for packet in trace if not packet.lost)
+    assert max(per_event.values()) == 3  # the upload filled events, and never beyond the limit
+    # each PDU reached the other controller exactly when its last fragment had crossed, never in between
+    crossing = sorted(packet.delivered_at for packet in trace if packet.last_fragment and packet.kind == "data")
+    arrived = sorted(at for pdus in arrivals.pdus.values() for at, _ in pdus)
+    assert arrived and all(any(abs(at - t) < EXACT for t in crossing) for at in arrived)
+
+
+def test_loss_is_retransmitted_and_everything_arrives_once_in_order():
+    link = PacedLink(LinkTiming(interval_ms=7.5, packets_per_event=4, loss=0.15, seed=7), trace=True)
+    sent: list[bytes] = []
+    send = link.send_acl_data
+
+    def recording_send(sender: Any, destination: Any, transport: Any, data: bytes) -> None:
+        if sender.name == "bleak-central":
+            sent.append(data)
+        send(sender, destination, transport, data)
+
+    link.send_acl_data = recording_send  # type: ignore[method-assign,assignment]
+    data = big_table(200)
+    local, arrivals, _ = run_virtual(lambda: upload_over(link, data))
+    assert local.band.storage.active_table() == data
+    assert link.stats.lost > 5
+    [band_name] = [name for name in arrivals.pdus if name != "bleak-central"]
+    received = [pdu for _, pdu in arrivals.pdus[band_name]]
+    assert received == sent[-len(received):]  # once each, in order, despite the losses
+    trace = link.trace
+    assert trace is not None
+    for index, packet in enumerate(trace):
+        if packet.lost:  # the same sender's next packet is the retransmission, in a later event
+            again = next(p for p in trace[index + 1 :] if p.sender == packet.sender)
+            assert again.event > packet.event and again.size == packet.size
+
+
+def test_stop_and_wait_needs_a_round_trip_of_events_per_chunk():
+    from benchmarks.ble_upload import stop_and_wait_upload
+
+    link = PacedLink(LinkTiming(interval_ms=15.0, packets_per_event=6), trace=True)
+    data = big_table(100)
+
+    async def job() -> tuple[float, float, int]:
+        async with LocalBleBand(link=link), BumbleCentral(link=link) as central, BandClient.open(ADDRESS, ble=central.backend) as client:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            await client.upload(data)
+            windowed = loop.time() - start
+            start = loop.time()
+            chunks = await stop_and_wait_upload(client, data)
+            return windowed, loop.time() - start, chunks
+
+    windowed, stop_and_wait, chunks = run_virtual(job)
+    # a write in one event, its acknowledgement in the next, the next write in the one after
+    assert stop_and_wait >= 2 * chunks * 0.015
+    assert windowed < stop_and_wait / 2
+
+
+@pytest.mark.parametrize("window_ms", [10.0, 100.0])
+def test_scan_windows_pace_discovery(window_ms):
+    link = PacedLink(LinkTiming(scan_interval_ms=100.0, scan_window_ms=window_ms))
+
+    async def job() -> list[str | None]:
+        async with LocalBleBand(link=link), BumbleCentral(link=link) as central:
+            found = await BleakScanner.discover(timeout=3.0, backend=central.scanner_backend)
+            return [device.name for device in found]
+
+    assert "HandCue-1A2B" in run_virtual(job)
+    heard, missed = link.stats.advertisements_delivered, link.stats.advertisements_missed
+    assert heard + missed >= 3.0 / 0.110  # one advertising event per 100 ms + advDelay
+    if window_ms < 100.0:  # a 10 % duty cycle hears about one in ten
+        assert 0 < heard < missed
+    else:
+        assert missed == 0
+
+
+def test_handcue_sim_refuses_bad_pacing_options():
+    from click.testing import CliRunner
+
+    from firmware_sim.cli import cli
+
+    bad_interval = CliRunner().invoke(cli, ["--hci-server", "tcp-server:127.0.0.1:1", "--ble-interval", "5ms"])
+    assert bad_interval.exit_code == 2 and "multiple of 1.25 ms from 7.5 ms" in bad_interval.output
+    without_link = CliRunner().invoke(cli, ["--ble-packets", "6", "--clock", "virtual"])
+    assert without_link.exit_code == 1 and "pace the virtual link of --hci-server" in without_link.output
+
+
+def test_handcue_sim_paces_its_served_link_across_processes():
+    """`handcue-sim --hci-server ... --ble-interval 15ms --ble-packets 6 --phy 2M`: a host in this process uploads through it."""
+    port = free_tcp_port()
+    sim = subprocess.Popen([sys.executable, "-m", "firmware_sim", "--hci-server", f"tcp-server:127.0.0.1:{port}", "--clock", "virtual",
+                            "--ble-interval", "15ms", "--ble-packets", "6", "--phy", "2M", "--ble-loss", "0.05"],
+                           stdout=subprocess.PIPE, text=True)
+    data = big_table(150)
+    try:
+        assert sim.stdout is not None and sim.stdout.readline().startswith("ble: HandCue-1A2B")
+
+        async def job() -> Any:
+            async with BumbleCentral(hci=f"tcp-client:127.0.0.1:{port}") as central, BandClient.open(ADDRESS, ble=central.backend) as client:
+                result = await client.upload(data)
+                return result, await client.info()
+
+        result, info = asyncio.run(asyncio.wait_for(job(), 60))
+    finally:
+        sim.terminate()
+        if sim.stdout is not None:
+            sim.stdout.close()
+        assert sim.wait(30) == 0
+    assert result.size == len(data) and info.routine_crc32 == zlib.crc32(data)
