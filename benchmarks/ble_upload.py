@@ -48,7 +48,7 @@ PEERS = (
 )
 
 METHOD = f"""\
-In one process, as in `tests/test_ble_e2e.py`: a simulated band (`firmware_sim.local.LocalBleBand`:
+In one process, as in `tests/e2e/test_ble_e2e.py`: a simulated band (`firmware_sim.local.LocalBleBand`:
 `Band` on a `VirtualClock`, `ProtocolHandler`, the bumble GATT peripheral) and the companion
 (`BandClient.open("{ADDRESS}")`, bleak on the bumble backend) are full BLE hosts on a
 **`ble_stack.paced_link.PacedLink`**: a bumble `LocalLink` that lets packets cross only at connection

@@ -49,7 +49,7 @@ wrapping the transport's `send`/`receive`, and times the phases by wrapping
 Target: 8 KiB table within {TARGET_RATIO}x of the wire-time limit, at {BAUD} and at {SLOW_BAUD} baud.
 
 **Noisy link.** The same 8 KiB uploads go through a faulty cable: a second pty relayed to the
-simulator's by `tests/link_relay.PtyRelay`, which corrupts each byte with probability
+simulator's by `tests/e2e/link_relay.PtyRelay`, which corrupts each byte with probability
 {CORRUPT} in each direction (XOR with a random non-zero byte, seeded per run so a run replays).
 The simulator's own fault injection (`handcue-sim --faults`) was not there when this was written;
 the relay adds no delay of its own. **Goodput** = table bytes / wall time, reported as a fraction
@@ -110,7 +110,7 @@ async def _uploads(path: str, tables: list[tuple[str, bytes]], repeats: int, bau
                    corrupt: float = 0.0, seed: int = 0) -> list[dict[str, Any]]:
     if not corrupt:
         return await _uploads_on(path, tables, repeats, baud)
-    from tests.link_relay import ByteFaults, PtyRelay
+    from tests.e2e.link_relay import ByteFaults, PtyRelay
 
     up, down = ByteFaults(seed=seed, corrupt=corrupt), ByteFaults(seed=seed + 1, corrupt=corrupt)
     async with PtyRelay(path, to_band=up, to_companion=down) as relay:

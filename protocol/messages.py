@@ -18,7 +18,7 @@ its type parameter, its response class (as smpclient's requests do), so
 Adding a message: its opcode in :class:`~protocol.constants.Opcode`; its
 request class (and response class, if new) here; its handler in the one table
 of ``firmware_sim/handler.py``; optionally a named wrapper on ``BandClient``;
-its layout in SPEC.md part 2 with golden bytes in ``tests/test_messages.py``
+its layout in SPEC.md part 2 with golden bytes in ``tests/protocol/test_messages.py``
 (and its fields in the table of ``docs/gen_spec_examples.py``).
 """
 

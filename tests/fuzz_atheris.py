@@ -8,11 +8,11 @@
     python -m tests.fuzz_atheris noise    -max_total_time=600
 
 Each target feeds libFuzzer's bytes to the same ``check_*`` function the
-hypothesis tests in :mod:`tests.test_fuzz_band` use, so the invariants are one
+hypothesis tests in :mod:`tests.band.test_fuzz_band` use, so the invariants are one
 definition: no uncaught exception, a named error for every rejection.  Any
 arguments after the target go to libFuzzer (``-timeout=1`` bounds the time per
 input, ``-rss_limit_mb=512`` the memory).  Without atheris, run the hypothesis
-tests long instead: ``python -m pytest tests/test_fuzz_band.py --hypothesis-profile=long``.
+tests long instead: ``python -m pytest tests/band/test_fuzz_band.py --hypothesis-profile=long``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _targets(atheris: Any) -> dict[str, Callable[[bytes], None]]:
         from firmware_sim.storage import FLASH_SIZE
         from protocol import framing, table  # noqa: F401  (imported here to be instrumented for coverage)
 
-        from .test_fuzz_band import STATES, check_frames, check_handler, check_mount, check_noise, check_table, flash_image
+        from .band.test_fuzz_band import STATES, check_frames, check_handler, check_mount, check_noise, check_table, flash_image
 
     def mount(data: bytes) -> None:
         fdp = atheris.FuzzedDataProvider(data)
@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
     options = argv[2:]
     if argv[1] == "table" and not any(not option.startswith("-") for option in options):
         # Seed the corpus with the shipped tables, so mutations start deep inside the format.
-        from .test_fuzz_band import TABLES
+        from .band.test_fuzz_band import TABLES
 
         corpus = tempfile.mkdtemp(prefix="handcue-fuzz-tables-")
         for index, data in enumerate(TABLES):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("protocol", "ble_stack", "firmware_sim", "companion")
 
 ALLOWED: dict[str, set[str]] = {

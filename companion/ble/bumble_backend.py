@@ -760,7 +760,8 @@ class BumbleClient(BaseBleakClient):
                 if not future.done():
                     future.set_result(None)
 
-            queue.once("flow", on_flow)
+            # `on`, not `once`: the finally below removes it, and removing a `once` listener that already fired raises KeyError.
+            queue.on("flow", on_flow)
             self._flow_waiters.add(flowed)
             try:
                 await self._guard("write without response", flowed)

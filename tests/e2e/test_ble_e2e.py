@@ -25,7 +25,7 @@ from firmware_sim.local import LocalBleBand
 from protocol.constants import BandState, BleUuid, Hands, TechniqueCode
 from protocol.table import CuePattern, PatternSegment, StepRecord, StepTable, encode_table
 
-from .conftest import SHIPPED
+from ..conftest import SHIPPED
 
 TIMEOUT = 30
 ADDRESS = "ble:HandCue-1A2B"

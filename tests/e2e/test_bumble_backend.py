@@ -54,7 +54,7 @@ from firmware_sim.handler import ProtocolHandler
 from firmware_sim.storage import FLASH_SIZE, Storage
 from protocol.constants import BleUuid
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BAND_NAME = "HandCue-1A2B"
 BAND_ADDRESS = band_address_from_id("1A2B")
 TEST_TIMEOUT = 10.0

@@ -20,7 +20,7 @@ from protocol.framing import encode_frame
 from protocol.messages import InfoRequest, InfoResponse, StatusReport, StatusRequest, UploadBeginRequest, UploadDataRequest, encode_request
 from protocol.table import table_crc
 
-from .conftest import SHIPPED
+from ..conftest import SHIPPED
 
 TIMEOUT = 20
 

@@ -31,7 +31,7 @@ from companion.live import KeyReader, LiveLine, fit, live_parts, short_time
 from protocol.constants import BandState, SkipScope
 
 TIMEOUT = 20
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 

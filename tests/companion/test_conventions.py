@@ -22,7 +22,7 @@ from companion.cli import cli
 from companion.client import BandClient
 from firmware_sim.local import LocalBleBand
 
-from .test_serial_e2e import Sim
+from ..e2e.test_serial_e2e import Sim
 
 PC6 = compile_routine(load_routine("nausea-pc6"))
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from companion.cli import cli
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def everyday() -> str:

@@ -37,7 +37,7 @@ from firmware_sim.local import LocalBleBand
 from firmware_sim.pairing import PairingWindow, bonds_path_for
 from protocol.constants import BandState, PairingState
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 30.0
 PROCESS_TIMEOUT = 15.0
 NAME = "HandCue-1A2B"

@@ -177,7 +177,7 @@ def test_two_companion_hosts_on_a_served_band_across_processes(tmp_path: Any) ->
     hci = f"tcp-client:127.0.0.1:{port}"
     sim = subprocess.Popen(
         [sys.executable, "-m", "firmware_sim", "--hci-server", f"tcp-server:127.0.0.1:{port}", "--load", str(table_path), "--speed", "20"],
-        stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
 
     async def main() -> None:

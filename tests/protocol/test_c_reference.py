@@ -39,9 +39,9 @@ from protocol.constants import SkipScope
 from protocol.errors import BandError, TableFormatError
 from protocol.framing import FrameParser, encode_frame
 
-from .conftest import SHIPPED
+from ..conftest import SHIPPED
 
-C_DIR = Path(__file__).resolve().parent.parent / "protocol" / "c"
+C_DIR = Path(__file__).resolve().parents[2] / "protocol" / "c"
 LONG = os.environ.get("HANDCUE_C_LONG", "") not in ("", "0")
 WARNINGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 SANITIZERS = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]

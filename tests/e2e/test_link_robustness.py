@@ -1,7 +1,7 @@
 """Noisy, slow and strange links: retries, adaptive timers and chunks, tolerant decoding (issue 11, parts 1-3).
 
 Two benches: the real pty path (a `handcue-sim` process, optionally behind the
-faulty cable of :mod:`tests.link_relay`) for what is about the link, and an
+faulty cable of :mod:`tests.e2e.link_relay`) for what is about the link, and an
 in-process loopback to the band's real protocol handler, whose answers a test
 may rewrite, for what is about a strange band.
 """

@@ -28,7 +28,7 @@ from protocol.errors import TableFormatError
 from protocol.framing import FrameParser, encode_frame
 from protocol.table import decode_table, table_crc
 
-from .conftest import SHIPPED
+from ..conftest import SHIPPED
 
 TABLES = [compile_routine(load_routine(name)) for name in SHIPPED]
 QUICK = settings(deadline=timedelta(milliseconds=500), suppress_health_check=[HealthCheck.too_slow], derandomize=False)

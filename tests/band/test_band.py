@@ -18,8 +18,8 @@ from protocol.errors import BadStateError, TableFormatError
 from protocol.table import encode_table
 from protocol.timeline import cues_with_skips, timeline_with_skips
 
-from .conftest import SHIPPED, run_to_end
-from .test_table import step_tables
+from ..conftest import SHIPPED, run_to_end
+from ..protocol.test_table import step_tables
 
 
 def motor(events: list[dict]) -> list[dict]:

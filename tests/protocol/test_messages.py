@@ -550,7 +550,7 @@ def test_erase_announces_the_new_state(handler):
 
 
 def test_spec_skip_examples_are_the_bytes_the_companion_sends():
-    spec = (Path(__file__).resolve().parent.parent / "protocol" / "SPEC.md").read_text()
+    spec = (Path(__file__).resolve().parents[2] / "protocol" / "SPEC.md").read_text()
     examples = dict(re.findall(r"^SKIP, scope (\w+) \(.*\), id 0x2A: +([0-9A-F ]+)$", spec, flags=re.M))
     assert examples == {scope.name: encode_request(SkipRequest(scope), 0x2A).hex(" ").upper() for scope in SkipScope}
 

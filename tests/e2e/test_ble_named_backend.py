@@ -31,7 +31,7 @@ from firmware_sim.clock import VirtualClock
 from firmware_sim.handler import ProtocolHandler
 from firmware_sim.local import storage_with
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 20.0
 FROM_ENVIRONMENT = "companion.ble.bumble_backend:BumbleCentral.from_environment"
 A_BACKEND = BleBackend(description="a backend object")

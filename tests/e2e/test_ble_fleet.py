@@ -122,7 +122,7 @@ def test_handcue_sim_bands_serves_several_bands_on_one_controller(tmp_path: Any)
     from ble_stack.addresses import free_tcp_port
     from companion.discovery import scan_bands
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     port = free_tcp_port()
     sim = subprocess.Popen(
         [sys.executable, "-m", "firmware_sim", "--hci-server", f"tcp-server:127.0.0.1:{port}", "--bands", "3", "--band-id", "0A01",
