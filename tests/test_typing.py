@@ -17,7 +17,7 @@ import pytest
 
 import companion
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("protocol", "companion", "firmware_sim", "ble_stack")
 HEAVY = ("construct", "bleak", "bumble", "matplotlib", "serial", "rich", "companion.client", "companion.compiler")
 
