@@ -6,7 +6,8 @@ Every command goes through :class:`HandCueGroup`, which turns any
 matplotlib) are imported inside the commands that need them.
 
 This module defines the group and the routine and table commands; the band
-commands (:mod:`companion.cli_band`) and the visual ones
+commands (:mod:`companion.cli_band`, several bands through :mod:`companion.cli_fleet`),
+pairing (:mod:`companion.cli_pairing`) and the visual ones
 (:mod:`companion.cli_visual`) are defined there, without importing this
 module, and added to the group here.
 """
@@ -24,7 +25,7 @@ import click
 
 from protocol.errors import HandCueError
 
-from . import cli_band, cli_visual
+from . import cli_band, cli_pairing, cli_visual
 from .cli_common import EXIT_INVALID, JSON_MODE, QUIET_MODE, complete_routine, emit_json, fail, json_option, say
 
 
@@ -278,7 +279,7 @@ def config_path() -> None:
     click.echo(str(path()))
 
 
-for _command in (*cli_band.COMMANDS, *cli_visual.COMMANDS):
+for _command in (*cli_band.COMMANDS, cli_pairing.pair, cli_pairing.unpair, *cli_visual.COMMANDS):
     cli.add_command(_command)
 
 
