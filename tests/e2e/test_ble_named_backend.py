@@ -178,3 +178,16 @@ def test_info_over_serial_says_a_cable_is_open(tmp_path: Path) -> None:
     finally:
         sim.terminate()
         sim.wait(TIMEOUT)
+
+
+@pytest.mark.parametrize("command", [["info"], ["upload", "desk-break"], ["start"], ["follow"], ["erase"], ["scan"]])
+def test_every_ble_command_takes_ble_backend_and_names_a_bad_one_in_one_line(command: list[str], tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from companion.cli import cli
+
+    to = [] if command == ["scan"] else ["--to", "ble:HandCue-1A2B"]
+    done = CliRunner().invoke(cli, [*command, *to, "--ble-backend", "no_such_module_here:Backend"], env={"XDG_CONFIG_HOME": str(tmp_path)})
+    assert done.exit_code == 1
+    assert done.stderr.splitlines() == ["error: --ble-backend 'no_such_module_here:Backend': cannot import no_such_module_here: "
+                                        "No module named 'no_such_module_here'"]
