@@ -37,6 +37,9 @@ from protocol.messages import (
     PauseRequest,
     Request,
     ResumeRequest,
+    SetSettingsRequest,
+    SettingsRequest,
+    SettingsResponse,
     SkipRequest,
     StartRequest,
     StatusReport,
@@ -50,6 +53,7 @@ from protocol.messages import (
     decode_message,
     encode_request,
 )
+from protocol.strength import check_strength
 from protocol.table import check_table_header
 
 from .ble.backend import BleBackend
@@ -415,6 +419,15 @@ class BandClient:
 
     async def stop(self) -> BandStatus:
         return await self.request(StopRequest())
+
+    async def settings(self) -> SettingsResponse:
+        """The band's stored settings (cue strength)."""
+        return await self.request(SettingsRequest(), what="SETTINGS")
+
+    async def set_strength(self, strength: int) -> SettingsResponse:
+        """Store the band's cue strength, % (20 to 100); the band may erase a flash sector to store it."""
+        check_strength(strength)
+        return await self.request(SetSettingsRequest(strength=strength), timeout=self.commit_timeout, what="SET_SETTINGS (cue strength)")
 
     async def erase(self) -> None:
         await self.request(EraseRequest(), timeout=self.commit_timeout, what="ERASE")

@@ -221,6 +221,8 @@ class Opcode(IntEnum):
     SKIP = 9
     STOP = 10
     STATUS = 11
+    SETTINGS = 12
+    SET_SETTINGS = 13
 
 
 class SkipScope(IntEnum):

@@ -303,6 +303,27 @@ class StatusRequest(Request[StatusReport], opcode=Opcode.STATUS):
     idempotent = True
 
 
+class SettingsResponse(Body):
+    """The band's stored settings (SPEC §19): the answer to SETTINGS and SET_SETTINGS."""
+
+    strength: int = wire(c.Int8ul)
+    """Cue strength, % (20 to 100): every motor segment's amplitude is scaled by it (protocol.strength)."""
+
+
+class SettingsRequest(Request[SettingsResponse], opcode=Opcode.SETTINGS):
+    """The band's stored settings."""
+
+    idempotent = True
+
+
+class SetSettingsRequest(Request[SettingsResponse], opcode=Opcode.SET_SETTINGS):
+    """Store new settings power-safe on the band; they apply from the next cue. Needs a paired link on a paired band."""
+
+    strength: int = wire(c.Int8ul)
+
+    idempotent = True  # storing the same settings twice leaves what storing them once does
+
+
 NOTIFICATION_TYPES: dict[Opcode, type[Body]] = {Opcode.STATUS: StatusReport}
 """The body of every notification by opcode."""
 
