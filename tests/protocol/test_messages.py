@@ -563,6 +563,15 @@ def test_spec_skip_examples_are_the_bytes_the_companion_sends():
     assert examples == {scope.name: encode_request(SkipRequest(scope), 0x2A).hex(" ").upper() for scope in SkipScope}
 
 
+def test_spec_settings_examples_are_the_bytes_on_the_wire():
+    spec = (Path(__file__).resolve().parents[2] / "protocol" / "SPEC.md").read_text()
+    found = re.findall(r"^(?:SET_)?SETTINGS[^:\n]*:\s+([0-9A-F][0-9A-F ]+)$", spec, flags=re.M)
+    assert [bytes.fromhex(line) for line in found] == [
+        encode_request(SettingsRequest(), 0x2D), encode_response(Opcode.SETTINGS, 0x2D, SettingsResponse(strength=100)),
+        encode_request(SetSettingsRequest(strength=70), 0x2E), encode_response(Opcode.SET_SETTINGS, 0x2E, SettingsResponse(strength=70)),
+    ]
+
+
 def test_handler_skips_by_the_scope_byte(handler):
     assert handler.handle("serial", encode_request(StartRequest(), 1))[4] == Status.OK
     # SKIP 00 on the left wrist of nausea-pc6: on to the right wrist
