@@ -38,6 +38,7 @@ from protocol.messages import (
     Request,
     ResumeRequest,
     SetSettingsRequest,
+    SetTimeRequest,
     SettingsRequest,
     SettingsResponse,
     SkipRequest,
@@ -428,6 +429,12 @@ class BandClient:
         """Store the band's cue strength, % (20 to 100); the band may erase a flash sector to store it."""
         check_strength(strength)
         return await self.request(SetSettingsRequest(strength=strength), timeout=self.commit_timeout, what="SET_SETTINGS (cue strength)")
+
+    async def set_time(self, unix_ms: int | None = None) -> None:
+        """Set the band's wall clock (default: this computer's), so its session history carries Unix times."""
+        import time
+
+        await self.request(SetTimeRequest(unix_ms=time.time_ns() // 1_000_000 if unix_ms is None else unix_ms), what="SET_TIME")
 
     async def erase(self) -> None:
         await self.request(EraseRequest(), timeout=self.commit_timeout, what="ERASE")

@@ -68,6 +68,8 @@ class Band:
         self.listeners: list[Listener] = []
         self.motor = Motor(self._motor_event, strength=storage.settings.strength)
         self._session: _Session | None = None
+        self._wall_offset: int | None = None
+        """Unix time in ms minus band time, once a companion set the clock (SET_TIME); kept in RAM only."""
         self._paused_since = 0
         self.interpreter: Interpreter | None = None
         self._origin = 0
@@ -250,6 +252,10 @@ class Band:
         """Cue strength, % (protocol.strength): every segment's amplitude is scaled by it from the next cue on."""
         return self.motor.strength
 
+    def set_wall_clock(self, unix_ms: int) -> None:
+        """The wall-clock time now (SET_TIME): later history records carry Unix times."""
+        self._wall_offset = unix_ms - self.clock.now_ms()
+
     def set_strength(self, strength: int) -> None:
         """Store ``strength`` power-safe (ValueError outside 20..100 %) and play every later cue at it."""
         self.storage.settings.set_strength(strength)
@@ -284,7 +290,8 @@ class Band:
         active = self.storage.active
         try:
             self.storage.history.record(Session(
-                clock=ClockKind.UPTIME_MS, outcome=outcome, start=session.start_ms, played_ms=played, paused_ms=session.paused_ms,
+                clock=ClockKind.UPTIME_MS if self._wall_offset is None else ClockKind.UNIX_MS, outcome=outcome,
+                start=session.start_ms + (self._wall_offset or 0), played_ms=played, paused_ms=session.paused_ms,
                 routine_crc32=active.crc if active else 0, pauses=session.pauses, skips=session.skips,
                 steps=session.steps, iterations=session.iterations, routine_name=self.routine_name))
         except FlashError as exc:

@@ -47,6 +47,7 @@ from protocol.messages import (
     Request,
     ResumeRequest,
     SetSettingsRequest,
+    SetTimeRequest,
     SettingsRequest,
     SettingsResponse,
     SkipRequest,
@@ -126,6 +127,7 @@ class ProtocolHandler:
             StatusRequest: self._status,
             SettingsRequest: lambda link, request: SettingsResponse(strength=band.strength),
             SetSettingsRequest: self._set_settings,
+            SetTimeRequest: self._set_time,
         }
         band.listeners.append(self._band_event)
 
@@ -311,6 +313,10 @@ class ProtocolHandler:
         except ValueError as exc:
             raise BandError(Status.BAD_REQUEST, str(exc)) from exc
         return SettingsResponse(strength=self.band.strength)
+
+    def _set_time(self, link: str, request: SetTimeRequest) -> Empty:
+        self.band.set_wall_clock(request.unix_ms)
+        return Empty()
 
     def _status(self, link: str, request: StatusRequest) -> StatusReport:
         self.band.process()

@@ -223,6 +223,7 @@ class Opcode(IntEnum):
     STATUS = 11
     SETTINGS = 12
     SET_SETTINGS = 13
+    SET_TIME = 14
 
 
 class SkipScope(IntEnum):

@@ -324,6 +324,13 @@ class SetSettingsRequest(Request[SettingsResponse], opcode=Opcode.SET_SETTINGS):
     idempotent = True  # storing the same settings twice leaves what storing them once does
 
 
+class SetTimeRequest(Request[Empty], opcode=Opcode.SET_TIME):
+    """Set the band's wall clock (as the Bluetooth Current Time Service does); its session history then carries Unix times."""
+
+    unix_ms: int = wire(c.Int64ul)
+    """Milliseconds since 1970-01-01 UTC, now."""
+
+
 NOTIFICATION_TYPES: dict[Opcode, type[Body]] = {Opcode.STATUS: StatusReport}
 """The body of every notification by opcode."""
 

@@ -21,7 +21,7 @@ from firmware_sim.settings import SETTINGS_RECORD_SIZE, Settings
 from firmware_sim.storage import FLASH_SIZE, HISTORY_SECTORS, SETTINGS_SECTORS, BootOutcome, Storage
 from protocol.constants import Opcode, SkipScope, Status
 from protocol.iterations import iterations
-from protocol.messages import SetSettingsRequest, SettingsRequest, SettingsResponse, decode_message, encode_request
+from protocol.messages import SetSettingsRequest, SetTimeRequest, SettingsRequest, SettingsResponse, decode_message, encode_request
 from protocol.strength import MIN_FELT_AMPLITUDE, scaled_amplitude
 from protocol.table import build_tree
 
@@ -193,6 +193,22 @@ def test_starting_again_records_the_session_under_way_as_restarted():
     band.start()
     [session] = band.storage.history.sessions()
     assert (session.outcome, session.played_ms) == (Outcome.RESTARTED, 3_000)
+
+
+def test_once_the_companion_set_the_clock_records_carry_unix_times():
+    data = compile_routine(load_routine("desk-break"))
+    clock = VirtualClock()
+    band = Band(storage_with(data), clock)
+    handler = ProtocolHandler(band)
+    clock.set(5_000)
+    answer = decode_message(handler.handle("link", encode_request(SetTimeRequest(unix_ms=1_764_655_200_000), 1)))
+    assert answer.status == Status.OK
+    clock.advance(2_000)
+    band.start()
+    clock.advance(1_000)
+    band.stop()
+    [session] = band.storage.history.sessions()
+    assert (session.clock, session.start) == (ClockKind.UNIX_MS, 1_764_655_200_000 + 2_000)
 
 
 # --------------------------------------------------------------------------

@@ -8,6 +8,9 @@ import sys
 
 from companion import compile_routine, load_routine, read_table, table_timeline
 from companion.client import BandClient
+from firmware_sim.flash import Flash
+from firmware_sim.history import ClockKind, Outcome
+from firmware_sim.storage import FLASH_SIZE, Storage
 from protocol.errors import BadRequestError
 
 from .test_serial_e2e import Sim, play, run
@@ -21,6 +24,7 @@ def test_strength_set_by_the_companion_scales_the_band_trace(tmp_path):
         async with BandClient.open(band.address) as client:
             before = (await client.settings()).strength
             stored = (await client.set_strength(35)).strength
+            await client.set_time(1_764_655_200_000)
         return before, stored
 
     assert run(session()) == (100, 35)
@@ -29,6 +33,9 @@ def test_strength_set_by_the_companion_scales_the_band_trace(tmp_path):
     expected = [e.to_json() for e in table_timeline(read_table(data), 35)]
     assert band.motor_trace() == expected
     assert expected != [e.to_json() for e in table_timeline(read_table(data))]
+    [session] = Storage(Flash(FLASH_SIZE, band.flash)).history.sessions()  # the band logged the session, in wall-clock time
+    assert (session.outcome, session.clock, session.played_ms) == (Outcome.FINISHED, ClockKind.UNIX_MS, read_table(data).total_ms)
+    assert session.start >= 1_764_655_200_000 and session.routine_name == read_table(data).name
 
     again = Sim(tmp_path)  # the same flash file: the setting was stored on the band
     try:
