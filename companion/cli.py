@@ -25,7 +25,7 @@ import click
 
 from protocol.errors import HandCueError
 
-from . import cli_band, cli_pairing, cli_visual
+from . import cli_band, cli_pairing, cli_settings, cli_visual
 from .cli_common import EXIT_INVALID, JSON_MODE, QUIET_MODE, complete_routine, emit_json, fail, json_option, say
 
 
@@ -200,14 +200,15 @@ def compile_command(routine: str, output: Path, no_names: bool, as_json: bool) -
 @click.argument("table", metavar="TABLE|ROUTINE", shell_complete=complete_routine)
 @json_option
 @click.option("--timeline", is_flag=True, help="List every motor event the band will produce.")
-def inspect(table: str, as_json: bool, timeline: bool) -> None:
+@click.option("--strength", type=click.IntRange(20, 100), default=100, show_default=True, metavar="PERCENT", help="The band's cue strength, for --timeline.")
+def inspect(table: str, as_json: bool, timeline: bool, strength: int) -> None:
     """Decode a step table (.hcue; a routine is compiled first) and show it."""
     from . import render
     from .tables import load_table_or_routine
 
     data = load_table_or_routine(table)
     if timeline:
-        events = render.timeline(data)
+        events = render.timeline(data, strength)
         if as_json:
             emit_json([event.to_json() for event in events])
         else:
@@ -279,7 +280,7 @@ def config_path() -> None:
     click.echo(str(path()))
 
 
-for _command in (*cli_band.COMMANDS, cli_pairing.pair, cli_pairing.unpair, *cli_visual.COMMANDS):
+for _command in (*cli_band.COMMANDS, cli_pairing.pair, cli_pairing.unpair, *cli_settings.COMMANDS, *cli_visual.COMMANDS):
     cli.add_command(_command)
 
 

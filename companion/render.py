@@ -47,9 +47,9 @@ def left_text(ms: int) -> str:
     return format_ms(-(-ms // 1000) * 1000)
 
 
-def timeline(data: bytes) -> list[MotorEvent]:
+def timeline(data: bytes, strength: int = 100) -> list[MotorEvent]:
     """Motor events of the table bytes."""
-    return table_timeline(decode_table(data))
+    return table_timeline(decode_table(data), strength)
 
 
 def clock(ms: int) -> str:

@@ -34,6 +34,7 @@ from typing import Any
 
 from .constants import CueKind, Iterate, SkipScope
 from .iterations import iterations
+from .strength import DEFAULT_STRENGTH, scaled_amplitude
 from .table import LoopRecord, StepTable, build_tree
 
 
@@ -130,8 +131,8 @@ def table_cues(table: StepTable) -> list[Cue]:
     return cues
 
 
-def motor_events(table: StepTable, cues: list[Cue]) -> list[MotorEvent]:
-    """Expand cues into motor-on events; a later cue cuts an earlier pattern short."""
+def motor_events(table: StepTable, cues: list[Cue], strength: int = DEFAULT_STRENGTH) -> list[MotorEvent]:
+    """Expand cues into motor-on events at cue ``strength`` % (protocol.strength); a later cue cuts an earlier pattern short."""
     events = []
     for position, cue in enumerate(cues):
         cut_at = cues[position + 1].t_ms if position + 1 < len(cues) else None
@@ -141,14 +142,14 @@ def motor_events(table: StepTable, cues: list[Cue]) -> list[MotorEvent]:
                 break
             if segment.is_on:
                 length = segment.duration_ms if cut_at is None else min(segment.duration_ms, cut_at - t)
-                events.append(MotorEvent.of(cue, t, segment.amplitude, length))
+                events.append(MotorEvent.of(cue, t, scaled_amplitude(segment.amplitude, strength), length))
             t += segment.duration_ms
     return events
 
 
-def table_timeline(table: StepTable) -> list[MotorEvent]:
-    """Every motor event the band produces when it plays ``table`` through."""
-    return motor_events(table, table_cues(table))
+def table_timeline(table: StepTable, strength: int = DEFAULT_STRENGTH) -> list[MotorEvent]:
+    """Every motor event the band set to cue ``strength`` % produces when it plays ``table`` through."""
+    return motor_events(table, table_cues(table), strength)
 
 
 def skip_target_ms(table: StepTable, t_ms: int, scope: SkipScope) -> int | None:
