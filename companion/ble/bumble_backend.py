@@ -25,7 +25,9 @@ Behaviour worth knowing (and matching the BlueZ backend where it matters):
 * ``disconnected_callback`` fires on every disconnection, remote or local (as with
   BlueZ), and services are dropped (as with every bleak backend).
 * Connecting requests an ATT MTU (:data:`REQUESTED_ATT_MTU` unless the central says
-  otherwise) and discovers all services, characteristics and descriptors.
+  otherwise) and discovers all services, characteristics and descriptors; with
+  ``services=`` only those services, and only the descriptors of characteristics that
+  notify or indicate (and the GAP name is not read).
 * ``write_gatt_char(..., response=False)`` never drops data: bumble queues ACL packets
   without limit.  To give the caller back-pressure, such a write waits while more than
   :data:`WRITE_WITHOUT_RESPONSE_MAX_PENDING` ACL packets are still queued.
@@ -78,6 +80,7 @@ from ble_stack.controllers import CentralController
 from ble_stack.hosts import AttachedHost, HostSite, attach_host
 
 from ..errors import AddressError
+from ..phases import Phases, Unrecorded
 from .backend import BleBackend
 from .keystore import CentralIdentity
 
@@ -151,6 +154,20 @@ class BumbleDeviceDetails:
     """Address with its type (public/random), needed to connect."""
     advertisement: Advertisement | None = None
     """The last bumble advertisement (merged with its scan response if any)."""
+
+
+def device_at(address: str, address_type: str, name: str) -> BLEDevice:
+    """A device to connect to at a known address, without a scan (bumble connects to any address)."""
+    kind = hci.Address.PUBLIC_DEVICE_ADDRESS if address_type == "public" else hci.Address.RANDOM_DEVICE_ADDRESS
+    return BLEDevice(address, name, BumbleDeviceDetails(address=hci.Address(address, kind)))
+
+
+def address_type_of(device: BLEDevice) -> str:
+    """``"public"`` or ``"random"``: the type of a scanned device's address."""
+    details = device.details
+    if isinstance(details, BumbleDeviceDetails) and details.address.is_public:
+        return "public"
+    return "random"
 
 
 # ---------------------------------------------------------------------------
@@ -319,7 +336,8 @@ class BumbleCentral:
     @property
     def backend(self) -> BleBackend:
         """The scanner and client backends on this host, for a BLE transport."""
-        return BleBackend(self.scanner_backend, self.client_backend, self.description)
+        return BleBackend(self.scanner_backend, self.client_backend, self.description,
+                          device_at=device_at, address_type_of=address_type_of, records_phases=True)
 
     async def stack(self) -> _CentralStack:
         """The running host, brought up now if it is not (or if its HCI transport was lost)."""
@@ -473,6 +491,7 @@ class BumbleClient(BaseBleakClient):
         disconnected_callback: Callable[[], None] | None,
         timeout: float,
         services: set[str] | None = None,
+        phases: Phases | None = None,
         **kwargs: Any,
     ) -> None:
         # kwargs: bleak passes its platform-specific ``bluez=``/``winrt=`` dicts here.
@@ -488,6 +507,7 @@ class BumbleClient(BaseBleakClient):
             if isinstance(address_or_ble_device.details, BumbleDeviceDetails):
                 self._details = address_or_ble_device.details
         self._requested_services = services
+        self._phases = phases or Unrecorded()
         self.central = central
         self._stack: _CentralStack | None = None
         self._connection: Connection | None = None
@@ -527,7 +547,8 @@ class BumbleClient(BaseBleakClient):
         def remaining() -> float:
             return max(deadline - loop.time(), 0.001)
 
-        self._stack = await asyncio.wait_for(self.central.stack(), remaining())
+        with self._phases.phase("host power-on"):
+            self._stack = await asyncio.wait_for(self.central.stack(), remaining())
         peer_address = await self._resolve_address(remaining())
         try:
             # bumble's own timeout cancels the pending connection in the controller;
@@ -535,7 +556,8 @@ class BumbleClient(BaseBleakClient):
             # timeout is only a safety net, hence the grace period.
             async with asyncio.timeout(remaining() + CONNECT_CANCEL_GRACE):
                 async with self._stack.connect_lock:
-                    connection = await self._stack.device.connect(peer_address, timeout=remaining())
+                    with self._phases.phase("connect"):
+                        connection = await self._stack.device.connect(peer_address, timeout=remaining())
         except core.TimeoutError as error:
             raise TimeoutError(f"connecting to {self.address} timed out") from error
         except core.BaseBumbleError as error:
@@ -550,9 +572,12 @@ class BumbleClient(BaseBleakClient):
                 else:
                     await self._encrypt_if_bonded(connection)
                 peer = Peer(connection)
-                await self._guard("MTU exchange", peer.request_mtu(self.central.att_mtu))
-                self.services = await self._guard("service discovery", self._discover(peer))
-                await self._read_gap_name(peer)
+                with self._phases.phase("MTU exchange"):
+                    await self._guard("MTU exchange", peer.request_mtu(self.central.att_mtu))
+                with self._phases.phase("service discovery"):
+                    self.services = await self._guard("service discovery", self._discover(peer))
+                if not self._requested_services:  # the GAP service was not asked for
+                    await self._read_gap_name(peer)
         except BaseException:
             await self.disconnect()
             raise
@@ -578,8 +603,16 @@ class BumbleClient(BaseBleakClient):
         return device.details.address
 
     async def _discover(self, peer: Peer) -> BleakGATTServiceCollection:
+        """The GATT database, or only the requested services of it.
+
+        With ``services=`` (as bleak's ``BleakClient(..., services=...)``) only those are
+        asked for, and descriptors only of characteristics that notify or indicate (the
+        CCCD is the one a client needs): on a slow link every discovery request costs a
+        connection event or two.
+        """
         collection = BleakGATTServiceCollection()
-        for service_proxy in await peer.discover_services():
+        wanted = [core.UUID(value) for value in sorted(self._requested_services)] if self._requested_services else []
+        for service_proxy in await peer.discover_services(wanted):
             service_uuid = _uuid_str(service_proxy.uuid)
             if self._requested_services and service_uuid not in self._requested_services:
                 continue
@@ -595,6 +628,8 @@ class BumbleClient(BaseBleakClient):
                     service,
                 )
                 collection.add_characteristic(characteristic)
+                if self._requested_services and not {"notify", "indicate"} & set(characteristic.properties):
+                    continue
                 for descriptor_proxy in await peer.discover_descriptors(char_proxy):
                     collection.add_descriptor(
                         BleakGATTDescriptor(
