@@ -210,14 +210,30 @@ class _CentralStack:
         return self.attached.transport_lost
 
     async def add_scanner(self, scanner: BumbleScanner) -> None:
-        async with self._scan_lock:
-            self._scanners.add(scanner)
-            await self._apply_scan_state()
+        await self._change_scanners(scanner, add=True)
 
     async def remove_scanner(self, scanner: BumbleScanner) -> None:
-        async with self._scan_lock:
-            self._scanners.discard(scanner)
-            await self._apply_scan_state()
+        await self._change_scanners(scanner, add=False)
+
+    async def _change_scanners(self, scanner: BumbleScanner, *, add: bool) -> None:
+        """Shielded: a cancel between the HCI command and the bookkeeping would leave the
+        controller scanning when we think it is not (or the reverse), and no later scan
+        would see anything."""
+
+        async def change() -> None:
+            async with self._scan_lock:
+                if add:
+                    self._scanners.add(scanner)
+                else:
+                    self._scanners.discard(scanner)
+                await self._apply_scan_state()
+
+        change_task = asyncio.ensure_future(change())
+        try:
+            await asyncio.shield(change_task)
+        except asyncio.CancelledError:
+            change_task.add_done_callback(_retrieve_exception)
+            raise
 
     async def _apply_scan_state(self) -> None:
         wanted = any(s.active for s in self._scanners) if self._scanners else None
@@ -249,6 +265,12 @@ class _CentralStack:
                 logger.debug("error while closing the central stack", exc_info=True)
         self._scanning_active = None
         await self.attached.detach()
+
+
+def _retrieve_exception(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as seen (it was handled), so asyncio does not log it."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _just_works(_connection: Connection) -> PairingConfig:
@@ -437,8 +459,9 @@ class BumbleScanner(BaseBleakScanner):
             return
         self.seen_devices = {}
         self._accumulated = {}
-        self._stack = await self.central.stack()
-        await self._stack.add_scanner(self)
+        stack = await self.central.stack()
+        self._stack = stack  # before adding: a cancelled start is still undone by stop()
+        await stack.add_scanner(self)
 
     async def stop(self) -> None:
         """Stop scanning."""
@@ -550,18 +573,30 @@ class BumbleClient(BaseBleakClient):
         with self._phases.phase("host power-on"):
             self._stack = await asyncio.wait_for(self.central.stack(), remaining())
         peer_address = await self._resolve_address(remaining())
+        stack = self._stack
+
+        async def connect_link() -> Connection:
+            async with stack.connect_lock:
+                return await stack.device.connect(peer_address, timeout=remaining())
+
+        # bumble's own timeout cancels the pending connection in the controller;
+        # cancelling bumble's connect instead leaves the link pending there, or up with
+        # nobody to close it (an orphan that keeps the peer from advertising).  So the
+        # connect runs as a task of its own, shielded: a caller who gives up (cancels)
+        # waits for it to end and closes what it brought.  The outer timeout is only a
+        # safety net, hence the grace period.
+        attempt = asyncio.ensure_future(connect_link())
         try:
-            # bumble's own timeout cancels the pending connection in the controller;
-            # cancelling the task instead would leave it pending there.  The outer
-            # timeout is only a safety net, hence the grace period.
-            async with asyncio.timeout(remaining() + CONNECT_CANCEL_GRACE):
-                async with self._stack.connect_lock:
-                    with self._phases.phase("connect"):
-                        connection = await self._stack.device.connect(peer_address, timeout=remaining())
+            with self._phases.phase("connect"):
+                async with asyncio.timeout(remaining() + CONNECT_CANCEL_GRACE):
+                    connection = await asyncio.shield(attempt)
         except core.TimeoutError as error:
             raise TimeoutError(f"connecting to {self.address} timed out") from error
         except core.BaseBumbleError as error:
             raise BleakError(f"connecting to {self.address} failed: {error}") from error
+        except BaseException:
+            await self._close_late_connection(attempt, remaining() + CONNECT_CANCEL_GRACE)
+            raise
 
         self._connection = connection
         connection.on(Connection.EVENT_DISCONNECTION, self._on_disconnection)
@@ -582,6 +617,22 @@ class BumbleClient(BaseBleakClient):
             await self.disconnect()
             raise
         logger.debug("connected to %s, MTU %d", self.address, connection.att_mtu)
+
+    async def _close_late_connection(self, attempt: asyncio.Future[Connection], timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) for a connect nobody waits for any more; disconnect what it brings."""
+        try:
+            async with asyncio.timeout(timeout):
+                connection = await asyncio.shield(attempt)
+        except BaseException:  # it failed, or we gave up on it: nothing to close
+            if not attempt.done():
+                attempt.cancel()
+            attempt.add_done_callback(_retrieve_exception)
+            return
+        try:
+            async with asyncio.timeout(max(self._timeout, 1.0)):
+                await connection.disconnect()
+        except (TimeoutError, core.BaseBumbleError, hci.HCI_Error):
+            logger.debug("could not close the connection of a cancelled connect", exc_info=True)
 
     async def _encrypt_if_bonded(self, connection: Connection) -> None:
         """Encrypt with the stored keys of this peer, if any; stay unencrypted if the peer refuses."""
@@ -727,9 +778,17 @@ class BumbleClient(BaseBleakClient):
         that CancelledError is turned into a BleakError unless our task itself is being
         cancelled.
         """
+        # The request runs as a task of its own that a caller's cancel does not reach:
+        # bumble's GATT client sets the result of its pending-response future without
+        # checking it was cancelled, so a response arriving just after a cancel raised
+        # InvalidStateError in its packet handler (bumble 0.0.236, gatt_client.on_gatt_pdu).
+        # Left alone, the request ends with its response, its timeout or the link.
+        request = asyncio.ensure_future(awaitable)
         try:
-            return await awaitable
+            return await asyncio.shield(request)
         except asyncio.CancelledError:
+            if not request.done():
+                request.add_done_callback(_retrieve_exception)
             task = asyncio.current_task()
             if self._connection is None and task is not None and not task.cancelling():
                 raise BleakError(f"{operation}: disconnected from {self.address}") from None
