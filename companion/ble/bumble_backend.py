@@ -771,7 +771,7 @@ class BumbleClient(BaseBleakClient):
             raise BleakError(f"Not connected to {self.address}")
         return self._connection
 
-    async def _guard(self, operation: str, awaitable: Awaitable[_T]) -> _T:
+    async def _guard(self, operation: str, awaitable: Awaitable[_T], *, awaits_response: bool = True) -> _T:
         """Await a bumble GATT operation, translating its failures to bleak's.
 
         bumble cancels the future of a request that is in flight when the link drops;
@@ -783,11 +783,12 @@ class BumbleClient(BaseBleakClient):
         # checking it was cancelled, so a response arriving just after a cancel raised
         # InvalidStateError in its packet handler (bumble 0.0.236, gatt_client.on_gatt_pdu).
         # Left alone, the request ends with its response, its timeout or the link.
-        request = asyncio.ensure_future(awaitable)
+        # (A write without response waits for no response: it runs inline, without a task's cost.)
+        request = asyncio.ensure_future(awaitable) if awaits_response else None
         try:
-            return await asyncio.shield(request)
+            return await (asyncio.shield(request) if request is not None else awaitable)
         except asyncio.CancelledError:
-            if not request.done():
+            if request is not None and not request.done():
                 request.add_done_callback(_retrieve_exception)
             task = asyncio.current_task()
             if self._connection is None and task is not None and not task.cancelling():
@@ -843,7 +844,7 @@ class BumbleClient(BaseBleakClient):
         if len(value) > limit:
             raise BleakError(f"write without response of {len(value)} bytes exceeds MTU-3={limit}")
         await self._wait_for_acl_room(connection)
-        await self._guard("write without response", proxy.write_value(value))
+        await self._guard("write without response", proxy.write_value(value), awaits_response=False)
 
     async def _wait_for_acl_room(self, connection: Connection) -> None:
         queue = connection.device.host.get_data_packet_queue(connection.handle)
@@ -858,7 +859,7 @@ class BumbleClient(BaseBleakClient):
             queue.on("flow", on_flow)
             self._flow_waiters.add(flowed)
             try:
-                await self._guard("write without response", flowed)
+                await self._guard("write without response", flowed, awaits_response=False)
             finally:
                 self._flow_waiters.discard(flowed)
                 queue.remove_listener("flow", on_flow)
