@@ -10,6 +10,7 @@ group.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -49,12 +50,14 @@ async def with_band(address: str, timeout: float | None, job: Callable[[BandClie
 
     phases = Phases()
     try:
-        with phases.phase("imports (companion client)"):
-            from .ble import ble_backend_for
-            from .client import BandClient
-            from .config import BleAddressBook, remember_bands
-            from .transport.ble import BleTransport
-        async with ble_backend_for(hci) as ble:
+        async with contextlib.AsyncExitStack() as stack:
+            with phases.phase("imports (companion client; bleak and bumble with --hci)"):
+                from .ble import ble_backend_for
+                from .client import BandClient
+                from .config import BleAddressBook, remember_bands
+                from .transport.ble import BleTransport
+
+                ble = await stack.enter_async_context(ble_backend_for(hci))
             client = BandClient.open(address, timeout=timeout, ble=ble)
             client.transport.phases = phases
             if isinstance(client.transport, BleTransport):

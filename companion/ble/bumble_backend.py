@@ -681,7 +681,11 @@ class BumbleClient(BaseBleakClient):
                 collection.add_characteristic(characteristic)
                 if self._requested_services and not {"notify", "indicate"} & set(characteristic.properties):
                     continue
-                for descriptor_proxy in await peer.discover_descriptors(char_proxy):
+                descriptors = await peer.discover_descriptors(char_proxy)
+                # bumble's discover_descriptors(characteristic) does not set this flag, so
+                # subscribe() would discover them all over again (two more connection events).
+                char_proxy.descriptors_discovered = True
+                for descriptor_proxy in descriptors:
                     collection.add_descriptor(
                         BleakGATTDescriptor(
                             descriptor_proxy,
