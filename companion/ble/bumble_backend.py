@@ -662,8 +662,14 @@ class BumbleClient(BaseBleakClient):
         connection event or two.
         """
         collection = BleakGATTServiceCollection()
-        wanted = [core.UUID(value) for value in sorted(self._requested_services)] if self._requested_services else []
-        for service_proxy in await peer.discover_services(wanted):
+        if self._requested_services:
+            # "Discover Primary Service by Service UUID" (Find By Type Value): bumble's
+            # discover_services(uuids) would read every service's group and filter.
+            found = [await peer.discover_service(core.UUID(value)) for value in sorted(self._requested_services)]
+            service_proxies = [proxy for proxies in found for proxy in proxies]
+        else:
+            service_proxies = await peer.discover_services()
+        for service_proxy in service_proxies:
             service_uuid = _uuid_str(service_proxy.uuid)
             if self._requested_services and service_uuid not in self._requested_services:
                 continue
