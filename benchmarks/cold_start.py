@@ -25,16 +25,16 @@ BAUD = 115200
 BAND = "HandCue-1A2B"
 COMMANDS = ("upload", "start", "status")
 KNOWN = "ble-known"
-"""The prototype of the proposals: a known band, no scan, only the HandCue service discovered."""
+"""A band used before: its address is in ``bands.json``, so no scan."""
 TARGET_EVENTS = {"upload": 10, "status": 5}
 SIM_START_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 60.0
 PROBE = Path(__file__).with_name("phase_probe.py")
 
 BLE_ORDER = ("process start", "imports (companion CLI)", "load and compile the routine", "imports (bleak, bumble; lazy in the CLI)", "HCI transport and host power-on",
-             "scan until seen", "connect", "MTU exchange", "service discovery", "subscribe to TX")
+             "scan until seen", "connect", "MTU exchange", "service discovery", "subscribe to TX", "read pairing state")
 SERIAL_ORDER = ("process start", "imports (companion CLI)", "load and compile the routine", "open serial port")
-LINK_PHASES = ("scan until seen", "connect", "MTU exchange", "service discovery", "subscribe to TX", "STATUS", "UPLOAD_BEGIN", "data",
+LINK_PHASES = ("scan until seen", "connect", "MTU exchange", "service discovery", "subscribe to TX", "read pairing state", "INFO", "STATUS", "UPLOAD_BEGIN", "data",
                "UPLOAD_COMMIT", "START")
 """Phases spent waiting for the radio (their length in connection events hardly varies); the rest is CPU."""
 REQUEST_ORDER = ("INFO", "STATUS", "UPLOAD_BEGIN", "data", "UPLOAD_COMMIT", "START", "STOP", "disconnect", "exit")
@@ -58,10 +58,11 @@ probe's exit handler to the parent seeing the process end; *other* is the rest (
 command's own lazy imports, the event loop, printing, the gaps between phases). Medians of the runs; the band keeps running
 between commands, as a band does.
 
-A third run, marked **prototype**, measures what two proposals would save, by patching the probe
-process only (`phase_probe.prototype_known_band`): a band used before is reached at its cached address
-without a scan, and only the HandCue service is discovered (`Peer.discover_services([service])`, so no
-GAP name read either). The shipped companion does neither yet.
+Over BLE the companion is measured twice: on first use (its `bands.json` emptied before every command,
+so a scan finds the band) and for a band used before (its address remembered by one `handcue info`
+first, so it connects without a scan; `XDG_CONFIG_HOME` is a folder of the benchmark's own). Both
+discover only the HandCue service, and the band advertises every 20 ms for 30 s after boot or a
+disconnect. `handcue -v` prints the same phases, as the companion itself records them.
 
 Targets ({INTERVAL_MS:g} ms link, a known band): upload of the full routine in at most the process start plus
 {TARGET_EVENTS['upload']} connection events; `handcue status` in at most the process start plus {TARGET_EVENTS['status']} events.
@@ -134,12 +135,13 @@ def exclusive(spans: list[tuple[str, float, float]]) -> dict[str, float]:
     return dict(totals)
 
 
-def probe_command(args: list[str], known_band: str | None = None) -> dict[str, float]:
-    """Run one handcue command under the phase probe; returns seconds per phase (and "total")."""
+def probe_command(args: list[str], config_home: str) -> dict[str, float]:
+    """Run one handcue command under the phase probe, with its config folder in ``config_home``;
+    returns seconds per phase (and "total")."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "phases.json"
         spawned = time.time()
-        env = {**os.environ, "HANDCUE_PROBE_KNOWN_BAND": known_band} if known_band else None
+        env = {**os.environ, "XDG_CONFIG_HOME": config_home}
         done = subprocess.run([sys.executable, str(PROBE), str(out), *args], cwd=REPO, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, env=env)
         ended = time.time()
         if done.returncode != 0:
@@ -160,15 +162,23 @@ def probe_command(args: list[str], known_band: str | None = None) -> dict[str, f
 
 
 def measure(transport: str, commands: tuple[str, ...], repeats: int) -> dict[str, list[dict[str, float]]]:
+    """Each command ``repeats`` times; over ``ble`` as on first use (no remembered address: a scan),
+    over ``ble-known`` with the band's address remembered by one command before."""
     runs: dict[str, list[dict[str, float]]] = {command: [] for command in commands}
-    with Sim(transport) as sim:
-        known = f"{BAND}={sim.band_address}" if transport == KNOWN else None
+    with Sim(transport) as sim, tempfile.TemporaryDirectory() as config_home:
+        bands = Path(config_home) / "handcue" / "bands.json"
+        if transport == KNOWN:
+            probe_command(["info", *sim.options], config_home)  # the band is used once: its address is remembered
+            if not bands.exists():
+                raise RuntimeError("handcue info did not remember the band's address")
         for _ in range(repeats):
             for command in commands:
+                if transport == "ble":
+                    bands.unlink(missing_ok=True)  # first use: the band must be found by a scan
                 args = [command, ROUTINE, *sim.options] if command == "upload" else [command, *sim.options]
-                runs[command].append(probe_command(args, known))
+                runs[command].append(probe_command(args, config_home))
             if "start" in commands:
-                probe_command(["stop", *sim.options])  # so that the next upload is accepted
+                probe_command(["stop", *sim.options], config_home)  # so that the next upload is accepted
     return runs
 
 
@@ -190,14 +200,13 @@ def run(*, transports: tuple[str, ...] = ("ble", KNOWN, "serial"), commands: tup
                     cells = [f"{c} ({v / event:.1f} ev)" if c else c for c, v in zip(cells, values, strict=True)]
                 table.append([f"**{phase}**" if phase == "total" else phase, *cells])
         where = f"BLE, paced link {INTERVAL_MS:g} ms / {PACKETS} packets / {PHY} (ev = connection events)" if is_ble else f"serial, pty at {BAUD} baud"
-        if transport == KNOWN:
-            where = f"**Prototype, not the shipped companion**: {where}, a band used before (no scan: cached address) and only the HandCue service discovered"
+        where += ", a band used before (its address remembered: no scan)" if transport == KNOWN else ", first use (a scan finds the band)" if is_ble else ""
         details.append(f"{where}; median of {repeats} run(s):\n\n" + md_table(header, table))
         for command, command_runs in runs.items():
             total = median([r["total"] for r in command_runs])
             start = median([r["process start"] + r.get("imports (companion CLI)", 0.0) for r in command_runs])
             events = (total - start) / event
-            target = TARGET_EVENTS.get(command) if transport == "ble" else None
+            target = TARGET_EVENTS.get(command) if transport == KNOWN else None
             on_link = median([sum(r.get(name, 0.0) for name in LINK_PHASES) for r in command_runs]) / event
             value = f"{total * 1000:.0f} ms (process start and CLI imports {start * 1000:.0f} ms" + (
                 f", then {events:.0f} connection events, of which {on_link:.0f} waiting on the link)" if is_ble else ")")
@@ -210,9 +219,8 @@ def run(*, transports: tuple[str, ...] = ("ble", KNOWN, "serial"), commands: tup
         def ms_of(name: str) -> float:
             return median([r.get(name, 0.0) for r in ble]) * 1000
 
-        notes.append(f"Where BLE time goes (`handcue upload`, medians): importing bleak and bumble {ms_of('imports (bleak, bumble; lazy in the CLI)'):.0f} ms "
-                     f"(bumble.hci alone is most of it), discovering every service, characteristic and descriptor and reading the GAP name "
-                     f"{ms_of('service discovery'):.0f} ms, scanning {ms_of('scan until seen'):.0f} ms and connecting {ms_of('connect'):.0f} ms "
-                     f"(the band advertises every 100 ms), against {ms_of('UPLOAD_BEGIN') + ms_of('data') + ms_of('UPLOAD_COMMIT'):.0f} ms for "
-                     "BEGIN, data and COMMIT. A band used before could be reached without the scan, and only the UART service needs discovering.")
+        notes.append(f"Where first-use BLE time goes (`handcue upload`, medians): importing bleak and bumble {ms_of('imports (bleak, bumble; lazy in the CLI)'):.0f} ms, "
+                     f"scanning {ms_of('scan until seen'):.0f} ms, connecting {ms_of('connect'):.0f} ms, discovering the HandCue service "
+                     f"{ms_of('service discovery'):.0f} ms, against {ms_of('UPLOAD_BEGIN') + ms_of('data') + ms_of('UPLOAD_COMMIT'):.0f} ms for "
+                     "BEGIN, data and COMMIT.")
     return Report(NAME, TITLE, METHOD, rows, "\n\n".join(details), notes, data={"runs": results})

@@ -20,7 +20,6 @@ STARTED = time.time()
 import atexit  # noqa: E402  (the first timestamp comes first)
 import functools  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -96,47 +95,15 @@ def wrap_ble() -> None:
 
     PHASES.append(("imports (bleak, bumble; lazy in the CLI)", start, time.time()))
     wrap_async(bumble_backend._CentralStack, "create", "HCI transport and host power-on", classmethod_=True)
-    for finder in ("find_device_by_name", "find_device_by_address"):
+    for finder in ("find_device_by_name", "find_device_by_address", "find_device_by_filter"):
         wrap_async(bleak.BleakScanner, finder, "scan until seen", classmethod_=True)
     wrap_async(Device, "connect", "connect")
     wrap_async(Peer, "request_mtu", "MTU exchange")
     wrap_async(bumble_backend.BumbleClient, "_discover", "service discovery")
     wrap_async(bumble_backend.BumbleClient, "_read_gap_name", "service discovery")
+    wrap_async(bumble_backend.BumbleClient, "read_gatt_char", "read pairing state")
     wrap_async(bumble_backend.BumbleClient, "start_notify", "subscribe to TX")
     wrap_async(ble_transport.BleTransport, "disconnect", "disconnect")
-    known = os.environ.get("HANDCUE_PROBE_KNOWN_BAND")
-    if known:
-        prototype_known_band(*known.split("=", 1))
-
-
-def prototype_known_band(name: str, address: str) -> None:
-    """A prototype of two proposals, to measure what they would save (not the shipped companion):
-    a band used before is reached at its cached address without a scan, and only the HandCue
-    service is discovered (no GAP, GATT, Device Information or Battery services, no GAP name read).
-    """
-    import bleak
-    from bleak.backends.device import BLEDevice
-    from bumble import hci
-    from bumble.core import UUID
-    from bumble.device import Peer
-
-    from companion.ble import bumble_backend
-    from protocol.constants import BleUuid
-
-    async def cached(cls: Any, wanted: str, **_: Any) -> BLEDevice | None:
-        start = time.time()
-        details = bumble_backend.BumbleDeviceDetails(address=hci.Address(address, hci.Address.RANDOM_DEVICE_ADDRESS))
-        device = BLEDevice(address, name, details) if wanted == name else None
-        PHASES.append(("scan until seen", start, time.time()))
-        return device
-
-    bleak.BleakScanner.find_device_by_name = classmethod(cached)  # type: ignore[method-assign,assignment]
-    discover = Peer.discover_services
-
-    async def only_ours(self: Any, uuids: Any = (), **kwargs: Any) -> Any:
-        return await discover(self, uuids or [UUID(BleUuid.SERVICE)], **kwargs)
-
-    Peer.discover_services = only_ours  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

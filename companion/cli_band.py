@@ -10,6 +10,7 @@ group.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -38,14 +39,33 @@ T = TypeVar("T")
 
 async def with_band(address: str, timeout: float | None, job: Callable[[BandClient], Awaitable[T]], hci: str | None = None,
                     ble_backend: str | None = None) -> T:
-    """Run ``job`` on the band at ``address``; BLE goes through the backend ``ble_backend`` names, else bumble on ``hci`` if given."""
-    from .ble import ble_backend_for
-    from .client import BandClient
-    from .config import remember_bands
+    """Run ``job`` on the band at ``address``; BLE goes through the backend ``ble_backend`` names, else bumble on ``hci`` if given.
 
-    async with ble_backend_for(hci, backend=ble_backend) as ble, BandClient.open(address, timeout=timeout, ble=ble) as client:
-        remember_bands([address])  # offered by shell completion of --to
-        return await job(client)
+    Each phase (imports, scan, connect, MTU, discovery, each request) is timed; ``-v`` logs them.
+    """
+    from .phases import Phases
+
+    phases = Phases()
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            with phases.phase("imports (companion client; bleak and bumble with --hci)"):
+                from .ble import ble_backend_for
+                from .client import BandClient
+                from .config import BleAddressBook, remember_bands
+                from .transport.ble import BleTransport
+
+                ble = await stack.enter_async_context(ble_backend_for(hci, backend=ble_backend))
+            client = BandClient.open(address, timeout=timeout, ble=ble)
+            client.transport.phases = phases
+            if isinstance(client.transport, BleTransport):
+                client.transport.address_book = BleAddressBook()  # the next command connects without a scan
+            async with client:
+                remember_bands([address])  # offered by shell completion of --to
+                return await job(client)
+    finally:
+        import logging
+
+        logging.getLogger("companion.phases").debug("where the time went:\n%s", "\n".join(phases.lines()))
 
 
 def describe_status(status: BandStatus, numbers: Mapping[int, int] | None = None) -> str:

@@ -341,7 +341,8 @@ class BandClient:
         changes state with its first answer (SPEC §16.2), so a lost answer never
         becomes a second action.
         """
-        return (await self._exchange(request, timeout, what))[0]
+        with self.transport.phases.phase(request.opcode.name):
+            return (await self._exchange(request, timeout, what))[0]
 
     async def _exchange(self, request: Request[R], timeout: float | None = None, what: str | None = None) -> tuple[R, Arrival]:
         loop = asyncio.get_running_loop()
@@ -505,7 +506,8 @@ class BandClient:
         if progress:
             progress(begin.offset, size)
         try:
-            frames, retransmissions = await self._send_data(data, begin.offset, begin.max_chunk, begin.window, progress)
+            with self.transport.phases.phase("data"):
+                frames, retransmissions = await self._send_data(data, begin.offset, begin.max_chunk, begin.window, progress)
         except BaseException:
             self.transport.discard_output()  # the band need not chew through frames nobody waits for
             raise

@@ -4,18 +4,22 @@
   by default ``~/.config/handcue`` on Linux, ``~/Library/Application Support/handcue`` on
   macOS, ``%LOCALAPPDATA%\\handcue`` on Windows) holds settings, set with ``handcue config``.
   Today there is one: ``address``, the band used when ``--to`` is not given.
-* ``bands.json`` in the user's cache folder lists the bands seen recently (by ``scan`` and
-  by every command that reached a band); shell completion of ``--to`` offers them.
+* ``bands.json`` beside it remembers bands: the addresses seen recently (by ``scan`` and by
+  every command that reached a band), which shell completion of ``--to`` offers, and the BLE
+  address (and address type) of each band reached by name, so that the next command connects
+  to it without a scan.
 
 Nothing here talks to a band; the files are small and read only when a command needs them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from .errors import HandCueError
 
@@ -35,10 +39,8 @@ def config_path() -> Path:
     return platformdirs.user_config_path("handcue", appauthor=False) / "config.toml"
 
 
-def cache_path() -> Path:
-    import platformdirs
-
-    return platformdirs.user_cache_path("handcue", appauthor=False) / "bands.json"
+def bands_path() -> Path:
+    return config_path().with_name("bands.json")
 
 
 def read_config() -> dict[str, str]:
@@ -77,12 +79,31 @@ def default_address() -> tuple[str, str] | None:
     return (address, str(config_path())) if address else None
 
 
+def _read_bands() -> dict[str, Any]:
+    """``bands.json`` as ``{"recent": [...], "ble": {name: {"address", "type"}}}``; empty when absent or unreadable."""
+    try:
+        value = json.loads(bands_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if isinstance(value, list):  # the first layout: the recent list alone
+        return {"recent": value}
+    return value if isinstance(value, dict) else {}
+
+
+def _write_bands(document: dict[str, Any]) -> None:
+    path = bands_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(document, indent=1), encoding="utf-8")
+        temporary.replace(path)  # a reader never sees half a file
+    except OSError:
+        pass  # a cache only saves time
+
+
 def recent_bands() -> list[str]:
     """Addresses of the bands seen recently, newest first; empty when nothing is cached."""
-    try:
-        value = json.loads(cache_path().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
+    value = _read_bands().get("recent")
     return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
 
 
@@ -90,13 +111,61 @@ def remember_bands(addresses: list[str]) -> None:
     """Put ``addresses`` first in the recently-seen list; a cache that cannot be written is skipped."""
     if not addresses:
         return
-    merged = list(dict.fromkeys([*addresses, *recent_bands()]))[:RECENT_BANDS]
-    path = cache_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(merged), encoding="utf-8")
-    except OSError:
-        pass  # a cache only helps completion
+    document = _read_bands()
+    document["recent"] = list(dict.fromkeys([*addresses, *recent_bands()]))[:RECENT_BANDS]
+    _write_bands(document)
+
+
+@dataclasses.dataclass(frozen=True)
+class KnownBleAddress:
+    """Where a band named ``name`` was last reached over BLE."""
+
+    address: str
+    """``AA:BB:CC:DD:EE:FF`` (on macOS a UUID)."""
+    address_type: str
+    """``"public"`` or ``"random"``."""
+
+
+def known_ble_address(name: str) -> KnownBleAddress | None:
+    """The BLE address a band advertising as ``name`` had last time, or None."""
+    table = _read_bands().get("ble")
+    entry = table.get(name.casefold()) if isinstance(table, dict) else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("address"), str):
+        return None
+    address_type = entry.get("type")
+    return KnownBleAddress(entry["address"], address_type if address_type in ("public", "random") else "random")
+
+
+def remember_ble_address(name: str, known: KnownBleAddress | None) -> None:
+    """Remember (or with None forget) the BLE address of the band advertising as ``name``."""
+    document = _read_bands()
+    table = document.get("ble") if isinstance(document.get("ble"), dict) else {}
+    assert isinstance(table, dict)
+    key = name.casefold()
+    if known is None:
+        if table.pop(key, None) is None:
+            return
+    else:
+        if table.get(key) == {"address": known.address, "type": known.address_type}:
+            return  # nothing new: spare the write
+        table[key] = {"address": known.address, "type": known.address_type}
+        while len(table) > RECENT_BANDS:
+            table.pop(next(iter(table)))
+    document["ble"] = table
+    _write_bands(document)
+
+
+class BleAddressBook:
+    """The BLE addresses of bands reached by name, kept in ``bands.json`` (what a BLE transport is handed)."""
+
+    def get(self, name: str) -> KnownBleAddress | None:
+        return known_ble_address(name)
+
+    def put(self, name: str, known: KnownBleAddress) -> None:
+        remember_ble_address(name, known)
+
+    def forget(self, name: str) -> None:
+        remember_ble_address(name, None)
 
 
 def tables_path() -> Path:

@@ -35,7 +35,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Final
 
-from bumble import att, hci
+from bumble import att, core, hci
 from bumble.core import UUID, AdvertisingData
 from bumble.device import Connection, Device
 from bumble.gatt import (
@@ -72,6 +72,14 @@ PREFERRED_ATT_MTU: Final = 247
 LEGACY_ADV_MAX: Final = 31
 """Maximum size of legacy advertising data and of legacy scan response data."""
 DEFAULT_ADV_INTERVAL_MS: Final = 100.0
+"""Advertising interval once the fast period is over (and with ``fast_advertising=False``)."""
+FAST_ADV_INTERVAL_MS: Final = (20.0, 30.0)
+"""Advertising interval range right after boot or a disconnect (Apple's accessory guidelines
+ask for 20 ms at first): a central that comes back finds the band within an event or two."""
+FAST_ADV_SECONDS: Final = 30.0
+"""How long the band advertises fast after boot or a disconnect before it slows down to save power."""
+DISCONNECT_TIMEOUT: Final = 2.0
+"""Seconds the band waits for a central to confirm a disconnection before it forgets the link."""
 MAX_CENTRALS: Final = 4
 """Centrals connected at once; the band advertises (stays connectable) until it has this many."""
 
@@ -147,6 +155,7 @@ class BandPeripheral:
         pairing: PairingHooks | None = None,
         advertising: dict[str, object] | None = None,
         max_centrals: int = MAX_CENTRALS,
+        fast_advertising: bool = True,
     ) -> None:
         self.device = device
         self._advertising = advertising or {}
@@ -158,6 +167,8 @@ class BandPeripheral:
         self._attached = attached
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self.fast_advertising = fast_advertising
+        self._slow_down: asyncio.TimerHandle | None = None
         self.rx_bytes = 0
         """Total bytes received on RX since start (all connections)."""
         self.rx_writes = 0
@@ -317,32 +328,75 @@ class BandPeripheral:
 
         bumble's controller stops advertising when a central connects; the band
         advertises again at once while fewer than :attr:`max_centrals` are connected,
-        and when one leaves.
+        and when one leaves.  After boot and after a disconnect it advertises fast
+        (:data:`FAST_ADV_INTERVAL_MS`) for :data:`FAST_ADV_SECONDS`, then at its normal interval.
         """
         self.device.on(Device.EVENT_CONNECTION, self._on_connection)
-        await self._advertise()
+        await self._advertise(fast=True)
 
     def _on_connection(self, connection: Connection) -> None:
-        connection.on(Connection.EVENT_DISCONNECTION, lambda _reason: self._spawn(self._advertise()))
-        self._spawn(self._advertise())
+        connection.on(Connection.EVENT_DISCONNECTION, lambda _reason: self._spawn(self._advertise(fast=True)))
+        self._spawn(self._advertise(fast=False))
 
-    async def _advertise(self) -> None:
-        if self._closed or self.device.is_advertising or len(self.device.connections) >= self.max_centrals:
+    async def _advertise(self, fast: bool) -> None:
+        if self._closed or len(self.device.connections) >= self.max_centrals:
             return
+        fast = fast and self.fast_advertising
+        if self.device.is_advertising:
+            if not fast or self._slow_down is not None:
+                return
+            await self.device.stop_advertising()  # speed up: a central just left
+        parameters = dict(self._advertising)
+        if fast:
+            parameters.update(advertising_interval_min=FAST_ADV_INTERVAL_MS[0], advertising_interval_max=FAST_ADV_INTERVAL_MS[1])
         try:
-            await self.device.start_advertising(**self._advertising)  # type: ignore[arg-type]
+            await self.device.start_advertising(**parameters)  # type: ignore[arg-type]
         except Exception:  # closing, or the transport went away
             logger.debug("could not advertise again", exc_info=True)
+            return
+        if self._slow_down is not None:
+            self._slow_down.cancel()
+            self._slow_down = None
+        if fast:
+            self._slow_down = asyncio.get_running_loop().call_later(FAST_ADV_SECONDS, self._end_fast_advertising)
+
+    def _end_fast_advertising(self) -> None:
+        self._slow_down = None
+
+        async def slow_down() -> None:
+            if self._closed or not self.device.is_advertising:
+                return
+            try:
+                await self.device.stop_advertising()
+            except Exception:
+                logger.debug("could not stop advertising", exc_info=True)
+                return
+            await self._advertise(fast=False)
+
+        self._spawn(slow_down())
 
     def _spawn(self, coroutine: Coroutine[None, None, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def disconnect_all(self, reason: int = hci.HCI_REMOTE_USER_TERMINATED_CONNECTION_ERROR) -> None:
-        """Close every connection from the band's side."""
-        for connection in self.connections:
-            await connection.disconnect(reason)
+    async def disconnect_all(self, reason: int = hci.HCI_REMOTE_USER_TERMINATED_CONNECTION_ERROR,
+                             timeout: float = DISCONNECT_TIMEOUT) -> None:
+        """Close every connection from the band's side, each within ``timeout`` seconds.
+
+        A central that does not answer (gone, or its host stuck) cannot keep the band
+        from closing: after the timeout the connection is forgotten, as the link layer's
+        supervision timeout would.
+        """
+        async def drop(connection: Connection) -> None:
+            try:
+                async with asyncio.timeout(timeout):
+                    await connection.disconnect(reason)
+            except (TimeoutError, hci.HCI_Error, core.BaseBumbleError) as error:
+                logger.debug("disconnecting %s: %s; forgetting it", connection.peer_address, error)
+                self.device.connections.pop(connection.handle, None)
+
+        await asyncio.gather(*(drop(connection) for connection in self.connections))
 
     async def close(self) -> None:
         """Stop advertising, drop connections and detach from the link/transport."""
@@ -354,9 +408,15 @@ class BandPeripheral:
             await self.disconnect_all()
         except Exception:  # best effort: the transport may already be gone
             logger.debug("error while closing band", exc_info=True)
+        if self._slow_down is not None:
+            self._slow_down.cancel()
         for task in list(self._tasks):
             task.cancel()
-        await self.device.power_off()
+        try:
+            async with asyncio.timeout(DISCONNECT_TIMEOUT):
+                await self.device.power_off()
+        except (TimeoutError, hci.HCI_Error, core.BaseBumbleError):
+            logger.debug("powering off the band's host timed out", exc_info=True)
         await self._attached.detach()
 
     @staticmethod

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # bleak loads only when BLE is used
     from bleak import BleakScanner
     from bleak.backends.client import BaseBleakClient
+    from bleak.backends.device import BLEDevice
     from bleak.backends.scanner import BaseBleakScanner
 
 __all__ = ["PLATFORM", "BleBackend"]
@@ -21,6 +23,13 @@ class BleBackend:
     client: type[BaseBleakClient] | None = None
     description: str = ""
     """Where BLE goes, for error messages (e.g. ``"via HCI tcp-client:127.0.0.1:9901"``); empty for the platform."""
+    device_at: Callable[[str, str, str], BLEDevice] | None = None
+    """``device_at(address, address_type, name)``: a device to connect to without a scan, where the
+    backend can (bumble can; BlueZ and CoreBluetooth know only devices they have seen); None: it cannot."""
+    address_type_of: Callable[[BLEDevice], str] | None = None
+    """The type (``"public"``/``"random"``) of a scanned device's address, to remember it with ``device_at``."""
+    records_phases: bool = False
+    """Whether the client backend takes ``phases=`` (a :class:`~companion.phases.Phases`) to time connect, MTU and discovery."""
 
     def scanner_args(self) -> BleakScanner.ExtraArgs:
         """Keyword arguments that choose this scanner backend in ``BleakScanner``'s class methods."""

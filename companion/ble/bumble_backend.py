@@ -25,7 +25,9 @@ Behaviour worth knowing (and matching the BlueZ backend where it matters):
 * ``disconnected_callback`` fires on every disconnection, remote or local (as with
   BlueZ), and services are dropped (as with every bleak backend).
 * Connecting requests an ATT MTU (:data:`REQUESTED_ATT_MTU` unless the central says
-  otherwise) and discovers all services, characteristics and descriptors.
+  otherwise) and discovers all services, characteristics and descriptors; with
+  ``services=`` only those services, and only the descriptors of characteristics that
+  notify or indicate (and the GAP name is not read).
 * ``write_gatt_char(..., response=False)`` never drops data: bumble queues ACL packets
   without limit.  To give the caller back-pressure, such a write waits while more than
   :data:`WRITE_WITHOUT_RESPONSE_MAX_PENDING` ACL packets are still queued.
@@ -78,6 +80,7 @@ from ble_stack.controllers import CentralController
 from ble_stack.hosts import AttachedHost, HostSite, attach_host
 
 from ..errors import AddressError
+from ..phases import Phases, Unrecorded
 from .backend import BleBackend
 from .keystore import CentralIdentity
 
@@ -153,6 +156,20 @@ class BumbleDeviceDetails:
     """The last bumble advertisement (merged with its scan response if any)."""
 
 
+def device_at(address: str, address_type: str, name: str) -> BLEDevice:
+    """A device to connect to at a known address, without a scan (bumble connects to any address)."""
+    kind = hci.Address.PUBLIC_DEVICE_ADDRESS if address_type == "public" else hci.Address.RANDOM_DEVICE_ADDRESS
+    return BLEDevice(address, name, BumbleDeviceDetails(address=hci.Address(address, kind)))
+
+
+def address_type_of(device: BLEDevice) -> str:
+    """``"public"`` or ``"random"``: the type of a scanned device's address."""
+    details = device.details
+    if isinstance(details, BumbleDeviceDetails) and details.address.is_public:
+        return "public"
+    return "random"
+
+
 # ---------------------------------------------------------------------------
 # The central: one BLE host, handed to the scanners and clients built from it
 
@@ -193,14 +210,30 @@ class _CentralStack:
         return self.attached.transport_lost
 
     async def add_scanner(self, scanner: BumbleScanner) -> None:
-        async with self._scan_lock:
-            self._scanners.add(scanner)
-            await self._apply_scan_state()
+        await self._change_scanners(scanner, add=True)
 
     async def remove_scanner(self, scanner: BumbleScanner) -> None:
-        async with self._scan_lock:
-            self._scanners.discard(scanner)
-            await self._apply_scan_state()
+        await self._change_scanners(scanner, add=False)
+
+    async def _change_scanners(self, scanner: BumbleScanner, *, add: bool) -> None:
+        """Shielded: a cancel between the HCI command and the bookkeeping would leave the
+        controller scanning when we think it is not (or the reverse), and no later scan
+        would see anything."""
+
+        async def change() -> None:
+            async with self._scan_lock:
+                if add:
+                    self._scanners.add(scanner)
+                else:
+                    self._scanners.discard(scanner)
+                await self._apply_scan_state()
+
+        change_task = asyncio.ensure_future(change())
+        try:
+            await asyncio.shield(change_task)
+        except asyncio.CancelledError:
+            change_task.add_done_callback(_retrieve_exception)
+            raise
 
     async def _apply_scan_state(self) -> None:
         wanted = any(s.active for s in self._scanners) if self._scanners else None
@@ -232,6 +265,12 @@ class _CentralStack:
                 logger.debug("error while closing the central stack", exc_info=True)
         self._scanning_active = None
         await self.attached.detach()
+
+
+def _retrieve_exception(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as seen (it was handled), so asyncio does not log it."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _just_works(_connection: Connection) -> PairingConfig:
@@ -319,7 +358,8 @@ class BumbleCentral:
     @property
     def backend(self) -> BleBackend:
         """The scanner and client backends on this host, for a BLE transport."""
-        return BleBackend(self.scanner_backend, self.client_backend, self.description)
+        return BleBackend(self.scanner_backend, self.client_backend, self.description,
+                          device_at=device_at, address_type_of=address_type_of, records_phases=True)
 
     async def stack(self) -> _CentralStack:
         """The running host, brought up now if it is not (or if its HCI transport was lost)."""
@@ -419,8 +459,9 @@ class BumbleScanner(BaseBleakScanner):
             return
         self.seen_devices = {}
         self._accumulated = {}
-        self._stack = await self.central.stack()
-        await self._stack.add_scanner(self)
+        stack = await self.central.stack()
+        self._stack = stack  # before adding: a cancelled start is still undone by stop()
+        await stack.add_scanner(self)
 
     async def stop(self) -> None:
         """Stop scanning."""
@@ -473,6 +514,7 @@ class BumbleClient(BaseBleakClient):
         disconnected_callback: Callable[[], None] | None,
         timeout: float,
         services: set[str] | None = None,
+        phases: Phases | None = None,
         **kwargs: Any,
     ) -> None:
         # kwargs: bleak passes its platform-specific ``bluez=``/``winrt=`` dicts here.
@@ -488,6 +530,7 @@ class BumbleClient(BaseBleakClient):
             if isinstance(address_or_ble_device.details, BumbleDeviceDetails):
                 self._details = address_or_ble_device.details
         self._requested_services = services
+        self._phases = phases or Unrecorded()
         self.central = central
         self._stack: _CentralStack | None = None
         self._connection: Connection | None = None
@@ -527,19 +570,33 @@ class BumbleClient(BaseBleakClient):
         def remaining() -> float:
             return max(deadline - loop.time(), 0.001)
 
-        self._stack = await asyncio.wait_for(self.central.stack(), remaining())
+        with self._phases.phase("host power-on"):
+            self._stack = await asyncio.wait_for(self.central.stack(), remaining())
         peer_address = await self._resolve_address(remaining())
+        stack = self._stack
+
+        async def connect_link() -> Connection:
+            async with stack.connect_lock:
+                return await stack.device.connect(peer_address, timeout=remaining())
+
+        # bumble's own timeout cancels the pending connection in the controller;
+        # cancelling bumble's connect instead leaves the link pending there, or up with
+        # nobody to close it (an orphan that keeps the peer from advertising).  So the
+        # connect runs as a task of its own, shielded: a caller who gives up (cancels)
+        # waits for it to end and closes what it brought.  The outer timeout is only a
+        # safety net, hence the grace period.
+        attempt = asyncio.ensure_future(connect_link())
         try:
-            # bumble's own timeout cancels the pending connection in the controller;
-            # cancelling the task instead would leave it pending there.  The outer
-            # timeout is only a safety net, hence the grace period.
-            async with asyncio.timeout(remaining() + CONNECT_CANCEL_GRACE):
-                async with self._stack.connect_lock:
-                    connection = await self._stack.device.connect(peer_address, timeout=remaining())
+            with self._phases.phase("connect"):
+                async with asyncio.timeout(remaining() + CONNECT_CANCEL_GRACE):
+                    connection = await asyncio.shield(attempt)
         except core.TimeoutError as error:
             raise TimeoutError(f"connecting to {self.address} timed out") from error
         except core.BaseBumbleError as error:
             raise BleakError(f"connecting to {self.address} failed: {error}") from error
+        except BaseException:
+            await self._close_late_connection(attempt, remaining() + CONNECT_CANCEL_GRACE)
+            raise
 
         self._connection = connection
         connection.on(Connection.EVENT_DISCONNECTION, self._on_disconnection)
@@ -550,13 +607,32 @@ class BumbleClient(BaseBleakClient):
                 else:
                     await self._encrypt_if_bonded(connection)
                 peer = Peer(connection)
-                await self._guard("MTU exchange", peer.request_mtu(self.central.att_mtu))
-                self.services = await self._guard("service discovery", self._discover(peer))
-                await self._read_gap_name(peer)
+                with self._phases.phase("MTU exchange"):
+                    await self._guard("MTU exchange", peer.request_mtu(self.central.att_mtu))
+                with self._phases.phase("service discovery"):
+                    self.services = await self._guard("service discovery", self._discover(peer))
+                if not self._requested_services:  # the GAP service was not asked for
+                    await self._read_gap_name(peer)
         except BaseException:
             await self.disconnect()
             raise
         logger.debug("connected to %s, MTU %d", self.address, connection.att_mtu)
+
+    async def _close_late_connection(self, attempt: asyncio.Future[Connection], timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) for a connect nobody waits for any more; disconnect what it brings."""
+        try:
+            async with asyncio.timeout(timeout):
+                connection = await asyncio.shield(attempt)
+        except BaseException:  # it failed, or we gave up on it: nothing to close
+            if not attempt.done():
+                attempt.cancel()
+            attempt.add_done_callback(_retrieve_exception)
+            return
+        try:
+            async with asyncio.timeout(max(self._timeout, 1.0)):
+                await connection.disconnect()
+        except (TimeoutError, core.BaseBumbleError, hci.HCI_Error):
+            logger.debug("could not close the connection of a cancelled connect", exc_info=True)
 
     async def _encrypt_if_bonded(self, connection: Connection) -> None:
         """Encrypt with the stored keys of this peer, if any; stay unencrypted if the peer refuses."""
@@ -578,8 +654,22 @@ class BumbleClient(BaseBleakClient):
         return device.details.address
 
     async def _discover(self, peer: Peer) -> BleakGATTServiceCollection:
+        """The GATT database, or only the requested services of it.
+
+        With ``services=`` (as bleak's ``BleakClient(..., services=...)``) only those are
+        asked for, and descriptors only of characteristics that notify or indicate (the
+        CCCD is the one a client needs): on a slow link every discovery request costs a
+        connection event or two.
+        """
         collection = BleakGATTServiceCollection()
-        for service_proxy in await peer.discover_services():
+        if self._requested_services:
+            # "Discover Primary Service by Service UUID" (Find By Type Value): bumble's
+            # discover_services(uuids) would read every service's group and filter.
+            found = [await peer.discover_service(core.UUID(value)) for value in sorted(self._requested_services)]
+            service_proxies = [proxy for proxies in found for proxy in proxies]
+        else:
+            service_proxies = await peer.discover_services()
+        for service_proxy in service_proxies:
             service_uuid = _uuid_str(service_proxy.uuid)
             if self._requested_services and service_uuid not in self._requested_services:
                 continue
@@ -595,7 +685,13 @@ class BumbleClient(BaseBleakClient):
                     service,
                 )
                 collection.add_characteristic(characteristic)
-                for descriptor_proxy in await peer.discover_descriptors(char_proxy):
+                if self._requested_services and not {"notify", "indicate"} & set(characteristic.properties):
+                    continue
+                descriptors = await peer.discover_descriptors(char_proxy)
+                # bumble's discover_descriptors(characteristic) does not set this flag, so
+                # subscribe() would discover them all over again (two more connection events).
+                char_proxy.descriptors_discovered = True
+                for descriptor_proxy in descriptors:
                     collection.add_descriptor(
                         BleakGATTDescriptor(
                             descriptor_proxy,
@@ -685,16 +781,25 @@ class BumbleClient(BaseBleakClient):
             raise BleakError(f"Not connected to {self.address}")
         return self._connection
 
-    async def _guard(self, operation: str, awaitable: Awaitable[_T]) -> _T:
+    async def _guard(self, operation: str, awaitable: Awaitable[_T], *, awaits_response: bool = True) -> _T:
         """Await a bumble GATT operation, translating its failures to bleak's.
 
         bumble cancels the future of a request that is in flight when the link drops;
         that CancelledError is turned into a BleakError unless our task itself is being
         cancelled.
         """
+        # The request runs as a task of its own that a caller's cancel does not reach:
+        # bumble's GATT client sets the result of its pending-response future without
+        # checking it was cancelled, so a response arriving just after a cancel raised
+        # InvalidStateError in its packet handler (bumble 0.0.236, gatt_client.on_gatt_pdu).
+        # Left alone, the request ends with its response, its timeout or the link.
+        # (A write without response waits for no response: it runs inline, without a task's cost.)
+        request = asyncio.ensure_future(awaitable) if awaits_response else None
         try:
-            return await awaitable
+            return await (asyncio.shield(request) if request is not None else awaitable)
         except asyncio.CancelledError:
+            if request is not None and not request.done():
+                request.add_done_callback(_retrieve_exception)
             task = asyncio.current_task()
             if self._connection is None and task is not None and not task.cancelling():
                 raise BleakError(f"{operation}: disconnected from {self.address}") from None
@@ -749,7 +854,7 @@ class BumbleClient(BaseBleakClient):
         if len(value) > limit:
             raise BleakError(f"write without response of {len(value)} bytes exceeds MTU-3={limit}")
         await self._wait_for_acl_room(connection)
-        await self._guard("write without response", proxy.write_value(value))
+        await self._guard("write without response", proxy.write_value(value), awaits_response=False)
 
     async def _wait_for_acl_room(self, connection: Connection) -> None:
         queue = connection.device.host.get_data_packet_queue(connection.handle)
@@ -764,7 +869,7 @@ class BumbleClient(BaseBleakClient):
             queue.on("flow", on_flow)
             self._flow_waiters.add(flowed)
             try:
-                await self._guard("write without response", flowed)
+                await self._guard("write without response", flowed, awaits_response=False)
             finally:
                 self._flow_waiters.discard(flowed)
                 queue.remove_listener("flow", on_flow)

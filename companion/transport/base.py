@@ -6,6 +6,7 @@ import asyncio
 from abc import ABC, abstractmethod
 
 from ..errors import TransportClosed, TransportError
+from ..phases import Phases, Unrecorded
 
 __all__ = ["Transport", "TransportClosed", "TransportError"]
 
@@ -21,6 +22,8 @@ class Transport(ABC):
         self.address = address
         self._chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.end_reason = "closed"
+        self.phases: Phases = Unrecorded()
+        """Where connecting and each request record their time (``-v`` prints it)."""
 
     def _deliver(self, data: bytes) -> None:
         self._chunks.put_nowait(data)

@@ -20,15 +20,23 @@ transport uses but does not own (closing the transport closes only its connectio
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import re
-from typing import Any
+from typing import Any, Protocol
 
 from protocol.constants import BLE_NAME_PREFIX, BleUuid, PairingState
 
 from ..ble.backend import PLATFORM, BleBackend
+from ..config import KnownBleAddress
 from ..errors import NotPairedError
 from .base import Transport, TransportClosed, TransportError
+
+DIRECT_CONNECT_TIMEOUT = 1.0
+"""Seconds a connection to a band's remembered address may take before the transport scans
+instead: a band advertises every 20-30 ms for its first 30 s after boot or a disconnect, and at
+least every 100 ms after that (firmware_sim/ble_peripheral.py)."""
 
 MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 
@@ -39,6 +47,14 @@ REFUSED_FOR_SECURITY = frozenset({0x05, 0x08, 0x0C, 0x0F})
 def not_paired_message(band: str) -> str:
     """The one line a user sees when a paired-only band refuses a command."""
     return f"{band} accepts commands only from paired devices: press its button, then run handcue pair"
+
+
+class AddressBook(Protocol):
+    """Where the BLE address of each band reached by name is remembered (:class:`companion.config.BleAddressBook`)."""
+
+    def get(self, name: str) -> KnownBleAddress | None: ...
+    def put(self, name: str, known: KnownBleAddress) -> None: ...
+    def forget(self, name: str) -> None: ...
 
 
 class BleTransport(Transport):
@@ -53,37 +69,42 @@ class BleTransport(Transport):
         self.pairing_state: PairingState | None = None
         """What the band said about pairing when we connected (None: a band without pairing support)."""
         self._confirm_writes = False
+        self.address_book: AddressBook | None = None
+        """Remembers the band's address so that the next connect needs no scan; None: always scan."""
 
     @property
     def mtu(self) -> int:
         return self._mtu
 
     async def connect(self, timeout: float) -> None:
-        from bleak import BleakClient, BleakScanner
-        from bleak.exc import BleakError
+        """Connect: straight to the address the band had last time where the backend can
+        (:attr:`address_book`), else after a scan that ends as soon as the band is seen."""
+        with self.phases.phase("imports (bleak)"):
+            from bleak import BleakClient
+            from bleak.exc import BleakError
 
         backend = self.backend
-        scan_timeout = timeout
-        wanted = self.target.casefold()
-        seen: dict[str, None] = {}  # names of the bands seen, for the error when ours is not among them
-
-        def matches(device: Any, advertisement: Any) -> bool:
-            name = advertisement.local_name or device.name or ""
-            if name.startswith(BLE_NAME_PREFIX) or BleUuid.SERVICE in advertisement.service_uuids:
-                seen[name or device.address] = None
-            return wanted in (name.casefold(), str(device.address).casefold())  # a name in another case still matches
-
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         try:
-            device = await BleakScanner.find_device_by_filter(matches, timeout=scan_timeout, **backend.scanner_args())
-            if device is None:
-                bands = f"bands seen: {', '.join(sorted(seen))}" if seen else "no band seen"
-                raise TransportError(f"{self.address}: no band advertising as {self.target} within {scan_timeout:g} s ({bands}; is it on and in range?)")
-            client = BleakClient(device, disconnected_callback=self._on_disconnect, timeout=scan_timeout, backend=backend.client)
-            await client.connect()
+            client = None
+            known = self.address_book.get(self.target) if self.address_book is not None and backend.device_at else None
+            if known is not None:
+                assert backend.device_at is not None
+                device = backend.device_at(known.address, known.address_type, self.target)
+                client = await self._connect_to(BleakClient, device, min(DIRECT_CONNECT_TIMEOUT, timeout), "connect to the known address")
+            if client is None:
+                device = await self._scan(max(deadline - loop.time(), 0.1))
+                client = await self._connect_to(BleakClient, device, max(deadline - loop.time(), 0.1), "connect", failures_pass=False)
+                assert client is not None
+                if self.address_book is not None and backend.address_type_of is not None:
+                    self.address_book.put(self.target, KnownBleAddress(str(device.address), backend.address_type_of(device)))
             self._client = client
-            await client.start_notify(BleUuid.TX, self._on_notify)
+            with self.phases.phase("subscribe to TX"):
+                await client.start_notify(BleUuid.TX, self._on_notify)
             self._mtu = max(20, client.mtu_size - 3)
-            self.pairing_state = await self._read_pairing_state(client)
+            with self.phases.phase("read pairing state"):
+                self.pairing_state = await self._read_pairing_state(client)
             state = self.pairing_state or PairingState(0)
             self._confirm_writes = PairingState.PROTECTED in state and PairingState.TRUSTED not in state
             # A lone delimiter makes the band drop any partial frame it still holds.
@@ -93,12 +114,59 @@ class BleTransport(Transport):
             raise TransportError(f"{self.address}: {exc}") from exc
         except TimeoutError as exc:
             await self.disconnect()
-            raise TransportError(f"{self.address}: connecting timed out after {scan_timeout:g} s") from exc
+            raise TransportError(f"{self.address}: connecting timed out after {timeout:g} s") from exc
         except TransportError:
-            raise
-        except Exception as exc:  # e.g. bumble cannot open the HCI transport
             await self.disconnect()
-            raise TransportError(f"{self.address}: {backend.prefix()}{type(exc).__name__}: {exc}") from exc
+            raise
+        except BaseException as exc:  # cancelled: leave no connection behind
+            await asyncio.shield(self.disconnect())
+            if isinstance(exc, Exception):  # e.g. bumble cannot open the HCI transport
+                raise TransportError(f"{self.address}: {backend.prefix()}{type(exc).__name__}: {exc}") from exc
+            raise
+
+    async def _scan(self, timeout: float) -> Any:
+        """The band named :attr:`target`, found by a scan that stops as soon as it is seen."""
+        from bleak import BleakScanner
+
+        wanted = self.target.casefold()
+        seen: dict[str, None] = {}  # names of the bands seen, for the error when ours is not among them
+
+        def matches(device: Any, advertisement: Any) -> bool:
+            name = advertisement.local_name or device.name or ""
+            if name.startswith(BLE_NAME_PREFIX) or BleUuid.SERVICE in advertisement.service_uuids:
+                seen[name or device.address] = None
+            return wanted in (name.casefold(), str(device.address).casefold())  # a name in another case still matches
+
+        with self.phases.phase("scan until seen"):
+            device = await BleakScanner.find_device_by_filter(matches, timeout=timeout, **self.backend.scanner_args())
+        if device is None:
+            bands = f"bands seen: {', '.join(sorted(seen))}" if seen else "no band seen"
+            raise TransportError(f"{self.address}: no band advertising as {self.target} within {timeout:g} s ({bands}; is it on and in range?)")
+        return device
+
+    async def _connect_to(self, client_class: Any, device: Any, timeout: float, what: str, failures_pass: bool = True) -> Any:
+        """A connected BleakClient for ``device`` (only the HandCue service discovered); with
+        ``failures_pass``, None instead of an error (the caller scans instead)."""
+        from bleak.exc import BleakError
+
+        extra = {"phases": self.phases} if self.backend.records_phases else {}
+        client = client_class(device, disconnected_callback=self._on_disconnect, timeout=timeout, backend=self.backend.client,
+                              services=[BleUuid.SERVICE], **extra)
+        self._client = client  # so that a cancel or a failure disconnects it
+        try:
+            with self.phases.phase(what):
+                await client.connect()
+        except (BleakError, TimeoutError) as exc:
+            if not failures_pass:
+                raise
+            self._client = None
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+            if self.address_book is not None:
+                self.address_book.forget(self.target)
+            logging.getLogger(__name__).debug("%s: %s failed (%s); scanning instead", self.address, what, exc)
+            return None
+        return client
 
     @staticmethod
     async def _read_pairing_state(client: Any) -> PairingState | None:
