@@ -536,6 +536,25 @@ def test_scripted_control_agrees_on_generated_tables(hcue_run, data, script_data
     assert c_lines == simulator_run(data, script, strength)
 
 
+# Found by hypothesis: a one-round loop around two 1 s steps, every cue pattern 0 (one 30 ms segment
+# at 1 %), DONE silent.  Pause at 0, skip to step 2 (its START pattern waits for resume), skip again
+# past the last record: the band goes to finished and the waiting START pattern plays out (SPEC
+# 12.5, 12.6), so the motor must be driven for the segment reported, not left off.
+SKIP_PAST_THE_END_WITH_A_PATTERN_WAITING = (
+    b"HCue\xb7\xbf#\x96\x01\x00\x18\x10L\x00\x03\x00\xd0\x07\x00\x00\x01\x01\x00\xff\x02\x00\x01\x00\x02\x00\x00\x00"
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x01\x01\x00\x01\n\x00\x00\x00\x00\x00\x00\x00\xff\xff\x00\x00\x01\x01\x02\x01\n\x00"
+    b"\x00\x00\x01\x00\x00\xff\xff\x00\x00\x00\x00\x01\x01\x03"
+)
+
+
+def test_skip_past_the_end_while_paused_plays_the_pattern_a_skip_left_waiting(hcue_run):
+    data = SKIP_PAST_THE_END_WITH_A_PATTERN_WAITING
+    script = [(0, "pause"), (0, "skip"), (0, "skip")]
+    expected = ['{"t_ms": 0, "amplitude": 1, "duration_ms": 30, "cue": "start", "pattern": 0, "step": 2, "hand": "left", "finger": null}']
+    [c_lines] = run_batch(hcue_run, [(data, script_text(script))])  # exit 3 if drive() disagrees with the segments
+    assert c_lines == simulator_run(data, script) == expected
+
+
 # --------------------------------------------------------------------------
 # Memory safety
 
