@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import termios
 import time
 import zlib
 from collections.abc import Callable
@@ -400,3 +401,38 @@ def test_data_frames_send_what_they_say():
             if isinstance(body, UploadDataRequest):
                 assert NAUSEA[body.offset : body.offset + len(body.data)] == body.data
             assert not isinstance(body, UploadBeginRequest) or body.crc32 == zlib.crc32(NAUSEA)
+
+
+def test_a_flushed_line_is_not_a_closed_port():
+    """A cable pull flushes the line: the port was readable, then holds nothing, and a raw tty reads 0 bytes.
+
+    That is no end of file: the transport keeps reading (found by the soak: uploads failed with
+    "the port was closed" while the port was open).  A port whose other end is gone still ends.
+    """
+    from companion.transport.base import TransportClosed
+    from companion.transport.serial import SerialTransport
+
+    master, slave = os.openpty()
+    path = os.ttyname(slave)
+
+    async def job():
+        transport = SerialTransport(f"serial:{path}", path)
+        await transport.connect(1.0)
+        try:
+            os.write(master, b"lost")
+            termios.tcflush(slave, termios.TCIOFLUSH)  # the line is flushed after it became readable
+            transport._on_readable()  # the wakeup that finds no bytes
+            os.write(master, b"kept")
+            got = await asyncio.wait_for(transport.receive(), 2)
+            os.close(master)
+            with pytest.raises(TransportClosed, match="the port was closed"):
+                while True:
+                    await asyncio.wait_for(transport.receive(), 2)
+            return got
+        finally:
+            await transport.disconnect()
+
+    try:
+        assert run(job()) == b"kept"
+    finally:
+        os.close(slave)

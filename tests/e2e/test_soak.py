@@ -124,6 +124,7 @@ class Tally:
     request_retries: int = 0
     corrupt: int = 0
     bytes_uploaded: int = 0
+    faults: LinkFaults | None = None
 
     def report(self) -> str:
         lines = [f"soak over {self.transport} (seed {self.seed}, faults {FAULTS}): {self.uploads} uploads, "
@@ -131,6 +132,8 @@ class Tally:
                  f"failed {sum(self.failed.values())}; resumes {self.resumes} ({self.resumed_mid_table} past offset 0); "
                  f"retransmitted data frames {self.retransmissions} (completed uploads); request retries {self.request_retries}; "
                  f"corrupt tables {self.corrupt}"]
+        if self.faults is not None:
+            lines.append(f"  faults injected: {dict(sorted(self.faults.counts.items()))}")
         lines += [f"  failed upload x{n}: {message}" for message, n in self.failed.most_common()]
         lines += [f"  failed attempt x{n}: {message}" for message, n in self.messages.most_common()]
         return "\n".join(lines)
@@ -187,7 +190,7 @@ async def soak(tally: Tally, connect: Callable[[], BandClient], storage: Storage
         assert now is None or decode_table(now) is not None
         held = now
         if (number + 1) % 50 == 0:
-            print(f"  {tally.report().splitlines()[0]}", flush=True)  # progress of a long run (-s)
+            print("  " + "\n  ".join(tally.report().splitlines()), flush=True)  # progress of a long run (-s)
     assert tally.corrupt == 0
 
 
@@ -199,7 +202,8 @@ async def soak_serial(tally: Tally, uploads: int, rng: random.Random) -> None:
     from firmware_sim.serial_port import PtySerialPort
 
     band = _empty_band()
-    port = PtySerialPort(ProtocolHandler(band), faults=LinkFaults(FaultSpec.parse(FAULTS), tally.seed))
+    tally.faults = LinkFaults(FaultSpec.parse(FAULTS), tally.seed)
+    port = PtySerialPort(ProtocolHandler(band), faults=tally.faults)
     server = asyncio.create_task(port.serve())
     try:
         await soak(tally, lambda: BandClient.open(f"serial:{port.path}"), band.storage, uploads, rng)
@@ -214,7 +218,7 @@ async def soak_ble(tally: Tally, uploads: int, rng: random.Random) -> None:
     from firmware_sim.local import LocalBleBand
 
     local = LocalBleBand()
-    local.ble.faults = LinkFaults(FaultSpec.parse(FAULTS), tally.seed)
+    local.ble.faults = tally.faults = LinkFaults(FaultSpec.parse(FAULTS), tally.seed)
     async with local, BumbleCentral(link=local.link) as central:
         await soak(tally, lambda: BandClient.open(BLE_ADDRESS, ble=central.backend), local.band.storage, uploads, rng)
 
