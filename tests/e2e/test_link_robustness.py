@@ -436,3 +436,35 @@ def test_a_flushed_line_is_not_a_closed_port():
         assert run(job()) == b"kept"
     finally:
         os.close(slave)
+
+
+def test_a_link_lost_mid_upload_leaves_no_unretrieved_future():
+    """The soak's log showed "Future exception was never retrieved" for the frames still in flight when a port closed."""
+    import gc
+
+    from companion.transport.base import TransportClosed
+
+    handler = ProtocolHandler(band_with())
+    data_frames = 0
+
+    def lose_the_link(data: bytes) -> bytes:
+        nonlocal data_frames
+        if any(decode_message(m).opcode == Opcode.UPLOAD_DATA for m in FrameParser(1024).feed(data)):
+            data_frames += 1
+            if data_frames == 3:  # a window in flight, no answer yet: the port goes away
+                asyncio.get_running_loop().call_soon(transport._deliver_end, "the port was closed")
+        return data
+
+    transport = Loopback(handler, answers=lambda m: b"" if is_answer(Opcode.UPLOAD_DATA)(m) else m, to_band=lose_the_link)
+    reported: list[dict] = []
+
+    async def job():
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: reported.append(context))
+        with pytest.raises(TransportClosed):
+            await loop_upload(transport, upload_table(4096))
+        gc.collect()
+        await asyncio.sleep(0)
+
+    run(job())
+    assert data_frames >= 3
+    assert [c["message"] for c in reported] == []

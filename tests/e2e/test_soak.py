@@ -44,7 +44,7 @@ ATTEMPTS = 4
 """An upload and up to three runs again, each resuming where the band stopped."""
 UPLOAD_DEADLINE_S = 120.0
 """All attempts of one upload together; passing it means something hung."""
-DEFAULT_SERIAL_UPLOADS = 6
+DEFAULT_SERIAL_UPLOADS = 3
 DEFAULT_BLE_UPLOADS = 2
 BLE_ADDRESS = "ble:HandCue-1A2B"
 
