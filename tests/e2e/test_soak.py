@@ -223,7 +223,8 @@ async def soak_ble(tally: Tally, uploads: int, rng: random.Random) -> None:
         await soak(tally, lambda: BandClient.open(BLE_ADDRESS, ble=central.backend), local.band.storage, uploads, rng)
 
 
-@pytest.mark.parametrize(("transport", "default", "share"), [("serial", DEFAULT_SERIAL_UPLOADS, 1), ("ble", DEFAULT_BLE_UPLOADS, 5)])
+@pytest.mark.parametrize(("transport", "default", "share"), [("serial", DEFAULT_SERIAL_UPLOADS, 1), ("ble", DEFAULT_BLE_UPLOADS, 5)],
+                         ids=["serial", "ble"])
 def test_soak_uploads_through_a_faulty_link(request, transport, default, share):
     seed = soak_seed()
     print(f"soak over {transport}: seed {seed} (replay with HANDCUE_SOAK_SEED={seed})")
