@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import DOC_PATH, REPO, Report, md_table
 
-MODULES = ("compactness", "serial_upload", "ble_upload", "simulator", "companion_cli", "cold_start")
+MODULES = ("compactness", "serial_upload", "ble_upload", "simulator", "companion_cli", "cold_start", "ble_pairing", "ble_fleet")
 
 
 def machine() -> dict[str, str]:

@@ -6,7 +6,8 @@ Every command goes through :class:`HandCueGroup`, which turns any
 matplotlib) are imported inside the commands that need them.
 
 This module defines the group and the routine and table commands; the band
-commands (:mod:`companion.cli_band`) and the visual ones
+commands (:mod:`companion.cli_band`, several bands through :mod:`companion.cli_fleet`),
+pairing (:mod:`companion.cli_pairing`) and the visual ones
 (:mod:`companion.cli_visual`) are defined there, without importing this
 module, and added to the group here.
 """
@@ -24,7 +25,7 @@ import click
 
 from protocol.errors import HandCueError
 
-from . import cli_band, cli_visual
+from . import cli_band, cli_pairing, cli_settings, cli_visual
 from .cli_common import EXIT_INVALID, JSON_MODE, QUIET_MODE, complete_routine, emit_json, fail, json_option, say
 
 
@@ -199,7 +200,8 @@ def compile_command(routine: str, output: Path, no_names: bool, as_json: bool) -
 @click.argument("table", metavar="TABLE|ROUTINE", shell_complete=complete_routine)
 @json_option
 @click.option("--timeline", is_flag=True, help="List every motor event the band will produce.")
-def inspect(table: str, as_json: bool, timeline: bool) -> None:
+@click.option("--strength", type=click.IntRange(20, 100), default=100, show_default=True, metavar="PERCENT", help="The band's cue strength, for --timeline.")
+def inspect(table: str, as_json: bool, timeline: bool, strength: int) -> None:
     """Decode a step table (.hcue; a routine is compiled first) and show it."""
     from . import render
     from .tables import load_table_or_routine
@@ -207,7 +209,7 @@ def inspect(table: str, as_json: bool, timeline: bool) -> None:
     data = load_table_or_routine(table)
     if timeline:
         # Streamed: a table of a few bytes can play for weeks, and `| head` wants only the start.
-        events = render.timeline(data)
+        events = render.timeline(data, strength)
         out = click.get_text_stream("stdout")
         if as_json:
             out.writelines(render.timeline_json_chunks(events))
@@ -282,7 +284,7 @@ def config_path() -> None:
     click.echo(str(path()))
 
 
-for _command in (*cli_band.COMMANDS, *cli_visual.COMMANDS):
+for _command in (*cli_band.COMMANDS, cli_pairing.pair, cli_pairing.unpair, *cli_settings.COMMANDS, *cli_visual.COMMANDS):
     cli.add_command(_command)
 
 

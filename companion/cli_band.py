@@ -22,7 +22,8 @@ import click
 
 from protocol.errors import HandCueError
 
-from .cli_common import address_option, complete_routine, emit_json, json_option, quiet, run, say
+from .cli_common import address_option, ble_options, complete_routine, emit_json, json_option, quiet, run, say, targets_option, timeout_option
+from .cli_fleet import is_fleet
 
 if TYPE_CHECKING:  # the CLI imports asyncio and the protocol stack only when a command runs
     import asyncio
@@ -33,20 +34,16 @@ if TYPE_CHECKING:  # the CLI imports asyncio and the protocol stack only when a 
 
 T = TypeVar("T")
 
-timeout_option = click.option("--timeout", type=click.FloatRange(min=0.1), default=None,
-                              help="Upper bound in seconds on every wait for the band "
-                                   "[default: 3; 15 for the flash work of upload begin/commit and erase].")
-hci_option = click.option("--hci", envvar="HANDCUE_HCI", metavar="TRANSPORT",
-                          help="Route BLE through bumble on this HCI transport instead of the OS stack (env HANDCUE_HCI).")
 
 
-async def with_band(address: str, timeout: float | None, job: Callable[[BandClient], Awaitable[T]], hci: str | None = None) -> T:
-    """Run ``job`` on the band at ``address``; BLE goes through bumble on ``hci`` if given."""
+async def with_band(address: str, timeout: float | None, job: Callable[[BandClient], Awaitable[T]], hci: str | None = None,
+                    ble_backend: str | None = None) -> T:
+    """Run ``job`` on the band at ``address``; BLE goes through the backend ``ble_backend`` names, else bumble on ``hci`` if given."""
     from .ble import ble_backend_for
     from .client import BandClient
     from .config import remember_bands
 
-    async with ble_backend_for(hci) as ble, BandClient.open(address, timeout=timeout, ble=ble) as client:
+    async with ble_backend_for(hci, backend=ble_backend) as ble, BandClient.open(address, timeout=timeout, ble=ble) as client:
         remember_bands([address])  # offered by shell completion of --to
         return await job(client)
 
@@ -92,19 +89,26 @@ def describe_status(status: BandStatus, numbers: Mapping[int, int] | None = None
 
 @click.command()
 @address_option
-@timeout_option
+@timeout_option()
 @json_option
-@hci_option
-def info(address: str, timeout: float | None, as_json: bool, hci: str | None) -> None:
-    """Show the band's id, firmware, battery, limits and active routine."""
-    band = run(with_band(address, timeout, lambda c: c.info(), hci))
+@ble_options
+def info(address: str, timeout: float | None, as_json: bool, hci: str | None, ble_backend: str | None) -> None:
+    """Show the band's id, firmware, battery, limits, active routine and who may command it."""
+
+    async def job(client: BandClient) -> tuple[Any, str]:
+        from .ble.pairing import security_line
+
+        return await client.info(), security_line(client.transport)
+
+    band, security = run(with_band(address, timeout, job, hci, ble_backend))
     if as_json:
-        emit_json(band.to_json())
+        emit_json({**band.to_json(), "security": security})
         return
     routine = f"{band.routine_name or '(unnamed)'} ({band.routine_size} bytes, CRC-32 0x{band.routine_crc32:08X})" if band.routine_crc32 is not None else "none"
     click.echo(f"band {band.band_id:04X}: firmware {band.firmware}, protocol {band.protocol_version}, battery {band.battery}%, {band.state_text}")
     click.echo(f"routine: {routine}")
     click.echo(f"limits: table {band.max_table} bytes, frame {band.max_frame} bytes, upload window {band.window}")
+    click.echo(f"security: {security}")
 
 
 async def step_numbers_of(client: BandClient) -> dict[int, int] | None:
@@ -119,20 +123,25 @@ async def step_numbers_of(client: BandClient) -> dict[int, int] | None:
     return step_numbers(decode_table(data)) if data is not None else None
 
 
-def _control(name: str, help_text: str, action: Callable[..., Awaitable[BandStatus]], *options: Callable[[Any], Any]) -> click.Command:
-    """A session command: ``action(band, **values of options)``."""
+def _control(name: str, help_text: str, action: Callable[..., Awaitable[BandStatus]], *options: Callable[[Any], Any], several: bool = False) -> click.Command:
+    """A session command: ``action(band, **values of options)``; with ``several``, ``--to`` may name several bands (or a pattern)."""
 
     async def job(client: BandClient, as_json: bool, extra: dict[str, Any]) -> tuple[BandStatus, dict[int, int] | None]:
         status = await action(client, **extra)
         return status, (await step_numbers_of(client) if status.step is not None and not as_json else None)
 
     @click.command(name=name, help=help_text)
-    @address_option
-    @timeout_option
+    @(targets_option if several else address_option)
+    @timeout_option()
     @json_option
-    @hci_option
-    def command(address: str, timeout: float | None, as_json: bool, hci: str | None, **extra: Any) -> None:
-        status, numbers = run(with_band(address, timeout, lambda c: job(c, as_json, extra), hci))
+    @ble_options
+    def command(timeout: float | None, as_json: bool, hci: str | None, ble_backend: str | None, **extra: Any) -> None:
+        targets: tuple[str, ...] = extra.pop("targets") if several else (extra.pop("address"),)
+        if several and is_fleet(targets):
+            from .cli_fleet import fleet_command
+
+            sys.exit(run(fleet_on_backend(hci, ble_backend, lambda ble: fleet_command(list(targets), name, ble, timeout=timeout, as_json=as_json))))
+        status, numbers = run(with_band(targets[0], timeout, lambda c: job(c, as_json, extra), hci, ble_backend))
         emit_json(status.to_json()) if as_json else click.echo(describe_status(status, numbers))
 
     for option in options:
@@ -147,40 +156,40 @@ def _skip(band: BandClient, whole_step: bool) -> Awaitable[BandStatus]:
 
 
 CONTROLS = (
-    _control("start", "Start the band's routine from the beginning.", lambda band: band.start()),
+    _control("start", "Start the band's routine from the beginning (on every band --to names).", lambda band: band.start(), several=True),
     _control("pause", "Pause the routine; the remaining time is kept.", lambda band: band.pause()),
     _control("resume", "Resume a paused routine.", lambda band: band.resume()),
     _control("skip", "Skip to the next finger, hand or round (with --step: past the whole step).", _skip,
              click.option("--step", "whole_step", is_flag=True, help="Skip the whole step, with every finger or hand left in it.")),
-    _control("stop", "Stop the routine.", lambda band: band.stop()),
+    _control("stop", "Stop the routine (on every band --to names).", lambda band: band.stop(), several=True),
     _control("status", "Show what the band is doing.", lambda band: band.status()),
 )
 
 
 @click.command()
 @address_option
-@timeout_option
+@timeout_option()
 @json_option
-@hci_option
-def erase(address: str, timeout: float | None, as_json: bool, hci: str | None) -> None:
+@ble_options
+def erase(address: str, timeout: float | None, as_json: bool, hci: str | None, ble_backend: str | None) -> None:
     """Remove the band's routine."""
-    run(with_band(address, timeout, lambda c: c.erase(), hci))
+    run(with_band(address, timeout, lambda c: c.erase(), hci, ble_backend))
     emit_json({"erased": True, "address": address}) if as_json else say("erased")
 
 
 @click.command()
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True, help="Seconds to listen.")
+@timeout_option(5.0, "Seconds to listen.")
 @json_option
-@hci_option
-def scan(timeout: float, as_json: bool, hci: str | None) -> None:
+@ble_options
+def scan(timeout: float, as_json: bool, hci: str | None, ble_backend: str | None) -> None:
     """List bands advertising nearby (name, address, RSSI, battery)."""
     from .config import remember_bands
     from .errors import TransportError
 
     try:
-        bands = run(find_bands(timeout, hci))
+        bands = run(find_bands(timeout, hci, ble_backend))
     except TransportError as exc:
-        if hci:
+        if hci or ble_backend:
             raise
         raise TransportError(f"{exc}\n{NO_BLUETOOTH_HINT}") from exc
     remember_bands([band.band_address for band in bands])
@@ -200,11 +209,11 @@ NO_BLUETOOTH_HINT = (
 )
 
 
-async def find_bands(timeout: float, hci: str | None) -> list[FoundBand]:
+async def find_bands(timeout: float, hci: str | None, ble_backend: str | None = None) -> list[FoundBand]:
     from .ble import ble_backend_for
     from .discovery import scan_bands
 
-    async with ble_backend_for(hci) as ble:
+    async with ble_backend_for(hci, backend=ble_backend) as ble:
         return await scan_bands(timeout, ble)
 
 
@@ -268,20 +277,39 @@ async def upload_table(client: BandClient, data: bytes, label: str, as_json: boo
 
 @click.command()
 @click.argument("routine_or_table", metavar="ROUTINE|TABLE", shell_complete=complete_routine)
-@address_option
-@timeout_option
+@targets_option
+@timeout_option()
 @json_option
-@hci_option
+@ble_options
 @click.option("--no-names", is_flag=True, help="Compile without the name section.")
-def upload(routine_or_table: str, address: str, timeout: float | None, as_json: bool, hci: str | None, no_names: bool) -> None:
-    """Upload a routine (compiled first) or a .hcue table to the band.
+def upload(routine_or_table: str, targets: tuple[str, ...], timeout: float | None, as_json: bool, hci: str | None, ble_backend: str | None,
+           no_names: bool) -> None:
+    """Upload a routine (compiled first) or a .hcue table to the band, or to every band --to names at once.
 
     An interrupted upload of the same table continues where the band stopped.
+    With several bands: one progress line per band, then a summary table; exit 1 if any failed.
     """
     from .tables import load_table_or_routine
 
     data = load_table_or_routine(routine_or_table, names=not no_names)
-    run(with_band(address, timeout, lambda c: upload_table(c, data, f"upload to {address}", as_json), hci))
+    if is_fleet(targets):
+        from .cli_fleet import fleet_upload
+        from .config import remember_table
+
+        code = run(fleet_on_backend(hci, ble_backend, lambda ble: fleet_upload(list(targets), data, ble, timeout=timeout, as_json=as_json,
+                                                                              silent=quiet())))
+        remember_table(data)
+        sys.exit(code)
+    address = targets[0]
+    run(with_band(address, timeout, lambda c: upload_table(c, data, f"upload to {address}", as_json), hci, ble_backend))
+
+
+async def fleet_on_backend(hci: str | None, ble_backend: str | None, job: Callable[[Any], Awaitable[int]]) -> int:
+    """Run a fleet ``job`` on one BLE backend shared by every band; its exit code."""
+    from .ble import ble_backend_for
+
+    async with ble_backend_for(hci, backend=ble_backend) as ble:
+        return await job(ble)
 
 
 # --------------------------------------------------------------------------
@@ -323,17 +351,17 @@ async def follow_json(client: BandClient, out: TextIO | None = None) -> BandStat
 
 @click.command()
 @address_option
-@timeout_option
+@timeout_option()
 @json_option
-@hci_option
-def follow(address: str, timeout: float | None, as_json: bool, hci: str | None) -> None:
+@ble_options
+def follow(address: str, timeout: float | None, as_json: bool, hci: str | None, ble_backend: str | None) -> None:
     """Live view of the session; exits 0 when the routine finishes (--json: one JSON object per event).
 
     On a terminal, keys control the band: space pauses or resumes, n skips to
     the next finger, hand or round, s stops the routine, q quits following
     (the band goes on playing).
     """
-    run(with_band(address, timeout, lambda c: follow_json(c) if as_json else follow_with_keys(c), hci))
+    run(with_band(address, timeout, lambda c: follow_json(c) if as_json else follow_with_keys(c), hci, ble_backend))
 
 
 async def follow_with_keys(client: BandClient) -> BandStatus:
@@ -416,7 +444,7 @@ async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, 
 @click.option("--speed", type=click.FloatRange(min=0.1), default=40.0, show_default=True, help="How many times faster than real time.")
 @click.option("--baud", type=click.IntRange(min=300), help="Pace the simulated serial line to this baud rate.")
 @click.option("--ble", is_flag=True, help="Run the demo over Bluetooth LE (bumble virtual link) instead of serial.")
-@timeout_option
+@timeout_option()
 def demo(routine: str, speed: float, baud: int | None, ble: bool, timeout: float | None) -> None:
     """Start a simulated band, upload a routine, play it and follow it live."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -24,6 +24,7 @@ QUIET_MODE = "handcue.quiet"
 """Key in ``meta``: ``-q/--quiet`` was given."""
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _meta(key: str) -> bool:
@@ -148,10 +149,51 @@ class AddressOption(click.Option):
         return record[0], f"{record[1]}  {extra}"
 
 
-address_option = click.option(
-    "--to", "address", cls=AddressOption, callback=resolve_address, metavar="ADDR", shell_complete=complete_band,
-    help="Band address: serial:/dev/ttyUSB0[?baud=N] (or just /dev/ttyUSB0, COM3) or ble:HandCue-1A2B. "
-         "Default: HANDCUE_ADDRESS, else `handcue config set address ADDR`.")
+def resolve_addresses(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """Several ``--to``: each checked as :func:`resolve_address` does; none given means the default band."""
+    if not values:
+        return (resolve_address(ctx, param, None),)
+    return tuple(dict.fromkeys(resolve_address(ctx, param, value) for value in values))
+
+
+ADDRESS_HELP = ("Band address: serial:/dev/ttyUSB0[?baud=N] (or just /dev/ttyUSB0, COM3) or ble:HandCue-1A2B. "
+                "Default: HANDCUE_ADDRESS, else `handcue config set address ADDR`.")
+SEVERAL_HELP = " Repeat it, or give a pattern over a scan such as 'ble:HandCue-*', for several bands at once."
+
+
+def to_option(*, several: bool = False, help: str = ADDRESS_HELP) -> Callable[[F], F]:
+    """``--to``, the one definition: a band address (or with ``several``, a tuple of them or of patterns),
+    defaulting to HANDCUE_ADDRESS or the config file."""
+    if several:
+        return click.option("--to", "targets", cls=AddressOption, multiple=True, callback=resolve_addresses, metavar="ADDR",
+                            shell_complete=complete_band, help=help + SEVERAL_HELP)
+    return click.option("--to", "address", cls=AddressOption, callback=resolve_address, metavar="ADDR", shell_complete=complete_band, help=help)
+
+
+address_option = to_option()
+"""``--to ADDR``: one band."""
+targets_option = to_option(several=True)
+"""``--to ADDR`` repeated, or a pattern: several bands (``targets``, a tuple)."""
+
+TIMEOUT_HELP = "Upper bound in seconds on every wait for the band [default: 3; 15 for the flash work of upload begin/commit and erase]."
+
+
+def timeout_option(default: float | None = None, help: str = TIMEOUT_HELP) -> Callable[[F], F]:
+    """``--timeout SECONDS``, the one definition (a command may give its own default and meaning)."""
+    return click.option("--timeout", type=click.FloatRange(min=0.1), default=default, show_default=default is not None, help=help)
+
+
+hci_option = click.option("--hci", envvar="HANDCUE_HCI", metavar="TRANSPORT",
+                          help="Route BLE through bumble on this HCI transport instead of the OS stack (env HANDCUE_HCI).")
+ble_backend_option = click.option(
+    "--ble-backend", envvar="HANDCUE_BLE_BACKEND", metavar="MODULE:ATTR",
+    help="Any bleak backend, named as module:attribute (a bleak client class, a BleBackend or a factory of one), "
+         "e.g. for ESPHome Bluetooth proxies; wins over --hci (env HANDCUE_BLE_BACKEND).")
+
+
+def ble_options(command: F) -> F:
+    """``--hci`` and ``--ble-backend``: how a BLE-capable command reaches the air."""
+    return hci_option(ble_backend_option(command))
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:

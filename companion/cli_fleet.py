@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from .ble.backend import BleBackend
-from .fleet import BandResult, command_to_many, expand_targets, summary_table, upload_to_many
+if TYPE_CHECKING:  # `handcue --help` imports this module: the fleet library (and the protocol stack) only when a command runs
+    from .ble.backend import BleBackend
+    from .fleet import BandResult
 
-__all__ = ["fleet_command", "fleet_upload", "is_fleet", "to_option"]
+__all__ = ["fleet_command", "fleet_upload", "is_fleet"]
 
-to_option = click.option("--to", "targets", multiple=True, required=True, metavar="ADDRESS",
-                         help="A band (serial:PATH, ble:NAME, ble:ADDRESS); repeat it, or give a pattern such as 'ble:HandCue-*', for several.")
+SCAN_TIMEOUT = 3.0
+"""Seconds a pattern's scan listens (``--timeout``, when given, instead)."""
 
 
 def is_fleet(targets: tuple[str, ...] | list[str]) -> bool:
@@ -65,6 +66,8 @@ class FleetProgress:
 
 
 def _report(results: list[BandResult], as_json: bool) -> int:
+    from .fleet import summary_table
+
     if as_json:
         click.echo(json.dumps([result.to_json() for result in results], indent=2))
     else:
@@ -75,18 +78,24 @@ def _report(results: list[BandResult], as_json: bool) -> int:
     return 1 if failed else 0
 
 
-async def fleet_upload(targets: list[str], data: bytes, ble: BleBackend, *, timeout: float, as_json: bool = False, scan_timeout: float = 3.0) -> int:
-    """Upload ``data`` to every band ``targets`` name; print progress and the summary; the exit code."""
-    addresses = await expand_targets(targets, ble, scan_timeout=scan_timeout)
+async def fleet_upload(targets: list[str], data: bytes, ble: BleBackend, *, timeout: float | None = None, as_json: bool = False,
+                       scan_timeout: float | None = None, silent: bool = False) -> int:
+    """Upload ``data`` to every band ``targets`` name; print progress (none with ``silent`` or ``as_json``) and the summary; the exit code."""
+    from .fleet import expand_targets, upload_to_many
+
+    addresses = await expand_targets(targets, ble, scan_timeout=scan_timeout or SCAN_TIMEOUT)
     progress = FleetProgress(addresses)
     try:
-        results = await upload_to_many(addresses, data, ble=ble, timeout=timeout, progress=None if as_json else progress)
+        results = await upload_to_many(addresses, data, ble=ble, timeout=timeout, progress=None if as_json or silent else progress)
     finally:
         progress.close()
     return _report(results, as_json)
 
 
-async def fleet_command(targets: list[str], command: str, ble: BleBackend, *, timeout: float, as_json: bool = False, scan_timeout: float = 3.0) -> int:
+async def fleet_command(targets: list[str], command: str, ble: BleBackend, *, timeout: float | None = None, as_json: bool = False,
+                        scan_timeout: float | None = None) -> int:
     """Send ``command`` (start, stop, ...) to every band ``targets`` name; print the summary; the exit code."""
-    addresses = await expand_targets(targets, ble, scan_timeout=scan_timeout)
+    from .fleet import command_to_many, expand_targets
+
+    addresses = await expand_targets(targets, ble, scan_timeout=scan_timeout or SCAN_TIMEOUT)
     return _report(await command_to_many(addresses, command, ble=ble, timeout=timeout), as_json)

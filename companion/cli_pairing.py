@@ -12,22 +12,15 @@ the operating system's stack, the operating system keeps them.
 
 from __future__ import annotations
 
-import asyncio
-import json
-
 import click
+
+from .cli_common import ble_options, emit_json, json_option, run, timeout_option, to_option
 
 TIMEOUT_S = 15.0
 
-to_option = click.option("--to", "address", required=True, metavar="ble:NAME", help="The band: ble:HandCue-1A2B or ble:AA:BB:CC:DD:EE:FF.")
-hci_option = click.option("--hci", envvar="HANDCUE_HCI", metavar="TRANSPORT",
-                          help="Route BLE through bumble on this HCI transport instead of the OS stack (env HANDCUE_HCI).")
-timeout_option = click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=TIMEOUT_S, show_default=True,
-                              help="Seconds to find the band and to pair.")
-json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-ble_backend_option = click.option("--ble-backend", envvar="HANDCUE_BLE_BACKEND", metavar="MODULE:ATTR",
-                                  help="Any bleak backend, named as module:attribute (a bleak client class, a BleBackend or a "
-                                       "factory of one), e.g. for ESPHome Bluetooth proxies; wins over --hci (env HANDCUE_BLE_BACKEND).")
+ble_address_option = to_option(help="The band: ble:HandCue-1A2B or ble:AA:BB:CC:DD:EE:FF. "
+                                    "Default: HANDCUE_ADDRESS, else `handcue config set address ADDR`.")
+pairing_timeout_option = timeout_option(TIMEOUT_S, "Seconds to find the band and to pair.")
 
 
 def _ble_target(address: str) -> str:
@@ -60,16 +53,15 @@ async def _unpair(address: str, hci: str | None, timeout: float, ble_backend: st
 
 
 @click.command()
-@to_option
-@hci_option
-@ble_backend_option
-@timeout_option
+@ble_address_option
+@ble_options
+@pairing_timeout_option
 @json_option
 def pair(address: str, hci: str | None, ble_backend: str | None, timeout: float, as_json: bool) -> None:
-    """Bond with a band (press its button first); it then takes commands only from paired devices."""
-    result = asyncio.run(_pair(address, hci, timeout, ble_backend))
+    """Bond with a band over BLE (press its button first); it then takes commands only from paired devices."""
+    result = run(_pair(address, hci, timeout, ble_backend))
     if as_json:
-        click.echo(json.dumps(result))
+        emit_json(result)
     elif result["already"]:
         click.echo(f"{result['band']}: already paired with this device")
     else:
@@ -77,16 +69,15 @@ def pair(address: str, hci: str | None, ble_backend: str | None, timeout: float,
 
 
 @click.command()
-@to_option
-@hci_option
-@ble_backend_option
-@timeout_option
+@ble_address_option
+@ble_options
+@pairing_timeout_option
 @json_option
 def unpair(address: str, hci: str | None, ble_backend: str | None, timeout: float, as_json: bool) -> None:
     """Make a band and this device forget each other."""
-    result = asyncio.run(_unpair(address, hci, timeout, ble_backend))
+    result = run(_unpair(address, hci, timeout, ble_backend))
     if as_json:
-        click.echo(json.dumps(result))
+        emit_json(result)
     elif result["band_forgot_us"]:
         click.echo(f"{result['band']}: unpaired on both sides")
     else:

@@ -37,6 +37,10 @@ from protocol.messages import (
     PauseRequest,
     Request,
     ResumeRequest,
+    SetSettingsRequest,
+    SetTimeRequest,
+    SettingsRequest,
+    SettingsResponse,
     SkipRequest,
     StartRequest,
     StatusReport,
@@ -50,6 +54,7 @@ from protocol.messages import (
     decode_message,
     encode_request,
 )
+from protocol.strength import check_strength
 from protocol.table import check_table_header
 
 from .ble.backend import BleBackend
@@ -416,6 +421,21 @@ class BandClient:
 
     async def stop(self) -> BandStatus:
         return await self.request(StopRequest())
+
+    async def settings(self) -> SettingsResponse:
+        """The band's stored settings (cue strength)."""
+        return await self.request(SettingsRequest(), what="SETTINGS")
+
+    async def set_strength(self, strength: int) -> SettingsResponse:
+        """Store the band's cue strength, % (20 to 100); the band may erase a flash sector to store it."""
+        check_strength(strength)
+        return await self.request(SetSettingsRequest(strength=strength), timeout=self.commit_timeout, what="SET_SETTINGS (cue strength)")
+
+    async def set_time(self, unix_ms: int | None = None) -> None:
+        """Set the band's wall clock (default: this computer's), so its session history carries Unix times."""
+        import time
+
+        await self.request(SetTimeRequest(unix_ms=time.time_ns() // 1_000_000 if unix_ms is None else unix_ms), what="SET_TIME")
 
     async def erase(self) -> None:
         await self.request(EraseRequest(), timeout=self.commit_timeout, what="ERASE")

@@ -21,7 +21,7 @@ from typing import Any
 from protocol.errors import HandCueError
 
 from .ble.backend import PLATFORM, BleBackend
-from .client import DEFAULT_TIMEOUT, BandClient
+from .client import BandClient
 
 __all__ = ["BandResult", "command_to_many", "expand_targets", "summary_table", "upload_to_many"]
 
@@ -52,6 +52,7 @@ class BandResult:
 
 
 def is_pattern(target: str) -> bool:
+    """Whether a ``--to`` value is a pattern over a scan (``ble:HandCue-*``)."""
     return target.startswith("ble:") and any(character in target for character in PATTERN_CHARACTERS)
 
 
@@ -80,7 +81,7 @@ async def expand_targets(targets: list[str], ble: BleBackend = PLATFORM, *, scan
 
 
 async def _on_each(
-    addresses: list[str], job: Callable[[str, BandClient, Callable[[int], None]], Awaitable[str | None]], ble: BleBackend, timeout: float
+    addresses: list[str], job: Callable[[str, BandClient, Callable[[int], None]], Awaitable[str | None]], ble: BleBackend, timeout: float | None
 ) -> list[BandResult]:
     async def one(address: str) -> BandResult:
         started = time.perf_counter()
@@ -101,7 +102,7 @@ async def _on_each(
 
 
 async def upload_to_many(
-    addresses: list[str], data: bytes, *, ble: BleBackend = PLATFORM, timeout: float = DEFAULT_TIMEOUT, progress: FleetProgress | None = None
+    addresses: list[str], data: bytes, *, ble: BleBackend = PLATFORM, timeout: float | None = None, progress: FleetProgress | None = None
 ) -> list[BandResult]:
     """Upload ``data`` to every band at once; one result per band, in the order given."""
 
@@ -118,7 +119,7 @@ async def upload_to_many(
     return await _on_each(addresses, job, ble, timeout)
 
 
-async def command_to_many(addresses: list[str], command: str, *, ble: BleBackend = PLATFORM, timeout: float = DEFAULT_TIMEOUT) -> list[BandResult]:
+async def command_to_many(addresses: list[str], command: str, *, ble: BleBackend = PLATFORM, timeout: float | None = None) -> list[BandResult]:
     """Send ``command`` (``start``, ``stop``, ``pause``, ``resume``, ``skip``) to every band at once."""
     from protocol.messages import PauseRequest, ResumeRequest, SkipRequest, StartRequest, StopRequest
 

@@ -49,9 +49,9 @@ def left_text(ms: int) -> str:
     return format_ms(-(-ms // 1000) * 1000)
 
 
-def timeline(data: bytes) -> Iterator[MotorEvent]:
+def timeline(data: bytes, strength: int = 100) -> Iterator[MotorEvent]:
     """Motor events of the table bytes, as a stream (a table of a few bytes can play for weeks)."""
-    return table_timeline(decode_table(data))
+    return table_timeline(decode_table(data), strength)
 
 
 def count_cues(table: StepTable) -> int:

@@ -313,6 +313,8 @@ STATUS_FIELDS = (
 REQUEST_FIELDS: dict[Opcode, tuple] = {opcode: () for opcode in Opcode}
 REQUEST_FIELDS[Opcode.UPLOAD_BEGIN] = (("length", 4), ("crc32", 4))
 REQUEST_FIELDS[Opcode.UPLOAD_DATA] = (("offset", 4), ("data", "rest"))
+REQUEST_FIELDS[Opcode.SET_SETTINGS] = (("strength", 1),)
+REQUEST_FIELDS[Opcode.SET_TIME] = (("unix_ms", 8),)
 RESPONSE_FIELDS: dict[Opcode, tuple] = {
     Opcode.INFO: (
         ("band_id", 4), ("firmware.major", 1), ("firmware.minor", 1), ("firmware.patch", 1), ("protocol_version", 1),
@@ -324,6 +326,9 @@ RESPONSE_FIELDS: dict[Opcode, tuple] = {
     Opcode.UPLOAD_COMMIT: (("crc32", 4), ("total_ms", 4)),
     Opcode.ERASE: (),
     **{opcode: STATUS_FIELDS for opcode in (Opcode.START, Opcode.PAUSE, Opcode.RESUME, Opcode.SKIP, Opcode.STOP, Opcode.STATUS)},
+    Opcode.SETTINGS: (("strength", 1),),
+    Opcode.SET_SETTINGS: (("strength", 1),),
+    Opcode.SET_TIME: (),
 }
 NOTIFICATION_FIELDS = {Opcode.STATUS: STATUS_FIELDS}
 HANDS_WIRE_TEXT = ("none", "left", "right")
@@ -629,7 +634,7 @@ def transfer_examples() -> None:
         ("ERASE while a routine plays", erase),
         ("UPLOAD_COMMIT while a routine plays, no upload", encode_request(UploadCommitRequest(), 15)),
         ("protocol version 2", bytes([2, MessageKind.REQUEST, Opcode.STATUS, 16])),
-        ("opcode 0x0C (unknown)", bytes([PROTOCOL_VERSION, MessageKind.REQUEST, 0x0C, 17])),
+        ("opcode 0x0F (unknown)", bytes([PROTOCOL_VERSION, MessageKind.REQUEST, 0x0F, 17])),
         ("UPLOAD_BEGIN with 3 of its 8 body bytes", encode_request(UploadBeginRequest(length=len(without), crc32=crc), 18)[:7]),
         ("INFO with a trailing byte", encode_request(InfoRequest(), 19) + b"\x00"),
         ("2 bytes (shorter than the header)", bytes([PROTOCOL_VERSION, MessageKind.REQUEST])),

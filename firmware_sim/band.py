@@ -12,19 +12,26 @@ paused, measured from the start of the session.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
 from protocol.constants import BandState, CueKind, SkipScope, Status, TechniqueCode
 from protocol.errors import band_error
 from protocol.messages import StatusReport
+from protocol.table import decode_table
 from protocol.timeline import Cue, MotorEvent
 
 from .clock import Clock
+from .faults import FlashError
+from .history import ClockKind, Outcome, Session
 from .interpreter import Interpreter, RunState
 from .motor import Motor
 from .storage import Storage
+
+logger = logging.getLogger(__name__)
 
 Listener = Callable[[dict[str, Any]], None]
 
@@ -36,6 +43,20 @@ class Button(Enum):
     LONG_PRESS = "long"
 
 
+@dataclass
+class _Session:
+    """What the band counts while a session is under way, for its history record."""
+
+    start_ms: int
+    pauses: int = 0
+    skips: int = 0
+    paused_ms: int = 0
+    steps: int = 0
+    iterations: int = 0
+    position: tuple[int, int, int] | None = None
+    """(record, iteration, routine time it began) of the step iteration playing."""
+
+
 class Band:
     """A simulated HandCue band."""
 
@@ -45,7 +66,11 @@ class Band:
         self.band_id = band_id
         self.battery_percent = battery_percent
         self.listeners: list[Listener] = []
-        self.motor = Motor(self._motor_event)
+        self.motor = Motor(self._motor_event, strength=storage.settings.strength)
+        self._session: _Session | None = None
+        self._wall_offset: int | None = None
+        """Unix time in ms minus band time, once a companion set the clock (SET_TIME); kept in RAM only."""
+        self._paused_since = 0
         self.interpreter: Interpreter | None = None
         self._origin = 0
         self._paused_at = 0
@@ -98,7 +123,10 @@ class Band:
             self.interpreter.advance(t)
         if self.interpreter.state != RunState.PAUSED:
             self.motor.advance(t)
+        self._observe()
         if self.interpreter.state != was:
+            if self.interpreter.state == RunState.FINISHED:
+                self._end_session(Outcome.FINISHED)
             self.announce_state()
 
     def next_deadline(self) -> int | None:
@@ -127,6 +155,7 @@ class Band:
         self.motor.cut(self.routine_ms())
         # Storage hands out only tables it verified (at commit and again at boot).
         self.interpreter = Interpreter(data, self._cue, verified=True) if data is not None else None
+        self.routine_name = decode_table(data).name if data is not None else ""
 
     def _require(self, *states: RunState) -> Interpreter:
         if self.interpreter is None:
@@ -138,11 +167,16 @@ class Band:
 
     def start(self) -> None:
         interpreter = self._require(RunState.IDLE, RunState.FINISHED, RunState.RUNNING, RunState.PAUSED)
+        if interpreter.state in (RunState.RUNNING, RunState.PAUSED):
+            self.process()
+            self._end_session(Outcome.RESTARTED)
         self.motor.cut(self.routine_ms())
         self._origin = self.clock.now_ms()
         self.cue_count = 0
         self.last_cue = None
+        self._session = _Session(start_ms=self._origin)
         interpreter.start()
+        self._observe()
         self.announce_state()
         self.process()
         self.poke()
@@ -154,11 +188,16 @@ class Band:
         self._paused_at = self.routine_ms(now)
         self.motor.cut(self._paused_at)
         interpreter.pause()
+        self._paused_since = now
+        if self._session is not None:
+            self._session.pauses += 1
         self.announce_state()
         self.poke()
 
     def resume(self) -> None:
         interpreter = self._require(RunState.PAUSED)
+        if self._session is not None:
+            self._session.paused_ms += self.clock.now_ms() - self._paused_since
         self._origin = self.clock.now_ms() - self._paused_at
         interpreter.resume()
         self.announce_state()
@@ -172,13 +211,21 @@ class Band:
         t = self.routine_ms(now)
         was = interpreter.state
         interpreter.skip(t, scope)
+        if self._session is not None:
+            self._session.skips += 1
+        self._observe()
         if interpreter.state == RunState.FINISHED and was == RunState.PAUSED:
             self._origin = self.clock.now_ms() - t  # the done cue plays now
+        if interpreter.state == RunState.FINISHED:
+            self._end_session(Outcome.FINISHED)
         self.announce_state()
         self.poke()
 
     def stop(self) -> None:
         interpreter = self._require(RunState.RUNNING, RunState.PAUSED, RunState.FINISHED, RunState.IDLE)
+        if interpreter.state in (RunState.RUNNING, RunState.PAUSED):
+            self.process()
+            self._end_session(Outcome.STOPPED)
         self.motor.cut(self.routine_ms())
         interpreter.reset()
         self.announce_state()
@@ -197,6 +244,58 @@ class Band:
             self.resume()
         else:
             self.start()
+
+    # ------------------------------------------------------------ settings
+
+    @property
+    def strength(self) -> int:
+        """Cue strength, % (protocol.strength): every segment's amplitude is scaled by it from the next cue on."""
+        return self.motor.strength
+
+    def set_wall_clock(self, unix_ms: int) -> None:
+        """The wall-clock time now (SET_TIME): later history records carry Unix times."""
+        self._wall_offset = unix_ms - self.clock.now_ms()
+
+    def set_strength(self, strength: int) -> None:
+        """Store ``strength`` power-safe (ValueError outside 20..100 %) and play every later cue at it."""
+        self.storage.settings.set_strength(strength)
+        self.motor.strength = strength
+
+    # ------------------------------------------------------------ history
+
+    def _observe(self) -> None:
+        """Count the step iterations and records the session got past since the last look."""
+        session, interpreter = self._session, self.interpreter
+        if session is None or interpreter is None:
+            return
+        finished = interpreter.state == RunState.FINISHED
+        position = None if finished or interpreter.step is None else (interpreter.pc, interpreter.step_iteration, interpreter.iteration_start)
+        if position == session.position:
+            return
+        if session.position is not None:
+            session.iterations += 1
+            if position is None or position[1] == 0:
+                session.steps += 1  # the last iteration of a record ended (or the session went past the record)
+        session.position = position
+
+    def _end_session(self, outcome: Outcome) -> None:
+        """Write the session's history record (a flash that fails loses the record, never the session)."""
+        session, interpreter = self._session, self.interpreter
+        self._session = None
+        if session is None or interpreter is None:
+            return
+        played = interpreter.finished_at if outcome == Outcome.FINISHED else min(self.routine_ms(), interpreter.total_ms)
+        if interpreter.state == RunState.PAUSED:
+            session = replace(session, paused_ms=session.paused_ms + self.clock.now_ms() - self._paused_since)
+        active = self.storage.active
+        try:
+            self.storage.history.record(Session(
+                clock=ClockKind.UPTIME_MS if self._wall_offset is None else ClockKind.UNIX_MS, outcome=outcome,
+                start=session.start_ms + (self._wall_offset or 0), played_ms=played, paused_ms=session.paused_ms,
+                routine_crc32=active.crc if active else 0, pauses=session.pauses, skips=session.skips,
+                steps=session.steps, iterations=session.iterations, routine_name=self.routine_name))
+        except FlashError as exc:
+            logger.warning("session not recorded: %s", exc)
 
     # ------------------------------------------------------------ status
 

@@ -46,6 +46,10 @@ from protocol.messages import (
     PauseRequest,
     Request,
     ResumeRequest,
+    SetSettingsRequest,
+    SetTimeRequest,
+    SettingsRequest,
+    SettingsResponse,
     SkipRequest,
     StartRequest,
     StatusReport,
@@ -121,6 +125,9 @@ class ProtocolHandler:
             SkipRequest: lambda link, request: self._command(lambda: band.skip(request.scope)),
             StopRequest: lambda link, request: self._command(band.stop),
             StatusRequest: self._status,
+            SettingsRequest: lambda link, request: SettingsResponse(strength=band.strength),
+            SetSettingsRequest: self._set_settings,
+            SetTimeRequest: self._set_time,
         }
         band.listeners.append(self._band_event)
 
@@ -299,6 +306,17 @@ class ProtocolHandler:
     def _command(self, action: Callable[[], None]) -> StatusReport:
         action()
         return self.band.status()
+
+    def _set_settings(self, link: str, request: SetSettingsRequest) -> SettingsResponse:
+        try:
+            self.band.set_strength(request.strength)
+        except ValueError as exc:
+            raise BandError(Status.BAD_REQUEST, str(exc)) from exc
+        return SettingsResponse(strength=self.band.strength)
+
+    def _set_time(self, link: str, request: SetTimeRequest) -> Empty:
+        self.band.set_wall_clock(request.unix_ms)
+        return Empty()
 
     def _status(self, link: str, request: StatusRequest) -> StatusReport:
         self.band.process()

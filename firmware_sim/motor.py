@@ -1,6 +1,8 @@
 """The vibration motor driver: plays cue patterns, reports what the motor did.
 
-A pattern is a list of (amplitude %, duration ms) segments.  Starting a new
+A pattern is a list of (amplitude %, duration ms) segments; each on segment
+plays at its amplitude scaled by the band's cue strength (:mod:`protocol.strength`),
+fixed when the pattern starts.  Starting a new
 pattern, pausing or stopping cuts the one playing short.  Each completed (or
 cut) motor-on segment is reported as a :class:`~protocol.timeline.MotorEvent`.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from protocol.strength import DEFAULT_STRENGTH, scaled_amplitude
 from protocol.timeline import Cue, MotorEvent
 
 
@@ -24,8 +27,9 @@ class _Playing:
 class Motor:
     """Plays one pattern at a time on a routine-time axis."""
 
-    def __init__(self, on_event: Callable[[MotorEvent], None]) -> None:
+    def __init__(self, on_event: Callable[[MotorEvent], None], strength: int = DEFAULT_STRENGTH) -> None:
         self._on_event = on_event
+        self.strength = strength
         self._playing: _Playing | None = None
         self.on_time_ms = 0
 
@@ -35,7 +39,8 @@ class Motor:
 
     def play(self, cue: Cue, segments: list[tuple[int, int]], t_ms: int) -> None:
         self.cut(t_ms)
-        self._playing = _Playing(cue, segments, 0, t_ms)
+        scaled = [(scaled_amplitude(amplitude, self.strength), duration) for amplitude, duration in segments]
+        self._playing = _Playing(cue, scaled, 0, t_ms)
 
     def cut(self, t_ms: int) -> None:
         """Stop at ``t_ms``; a motor-on segment in progress is reported up to then."""

@@ -5,6 +5,8 @@ Flash layout (4 KiB sectors)::
     sector 0, 1        journal A / B (16-byte entries, ping-pong)
     sectors 2..9       slot 0 (32 KiB, one table)
     sectors 10..17     slot 1
+    sectors 18, 19     settings (firmware_sim.settings)
+    sectors 20..22     session history (firmware_sim.history)
 
 State is the replay of the journal's valid entries, in order:
 
@@ -43,11 +45,18 @@ from protocol.table import decode_table
 
 from .faults import FlashError, StorageError
 from .flash import ERASED, SECTOR_SIZE, Flash
+from .history import History
+from .settings import Settings
 
 JOURNAL_SECTORS = (0, 1)
 SLOT_SECTORS = Limits.MAX_TABLE_BYTES // SECTOR_SIZE
 SLOT_FIRST_SECTOR = (2, 2 + SLOT_SECTORS)
-FLASH_SIZE = (2 + 2 * SLOT_SECTORS) * SECTOR_SIZE
+SLOTS_END = SLOT_FIRST_SECTOR[1] + SLOT_SECTORS
+SETTINGS_SECTORS = range(SLOTS_END, SLOTS_END + 2)
+"""Settings records (firmware_sim.settings), ping-pong."""
+HISTORY_SECTORS = range(SETTINGS_SECTORS.stop, SETTINGS_SECTORS.stop + 3)
+"""The session history ring (firmware_sim.history)."""
+FLASH_SIZE = HISTORY_SECTORS.stop * SECTOR_SIZE
 ENTRY_SIZE = 16
 COPY_FLAG = 0x80
 """Set on the slot byte of every entry of a compaction snapshot."""
@@ -169,6 +178,8 @@ class Storage:
         self._journal = JOURNAL_SECTORS[0]
         self._next_entry = 0
         self._mount()
+        self.settings = Settings(flash, SETTINGS_SECTORS)
+        self.history = History(flash, HISTORY_SECTORS)
 
     # ------------------------------------------------------------------ boot
 
@@ -220,7 +231,7 @@ class Storage:
             self._fresh_journal = bool(found[self._journal][0])
             # Blank unless something beyond torn entries is there: a first entry torn by a cut is still a blank band.
             anything = any(entries or damaged for entries, _, damaged in found.values())
-            blank = not anything and not self.flash.data[SLOT_FIRST_SECTOR[0] * SECTOR_SIZE :].strip(bytes([ERASED]))
+            blank = not anything and not self.flash.data[SLOT_FIRST_SECTOR[0] * SECTOR_SIZE : SLOTS_END * SECTOR_SIZE].strip(bytes([ERASED]))
             self.boot_report = BootReport(BootOutcome.BLANK if blank else BootOutcome.JOURNAL_LOST, None, file_size=file_size)
             return
         self._journal = max(trusted, key=lambda sector: max(e.seq for e in found[sector][0]))

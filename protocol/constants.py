@@ -221,6 +221,9 @@ class Opcode(IntEnum):
     SKIP = 9
     STOP = 10
     STATUS = 11
+    SETTINGS = 12
+    SET_SETTINGS = 13
+    SET_TIME = 14
 
 
 class SkipScope(IntEnum):

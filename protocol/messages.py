@@ -303,6 +303,34 @@ class StatusRequest(Request[StatusReport], opcode=Opcode.STATUS):
     idempotent = True
 
 
+class SettingsResponse(Body):
+    """The band's stored settings (SPEC §19): the answer to SETTINGS and SET_SETTINGS."""
+
+    strength: int = wire(c.Int8ul)
+    """Cue strength, % (20 to 100): every motor segment's amplitude is scaled by it (protocol.strength)."""
+
+
+class SettingsRequest(Request[SettingsResponse], opcode=Opcode.SETTINGS):
+    """The band's stored settings."""
+
+    idempotent = True
+
+
+class SetSettingsRequest(Request[SettingsResponse], opcode=Opcode.SET_SETTINGS):
+    """Store new settings power-safe on the band; they apply from the next cue. Needs a paired link on a paired band."""
+
+    strength: int = wire(c.Int8ul)
+
+    idempotent = True  # storing the same settings twice leaves what storing them once does
+
+
+class SetTimeRequest(Request[Empty], opcode=Opcode.SET_TIME):
+    """Set the band's wall clock (as the Bluetooth Current Time Service does); its session history then carries Unix times."""
+
+    unix_ms: int = wire(c.Int64ul)
+    """Milliseconds since 1970-01-01 UTC, now."""
+
+
 NOTIFICATION_TYPES: dict[Opcode, type[Body]] = {Opcode.STATUS: StatusReport}
 """The body of every notification by opcode."""
 

@@ -34,6 +34,7 @@ from typing import Any
 
 from .constants import CueKind, Iterate, SkipScope
 from .iterations import iterations
+from .strength import DEFAULT_STRENGTH, scaled_amplitude
 from .table import LoopRecord, StepTable, build_tree
 
 
@@ -145,8 +146,8 @@ def table_cues(table: StepTable) -> Iterator[Cue]:
         yield Cue(t, winner.kind, winner.pattern, where.step, where.hand, where.finger)
 
 
-def motor_events(table: StepTable, cues: Iterable[Cue]) -> Iterator[MotorEvent]:
-    """Expand cues (in time order) into motor-on events; a later cue cuts an earlier pattern short."""
+def motor_events(table: StepTable, cues: Iterable[Cue], strength: int = DEFAULT_STRENGTH) -> Iterator[MotorEvent]:
+    """Expand cues (in time order) into motor-on events at cue ``strength`` % (protocol.strength); a later cue cuts an earlier pattern short."""
     upcoming = iter(cues)
     cue = next(upcoming, None)
     while cue is not None:
@@ -158,14 +159,14 @@ def motor_events(table: StepTable, cues: Iterable[Cue]) -> Iterator[MotorEvent]:
                 break
             if segment.is_on:
                 length = segment.duration_ms if cut_at is None else min(segment.duration_ms, cut_at - t)
-                yield MotorEvent.of(cue, t, segment.amplitude, length)
+                yield MotorEvent.of(cue, t, scaled_amplitude(segment.amplitude, strength), length)
             t += segment.duration_ms
         cue = following
 
 
-def table_timeline(table: StepTable) -> Iterator[MotorEvent]:
-    """Every motor event the band produces when it plays ``table`` through, as a stream (``list()`` it to keep it)."""
-    return motor_events(table, table_cues(table))
+def table_timeline(table: StepTable, strength: int = DEFAULT_STRENGTH) -> Iterator[MotorEvent]:
+    """Every motor event the band set to cue ``strength`` % produces when it plays ``table`` through, as a stream (``list()`` it to keep it)."""
+    return motor_events(table, table_cues(table), strength)
 
 
 def skip_target_ms(table: StepTable, t_ms: int, scope: SkipScope) -> int | None:

@@ -20,6 +20,8 @@ SMALLEST = {
     "simulator": {"hours": 1, "repeats": 1, "realtime": ((2, 1),), "speed": 10.0},
     "companion_cli": {"startup_runs": 1, "step_counts": (10,), "largest": False, "repeats": 1},
     "cold_start": {"transports": ("serial",), "commands": ("upload",), "repeats": 1},
+    "ble_pairing": {"repeats": 1},
+    "ble_fleet": {"counts": (1, 2), "repeats": 1},
 }
 
 

@@ -34,6 +34,11 @@ async def ble_backend_for(hci: str | None, *, backend: str | None = None, pairin
     that talks to a serial band never touches ``hci``.  With ``pairing``, the user's
     central address is created first if it does not exist yet (a bond needs a stable one).
     """
+    from .keystore import CentralIdentity
+
+    identity = CentralIdentity.for_user()
+    if pairing and (backend or hci):  # before a named backend too: a bumble host it builds (BumbleCentral.from_environment) takes this address
+        identity.ensure_address()
     if backend:  # wins over hci, which may come from HANDCUE_HCI for the named backend's own use
         from .named import named_backend
 
@@ -44,10 +49,6 @@ async def ble_backend_for(hci: str | None, *, backend: str | None = None, pairin
         yield PLATFORM
         return
     from .bumble_backend import BumbleCentral
-    from .keystore import CentralIdentity
 
-    identity = CentralIdentity.for_user()
-    if pairing:
-        identity.ensure_address()
     async with BumbleCentral(hci=hci, identity=identity) as central:
         yield central.backend

@@ -333,6 +333,17 @@ static const uint8_t *current_step(const hc_player *p) { return record_at(p, p->
 
 /* ------------------------------------------------------------------ motor (12.5) */
 
+uint8_t hc_scaled_amplitude(uint8_t amplitude, uint8_t strength)
+{
+    unsigned scaled;
+    if (amplitude <= HC_MIN_FELT_AMPLITUDE) return amplitude;
+    scaled = ((unsigned)amplitude * strength + 50u) / 100u;
+    return (uint8_t)(scaled < HC_MIN_FELT_AMPLITUDE ? HC_MIN_FELT_AMPLITUDE : scaled);
+}
+
+/* The level a segment of `amplitude` plays at: scaled by the strength its pattern started with. */
+static uint8_t level_of(const hc_player *p, uint8_t amplitude) { return hc_scaled_amplitude(amplitude, p->motor_strength); }
+
 static void drive(hc_player *p, uint8_t level)
 {
     if (level != p->motor_level) {
@@ -370,14 +381,14 @@ static void motor_advance(hc_player *p, uint64_t t, bool quiet)
         const uint8_t *seg = segment_at(p, p->motor_pattern, p->motor_index);
         uint64_t end = p->motor_start + (uint64_t)seg[1] * SEGMENT_UNIT_MS;
         if (end > t) return;
-        if (seg[0]) report(p, seg[0], (uint64_t)seg[1] * SEGMENT_UNIT_MS);
+        if (seg[0]) report(p, level_of(p, seg[0]), (uint64_t)seg[1] * SEGMENT_UNIT_MS);
         p->motor_index++;
         p->motor_start = end;
         if (p->motor_index == descriptor_at(p, p->motor_pattern)[1]) {
             p->motor_playing = 0;
             if (!quiet) drive(p, 0);
         } else if (!quiet && p->state != HC_PAUSED) {
-            drive(p, segment_at(p, p->motor_pattern, p->motor_index)[0]);
+            drive(p, level_of(p, segment_at(p, p->motor_pattern, p->motor_index)[0]));
         }
     }
 }
@@ -389,7 +400,7 @@ static void motor_end(hc_player *p, uint64_t t)
     motor_advance(p, t, true);
     if (p->motor_playing) {
         uint8_t amplitude = segment_at(p, p->motor_pattern, p->motor_index)[0];
-        if (amplitude && t > p->motor_start) report(p, amplitude, t - p->motor_start);
+        if (amplitude && t > p->motor_start) report(p, level_of(p, amplitude), t - p->motor_start);
         p->motor_playing = 0;
     }
 }
@@ -411,8 +422,9 @@ static void motor_play(hc_player *p, const hc_cue *cue)
     p->motor_step = cue->step;
     p->motor_hand = cue->hand;
     p->motor_finger = cue->finger;
+    p->motor_strength = p->strength;
     /* Straight from the old level to the new one; a skip while paused plays on resume. */
-    drive(p, p->state == HC_PAUSED ? 0u : segment_at(p, cue->pattern, 0)[0]);
+    drive(p, p->state == HC_PAUSED ? 0u : level_of(p, segment_at(p, cue->pattern, 0)[0]));
 }
 
 /* ------------------------------------------------------------------ interpreter (12.1) */
@@ -590,6 +602,8 @@ void hc_load_verified(hc_player *p, const uint8_t *table, const hc_callbacks *cb
     memset(p, 0, sizeof *p);
     p->table = table;
     p->cb = *cb;
+    p->strength = HC_MAX_STRENGTH;
+    p->motor_strength = HC_MAX_STRENGTH;
     reset(p);
 }
 
@@ -626,12 +640,19 @@ hc_status_code hc_pause(hc_player *p)
     return HC_STATUS_OK;
 }
 
+hc_status_code hc_set_strength(hc_player *p, uint8_t strength)
+{
+    if (strength < HC_MIN_STRENGTH || strength > HC_MAX_STRENGTH) return HC_STATUS_BAD_REQUEST;
+    p->strength = strength;
+    return HC_STATUS_OK;
+}
+
 hc_status_code hc_resume(hc_player *p)
 {
     if (!p->table) return HC_STATUS_NO_ROUTINE;
     if (p->state != HC_PAUSED) return HC_STATUS_BAD_STATE;
     p->state = HC_RUNNING;
-    if (p->motor_playing) drive(p, segment_at(p, p->motor_pattern, p->motor_index)[0]); /* a cue a skip chose */
+    if (p->motor_playing) drive(p, level_of(p, segment_at(p, p->motor_pattern, p->motor_index)[0])); /* a cue a skip chose */
     return HC_STATUS_OK;
 }
 

@@ -78,7 +78,7 @@ typedef enum {
 typedef enum { HC_IDLE = 0, HC_RUNNING = 1, HC_PAUSED = 2, HC_FINISHED = 3 } hc_state;
 
 /* Answers of the controls, numbered as protocol Status codes. */
-typedef enum { HC_STATUS_OK = 0, HC_STATUS_BAD_STATE = 4, HC_STATUS_NO_ROUTINE = 5 } hc_status_code;
+typedef enum { HC_STATUS_OK = 0, HC_STATUS_BAD_REQUEST = 2, HC_STATUS_BAD_STATE = 4, HC_STATUS_NO_ROUTINE = 5 } hc_status_code;
 
 /* How far a skip goes (SPEC.md 12.6; the SKIP request's optional scope byte,
  * 17.6: no byte means HC_SKIP_STEP). */
@@ -178,6 +178,8 @@ typedef struct {
     uint8_t motor_hand;
     uint8_t motor_finger;
     uint8_t motor_level;    /* last level sent to drive() */
+    uint8_t strength;       /* cue strength, % (hc_set_strength) */
+    uint8_t motor_strength; /* the strength the playing pattern started with */
 } hc_player;
 
 /* Upper bound of sizeof(hc_player) on 32- and 64-bit targets; checked at
@@ -214,6 +216,19 @@ hc_status_code hc_pause(hc_player *p);  /* running */
 hc_status_code hc_resume(hc_player *p); /* paused */
 hc_status_code hc_skip(hc_player *p, hc_skip_scope scope); /* running or paused */
 hc_status_code hc_stop(hc_player *p);   /* any state: back to idle */
+
+/* Cue strength (SPEC.md 12.9), 20..100 %, else HC_STATUS_BAD_REQUEST: every
+ * motor segment's amplitude is scaled by it (hc_scaled_amplitude) from the
+ * next cue on; drive() and the segments get the scaled levels.  hc_load()
+ * sets 100, so call it after loading, with the value the band stores. */
+#define HC_MIN_STRENGTH 20u
+#define HC_MAX_STRENGTH 100u
+#define HC_MIN_FELT_AMPLITUDE 20u
+hc_status_code hc_set_strength(hc_player *p, uint8_t strength);
+
+/* round(amplitude * strength / 100), half up, never below HC_MIN_FELT_AMPLITUDE;
+ * an amplitude at or below that floor (0 = off included) is kept as written. */
+uint8_t hc_scaled_amplitude(uint8_t amplitude, uint8_t strength);
 
 /* `ms` milliseconds of band time passed: play everything due in them, each
  * at its exact routine time. */

@@ -5,6 +5,7 @@
  * spacing).  A host tool: unlike the library it uses stdio and malloc.
  *
  *   hcue-run TABLE                  start at band time 0, run to the end
+ *   hcue-run --strength N ...       any run above at cue strength N % (20..100)
  *   hcue-run --script CMDS TABLE    the same, with timed commands (see below)
  *   hcue-run --batch                many tables (and scripts) from stdin
  *   hcue-run --batch-check          many tables from stdin: validate only
@@ -186,6 +187,8 @@ static int run_script(hc_player *p, const char *script, size_t length)
 }
 
 /* Load and run one table; returns the TableError (printed by the caller). */
+static unsigned strength = HC_MAX_STRENGTH;
+
 static hc_table_error run_one(const uint8_t *table, size_t length, const char *script, size_t script_length, int *rc)
 {
     static hc_player player;
@@ -197,6 +200,7 @@ static hc_table_error run_one(const uint8_t *table, size_t length, const char *s
     cb.ctx = &player;
     error = hc_load(&player, table, length, &cb);
     if (error != HC_OK) return error;
+    (void)hc_set_strength(&player, (uint8_t)strength); /* checked in main */
     last_level = 0;
     drive_energy = segment_energy = 0;
     *rc = run_script(&player, script, script_length);
@@ -302,6 +306,18 @@ int main(int argc, char **argv)
     hc_table_error error;
     int rc = 0;
     FILE *f;
+    if (argc >= 3 && strcmp(argv[1], "--strength") == 0) {
+        char *end;
+        unsigned long value = strtoul(argv[2], &end, 10);
+        if (*end || value < HC_MIN_STRENGTH || value > HC_MAX_STRENGTH) {
+            fputs("hcue-run: --strength takes 20 to 100\n", stderr);
+            return 2;
+        }
+        strength = (unsigned)value;
+        argv[2] = argv[0];
+        argv += 2;
+        argc -= 2;
+    }
     if (argc == 2 && strcmp(argv[1], "--sizeof") == 0) {
         printf("%lu\n", (unsigned long)sizeof(hc_player));
         return 0;
@@ -313,7 +329,7 @@ int main(int argc, char **argv)
     if (argc == 4 && strcmp(argv[1], "--script") == 0) {
         script_path = argv[2];
     } else if (argc != 2 || argv[1][0] == '-') {
-        fputs("usage: hcue-run [--script CMDS] TABLE | --batch | --batch-check | --frames | --encode | --sizeof\n", stderr);
+        fputs("usage: hcue-run [--strength N] [--script CMDS] TABLE | --batch | --batch-check | --frames | --encode | --sizeof\n", stderr);
         return 2;
     }
     table_path = argv[argc - 1];

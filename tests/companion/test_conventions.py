@@ -195,7 +195,7 @@ def test_a_ble_name_in_another_case_matches_and_a_missing_band_lists_the_bands_s
 
 
 def test_scan_without_a_bluetooth_stack_says_what_is_missing(monkeypatch: pytest.MonkeyPatch):
-    async def no_stack(timeout: float, hci: str | None) -> list:
+    async def no_stack(timeout: float, hci: str | None, ble_backend: str | None = None) -> list:
         raise TransportError("cannot scan for BLE devices: [Errno 2] No such file or directory: '/run/dbus/system_bus_socket'")
 
     monkeypatch.setattr("companion.cli_band.find_bands", no_stack)

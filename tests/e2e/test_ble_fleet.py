@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+import json
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 from bumble.link import LocalLink
+from click.testing import CliRunner, Result
 
 from companion.ble.bumble_backend import BumbleCentral
 from companion.fleet import command_to_many, expand_targets, summary_table, upload_to_many
@@ -19,6 +23,8 @@ from firmware_sim.local import LocalBleBand
 from protocol.constants import BandState, Hands, TechniqueCode
 from protocol.table import CuePattern, PatternSegment, StepRecord, StepTable, encode_table
 
+ROOT = Path(__file__).resolve().parents[2]
+ROUTINE = "nausea-pc6"
 TIMEOUT = 60.0
 BANDS = 8
 DYING = 3
@@ -147,3 +153,94 @@ def test_handcue_sim_bands_serves_several_bands_on_one_controller(tmp_path: Any)
     finally:
         sim.terminate()
         sim.wait(10)
+
+
+# --------------------------------------------------------------------------
+# Through the CLI: `handcue upload/start/stop --to A --to B` and `--to 'ble:HandCue-*'`
+
+
+@pytest.fixture(scope="module")
+def three_bands(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``handcue-sim --bands 3`` (HandCue-0D01..0D03) serving a virtual controller; yields the companion's --hci."""
+    import subprocess
+    import sys
+
+    from ble_stack.addresses import free_tcp_port
+
+    port = free_tcp_port()
+    folder = tmp_path_factory.mktemp("fleet-cli")
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "firmware_sim", "--hci-server", f"tcp-server:127.0.0.1:{port}", "--bands", "3", "--band-id", "0D01",
+         "--flash", str(folder / "band.bin")],
+        stdout=subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert sim.stdout is not None
+        assert [sim.stdout.readline().split()[1] for _ in range(3)] == [b"HandCue-0D01", b"HandCue-0D02", b"HandCue-0D03"]
+        yield f"tcp-client:127.0.0.1:{port}"
+    finally:
+        sim.terminate()
+        sim.wait(10)
+
+
+def handcue(*args: str) -> Result:
+    from companion.cli import cli
+
+    return CliRunner().invoke(cli, list(args))
+
+
+@pytest.fixture(autouse=True)
+def own_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The CLI remembers bands and tables under the user's config folder: a fresh one per test."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("HANDCUE_ADDRESS", raising=False)
+    monkeypatch.delenv("HANDCUE_BLE_BACKEND", raising=False)
+
+
+def test_cli_upload_to_a_pattern_then_start_and_stop_several_bands(three_bands: str) -> None:
+    """One upload over a pattern reaches the three bands (a progress line each, the summary table);
+    start and stop with several --to answer one row per band, in JSON too."""
+    from companion import compile_routine, load_routine
+
+    size = len(compile_routine(load_routine(ROUTINE)))
+    done = handcue("upload", ROUTINE, "--to", "ble:HandCue-0D0?", "--hci", three_bands)
+    assert done.exit_code == 0, done.output + done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()]
+    assert rows[0] == ["band", "bytes", "time", "result"]
+    assert [(row[0], row[1], row[-1]) for row in rows[1:]] == [(f"ble:HandCue-0D0{i}", str(size), "ok") for i in (1, 2, 3)]
+    for i in (1, 2, 3):
+        assert f"upload to ble:HandCue-0D0{i}: {size}/{size} bytes confirmed (100%)" in done.stderr
+
+    started = handcue("start", "--to", "ble:HandCue-0D01", "--to", "ble:HandCue-0D03", "--hci", three_bands, "--json")
+    assert started.exit_code == 0, started.output
+    assert [(r["band"], r["ok"], r["state"]) for r in json.loads(started.stdout)] == [
+        ("ble:HandCue-0D01", True, "running"), ("ble:HandCue-0D03", True, "running")]
+    stopped = handcue("stop", "--to", "ble:HandCue-0D0*", "--hci", three_bands)
+    assert stopped.exit_code == 0, stopped.output
+    assert [line.split()[0] for line in stopped.stdout.splitlines()[1:]] == [f"ble:HandCue-0D0{i}" for i in (1, 2, 3)]
+    assert all("ok" in line for line in stopped.stdout.splitlines()[1:])
+
+
+def test_cli_fleet_upload_exits_1_when_one_band_fails_and_the_others_still_get_it(three_bands: str) -> None:
+    done = handcue("upload", ROUTINE, "--to", "ble:HandCue-0D02", "--to", "ble:HandCue-DEAD", "--hci", three_bands, "--timeout", "1", "--json")
+    assert done.exit_code == 1
+    results = json.loads(done.stdout)
+    assert [(r["band"], r["ok"]) for r in results] == [("ble:HandCue-0D02", True), ("ble:HandCue-DEAD", False)]
+    assert "no band advertising as HandCue-DEAD" in results[1]["error"]
+    plain = handcue("upload", ROUTINE, "--to", "ble:HandCue-0D02", "--to", "ble:HandCue-DEAD", "--hci", three_bands, "--timeout", "1")
+    assert plain.exit_code == 1
+    assert plain.stderr.splitlines()[-1] == "error: 1 of 2 bands failed"
+    nothing = handcue("upload", ROUTINE, "--to", "ble:Nobody-*", "--hci", three_bands)
+    assert nothing.exit_code == 1 and nothing.stderr.startswith("error: ble:Nobody-*: no band seen within 3 s matches (seen: HandCue-0D01")
+
+
+def test_cli_single_to_keeps_the_one_band_output(three_bands: str) -> None:
+    """One --to: today's lines, no table."""
+    done = handcue("upload", ROUTINE, "--to", "ble:HandCue-0D03", "--hci", three_bands)
+    assert done.exit_code == 0, done.output
+    assert done.stdout.startswith("uploaded ") and "routine lasts" in done.stdout and "band" not in done.stdout.split()[0]
+    assert len(done.stdout.splitlines()) == 1
+    started = handcue("start", "--to", "ble:HandCue-0D03", "--hci", three_bands)
+    assert started.exit_code == 0 and started.stdout.startswith("[") and "left" in started.stdout
+    stopped = handcue("stop", "--to", "ble:HandCue-0D03", "--hci", three_bands, "--json")
+    assert stopped.exit_code == 0 and json.loads(stopped.stdout)["state"] in ("idle", "stopped")

@@ -8,6 +8,7 @@ library edge (``ble_backend_for``) and through the registered ``handcue pair`` c
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -120,3 +121,73 @@ def test_pair_command_with_a_named_backend(tmp_path: Path) -> None:
     finally:
         sim.terminate()
         sim.wait(TIMEOUT)
+
+
+def test_info_with_a_named_backend_says_who_may_command_the_band(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``handcue info --ble-backend ...`` reaches the band through the named backend and says that an
+    unpaired band is open to anyone in range; after ``handcue pair`` (same backend) it says paired-only."""
+    from click.testing import CliRunner
+
+    from companion.cli import cli
+
+    port = free_tcp_port()
+    monkeypatch.setenv("HANDCUE_HCI", f"tcp-client:127.0.0.1:{port}")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("HANDCUE_ADDRESS", raising=False)
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "firmware_sim", "--hci-server", f"tcp-server:127.0.0.1:{port}", "--flash", str(tmp_path / "band.bin"),
+         "--pairing-window", "60"],
+        stdout=subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert sim.stdout is not None and sim.stdout.readline().startswith(b"ble:")
+
+        def handcue(*args: str) -> Any:
+            return CliRunner().invoke(cli, [*args, "--to", "ble:HandCue-1A2B", "--ble-backend", FROM_ENVIRONMENT])
+
+        opened = handcue("info", "--json")
+        assert opened.exit_code == 0, opened.output
+        assert json.loads(opened.stdout)["security"] == (
+            "HandCue-1A2B is not paired with any device: it is open to anyone in range (its pairing window is open: run handcue pair)")
+        assert handcue("pair").exit_code == 0
+        paired = handcue("info")
+        assert paired.exit_code == 0, paired.output
+        assert paired.stdout.splitlines()[0].startswith("band 1A2B: ")
+        assert paired.stdout.splitlines()[-1] == "security: HandCue-1A2B accepts commands only from paired devices; this one is paired"
+    finally:
+        sim.terminate()
+        sim.wait(TIMEOUT)
+
+
+def test_info_over_serial_says_a_cable_is_open(tmp_path: Path) -> None:
+    """The security line over serial: a cable is open to whoever holds it."""
+    from click.testing import CliRunner
+
+    from companion.cli import cli
+
+    sim = subprocess.Popen([sys.executable, "-m", "firmware_sim", "--serial", "pty", "--flash", str(tmp_path / "band.bin")],
+                           stdout=subprocess.PIPE, cwd=ROOT)  # fmt: skip
+    try:
+        assert sim.stdout is not None
+        line = sim.stdout.readline().decode().strip()
+        assert line.startswith("serial: ")
+        done = CliRunner().invoke(cli, ["info", "--to", "serial:" + line.removeprefix("serial: "), "--json"],
+                                  env={"XDG_CONFIG_HOME": str(tmp_path / "config")})
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.stdout)["security"].startswith("serial is a cable: the band takes commands from whoever holds it")
+    finally:
+        sim.terminate()
+        sim.wait(TIMEOUT)
+
+
+@pytest.mark.parametrize("command", [["info"], ["upload", "desk-break"], ["start"], ["follow"], ["erase"], ["scan"]])
+def test_every_ble_command_takes_ble_backend_and_names_a_bad_one_in_one_line(command: list[str], tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from companion.cli import cli
+
+    to = [] if command == ["scan"] else ["--to", "ble:HandCue-1A2B"]
+    done = CliRunner().invoke(cli, [*command, *to, "--ble-backend", "no_such_module_here:Backend"], env={"XDG_CONFIG_HOME": str(tmp_path)})
+    assert done.exit_code == 1
+    assert done.stderr.splitlines() == ["error: --ble-backend 'no_such_module_here:Backend': cannot import no_such_module_here: "
+                                        "No module named 'no_such_module_here'"]

@@ -99,10 +99,11 @@ def batch_input(items: list[tuple[bytes, str]]) -> bytes:
     return b"".join(parts)
 
 
-def run_batch(binary: Path, items: list[tuple[bytes, str]], *, check_only: bool = False, wrapper: list[str] | None = None) -> list[list[str]]:
-    """Each item's output lines from one ``hcue-run --batch`` process."""
+def run_batch(binary: Path, items: list[tuple[bytes, str]], *, check_only: bool = False, wrapper: list[str] | None = None,
+              strength: int = 100) -> list[list[str]]:
+    """Each item's output lines from one ``hcue-run --batch`` process (at cue ``strength`` %)."""
     mode = "--batch-check" if check_only else "--batch"
-    result = subprocess.run([*(wrapper or []), str(binary), mode], input=batch_input(items), capture_output=True, timeout=600, check=False)
+    result = subprocess.run([*(wrapper or []), str(binary), "--strength", str(strength), mode], input=batch_input(items), capture_output=True, timeout=600, check=False)
     stderr = result.stderr.decode(errors="replace")
     assert result.returncode == 0, f"hcue-run {mode} exited {result.returncode}:\n{stderr[-3000:]}"
     assert "runtime error" not in stderr and "ERROR" not in stderr, stderr[-3000:]
@@ -124,14 +125,15 @@ def python_verdict(data: bytes) -> str:
     return "OK"
 
 
-def python_timeline(data: bytes) -> list[str]:
-    return [json.dumps(event.to_json()) for event in table_timeline(read_table(data))]
+def python_timeline(data: bytes, strength: int = 100) -> list[str]:
+    return [json.dumps(event.to_json()) for event in table_timeline(read_table(data), strength)]
 
 
-def simulator_run(data: bytes, script: list[tuple[int, str]] = ()) -> list[str]:
+def simulator_run(data: bytes, script: list[tuple[int, str]] = (), strength: int = 100) -> list[str]:
     """The simulated band on a virtual clock, driven as ``hcue-run --script`` drives the C."""
     clock = VirtualClock()
     band = Band(storage_with(data), clock)
+    band.set_strength(strength)
     out: list[str] = []
     band.listeners.append(lambda e: out.append(json.dumps({k: v for k, v in e.items() if k != "event"})) if e["event"] == "motor" else None)
 
@@ -415,6 +417,29 @@ def test_shipped_routine_c_equals_simulator_equals_inspect(hcue_run, routine, tm
     assert c_lines == simulator_run(path.read_bytes())
 
 
+@pytest.mark.parametrize("strength", [20, 55, 70])
+def test_cue_strength_scales_alike_in_c_simulator_and_inspect(hcue_run, strength, tmp_path):
+    tables = shipped_tables()
+    items = [(data, "") for data in tables.values()]
+    for (data, _), lines in zip(items, run_batch(hcue_run, items, strength=strength), strict=True):
+        assert lines == python_timeline(data, strength) == simulator_run(data, strength=strength)
+        assert lines != python_timeline(data)  # the setting changed what the motor does
+    path = tmp_path / "t.hcue"
+    path.write_bytes(items[0][0])
+    c_lines = subprocess.run([str(hcue_run), "--strength", str(strength), str(path)], capture_output=True, text=True, timeout=60, check=True).stdout
+    inspect = subprocess.run([sys.executable, "-c", "from companion.cli import main; main()", "inspect", "--timeline", "--json",
+                              "--strength", str(strength), str(path)], capture_output=True, text=True, timeout=60, check=True)
+    assert c_lines.splitlines() == [json.dumps(event, ensure_ascii=False) for event in json.loads(inspect.stdout)]
+
+
+@pytest.mark.parametrize("strength", ["19", "101", "7x"])
+def test_c_refuses_a_strength_out_of_range(hcue_run, strength, tmp_path):
+    path = tmp_path / "t.hcue"
+    path.write_bytes(compile_routine(load_routine("nausea-pc6")))
+    result = subprocess.run([str(hcue_run), "--strength", strength, str(path)], capture_output=True, text=True, timeout=60, check=False)
+    assert (result.returncode, result.stdout) == (2, "") and "--strength" in result.stderr
+
+
 def test_rejected_table_exits_1_with_the_error_name(hcue_run, tmp_path):
     data = bytearray(compile_routine(load_routine("nausea-pc6")))
     data[-1] ^= 1
@@ -506,8 +531,9 @@ def test_scripted_control_agrees_on_shipped_routines(hcue_run, name, tmp_path):
 def test_scripted_control_agrees_on_generated_tables(hcue_run, data, script_data):
     total = int.from_bytes(data[16:20], "little")
     script = script_data.draw(scripts(total + 2_000))
-    [c_lines] = run_batch(hcue_run, [(data, script_text(script))])
-    assert c_lines == simulator_run(data, script)
+    strength = script_data.draw(st.sampled_from([100, 100, 20, 37, 64, 99]))
+    [c_lines] = run_batch(hcue_run, [(data, script_text(script))], strength=strength)
+    assert c_lines == simulator_run(data, script, strength)
 
 
 # --------------------------------------------------------------------------
@@ -599,7 +625,7 @@ def test_frame_encoder_matches_python(hcue_run, message):
 def test_request_check_matches_the_band_on_every_header(hcue_run):
     """Every version x kind x opcode x body length a check of SPEC 16.5 looks at, in one stream."""
     messages = [bytes([version, kind, opcode, 0x42]) + bytes([1]) * body
-                for version in (0, 1, 2) for kind in (0, 1, 2, 3) for opcode in range(13) for body in (0, 3, 4, 8, 9)]
+                for version in (0, 1, 2) for kind in (0, 1, 2, 3) for opcode in range(16) for body in (0, 3, 4, 8, 9)]
     messages += [b"", b"\x01", b"\x01\x00\x06"]
     checked, _ = c_frames(hcue_run, b"".join(encode_frame(m) for m in messages))
     assert [m for m, _ in checked] == messages

@@ -52,6 +52,10 @@ from protocol.messages import (
     PauseRequest,
     Request,
     ResumeRequest,
+    SetSettingsRequest,
+    SetTimeRequest,
+    SettingsRequest,
+    SettingsResponse,
     SkipRequest,
     StartRequest,
     StatusReport,
@@ -105,6 +109,9 @@ REQUESTS: list[tuple[Request[Any], int, dict[str, Any], str]] = [
     (SkipRequest(SkipScope.ITERATION), 0x2A, dict(scope=0), "01" "00" "09" "2a" "00"),
     (StopRequest(), 0x2B, {}, "01" "00" "0a" "2b"),
     (StatusRequest(), 0x2C, {}, "01" "00" "0b" "2c"),
+    (SettingsRequest(), 0x2D, {}, "01" "00" "0c" "2d"),
+    (SetSettingsRequest(strength=70), 0x2E, dict(strength=70), "01" "00" "0d" "2e" "46"),
+    (SetTimeRequest(unix_ms=1_764_655_200_000), 0x2F, dict(unix_ms=1_764_655_200_000), "01" "00" "0e" "2f" "0077a5dd9a010000"),
 ]
 
 # (opcode, request id, typed response, raw wire fields, hand-written message hex)
@@ -119,6 +126,9 @@ RESPONSES = [
     *[(opcode, request_id, STATUS_REPORT, STATUS_WIRE, "01" "01" + f"{opcode:02x}{request_id:02x}" + "00" "00" + STATUS_BODY)
       for opcode, request_id in ((Opcode.START, 0x27), (Opcode.PAUSE, 0x28), (Opcode.RESUME, 0x29), (Opcode.SKIP, 0x2A),
                                  (Opcode.STOP, 0x2B), (Opcode.STATUS, 0x2C))],
+    (Opcode.SETTINGS, 0x2D, SettingsResponse(strength=100), dict(strength=100), "01" "01" "0c" "2d" "00" "00" "64"),
+    (Opcode.SET_SETTINGS, 0x2E, SettingsResponse(strength=70), dict(strength=70), "01" "01" "0d" "2e" "00" "00" "46"),
+    (Opcode.SET_TIME, 0x2F, Empty(), {}, "01" "01" "0e" "2f" "00" "00"),
 ]
 
 
@@ -147,7 +157,7 @@ def test_codes_and_sizes_are_the_ones_in_the_spec():
     assert {kind.name: kind.value for kind in MessageKind} == {"REQUEST": 0, "RESPONSE": 1, "NOTIFICATION": 2}
     assert {opcode.name: opcode.value for opcode in Opcode} == {
         "INFO": 1, "UPLOAD_BEGIN": 2, "UPLOAD_DATA": 3, "UPLOAD_COMMIT": 4, "ERASE": 5, "START": 6,
-        "PAUSE": 7, "RESUME": 8, "SKIP": 9, "STOP": 10, "STATUS": 11,
+        "PAUSE": 7, "RESUME": 8, "SKIP": 9, "STOP": 10, "STATUS": 11, "SETTINGS": 12, "SET_SETTINGS": 13, "SET_TIME": 14,
     }
     assert {status.name: status.value for status in Status} == {
         "OK": 0, "UNKNOWN_REQUEST": 1, "BAD_REQUEST": 2, "UNSUPPORTED_VERSION": 3, "BAD_STATE": 4, "NO_ROUTINE": 5,
@@ -174,6 +184,7 @@ def test_every_opcode_has_one_request_class_naming_its_response_class():
         Opcode.INFO: InfoResponse, Opcode.UPLOAD_BEGIN: UploadBeginResponse, Opcode.UPLOAD_DATA: UploadDataResponse,
         Opcode.UPLOAD_COMMIT: UploadCommitResponse, Opcode.ERASE: Empty,
         **{opcode: StatusReport for opcode in (Opcode.START, Opcode.PAUSE, Opcode.RESUME, Opcode.SKIP, Opcode.STOP, Opcode.STATUS)},
+        Opcode.SETTINGS: SettingsResponse, Opcode.SET_SETTINGS: SettingsResponse, Opcode.SET_TIME: Empty,
     }
 
 
@@ -347,7 +358,7 @@ def test_wrong_version_is_unsupported_version(version):
     [
         ("01" "00" "63" "05", 0x63),  # unknown opcode
         ("01" "00" "00" "05", 0),  # opcode 0 is not assigned
-        ("01" "00" "0c" "05", 12),  # the first opcode after STATUS
+        ("01" "00" "0f" "05", 15),  # the first opcode after SET_TIME
         ("01" "03" "01" "05", 1),  # unknown message kind
         ("01" "02" "01" "05", 1),  # a notification other than STATUS
     ],
@@ -553,6 +564,15 @@ def test_spec_skip_examples_are_the_bytes_the_companion_sends():
     spec = (Path(__file__).resolve().parents[2] / "protocol" / "SPEC.md").read_text()
     examples = dict(re.findall(r"^SKIP, scope (\w+) \(.*\), id 0x2A: +([0-9A-F ]+)$", spec, flags=re.M))
     assert examples == {scope.name: encode_request(SkipRequest(scope), 0x2A).hex(" ").upper() for scope in SkipScope}
+
+
+def test_spec_settings_examples_are_the_bytes_on_the_wire():
+    spec = (Path(__file__).resolve().parents[2] / "protocol" / "SPEC.md").read_text()
+    found = re.findall(r"^(?:SET_)?SETTINGS[^:\n]*:\s+([0-9A-F][0-9A-F ]+)$", spec, flags=re.M)
+    assert [bytes.fromhex(line) for line in found] == [
+        encode_request(SettingsRequest(), 0x2D), encode_response(Opcode.SETTINGS, 0x2D, SettingsResponse(strength=100)),
+        encode_request(SetSettingsRequest(strength=70), 0x2E), encode_response(Opcode.SET_SETTINGS, 0x2E, SettingsResponse(strength=70)),
+    ]
 
 
 def test_handler_skips_by_the_scope_byte(handler):
