@@ -48,12 +48,12 @@ wrapping the transport's `send`/`receive`, and times the phases by wrapping
 `BandClient.request` (UPLOAD_BEGIN and UPLOAD_COMMIT go through it; data frames do not).
 Target: 8 KiB table within {TARGET_RATIO}x of the wire-time limit, at {BAUD} and at {SLOW_BAUD} baud.
 
-**Noisy link.** The same 8 KiB uploads go through a faulty cable: a second pty relayed to the
-simulator's by `tests/e2e/link_relay.PtyRelay`, which corrupts each byte with probability
-{CORRUPT} in each direction (XOR with a random non-zero byte, seeded per run so a run replays).
-The simulator's own fault injection (`handcue-sim --faults`) was not there when this was written;
-the relay adds no delay of its own. **Goodput** = table bytes / wall time, reported as a fraction
-of the clean run's at the same baud rate (median of both)."""
+**Noisy link.** The same 8 KiB uploads go through the simulator's own fault injection:
+`handcue-sim --faults corrupt={CORRUPT} --fault-seed N` (`firmware_sim.link_faults.LinkFaults` on its
+`PtySerialPort`), which corrupts each byte with probability {CORRUPT} in each direction (XOR with a
+random non-zero byte, seeded so a run replays), after the pacing: it adds no delay of its own.
+**Goodput** = table bytes / wall time, reported as a fraction of the clean run's at the same baud
+rate (median of both)."""
 
 
 def sim_command() -> list[str]:
@@ -68,8 +68,9 @@ def sim_command() -> list[str]:
 class SerialSim:
     """A `handcue-sim --serial pty` subprocess; stops itself on exit from the with block."""
 
-    def __init__(self, baud: int = BAUD) -> None:
-        self.process = subprocess.Popen([*sim_command(), "--serial", "pty", "--baud", str(baud), "--clock", "virtual"],
+    def __init__(self, baud: int = BAUD, corrupt: float = 0.0, seed: int = 0) -> None:
+        faults = ["--faults", f"corrupt={corrupt}", "--fault-seed", str(seed)] if corrupt else []
+        self.process = subprocess.Popen([*sim_command(), "--serial", "pty", "--baud", str(baud), "--clock", "virtual", *faults],
                                         stdout=subprocess.PIPE, text=True)
         try:
             line = self._readline(SIM_START_TIMEOUT)
@@ -106,18 +107,10 @@ class SerialSim:
         self.stop()
 
 
-async def _uploads(path: str, tables: list[tuple[str, bytes]], repeats: int, baud: int,
-                   corrupt: float = 0.0, seed: int = 0) -> list[dict[str, Any]]:
-    if not corrupt:
-        return await _uploads_on(path, tables, repeats, baud)
-    from tests.e2e.link_relay import ByteFaults, PtyRelay
-
-    up, down = ByteFaults(seed=seed, corrupt=corrupt), ByteFaults(seed=seed + 1, corrupt=corrupt)
-    async with PtyRelay(path, to_band=up, to_companion=down) as relay:
-        results = await _uploads_on(relay.path, tables, repeats, baud)
+async def _uploads(path: str, tables: list[tuple[str, bytes]], repeats: int, baud: int, corrupt: float = 0.0) -> list[dict[str, Any]]:
+    results = await _uploads_on(path, tables, repeats, baud)
     for result in results:
         result["corrupt"] = corrupt
-    results[-1]["corrupted_bytes"] = up.corrupted + down.corrupted
     return results
 
 
@@ -206,13 +199,18 @@ def run(*, table_bytes: int = 8192, repeats: int = 3, shipped: str | None = "ful
     big = tables[:1]
     with SerialSim(baud) as sim:
         results = asyncio.run(_uploads(sim.path, tables, repeats, baud))
-        noisy = asyncio.run(_uploads(sim.path, big, repeats, baud, corrupt)) if corrupt else []
+    noisy: list[dict[str, Any]] = []
+    if corrupt:
+        with SerialSim(baud, corrupt, seed=1) as sim:
+            noisy = asyncio.run(_uploads(sim.path, big, repeats, baud, corrupt))
     slow: list[dict[str, Any]] = []
     slow_noisy: list[dict[str, Any]] = []
     if slow_baud:
         with SerialSim(slow_baud) as sim:
             slow = asyncio.run(_uploads(sim.path, big, repeats, slow_baud))
-            slow_noisy = asyncio.run(_uploads(sim.path, big, repeats, slow_baud, corrupt, seed=10)) if corrupt else []
+        if corrupt:
+            with SerialSim(slow_baud, corrupt, seed=10) as sim:
+                slow_noisy = asyncio.run(_uploads(sim.path, big, repeats, slow_baud, corrupt))
     rows: list[Row] = []
     summary = []
     for label, _ in tables:
@@ -244,7 +242,7 @@ def run(*, table_bytes: int = 8192, repeats: int = 3, shipped: str | None = "ful
         for r, rate in every
     ]
     details = ("Every upload (BEGIN, data phase and COMMIT add up to the wall time; *framed wire time* is the bytes really "
-               f"written to the port x {BITS_PER_BYTE} / baud; on the noisy cable, bytes up and down are what the companion "
+               f"written to the port x {BITS_PER_BYTE} / baud; on the noisy link, bytes up and down are what the companion "
                "wrote and received):\n\n" + md_table(header, body))
     big_runs = summary[0][1]
     commit = median([r["commit_s"] for r in big_runs])
@@ -258,7 +256,7 @@ def run(*, table_bytes: int = 8192, repeats: int = 3, shipped: str | None = "ful
         f"`protocol.table.decode_table` ({decode_s / max(decode_calls, 1) * 1000:.0f} ms each) by the band's storage, interpreter and handler.",
     ]
     if noisy:
-        notes.append("Noisy cable: every upload completed with the band's CRC equal to the table's; the chunk shrinks after losses "
+        notes.append("Noisy link: every upload completed with the band's CRC equal to the table's; the chunk shrinks after losses "
                      f"and grows back when clean (median {median([r['bytes'] / r['frames'] for r in noisy]):.0f} table bytes per frame "
                      f"sent at {baud} baud, against {big_runs[0]['bytes'] / big_runs[0]['frames']:.0f} clean).")
     data = {"uploads": results, "noisy_uploads": noisy, "slow_uploads": slow, "slow_noisy_uploads": slow_noisy}

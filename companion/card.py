@@ -222,7 +222,7 @@ def _counts(routine: Routine, steps: int) -> str:
     from .render import counts_text
 
     plays = sum(1 for it in iterations(routine.steps, routine.hands) if isinstance(it.item, Step))
-    return counts_text(steps, plays, len(table_cues(build_table(routine))))
+    return counts_text(steps, plays, sum(1 for _ in table_cues(build_table(routine))))
 
 
 def _start_label(start: _Start, two_hands: bool) -> str:

@@ -208,11 +208,15 @@ def inspect(table: str, as_json: bool, timeline: bool, strength: int) -> None:
 
     data = load_table_or_routine(table)
     if timeline:
+        # Streamed: a table of a few bytes can play for weeks, and `| head` wants only the start.
         events = render.timeline(data, strength)
+        out = click.get_text_stream("stdout")
         if as_json:
-            emit_json([event.to_json() for event in events])
+            out.writelines(render.timeline_json_chunks(events))
+            out.write("\n")
         else:
-            click.echo(render.timeline_text(data, events))
+            out.writelines(line + "\n" for line in render.timeline_lines(data, events))
+        out.flush()
         return
     if as_json:
         emit_json(render.table_json(data))

@@ -243,6 +243,7 @@ class BandClient:
         for _, future in self._pending.values():
             if not future.done():
                 future.set_exception(exc)
+                future.exception()  # its waiter still gets it; frames a failed upload left in flight are not logged as never retrieved
         self._pending.clear()
 
     def _dispatch(self, payload: bytes) -> None:

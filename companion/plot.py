@@ -234,7 +234,7 @@ def plot_routine(data: bytes, output: Path) -> None:
 
     table = decode_table(data)
     iterations = expand_steps(table)
-    cues = table_cues(table)
+    cues = list(table_cues(table))
     # An Agg canvas of our own: no pyplot, so the caller's backend and figures are left alone.
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "handcue", "font.size": 9, "font.family": "DejaVu Sans", "figure.dpi": 100}):
         fig = _draw(table, iterations, cues)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import zlib
+from collections.abc import Iterable, Iterator
 from enum import IntEnum
 from typing import Any
 
@@ -47,9 +49,14 @@ def left_text(ms: int) -> str:
     return format_ms(-(-ms // 1000) * 1000)
 
 
-def timeline(data: bytes, strength: int = 100) -> list[MotorEvent]:
-    """Motor events of the table bytes."""
+def timeline(data: bytes, strength: int = 100) -> Iterator[MotorEvent]:
+    """Motor events of the table bytes, as a stream (a table of a few bytes can play for weeks)."""
     return table_timeline(decode_table(data), strength)
+
+
+def count_cues(table: StepTable) -> int:
+    """How many cues the band fires, counted off the stream."""
+    return sum(1 for _ in table_cues(table))
 
 
 def clock(ms: int) -> str:
@@ -89,7 +96,7 @@ def table_text(data: bytes) -> str:
         f"{table.name or '(names stripped)'}: {len(data)} bytes, format {header.version}, "
         f"CRC-32 0x{zlib.crc32(data):08X} (header CRC 0x{header.crc32:08X})",
         f"hands: {HANDS_TEXT[table.hands.name]}; total {format_ms(table.total_ms)}; "
-        f"{counts_text(len(numbers), step_plays(table), len(table_cues(table)))}; {len(table.records)} records, {len(table.patterns)} cue patterns",
+        f"{counts_text(len(numbers), step_plays(table), count_cues(table))}; {len(table.records)} records, {len(table.patterns)} cue patterns",
         "",
         "cue patterns (on/off ms):",
     ]
@@ -136,7 +143,7 @@ def table_json(data: bytes) -> dict[str, Any]:
         "header_crc32": f"0x{header.crc32:08X}",
         "steps": len(numbers),
         "step_plays": step_plays(table),
-        "cues": len(table_cues(table)),
+        "cues": count_cues(table),
         "has_names": table.has_names,
         "hands": list(table.hands.order),
         "total_ms": table.total_ms,
@@ -161,15 +168,30 @@ def _json_value(value: Any) -> Any:
     return value.name.lower() if isinstance(value, IntEnum) else value
 
 
-def timeline_text(data: bytes, events: list[MotorEvent]) -> str:
+def timeline_lines(data: bytes, events: Iterable[MotorEvent]) -> Iterator[str]:
+    """The lines of ``handcue inspect --timeline``, one per event as it comes, then the count."""
     table = decode_table(data)
     numbers = step_numbers(table)
-    lines = [f"{'t (ms)':>9}  {'time':>10}  {'cue':<7} {'pattern':<8} {'step':>4}  {'technique':<16} {'hand':<6} {'finger':<7} motor"]
+    yield f"{'t (ms)':>9}  {'time':>10}  {'cue':<7} {'pattern':<8} {'step':>4}  {'technique':<16} {'hand':<6} {'finger':<7} motor"
+    count = 0
     for event in events:
-        lines.append(
+        count += 1
+        yield (
             f"{event.t_ms:>9}  {clock(event.t_ms):>10}  {event.cue.text_id:<7} {table.pattern_label(event.pattern):<8} "
             f"{numbers.get(event.step, '-') if event.step is not None else '-':>4}  {technique_of(table, event.step):<16} "
             f"{event.hand or '-':<6} {event.finger or '-':<7} {event.amplitude}% {event.duration_ms} ms"
         )
-    lines.append(f"{len(events)} motor events; the routine ends at {clock(table.total_ms)}")
-    return "\n".join(lines)
+    yield f"{count} motor events; the routine ends at {clock(table.total_ms)}"
+
+
+def timeline_text(data: bytes, events: Iterable[MotorEvent]) -> str:
+    return "\n".join(timeline_lines(data, events))
+
+
+def timeline_json_chunks(events: Iterable[MotorEvent]) -> Iterator[str]:
+    """``json.dumps([e.to_json() for e in events], indent=2)`` piece by piece, without holding the list."""
+    opening = "[\n  "
+    for event in events:
+        yield opening + json.dumps(event.to_json(), indent=2, ensure_ascii=False).replace("\n", "\n  ")
+        opening = ",\n  "
+    yield "[]" if opening == "[\n  " else "\n]"

@@ -212,7 +212,7 @@ def record_rows(data: bytes, offset: int, record_size: int, index: int, table: S
 
 def timeline_rows(data: bytes, limit: int) -> str:
     table = companion.read_table(data)
-    events = companion.table_timeline(table)
+    events = list(companion.table_timeline(table))
     lines = [f"{'t_ms':>7}  {'cue':<7} {'pattern':<10} {'step':>4}  {'hand':<6} {'finger':<7} motor"]
     for event in events[:limit]:
         lines.append(

@@ -298,6 +298,9 @@ class BandPeripheral:
         limit = connection.att_mtu - 3
         if len(data) > limit:
             raise ValueError(f"notification of {len(data)} bytes exceeds MTU-3={limit}")
+        if self._tx_faults is not None:  # the band's answers go this way: faulted like notify()'s
+            await self._tx_faults.send(bytes(data), lambda packet: self.device.notify_subscriber(connection, self.tx_char, packet))
+            return
         await self.device.notify_subscriber(connection, self.tx_char, bytes(data))
 
     def inject_faults(self, faults: LinkFaults | None) -> None:

@@ -2,10 +2,10 @@
 
 :func:`table_timeline` walks the decoded table analytically with
 :func:`protocol.iterations.iterations` (it does not simulate a clock) and
-returns every motor event the band will produce when it
-plays the table without pauses or skips.  The simulator's interpreter, which
-executes the bytes tick by tick like firmware, is held to produce exactly this
-list, so the two implementations check each other.
+streams every motor event the band will produce when it
+plays the table without pauses or skips, in constant memory.  The simulator's interpreter, which
+executes the bytes tick by tick like firmware, is held to produce exactly these
+events, so the two implementations check each other.
 
 Rules (``protocol/SPEC.md``, "Executing a table"):
 
@@ -27,7 +27,7 @@ record), and everything from there on happens ``t`` earlier.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
@@ -93,14 +93,22 @@ class _Candidate:
     begins_step: bool
 
 
-def table_cues(table: StepTable) -> list[Cue]:
-    """Every cue of ``table`` in time order, after merging coincident ones."""
-    candidates: list[_Candidate] = []
+def _candidates(table: StepTable) -> Iterator[_Candidate]:
+    """Every cue candidate of ``table`` in time order, ties in emission order.
+
+    The walk alone keeps them in order, so nothing is buffered: iterations
+    start in time order, a loop pass's round cue comes at its start, and a
+    step iteration's own cues (start, ticks, warning) lie in ``[t, t + d)``
+    because a table's warning comes before the end of its step
+    (:func:`protocol.table.decode_table` refuses others).  Ticks and the
+    warning are merged, a tick before the warning at the same millisecond as
+    it was emitted first.
+    """
     for it in iterations(build_tree(table.records), table.hands):
         record, t = it.item.record, it.t_ms
         if isinstance(record, LoopRecord):
             if it.index > 0:
-                candidates.append(_Candidate(t, iteration_kind(record.iterate), record.round_pattern, None, it.hand, it.finger, False))
+                yield _Candidate(t, iteration_kind(record.iterate), record.round_pattern, None, it.hand, it.finger, False)
             continue
         step = it.item.index
         if it.index == 0:
@@ -108,18 +116,26 @@ def table_cues(table: StepTable) -> list[Cue]:
         else:
             kind = CueKind.NEXT if record.iterate == Iterate.NONE else iteration_kind(record.iterate)
             pattern = record.next_pattern
-        candidates.append(_Candidate(t, kind, pattern, step, it.hand, it.finger, True))
+        yield _Candidate(t, kind, pattern, step, it.hand, it.finger, True)
+        warn_at = t + record.duration_ms - record.warn_before_ms if record.warn_before_ms else None
         if record.tick_every_ms:
-            for tick in range(record.tick_every_ms, record.duration_ms, record.tick_every_ms):
-                candidates.append(_Candidate(t + tick, CueKind.TICK, record.tick_pattern, step, it.hand, it.finger, False))
-        if record.warn_before_ms:
-            warn_at = t + record.duration_ms - record.warn_before_ms
-            candidates.append(_Candidate(warn_at, CueKind.WARN, record.warn_pattern, step, it.hand, it.finger, False))
-    candidates.append(_Candidate(table.total_ms, CueKind.DONE, table.done_pattern, None, None, None, False))
-    candidates.sort(key=lambda cand: cand.t_ms)  # stable: keeps emission order within a millisecond
+            for tick in range(t + record.tick_every_ms, t + record.duration_ms, record.tick_every_ms):
+                if warn_at is not None and warn_at < tick:
+                    yield _Candidate(warn_at, CueKind.WARN, record.warn_pattern, step, it.hand, it.finger, False)
+                    warn_at = None
+                yield _Candidate(tick, CueKind.TICK, record.tick_pattern, step, it.hand, it.finger, False)
+        if warn_at is not None:
+            yield _Candidate(warn_at, CueKind.WARN, record.warn_pattern, step, it.hand, it.finger, False)
+    yield _Candidate(table.total_ms, CueKind.DONE, table.done_pattern, None, None, None, False)
 
-    cues = []
-    for t, group in groupby(candidates, key=lambda cand: cand.t_ms):
+
+def table_cues(table: StepTable) -> Iterator[Cue]:
+    """Every cue of ``table`` in time order, after merging coincident ones.
+
+    A stream: memory stays constant however long the routine (a table of a
+    few dozen bytes can play for weeks), and the first cues come at once.
+    """
+    for t, group in groupby(_candidates(table), key=lambda cand: cand.t_ms):
         members = list(group)
         firing = [cand for cand in members if cand.pattern is not None]
         if not firing:
@@ -127,28 +143,29 @@ def table_cues(table: StepTable) -> list[Cue]:
         winner = max(firing, key=lambda cand: cand.kind)
         where = next((cand for cand in members if cand.begins_step), winner)
         assert winner.pattern is not None
-        cues.append(Cue(t, winner.kind, winner.pattern, where.step, where.hand, where.finger))
-    return cues
+        yield Cue(t, winner.kind, winner.pattern, where.step, where.hand, where.finger)
 
 
-def motor_events(table: StepTable, cues: list[Cue], strength: int = DEFAULT_STRENGTH) -> list[MotorEvent]:
-    """Expand cues into motor-on events at cue ``strength`` % (protocol.strength); a later cue cuts an earlier pattern short."""
-    events = []
-    for position, cue in enumerate(cues):
-        cut_at = cues[position + 1].t_ms if position + 1 < len(cues) else None
+def motor_events(table: StepTable, cues: Iterable[Cue], strength: int = DEFAULT_STRENGTH) -> Iterator[MotorEvent]:
+    """Expand cues (in time order) into motor-on events at cue ``strength`` % (protocol.strength); a later cue cuts an earlier pattern short."""
+    upcoming = iter(cues)
+    cue = next(upcoming, None)
+    while cue is not None:
+        following = next(upcoming, None)
+        cut_at = following.t_ms if following is not None else None
         t = cue.t_ms
         for segment in table.patterns[cue.pattern].segments:
             if cut_at is not None and t >= cut_at:
                 break
             if segment.is_on:
                 length = segment.duration_ms if cut_at is None else min(segment.duration_ms, cut_at - t)
-                events.append(MotorEvent.of(cue, t, scaled_amplitude(segment.amplitude, strength), length))
+                yield MotorEvent.of(cue, t, scaled_amplitude(segment.amplitude, strength), length)
             t += segment.duration_ms
-    return events
+        cue = following
 
 
-def table_timeline(table: StepTable, strength: int = DEFAULT_STRENGTH) -> list[MotorEvent]:
-    """Every motor event the band set to cue ``strength`` % produces when it plays ``table`` through."""
+def table_timeline(table: StepTable, strength: int = DEFAULT_STRENGTH) -> Iterator[MotorEvent]:
+    """Every motor event the band set to cue ``strength`` % produces when it plays ``table`` through, as a stream (``list()`` it to keep it)."""
     return motor_events(table, table_cues(table), strength)
 
 
@@ -168,7 +185,7 @@ def skip_target_ms(table: StepTable, t_ms: int, scope: SkipScope) -> int | None:
     return None
 
 
-def cues_with_skips(table: StepTable, skips: Sequence[tuple[int, SkipScope]]) -> list[Cue]:
+def cues_with_skips(table: StepTable, skips: Sequence[tuple[int, SkipScope]]) -> Iterator[Cue]:
     """Every cue of ``table`` when the band skips at each (routine time, scope) of ``skips``, in time order.
 
     Cues due at a skip's instant fire first, as their own group; the cues of
@@ -184,15 +201,13 @@ def cues_with_skips(table: StepTable, skips: Sequence[tuple[int, SkipScope]]) ->
             continue  # nothing is playing: the band ignores it
         cut.append((at, target))
         dropped += target - at
-    cues = []
     for cue in table_cues(table):
         if any(start < cue.t_ms < end for start, end in cut):
             continue
         shift = sum(end - start for start, end in cut if end <= cue.t_ms)
-        cues.append(Cue(cue.t_ms - shift, cue.kind, cue.pattern, cue.step, cue.hand, cue.finger))
-    return cues
+        yield Cue(cue.t_ms - shift, cue.kind, cue.pattern, cue.step, cue.hand, cue.finger)
 
 
-def timeline_with_skips(table: StepTable, skips: Sequence[tuple[int, SkipScope]]) -> list[MotorEvent]:
+def timeline_with_skips(table: StepTable, skips: Sequence[tuple[int, SkipScope]]) -> Iterator[MotorEvent]:
     """Every motor event when the band plays ``table`` and skips as :func:`cues_with_skips` says, never paused."""
     return motor_events(table, cues_with_skips(table, skips))

@@ -22,6 +22,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Long runs: power cuts at every flash work unit, many more damaged flash images "
              "(also HANDCUE_EXHAUSTIVE=1). For long fuzzing add --hypothesis-profile=long.",
     )
+    parser.addoption(
+        "--soak", type=int, metavar="N", default=int(os.environ.get("HANDCUE_SOAK") or 0),
+        help="Soak: N random uploads over a faulty serial link and N/5 over BLE (also HANDCUE_SOAK=N; "
+             "HANDCUE_SOAK_SEED replays a run). Add -s to see the tally.",
+    )
 
 
 @pytest.fixture

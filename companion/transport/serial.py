@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import termios
 
 import serial
 
@@ -69,6 +70,8 @@ class SerialTransport(Transport):
             return
         except OSError:
             data = b""
+        if not data and _still_there(port.fileno()):
+            return  # readable, then emptied (a line flush, as a cable pull does): a raw tty reads 0 bytes, not EOF
         if not data:
             asyncio.get_running_loop().remove_reader(port.fileno())
             self._deliver_end("the port was closed")
@@ -106,3 +109,12 @@ class SerialTransport(Transport):
 def _wake(ready: asyncio.Future[None]) -> None:
     if not ready.done():
         ready.set_result(None)
+
+
+def _still_there(fd: int) -> bool:
+    """Whether the tty behind ``fd`` still answers: a port that is gone (unplugged, its pty closed) fails with EIO."""
+    try:
+        termios.tcgetattr(fd)
+    except (OSError, termios.error):
+        return False
+    return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import termios
 import time
 import zlib
 from collections.abc import Callable
@@ -400,3 +401,70 @@ def test_data_frames_send_what_they_say():
             if isinstance(body, UploadDataRequest):
                 assert NAUSEA[body.offset : body.offset + len(body.data)] == body.data
             assert not isinstance(body, UploadBeginRequest) or body.crc32 == zlib.crc32(NAUSEA)
+
+
+def test_a_flushed_line_is_not_a_closed_port():
+    """A cable pull flushes the line: the port was readable, then holds nothing, and a raw tty reads 0 bytes.
+
+    That is no end of file: the transport keeps reading (found by the soak: uploads failed with
+    "the port was closed" while the port was open).  A port whose other end is gone still ends.
+    """
+    from companion.transport.base import TransportClosed
+    from companion.transport.serial import SerialTransport
+
+    master, slave = os.openpty()
+    path = os.ttyname(slave)
+
+    async def job():
+        transport = SerialTransport(f"serial:{path}", path)
+        await transport.connect(1.0)
+        try:
+            os.write(master, b"lost")
+            termios.tcflush(slave, termios.TCIOFLUSH)  # the line is flushed after it became readable
+            transport._on_readable()  # the wakeup that finds no bytes
+            os.write(master, b"kept")
+            got = await asyncio.wait_for(transport.receive(), 2)
+            os.close(master)
+            with pytest.raises(TransportClosed, match="the port was closed"):
+                while True:
+                    await asyncio.wait_for(transport.receive(), 2)
+            return got
+        finally:
+            await transport.disconnect()
+
+    try:
+        assert run(job()) == b"kept"
+    finally:
+        os.close(slave)
+
+
+def test_a_link_lost_mid_upload_leaves_no_unretrieved_future():
+    """The soak's log showed "Future exception was never retrieved" for the frames still in flight when a port closed."""
+    import gc
+
+    from companion.transport.base import TransportClosed
+
+    handler = ProtocolHandler(band_with())
+    data_frames = 0
+
+    def lose_the_link(data: bytes) -> bytes:
+        nonlocal data_frames
+        if any(decode_message(m).opcode == Opcode.UPLOAD_DATA for m in FrameParser(1024).feed(data)):
+            data_frames += 1
+            if data_frames == 3:  # a window in flight, no answer yet: the port goes away
+                asyncio.get_running_loop().call_soon(transport._deliver_end, "the port was closed")
+        return data
+
+    transport = Loopback(handler, answers=lambda m: b"" if is_answer(Opcode.UPLOAD_DATA)(m) else m, to_band=lose_the_link)
+    reported: list[dict] = []
+
+    async def job():
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: reported.append(context))
+        with pytest.raises(TransportClosed):
+            await loop_upload(transport, upload_table(4096))
+        gc.collect()
+        await asyncio.sleep(0)
+
+    run(job())
+    assert data_frames >= 3
+    assert [c["message"] for c in reported] == []
