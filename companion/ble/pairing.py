@@ -15,7 +15,9 @@ The band's rules are in :mod:`firmware_sim.pairing` and protocol/SPEC.md.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import AsyncIterator
 from typing import Any
 
 from protocol.constants import BleUuid, PairingControl, PairingState
@@ -85,13 +87,9 @@ async def _read_state(client: Any, name: str) -> PairingState:
     return PairingState(value[0])
 
 
-async def pair_band(target: str, backend: BleBackend = PLATFORM, *, timeout: float = PAIR_TIMEOUT) -> PairingOutcome:
-    """Bond with the band ``target`` (``ble:NAME``, a name or an address).
-
-    Raises:
-        PairingError: the band's pairing window is closed, or pairing failed.
-        TransportError: the band was not found or the link failed.
-    """
+@contextlib.asynccontextmanager
+async def _band_link(target: str, backend: BleBackend, timeout: float, doing: str) -> AsyncIterator[tuple[str, Any]]:
+    """``(name, BleakClient)`` connected to the band ``target``; bleak's errors and timeouts become :class:`TransportError`."""
     from bleak import BleakClient
     from bleak.exc import BleakError
 
@@ -99,23 +97,36 @@ async def pair_band(target: str, backend: BleBackend = PLATFORM, *, timeout: flo
     device = await _find(name, backend, timeout)
     try:
         async with BleakClient(device, timeout=timeout, backend=backend.client) as client:
-            before = await _read_state(client, name)
-            if PairingState.TRUSTED in before:
-                return PairingOutcome(name, True, before)
-            if PairingState.WINDOW_OPEN not in before:
-                raise PairingError(f"{name} is not accepting new pairings: press its button (it then accepts one for 60 s), then run handcue pair again")
-            try:
-                await client.pair()
-            except BleakError as exc:
-                raise PairingError(f"pairing with {name} failed: {exc}") from exc
-            after = await _read_state(client, name)
-            if PairingState.TRUSTED not in after:
-                raise PairingError(f"pairing with {name} did not make this device trusted (state {after!r})")
-            return PairingOutcome(name, False, after)
+            yield name, client
     except BleakError as exc:
         raise TransportError(f"ble:{name}: {backend.prefix()}{exc}") from exc
     except TimeoutError as exc:
-        raise TransportError(f"ble:{name}: no answer within {timeout:g} s while pairing") from exc
+        raise TransportError(f"ble:{name}: no answer within {timeout:g} s while {doing}") from exc
+
+
+async def pair_band(target: str, backend: BleBackend = PLATFORM, *, timeout: float = PAIR_TIMEOUT) -> PairingOutcome:
+    """Bond with the band ``target`` (``ble:NAME``, a name or an address).
+
+    Raises:
+        PairingError: the band's pairing window is closed, or pairing failed.
+        TransportError: the band was not found or the link failed.
+    """
+    from bleak.exc import BleakError
+
+    async with _band_link(target, backend, timeout, "pairing") as (name, client):
+        before = await _read_state(client, name)
+        if PairingState.TRUSTED in before:
+            return PairingOutcome(name, True, before)
+        if PairingState.WINDOW_OPEN not in before:
+            raise PairingError(f"{name} is not accepting new pairings: press its button (it then accepts one for 60 s), then run handcue pair again")
+        try:
+            await client.pair()
+        except BleakError as exc:
+            raise PairingError(f"pairing with {name} failed: {exc}") from exc
+        after = await _read_state(client, name)
+        if PairingState.TRUSTED not in after:
+            raise PairingError(f"pairing with {name} did not make this device trusted (state {after!r})")
+        return PairingOutcome(name, False, after)
 
 
 async def unpair_band(target: str, backend: BleBackend = PLATFORM, *, timeout: float = PAIR_TIMEOUT) -> PairingOutcome:
@@ -127,21 +138,11 @@ async def unpair_band(target: str, backend: BleBackend = PLATFORM, *, timeout: f
     Raises:
         TransportError: the band was not found or the link failed.
     """
-    from bleak import BleakClient
-    from bleak.exc import BleakError
-
-    name = _strip(target)
-    device = await _find(name, backend, timeout)
-    try:
-        async with BleakClient(device, timeout=timeout, backend=backend.client) as client:
+    async with _band_link(target, backend, timeout, "unpairing") as (name, client):
+        state = await _read_state(client, name)
+        trusted = PairingState.TRUSTED in state
+        if trusted:
+            await client.write_gatt_char(BleUuid.PAIRING, bytes([PairingControl.FORGET_ME]), response=True)
             state = await _read_state(client, name)
-            trusted = PairingState.TRUSTED in state
-            if trusted:
-                await client.write_gatt_char(BleUuid.PAIRING, bytes([PairingControl.FORGET_ME]), response=True)
-                state = await _read_state(client, name)
-            await client.unpair()
-            return PairingOutcome(name, not trusted, state)
-    except BleakError as exc:
-        raise TransportError(f"ble:{name}: {backend.prefix()}{exc}") from exc
-    except TimeoutError as exc:
-        raise TransportError(f"ble:{name}: no answer within {timeout:g} s while unpairing") from exc
+        await client.unpair()
+        return PairingOutcome(name, not trusted, state)
