@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 
+from protocol.constants import BootOutcome
 from protocol.errors import HandCueError
 
 from .cli_common import address_option, ble_options, complete_routine, emit_json, json_option, quiet, run, say, targets_option, timeout_option
@@ -29,7 +30,7 @@ from .cli_fleet import is_fleet
 if TYPE_CHECKING:  # the CLI imports asyncio and the protocol stack only when a command runs
     import asyncio
 
-    from .client import BandClient, BandStatus
+    from .client import BandClient, BandInfo, BandStatus
     from .discovery import FoundBand
     from .live import KeyReader
 
@@ -127,8 +128,24 @@ def info(address: str, timeout: float | None, as_json: bool, hci: str | None, bl
     routine = f"{band.routine_name or '(unnamed)'} ({band.routine_size} bytes, CRC-32 0x{band.routine_crc32:08X})" if band.routine_crc32 is not None else "none"
     click.echo(f"band {band.band_id:04X}: firmware {band.firmware}, protocol {band.protocol_version}, battery {band.battery}%, {band.state_text}")
     click.echo(f"routine: {routine}")
+    click.echo(f"storage: {storage_line(band)}")
     click.echo(f"limits: table {band.max_table} bytes, frame {band.max_frame} bytes, upload window {band.window}")
     click.echo(f"security: {security}")
+
+
+BOOT_EXPLANATIONS = {
+    BootOutcome.JOURNAL_DAMAGED: "damaged journal entries were skipped; the routine shown verified",
+    BootOutcome.RECOVERED_PREVIOUS: "the newest routine failed its check; the one before it is active",
+    BootOutcome.ACTIVE_SLOT_CORRUPT: "the newest routine failed its check and no earlier one is intact; upload it again",
+    BootOutcome.JOURNAL_LOST: "the band's routine journal is unreadable, so it holds no routine; upload it again",
+}
+"""What ``handcue info`` adds to a boot outcome that is not the ordinary blank or intact flash."""
+
+
+def storage_line(band: BandInfo) -> str:
+    """The band's boot outcome for people, with what it means when the flash was damaged or a write was cut."""
+    why = BOOT_EXPLANATIONS.get(band.boot) if band.boot is not None else None
+    return f"{band.boot_text} ({why})" if why else band.boot_text
 
 
 async def step_numbers_of(client: BandClient) -> dict[int, int] | None:

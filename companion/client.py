@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
-from protocol.constants import MAX_FRAME_PAYLOAD, BandState, MessageKind, Opcode, SkipScope, Status
+from protocol.constants import MAX_FRAME_PAYLOAD, BandState, BootOutcome, MessageKind, Opcode, SkipScope, Status
 from protocol.errors import BadRequestError, HandCueError, UploadError, band_error
 from protocol.framing import FrameParser, encode_frame, max_wire_size
 from protocol.messages import (
@@ -133,11 +133,16 @@ class BandInfo:
     routine_size: int
     state_text: str = ""
     """The state for people: ``idle``, or ``unknown (N)`` for a state this companion does not know."""
+    boot: BootOutcome | None = None
+    """What the band found in its flash at boot; None: an outcome this companion does not know (a newer band)."""
+    boot_text: str = ""
+    """The boot outcome for people: ``intact``, ``recovered-previous``, or ``unknown (N)``."""
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["band_id"] = f"{self.band_id:04X}"
         data["state"] = data.pop("state_text")
+        data["boot"] = data.pop("boot_text")
         data["routine_crc32"] = None if self.routine_crc32 is None else f"0x{self.routine_crc32:08X}"
         return data
 
@@ -396,6 +401,7 @@ class BandClient:
             body.band_id, str(body.firmware), body.protocol_version, body.battery, body.state, body.max_table,
             body.max_frame, body.window, body.routine_name if body.has_routine else None,
             body.routine_crc32 if body.has_routine else None, body.routine_size, code_text(body, "state") or "none",
+            body.boot_outcome, code_text(body, "boot_outcome") or "none",
         )
 
     async def status(self) -> BandStatus:

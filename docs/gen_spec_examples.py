@@ -47,6 +47,7 @@ from protocol.constants import (
     PROTOCOL_VERSION,
     BandState,
     BleUuid,
+    BootOutcome,
     CueKind,
     Hands,
     Iterate,
@@ -319,7 +320,7 @@ RESPONSE_FIELDS: dict[Opcode, tuple] = {
     Opcode.INFO: (
         ("band_id", 4), ("firmware.major", 1), ("firmware.minor", 1), ("firmware.patch", 1), ("protocol_version", 1),
         ("battery", 1), ("state", 1), ("max_table", 4), ("max_frame", 2), ("window", 1), ("has_routine", 1),
-        ("routine_crc32", 4), ("routine_size", 2), ("routine_name", "text"),
+        ("routine_crc32", 4), ("routine_size", 2), ("routine_name", "text"), ("boot_outcome", 1),
     ),
     Opcode.UPLOAD_BEGIN: (("offset", 4), ("max_chunk", 2), ("window", 1)),
     Opcode.UPLOAD_DATA: (("offset", 4),),
@@ -353,6 +354,7 @@ DESCRIBE = {
     "protocol_version": lambda v, m: str(v),
     "battery": lambda v, m: f"{v} %",
     "state": lambda v, m: named(BandState, v),
+    "boot_outcome": lambda v, m: named(BootOutcome, v),
     "max_table": lambda v, m: f"{v} bytes",
     "max_frame": lambda v, m: f"{v} bytes per message",
     "window": lambda v, m: f"{v} UPLOAD_DATA frames in flight",
@@ -481,6 +483,7 @@ class Bench:
         storage.begin_upload(len(table), zlib.crc32(table))
         storage.write_chunk(0, table)
         storage.commit()
+        storage = Storage(storage.flash)  # power the band up holding the routine: its boot found it intact
         self.band = Band(storage, self.clock, band_id=BAND_ID, battery_percent=BATTERY_PERCENT)
         self.handler = ProtocolHandler(self.band)
         self.sent: list[bytes] = []

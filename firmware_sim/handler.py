@@ -240,6 +240,7 @@ class ProtocolHandler:
             routine_crc32=active.crc if active else 0,
             routine_size=active.length if active else 0,
             routine_name=name,
+            boot_outcome=self.band.storage.boot_report.outcome,
         )
 
     def _claim_upload(self, link: str) -> None:

@@ -39,6 +39,7 @@ from enum import IntEnum
 
 import construct as c
 
+from protocol.constants import BootOutcome as BootOutcome  # re-exported: its one home is protocol.constants
 from protocol.constants import Limits, TableError
 from protocol.errors import TableFormatError
 from protocol.table import decode_table
@@ -106,27 +107,6 @@ class SlotInfo:
 
     def __str__(self) -> str:
         return f"{self.length} bytes, CRC-32 0x{self.crc:08X}, slot {self.slot}"
-
-
-class BootOutcome(IntEnum):
-    """What a mount found; the value is the stable number a band reports (e.g. in INFO)."""
-
-    BLANK = 0
-    """Erased flash (a first journal entry torn by a cut at most): no routine was ever stored."""
-    INTACT = 1
-    """Journal and routine (if any) verified; a torn last entry from a power cut is normal."""
-    JOURNAL_DAMAGED = 2
-    """Damaged journal entries (not a torn write) were skipped; the routine the rest names verified."""
-    RECOVERED_PREVIOUS = 3
-    """The newest routine failed its check; the one committed before it verified and is active."""
-    ACTIVE_SLOT_CORRUPT = 4
-    """The newest routine failed its check and no earlier one is intact: the band holds none."""
-    JOURNAL_LOST = 5
-    """The flash is not blank but neither journal sector holds a complete state: the band holds none."""
-
-    @property
-    def label(self) -> str:
-        return self.name.lower().replace("_", "-")
 
 
 @dataclass(frozen=True)

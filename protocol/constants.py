@@ -242,6 +242,32 @@ class BandState(IntEnum):
     FINISHED = 3
 
 
+class BootOutcome(IntEnum):
+    """What a mount found; the value is the stable number a band reports (e.g. in INFO)."""
+
+    BLANK = 0
+    """Erased flash (a first journal entry torn by a cut at most): no routine was ever stored."""
+    INTACT = 1
+    """Journal and routine (if any) verified; a torn last entry from a power cut is normal."""
+    JOURNAL_DAMAGED = 2
+    """Damaged journal entries (not a torn write) were skipped; the routine the rest names verified."""
+    RECOVERED_PREVIOUS = 3
+    """The newest routine failed its check; the one committed before it verified and is active."""
+    ACTIVE_SLOT_CORRUPT = 4
+    """The newest routine failed its check and no earlier one is intact: the band holds none."""
+    JOURNAL_LOST = 5
+    """The flash is not blank but neither journal sector holds a complete state: the band holds none."""
+
+    @property
+    def text_id(self) -> str:
+        """The outcome for people and JSON: ``intact``, ``recovered-previous``."""
+        return self.name.lower().replace("_", "-")
+
+    @property
+    def label(self) -> str:
+        return self.text_id
+
+
 NO_STEP = 0xFFFF
 
 

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast, dataclass_transform, g
 
 import construct as c
 
-from .constants import FINGERS, NO_STEP, PROTOCOL_VERSION, BandState, CueKind, MessageKind, Opcode, SkipScope, Status, TechniqueCode
+from .constants import FINGERS, NO_STEP, PROTOCOL_VERSION, BandState, BootOutcome, CueKind, MessageKind, Opcode, SkipScope, Status, TechniqueCode
 from .errors import MessageError as MessageError  # re-exported: callers import it from here too
 from .layout import Coded, Coding, Indexed, Marker, Saturating, field_subcon, laid_out, layout_of, raw_layout_of, wire
 
@@ -169,6 +169,9 @@ class InfoResponse(Body):
     routine_crc32: int = wire(c.Int32ul)
     routine_size: int = wire(c.Int16ul)
     routine_name: str = wire(Text)
+    boot_outcome: BootOutcome | None = wire(Coded(c.Int8ul, BootOutcome, lenient=True))
+    """What the band found in its flash at boot (after a power cut or damage): which routine it holds and why.
+    None: an outcome this side does not know (a newer band)."""
 
 
 class UploadBeginResponse(Body):

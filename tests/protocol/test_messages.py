@@ -33,6 +33,7 @@ from protocol.constants import (
     PROTOCOL_VERSION,
     BandState,
     BleUuid,
+    BootOutcome,
     CueKind,
     MessageKind,
     Opcode,
@@ -67,6 +68,7 @@ from protocol.messages import (
     UploadCommitResponse,
     UploadDataRequest,
     UploadDataResponse,
+    code_text,
     decode_message,
     encode_error,
     encode_notification,
@@ -90,10 +92,12 @@ STATUS_WIRE = dict(state=2, step=0x0102, technique=7, iteration=3, hand=2, finge
 STATUS_BODY = "02" "0201" "07" "03" "02" "04" "45230100" "0d0c0b0a" "e8030000" "ffffffff" "02" "3412" "64"
 
 INFO_VALUES = dict(band_id=0x1A2B, firmware=dict(major=1, minor=2, patch=3), protocol_version=1, battery=87, state=2, max_table=32768,
-                   max_frame=512, window=8, has_routine=1, routine_crc32=0xD5BF511B, routine_size=124, routine_name="PC6")
+                   max_frame=512, window=8, has_routine=1, routine_crc32=0xD5BF511B, routine_size=124, routine_name="PC6",
+                   boot_outcome=3)
 INFO = InfoResponse(band_id=0x1A2B, firmware=FirmwareVersion(major=1, minor=2, patch=3), protocol_version=1, battery=87, state=BandState.PAUSED,
-                    max_table=32768, max_frame=512, window=8, has_routine=True, routine_crc32=0xD5BF511B, routine_size=124, routine_name="PC6")
-INFO_BODY = "2b1a0000" "010203" "01" "57" "02" "00800000" "0002" "08" "01" "1b51bfd5" "7c00" "03" "504336"
+                    max_table=32768, max_frame=512, window=8, has_routine=True, routine_crc32=0xD5BF511B, routine_size=124, routine_name="PC6",
+                    boot_outcome=BootOutcome.RECOVERED_PREVIOUS)
+INFO_BODY = "2b1a0000" "010203" "01" "57" "02" "00800000" "0002" "08" "01" "1b51bfd5" "7c00" "03" "504336" "03"
 
 # (request, request id, raw wire fields, hand-written message hex)
 REQUESTS: list[tuple[Request[Any], int, dict[str, Any], str]] = [
@@ -260,10 +264,18 @@ def test_ok_response_decodes_to_its_fields(opcode, request_id, response, wire, g
 
 
 def test_info_response_without_routine_has_an_empty_name():
-    info = replace(INFO, state=BandState.IDLE, has_routine=False, routine_crc32=0, routine_size=0, routine_name="")
-    golden = "01" "01" "01" "07" "00" "00" "2b1a0000" "010203" "01" "57" "00" "00800000" "0002" "08" "00" "00000000" "0000" "00"
+    info = replace(INFO, state=BandState.IDLE, has_routine=False, routine_crc32=0, routine_size=0, routine_name="",
+                   boot_outcome=BootOutcome.ACTIVE_SLOT_CORRUPT)
+    golden = "01" "01" "01" "07" "00" "00" "2b1a0000" "010203" "01" "57" "00" "00800000" "0002" "08" "00" "00000000" "0000" "00" "04"
     assert encode_response(Opcode.INFO, 7, info).hex() == golden
     assert decode_message(bytes.fromhex(golden)).body == info
+
+
+def test_info_boot_outcome_from_a_newer_band_reads_as_unknown():
+    body = decode_message(bytes.fromhex("01" "01" "01" "07" "00" "00" + INFO_BODY[:-2] + "09")).body
+    assert isinstance(body, InfoResponse)
+    assert (body.boot_outcome, body.raw("boot_outcome"), code_text(body, "boot_outcome")) == (None, 9, "unknown (9)")
+    assert code_text(INFO, "boot_outcome") == "recovered-previous"
 
 
 def test_status_body_idle_values_and_saturated_cue_count():
@@ -381,8 +393,10 @@ def test_unknown_opcode_or_kind_is_unknown_request(data, opcode):
         ("01" "01" "0b" "05" "00", Opcode.STATUS),  # response without detail
         ("01" "01" "03" "05" "00" "00" "080302", Opcode.UPLOAD_DATA),  # ack cut short
         ("01" "01" "03" "05" "00" "00" "08030201" "00", Opcode.UPLOAD_DATA),  # ack with a byte too many
-        ("01" "01" "01" "05" "00" "00" + INFO_BODY[:-2], Opcode.INFO),  # name cut short
-        ("01" "01" "01" "05" "00" "00" + INFO_BODY[:-6] + "ff4336", Opcode.INFO),  # name not UTF-8
+        ("01" "01" "01" "05" "00" "00" + INFO_BODY[:-4], Opcode.INFO),  # name cut short, no boot outcome
+        ("01" "01" "01" "05" "00" "00" + INFO_BODY[:-8] + "ff4336" "03", Opcode.INFO),  # name not UTF-8
+        ("01" "01" "01" "05" "00" "00" + INFO_BODY[:-2], Opcode.INFO),  # boot outcome missing (an older band's INFO)
+        ("01" "01" "01" "05" "00" "00" + INFO_BODY + "00", Opcode.INFO),  # a byte too many after the boot outcome
         ("01" "01" "07" "05" "04" "00", Opcode.PAUSE),  # error without its reason length
         ("01" "01" "07" "05" "04" "00" "05" "69646c65", Opcode.PAUSE),  # reason shorter than its length
         ("01" "02" "0b" "00" + STATUS_BODY[:-2], Opcode.STATUS),  # notification without battery
@@ -457,7 +471,7 @@ def test_handler_info_golden(handler):
     response = handler.handle("serial", bytes.fromhex("01000107"))
     name = "4e61757365612072656c69656620285043362" "9"  # "Nausea relief (PC6)", 19 bytes
     expected = ("01" "01" "01" "07" "00" "00" "2b1a0000" "000100" "01" "64" "00" "00800000" "0001" "08" "01"
-                + zlib.crc32(table).to_bytes(4, "little").hex() + "7c00" "13" + name)
+                + zlib.crc32(table).to_bytes(4, "little").hex() + "7c00" "13" + name + "00")  # boot_outcome BLANK: this band booted on erased flash, then took the upload
     assert response.hex() == expected
 
 
