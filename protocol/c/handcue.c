@@ -678,7 +678,7 @@ hc_status_code hc_skip(hc_player *p, hc_skip_scope scope)
     }
     flush(p, p->now);
     /* Past the end while paused: finished runs the motor again, also for a pattern an earlier skip left waiting. */
-    if (p->state == HC_FINISHED && p->motor_playing) drive(p, segment_at(p, p->motor_pattern, p->motor_index)[0]);
+    if (p->state == HC_FINISHED && p->motor_playing) drive(p, level_of(p, segment_at(p, p->motor_pattern, p->motor_index)[0]));
     return HC_STATUS_OK;
 }
 

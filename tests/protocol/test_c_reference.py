@@ -555,6 +555,15 @@ def test_skip_past_the_end_while_paused_plays_the_pattern_a_skip_left_waiting(hc
     assert c_lines == simulator_run(data, script) == expected
 
 
+def test_skip_past_the_end_drives_the_waiting_pattern_at_the_scaled_strength(hcue_run):
+    """Found by hypothesis: the motor switched on after a skip past the end took the unscaled amplitude."""
+    data = (b"HCue\x96O\x13v\x01\x00\x18\x10,\x00\x01\x00\xe8\x03\x00\x00\x01\x01\x00\x00\x01\x01\x00\x01\n\x00"
+            b"\x00\x00\x00\x00\xff\x00\xff\xff\x00\x00\x00\x01\x15\x03")
+    script = [(0, "skip")]
+    [c_lines] = run_batch(hcue_run, [(data, script_text(script))], strength=20)  # exit 3 if drive() disagrees with the segments
+    assert c_lines == simulator_run(data, script, strength=20)
+
+
 # --------------------------------------------------------------------------
 # Memory safety
 
