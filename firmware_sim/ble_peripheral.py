@@ -406,6 +406,11 @@ class BandPeripheral:
         if self._closed:
             return
         self._closed = True
+        # Let advertising restarts in flight finish (new ones see _closed and return): cancelling
+        # one mid-command makes bumble 0.0.236 set the result of a cancelled future when the
+        # controller's Command Complete arrives (InvalidStateError in Host.on_packet).
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=DISCONNECT_TIMEOUT)
         try:
             await self.device.stop_advertising()
             await self.disconnect_all()
