@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import subprocess
 import sys
 import tempfile
@@ -13,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from . import REPO, Report, Row, md_table, median
-from .serial_upload import sim_command
+from .sim_process import SimProcess
 
 NAME = "cold_start"
 TITLE = "6. Cold start"
@@ -71,7 +70,7 @@ link (scan, connect, MTU, discovery, subscription, requests) take a nearly fixed
 events; the others are CPU time and grow with the machine's load."""
 
 
-class Sim:
+class Sim(SimProcess):
     """A `handcue-sim` subprocess serving BLE (paced) or a pty; stops on exit from the with block."""
 
     def __init__(self, transport: str) -> None:
@@ -85,42 +84,11 @@ class Sim:
             prefix = "ble: "
         else:
             args, prefix = ["--serial", "pty", "--baud", str(BAUD)], "serial: "
-        self.process = subprocess.Popen([*sim_command(), "--clock", "virtual", *args], stdout=subprocess.PIPE, text=True)
-        try:
-            line = self._readline()
-            if not line.startswith(prefix):
-                raise RuntimeError(f"handcue-sim printed {line!r}, expected {prefix!r}")
-            if prefix == "ble: ":
-                self.band_address = line.split()[2]  # ble: NAME ADDRESS via ...
-        except BaseException:
-            self.stop()
-            raise
+        super().__init__(["--clock", "virtual", *args], prefix, SIM_START_TIMEOUT)
+        if prefix == "ble: ":
+            self.band_address = self.first_line.split()[2]  # ble: NAME ADDRESS via ...
         if transport == "serial":
-            self.options = ["--to", f"serial:{line.removeprefix(prefix).strip()}?baud={BAUD}"]
-
-    def _readline(self) -> str:
-        assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], SIM_START_TIMEOUT)
-        if not ready:
-            raise TimeoutError(f"handcue-sim printed nothing within {SIM_START_TIMEOUT:g} s")
-        return self.process.stdout.readline()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-    def __enter__(self) -> Sim:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+            self.options = ["--to", f"serial:{self.first_line.removeprefix(prefix).strip()}?baud={BAUD}"]
 
 
 def exclusive(spans: list[tuple[str, float, float]]) -> dict[str, float]:

@@ -4,13 +4,8 @@ clean and through a cable that corrupts bytes (goodput as a fraction of the clea
 from __future__ import annotations
 
 import asyncio
-import select
-import shutil
-import subprocess
-import sys
 import time
 import zlib
-from pathlib import Path
 from typing import Any
 
 from companion import compile_routine, load_routine
@@ -19,6 +14,7 @@ from protocol.constants import Opcode
 
 from . import Report, Row, md_table, median, ratio
 from .probes import Instrumented
+from .sim_process import SimProcess
 from .tables import upload_table
 
 NAME = "serial_upload"
@@ -56,55 +52,13 @@ random non-zero byte, seeded so a run replays), after the pacing: it adds no del
 rate (median of both)."""
 
 
-def sim_command() -> list[str]:
-    """The `handcue-sim` console script of this interpreter (not a shell shim), else the module."""
-    script = Path(sys.executable).with_name("handcue-sim")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("handcue-sim")
-    return [found] if found else [sys.executable, "-m", "firmware_sim"]
-
-
-class SerialSim:
+class SerialSim(SimProcess):
     """A `handcue-sim --serial pty` subprocess; stops itself on exit from the with block."""
 
     def __init__(self, baud: int = BAUD, corrupt: float = 0.0, seed: int = 0) -> None:
         faults = ["--faults", f"corrupt={corrupt}", "--fault-seed", str(seed)] if corrupt else []
-        self.process = subprocess.Popen([*sim_command(), "--serial", "pty", "--baud", str(baud), "--clock", "virtual", *faults],
-                                        stdout=subprocess.PIPE, text=True)
-        try:
-            line = self._readline(SIM_START_TIMEOUT)
-        except BaseException:
-            self.stop()
-            raise
-        if not line.startswith("serial: "):
-            self.stop()
-            raise RuntimeError(f"handcue-sim printed {line!r}, expected 'serial: PATH'")
-        self.path = line.removeprefix("serial: ").strip()
-
-    def _readline(self, timeout: float) -> str:
-        assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
-        if not ready:
-            raise TimeoutError(f"handcue-sim printed nothing within {timeout:g} s")
-        return self.process.stdout.readline()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-    def __enter__(self) -> SerialSim:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(["--serial", "pty", "--baud", str(baud), "--clock", "virtual", *faults], "serial: ", SIM_START_TIMEOUT)
+        self.path = self.first_line.removeprefix("serial: ").strip()
 
 
 async def _uploads(path: str, tables: list[tuple[str, bytes]], repeats: int, baud: int, corrupt: float = 0.0) -> list[dict[str, Any]]:
