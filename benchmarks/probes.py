@@ -44,7 +44,7 @@ class Instrumented:
 
         transport.send = counted_send  # type: ignore[method-assign]
         transport.receive = counted_receive  # type: ignore[method-assign]
-        client.request = timed_request  # type: ignore[method-assign]
+        client.request = timed_request  # type: ignore[method-assign,assignment]
 
     def reset(self) -> None:
         self.sent = self.received = self.packets_sent = self.packets_received = 0

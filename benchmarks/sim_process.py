@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Self
 
 SIM_START_TIMEOUT = 30.0
 
@@ -51,7 +52,7 @@ class SimProcess:
         if self.process.stdout is not None:
             self.process.stdout.close()
 
-    def __enter__(self) -> SimProcess:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
