@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from companion.techniques import CUE_VOCABULARY
 from firmware_sim.band import Band
 from firmware_sim.clock import VirtualClock
 from firmware_sim.flash import Flash
@@ -115,3 +118,17 @@ def test_a_retried_preview_plays_once():
     assert ask(handler, request, 9) == ask(handler, request, 9) == (Status.OK, "")
     play_out(band, clock)
     assert len(previews(events)) == 2  # the two on segments of one play
+
+
+def test_spec_preview_examples_are_the_bytes_on_the_wire(make_band):
+    spec = (Path(__file__).resolve().parents[2] / "protocol" / "SPEC.md").read_text()
+    found = re.findall(r"^PREVIEW[^:\n]*:\s+([0-9A-F][0-9A-F ]+[0-9A-F])", spec, flags=re.M)
+    next_cue = PreviewRequest(strength=70, kind=CueKind.NEXT, segments=CUE_VOCABULARY["next"].pattern.segments)
+    band, _clock, _events = make_band("nausea-pc6")
+    handler = ProtocolHandler(band)
+    idle_answer = handler.handle("serial", encode_request(next_cue, 0x32))
+    handler.handle("serial", encode_request(StartRequest(), 0x33))
+    running_answer = handler.handle("serial", encode_request(next_cue, 0x34))
+    assert [bytes.fromhex(line) for line in found] == [
+        encode_request(next_cue, 0x32), idle_answer, running_answer[:3] + bytes([0x32]) + running_answer[4:6],
+    ]
