@@ -22,7 +22,8 @@ from firmware_sim.clock import VirtualClock
 from firmware_sim.handler import ProtocolHandler
 from firmware_sim.local import storage_with
 from firmware_sim.serial_port import PtySerialPort
-from protocol.errors import HandCueError
+from protocol.constants import CueKind
+from protocol.errors import BadStateError, HandCueError
 from protocol.strength import scaled_amplitude
 
 TIMEOUT = 30
@@ -132,6 +133,25 @@ def test_calibration_refuses_while_a_routine_runs_before_asking_anything():
 
     assert "pause or stop it" in asyncio.run(asyncio.wait_for(session(), TIMEOUT))
     assert prompts.asked == [] and prompts.said == []
+
+
+def test_client_preview_while_running_is_bad_state_and_paused_plays():
+    data = compile_routine(load_routine("nausea-pc6"))
+    tick = CUE_VOCABULARY["tick"].pattern
+
+    async def session() -> tuple[str, list[tuple[str | None, int, int, int]]]:
+        async with pty_band(data) as (_band, events, address), BandClient.open(address) as client:
+            await client.start()
+            with pytest.raises(BadStateError) as refused:
+                await client.preview(tick, 60, CueKind.TICK)
+            await client.pause()
+            await client.preview(tick, 60, CueKind.TICK)
+            await asyncio.sleep(0.05)
+            return str(refused.value), played(events)
+
+    reason, previews = asyncio.run(asyncio.wait_for(session(), TIMEOUT))
+    assert "running" in reason
+    assert previews == [("tick", 60, 50, 60)]
 
 
 def test_strengths_are_parsed_sorted_and_checked():
