@@ -29,6 +29,7 @@ from .techniques import CUE_VOCABULARY
 
 if TYPE_CHECKING:
     from .client import BandClient
+    from .routine import Routine
 
 DEFAULT_STRENGTHS = (40, 70, 100)
 """Strengths tried unless ``--strengths`` says otherwise: a soft, a middle and the full setting."""
@@ -48,8 +49,16 @@ class CalibrationCue:
 
 def vocabulary_cues() -> list[CalibrationCue]:
     """Every cue of the shipped vocabulary, in its order; the ones the band fires by kind carry that kind."""
-    kinds = {kind.text_id: kind for kind in CueKind}
-    return [CalibrationCue(name, cue.meaning, cue.pattern, kinds.get(name)) for name, cue in CUE_VOCABULARY.items()]
+    return [CalibrationCue(name, cue.meaning, cue.pattern, _KINDS.get(name)) for name, cue in CUE_VOCABULARY.items()]
+
+
+def routine_cues(routine: Routine) -> list[CalibrationCue]:
+    """The cue patterns ``routine`` plays (its custom ones included), with what each means: what its wearer must tell apart."""
+    return [CalibrationCue(name, routine.meanings.get(name, ""), pattern, _KINDS.get(name) if name in CUE_VOCABULARY else None)
+            for name, pattern in routine.patterns.items()]
+
+
+_KINDS = {kind.text_id: kind for kind in CueKind}
 
 
 def parse_strengths(text: str) -> tuple[int, ...]:
@@ -172,7 +181,7 @@ async def calibrate(client: BandClient, prompts: Prompts, strengths: Sequence[in
     if status.state == BandState.RUNNING:  # the band would refuse the first preview anyway: say so before the first question
         raise HandCueError("the band is playing a routine; pause or stop it (handcue pause, handcue stop) before calibrating")
     result = Calibration(before=(await client.settings()).strength)
-    prompts.show(f"The band plays its {len(cues)} cues at {', '.join(f'{s} %' for s in order)}, weakest first "
+    prompts.show(f"The band plays {len(cues)} cues at {', '.join(f'{s} %' for s in order)}, weakest first "
                  f"(it is set to {result.before} % now). Say what you felt.")
     for strength in order:
         plays = 0

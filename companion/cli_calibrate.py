@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import click
 
 from .cli_band import with_band
-from .cli_common import address_option, ble_options, fail, json_option, run, timeout_option
+from .cli_common import address_option, ble_options, complete_routine, fail, json_option, run, timeout_option
 
 if TYPE_CHECKING:
     from .calibrate import Calibration
@@ -42,10 +42,13 @@ def _not_interactive(address: str, why: str) -> str:
 @address_option
 @click.option("--strengths", default=STRENGTHS_DEFAULT, show_default=True, metavar="P,P,...",
               help="Cue strengths (%, 20 to 100) to try, weakest first.")
+@click.option("--routine", metavar="ROUTINE", shell_complete=complete_routine,
+              help="Play the cue patterns this routine uses (its own ones included) instead of the shipped vocabulary.")
 @timeout_option()
 @json_option
 @ble_options
-def calibrate(address: str, strengths: str, timeout: float | None, as_json: bool, hci: str | None, ble_backend: str | None) -> None:
+def calibrate(address: str, strengths: str, routine: str | None, timeout: float | None, as_json: bool, hci: str | None,
+              ble_backend: str | None) -> None:
     """Find the weakest cue strength the wearer feels: the band plays its cues, you say what you felt.
 
     For each strength, weakest first, the band plays every cue of the vocabulary
@@ -53,7 +56,7 @@ def calibrate(address: str, strengths: str, timeout: float | None, as_json: bool
     tell them apart.  The first strength with two yeses is proposed and, once
     you confirm, stored on the band.  The band's routine is never touched.
     """
-    from .calibrate import parse_strengths
+    from .calibrate import parse_strengths, routine_cues, vocabulary_cues
 
     if as_json:
         fail(_not_interactive(address, "--json has no one to ask"), as_json=True)
@@ -63,11 +66,17 @@ def calibrate(address: str, strengths: str, timeout: float | None, as_json: bool
         tried = parse_strengths(strengths)
     except ValueError as exc:
         raise click.BadParameter(str(exc).removeprefix(f"--strengths {strengths}: "), param_hint="--strengths") from None
+    if routine is not None:
+        from .routine import load_routine
+
+        cues = routine_cues(load_routine(routine))
+    else:
+        cues = vocabulary_cues()
 
     async def job(client: BandClient) -> Calibration:
         from .calibrate import calibrate as calibrate_flow
 
-        return await calibrate_flow(client, ClickPrompts(), tried)
+        return await calibrate_flow(client, ClickPrompts(), tried, cues)
 
     run(with_band(address, timeout, job, hci, ble_backend))
 

@@ -132,3 +132,10 @@ def test_spec_preview_examples_are_the_bytes_on_the_wire(make_band):
     assert [bytes.fromhex(line) for line in found] == [
         encode_request(next_cue, 0x32), idle_answer, running_answer[:3] + bytes([0x32]) + running_answer[4:6],
     ]
+
+
+def test_preview_is_gated_on_a_paired_band():
+    from firmware_sim.pairing import OPEN_OPCODES
+    from protocol.constants import Opcode
+
+    assert Opcode.PREVIEW not in OPEN_OPCODES  # a stranger in range must not buzz a paired wearer (SPEC §17.12, §21.5)

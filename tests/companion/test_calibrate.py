@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from companion import compile_routine, load_routine
-from companion.calibrate import Calibration, ScriptedPrompts, Trial, calibrate, parse_strengths, vocabulary_cues
+from companion.calibrate import Calibration, CalibrationCue, ScriptedPrompts, Trial, calibrate, parse_strengths, routine_cues, vocabulary_cues
 from companion.client import BandClient
+from companion.routine import parse_routine
 from companion.techniques import CUE_VOCABULARY
 from firmware_sim.band import Band
 from firmware_sim.clock import VirtualClock
@@ -62,12 +63,12 @@ def expected_play(strength: int) -> list[tuple[str | None, int, int, int]]:
 
 
 def run_calibration(answers: list[bool], strengths: tuple[int, ...] = (40, 70, 100), data: bytes | None = None,
-                    ) -> tuple[Calibration, ScriptedPrompts, list[dict[str, Any]], int]:
+                    cues: list[CalibrationCue] | None = None) -> tuple[Calibration, ScriptedPrompts, list[dict[str, Any]], int]:
     prompts = ScriptedPrompts(list(answers))
 
     async def session() -> tuple[Calibration, list[dict[str, Any]], int]:
         async with pty_band(data) as (band, events, address), BandClient.open(address) as client:
-            result = await calibrate(client, prompts, strengths, sleep=no_pause)
+            result = await calibrate(client, prompts, strengths, cues, sleep=no_pause)
             await asyncio.sleep(0.05)  # the last cue plays out (virtual time jumps)
             return result, events, band.strength
 
@@ -171,3 +172,28 @@ def test_cli_without_a_terminal_says_what_to_pass_instead(extra, why):
     said = json.loads(result.stdout)["error"] if extra else result.stderr.removeprefix("error: ").strip()
     assert why in said and "handcue settings --to serial:/nonexistent --strength PERCENT" in said
     assert "Traceback" not in result.stderr and len((result.stdout if extra else result.stderr).strip().splitlines()) == 1
+
+
+ROUTINE_WITH_A_CUSTOM_CUE = """
+name = "Soft squeeze"
+[patterns]
+squeeze = { on_off = "200/150/200", amplitude = 60, meaning = "squeeze now" }
+[[steps]]
+technique = "finger_squeeze"
+duration = 30
+for_each = "finger"
+start = "squeeze"
+"""
+
+
+def test_calibration_with_a_routine_plays_the_patterns_it_uses_custom_ones_included():
+    routine, diagnostics = parse_routine(ROUTINE_WITH_A_CUSTOM_CUE, "soft.toml")
+    assert routine is not None, diagnostics
+    cues = routine_cues(routine)
+    assert [(c.name, c.meaning, c.kind) for c in cues] == [
+        ("next", "next finger / next part", CueKind.NEXT), ("done", "routine finished", CueKind.DONE), ("squeeze", "squeeze now", None)]
+    result, prompts, events, stored = run_calibration([True, True, True], strengths=(50,), cues=cues)
+    # the custom pattern written at 60 % plays at 30 % at a strength of 50 %: scaled like every routine cue
+    assert played(events) == [("next", 50, 80, 50), ("next", 50, 80, 50), ("done", 50, 400, 50), ("done", 50, 400, 50),
+                              (None, 30, 200, 50), (None, 30, 200, 50)]
+    assert prompts.asked[0] == "Felt all 3?" and (result.chosen, stored) == (50, 50)
