@@ -141,12 +141,11 @@ class Band:
 
     def next_deadline(self) -> int | None:
         """Band time of the next thing to do, or None when nothing is scheduled."""
-        preview = self._preview.next_deadline()
-        if self.interpreter is None or self.interpreter.state in (RunState.IDLE, RunState.PAUSED):
-            return preview
-        due = [t for t in (self.interpreter.next_deadline(), self.motor.next_deadline()) if t is not None]
-        routine = min(due) + self._origin if due else None
-        return min(t for t in (routine, preview) if t is not None) if routine is not None or preview is not None else None
+        due = [self._preview.next_deadline()]  # already on band time
+        if self.interpreter is not None and self.interpreter.state not in (RunState.IDLE, RunState.PAUSED):
+            due += [t + self._origin for t in (self.interpreter.next_deadline(), self.motor.next_deadline()) if t is not None]
+        times = [t for t in due if t is not None]
+        return min(times) if times else None
 
     async def run(self) -> None:
         """Main loop: process, then sleep until the next deadline or a wake-up."""
