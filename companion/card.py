@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from protocol.constants import TIME_UNIT_MS, CueKind, Iterate
 from protocol.cues import CUES, STEP_CUE_SLOTS, CueFacts, Fires
@@ -94,6 +94,8 @@ class Card:
     vibrations: list[CueRow]
     items: list[CardStep | CardBlock]
     finish: CueUse | None
+    strength: int | None = None
+    """The cue strength (%) of the band of the wearer the card is printed for, if given."""
 
 
 @dataclass(frozen=True)
@@ -282,9 +284,9 @@ def _one_line(text: str) -> str:
 # Output formats
 
 
-def routine_card(routine: Routine, fmt: str) -> str:
-    """The printable card of ``routine`` as ``"html"`` or ``"md"`` (Markdown) text."""
-    card = build_card(routine)
+def routine_card(routine: Routine, fmt: str, strength: int | None = None) -> str:
+    """The printable card of ``routine`` as ``"html"`` or ``"md"`` (Markdown) text; ``strength``: the wearer's cue strength (%)."""
+    card = replace(build_card(routine), strength=strength)
     if fmt == "html":
         return _html(card)
     if fmt == "md":
@@ -316,7 +318,8 @@ def _markdown(card: Card) -> str:
     lines = [f"# {md(card.title)}", ""]
     if card.description:
         lines += [md(card.description, line_start=True), ""]
-    lines += [f"**Total:** {card.total} · **Hands:** {card.hands} · **Steps:** {card.counts}", ""]
+    strength = f" · **Cue strength:** {card.strength} %" if card.strength is not None else ""
+    lines += [f"**Total:** {card.total} · **Hands:** {card.hands} · **Steps:** {card.counts}{strength}", ""]
     lines += ["## What each vibration means", "", "| Cue | Rhythm | On/off (ms) | Meaning |", "|---|---|---|---|"]
     for row in card.vibrations:
         strength = f" at {row.strength} %" if row.strength < 100 else ""
@@ -428,7 +431,7 @@ def _html(card: Card) -> str:
         out.append(f'<p class="description">{_h(card.description)}</p>')
     out.append(
         f'<ul class="facts"><li><b>Total:</b> {_h(card.total)}</li><li><b>Hands:</b> {_h(card.hands)}</li>'
-        f"<li><b>Steps:</b> {_h(card.counts)}</li></ul>"
+        f"<li><b>Steps:</b> {_h(card.counts)}</li>" + (f"<li><b>Cue strength:</b> {card.strength} %</li>" if card.strength is not None else "") + "</ul>"
     )
     out += [
         "<h2>What each vibration means</h2>",

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from protocol.strength import MAX_STRENGTH, MIN_STRENGTH
+
 from .cli_common import complete_routine, say
 
 PLOT_SUFFIXES = {".png": "png", ".svg": "svg"}
@@ -57,13 +59,15 @@ def plot(routine: str, output: Path) -> None:
 @click.argument("routine", shell_complete=complete_routine)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, callback=suffix_checked(CARD_SUFFIXES),
               help="Card to write: FILE.html or FILE.md; - writes Markdown to standard output.")
-def card(routine: str, output: Path) -> None:
+@click.option("--strength", type=click.IntRange(MIN_STRENGTH, MAX_STRENGTH), metavar="PERCENT",
+              help="Print this cue strength on the card: the setting of the wearer's band (handcue settings, handcue calibrate).")
+def card(routine: str, output: Path, strength: int | None) -> None:
     """Write a printable routine card: steps, timings and what each vibration means."""
     from .card import routine_card
     from .routine import load_routine
 
     fmt = output_format(output, CARD_SUFFIXES)
-    text = routine_card(load_routine(routine), fmt)
+    text = routine_card(load_routine(routine), fmt, strength)
     if str(output) == "-":
         click.echo(text, nl=False)
         return

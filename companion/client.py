@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
-from protocol.constants import MAX_FRAME_PAYLOAD, BandState, BootOutcome, MessageKind, Opcode, SkipScope, Status
+from protocol.constants import MAX_FRAME_PAYLOAD, BandState, BootOutcome, CueKind, MessageKind, Opcode, SkipScope, Status
 from protocol.errors import BadRequestError, HandCueError, UploadError, band_error
 from protocol.framing import FrameParser, encode_frame, max_wire_size
 from protocol.messages import (
@@ -35,6 +35,7 @@ from protocol.messages import (
     MessageError,
     MessageHeader,
     PauseRequest,
+    PreviewRequest,
     Request,
     ResumeRequest,
     SetSettingsRequest,
@@ -55,7 +56,7 @@ from protocol.messages import (
     encode_request,
 )
 from protocol.strength import check_strength
-from protocol.table import check_table_header
+from protocol.table import CuePattern, check_table_header, pattern_problem
 
 from .ble.backend import BleBackend
 from .errors import BandAnswerError, BandTimeout
@@ -692,3 +693,15 @@ class BandClient:
 
         candidates = {largest_chunk(w) for w in range(1, writes_for(band_max_chunk) + 1)}
         return max(candidates, key=lambda chunk: (chunk / writes_for(chunk), chunk))
+
+    async def preview(self, pattern: CuePattern, strength: int, kind: CueKind | None = None) -> None:
+        """Play ``pattern`` on the band now at ``strength`` % (PREVIEW, SPEC §17.12); its routine and stored strength stay.
+
+        Answered as soon as the band starts playing (the pattern lasts ``pattern.duration_ms``);
+        refused with BAD_STATE while a routine runs.  ValueError for a pattern or strength no band plays.
+        """
+        check_strength(strength)
+        problem = pattern_problem(pattern)
+        if problem:
+            raise ValueError(f"cue pattern {pattern.name or pattern.describe()}: {problem}")
+        await self.request(PreviewRequest(strength=strength, kind=kind, segments=pattern.segments), what="PREVIEW (play a cue)")

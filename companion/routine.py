@@ -27,6 +27,8 @@ from .techniques import CUE_VOCABULARY, FULL, TECHNIQUES, parse_on_off
 ACUPRESSURE_MAX_MS = 15 * 60_000
 ACUPRESSURE_MIN_MS = 5 * 60_000
 ROUTINE_WARN_MS = 60 * 60_000
+TOLD_APART_PATTERNS = 8
+"""About how many cue patterns people tell apart on one actuator (by rhythm and length, not strength): the shipped vocabulary's size."""
 
 HANDS_VALUES = {
     "left": Hands.LEFT,
@@ -326,6 +328,7 @@ class _Checker:
         )
         if not any(d.severity == "error" for d in self.diagnostics):
             self.safety(routine)
+            self.told_apart(routine)
         routine.warnings = [d for d in self.diagnostics if d.severity == "warning"]
         has_errors = any(d.severity == "error" for d in self.diagnostics)
         return (None if has_errors else routine), self.diagnostics
@@ -569,6 +572,25 @@ class _Checker:
         if routine.total_ms > ROUTINE_WARN_MS:
             self.warning("", f"routine lasts {_fmt(routine.total_ms)}; over {_fmt(ROUTINE_WARN_MS)}, the article warns against overdoing it")
 
+    def told_apart(self, routine: Routine) -> None:
+        """Cues the wearer may not tell apart: too many patterns, or patterns with the same rhythm (differing in strength at most)."""
+        used = sorted(routine.patterns, key=list(self.patterns).index)  # vocabulary order, then the file's
+        if len(used) > TOLD_APART_PATTERNS:
+            self.warning("patterns", f"the routine uses {len(used)} cue patterns ({', '.join(used)}); people tell about 6 to "
+                                     f"{TOLD_APART_PATTERNS} apart on one band: let cues of the same meaning share a pattern")
+        by_rhythm: dict[str, list[str]] = {}
+        for name in used:
+            by_rhythm.setdefault(routine.patterns[name].describe(), []).append(name)
+        for rhythm, names in by_rhythm.items():
+            if len(names) < 2:
+                continue
+            strengths = [f"{name} at {_amplitudes(routine.patterns[name])} %" for name in names]
+            custom = [name for name in names if name not in CUE_VOCABULARY]
+            how = "differ only in strength" if len({routine.patterns[n].segments for n in names}) > 1 else "are the same vibration"
+            self.warning(f"patterns.{custom[-1]}" if custom else "patterns",
+                         f"{', '.join(strengths)} share the rhythm {rhythm} ms and {how}: on one band people tell cues apart "
+                         "by rhythm and length, not strength; give each its own rhythm")
+
     def _used_patterns(self, items: list[Step | Block], finish: str | None) -> list[str]:
         used = [finish] if finish else []
         for item in items:
@@ -587,6 +609,12 @@ _DURATION_PART = re.compile(
     r"(\d+(?:\.\d+)?)\s*(hours?|hrs?|h|milliseconds?|msecs?|ms|minutes?|mins?|m|seconds?|secs?|s)", re.IGNORECASE)
 _UNIT_MS = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
 _DURATION_HINT = 'write seconds (90) or text ("90 s", "5 min", "1 min 30 s", "250 ms", "1:30", "1:02:30")'
+
+
+def _amplitudes(pattern: CuePattern) -> str:
+    """A pattern's pulse amplitudes: ``100``, or ``100/40`` when its pulses differ."""
+    pulses = [str(s.amplitude) for s in pattern.segments if s.is_on]
+    return pulses[0] if len(set(pulses)) == 1 else "/".join(pulses)
 
 
 def _unit_key(unit: str) -> str:

@@ -316,6 +316,7 @@ REQUEST_FIELDS[Opcode.UPLOAD_BEGIN] = (("length", 4), ("crc32", 4))
 REQUEST_FIELDS[Opcode.UPLOAD_DATA] = (("offset", 4), ("data", "rest"))
 REQUEST_FIELDS[Opcode.SET_SETTINGS] = (("strength", 1),)
 REQUEST_FIELDS[Opcode.SET_TIME] = (("unix_ms", 8),)
+REQUEST_FIELDS[Opcode.PREVIEW] = (("strength", 1), ("kind", 1), ("segments", "rest"))
 RESPONSE_FIELDS: dict[Opcode, tuple] = {
     Opcode.INFO: (
         ("band_id", 4), ("firmware.major", 1), ("firmware.minor", 1), ("firmware.patch", 1), ("protocol_version", 1),
@@ -330,6 +331,7 @@ RESPONSE_FIELDS: dict[Opcode, tuple] = {
     Opcode.SETTINGS: (("strength", 1),),
     Opcode.SET_SETTINGS: (("strength", 1),),
     Opcode.SET_TIME: (),
+    Opcode.PREVIEW: (),
 }
 NOTIFICATION_FIELDS = {Opcode.STATUS: STATUS_FIELDS}
 HANDS_WIRE_TEXT = ("none", "left", "right")

@@ -18,9 +18,10 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
-from protocol.constants import BandState, CueKind, SkipScope, Status, TechniqueCode
+from protocol.constants import NO_PATTERN, BandState, CueKind, SkipScope, Status, TechniqueCode
 from protocol.errors import band_error
 from protocol.messages import StatusReport
+from protocol.strength import check_strength
 from protocol.table import decode_table
 from protocol.timeline import Cue, MotorEvent
 
@@ -67,6 +68,9 @@ class Band:
         self.battery_percent = battery_percent
         self.listeners: list[Listener] = []
         self.motor = Motor(self._motor_event, strength=storage.settings.strength)
+        self._preview = Motor(self._preview_event)
+        """The same motor playing a PREVIEW, on band time (no routine time runs while it plays)."""
+        self._preview_kind: CueKind | None = None
         self._session: _Session | None = None
         self._wall_offset: int | None = None
         """Unix time in ms minus band time, once a companion set the clock (SET_TIME); kept in RAM only."""
@@ -88,6 +92,11 @@ class Band:
     def _motor_event(self, event: MotorEvent) -> None:
         self.battery_percent = max(0.0, self.battery_percent - event.duration_ms * 1e-5)
         self._emit({"event": "motor", **event.to_json()})
+
+    def _preview_event(self, event: MotorEvent) -> None:
+        self.battery_percent = max(0.0, self.battery_percent - event.duration_ms * 1e-5)
+        self._emit({"event": "motor", "preview": True, "t_ms": event.t_ms, "amplitude": event.amplitude, "duration_ms": event.duration_ms,
+                    "cue": self._preview_kind.text_id if self._preview_kind else None, "strength": self._preview.strength})
 
     def _cue(self, cue: Cue) -> None:
         assert self.interpreter is not None
@@ -115,6 +124,7 @@ class Band:
 
     def process(self, now_ms: int | None = None) -> None:
         """Play everything due up to band time ``now_ms`` (default: the clock's now)."""
+        self._preview.advance(self.clock.now_ms() if now_ms is None else now_ms)
         if self.interpreter is None:
             return
         was = self.interpreter.state
@@ -131,10 +141,11 @@ class Band:
 
     def next_deadline(self) -> int | None:
         """Band time of the next thing to do, or None when nothing is scheduled."""
-        if self.interpreter is None or self.interpreter.state in (RunState.IDLE, RunState.PAUSED):
-            return None
-        due = [t for t in (self.interpreter.next_deadline(), self.motor.next_deadline()) if t is not None]
-        return min(due) + self._origin if due else None
+        due = [self._preview.next_deadline()]  # already on band time
+        if self.interpreter is not None and self.interpreter.state not in (RunState.IDLE, RunState.PAUSED):
+            due += [t + self._origin for t in (self.interpreter.next_deadline(), self.motor.next_deadline()) if t is not None]
+        times = [t for t in due if t is not None]
+        return min(times) if times else None
 
     async def run(self) -> None:
         """Main loop: process, then sleep until the next deadline or a wake-up."""
@@ -171,6 +182,7 @@ class Band:
             self.process()
             self._end_session(Outcome.RESTARTED)
         self.motor.cut(self.routine_ms())
+        self._preview.cut(self.clock.now_ms())
         self._origin = self.clock.now_ms()
         self.cue_count = 0
         self.last_cue = None
@@ -199,6 +211,7 @@ class Band:
         if self._session is not None:
             self._session.paused_ms += self.clock.now_ms() - self._paused_since
         self._origin = self.clock.now_ms() - self._paused_at
+        self._preview.cut(self.clock.now_ms())
         interpreter.resume()
         self.announce_state()
         self.poke()
@@ -227,6 +240,7 @@ class Band:
             self.process()
             self._end_session(Outcome.STOPPED)
         self.motor.cut(self.routine_ms())
+        self._preview.cut(self.clock.now_ms())
         interpreter.reset()
         self.announce_state()
         self.poke()
@@ -244,6 +258,26 @@ class Band:
             self.resume()
         else:
             self.start()
+
+    def preview(self, segments: list[tuple[int, int]], strength: int, kind: CueKind | None = None) -> None:
+        """Play one pattern of (amplitude %, ms) segments now at ``strength`` % (PREVIEW, for calibration).
+
+        The routine, its place and the stored strength stay as they are.  Refused
+        while a routine runs (its cues own the motor); while paused, or after the
+        end (cutting the done cue), the preview plays and START or RESUME cuts it.
+        """
+        check_strength(strength)
+        if self.interpreter is not None and self.interpreter.state == RunState.RUNNING:
+            raise band_error(Status.BAD_STATE, "a routine is running; pause or stop it before previewing a cue")
+        now = self.clock.now_ms()
+        self.process(now)
+        self.motor.cut(self.routine_ms(now))
+        self._preview.cut(now)
+        self._preview_kind = kind
+        self._preview.strength = strength
+        # The motor reports through a Cue; the preview event names the kind itself (a pattern may have none).
+        self._preview.play(Cue(now, kind or CueKind.TICK, NO_PATTERN, None, None, None), segments, now)
+        self.poke()
 
     # ------------------------------------------------------------ settings
 

@@ -44,6 +44,7 @@ from protocol.messages import (
     MessageError,
     MessageHeader,
     PauseRequest,
+    PreviewRequest,
     Request,
     ResumeRequest,
     SetSettingsRequest,
@@ -66,7 +67,7 @@ from protocol.messages import (
     encode_notification,
     encode_response,
 )
-from protocol.table import check_table_header, decode_table
+from protocol.table import check_table_header, decode_table, pattern_problem
 
 from .band import Band
 from .flash import FlashError
@@ -128,6 +129,7 @@ class ProtocolHandler:
             SettingsRequest: lambda link, request: SettingsResponse(strength=band.strength),
             SetSettingsRequest: self._set_settings,
             SetTimeRequest: self._set_time,
+            PreviewRequest: self._preview,
         }
         band.listeners.append(self._band_event)
 
@@ -314,6 +316,16 @@ class ProtocolHandler:
         except ValueError as exc:
             raise BandError(Status.BAD_REQUEST, str(exc)) from exc
         return SettingsResponse(strength=self.band.strength)
+
+    def _preview(self, link: str, request: PreviewRequest) -> Empty:
+        problem = pattern_problem(request.pattern)
+        if problem:
+            raise BandError(Status.BAD_REQUEST, f"preview pattern: {problem}")
+        try:
+            self.band.preview([(s.amplitude, s.duration_ms) for s in request.segments], request.strength, request.kind)
+        except ValueError as exc:
+            raise BandError(Status.BAD_REQUEST, str(exc)) from exc
+        return Empty()
 
     def _set_time(self, link: str, request: SetTimeRequest) -> Empty:
         self.band.set_wall_clock(request.unix_ms)

@@ -224,6 +224,8 @@ class Opcode(IntEnum):
     SETTINGS = 12
     SET_SETTINGS = 13
     SET_TIME = 14
+    PREVIEW = 17
+    """Play one cue pattern now at a given strength (calibration); the stored routine is untouched."""
 
 
 class SkipScope(IntEnum):

@@ -32,6 +32,7 @@ import construct as c
 from .constants import FINGERS, NO_STEP, PROTOCOL_VERSION, BandState, BootOutcome, CueKind, MessageKind, Opcode, SkipScope, Status, TechniqueCode
 from .errors import MessageError as MessageError  # re-exported: callers import it from here too
 from .layout import Coded, Coding, Indexed, Marker, Saturating, field_subcon, laid_out, layout_of, raw_layout_of, wire
+from .table import SEGMENT, CuePattern, PatternSegment
 
 MessageHeader = c.Struct(
     "version" / c.Int8ul,
@@ -325,6 +326,35 @@ class SetSettingsRequest(Request[SettingsResponse], opcode=Opcode.SET_SETTINGS):
     strength: int = wire(c.Int8ul)
 
     idempotent = True  # storing the same settings twice leaves what storing them once does
+
+
+class _Segments(Coding):
+    """A count byte, then that many pattern segments (the step table's 2-byte segment layout), as a tuple."""
+
+    def _decode(self, obj: list[PatternSegment], context: Any, path: Any) -> tuple[PatternSegment, ...]:
+        return tuple(obj)
+
+    def _encode(self, obj: tuple[PatternSegment, ...], context: Any, path: Any) -> list[PatternSegment]:
+        return list(obj)
+
+
+class PreviewRequest(Request[Empty], opcode=Opcode.PREVIEW):
+    """Play one cue pattern now, at ``strength`` %, for calibration: the stored routine and settings stay as they are.
+
+    Refused (BAD_STATE) while a routine is running; a pattern outside the cue
+    limits of the step table, or a strength outside 20..100 %, is BAD_REQUEST.
+    """
+
+    strength: int = wire(c.Int8ul)
+    """Cue strength, % (20 to 100), applied to the segments as the stored setting is to routine cues (protocol.strength)."""
+    kind: CueKind | None = wire(Coded(c.Int8ul, CueKind, none=0, lenient=True))
+    """The cue kind the pattern stands for (the band's trace names it); None (0) for a pattern of no kind."""
+    segments: tuple[PatternSegment, ...] = wire(_Segments(c.PrefixedArray(c.Int8ul, SEGMENT)))
+    """The pattern, as the step table stores it: amplitude %, duration in 10 ms units; 1 to 8 segments."""
+
+    @property
+    def pattern(self) -> CuePattern:
+        return CuePattern(self.segments)
 
 
 class SetTimeRequest(Request[Empty], opcode=Opcode.SET_TIME):

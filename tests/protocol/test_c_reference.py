@@ -653,7 +653,9 @@ def test_frame_encoder_matches_python(hcue_run, message):
 def test_request_check_matches_the_band_on_every_header(hcue_run):
     """Every version x kind x opcode x body length a check of SPEC 16.5 looks at, in one stream."""
     messages = [bytes([version, kind, opcode, 0x42]) + bytes([1]) * body
-                for version in (0, 1, 2) for kind in (0, 1, 2, 3) for opcode in range(16) for body in (0, 3, 4, 8, 9)]
+                for version in (0, 1, 2) for kind in (0, 1, 2, 3) for opcode in range(19) for body in (0, 3, 4, 8, 9)]
+    # PREVIEW: the body length must match its segment count (byte 2 of the body); 0 segments fails its own check (§17.12)
+    messages += [bytes([1, 0, 17, 0x42, 70, 4, count]) + bytes([100, 8]) * pairs for count in (0, 1, 2, 9) for pairs in (0, 1, 2) if count or pairs]
     messages += [b"", b"\x01", b"\x01\x00\x06"]
     checked, _ = c_frames(hcue_run, b"".join(encode_frame(m) for m in messages))
     assert [m for m, _ in checked] == messages

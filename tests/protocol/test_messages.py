@@ -51,6 +51,7 @@ from protocol.messages import (
     InfoResponse,
     MessageError,
     PauseRequest,
+    PreviewRequest,
     Request,
     ResumeRequest,
     SetSettingsRequest,
@@ -75,7 +76,7 @@ from protocol.messages import (
     encode_request,
     encode_response,
 )
-from protocol.table import table_crc
+from protocol.table import PatternSegment, table_crc
 
 # --------------------------------------------------------------------------
 # Hand-derived goldens
@@ -99,6 +100,8 @@ INFO = InfoResponse(band_id=0x1A2B, firmware=FirmwareVersion(major=1, minor=2, p
                     boot_outcome=BootOutcome.RECOVERED_PREVIOUS)
 INFO_BODY = "2b1a0000" "010203" "01" "57" "02" "00800000" "0002" "08" "01" "1b51bfd5" "7c00" "03" "504336" "03"
 
+NEXT_SEGMENTS = (PatternSegment(100, 80), PatternSegment(0, 120), PatternSegment(100, 80))
+
 # (request, request id, raw wire fields, hand-written message hex)
 REQUESTS: list[tuple[Request[Any], int, dict[str, Any], str]] = [
     (InfoRequest(), 0x21, {}, "01" "00" "01" "21"),
@@ -116,6 +119,9 @@ REQUESTS: list[tuple[Request[Any], int, dict[str, Any], str]] = [
     (SettingsRequest(), 0x2D, {}, "01" "00" "0c" "2d"),
     (SetSettingsRequest(strength=70), 0x2E, dict(strength=70), "01" "00" "0d" "2e" "46"),
     (SetTimeRequest(unix_ms=1_764_655_200_000), 0x2F, dict(unix_ms=1_764_655_200_000), "01" "00" "0e" "2f" "0077a5dd9a010000"),
+    # the vocabulary's "next" (80/120/80 ms) at 70 %: strength, kind NEXT, 3 segments of (amplitude %, 10 ms units)
+    (PreviewRequest(strength=70, kind=CueKind.NEXT, segments=NEXT_SEGMENTS), 0x32, dict(strength=70, kind=4, segments=list(NEXT_SEGMENTS)),
+     "01" "00" "11" "32" "46" "04" "03" "6408" "000c" "6408"),
 ]
 
 # (opcode, request id, typed response, raw wire fields, hand-written message hex)
@@ -133,6 +139,7 @@ RESPONSES = [
     (Opcode.SETTINGS, 0x2D, SettingsResponse(strength=100), dict(strength=100), "01" "01" "0c" "2d" "00" "00" "64"),
     (Opcode.SET_SETTINGS, 0x2E, SettingsResponse(strength=70), dict(strength=70), "01" "01" "0d" "2e" "00" "00" "46"),
     (Opcode.SET_TIME, 0x2F, Empty(), {}, "01" "01" "0e" "2f" "00" "00"),
+    (Opcode.PREVIEW, 0x32, Empty(), {}, "01" "01" "11" "32" "00" "00"),
 ]
 
 
@@ -162,6 +169,7 @@ def test_codes_and_sizes_are_the_ones_in_the_spec():
     assert {opcode.name: opcode.value for opcode in Opcode} == {
         "INFO": 1, "UPLOAD_BEGIN": 2, "UPLOAD_DATA": 3, "UPLOAD_COMMIT": 4, "ERASE": 5, "START": 6,
         "PAUSE": 7, "RESUME": 8, "SKIP": 9, "STOP": 10, "STATUS": 11, "SETTINGS": 12, "SET_SETTINGS": 13, "SET_TIME": 14,
+        "PREVIEW": 17,
     }
     assert {status.name: status.value for status in Status} == {
         "OK": 0, "UNKNOWN_REQUEST": 1, "BAD_REQUEST": 2, "UNSUPPORTED_VERSION": 3, "BAD_STATE": 4, "NO_ROUTINE": 5,
@@ -189,6 +197,7 @@ def test_every_opcode_has_one_request_class_naming_its_response_class():
         Opcode.UPLOAD_COMMIT: UploadCommitResponse, Opcode.ERASE: Empty,
         **{opcode: StatusReport for opcode in (Opcode.START, Opcode.PAUSE, Opcode.RESUME, Opcode.SKIP, Opcode.STOP, Opcode.STATUS)},
         Opcode.SETTINGS: SettingsResponse, Opcode.SET_SETTINGS: SettingsResponse, Opcode.SET_TIME: Empty,
+        Opcode.PREVIEW: Empty,
     }
 
 
