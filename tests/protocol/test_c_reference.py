@@ -117,9 +117,14 @@ def run_batch(binary: Path, items: list[tuple[bytes, str]], *, check_only: bool 
     return blocks[:-1]
 
 
+C_TABLE_VERSIONS = (1,)
+"""The table formats the C reference reads: format 1 only (no acknowledgement); it refuses format 2 with BAD_VERSION."""
+
+
 def python_verdict(data: bytes) -> str:
+    """The Python loader's verdict as a band of the C reference's formats gives it."""
     try:
-        read_table(data)
+        read_table(data, versions=C_TABLE_VERSIONS)
     except TableFormatError as exc:
         return exc.code.name
     return "OK"
@@ -448,6 +453,27 @@ def test_rejected_table_exits_1_with_the_error_name(hcue_run, tmp_path):
     result = subprocess.run([str(hcue_run), str(path)], capture_output=True, text=True, timeout=60, check=False)
     assert (result.returncode, result.stdout, result.stderr.strip()) == (1, "", "BAD_CRC")
     assert python_verdict(bytes(data)) == "BAD_CRC"
+
+
+def test_c_refuses_an_acknowledgement_table_with_bad_version(hcue_run, tmp_path):
+    """A table that asks for an acknowledgement is format 2, which the C reference does not play: it must refuse it, not misplay it."""
+    from companion.routine import parse_routine
+    from companion.routine import checked
+
+    text = 'name = "ack"\nhands = "left"\n[[steps]]\ntechnique = "warm_up"\nduration = 10\nack = true\n'
+    data = compile_routine(checked(*parse_routine(text, "ack.toml")))
+    assert data[8] == 2 and read_table(data).records[0].ack
+    path = tmp_path / "ack.hcue"
+    path.write_bytes(data)
+    result = subprocess.run([str(hcue_run), str(path)], capture_output=True, text=True, timeout=60, check=False)
+    assert (result.returncode, result.stdout, result.stderr.strip()) == (1, "", "BAD_VERSION")
+    assert python_verdict(data) == "BAD_VERSION"
+    [[verdict]] = run_batch(hcue_run, [(data, "")], check_only=True)
+    assert verdict == "BAD_VERSION"
+    # The same table without its acknowledgement is format 1 and plays alike in C and Python.
+    plain = compile_routine(checked(*parse_routine(text.replace("ack = true\n", ""), "plain.toml")))
+    assert plain[8] == 1
+    assert run_batch(hcue_run, [(plain, "")])[0] == python_timeline(plain)
 
 
 def test_longer_header_and_records_play_the_same(hcue_run):
