@@ -192,6 +192,8 @@ def table_json(data: bytes) -> dict[str, Any]:
 def record_json(index: int, record: TableRecord) -> dict[str, Any]:
     """A record as ``handcue inspect --json`` shows it: its model's fields in declaration order, enums as text."""
     fields = {f.name: _json_value(getattr(record, f.name)) for f in dataclasses.fields(record)}
+    if not fields.get("ack", True):
+        del fields["ack"]  # format 2's flag appears only where it is set: a format 1 table reads as it always did
     return {"index": index, "kind": record_kind(record).name.lower(), **fields}
 
 

@@ -232,12 +232,12 @@ class Interpreter:
                     self._end_wait(due, AckOutcome.MISSED)
                 self._flush(due)
                 continue
-            step = self.step
-            assert step is not None
+            step, end = self.step, self.iteration_end
+            assert step is not None and end is not None  # no wait: the iteration's time runs
             if self.next_tick == due:
                 self._pending.append((CueKind.TICK, step.tick_pattern))
                 following = due + step.tick_every_ms
-                self.next_tick = following if following < self.iteration_end else None
+                self.next_tick = following if following < end else None
             if self.warn_at == due:
                 self._pending.append((CueKind.WARN, step.warn_pattern))
                 self.warn_at = None

@@ -20,8 +20,7 @@ from firmware_sim.clock import VirtualClock
 from firmware_sim.history import Outcome
 from firmware_sim.local import storage_with
 from protocol.constants import Ack, BandState, SkipScope
-from protocol.table import StepRecord
-from protocol.table import encode_table
+from protocol.table import StepRecord, encode_table
 from protocol.timeline import ack_points, played_ms, table_cues
 
 from ..conftest import run_to_end
@@ -164,7 +163,7 @@ def test_press_ends_the_wait_and_the_step_time_runs_from_the_press():
 
 
 def test_a_press_without_a_pending_acknowledgement_pauses_as_before():
-    band, clock, events = make(table_bytes(ack=False))
+    band, clock, _events = make(table_bytes(ack=False))
     band.start()
     assert not band.acknowledge()
     advance_to(band, clock, 1_000)

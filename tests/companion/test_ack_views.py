@@ -37,7 +37,7 @@ duration = 20
 
 
 def errors_of(text: str) -> list[str]:
-    routine, diagnostics = parse_routine(text, "r.toml")
+    _routine, diagnostics = parse_routine(text, "r.toml")
     return [str(d) for d in diagnostics if d.severity == "error"]
 
 

@@ -457,8 +457,7 @@ def test_rejected_table_exits_1_with_the_error_name(hcue_run, tmp_path):
 
 def test_c_refuses_an_acknowledgement_table_with_bad_version(hcue_run, tmp_path):
     """A table that asks for an acknowledgement is format 2, which the C reference does not play: it must refuse it, not misplay it."""
-    from companion.routine import parse_routine
-    from companion.routine import checked
+    from companion.routine import checked, parse_routine
 
     text = 'name = "ack"\nhands = "left"\n[[steps]]\ntechnique = "warm_up"\nduration = 10\nack = true\n'
     data = compile_routine(checked(*parse_routine(text, "ack.toml")))
