@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from protocol.constants import TIME_UNIT_MS, CueKind, Iterate
+from protocol.constants import TIME_UNIT_MS, Ack, CueKind, Iterate
 from protocol.cues import CUES, STEP_CUE_SLOTS, CueFacts, Fires
 from protocol.iterations import iterations
 from protocol.table import CuePattern
@@ -70,6 +70,8 @@ class CardStep:
     repetition: str
     cues: list[CueUse]
     note: str
+    ack: str = ""
+    """What the wearer does when the step waits for an acknowledgement (empty: it does not)."""
 
 
 @dataclass
@@ -96,6 +98,10 @@ class Card:
     finish: CueUse | None
     strength: int | None = None
     """The cue strength (%) of the band of the wearer the card is printed for, if given."""
+    finish_ack: str = ""
+    """What the wearer does when the finish waits for an acknowledgement (empty: it does not)."""
+    ack_note: str = ""
+    """How acknowledgements change the times shown (empty without any)."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,16 @@ def rhythm(pattern: CuePattern) -> str:
     return "".join(cells)
 
 
+
+
+ACK_MARK = "⏺"
+"""Marks every point where the wearer presses the band's button."""
+
+
+def ack_text(cue: str, then: str) -> str:
+    """What the wearer does at an acknowledgement point whose cue is ``cue``."""
+    return (f"{ACK_MARK} press the band's button when you feel {cue}: it repeats every {format_ms(Ack.REPEAT_MS)} until you do "
+            f"(for at most {format_ms(Ack.GIVE_UP_MS)}); {then}")
 
 
 def _each(iterate: Iterate, count: int) -> str:
@@ -193,12 +209,18 @@ def build_card(routine: Routine) -> Card:
                 repetition=_repetition_text(item, hands_text),
                 cues=_step_cues(item, use),
                 note=_one_line(item.note),
+                ack=ack_text(f"“{item.cues.start}”", "the step's time starts at the press") if item.ack else "",
             ))
         return result
 
     items = convert(routine.steps)
     use(routine.finish)
     finish = CueUse(routine.finish, f"when the routine is over ({clock(routine.total_ms)})") if routine.finish else None
+    finish_ack = ack_text(f"“{routine.finish}”", "that confirms the routine was done") if routine.finish_ack else ""
+    acks = sum(1 for it in iterations(routine.steps, routine.hands) if isinstance(it.item, Step) and it.item.ack and it.index == 0)
+    acks += int(routine.finish_ack)
+    ack_note = (f"Times assume each {ACK_MARK} press comes at the first cue; every wait for one adds up to {format_ms(Ack.GIVE_UP_MS)} "
+                f"({acks} press{'es' if acks != 1 else ''} in all).") if acks else ""
     vibrations = []
     for name in used:
         pattern = routine.patterns[name]
@@ -214,6 +236,8 @@ def build_card(routine: Routine) -> Card:
         vibrations=vibrations,
         items=items,
         finish=finish,
+        finish_ack=finish_ack,
+        ack_note=ack_note,
     )
 
 
@@ -349,6 +373,8 @@ def _markdown(card: Card) -> str:
             lines.append(f"{prefix}- **Repeat:** {md(item.repetition)}")
             lines.append(f"{prefix}- **How:** {md(item.how)}")
             lines.append(f"{prefix}- **Cues:** {_md_cues(item.cues, rhythms) if item.cues else 'none'}")
+            if item.ack:
+                lines.append(f"{prefix}- **Press:** {md(item.ack)}")
             if item.note:
                 lines.append(f"{prefix}- **Note:** {md(item.note)}")
             lines.append(prefix.rstrip())
@@ -356,6 +382,10 @@ def _markdown(card: Card) -> str:
     emit(card.items, 0)
     if card.finish:
         lines += [f"**Finish:** {_md_cues([card.finish], rhythms)}", ""]
+    if card.finish_ack:
+        lines += [f"**Press:** {md(card.finish_ack)}", ""]
+    if card.ack_note:
+        lines += [f"*{md(card.ack_note)}*", ""]
     lines += ["---", "", f"*{md(NOT_MEDICAL_ADVICE)}*", ""]
     text = "\n".join(lines)
     return re.sub(r"\n{3,}", "\n\n", text)
@@ -389,6 +419,7 @@ ul.cues { margin: 0; padding-left: 1.1rem; }
 .block-head ul.cues { margin: .2rem 0 0; }
 code { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: .9em; }
 .finish { margin: 1rem 0; }
+.ack { font-weight: 600; }
 .advice { margin-top: 1.5rem; border: 1px solid #222; padding: .6rem .8rem; font-size: .92em; }
 @page { margin: 14mm; }
 @media print {
@@ -476,6 +507,8 @@ def _html(card: Card) -> str:
                 f"<dt>How</dt><dd>{_h(item.how)}</dd>",
                 f"<dt>Cues</dt><dd>{_html_cues(item.cues, rhythms)}</dd>",
             ])
+            if item.ack:
+                out.append(f'<dt>Press</dt><dd class="ack">{_h(item.ack)}</dd>')
             if item.note:
                 out.append(f"<dt>Note</dt><dd>{_h(item.note)}</dd>")
             out.extend(["</dl>", "</section>"])
@@ -483,5 +516,9 @@ def _html(card: Card) -> str:
     emit(card.items)
     if card.finish:
         out.append(f'<div class="finish"><b>Finish:</b> {_html_cues([card.finish], rhythms)}</div>')
+    if card.finish_ack:
+        out.append(f'<div class="finish ack"><b>Press:</b> {_h(card.finish_ack)}</div>')
+    if card.ack_note:
+        out.append(f'<p class="small">{_h(card.ack_note)}</p>')
     out += [f'<p class="advice"><b>Not medical advice.</b> {_h(NOT_MEDICAL_ADVICE.removeprefix("Not medical advice. "))}</p>', "</body>", "</html>", ""]
     return "\n".join(out)

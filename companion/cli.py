@@ -201,21 +201,24 @@ def compile_command(routine: str, output: Path, no_names: bool, as_json: bool) -
 @json_option
 @click.option("--timeline", is_flag=True, help="List every motor event the band will produce.")
 @click.option("--strength", type=click.IntRange(20, 100), default=100, show_default=True, metavar="PERCENT", help="The band's cue strength, for --timeline.")
-def inspect(table: str, as_json: bool, timeline: bool, strength: int) -> None:
+@click.option("--ack-wait", "ack_wait", default="0", show_default=True, metavar="SECONDS|never",
+              help="For --timeline: when the wearer acknowledges a cue that waits for it (seconds after its first play, or never).")
+def inspect(table: str, as_json: bool, timeline: bool, strength: int, ack_wait: str) -> None:
     """Decode a step table (.hcue; a routine is compiled first) and show it."""
     from . import render
     from .tables import load_table_or_routine
 
     data = load_table_or_routine(table)
+    ack_wait_ms = render.parse_ack_wait(ack_wait)
     if timeline:
         # Streamed: a table of a few bytes can play for weeks, and `| head` wants only the start.
-        events = render.timeline(data, strength)
+        events = render.timeline(data, strength, ack_wait_ms)
         out = click.get_text_stream("stdout")
         if as_json:
             out.writelines(render.timeline_json_chunks(events))
             out.write("\n")
         else:
-            out.writelines(line + "\n" for line in render.timeline_lines(data, events))
+            out.writelines(line + "\n" for line in render.timeline_lines(data, events, ack_wait_ms))
         out.flush()
         return
     if as_json:

@@ -23,8 +23,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
-from protocol.constants import MAX_FRAME_PAYLOAD, BandState, BootOutcome, CueKind, MessageKind, Opcode, SkipScope, Status
-from protocol.errors import BadRequestError, HandCueError, UploadError, band_error
+from protocol.constants import MAX_FRAME_PAYLOAD, BandState, BootOutcome, CueKind, MessageKind, Opcode, SkipScope, Status, TableError
+from protocol.errors import BadRequestError, HandCueError, TableRefusedError, UploadError, band_error
 from protocol.framing import FrameParser, encode_frame, max_wire_size
 from protocol.messages import (
     UPLOAD_DATA_OVERHEAD,
@@ -56,7 +56,7 @@ from protocol.messages import (
     encode_request,
 )
 from protocol.strength import check_strength
-from protocol.table import CuePattern, check_table_header, pattern_problem
+from protocol.table import CuePattern, check_table_header, pattern_problem, unsupported_version_text
 
 from .ble.backend import BleBackend
 from .errors import BandAnswerError, BandTimeout
@@ -519,7 +519,13 @@ class BandClient:
         except BaseException:
             self.transport.discard_output()  # the band need not chew through frames nobody waits for
             raise
-        commit, retried = await self._commit(data, crc)
+        try:
+            commit, retried = await self._commit(data, crc)
+        except TableRefusedError as exc:
+            newer = unsupported_version_text(data[8]) if exc.detail == TableError.BAD_VERSION else None
+            if newer is None:
+                raise
+            raise TableRefusedError(exc.code, f"{self.transport.address}: {newer}", exc.detail) from exc
         if commit.crc32 != crc:
             raise BandAnswerError(f"{self.transport.address} reports CRC-32 0x{commit.crc32:08X} at UPLOAD_COMMIT; "
                                   f"the table's is 0x{crc:08X} (upload it again)")

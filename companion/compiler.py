@@ -3,6 +3,8 @@
 Blocks become LOOP records followed by their body (loops stay loops, never
 unrolled copies); patterns are numbered in order of first use and shared by
 every step that uses them, so the same routine always gives the same bytes.
+A routine that asks for an acknowledgement compiles to a format 2 table; every
+other routine keeps the bytes of format 1, which every band reads.
 """
 
 from __future__ import annotations
@@ -66,12 +68,13 @@ def build_table(routine: Routine) -> StepTable:
                     iterate=item.iterate,
                     count=item.count,
                     **_step_cue_fields(item.cues, pool),
+                    ack=item.ack,
                 )
             )
 
     emit(routine.steps)
     done = pool.index(routine.finish)
-    return StepTable(routine.hands, records, pool.patterns, done, routine.name)
+    return StepTable(routine.hands, records, pool.patterns, done, routine.name, done_ack=routine.finish_ack)
 
 
 def compile_routine(routine: Routine, *, names: bool = True) -> bytes:

@@ -10,6 +10,9 @@ bottom it shows
 * the iterations of each step (finger, hand or repeat number),
 * one row per cue kind with a mark at every cue the band fires (merged as a
   band merges coincident cues), coloured by cue pattern,
+* for a table that asks for acknowledgements, a row with a mark at each point
+  where the band waits for the wearer's press (drawn as pressed at the first
+  cue, as ``inspect`` assumes by default),
 
 and legends of the techniques and of the cue patterns (name and on/off ms).
 matplotlib is an optional dependency (``pip install "handcue[plot]"``); it is
@@ -28,7 +31,7 @@ from protocol.cues import CUES
 from protocol.errors import HandCueError
 from protocol.iterations import iterations as walk_iterations
 from protocol.table import StepRecord, StepTable, build_tree, decode_table
-from protocol.timeline import Cue, table_cues
+from protocol.timeline import AckPoint, Cue, ack_points, table_cues
 
 from .render import HANDS_TEXT
 from .routine import format_ms
@@ -63,6 +66,12 @@ CUE_ROW = 0.3
 ROW_GAP = 0.06
 LEGEND_LINE = 0.19
 LABEL_PAD_PX = 4
+ACK_ROW_LABEL = "press (ack)"
+ACK_MARKER = "P"
+ACK_COLOUR = "#111111"
+
+
+ACK_MARKER_TEXT = "+ = the band waits for a button press, repeating the cue (times assume a press at the first cue)"
 
 
 @dataclass(frozen=True)
@@ -235,14 +244,15 @@ def plot_routine(data: bytes, output: Path) -> None:
     table = decode_table(data)
     iterations = expand_steps(table)
     cues = list(table_cues(table))
+    points = list(ack_points(table))
     # An Agg canvas of our own: no pyplot, so the caller's backend and figures are left alone.
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "handcue", "font.size": 9, "font.family": "DejaVu Sans", "figure.dpi": 100}):
-        fig = _draw(table, iterations, cues)
+        fig = _draw(table, iterations, cues, points)
         metadata: dict[str, Any] = {"Date": None} if suffix == ".svg" else {}
         fig.savefig(output, format=suffix[1:], dpi=150, metadata=metadata)
 
 
-def _draw(table: StepTable, iterations: list[StepIteration], cues: list[Cue]) -> Any:
+def _draw(table: StepTable, iterations: list[StepIteration], cues: list[Cue], points: list[AckPoint] | None = None) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -260,6 +270,8 @@ def _draw(table: StepTable, iterations: list[StepIteration], cues: list[Cue]) ->
         rows.append(("iteration", ITERATION_ROW, "iterations"))
     kinds = sorted({cue.kind for cue in cues}, reverse=True)
     rows += [(CUES[kind].legend, CUE_ROW, f"cue:{int(kind)}") for kind in kinds]
+    if points:
+        rows.append((ACK_ROW_LABEL, CUE_ROW, "ack"))
 
     plot_height = sum(height for _, height, _ in rows) + ROW_GAP * (len(rows) + 1)
     techniques = sorted({it.record.technique for it in iterations})
@@ -306,6 +318,11 @@ def _draw(table: StepTable, iterations: list[StepIteration], cues: list[Cue]) ->
             _draw_bands(ax, renderer, step_bands(iterations), bottom, height, px_per_min, px_per_inch, fontsize=8.5)
         elif what == "iterations":
             _draw_bands(ax, renderer, iteration_spans, bottom, height, px_per_min, px_per_inch, fontsize=7, pad_px=0.5, rotate=False, uniform=True)
+        elif what == "ack":
+            assert points
+            ax.scatter([point.t_ms / 60_000 for point in points], [bottom + height / 2] * len(points), c=ACK_COLOUR, marker=ACK_MARKER,
+                       s=60, linewidths=0.4, edgecolors="white", zorder=3, clip_on=False)
+            ax.axhline(bottom + height / 2, color="#e6e6e6", linewidth=0.6, zorder=1)
         else:
             kind = CueKind(int(what.split(":")[1]))
             marker = CUES[kind].marker
@@ -333,7 +350,8 @@ def _draw(table: StepTable, iterations: list[StepIteration], cues: list[Cue]) ->
     )
     fig.text(
         LEFT_MARGIN / FIG_WIDTH, 1 - 0.52 / fig_height,
-        "marks: cues the band fires (shape = why, colour = pattern); coinciding cues are merged as on the band",
+        "marks: cues the band fires (shape = why, colour = pattern); coinciding cues are merged as on the band"
+        + (f"; {ACK_MARKER_TEXT}" if points else ""),
         fontsize=8, color="#555555", va="center",
     )
 

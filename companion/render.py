@@ -5,17 +5,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from enum import IntEnum
 from typing import Any
 
-from protocol.constants import Iterate, TechniqueCode
+from protocol.constants import Ack, Iterate, Limits, TechniqueCode
 from protocol.cues import STEP_CUE_SLOTS, CueFacts, Fires
 from protocol.iterations import iterations
 from protocol.table import LoopRecord, StepRecord, StepTable, TableRecord, build_tree, check_table_header, decode_table, record_kind
-from protocol.timeline import MotorEvent, table_cues, table_timeline
+from protocol.timeline import MotorEvent, ack_points, ack_repeats, played_ms, table_cues, table_timeline
 
-from .routine import format_ms
+from .errors import RoutineError
+from .routine import format_ms, parse_duration
 
 HANDS_TEXT = {"LEFT": "left only", "RIGHT": "right only", "LEFT_THEN_RIGHT": "left, then right", "RIGHT_THEN_LEFT": "right, then left"}
 
@@ -49,9 +50,35 @@ def left_text(ms: int) -> str:
     return format_ms(-(-ms // 1000) * 1000)
 
 
-def timeline(data: bytes, strength: int = 100) -> Iterator[MotorEvent]:
-    """Motor events of the table bytes, as a stream (a table of a few bytes can play for weeks)."""
-    return table_timeline(decode_table(data), strength)
+def timeline(data: bytes, strength: int = 100, ack_wait_ms: int | None = 0) -> Iterator[MotorEvent]:
+    """Motor events of the table bytes, as a stream (a table of a few bytes can play for weeks).
+
+    ``ack_wait_ms``: when the wearer acknowledges after each acknowledgement point's first cue (None: never).
+    """
+    return table_timeline(decode_table(data), strength, ack_wait_ms)
+
+
+ACK_WAIT_TEXT = f"the cue repeats every {format_ms(Ack.REPEAT_MS)} until the wearer presses the button, at most {format_ms(Ack.GIVE_UP_MS)}"
+"""How a band waits for an acknowledgement, in the words inspect, the card and the plot use."""
+
+
+def parse_ack_wait(text: str) -> int | None:
+    """``--ack-wait``: seconds (a duration) after the first cue, or ``never``; a :class:`click.BadParameter`-free ValueError names the choices."""
+    if text.strip().lower() == "never":
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise RoutineError(f"--ack-wait {text!r}: {exc}, or never") from None
+
+
+def ack_assumption_text(ack_wait_ms: int | None) -> str:
+    """What a timeline assumed of the wearer at acknowledgement points."""
+    if ack_wait_ms is None or ack_wait_ms >= Ack.GIVE_UP_MS:
+        return f"never presses (the band gives up after {format_ms(Ack.GIVE_UP_MS)}, a missed acknowledgement)"
+    if ack_wait_ms == 0:
+        return "presses at the first cue"
+    return f"presses {format_ms(ack_wait_ms)} after the first cue"
 
 
 def count_cues(table: StepTable) -> int:
@@ -124,9 +151,14 @@ def table_text(data: bytes) -> str:
             if rep:
                 parts.append(rep)
             parts += [text for facts in STEP_CUE_SLOTS if (text := step_cue_text(table, record, facts))]
+            if record.ack:
+                parts.append("waits for acknowledgement after its start cue")
             lines.append(f"  [{node.index:>3}] {'step ' + str(numbers[node.index]):<7} {clock(offset):>10} {indent}{record.technique.text_id:<16} {'; '.join(parts)}")
 
-    lines.append(f"  done: {table.pattern_label(table.done_pattern)} at {clock(table.total_ms)}")
+    lines.append(f"  done: {table.pattern_label(table.done_pattern)} at {clock(table.total_ms)}"
+                 + (", waits for acknowledgement" if table.done_ack else ""))
+    if table.format_version > 1:
+        lines.append(f"  acknowledgement: {ACK_WAIT_TEXT}; the times above assume a press at the first cue")
     return "\n".join(lines)
 
 
@@ -148,6 +180,7 @@ def table_json(data: bytes) -> dict[str, Any]:
         "hands": list(table.hands.order),
         "total_ms": table.total_ms,
         "done_pattern": table.done_pattern,
+        **({"done_ack": True} if table.done_ack else {}),
         "patterns": [
             {"index": i, "name": p.name, "segments": [{"amplitude": s.amplitude, "duration_ms": s.duration_ms} for s in p.segments]}
             for i, p in enumerate(table.patterns)
@@ -159,6 +192,8 @@ def table_json(data: bytes) -> dict[str, Any]:
 def record_json(index: int, record: TableRecord) -> dict[str, Any]:
     """A record as ``handcue inspect --json`` shows it: its model's fields in declaration order, enums as text."""
     fields = {f.name: _json_value(getattr(record, f.name)) for f in dataclasses.fields(record)}
+    if not fields.get("ack", True):
+        del fields["ack"]  # format 2's flag appears only where it is set: a format 1 table reads as it always did
     return {"index": index, "kind": record_kind(record).name.lower(), **fields}
 
 
@@ -168,20 +203,62 @@ def _json_value(value: Any) -> Any:
     return value.name.lower() if isinstance(value, IntEnum) else value
 
 
-def timeline_lines(data: bytes, events: Iterable[MotorEvent]) -> Iterator[str]:
-    """The lines of ``handcue inspect --timeline``, one per event as it comes, then the count."""
+def ack_marks(table: StepTable, ack_wait_ms: int | None) -> Callable[[MotorEvent], str]:
+    """A function that marks, event by event in time order, the motor events of acknowledgement points' cues.
+
+    Each cue there starts with an on segment (SPEC §6), so its first event starts
+    at the cue's time; the events after it with the same cue and pattern, within
+    a pattern's longest duration, belong to it too.
+    """
+    points = ack_points(table, ack_wait_ms) if table.format_version > 1 else iter(())
+    plays: dict[int, str] = {}
+    run: tuple[str, MotorEvent] | None = None
+
+    def mark(event: MotorEvent) -> str:
+        nonlocal run, plays
+        while not plays or event.t_ms > max(plays) + Limits.MAX_PATTERN_MS:
+            point = next(points, None)
+            if point is None:
+                break
+            plays = {point.t_ms: "  ack: waits for a press"}
+            plays.update({point.t_ms + after: "  ack: repeat" for after in ack_repeats(point.wait_ms, point.given)})
+        if event.t_ms in plays:
+            run = (plays[event.t_ms], event)
+            return run[0]
+        if run is not None and (event.cue, event.pattern) == (run[1].cue, run[1].pattern) and event.t_ms < run[1].t_ms + Limits.MAX_PATTERN_MS:
+            return run[0]
+        run = None
+        return ""
+
+    return mark
+
+
+def timeline_lines(data: bytes, events: Iterable[MotorEvent], ack_wait_ms: int | None = 0) -> Iterator[str]:
+    """The lines of ``handcue inspect --timeline``, one per event as it comes, then the count.
+
+    ``ack_wait_ms``: what ``events`` assumed of the wearer at acknowledgement points (format 2):
+    their events are marked, and the last lines say the assumption.
+    """
     table = decode_table(data)
     numbers = step_numbers(table)
+    marks = ack_marks(table, ack_wait_ms)
     yield f"{'t (ms)':>9}  {'time':>10}  {'cue':<7} {'pattern':<8} {'step':>4}  {'technique':<16} {'hand':<6} {'finger':<7} motor"
     count = 0
     for event in events:
         count += 1
+        mark = marks(event)
         yield (
             f"{event.t_ms:>9}  {clock(event.t_ms):>10}  {event.cue.text_id:<7} {table.pattern_label(event.pattern):<8} "
             f"{numbers.get(event.step, '-') if event.step is not None else '-':>4}  {technique_of(table, event.step):<16} "
-            f"{event.hand or '-':<6} {event.finger or '-':<7} {event.amplitude}% {event.duration_ms} ms"
+            f"{event.hand or '-':<6} {event.finger or '-':<7} {event.amplitude}% {event.duration_ms} ms{mark}"
         )
-    yield f"{count} motor events; the routine ends at {clock(table.total_ms)}"
+    if table.format_version == 1:
+        yield f"{count} motor events; the routine ends at {clock(table.total_ms)}"
+        return
+    waits = list(ack_points(table, ack_wait_ms))
+    yield f"{count} motor events; the routine ends at {clock(played_ms(table, ack_wait_ms))}"
+    yield (f"{len(waits)} acknowledgement point{'s' if len(waits) != 1 else ''} ({ACK_WAIT_TEXT}); "
+           f"this timeline assumes the wearer {ack_assumption_text(ack_wait_ms)}")
 
 
 def timeline_text(data: bytes, events: Iterable[MotorEvent]) -> str:

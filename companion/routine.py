@@ -38,10 +38,16 @@ HANDS_VALUES = {
     "right-left": Hands.RIGHT_THEN_LEFT,
 }
 FOR_EACH_VALUES = {"finger": Iterate.FINGER, "hand": Iterate.HAND}
-ROUTINE_KEYS = ("id", "name", "description", "hands", "finish", "patterns", "steps")
-STEP_KEYS = ("technique", "duration", "for_each", "repeat", "start", "next", "tick", "tick_every", "halfway", "warn", "warn_before", "note")
+ROUTINE_KEYS = ("id", "name", "description", "hands", "finish", "finish_ack", "patterns", "steps")
+STEP_KEYS = ("technique", "duration", "for_each", "repeat", "start", "next", "tick", "tick_every", "halfway", "warn", "warn_before", "ack", "note")
 BLOCK_KEYS = ("steps", "for_each", "repeat", "next", "note")
 PATTERN_KEYS = ("on_off", "amplitude", "meaning")
+WRONG_ACK = {
+    ROUTINE_KEYS: "not a routine key; the finish waits for an acknowledgement with finish_ack = true, a step with ack = true",
+    BLOCK_KEYS: "a block does not wait for an acknowledgement; put ack = true on its first step",
+    PATTERN_KEYS: "a cue pattern does not wait for an acknowledgement; put ack = true on the step that plays it",
+}
+"""Why ``ack`` is refused where it is not a key, by the keys allowed there."""
 STDIN = "-"
 """The reference that means standard input."""
 MAX_INPUT_BYTES = 1024 * 1024
@@ -79,6 +85,8 @@ class Step:
     note: str = ""
     number: int = 0
     """1-based, in file order: the number the card, ``inspect``, the live line and the checker show."""
+    ack: bool = False
+    """The band repeats the start cue until the wearer presses its button, before the step's time runs."""
 
     @property
     def total_ms(self) -> int:
@@ -153,6 +161,13 @@ class Routine:
     steps: list[Step | Block]
     source: str
     warnings: list[Diagnostic] = field(default_factory=list)
+    finish_ack: bool = False
+    """The band repeats the finish cue until the wearer presses its button."""
+
+    @property
+    def uses_ack(self) -> bool:
+        """Whether the routine asks for any acknowledgement (its table is then format 2)."""
+        return self.finish_ack or any(it.item.ack for it in iterations(self.steps, self.hands) if isinstance(it.item, Step))
 
     @property
     def total_ms(self) -> int:
@@ -287,6 +302,9 @@ class _Checker:
 
     def unknown_keys(self, where: str, table: dict[str, Any], allowed: tuple[str, ...]) -> None:
         for key in table:
+            if key == "ack" and key not in allowed:
+                self.error(_join(where, key), WRONG_ACK.get(allowed, "not allowed here; a step (ack = true) or the finish (finish_ack = true) waits for one"))
+                continue
             if key not in allowed:
                 hint = _did_you_mean(key, allowed)
                 self.error(where, f"unknown key '{key}'{hint}; allowed: {', '.join(allowed)}")
@@ -306,6 +324,9 @@ class _Checker:
         self.patterns = {name: cue.pattern for name, cue in CUE_VOCABULARY.items()}
         self.custom_patterns(doc.get("patterns", {}))
         finish = self.cue_ref(doc, "", "finish", "done")
+        finish_ack = self.flag(doc, "", "finish_ack")
+        if finish_ack and finish is None and "finish" in doc and doc["finish"] is False:
+            self.error("finish_ack", "needs a finish cue to repeat, but finish = false")
         if name and len(name.encode()) > Limits.MAX_NAME_BYTES:
             self.error("name", f"{len(name.encode())} bytes; at most {Limits.MAX_NAME_BYTES} (UTF-8)")
         steps_value = doc.get("steps")
@@ -325,6 +346,7 @@ class _Checker:
             meanings={key: self.meanings.get(key, "") for key in self.patterns if key in used},
             steps=steps,
             source=self.source,
+            finish_ack=finish_ack,
         )
         if not any(d.severity == "error" for d in self.diagnostics):
             self.safety(routine)
@@ -424,6 +446,13 @@ class _Checker:
         counts = {Iterate.NONE: 1, Iterate.FINGER: 5, Iterate.HAND: len(hands.order)}
         return iterate, counts[iterate]
 
+    def flag(self, table: dict[str, Any], where: str, key: str) -> bool:
+        value = table.get(key, False)
+        if not isinstance(value, bool):
+            self.error(_join(where, key), f"{toml_text(value)}; allowed: true or false")
+            return False
+        return value
+
     def block(self, value: dict[str, Any], where: str, hands: Hands, bound: frozenset[Iterate], depth: int) -> Block | None:
         self.unknown_keys(where, value, BLOCK_KEYS)
         if depth + 1 > Limits.MAX_LOOP_NESTING:
@@ -474,6 +503,10 @@ class _Checker:
         warn = self.cue_ref(value, label, "warn", defaults.warn)
         warn_before = self.duration(value, label, "warn_before", defaults.warn_before_s)
         note = self.text(value, label, "note") or ""
+        ack = self.flag(value, label, "ack")
+        if ack and start is None:
+            self.error(_join(label, "ack"), "needs a start cue to repeat, but start = false")
+            return None
         if repetition is None or duration is None or tick_every is None or warn_before is None:
             return None
         if halfway:
@@ -507,7 +540,7 @@ class _Checker:
                 "the warning, and the warning wins: that cue is never felt",
             )
         cues = StepCues(start, next_cue if count > 1 else None, tick, tick_every, warn, warn_before)
-        return Step(where, technique_id, duration, iterate, count, cues, note, number)
+        return Step(where, technique_id, duration, iterate, count, cues, note, number, ack)
 
     # fields
 

@@ -6,7 +6,9 @@ main loop a simulator process uses: it waits on the injected clock for the next
 deadline or for a wake-up from the protocol handler.
 
 Routine time (what traces and status report) is band time minus the time spent
-paused, measured from the start of the session.
+paused, measured from the start of the session.  It runs while the band waits
+for an acknowledgement (SPEC.md §12.10): the repeated cues have times, and what
+follows the wait comes that much later.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from protocol.timeline import Cue, MotorEvent
 from .clock import Clock
 from .faults import FlashError
 from .history import ClockKind, Outcome, Session
-from .interpreter import Interpreter, RunState
+from .interpreter import AckEvent, AckOutcome, Interpreter, RunState
 from .motor import Motor
 from .storage import Storage
 
@@ -38,7 +40,8 @@ Listener = Callable[[dict[str, Any]], None]
 
 
 class Button(Enum):
-    """The band's one button: a press starts, pauses or resumes; a long press skips to the next iteration."""
+    """The band's one button: a press acknowledges a cue that waits for it, else starts, pauses or resumes;
+    a long press skips to the next iteration."""
 
     PRESS = "press"
     LONG_PRESS = "long"
@@ -80,6 +83,9 @@ class Band:
         self._paused_at = 0
         self.last_cue: CueKind | None = None
         self.cue_count = 0
+        self.acks_given = 0
+        self.acks_missed = 0
+        """Acknowledgements given and missed in the current (or last) session."""
         self.wake = asyncio.Event()
         self.reload()
 
@@ -105,6 +111,19 @@ class Band:
         self.motor.play(cue, self.interpreter.pattern_segments(cue.pattern), cue.t_ms)
         self._emit({"event": "cue", "t_ms": cue.t_ms, "cue": cue.kind.name.lower(), "pattern": cue.pattern,
                     "step": cue.step, "hand": cue.hand, "finger": cue.finger})
+
+    def _ack(self, event: AckEvent) -> None:
+        """An acknowledgement point began or ended (from the interpreter): tell listeners, count what it came to."""
+        self._emit({"event": "ack", "t_ms": event.t_ms, "cue": event.kind.text_id, "step": event.step, "outcome": event.outcome.value})
+        if event.outcome in (AckOutcome.GIVEN, AckOutcome.MISSED):
+            self._ack_ended(given=event.outcome == AckOutcome.GIVEN)
+
+    def _ack_ended(self, *, given: bool) -> None:
+        """The one place an acknowledgement is counted as given or missed (the session history's count hooks in here)."""
+        if given:
+            self.acks_given += 1
+        else:
+            self.acks_missed += 1
 
     def announce_state(self) -> None:
         """Tell listeners the current state (after every state change)."""
@@ -165,7 +184,7 @@ class Band:
         data = self.storage.active_table()
         self.motor.cut(self.routine_ms())
         # Storage hands out only tables it verified (at commit and again at boot).
-        self.interpreter = Interpreter(data, self._cue, verified=True) if data is not None else None
+        self.interpreter = Interpreter(data, self._cue, verified=True, on_ack=self._ack) if data is not None else None
         self.routine_name = decode_table(data).name if data is not None else ""
 
     def _require(self, *states: RunState) -> Interpreter:
@@ -186,6 +205,7 @@ class Band:
         self._origin = self.clock.now_ms()
         self.cue_count = 0
         self.last_cue = None
+        self.acks_given = self.acks_missed = 0
         self._session = _Session(start_ms=self._origin)
         interpreter.start()
         self._observe()
@@ -245,12 +265,33 @@ class Band:
         self.announce_state()
         self.poke()
 
+    @property
+    def ack_pending(self) -> bool:
+        """Whether the band is waiting for the wearer to acknowledge a cue (and its routine time runs)."""
+        return self.interpreter is not None and self.interpreter.state == RunState.RUNNING and self.interpreter.ack is not None
+
+    def acknowledge(self) -> bool:
+        """The wearer acknowledges the cue the band repeats; False (and nothing changes) when none waits."""
+        interpreter = self.interpreter
+        now = self.clock.now_ms()
+        self.process(now)  # a repeat or the cap due now comes first
+        if interpreter is None or not interpreter.acknowledge(self.routine_ms(now)):
+            return False
+        self._observe()
+        if interpreter.state == RunState.FINISHED:
+            self._end_session(Outcome.FINISHED)
+            self.announce_state()
+        self.poke()
+        return True
+
     def press(self, button: Button) -> None:
         """A button press on the band itself."""
         if self.interpreter is None:
             return
         state = self.interpreter.state
-        if button == Button.LONG_PRESS and state in (RunState.RUNNING, RunState.PAUSED):
+        if button == Button.PRESS and self.ack_pending:
+            self.acknowledge()
+        elif button == Button.LONG_PRESS and state in (RunState.RUNNING, RunState.PAUSED):
             self.skip()
         elif state == RunState.RUNNING:
             self.pause()
@@ -348,7 +389,8 @@ class Band:
         elif state == RunState.FINISHED:
             elapsed = interpreter.finished_at  # routine time stops at the end (earlier after a skip)
         else:
-            elapsed = min(t, interpreter.total_ms)
+            elapsed = min(t, interpreter.total_ms + interpreter.waited_until(t))
+        waited = interpreter.waited_until(t)  # routine time in acknowledgement waits does not count against the routine
         return StatusReport(
             state=BandState[state.name],
             step=interpreter.pc if playing else None,
@@ -357,8 +399,8 @@ class Band:
             hand=hand if playing else None,
             finger=finger if playing else None,
             elapsed_ms=elapsed,
-            remaining_ms=max(0, interpreter.total_ms - elapsed - interpreter.skipped_ms) if state != RunState.FINISHED else 0,
-            step_remaining_ms=max(0, interpreter.iteration_end - t) if playing else 0,
+            remaining_ms=max(0, interpreter.total_ms + waited - elapsed - interpreter.skipped_ms) if state != RunState.FINISHED else 0,
+            step_remaining_ms=interpreter.step_remaining_ms(t) if playing else 0,
             total_ms=interpreter.total_ms,
             last_cue=self.last_cue,
             cues=self.cue_count,

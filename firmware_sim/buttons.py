@@ -1,7 +1,9 @@
 """The band's button in the simulator: signals (and keys) instead of a finger.
 
-* a press (``SIGUSR1``, or the key ``p`` on the simulator's console) opens the
-  pairing window for 60 s;
+* a press (``SIGUSR1``, or the key ``p`` on the simulator's console)
+  acknowledges the cue the band repeats when it waits for an acknowledgement
+  (SPEC.md §12.10); otherwise it opens the pairing window for 60 s;
+* the key ``a`` only acknowledges (and says so when nothing waits);
 * a long press (``SIGUSR2``, or the key ``R``) is a factory reset: bonds and routine
   erased, every BLE central disconnected.
 
@@ -26,6 +28,7 @@ if TYPE_CHECKING:  # bumble loads only when the band has BLE
 logger = logging.getLogger(__name__)
 
 PRESS_KEY = "p"
+ACK_KEY = "a"
 LONG_PRESS_KEY = "R"
 
 
@@ -38,7 +41,7 @@ def console_in_foreground() -> bool:
 
 
 class BandButton:
-    """The pairing/reset button of ``band`` (and of its BLE side, if any)."""
+    """The button of ``band`` as the simulator's signals and keys press it: acknowledge, pairing window, factory reset."""
 
     def __init__(self, band: Band, ble: BlePeripheral | None = None, *, say: Callable[[str], None] | None = None) -> None:
         self.band = band
@@ -48,12 +51,22 @@ class BandButton:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def press(self, seconds: float | None = None) -> None:
-        """Open the pairing window (``seconds``: its length, 60 s by default)."""
+        """Acknowledge the cue the band repeats, if it waits for one; otherwise open the pairing window (``seconds``: its length, 60 s by default)."""
+        if self.band.ack_pending:
+            self.acknowledge()
+            return
         if self.ble is None:
             self.say("button: no BLE, nothing to pair")
             return
         self.ble.open_pairing_window(seconds)
         self.say(f"pairing window open for {self.ble.security.window.remaining:.0f} s")
+
+    def acknowledge(self) -> None:
+        """The wearer acknowledges the repeated cue (a short press while the band waits for one)."""
+        if self.band.acknowledge():
+            self.say("acknowledged")
+        else:
+            self.say("button: nothing waits for an acknowledgement")
 
     async def long_press(self) -> None:
         """Factory reset: bonds and routine erased."""
@@ -90,7 +103,10 @@ class BandButton:
             return
         if line == PRESS_KEY:
             self.press()
+        elif line == ACK_KEY:
+            self.acknowledge()
         elif line == LONG_PRESS_KEY:
             self._spawn_long_press()
         elif line:
-            self.say(f"keys: {PRESS_KEY}+Enter = button press (pairing window), {LONG_PRESS_KEY}+Enter = long press (factory reset)")
+            self.say(f"keys: {PRESS_KEY}+Enter = button press (acknowledge a repeated cue, else pairing window), "
+                     f"{ACK_KEY}+Enter = acknowledge, {LONG_PRESS_KEY}+Enter = long press (factory reset)")

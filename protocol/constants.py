@@ -14,7 +14,12 @@ from enum import IntEnum, IntFlag
 
 
 TABLE_MAGIC = b"HCue"
-TABLE_FORMAT_VERSION = 1
+TABLE_FORMAT_VERSION = 2
+"""The newest table format this code reads and writes (2: acknowledgements, SPEC.md §3)."""
+TABLE_BASE_VERSION = 1
+"""The format written when a table uses nothing newer, so tables without acknowledgements keep their bytes."""
+TABLE_READ_VERSIONS = (1, 2)
+"""Every table format version this code reads."""
 TABLE_HEADER_SIZE = 24
 TABLE_RECORD_SIZE = 16
 PATTERN_DESCRIPTOR_SIZE = 2
@@ -49,10 +54,30 @@ class Limits:
     MAX_NAME_BYTES = 64
 
 
+class Ack:
+    """How a band asks for an acknowledgement (format 2, SPEC.md §12.10): fixed by the format, not per table."""
+
+    REPEAT_MS = 5000
+    """The cue repeats this long after its last play while no acknowledgement comes."""
+    GIVE_UP_MS = 60_000
+    """Routine time from the first cue after which the band goes on without one (a missed acknowledgement)."""
+    MAX_PLAYS = GIVE_UP_MS // REPEAT_MS
+    """How many times the cue plays at most while waiting: the first cue and 11 repeats."""
+
+
 class TableFlags(IntFlag):
     """Bits of the header's flags byte."""
 
     NAMES = 0x01
+    ACK_DONE = 0x02
+    """Format 2: the routine's finish waits for an acknowledgement (format 1 ignores the bit)."""
+
+
+class StepFlags(IntFlag):
+    """Bits of a STEP record's flags byte (offset 14; format 2 only, reserved in format 1)."""
+
+    ACK = 0x01
+    """The step waits for an acknowledgement after its START cue before its time runs."""
 
 
 class RecordKind(IntEnum):

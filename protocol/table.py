@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import construct as c  # type: ignore[import-untyped,unused-ignore]
@@ -29,22 +29,25 @@ import construct as c  # type: ignore[import-untyped,unused-ignore]
 from .constants import (
     NO_PATTERN,
     SEGMENT_UNIT_MS,
+    TABLE_BASE_VERSION,
     TABLE_FORMAT_VERSION,
     TABLE_HEADER_SIZE,
     TABLE_MAGIC,
+    TABLE_READ_VERSIONS,
     TABLE_RECORD_SIZE,
     TIME_UNIT_MS,
     Hands,
     Iterate,
     Limits,
     RecordKind,
+    StepFlags,
     TableError,
     TableFlags,
     TechniqueCode,
 )
 from .cues import STEP_CUE_SLOTS
 from .errors import TableFormatError
-from .layout import Coded, Marker, Rebuild, Tagged, Units, laid_out, layout_of, wire
+from .layout import Coded, Coding, Marker, Rebuild, Tagged, Units, laid_out, layout_of, wire
 
 # --------------------------------------------------------------------------
 # Field types: the units and markers of the bytes, as adapters
@@ -56,6 +59,24 @@ PatternRef = Marker(c.Int8ul, NO_PATTERN)
 TechniqueByte = Coded(c.Int8ul, TechniqueCode)
 IterateByte = Coded(c.Int8ul, Iterate)
 Name = c.PascalString(c.Int8ul, "utf8")
+
+
+class FlagBit(Coding):
+    """One bit of a flags byte as a bool in the model; the byte's other bits are reserved (written 0, read past)."""
+
+    def __init__(self, subcon: Any, bit: int) -> None:
+        super().__init__(subcon)
+        self.bit = bit
+
+    def _decode(self, obj: int, context: Any, path: Any) -> bool:
+        return bool(obj & self.bit)
+
+    def _encode(self, obj: bool, context: Any, path: Any) -> int:
+        return self.bit if obj else 0
+
+
+AckFlag = FlagBit(c.Int8ul, int(StepFlags.ACK))
+"""A STEP record's flags byte (format 2): bit 0, the step waits for an acknowledgement."""
 
 CRC_OFFSET = 4
 CRC_START = 8
@@ -86,6 +107,8 @@ class StepRecord:
     next_pattern: int | None = wire(PatternRef, at=11, default=None)
     tick_pattern: int | None = wire(PatternRef, at=12, default=None)
     warn_pattern: int | None = wire(PatternRef, at=13, default=None)
+    ack: bool = wire(AckFlag, at=14, default=False)
+    """Format 2: after its START cue the step waits for the wearer's acknowledgement (SPEC.md §12.10)."""
 
     @property
     def total_ms(self) -> int:
@@ -160,8 +183,8 @@ class CuePattern:
 Header = c.Struct(
     "magic" / c.Const(TABLE_MAGIC),
     "crc32" / c.Default(c.Int32ul, 0),  # written last, by the Checksum at the end of Table
-    "version" / c.Default(c.Int8ul, TABLE_FORMAT_VERSION),
-    "flags" / Rebuild(c.Int8ul, lambda this: int(TableFlags.NAMES) if this._.with_names else 0),
+    "version" / Rebuild(c.Int8ul, lambda this: _format_version(this._.records, this._.done_ack)),
+    "flags" / Rebuild(c.Int8ul, lambda this: (int(TableFlags.NAMES) if this._.with_names else 0) | (int(TableFlags.ACK_DONE) if this._.done_ack else 0)),
     "header_size" / c.Default(c.Int8ul, TABLE_HEADER_SIZE),
     "record_size" / c.Default(c.Int8ul, TABLE_RECORD_SIZE),
     "table_size" / Rebuild(c.Int16ul, lambda this: _content_size(this._)),
@@ -184,7 +207,13 @@ Table = c.Struct(
     c.Terminated,
     "crc32" / c.Pointer(CRC_OFFSET, c.Checksum(c.Int32ul, table_crc, lambda this: this._io.getvalue())),
 )
-"""Build from ``dict(header=dict(hands=..., done_pattern=...), records=[...], patterns=[CuePattern...], name=..., with_names=...)``."""
+"""Build from ``dict(header=dict(hands=..., done_pattern=...), records=[...], patterns=[CuePattern...], name=..., with_names=..., done_ack=...)``."""
+
+
+def _format_version(records: Sequence[TableRecord], done_ack: bool) -> int:
+    """Format 2 only when the table asks for an acknowledgement: every other table keeps the bytes of format 1."""
+    uses_ack = done_ack or any(isinstance(record, StepRecord) and record.ack for record in records)
+    return TABLE_FORMAT_VERSION if uses_ack else TABLE_BASE_VERSION
 
 
 def _all_segments(patterns: Sequence[CuePattern]) -> list[PatternSegment]:
@@ -256,10 +285,17 @@ class StepTable:
     done_pattern: int | None = None
     name: str = ""
     has_names: bool = True
+    done_ack: bool = False
+    """Format 2: after the DONE cue the band waits for the wearer's acknowledgement (SPEC.md §12.10)."""
 
     @property
     def total_ms(self) -> int:
         return _total_ms(self.records)
+
+    @property
+    def format_version(self) -> int:
+        """The format version its bytes carry: 2 when it asks for an acknowledgement, else 1."""
+        return _format_version(self.records, self.done_ack)
 
     def pattern_label(self, index: int | None) -> str:
         """A pattern's name, or ``#index`` when the table carries no names."""
@@ -408,7 +444,11 @@ def _validate(table: StepTable) -> int:
             raise _bad(TableError.BAD_RECORD, f"record {index}: a warning needs both a lead time and a pattern")
         for cue in STEP_CUE_SLOTS:
             check_ref(index, cue.slot or "", getattr(record, cue.pattern_field))
+        if record.ack and record.start_pattern is None:
+            raise _bad(TableError.BAD_RECORD, f"record {index}: waits for an acknowledgement but has no start cue to repeat")
     check_ref(-1, "done", table.done_pattern)
+    if table.done_ack and table.done_pattern is None:
+        raise _bad(TableError.BAD_RECORD, "the finish waits for an acknowledgement but has no done cue to repeat")
     total = sum(node.total_ms for node in build_tree(table.records))
     if total > Limits.MAX_TOTAL_MS:
         raise _bad(TableError.LIMIT, f"routine lasts {total} ms; at most {Limits.MAX_TOTAL_MS} ms")
@@ -446,7 +486,7 @@ def encode_table(table: StepTable, *, names: bool | None = None) -> bytes:
     with_names = table.has_names if names is None else names
     content = dict(
         header=dict(hands=int(table.hands), done_pattern=table.done_pattern),
-        records=table.records, patterns=table.patterns, name=table.name, with_names=with_names,
+        records=table.records, patterns=table.patterns, name=table.name, with_names=with_names, done_ack=table.done_ack,
     )
     data: bytes = Table.build(content)
     if len(data) > Limits.MAX_TABLE_BYTES:
@@ -454,15 +494,19 @@ def encode_table(table: StepTable, *, names: bool | None = None) -> bytes:
     return data
 
 
-def check_table_header(data: bytes) -> Any:
-    """Check what a band checks before parsing records: length, magic, version, size, CRC; the parsed :data:`Header`."""
+def check_table_header(data: bytes, versions: Sequence[int] = TABLE_READ_VERSIONS) -> Any:
+    """Check what a band checks before parsing records: length, magic, version, size, CRC; the parsed :data:`Header`.
+
+    ``versions``: the format versions the reader knows (a band of format 1 only: ``(1,)``).
+    """
     if len(data) < TABLE_HEADER_SIZE:
         raise _bad(TableError.TOO_SHORT, f"{len(data)} bytes is shorter than the {TABLE_HEADER_SIZE}-byte header")
     if data[:4] != TABLE_MAGIC:
         raise _bad(TableError.BAD_MAGIC, f"does not start with {TABLE_MAGIC!r}: not a HandCue table")
     header = _HEADER.parse(data)
-    if header.version != TABLE_FORMAT_VERSION:
-        raise _bad(TableError.BAD_VERSION, f"format version {header.version}; this code reads version {TABLE_FORMAT_VERSION}")
+    if header.version not in versions:
+        known = " and ".join(str(v) for v in versions)
+        raise _bad(TableError.BAD_VERSION, f"format version {header.version}; this reader knows version{'s' if len(versions) > 1 else ''} {known}")
     if header.header_size < TABLE_HEADER_SIZE or header.record_size < TABLE_RECORD_SIZE:
         raise _bad(TableError.BAD_SIZE, f"header size {header.header_size} / record size {header.record_size} below {TABLE_HEADER_SIZE} / {TABLE_RECORD_SIZE}")
     if header.table_size != len(data):
@@ -475,17 +519,21 @@ def check_table_header(data: bytes) -> Any:
     return header
 
 
-def decode_table(data: bytes) -> StepTable:
+def decode_table(data: bytes, versions: Sequence[int] = TABLE_READ_VERSIONS) -> StepTable:
     """Parse and check a table; raise :class:`TableFormatError` on any fault.
 
     The checks run in the order of SPEC.md §11, section by section, so a
     table with several faults always gets the same :class:`TableError`.
+    ``versions``: the format versions the reader knows (:func:`check_table_header`).
+    In a format 1 table the acknowledgement bits are reserved and read past.
     """
-    header = check_table_header(data)
+    header = check_table_header(data, versions)
     sections = table_sections(header)
     if sections.names > len(data):
         raise _bad(TableError.BAD_SIZE, f"the table ends at byte {len(data)}, inside its records, patterns or segments (which end at {sections.names})")
     records, record_fault = _read_records(data, header.record_count, sections)
+    if not reads_ack(header):
+        records = [without_ack(record) for record in records]
     descriptors = [_DESCRIPTOR.parse(data[o : o + PATTERN_DESCRIPTOR_SIZE]) for o in range(sections.patterns, sections.segments, PATTERN_DESCRIPTOR_SIZE)]
     segments = [_SEGMENT.parse(data[o : o + SEGMENT_SIZE]) for o in range(sections.segments, sections.names, SEGMENT_SIZE)]
     names = _read_names(data[sections.names :], header)
@@ -506,11 +554,38 @@ def decode_table(data: bytes) -> StepTable:
         hands = Hands(header.hands)
     except ValueError as exc:
         raise _bad(TableError.BAD_RECORD, str(exc)) from exc
-    table = StepTable(hands, records, patterns, header.done_pattern, names.routine if names else "", names is not None)
+    table = StepTable(hands, records, patterns, header.done_pattern, names.routine if names else "", names is not None, done_ack(header))
     total_ms = _validate(table)
     if total_ms != header.total_ms:
         raise _bad(TableError.BAD_RECORD, f"header total {header.total_ms} ms, records add up to {total_ms} ms")
     return table
+
+
+def reads_ack(header: Any) -> bool:
+    """Whether a table with this :data:`Header` carries acknowledgement bits (format 2); in format 1 they are reserved."""
+    return bool(header.version >= TABLE_FORMAT_VERSION)
+
+
+def done_ack(header: Any) -> bool:
+    """Whether the routine's finish waits for an acknowledgement (flags bit 1 of a format 2 table)."""
+    return reads_ack(header) and bool(header.flags & int(TableFlags.ACK_DONE))
+
+
+def without_ack(record: TableRecord) -> TableRecord:
+    """``record`` as a format 1 reader sees it: byte 14 of a STEP record is reserved there."""
+    return replace(record, ack=False) if isinstance(record, StepRecord) and record.ack else record
+
+
+VERSION_FEATURES = {2: ("acknowledgement", "remove ack from the routine")}
+"""What each format version after 1 adds, and how a routine does without it."""
+
+
+def unsupported_version_text(version: int) -> str | None:
+    """The one line for a band that refused a table of format ``version`` with BAD_VERSION (None for a version without news)."""
+    if version not in VERSION_FEATURES:
+        return None
+    feature, instead = VERSION_FEATURES[version]
+    return f"this band's firmware does not support {feature} (table format {version}); update it or {instead}"
 
 
 # Compiled copies of the layouts above, for decoding speed (same definitions).

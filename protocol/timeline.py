@@ -17,7 +17,16 @@ Rules (``protocol/SPEC.md``, "Executing a table"):
 * the done cue fires at the routine's total duration;
 * cues that fall on the same millisecond are merged: the highest
   :class:`~protocol.constants.CueKind` wins;
-* a cue that starts while an earlier pattern still plays cuts it short.
+* a cue that starts while an earlier pattern still plays cuts it short;
+* an acknowledgement point (format 2, SPEC.md §12.10: a step's START with
+  ``ack``, or DONE with the finish's ack) waits for the wearer: the cue
+  repeats every :attr:`~protocol.constants.Ack.REPEAT_MS` until the press,
+  at most until :attr:`~protocol.constants.Ack.GIVE_UP_MS`, and everything
+  after it comes that much later.  How long the wearer takes is not in the
+  table: ``ack_wait_ms`` assumes it, the same at every point -- 0 (the
+  default: pressed at the first cue, so the timeline is that of the same
+  table without acknowledgements) up to ``None`` (never pressed: the band
+  gives up at the cap, the longest a routine can take).
 
 :func:`cues_with_skips` and :func:`timeline_with_skips` give the same when the
 band is told to skip (SPEC.md §12.6): a skip at routine time ``t`` cuts the
@@ -32,7 +41,7 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
-from .constants import CueKind, Iterate, SkipScope
+from .constants import Ack, CueKind, Iterate, SkipScope
 from .iterations import iterations
 from .strength import DEFAULT_STRENGTH, scaled_amplitude
 from .table import LoopRecord, StepTable, build_tree
@@ -83,6 +92,44 @@ def iteration_kind(iterate: Iterate) -> CueKind:
 
 
 @dataclass(frozen=True)
+class AckPoint:
+    """Where the band waits for an acknowledgement: its first cue, and what the timeline assumed of the wearer."""
+
+    t_ms: int
+    """Routine time of the first cue (the step's START, or DONE)."""
+    kind: CueKind
+    """START for a step's acknowledgement, DONE for the finish's."""
+    step: int | None
+    hand: str | None
+    finger: str | None
+    wait_ms: int
+    """How long the band waits here under the assumption: the press, or the cap when it never comes."""
+    given: bool
+    """Whether the assumed press comes before the cap (False: the band records a missed acknowledgement)."""
+    plays: int
+    """How many times the cue plays while waiting, the first cue included."""
+
+
+def ack_wait(ack_wait_ms: int | None) -> tuple[int, bool]:
+    """(how long the band waits, whether the acknowledgement is given) for a wearer who presses ``ack_wait_ms`` after the first cue."""
+    if ack_wait_ms is None or ack_wait_ms >= Ack.GIVE_UP_MS:
+        return Ack.GIVE_UP_MS, False
+    if ack_wait_ms < 0:
+        raise ValueError(f"acknowledgement after {ack_wait_ms} ms: a press comes at or after the cue")
+    return ack_wait_ms, True
+
+
+def ack_repeats(wait_ms: int, given: bool) -> range:
+    """The times after the first cue at which it repeats while the band waits ``wait_ms``.
+
+    Every ``REPEAT_MS`` up to and including a press (what is due at the
+    press's instant plays first, as for every control) and before the cap.
+    """
+    last = wait_ms if given else Ack.GIVE_UP_MS - 1
+    return range(Ack.REPEAT_MS, last + 1, Ack.REPEAT_MS)
+
+
+@dataclass(frozen=True)
 class _Candidate:
     t_ms: int
     kind: CueKind
@@ -91,9 +138,11 @@ class _Candidate:
     hand: str | None
     finger: str | None
     begins_step: bool
+    ack: AckPoint | None = None
+    """Set on the first cue of an acknowledgement point."""
 
 
-def _candidates(table: StepTable) -> Iterator[_Candidate]:
+def _candidates(table: StepTable, ack_wait_ms: int | None = 0) -> Iterator[_Candidate]:
     """Every cue candidate of ``table`` in time order, ties in emission order.
 
     The walk alone keeps them in order, so nothing is buffered: iterations
@@ -102,10 +151,18 @@ def _candidates(table: StepTable) -> Iterator[_Candidate]:
     because a table's warning comes before the end of its step
     (:func:`protocol.table.decode_table` refuses others).  Ticks and the
     warning are merged, a tick before the warning at the same millisecond as
-    it was emitted first.
+    it was emitted first.  An acknowledgement point's repeats follow its
+    first cue, and every later time moves by its wait (``shift``).
     """
+    wait, given = ack_wait(ack_wait_ms)
+    shift = 0
+
+    def waiting(t: int, kind: CueKind, pattern: int | None, step: int | None, hand: str | None, finger: str | None) -> Iterator[_Candidate]:
+        for after in ack_repeats(wait, given):
+            yield _Candidate(t + after, kind, pattern, step, hand, finger, False)
+
     for it in iterations(build_tree(table.records), table.hands):
-        record, t = it.item.record, it.t_ms
+        record, t = it.item.record, it.t_ms + shift
         if isinstance(record, LoopRecord):
             if it.index > 0:
                 yield _Candidate(t, iteration_kind(record.iterate), record.round_pattern, None, it.hand, it.finger, False)
@@ -116,7 +173,15 @@ def _candidates(table: StepTable) -> Iterator[_Candidate]:
         else:
             kind = CueKind.NEXT if record.iterate == Iterate.NONE else iteration_kind(record.iterate)
             pattern = record.next_pattern
-        yield _Candidate(t, kind, pattern, step, it.hand, it.finger, True)
+        if it.index == 0 and record.ack:
+            plays = 1 + len(ack_repeats(wait, given))
+            point = AckPoint(t, CueKind.START, step, it.hand, it.finger, wait, given, plays)
+            yield _Candidate(t, kind, pattern, step, it.hand, it.finger, True, point)
+            yield from waiting(t, CueKind.START, record.start_pattern, step, it.hand, it.finger)
+            shift += wait
+            t += wait
+        else:
+            yield _Candidate(t, kind, pattern, step, it.hand, it.finger, True)
         warn_at = t + record.duration_ms - record.warn_before_ms if record.warn_before_ms else None
         if record.tick_every_ms:
             for tick in range(t + record.tick_every_ms, t + record.duration_ms, record.tick_every_ms):
@@ -126,16 +191,33 @@ def _candidates(table: StepTable) -> Iterator[_Candidate]:
                 yield _Candidate(tick, CueKind.TICK, record.tick_pattern, step, it.hand, it.finger, False)
         if warn_at is not None:
             yield _Candidate(warn_at, CueKind.WARN, record.warn_pattern, step, it.hand, it.finger, False)
-    yield _Candidate(table.total_ms, CueKind.DONE, table.done_pattern, None, None, None, False)
+    done_at = table.total_ms + shift
+    if not table.done_ack:
+        yield _Candidate(done_at, CueKind.DONE, table.done_pattern, None, None, None, False)
+        return
+    point = AckPoint(done_at, CueKind.DONE, None, None, None, wait, given, 1 + len(ack_repeats(wait, given)))
+    yield _Candidate(done_at, CueKind.DONE, table.done_pattern, None, None, None, False, point)
+    yield from waiting(done_at, CueKind.DONE, table.done_pattern, None, None, None)
 
 
-def table_cues(table: StepTable) -> Iterator[Cue]:
+def ack_points(table: StepTable, ack_wait_ms: int | None = 0) -> Iterator[AckPoint]:
+    """Every acknowledgement point of ``table`` in play order, when the wearer presses ``ack_wait_ms`` after each first cue (None: never)."""
+    return (cand.ack for cand in _candidates(table, ack_wait_ms) if cand.ack is not None)
+
+
+def played_ms(table: StepTable, ack_wait_ms: int | None = 0) -> int:
+    """Routine time at which the band reaches *finished*, played through without pauses or skips: ``total_ms`` plus every wait."""
+    return table.total_ms + sum(point.wait_ms for point in ack_points(table, ack_wait_ms))
+
+
+def table_cues(table: StepTable, ack_wait_ms: int | None = 0) -> Iterator[Cue]:
     """Every cue of ``table`` in time order, after merging coincident ones.
 
     A stream: memory stays constant however long the routine (a table of a
     few dozen bytes can play for weeks), and the first cues come at once.
+    ``ack_wait_ms``: when the wearer acknowledges (see the module's notes).
     """
-    for t, group in groupby(_candidates(table), key=lambda cand: cand.t_ms):
+    for t, group in groupby(_candidates(table, ack_wait_ms), key=lambda cand: cand.t_ms):
         members = list(group)
         firing = [cand for cand in members if cand.pattern is not None]
         if not firing:
@@ -164,9 +246,12 @@ def motor_events(table: StepTable, cues: Iterable[Cue], strength: int = DEFAULT_
         cue = following
 
 
-def table_timeline(table: StepTable, strength: int = DEFAULT_STRENGTH) -> Iterator[MotorEvent]:
-    """Every motor event the band set to cue ``strength`` % produces when it plays ``table`` through, as a stream (``list()`` it to keep it)."""
-    return motor_events(table, table_cues(table), strength)
+def table_timeline(table: StepTable, strength: int = DEFAULT_STRENGTH, ack_wait_ms: int | None = 0) -> Iterator[MotorEvent]:
+    """Every motor event the band set to cue ``strength`` % produces when it plays ``table`` through, as a stream (``list()`` it to keep it).
+
+    ``ack_wait_ms``: when the wearer acknowledges, after each acknowledgement point's first cue (None: never).
+    """
+    return motor_events(table, table_cues(table, ack_wait_ms), strength)
 
 
 def skip_target_ms(table: StepTable, t_ms: int, scope: SkipScope) -> int | None:
@@ -191,6 +276,7 @@ def cues_with_skips(table: StepTable, skips: Sequence[tuple[int, SkipScope]]) ->
     Cues due at a skip's instant fire first, as their own group; the cues of
     the skipped stretch are dropped; the group that was due at its end fires
     at the skip's instant, and every later cue comes that much earlier.
+    Acknowledgements are assumed given at their first cue.
     """
     cut: list[tuple[int, int]] = []  # dropped stretches of the uninterrupted timeline: (from, to)
     dropped = 0

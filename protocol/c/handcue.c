@@ -23,6 +23,8 @@ typedef char hc_player_fits[(sizeof(hc_player) <= HC_PLAYER_MAX_BYTES) ? 1 : -1]
 #define MAX_NAME_BYTES 64u
 #define MAX_TECHNIQUE 12u
 #define FLAG_NAMES 0x01u
+#define FLAG_ACK_DONE 0x02u   /* format 2: the finish waits for an acknowledgement */
+#define STEP_FLAG_ACK 0x01u   /* format 2, STEP byte 14: the step waits after its START cue */
 #define KIND_STEP 1u
 #define KIND_LOOP 2u
 #define ITERATE_NONE 0u
@@ -40,7 +42,7 @@ enum {
 enum {
     R_KIND = 0,
     S_TECHNIQUE = 1, S_ITERATE = 2, S_COUNT = 3, S_DURATION = 4, S_TICK_EVERY = 6,
-    S_WARN_BEFORE = 8, S_START = 10, S_NEXT = 11, S_TICK = 12, S_WARN = 13,
+    S_WARN_BEFORE = 8, S_START = 10, S_NEXT = 11, S_TICK = 12, S_WARN = 13, S_FLAGS = 14,
     L_ITERATE = 1, L_COUNT = 2, L_ROUND = 3, L_BODY_COUNT = 4
 };
 
@@ -155,8 +157,11 @@ static bool pattern_ok(const uint8_t *seg, uint8_t count)
     return units <= MAX_PATTERN_UNITS;
 }
 
+/* Whether a table of this version gives the acknowledgement bits meaning (format 2, SPEC.md 3.1). */
+static bool reads_ack(const uint8_t *t) { return t[H_VERSION] >= 2u; }
+
 /* Check 20 for one STEP record. */
-static bool step_ok(const uint8_t *r, uint8_t pattern_count)
+static bool step_ok(const uint8_t *t, const uint8_t *r, uint8_t pattern_count)
 {
     uint16_t duration = u16_at(r + S_DURATION), tick = u16_at(r + S_TICK_EVERY), warn = u16_at(r + S_WARN_BEFORE);
     if (duration < MIN_STEP_UNITS) return false;
@@ -164,6 +169,7 @@ static bool step_ok(const uint8_t *r, uint8_t pattern_count)
     if (tick != 0u && tick < MIN_STEP_UNITS) return false;
     if ((tick != 0u) != (r[S_TICK] != HC_NO_PATTERN)) return false;
     if ((warn != 0u) != (r[S_WARN] != HC_NO_PATTERN)) return false;
+    if (reads_ack(t) && (r[S_FLAGS] & STEP_FLAG_ACK) && r[S_START] == HC_NO_PATTERN) return false; /* check 20 h */
     return ref_ok(r[S_START], pattern_count) && ref_ok(r[S_NEXT], pattern_count) &&
            ref_ok(r[S_TICK], pattern_count) && ref_ok(r[S_WARN], pattern_count);
 }
@@ -179,7 +185,7 @@ hc_table_error hc_validate(const uint8_t *t, size_t length)
     /* Stage A: header (SPEC.md section 11, checks 1-7). */
     if (length < HC_TABLE_HEADER_SIZE) return HC_TOO_SHORT;
     if (memcmp(t, "HCue", 4) != 0) return HC_BAD_MAGIC;
-    if (t[H_VERSION] != HC_TABLE_FORMAT_VERSION) return HC_BAD_VERSION;
+    if (t[H_VERSION] < HC_TABLE_BASE_VERSION || t[H_VERSION] > HC_TABLE_FORMAT_VERSION) return HC_BAD_VERSION;
     header_size = t[H_HEADER_SIZE];
     record_size = t[H_RECORD_SIZE];
     if (header_size < HC_TABLE_HEADER_SIZE || record_size < HC_TABLE_RECORD_SIZE) return HC_BAD_SIZE;
@@ -253,13 +259,14 @@ hc_table_error hc_validate(const uint8_t *t, size_t length)
         const uint8_t *r = records + i * record_size;
         if (r[R_KIND] == KIND_STEP) {
             if (!count_ok(r[S_ITERATE], r[S_COUNT], t[H_HANDS])) return HC_BAD_RECORD;
-            if (!step_ok(r, (uint8_t)pattern_count)) return HC_BAD_RECORD;
+            if (!step_ok(t, r, (uint8_t)pattern_count)) return HC_BAD_RECORD;
         } else {
             if (!count_ok(r[L_ITERATE], r[L_COUNT], t[H_HANDS])) return HC_BAD_RECORD;
             if (!ref_ok(r[L_ROUND], (uint8_t)pattern_count)) return HC_BAD_RECORD;
         }
     }
     if (!ref_ok(t[H_DONE_PATTERN], (uint8_t)pattern_count)) return HC_BAD_RECORD;
+    if (reads_ack(t) && (t[H_FLAGS] & FLAG_ACK_DONE) && t[H_DONE_PATTERN] == HC_NO_PATTERN) return HC_BAD_RECORD; /* check 21 */
 
     /* Loop structure (check 22) and total (check 23) in one walk with a stack
      * of open loops; a nesting fault anywhere wins over the total. */
@@ -330,6 +337,10 @@ static const uint8_t *segment_at(const hc_player *p, uint8_t pattern, uint8_t n)
 }
 
 static const uint8_t *current_step(const hc_player *p) { return record_at(p, p->pc); }
+
+static bool step_waits(const hc_player *p, const uint8_t *s) { return reads_ack(p->table) && (s[S_FLAGS] & STEP_FLAG_ACK); }
+
+static bool done_waits(const hc_player *p) { return reads_ack(p->table) && (p->table[H_FLAGS] & FLAG_ACK_DONE); }
 
 /* ------------------------------------------------------------------ motor (12.5) */
 
@@ -451,7 +462,7 @@ static void position(const hc_player *p, uint8_t *hand, uint8_t *finger)
                                         {HC_HAND_LEFT, HC_HAND_RIGHT}, {HC_HAND_RIGHT, HC_HAND_LEFT}};
     *hand = HC_HAND_NONE;
     *finger = HC_FINGER_NONE;
-    if (p->state == HC_FINISHED) return;
+    if (p->state == HC_FINISHED || !p->step_active) return; /* finished, or waiting at the finish: nothing bound */
     if (hands < 2u) *hand = order[hands][0];
     for (i = 0; i <= p->depth; i++) {
         uint8_t iterate, iteration;
@@ -476,7 +487,7 @@ static void flush(hc_player *p, uint64_t t)
     cue.t_ms = t;
     cue.kind = p->pending_kind;
     cue.pattern = p->pending_pattern;
-    cue.step = p->state == HC_FINISHED ? HC_NO_STEP : p->pc;
+    cue.step = p->step_active ? p->pc : HC_NO_STEP;
     position(p, &cue.hand, &cue.finger);
     p->pending_kind = HC_CUE_NONE;
     p->last_cue = cue.kind;
@@ -485,20 +496,61 @@ static void flush(hc_player *p, uint64_t t)
     motor_play(p, &cue);
 }
 
-static void begin_iteration(hc_player *p, uint64_t t, uint8_t iteration)
+/* The current iteration's time runs from t: its end, ticks and warning. */
+static void run_iteration(hc_player *p, uint64_t t)
 {
     const uint8_t *s = current_step(p);
     uint64_t d = (uint64_t)u16_at(s + S_DURATION) * TIME_UNIT_MS;
     uint64_t tick = (uint64_t)u16_at(s + S_TICK_EVERY) * TIME_UNIT_MS;
     uint64_t warn = (uint64_t)u16_at(s + S_WARN_BEFORE) * TIME_UNIT_MS;
-    p->step_iteration = iteration;
     p->iteration_end = t + d;
     p->next_tick = (tick != 0u && tick < d) ? t + tick : HC_NEVER;
     p->warn_at = warn != 0u ? t + d - warn : HC_NEVER;
+}
+
+/* Wait for an acknowledgement after the cue just pended at t (12.10): nothing else is scheduled. */
+static void start_wait(hc_player *p, uint64_t t, uint8_t kind)
+{
+    p->ack_kind = kind;
+    p->ack_since = t;
+    p->ack_repeats = 0;
+    p->iteration_end = p->next_tick = p->warn_at = HC_NEVER;
+}
+
+/* The wait ends at t: given by a press, missed at the cap, or cancelled by a skip. */
+enum { ACK_GIVEN, ACK_MISSED, ACK_CANCELLED };
+static void end_wait(hc_player *p, uint64_t t, int outcome)
+{
+    uint8_t kind = p->ack_kind;
+    p->ack_kind = HC_CUE_NONE;
+    p->waited_ms += (uint32_t)(t - p->ack_since);
+    if (kind == HC_CUE_DONE) {
+        p->state = HC_FINISHED;
+        p->finished_at = (uint32_t)t;
+    } else if (outcome != ACK_CANCELLED) {
+        run_iteration(p, t);
+    }
+    if (outcome != ACK_CANCELLED && p->cb.ack) p->cb.ack(p->cb.ctx, kind, outcome == ACK_GIVEN, t);
+}
+
+static uint8_t ack_pattern(const hc_player *p)
+{
+    return p->ack_kind == HC_CUE_DONE ? p->table[H_DONE_PATTERN] : current_step(p)[S_START];
+}
+
+static void begin_iteration(hc_player *p, uint64_t t, uint8_t iteration)
+{
+    const uint8_t *s = current_step(p);
+    p->step_iteration = iteration;
     if (iteration == 0u) {
         pend(p, HC_CUE_START, s[S_START]);
     } else {
         pend(p, s[S_ITERATE] == ITERATE_NONE ? HC_CUE_NEXT : iteration_kind(s[S_ITERATE]), s[S_NEXT]);
+    }
+    if (iteration == 0u && step_waits(p, s)) {
+        start_wait(p, t, HC_CUE_START);
+    } else {
+        run_iteration(p, t);
     }
 }
 
@@ -520,9 +572,13 @@ static void enter(hc_player *p, uint64_t t)
         }
         if (p->pc >= record_count(p)) {
             p->step_active = 0;
-            p->state = HC_FINISHED;
-            p->finished_at = (uint32_t)t;
             pend(p, HC_CUE_DONE, p->table[H_DONE_PATTERN]);
+            if (done_waits(p)) {
+                start_wait(p, t, HC_CUE_DONE); /* finished once acknowledged (or at the cap) */
+            } else {
+                p->state = HC_FINISHED;
+                p->finished_at = (uint32_t)t;
+            }
             return;
         }
         r = record_at(p, p->pc);
@@ -543,10 +599,22 @@ static void enter(hc_player *p, uint64_t t)
     }
 }
 
+/* The next repeat of the waiting cue, or HC_NEVER after the last one before the cap. */
+static uint64_t ack_next_repeat(const hc_player *p)
+{
+    uint64_t after = (uint64_t)(p->ack_repeats + 1u) * HC_ACK_REPEAT_MS;
+    return after < HC_ACK_GIVE_UP_MS ? p->ack_since + after : HC_NEVER;
+}
+
 static uint64_t interpreter_deadline(const hc_player *p)
 {
     uint64_t due = p->iteration_end;
-    if (p->state != HC_RUNNING || !p->step_active) return HC_NEVER;
+    if (p->state != HC_RUNNING) return HC_NEVER;
+    if (p->ack_kind != HC_CUE_NONE) {
+        uint64_t repeat = ack_next_repeat(p), give_up = p->ack_since + HC_ACK_GIVE_UP_MS;
+        return repeat < give_up ? repeat : give_up;
+    }
+    if (!p->step_active) return HC_NEVER;
     if (p->next_tick < due) due = p->next_tick;
     if (p->warn_at < due) due = p->warn_at;
     return due;
@@ -556,7 +624,17 @@ static uint64_t interpreter_deadline(const hc_player *p)
 static void interpreter_advance(hc_player *p, uint64_t t)
 {
     while (interpreter_deadline(p) == t) {
-        const uint8_t *s = current_step(p);
+        const uint8_t *s;
+        if (p->ack_kind != HC_CUE_NONE) {
+            if (ack_next_repeat(p) == t) {
+                pend(p, p->ack_kind, ack_pattern(p));
+                p->ack_repeats++;
+            }
+            if (p->ack_since + HC_ACK_GIVE_UP_MS == t) end_wait(p, t, ACK_MISSED);
+            flush(p, t);
+            continue;
+        }
+        s = current_step(p);
         if (p->next_tick == t) {
             uint64_t following = t + (uint64_t)u16_at(s + S_TICK_EVERY) * TIME_UNIT_MS;
             pend(p, HC_CUE_TICK, s[S_TICK]);
@@ -593,6 +671,10 @@ static void reset(hc_player *p)
     p->warn_at = HC_NEVER;
     p->skipped_ms = 0;
     p->finished_at = 0;
+    p->waited_ms = 0;
+    p->ack_kind = HC_CUE_NONE;
+    p->ack_repeats = 0;
+    p->ack_since = 0;
     p->pending_kind = HC_CUE_NONE;
     p->pending_pattern = HC_NO_PATTERN;
 }
@@ -663,10 +745,19 @@ hc_status_code hc_skip(hc_player *p, hc_skip_scope scope)
     bool next_iteration;
     if (!p->table) return HC_STATUS_NO_ROUTINE;
     if (p->state != HC_RUNNING && p->state != HC_PAUSED) return HC_STATUS_BAD_STATE;
+    if (p->ack_kind != HC_CUE_NONE) {
+        bool at_finish = p->ack_kind == HC_CUE_DONE;
+        end_wait(p, p->now, ACK_CANCELLED); /* a skip ends the wait without an acknowledgement */
+        if (at_finish) {
+            if (p->motor_playing) drive(p, level_of(p, segment_at(p, p->motor_pattern, p->motor_index)[0]));
+            return HC_STATUS_OK;
+        }
+    }
     if (!p->step_active) return HC_STATUS_OK;
     s = current_step(p);
     next_iteration = scope == HC_SKIP_ITERATION && p->step_iteration + 1u < s[S_COUNT];
-    left = p->iteration_end > p->now ? p->iteration_end - p->now : 0u;
+    left = p->iteration_end == HC_NEVER ? (uint64_t)u16_at(s + S_DURATION) * TIME_UNIT_MS /* its time never began */
+         : p->iteration_end > p->now ? p->iteration_end - p->now : 0u;
     if (scope == HC_SKIP_STEP)
         left += (uint64_t)(s[S_COUNT] - p->step_iteration - 1u) * u16_at(s + S_DURATION) * TIME_UNIT_MS;
     p->skipped_ms += (uint32_t)left;
@@ -679,6 +770,14 @@ hc_status_code hc_skip(hc_player *p, hc_skip_scope scope)
     flush(p, p->now);
     /* Past the end while paused: finished runs the motor again, also for a pattern an earlier skip left waiting. */
     if (p->state == HC_FINISHED && p->motor_playing) drive(p, level_of(p, segment_at(p, p->motor_pattern, p->motor_index)[0]));
+    return HC_STATUS_OK;
+}
+
+hc_status_code hc_ack(hc_player *p)
+{
+    if (!p->table) return HC_STATUS_NO_ROUTINE;
+    if (p->state != HC_RUNNING || p->ack_kind == HC_CUE_NONE) return HC_STATUS_BAD_STATE;
+    end_wait(p, p->now, ACK_GIVEN);
     return HC_STATUS_OK;
 }
 
@@ -725,10 +824,12 @@ void hc_get_status(const hc_player *p, hc_status *st)
 {
     bool playing;
     uint32_t total, elapsed;
+    uint64_t waited;
     memset(st, 0, sizeof *st);
     st->step = HC_NO_STEP;
     if (!p->table) return;
     total = u32_at(p->table + H_TOTAL_MS);
+    waited = (uint64_t)p->waited_ms + (p->ack_kind != HC_CUE_NONE ? p->now - p->ack_since : 0u);
     playing = (p->state == HC_RUNNING || p->state == HC_PAUSED) && p->step_active;
     st->state = p->state;
     st->total_ms = total;
@@ -739,12 +840,14 @@ void hc_get_status(const hc_player *p, hc_status *st)
     } else if (p->state == HC_FINISHED) {
         elapsed = p->finished_at; /* routine time stops at the end (earlier after a skip) */
     } else {
-        elapsed = p->now < total ? (uint32_t)p->now : total;
+        elapsed = p->now < total + waited ? (uint32_t)p->now : (uint32_t)(total + waited);
     }
     st->elapsed_ms = elapsed;
+    st->ack_pending = p->state == HC_RUNNING && p->ack_kind != HC_CUE_NONE;
     if (p->state != HC_FINISHED) {
         uint64_t used = (uint64_t)elapsed + p->skipped_ms;
-        st->remaining_ms = used < total ? (uint32_t)(total - used) : 0u;
+        /* time spent waiting for acknowledgements does not count against the routine (12.10) */
+        st->remaining_ms = used < total + waited ? (uint32_t)(total + waited - used) : 0u;
     }
     if (playing) {
         const uint8_t *s = current_step(p);
@@ -752,6 +855,7 @@ void hc_get_status(const hc_player *p, hc_status *st)
         st->technique = s[S_TECHNIQUE];
         st->iteration = p->step_iteration;
         position(p, &st->hand, &st->finger);
-        st->step_remaining_ms = p->iteration_end > p->now ? (uint32_t)(p->iteration_end - p->now) : 0u;
+        st->step_remaining_ms = p->iteration_end == HC_NEVER ? (uint32_t)u16_at(s + S_DURATION) * TIME_UNIT_MS /* waiting: all of it */
+                              : p->iteration_end > p->now ? (uint32_t)(p->iteration_end - p->now) : 0u;
     }
 }

@@ -19,7 +19,7 @@
  *
  * RAM: one hc_player is the whole interpreter state (the table itself stays
  * where it is, read-only).  sizeof(hc_player) is at most HC_PLAYER_MAX_BYTES
- * (160) on 32-bit and 64-bit targets: 144 bytes with gcc and clang on x86-64
+ * (176) on 32-bit and 64-bit targets: 160 bytes with gcc and clang on x86-64
  * (tests/test_c_reference.py checks it).  No static RAM.  Stack (gcc -Os,
  * x86-64, -fstack-usage): hc_validate 240 bytes; hc_tick and the controls
  * about 250 bytes deep, plus what your callbacks use.
@@ -37,7 +37,8 @@ extern "C" {
 
 /* ------------------------------------------------------------------ format */
 
-#define HC_TABLE_FORMAT_VERSION 1u
+#define HC_TABLE_FORMAT_VERSION 2u /* the newest format read: 1, and 2 (acknowledgement, SPEC.md 3.1) */
+#define HC_TABLE_BASE_VERSION 1u
 #define HC_TABLE_HEADER_SIZE 24u
 #define HC_TABLE_RECORD_SIZE 16u
 #define HC_MAX_TABLE_BYTES 32768u
@@ -46,6 +47,8 @@ extern "C" {
 #define HC_MAX_LOOP_NESTING 4u
 #define HC_NO_PATTERN 0xFFu
 #define HC_NO_STEP 0xFFFFu
+#define HC_ACK_REPEAT_MS 5000u   /* an acknowledgement point repeats its cue this often (SPEC.md 12.10) */
+#define HC_ACK_GIVE_UP_MS 60000u /* and goes on without a press this long after its first cue */
 
 /* Why a table is refused (protocol.constants.TableError, SPEC.md 9.4). */
 typedef enum {
@@ -137,6 +140,11 @@ typedef struct {
     /* Optional (NULL): a cue fired (for STATUS notifications, LEDs, logs). */
     void (*cue)(void *ctx, const hc_cue *cue);
     void *ctx;
+    /* Optional (NULL; last, so older initializers leave it out): an acknowledgement
+     * point (SPEC.md 12.10) of kind HC_CUE_START or HC_CUE_DONE ended at routine
+     * time t_ms, `given` by a press or missed at the cap; for the session history.
+     * A point a skip, stop or start ended is not reported. */
+    void (*ack)(void *ctx, uint8_t kind, bool given, uint64_t t_ms);
 } hc_callbacks;
 
 /* One loop of the loop stack (SPEC.md 12.1). */
@@ -158,8 +166,10 @@ typedef struct {
     uint64_t next_tick;     /* HC_NEVER when there is none */
     uint64_t warn_at;
     uint64_t motor_start;   /* routine time the current segment began */
+    uint64_t ack_since;     /* routine time of the waiting acknowledgement point's first cue */
     uint32_t finished_at;   /* routine time the last record ended */
     uint32_t skipped_ms;    /* time dropped by skips (for remaining_ms) */
+    uint32_t waited_ms;     /* time spent in acknowledgement waits that ended */
     hc_frame frames[HC_MAX_LOOP_NESTING];
     uint16_t pc;
     uint16_t cues;          /* cues fired this session (saturates) */
@@ -180,11 +190,13 @@ typedef struct {
     uint8_t motor_level;    /* last level sent to drive() */
     uint8_t strength;       /* cue strength, % (hc_set_strength) */
     uint8_t motor_strength; /* the strength the playing pattern started with */
+    uint8_t ack_kind;       /* HC_CUE_START or HC_CUE_DONE while waiting for a press, else HC_CUE_NONE */
+    uint8_t ack_repeats;    /* repeats played in the current wait */
 } hc_player;
 
 /* Upper bound of sizeof(hc_player) on 32- and 64-bit targets; checked at
  * compile time in handcue.c and reported by tests/test_c_reference.py. */
-#define HC_PLAYER_MAX_BYTES 160u
+#define HC_PLAYER_MAX_BYTES 176u
 
 /* What STATUS reports (SPEC.md 18.1); fields as in the STATUS body. */
 typedef struct {
@@ -200,6 +212,7 @@ typedef struct {
     uint32_t total_ms;
     uint8_t last_cue;   /* hc_cue_kind, HC_CUE_NONE before the first cue */
     uint16_t cues;
+    uint8_t ack_pending; /* the band waits for a press (running; not in the STATUS body) */
 } hc_status;
 
 /* Validate `table` and load it (idle).  The bytes must stay unchanged and in
@@ -216,6 +229,10 @@ hc_status_code hc_pause(hc_player *p);  /* running */
 hc_status_code hc_resume(hc_player *p); /* paused */
 hc_status_code hc_skip(hc_player *p, hc_skip_scope scope); /* running or paused */
 hc_status_code hc_stop(hc_player *p);   /* any state: back to idle */
+/* The wearer pressed while the band waits for an acknowledgement (SPEC.md
+ * 12.10): the wait ends now.  HC_STATUS_BAD_STATE when nothing waits (not
+ * running, or no acknowledgement point): the button then does what it always does. */
+hc_status_code hc_ack(hc_player *p);
 
 /* Cue strength (SPEC.md 12.9), 20..100 %, else HC_STATUS_BAD_REQUEST: every
  * motor segment's amplitude is scaled by it (hc_scaled_amplitude) from the

@@ -20,7 +20,7 @@
  * Script (CMDS): one command per line, "T COMMAND", T = band time in ms since
  * hcue-run started the table (non-decreasing), COMMAND one of start, pause,
  * resume, skip (to the next iteration), skip-step (past the step), stop,
- * status.  '#' starts a comment.  Before a command at T
+ * ack (the button pressed while a cue waits for an acknowledgement), status.  '#' starts a comment.  Before a command at T
  * everything due at or before T plays.  `status` prints one JSON line
  * {"at_ms": T, "state": ..., ..., "cues": N} (the STATUS fields, battery
  * left out); a command the band refuses prints
@@ -165,6 +165,8 @@ static int run_script(hc_player *p, const char *script, size_t length)
                 code = hc_skip(p, HC_SKIP_STEP);
             } else if (strcmp(command, "stop") == 0) {
                 code = hc_stop(p);
+            } else if (strcmp(command, "ack") == 0) {
+                code = hc_ack(p);
             } else if (strcmp(command, "status") == 0) {
                 print_status(p, (unsigned long)t);
                 continue;

@@ -154,7 +154,7 @@ def test_bad_hands_value():
 
 def test_unknown_routine_key():
     errors = errors_of('nmae = "x"\nname = "x"\n[[steps]]\ntechnique = "warm_up"\n')
-    assert errors == ["r.toml: unknown key 'nmae' (did you mean 'name'?); allowed: id, name, description, hands, finish, patterns, steps"]
+    assert errors == ["r.toml: unknown key 'nmae' (did you mean 'name'?); allowed: id, name, description, hands, finish, finish_ack, patterns, steps"]
 
 
 def test_unknown_step_key():

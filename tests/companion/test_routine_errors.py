@@ -30,7 +30,7 @@ HEAD = 'name = "r"\nhands = "both"\n'
 def test_misspelt_technique_key_is_named_even_though_technique_is_missing():
     errors = errors_of(HEAD + '[[steps]]\ntechique = "warm_up"\n')
     assert errors[0] == ("r.toml: steps[0] (step 1): unknown key 'techique' (did you mean 'technique'?); allowed: "
-                         "technique, duration, for_each, repeat, start, next, tick, tick_every, halfway, warn, warn_before, note")
+                         "technique, duration, for_each, repeat, start, next, tick, tick_every, halfway, warn, warn_before, ack, note")
     assert errors[1].startswith("r.toml: steps[0] (step 1).technique: missing")
 
 

@@ -117,16 +117,22 @@ def run_batch(binary: Path, items: list[tuple[bytes, str]], *, check_only: bool 
     return blocks[:-1]
 
 
+C_TABLE_VERSIONS = (1, 2)
+"""The table formats the C reference reads: 1, and 2 (acknowledgement, SPEC.md §12.10)."""
+
+
 def python_verdict(data: bytes) -> str:
+    """The Python loader's verdict as a band of the C reference's formats gives it."""
     try:
-        read_table(data)
+        read_table(data, versions=C_TABLE_VERSIONS)
     except TableFormatError as exc:
         return exc.code.name
     return "OK"
 
 
-def python_timeline(data: bytes, strength: int = 100) -> list[str]:
-    return [json.dumps(event.to_json()) for event in table_timeline(read_table(data), strength)]
+def python_timeline(data: bytes, strength: int = 100, ack_wait_ms: int | None = None) -> list[str]:
+    """The analytic timeline; at acknowledgement points nobody presses, as in a run without an ``ack`` command."""
+    return [json.dumps(event.to_json()) for event in table_timeline(read_table(data), strength, ack_wait_ms)]
 
 
 def simulator_run(data: bytes, script: list[tuple[int, str]] = (), strength: int = 100) -> list[str]:
@@ -152,6 +158,10 @@ def simulator_run(data: bytes, script: list[tuple[int, str]] = (), strength: int
             fields = band.status().to_json()
             del fields["battery"]
             out.append(json.dumps({"at_ms": t, **fields}))
+            continue
+        if command == "ack":
+            if not band.acknowledge():  # the C answers BAD_STATE when nothing waits
+                out.append(json.dumps({"at_ms": t, "command": command, "refused": "BAD_STATE"}))
             continue
         try:
             band.skip(SkipScope.STEP) if command == "skip-step" else getattr(band, command)()
@@ -291,7 +301,8 @@ def patterns_st(draw) -> list[tuple[int, int]]:
 
 
 @st.composite
-def generated_tables(draw) -> bytes:
+def generated_tables(draw, ack: bool = False) -> bytes:
+    """A valid table built byte by byte from SPEC: format 1, or with ``ack`` format 2 with acknowledgement points."""
     hands = draw(st.integers(0, 3))
     hand_count = 2 if hands >= 2 else 1
     patterns = draw(st.lists(patterns_st(), min_size=1, max_size=5))
@@ -323,10 +334,11 @@ def generated_tables(draw) -> bytes:
                 units = draw(st.integers(10, 300))
                 tick = draw(st.just(0) | st.integers(10, units + 10))
                 warn = draw(st.just(0) | st.integers(1, units - 1))
+                start = draw(opt_ref)
                 records.append(struct.pack(
                     "<BBBBHHHBBBB", 1, draw(st.integers(1, 12)), iterate, count, units, tick, warn,
-                    draw(opt_ref), draw(opt_ref), draw(ref) if tick else 0xFF, draw(ref) if warn else 0xFF,
-                ))
+                    start, draw(opt_ref), draw(ref) if tick else 0xFF, draw(ref) if warn else 0xFF,
+                ) + (bytes([draw(st.sampled_from([0, 1, 1, 0xFF, 0xFE]))]) if ack and start != 0xFF else b""))
                 total += count * units * 100
         return total
 
@@ -335,6 +347,9 @@ def generated_tables(draw) -> bytes:
     with_names = draw(st.booleans())
     header_extra, record_extra = draw(st.sampled_from([(0, 0), (0, 0), (4, 0), (0, 4), (8, 16)]))
     flags = int(with_names) | draw(st.sampled_from([0, 0, 0x02, 0x80, 0xFE]))
+    done = draw(opt_ref)
+    if ack and done == 0xFF:
+        flags &= ~0x02  # format 2: a waiting finish needs a done cue
     descriptors, segments, first = b"", b"", 0
     for pattern in patterns:
         descriptors += bytes([first, len(pattern)])
@@ -347,16 +362,17 @@ def generated_tables(draw) -> bytes:
             assume(len(encoded) == len(name.encode()))
             names += bytes([len(encoded)]) + encoded
     header_size, record_size = 24 + header_extra, 16 + record_extra
-    header = b"HCue" + b"\0\0\0\0" + bytes([1, flags, header_size, record_size]) + struct.pack(
-        "<HHIBBBB", 0, len(records), total, len(patterns), first, hands, draw(opt_ref)) + b"\x5A" * header_extra
+    header = b"HCue" + b"\0\0\0\0" + bytes([2 if ack else 1, flags, header_size, record_size]) + struct.pack(
+        "<HHIBBBB", 0, len(records), total, len(patterns), first, hands, done) + b"\x5A" * header_extra
     body = b"".join(record.ljust(record_size, b"\0") for record in records)
     return seal(header + body + descriptors + segments + names)
 
 
 @st.composite
-def scripts(draw, horizon_ms: int) -> list[tuple[int, str]]:
+def scripts(draw, horizon_ms: int, ack: bool = False) -> list[tuple[int, str]]:
     times = sorted(draw(st.lists(st.integers(0, horizon_ms), min_size=1, max_size=8)))
-    commands = st.sampled_from(["pause", "resume", "skip", "status", "pause", "skip-step", "skip", "stop", "start", "resume", "status"])
+    commands = st.sampled_from(["pause", "resume", "skip", "status", "pause", "skip-step", "skip", "stop", "start", "resume", "status"]
+                               + ["ack", "ack", "status", "ack"] * ack)
     return [(t, draw(commands)) for t in times]
 
 
@@ -448,6 +464,75 @@ def test_rejected_table_exits_1_with_the_error_name(hcue_run, tmp_path):
     result = subprocess.run([str(hcue_run), str(path)], capture_output=True, text=True, timeout=60, check=False)
     assert (result.returncode, result.stdout, result.stderr.strip()) == (1, "", "BAD_CRC")
     assert python_verdict(bytes(data)) == "BAD_CRC"
+
+
+ACK_ROUTINE = '''name = "ack"
+hands = "left"
+finish_ack = true
+[[steps]]
+technique = "warm_up"
+duration = 10
+ack = true
+[[steps]]
+technique = "palm_spread"
+duration = 20
+'''
+
+
+def ack_table() -> bytes:
+    from companion.routine import checked, parse_routine
+
+    return compile_routine(checked(*parse_routine(ACK_ROUTINE, "ack.toml")))
+
+
+def test_acknowledgement_plays_alike_in_c_simulator_and_timeline(hcue_run, tmp_path):
+    """Format 2: never pressed (the cap at every point), pressed 7 s after each first cue, and controls during the waits."""
+    data = ack_table()
+    assert data[8] == 2
+    path = tmp_path / "ack.hcue"
+    path.write_bytes(data)
+    c_lines = subprocess.run([str(hcue_run), str(path)], capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+    assert c_lines == python_timeline(data, ack_wait_ms=None) == simulator_run(data)
+    assert len([line for line in c_lines if '"cue": "start", "pattern": 0, "step": 0' in line]) == 12  # the cue and 11 repeats
+    pressed = [(7_000, "ack"), (7_000, "status"), (44_000, "status"), (44_000, "ack"), (44_000, "status")]
+    [c_pressed] = run_batch(hcue_run, [(data, script_text(pressed))])
+    assert c_pressed == simulator_run(data, pressed)
+    assert [line for line in c_pressed if line.startswith('{"t_ms"')] == python_timeline(data, ack_wait_ms=7_000)
+    controls = [(100, "ack"), (100, "ack"), (3_000, "pause"), (9_000, "ack"), (9_500, "status"), (20_000, "resume"),
+                (31_000, "skip"), (31_000, "status"), (50_000, "skip-step"), (52_000, "skip"), (52_000, "status"), (60_000, "start"),
+                (61_000, "stop"), (61_000, "status")]
+    [c_controls] = run_batch(hcue_run, [(data, script_text(controls))])
+    assert c_controls == simulator_run(data, controls)
+    assert '{"at_ms": 100, "command": "ack", "refused": "BAD_STATE"}' in c_controls  # the second press: nothing waits
+
+
+def test_c_refuses_an_unknown_format_with_bad_version(hcue_run):
+    newer = bytearray(ack_table())
+    newer[8] = 3
+    [[verdict]] = run_batch(hcue_run, [(seal(newer), "")], check_only=True)
+    assert verdict == python_verdict(seal(newer)) == "BAD_VERSION"
+
+
+@settings(max_examples=300 if LONG else 60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+@given(data=generated_tables(ack=True), script_data=st.data())
+def test_generated_ack_tables_agree_in_c_simulator_and_timeline(hcue_run, data, script_data):
+    assert python_verdict(data) == "OK"
+    total = int.from_bytes(data[16:20], "little")
+    script = script_data.draw(scripts(total + 2 * 60_000, ack=True))
+    [c_plain, c_scripted] = run_batch(hcue_run, [(data, ""), (data, script_text(script))])
+    assert c_plain == python_timeline(data, ack_wait_ms=None) == simulator_run(data)
+    assert c_scripted == simulator_run(data, script)
+
+
+@settings(max_examples=300 if LONG else 60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+@given(data=generated_tables(ack=True), edits=st.lists(st.tuples(st.integers(8, 4096), st.integers(0, 255)), min_size=1, max_size=3))
+def test_mutated_ack_tables_get_the_same_verdict(hcue_run, data, edits):
+    changed = bytearray(data)
+    for position, value in edits:
+        changed[position % len(changed)] = value
+    mutant = seal(changed)
+    [[verdict]] = run_batch(hcue_run, [(mutant, "")], check_only=True)
+    assert verdict == python_verdict(mutant)
 
 
 def test_longer_header_and_records_play_the_same(hcue_run):

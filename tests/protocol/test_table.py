@@ -180,7 +180,7 @@ def test_layout_sizes_are_pinned():
     assert TABLE_MAGIC == b"HCue"
     assert Header.sizeof() == TABLE_HEADER_SIZE == 24
     assert TABLE_RECORD_SIZE == 16
-    assert 1 + StepBody.sizeof() == 14
+    assert 1 + StepBody.sizeof() == 15  # byte 14: the step flags of format 2 (reserved, 0, in format 1)
     assert 1 + LoopBody.sizeof() == 6
     assert NO_PATTERN == 0xFF
 
@@ -794,8 +794,11 @@ def test_error_bad_magic(good):
 
 
 def test_error_bad_version(good):
-    expect_error(TableError.BAD_VERSION, decode_table, patch(good, 8, b"\x02"))
+    expect_error(TableError.BAD_VERSION, decode_table, patch(good, 8, b"\x03"))
     expect_error(TableError.BAD_VERSION, decode_table, patch(good, 8, b"\x00"))
+    decode_table(patch(good, 8, b"\x02"))  # format 2 reads format 1's bytes alike
+    error = expect_error(TableError.BAD_VERSION, decode_table, patch(good, 8, b"\x02"), versions=(1,))  # a band of format 1 only
+    assert "format version 2; this reader knows version 1" in str(error)
 
 
 def test_error_bad_crc(good):
@@ -917,11 +920,13 @@ def test_a_layout_whose_offsets_leave_a_gap_is_refused():
 
 
 def test_record_layouts_read_units_markers_and_enums_into_the_model():
-    data = bytes.fromhex("01 07 01 05 9600 0000 3200 00 01 ff 01".replace(" ", ""))
+    data = bytes.fromhex("01 07 01 05 9600 0000 3200 00 01 ff 01 00".replace(" ", ""))
     record = RECORD.parse(data)
     assert record == StepRecord(TechniqueCode.FINGER_SQUEEZE, 15_000, Iterate.FINGER, 5, warn_before_ms=5_000, start_pattern=0, next_pattern=1,
                                 warn_pattern=1)
     assert type(record.technique) is TechniqueCode and type(record.iterate) is Iterate and record.tick_pattern is None
     assert RECORD.build(record) == data
+    acked = RECORD.parse(data[:14] + b"\xfd")  # flags byte: bit 0 is ACK, the other bits are reserved
+    assert acked.ack is True and RECORD.build(acked) == data[:14] + b"\x01"
     with pytest.raises(c.MappingError, match="1050 ms is not a multiple of 100 ms"):
         RECORD.build(step(1050))
