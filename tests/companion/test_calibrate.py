@@ -51,6 +51,15 @@ async def no_pause(seconds: float) -> None:
     await asyncio.sleep(0)
 
 
+async def until(condition: Any, what: str, timeout: float = 5.0) -> None:
+    """Wait (polling the loop) until ``condition()`` is true; the band runs on a virtual clock in this loop."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
 def played(events: list[dict[str, Any]]) -> list[tuple[str | None, int, int, int]]:
     """The preview motor events: (cue kind, amplitude, duration, strength)."""
     return [(e["cue"], e["amplitude"], e["duration_ms"], e["strength"]) for e in events if e["event"] == "motor" and e.get("preview")]
@@ -147,7 +156,7 @@ def test_client_preview_while_running_is_bad_state_and_paused_plays():
                 await client.preview(tick, 60, CueKind.TICK)
             await client.pause()
             await client.preview(tick, 60, CueKind.TICK)
-            await asyncio.sleep(0.05)
+            await until(lambda: played(events), "the preview's motor event")
             return str(refused.value), played(events)
 
     reason, previews = asyncio.run(asyncio.wait_for(session(), TIMEOUT))
