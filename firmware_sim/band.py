@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from enum import Enum
 from typing import Any
 
@@ -26,7 +26,7 @@ from protocol.timeline import Cue, MotorEvent
 
 from .clock import Clock
 from .faults import FlashError
-from .history import ClockKind, Outcome, Session
+from .history import ClockKind, Outcome, Session, SessionTracker
 from .interpreter import Interpreter, RunState
 from .motor import Motor
 from .storage import Storage
@@ -43,20 +43,6 @@ class Button(Enum):
     LONG_PRESS = "long"
 
 
-@dataclass
-class _Session:
-    """What the band counts while a session is under way, for its history record."""
-
-    start_ms: int
-    pauses: int = 0
-    skips: int = 0
-    paused_ms: int = 0
-    steps: int = 0
-    iterations: int = 0
-    position: tuple[int, int, int] | None = None
-    """(record, iteration, routine time it began) of the step iteration playing."""
-
-
 class Band:
     """A simulated HandCue band."""
 
@@ -67,7 +53,7 @@ class Band:
         self.battery_percent = battery_percent
         self.listeners: list[Listener] = []
         self.motor = Motor(self._motor_event, strength=storage.settings.strength)
-        self._session: _Session | None = None
+        self._session: SessionTracker | None = None
         self._wall_offset: int | None = None
         """Unix time in ms minus band time, once a companion set the clock (SET_TIME); kept in RAM only."""
         self._paused_since = 0
@@ -174,7 +160,7 @@ class Band:
         self._origin = self.clock.now_ms()
         self.cue_count = 0
         self.last_cue = None
-        self._session = _Session(start_ms=self._origin)
+        self._session = SessionTracker(start_ms=self._origin)
         interpreter.start()
         self._observe()
         self.announce_state()
@@ -263,6 +249,13 @@ class Band:
 
     # ------------------------------------------------------------ history
 
+    def note_ack(self, given: bool) -> None:
+        """Count an acknowledgement for the session's history record: ``given`` when the wearer pressed
+        the button while a cue that asks for one repeated, False when its repeats reached their cap
+        (:meth:`~firmware_sim.history.SessionTracker.note_ack`).  Outside a session it counts nothing."""
+        if self._session is not None:
+            self._session.note_ack(given)
+
     def _observe(self) -> None:
         """Count the step iterations and records the session got past since the last look."""
         session, interpreter = self._session, self.interpreter
@@ -293,7 +286,8 @@ class Band:
                 clock=ClockKind.UPTIME_MS if self._wall_offset is None else ClockKind.UNIX_MS, outcome=outcome,
                 start=session.start_ms + (self._wall_offset or 0), played_ms=played, paused_ms=session.paused_ms,
                 routine_crc32=active.crc if active else 0, pauses=session.pauses, skips=session.skips,
-                steps=session.steps, iterations=session.iterations, routine_name=self.routine_name))
+                steps=session.steps, iterations=session.iterations, routine_name=self.routine_name,
+                acks_given=session.acks_given, acks_missed=session.acks_missed))
         except FlashError as exc:
             logger.warning("session not recorded: %s", exc)
 
