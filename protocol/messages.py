@@ -359,7 +359,7 @@ class ClearHistoryRequest(Request[Empty], opcode=Opcode.CLEAR_HISTORY):
     """Erase the band's session history. Needs a paired link on a paired band."""
 
 
-HISTORY_PAGE_OVERHEAD = MessageHeader.sizeof() + ResponseHead.sizeof() + c.Struct(*HistoryResponse.layout.subcons[:-1]).sizeof() + 1
+HISTORY_PAGE_OVERHEAD: int = MessageHeader.sizeof() + ResponseHead.sizeof() + c.Struct(*HistoryResponse.layout.subcons[:-1]).sizeof() + 1
 """Bytes of a HISTORY answer besides its records (header, status, ``next_seq``, ``more``, the record count)."""
 
 
