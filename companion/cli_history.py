@@ -23,6 +23,11 @@ if TYPE_CHECKING:
     from .client import BandClient
 
 
+def stdin_is_terminal() -> bool:
+    """Whether a person can be asked on this terminal (``--clear`` without ``--yes``)."""
+    return sys.stdin.isatty()
+
+
 @click.command()
 @address_option
 @json_option
@@ -50,7 +55,7 @@ def history(address: str, as_json: bool, as_csv: bool, since: str | None, fit_pa
             since_at = parse_since(since)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--since") from None
-    if clear and not yes and not sys.stdin.isatty():
+    if clear and not yes and not stdin_is_terminal():
         fail("--clear erases the band's session history: confirm with --yes when there is no terminal to ask on")
 
     async def read(client: BandClient) -> tuple[list[Session], int]:
@@ -88,7 +93,7 @@ def history(address: str, as_json: bool, as_csv: bool, since: str | None, fit_pa
     newer = run(with_band(address, timeout, erase, hci, ble_backend))
     if newer:
         fail(f"the band recorded {newer} more session(s) since they were read; nothing erased (run the command again)")
-    say("history cleared", err=as_json or as_csv)
+    say("history cleared", err=True)
 
 
 COMMANDS = (history,)
