@@ -12,6 +12,8 @@ import asyncio
 import csv
 import io
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,6 +22,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from ble_stack.addresses import free_tcp_port
 from companion import compile_routine, load_routine
 from companion.ble.bumble_backend import BumbleCentral
 from companion.ble.pairing import pair_band
@@ -99,7 +102,7 @@ def test_table_for_people(band):
     assert result.exit_code == 0, result.output
     header, *rows = result.stdout.splitlines()
     assert header.split("  ")[0] == "started" and "acks (given/asked)" in header
-    assert len(rows) == 6
+    assert len(rows) == len(held) == 6
     assert rows[0].startswith("uptime +00:0")
     local_day_1 = DAY_1.astimezone().strftime("%Y-%m-%d %H:%M")
     assert rows[1].startswith(local_day_1) and "Nausea relief (PC6)" in rows[1] and "stopped" in rows[1]
@@ -132,7 +135,7 @@ def test_csv_shape(band):
 
 
 def test_since_keeps_later_dated_sessions_and_says_what_it_left_out(band):
-    sim, held = band
+    sim, _ = band
     result = handcue(sim.address, "--json", "--since", "2025-12-02T00:00Z")
     assert result.exit_code == 0, result.output
     assert [s["seq"] for s in json.loads(result.stdout)["sessions"]] == [3, 4, 5]
@@ -237,3 +240,29 @@ def test_history_and_clear_need_a_paired_link_on_a_paired_band():
             assert local.band.storage.history.sessions() == []
 
     run(main())
+
+
+def test_cli_clear_over_ble_is_refused_unpaired_with_one_line_and_done_paired(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """``handcue history --clear`` through the CLI's own BLE stack (bumble on the band's served controller):
+    a second computer, not paired, gets the NotPairedError line; the paired one clears."""
+    port = free_tcp_port()
+    monkeypatch.setenv("HANDCUE_HCI", f"tcp-client:127.0.0.1:{port}")
+    monkeypatch.delenv("HANDCUE_ADDRESS", raising=False)
+    sim = subprocess.Popen([sys.executable, "-m", "firmware_sim", "--hci-server", f"tcp-server:127.0.0.1:{port}",
+                            "--flash", str(tmp_path / "band.bin"), "--pairing-window", "60"], stdout=subprocess.PIPE)
+    try:
+        assert sim.stdout is not None and sim.stdout.readline().startswith(b"ble:")
+
+        def as_computer(name: str, *args: str) -> Result:
+            monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / name))  # each computer keeps its own BLE identity and bonds
+            return CliRunner().invoke(cli, [*args, "--to", f"ble:{NAME}"])
+
+        assert as_computer("owner", "pair").exit_code == 0
+        refused = as_computer("stranger", "history", "--clear", "--yes")
+        assert (refused.exit_code, refused.stderr) == (1, f"error: {REFUSAL}\n")
+        cleared = as_computer("owner", "history", "--clear", "--yes")
+        assert cleared.exit_code == 0, cleared.output
+        assert (cleared.stdout, cleared.stderr) == ("no sessions recorded\n", "history cleared\n")
+    finally:
+        sim.terminate()
+        sim.wait(TIMEOUT)
