@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import replace
+from pathlib import Path
 
 import construct as c
 import pytest
@@ -22,6 +24,7 @@ from protocol.constants import ClockKind, MessageKind, Opcode, SessionOutcome, S
 from protocol.history import HISTORY_MAGIC, HISTORY_RECORD_SIZE, ROUTINE_NAME_BYTES, Session, build_record, parse_record
 from protocol.messages import (
     ClearHistoryRequest,
+    Empty,
     HistoryRequest,
     HistoryResponse,
     MessageError,
@@ -195,3 +198,22 @@ def test_note_ack_counts_into_the_session_record():
     band.stop()
     [session] = band.storage.history.sessions()
     assert (session.acks_given, session.acks_missed, session.outcome) == (3, 2, SessionOutcome.STOPPED)
+
+
+# --------------------------------------------------------------------------
+# SPEC.md's examples are the bytes on the wire
+
+
+def test_spec_history_examples_are_the_bytes_on_the_wire():
+    spec = (Path(__file__).resolve().parents[2] / "protocol" / "SPEC.md").read_text()
+    section = spec[spec.index("### 17.10 HISTORY"):spec.index("## 18.")]
+    one_liners = re.findall(r"^(?:CLEAR_)?HISTORY[^:\n]*:\s+([0-9A-F][0-9A-F ]+)$", section, flags=re.M)
+    record = Session(clock=ClockKind.UNIX_MS, outcome=SessionOutcome.FINISHED, start=1_764_655_200_000, played_ms=552_000, paused_ms=12_300,
+                     routine_crc32=0xD5BF511B, pauses=1, skips=0, steps=3, iterations=6, routine_name="Nausea relief (PC6)", acks_given=2, seq=41)
+    assert [bytes.fromhex(line) for line in one_liners] == [
+        encode_request(HistoryRequest(from_seq=0, max_count=0), 0x30), encode_request(HistoryRequest(from_seq=41), 0x31),
+        encode_response(Opcode.HISTORY, 0x32, HistoryResponse(next_seq=42, more=False, records=[])),
+        encode_request(ClearHistoryRequest(), 0x33), encode_response(Opcode.CLEAR_HISTORY, 0x33, Empty()),
+    ]
+    indented = re.findall(r"^  ([0-9A-F][0-9A-F ]+)$", section, flags=re.M)
+    assert bytes.fromhex(" ".join(indented)) == encode_response(Opcode.HISTORY, 0x31, HistoryResponse(next_seq=42, more=False, records=[record]))
