@@ -173,7 +173,7 @@ def fit_activity(sessions: list[Session], band_id: int = 0) -> bytes:
         from fit_tool.profile.messages.session_message import SessionMessage
         from fit_tool.profile.profile_type import Activity, Event, EventType, FileType, Manufacturer, Sport, SubSport
     except ImportError:
-        raise FitExportError("writing FIT files needs fit-tool: pip install 'handcue[fit]'") from None
+        raise FitExportError('writing FIT files needs fit-tool: pip install -e ".[fit]" (in the HandCue folder, as the README says)') from None
 
     dated = sorted((s for s in sessions if started_at(s) is not None), key=lambda s: s.start)
     if not dated:
