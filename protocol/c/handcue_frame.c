@@ -14,7 +14,8 @@
 #define OPCODE_UPLOAD_DATA 3u
 #define OPCODE_SET_SETTINGS 13u
 #define OPCODE_SET_TIME 14u
-#define OPCODE_LAST 14u
+#define OPCODE_HISTORY 15u
+#define OPCODE_LAST 16u
 
 void hc_frame_rx_init(hc_frame_rx *rx) { memset(rx, 0, sizeof *rx); }
 
@@ -138,7 +139,7 @@ hc_request_check hc_check_request(const uint8_t *m, size_t length)
         r.status = STATUS_UNSUPPORTED_VERSION;
     } else if (m[2] < 1u || m[2] > OPCODE_LAST) { /* 4 */
         r.status = STATUS_UNKNOWN_REQUEST;
-    } else if (m[2] == OPCODE_UPLOAD_DATA ? body < 4u : body != (m[2] == OPCODE_UPLOAD_BEGIN || m[2] == OPCODE_SET_TIME ? 8u : m[2] == OPCODE_SET_SETTINGS ? 1u : 0u)) { /* 5 */
+    } else if (m[2] == OPCODE_UPLOAD_DATA ? body < 4u : body != (m[2] == OPCODE_UPLOAD_BEGIN || m[2] == OPCODE_SET_TIME ? 8u : m[2] == OPCODE_HISTORY ? 5u : m[2] == OPCODE_SET_SETTINGS ? 1u : 0u)) { /* 5 */
         r.status = STATUS_BAD_REQUEST;
     }
     return r;
