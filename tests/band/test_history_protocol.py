@@ -13,7 +13,8 @@ import pytest
 from companion import compile_routine, load_routine
 from firmware_sim.band import Band
 from firmware_sim.clock import VirtualClock
-from firmware_sim.flash import Flash
+from firmware_sim.faults import PowerLoss
+from firmware_sim.flash import ERASE_PAGE, SECTOR_SIZE, Flash
 from firmware_sim.handler import ProtocolHandler
 from firmware_sim.history import History
 from firmware_sim.local import storage_with
@@ -217,3 +218,28 @@ def test_spec_history_examples_are_the_bytes_on_the_wire():
     ]
     indented = re.findall(r"^  ([0-9A-F][0-9A-F ]+)$", section, flags=re.M)
     assert bytes.fromhex(" ".join(indented)) == encode_response(Opcode.HISTORY, 0x31, HistoryResponse(next_seq=42, more=False, records=[record]))
+
+
+def test_a_power_cut_at_every_unit_of_a_clear_leaves_whole_records_and_the_log_goes_on():
+    flash = Flash(FLASH_SIZE)
+    history = History(flash, HISTORY_SECTORS)
+    for i in range(150):  # records in every sector of the ring
+        history.record(a_session(i))
+    image, before = flash.snapshot(), history.sessions()
+    units = 0
+    while True:
+        trial = Flash.from_image(image)
+        trial.cut_power_after(units)
+        try:
+            History(trial, HISTORY_SECTORS).clear()
+        except PowerLoss:
+            rebooted = History(Flash.from_image(trial.snapshot()), HISTORY_SECTORS)
+            kept = rebooted.sessions()
+            assert all(session in before for session in kept), f"cut after {units} units"
+            rebooted.record(a_session(999))  # a cleared part way log still takes records
+            assert History(rebooted._ring.flash, HISTORY_SECTORS).sessions()[-1].routine_name == "routine 999"
+            units += 1
+            continue
+        assert History(Flash.from_image(trial.snapshot()), HISTORY_SECTORS).sessions() == []
+        break
+    assert units == len(HISTORY_SECTORS) * SECTOR_SIZE // ERASE_PAGE  # every erase page of the ring, one by one
