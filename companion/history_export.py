@@ -24,7 +24,7 @@ from typing import Any
 from protocol.constants import ClockKind
 from protocol.history import Session
 
-from .errors import HandCueError
+from .errors import ExportError
 
 
 def started_at(session: Session) -> datetime | None:
@@ -148,17 +148,13 @@ FIT_APPLICATION_ID = bytes.fromhex("48616e64437565000000000000000001")
 """The 16-byte application id of HandCue's developer fields ("HandCue", then a version)."""
 
 
-class FitExportError(HandCueError):
-    """A FIT file cannot be written (fit-tool missing, or no session with a date)."""
-
-
 def _developer_values(session: Session) -> list[Any]:
     return [session.routine_name, session.routine_crc32, outcome_text(session), session.steps, session.iterations,
             session.pauses, session.skips, session.acks_given, session.acks_missed]
 
 
 def fit_activity(sessions: list[Session], band_id: int = 0) -> bytes:
-    """The dated ``sessions`` as one FIT activity file (bytes); FitExportError if none has a date."""
+    """The dated ``sessions`` as one FIT activity file (bytes); ExportError if none has a date."""
     try:
         from fit_tool.base_type import BaseType
         from fit_tool.developer_field import DeveloperField
@@ -173,11 +169,11 @@ def fit_activity(sessions: list[Session], band_id: int = 0) -> bytes:
         from fit_tool.profile.messages.session_message import SessionMessage
         from fit_tool.profile.profile_type import Activity, Event, EventType, FileType, Manufacturer, Sport, SubSport
     except ImportError:
-        raise FitExportError('writing FIT files needs fit-tool: pip install -e ".[fit]" (in the HandCue folder, as the README says)') from None
+        raise ExportError('writing FIT files needs fit-tool: pip install -e ".[fit]" (in the HandCue folder, as the README says)') from None
 
     dated = sorted((s for s in sessions if started_at(s) is not None), key=lambda s: s.start)
     if not dated:
-        raise FitExportError("no session has a date (the band's clock was not set when they were recorded), so there is nothing to write to FIT")
+        raise ExportError("no session has a date (the band's clock was not set when they were recorded), so there is nothing to write to FIT")
     builder = FitFileBuilder(auto_define=True)
     file_id = FileIdMessage()
     file_id.type = FileType.ACTIVITY

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from companion.errors import ExportError
 from companion.history_export import (
-    FitExportError,
     duration_text,
     fit_activity,
     history_table,
@@ -61,11 +61,11 @@ def test_since_parses_iso_dates_and_keeps_only_dated_sessions_from_then():
 
 
 def test_fit_needs_a_dated_session_and_fit_tool():
-    with pytest.raises(FitExportError, match="no session has a date"):
+    with pytest.raises(ExportError, match="no session has a date"):
         fit_activity([session(ClockKind.UPTIME_MS, 0)])
 
 
 def test_fit_without_fit_tool_names_the_install_command(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setitem(sys.modules, "fit_tool.fit_file_builder", None)  # as if fit-tool were not installed
-    with pytest.raises(FitExportError, match=r'pip install -e "\.\[fit\]"'):
+    with pytest.raises(ExportError, match=r'pip install -e "\.\[fit\]"'):
         fit_activity([session(ClockKind.UNIX_MS, int(NOON_UTC.timestamp() * 1000))])
