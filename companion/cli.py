@@ -25,7 +25,7 @@ import click
 
 from protocol.errors import HandCueError
 
-from . import cli_band, cli_calibrate, cli_pairing, cli_settings, cli_visual
+from . import cli_band, cli_calibrate, cli_history, cli_pairing, cli_settings, cli_visual
 from .cli_common import EXIT_INVALID, JSON_MODE, QUIET_MODE, complete_routine, emit_json, fail, json_option, say
 
 
@@ -287,7 +287,8 @@ def config_path() -> None:
     click.echo(str(path()))
 
 
-for _command in (*cli_band.COMMANDS, cli_pairing.pair, cli_pairing.unpair, *cli_settings.COMMANDS, *cli_calibrate.COMMANDS, *cli_visual.COMMANDS):
+for _command in (*cli_band.COMMANDS, cli_pairing.pair, cli_pairing.unpair, *cli_settings.COMMANDS, *cli_calibrate.COMMANDS,
+                 *cli_history.COMMANDS, *cli_visual.COMMANDS):
     cli.add_command(_command)
 
 

@@ -24,12 +24,15 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from protocol.constants import MAX_FRAME_PAYLOAD, BandState, BootOutcome, CueKind, MessageKind, Opcode, SkipScope, Status, TableError
-from protocol.errors import BadRequestError, HandCueError, TableRefusedError, UploadError, band_error
+from protocol.errors import BadRequestError, BandError, HandCueError, TableRefusedError, UploadError, band_error
 from protocol.framing import FrameParser, encode_frame, max_wire_size
+from protocol.history import Session
 from protocol.messages import (
     UPLOAD_DATA_OVERHEAD,
     Body,
+    ClearHistoryRequest,
     EraseRequest,
+    HistoryRequest,
     InfoRequest,
     Message,
     MessageError,
@@ -59,7 +62,7 @@ from protocol.strength import check_strength
 from protocol.table import CuePattern, check_table_header, pattern_problem, unsupported_version_text
 
 from .ble.backend import BleBackend
-from .errors import BandAnswerError, BandTimeout
+from .errors import BandAnswerError, BandTimeout, NotPairedError
 from .rtt import INITIAL_RTO_S, RoundTripTimer
 from .transport import Transport, TransportClosed, open_transport
 
@@ -85,6 +88,8 @@ WINDOW_SHARE_OF_TIMEOUT = 0.5
 """Upload: the bytes in flight take at most this share of the timeout on the wire, so an ack wait fits in it."""
 FOLLOW_POLL_S = 1.0
 """While following, ask for the status after this long without a notification."""
+MAX_HISTORY_PAGES = 1024
+"""History: pages read at most (a band holds a few hundred records, a few per page), so a band that keeps saying "more" cannot keep the companion forever."""
 MIN_BAND_FRAME = MAX_FRAME_PAYLOAD
 """Every band accepts messages of this size (SPEC §15.4); one offering less is broken."""
 
@@ -171,12 +176,15 @@ class BandClient:
     """An open session with one band.  Use ``async with BandClient.open(address)``."""
 
     def __init__(self, transport: Transport, *, timeout: float | None = None, commit_timeout: float | None = None,
-                 hello: bool = True) -> None:
+                 hello: bool = True, set_clock: bool = True) -> None:
         """``timeout`` bounds every wait (default: 3 s, and 15 s for the flash work of BEGIN, COMMIT and ERASE).
 
         With ``hello`` (the default) :meth:`connect` asks INFO first: that starts a
         session on the band (it forgets the answers it kept for an earlier session's
-        retries) and tells the band's limits.
+        retries) and tells the band's limits.  With ``set_clock`` too (the default) it then
+        sets the band's wall clock (SET_TIME), as the Bluetooth Current Time Service does,
+        so the sessions the band records carry dates; a band that refuses (older firmware,
+        or paired with another device) keeps its clock, and the connection goes on.
         """
         self.transport = transport
         self.timeout = DEFAULT_TIMEOUT if timeout is None else timeout
@@ -184,6 +192,7 @@ class BandClient:
             commit_timeout = COMMIT_TIMEOUT if timeout is None else min(COMMIT_TIMEOUT, timeout)
         self.commit_timeout = commit_timeout
         self.hello = hello
+        self.set_clock = set_clock
         self.band_info: BandInfo | None = None
         """What INFO said at connect (with ``hello``)."""
         self.parser = FrameParser(1024)
@@ -218,6 +227,8 @@ class BandClient:
         if self.hello:
             try:
                 self.band_info = await self.info()
+                if self.set_clock:
+                    await self._set_clock()
             except BaseException:
                 await self.close()
                 raise
@@ -444,6 +455,12 @@ class BandClient:
         import time
 
         await self.request(SetTimeRequest(unix_ms=time.time_ns() // 1_000_000 if unix_ms is None else unix_ms), what="SET_TIME")
+
+    async def _set_clock(self) -> None:
+        try:
+            await self.set_time()
+        except (BandError, NotPairedError) as exc:  # an older band, or one that takes commands only from its paired device
+            LOG.debug("the band keeps its clock: %s", exc)
 
     async def erase(self) -> None:
         await self.request(EraseRequest(), timeout=self.commit_timeout, what="ERASE")
@@ -711,3 +728,27 @@ class BandClient:
         if problem:
             raise ValueError(f"cue pattern {pattern.name or pattern.describe()}: {problem}")
         await self.request(PreviewRequest(strength=strength, kind=kind, segments=pattern.segments), what="PREVIEW (play a cue)")
+
+    # ------------------------------------------------------------ session history
+
+    async def history(self, since: int | None = None) -> list[Session]:
+        """Every session record the band holds (with ``since``, those from that sequence number on), oldest first.
+
+        Reads page after page (HISTORY, SPEC §17.10), each within the client's timeout, until the band says
+        no more remain; a record written meanwhile comes in a later page.
+        """
+        from_seq = since or 0
+        sessions: list[Session] = []
+        for _page in range(MAX_HISTORY_PAGES):
+            page = await self.request(HistoryRequest(from_seq=from_seq, max_count=0), what=f"HISTORY (records from #{from_seq})")
+            sessions.extend(page.records)
+            if not page.more:
+                return sessions
+            if not page.records or page.next_seq <= from_seq:
+                raise BandAnswerError(f"{self.transport.address} says more history remains from #{from_seq} but sent none")
+            from_seq = page.next_seq
+        raise BandAnswerError(f"{self.transport.address} still had more history after {MAX_HISTORY_PAGES} pages")
+
+    async def clear_history(self) -> None:
+        """Erase the band's session history (flash work: the commit timeout). Needs a paired link on a paired band."""
+        await self.request(ClearHistoryRequest(), timeout=self.commit_timeout, what="CLEAR_HISTORY")

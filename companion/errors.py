@@ -13,6 +13,7 @@ one tree under :class:`HandCueError`::
     ├── PairingError              pairing or unpairing with a band failed
     ├── BandTimeout               the band did not answer in time
     ├── BandAnswerError           the band's answer cannot be used (malformed, wrong CRC, unusable limits)
+    ├── ExportError               session history cannot be written as asked (FIT without fit-tool or dates)
     ├── TableFormatError          (protocol.errors)
     ├── MessageError              (protocol.errors)
     └── BandError and its named subclasses, one per band status (protocol.errors)
@@ -48,6 +49,7 @@ __all__ = [
     "BandError",
     "BandTimeout",
     "BusyError",
+    "ExportError",
     "HandCueError",
     "MessageError",
     "NoRoutineError",
@@ -96,3 +98,7 @@ class PairingError(HandCueError):
 class BandAnswerError(HandCueError):
     """The band answered, but not usably: a malformed answer, unusable limits (a window of 0 frames),
     or a commit CRC that differs from the table's; the message names the request and what was wrong."""
+
+
+class ExportError(HandCueError):
+    """Session history cannot be written in the form asked for (a FIT file without fit-tool, or of sessions without dates)."""

@@ -316,6 +316,7 @@ REQUEST_FIELDS[Opcode.UPLOAD_BEGIN] = (("length", 4), ("crc32", 4))
 REQUEST_FIELDS[Opcode.UPLOAD_DATA] = (("offset", 4), ("data", "rest"))
 REQUEST_FIELDS[Opcode.SET_SETTINGS] = (("strength", 1),)
 REQUEST_FIELDS[Opcode.SET_TIME] = (("unix_ms", 8),)
+REQUEST_FIELDS[Opcode.HISTORY] = (("from_seq", 4), ("max_count", 1))
 REQUEST_FIELDS[Opcode.PREVIEW] = (("strength", 1), ("kind", 1), ("segments", "rest"))
 RESPONSE_FIELDS: dict[Opcode, tuple] = {
     Opcode.INFO: (
@@ -331,6 +332,8 @@ RESPONSE_FIELDS: dict[Opcode, tuple] = {
     Opcode.SETTINGS: (("strength", 1),),
     Opcode.SET_SETTINGS: (("strength", 1),),
     Opcode.SET_TIME: (),
+    Opcode.HISTORY: (("next_seq", 4), ("more", 1), ("records", "rest")),  # records: a u8 count, then 64-byte records (§17.10, §19.8)
+    Opcode.CLEAR_HISTORY: (),
     Opcode.PREVIEW: (),
 }
 NOTIFICATION_FIELDS = {Opcode.STATUS: STATUS_FIELDS}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from enum import Enum
 from typing import Any
 
@@ -29,7 +29,7 @@ from protocol.timeline import Cue, MotorEvent
 
 from .clock import Clock
 from .faults import FlashError
-from .history import ClockKind, Outcome, Session
+from .history import ClockKind, Outcome, Session, SessionTracker
 from .interpreter import AckEvent, AckOutcome, Interpreter, RunState
 from .motor import Motor
 from .storage import Storage
@@ -47,20 +47,6 @@ class Button(Enum):
     LONG_PRESS = "long"
 
 
-@dataclass
-class _Session:
-    """What the band counts while a session is under way, for its history record."""
-
-    start_ms: int
-    pauses: int = 0
-    skips: int = 0
-    paused_ms: int = 0
-    steps: int = 0
-    iterations: int = 0
-    position: tuple[int, int, int] | None = None
-    """(record, iteration, routine time it began) of the step iteration playing."""
-
-
 class Band:
     """A simulated HandCue band."""
 
@@ -74,7 +60,7 @@ class Band:
         self._preview = Motor(self._preview_event)
         """The same motor playing a PREVIEW, on band time (no routine time runs while it plays)."""
         self._preview_kind: CueKind | None = None
-        self._session: _Session | None = None
+        self._session: SessionTracker | None = None
         self._wall_offset: int | None = None
         """Unix time in ms minus band time, once a companion set the clock (SET_TIME); kept in RAM only."""
         self._paused_since = 0
@@ -119,11 +105,12 @@ class Band:
             self._ack_ended(given=event.outcome == AckOutcome.GIVEN)
 
     def _ack_ended(self, *, given: bool) -> None:
-        """The one place an acknowledgement is counted as given or missed (the session history's count hooks in here)."""
+        """The one place an acknowledgement is counted as given or missed, for the band and its session history."""
         if given:
             self.acks_given += 1
         else:
             self.acks_missed += 1
+        self.note_ack(given)
 
     def announce_state(self) -> None:
         """Tell listeners the current state (after every state change)."""
@@ -206,7 +193,7 @@ class Band:
         self.cue_count = 0
         self.last_cue = None
         self.acks_given = self.acks_missed = 0
-        self._session = _Session(start_ms=self._origin)
+        self._session = SessionTracker(start_ms=self._origin)
         interpreter.start()
         self._observe()
         self.announce_state()
@@ -338,6 +325,13 @@ class Band:
 
     # ------------------------------------------------------------ history
 
+    def note_ack(self, given: bool) -> None:
+        """Count an acknowledgement for the session's history record: ``given`` when the wearer pressed
+        the button while a cue that asks for one repeated, False when its repeats reached their cap
+        (:meth:`~firmware_sim.history.SessionTracker.note_ack`).  Outside a session it counts nothing."""
+        if self._session is not None:
+            self._session.note_ack(given)
+
     def _observe(self) -> None:
         """Count the step iterations and records the session got past since the last look."""
         session, interpreter = self._session, self.interpreter
@@ -368,7 +362,8 @@ class Band:
                 clock=ClockKind.UPTIME_MS if self._wall_offset is None else ClockKind.UNIX_MS, outcome=outcome,
                 start=session.start_ms + (self._wall_offset or 0), played_ms=played, paused_ms=session.paused_ms,
                 routine_crc32=active.crc if active else 0, pauses=session.pauses, skips=session.skips,
-                steps=session.steps, iterations=session.iterations, routine_name=self.routine_name))
+                steps=session.steps, iterations=session.iterations, routine_name=self.routine_name,
+                acks_given=session.acks_given, acks_missed=session.acks_missed))
         except FlashError as exc:
             logger.warning("session not recorded: %s", exc)
 

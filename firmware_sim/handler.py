@@ -36,9 +36,12 @@ from protocol.messages import (
     REQUEST_TYPES,
     UPLOAD_DATA_OVERHEAD,
     Body,
+    ClearHistoryRequest,
     Empty,
     EraseRequest,
     FirmwareVersion,
+    HistoryRequest,
+    HistoryResponse,
     InfoRequest,
     InfoResponse,
     MessageError,
@@ -66,6 +69,7 @@ from protocol.messages import (
     encode_error,
     encode_notification,
     encode_response,
+    history_records_per_frame,
 )
 from protocol.table import check_table_header, decode_table, pattern_problem
 
@@ -130,6 +134,8 @@ class ProtocolHandler:
             SetSettingsRequest: self._set_settings,
             SetTimeRequest: self._set_time,
             PreviewRequest: self._preview,
+            HistoryRequest: self._history,
+            ClearHistoryRequest: self._clear_history,
         }
         band.listeners.append(self._band_event)
 
@@ -334,3 +340,15 @@ class ProtocolHandler:
     def _status(self, link: str, request: StatusRequest) -> StatusReport:
         self.band.process()
         return self.band.status()
+
+    def _history(self, link: str, request: HistoryRequest) -> HistoryResponse:
+        history = self.band.storage.history
+        held = history.sessions(request.from_seq)
+        fit = history_records_per_frame(self.max_frame)
+        page = held[: min(fit, request.max_count) if request.max_count else fit]
+        next_seq = page[-1].seq + 1 if page else history.next_seq
+        return HistoryResponse(next_seq=next_seq, more=len(held) > len(page), records=page)
+
+    def _clear_history(self, link: str, request: ClearHistoryRequest) -> Empty:
+        self.band.storage.history.clear()
+        return Empty()

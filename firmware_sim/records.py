@@ -105,3 +105,11 @@ class RecordRing:
         self.flash.program(self._offset(position), record)
         self.records.append(Found(position, seq, record))
         return seq
+
+    def clear(self) -> None:
+        """Erase every sector of the ring; the sequence numbers go on (a cut part way leaves the records not yet erased)."""
+        for sector in self.sectors:
+            self.flash.erase_sector(sector)
+        self.records = []
+        self.torn = 0
+        self._next = 0

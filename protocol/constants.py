@@ -249,6 +249,8 @@ class Opcode(IntEnum):
     SETTINGS = 12
     SET_SETTINGS = 13
     SET_TIME = 14
+    HISTORY = 15
+    CLEAR_HISTORY = 16
     PREVIEW = 17
     """Play one cue pattern now at a given strength (calibration); the stored routine is untouched."""
 
@@ -296,6 +298,28 @@ class BootOutcome(IntEnum):
 
 
 NO_STEP = 0xFFFF
+
+
+# --------------------------------------------------------------------------
+# Session history (protocol/history.py, SPEC.md §19.8)
+
+
+class SessionOutcome(IntEnum):
+    """How a recorded session ended."""
+
+    FINISHED = 1
+    STOPPED = 2
+    RESTARTED = 3
+    """START again while a session was under way."""
+
+
+class ClockKind(IntEnum):
+    """What a session record's ``start`` counts."""
+
+    UPTIME_MS = 0
+    """Band uptime in ms (no companion set the band's clock since it booted)."""
+    UNIX_MS = 1
+    """Unix time in ms (a companion set the clock: SET_TIME)."""
 
 
 # --------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import construct as c
 
 from .constants import FINGERS, NO_STEP, PROTOCOL_VERSION, BandState, BootOutcome, CueKind, MessageKind, Opcode, SkipScope, Status, TechniqueCode
 from .errors import MessageError as MessageError  # re-exported: callers import it from here too
+from .history import HISTORY_RECORD_SIZE, SESSION_RECORD, Session
 from .layout import Coded, Coding, Indexed, Marker, Saturating, field_subcon, laid_out, layout_of, raw_layout_of, wire
 from .table import SEGMENT, CuePattern, PatternSegment
 
@@ -362,6 +363,39 @@ class SetTimeRequest(Request[Empty], opcode=Opcode.SET_TIME):
 
     unix_ms: int = wire(c.Int64ul)
     """Milliseconds since 1970-01-01 UTC, now."""
+
+
+class HistoryResponse(Body):
+    """A page of the band's session history (SPEC §17.10), oldest first."""
+
+    next_seq: int = wire(c.Int32ul)
+    """Where to ask from next: one past the last record sent, or (none sent) the sequence number the band's next record gets."""
+    more: bool = wire(c.Flag)
+    """The band holds records from ``next_seq`` on that did not fit in this answer."""
+    records: list[Session] = wire(c.PrefixedArray(c.Int8ul, SESSION_RECORD))
+    """Whole 64-byte session records (protocol.history), their magic and CRC included."""
+
+
+class HistoryRequest(Request[HistoryResponse], opcode=Opcode.HISTORY):
+    """Session records with ``seq`` >= ``from_seq``, oldest first, as many as ``max_count`` (0: as many as fit in a frame)."""
+
+    from_seq: int = wire(c.Int32ul, default=0)
+    max_count: int = wire(c.Int8ul, default=0)
+
+    idempotent = True
+
+
+class ClearHistoryRequest(Request[Empty], opcode=Opcode.CLEAR_HISTORY):
+    """Erase the band's session history. Needs a paired link on a paired band."""
+
+
+HISTORY_PAGE_OVERHEAD: int = MessageHeader.sizeof() + ResponseHead.sizeof() + c.Struct(*HistoryResponse.layout.subcons[:-1]).sizeof() + 1
+"""Bytes of a HISTORY answer besides its records (header, status, ``next_seq``, ``more``, the record count)."""
+
+
+def history_records_per_frame(max_frame: int) -> int:
+    """How many session records a HISTORY answer holds in a message of ``max_frame`` bytes."""
+    return max(0, (max_frame - HISTORY_PAGE_OVERHEAD) // HISTORY_RECORD_SIZE)
 
 
 NOTIFICATION_TYPES: dict[Opcode, type[Body]] = {Opcode.STATUS: StatusReport}

@@ -14,8 +14,9 @@
 #define OPCODE_UPLOAD_DATA 3u
 #define OPCODE_SET_SETTINGS 13u
 #define OPCODE_SET_TIME 14u
-#define OPCODE_LAST 14u
+#define OPCODE_HISTORY 15u
 #define OPCODE_PREVIEW 17u
+#define OPCODE_LAST 17u
 
 void hc_frame_rx_init(hc_frame_rx *rx) { memset(rx, 0, sizeof *rx); }
 
@@ -137,11 +138,11 @@ hc_request_check hc_check_request(const uint8_t *m, size_t length)
     }
     if (m[0] != 1u) { /* 3 */
         r.status = STATUS_UNSUPPORTED_VERSION;
-    } else if (m[2] < 1u || (m[2] > OPCODE_LAST && m[2] != OPCODE_PREVIEW)) { /* 4 */
+    } else if (m[2] < 1u || m[2] > OPCODE_LAST) { /* 4 */
         r.status = STATUS_UNKNOWN_REQUEST;
     } else if (m[2] == OPCODE_PREVIEW) { /* 5: strength, kind, segment_count, then 2 bytes per segment */
         r.status = (body >= 3u && body == 3u + 2u * (size_t)m[6]) ? STATUS_OK : STATUS_BAD_REQUEST;
-    } else if (m[2] == OPCODE_UPLOAD_DATA ? body < 4u : body != (m[2] == OPCODE_UPLOAD_BEGIN || m[2] == OPCODE_SET_TIME ? 8u : m[2] == OPCODE_SET_SETTINGS ? 1u : 0u)) { /* 5 */
+    } else if (m[2] == OPCODE_UPLOAD_DATA ? body < 4u : body != (m[2] == OPCODE_UPLOAD_BEGIN || m[2] == OPCODE_SET_TIME ? 8u : m[2] == OPCODE_HISTORY ? 5u : m[2] == OPCODE_SET_SETTINGS ? 1u : 0u)) { /* 5 */
         r.status = STATUS_BAD_REQUEST;
     }
     return r;

@@ -178,7 +178,7 @@ def test_sessions_are_recorded_with_outcome_pauses_skips_and_progress():
         Outcome.FINISHED, ClockKind.UPTIME_MS, 0, total, 0, 0, 0)
     table = read_table(data)
     walked = [it for it in iterations(build_tree(table.records), table.hands) if it.is_step]
-    assert (first.routine_name, first.routine_crc32) == (table.name[:24], band.storage.active.crc)
+    assert (first.routine_name, first.routine_crc32) == (table.name.encode()[:22].decode(errors="ignore"), band.storage.active.crc)
     assert (first.iterations, first.steps) == (len(walked), sum(it.index == it.item.count - 1 for it in walked))
     assert (second.outcome, second.pauses, second.skips, second.paused_ms, second.iterations) == (Outcome.STOPPED, 1, 1, 5_000, 1)
     assert second.start == second_start and second.seq == first.seq + 1 and second.played_ms == 10_000 + 2_000 + 0
@@ -216,7 +216,8 @@ def test_once_the_companion_set_the_clock_records_carry_unix_times():
 
 
 def a_session(i: int) -> Session:
-    return Session(ClockKind.UPTIME_MS, Outcome.FINISHED, 1_000 * i, 60_000 + i, i, 0xC0FFEE00 + i, i % 7, i % 5, i % 9, i % 11, f"routine ✓ {i}")
+    return Session(ClockKind.UPTIME_MS, Outcome.FINISHED, 1_000 * i, 60_000 + i, i, 0xC0FFEE00 + i, i % 7, i % 5, i % 9, i % 11, f"routine ✓ {i}",
+                   acks_given=i % 13, acks_missed=i % 3)
 
 
 def history_cut(history_records: int) -> tuple[int, list[int]]:

@@ -42,7 +42,7 @@ def test_an_unknown_status_code_reads_as_a_bad_request():
 
 def test_every_public_exception_is_a_handcue_error_exported_from_companion():
     public = _exceptions(protocol.errors) | _exceptions(companion.errors)
-    assert len(public) == 20
+    assert len(public) == 21
     for error_type in public:
         assert issubclass(error_type, HandCueError), error_type
         assert getattr(companion, error_type.__name__) is error_type

@@ -34,19 +34,25 @@ from protocol.constants import (
     BandState,
     BleUuid,
     BootOutcome,
+    ClockKind,
     CueKind,
     MessageKind,
     Opcode,
+    SessionOutcome,
     SkipScope,
     Status,
     TechniqueCode,
 )
 from protocol.framing import FrameParser, encode_frame
+from protocol.history import Session
 from protocol.messages import (
     REQUEST_TYPES,
+    ClearHistoryRequest,
     Empty,
     EraseRequest,
     FirmwareVersion,
+    HistoryRequest,
+    HistoryResponse,
     InfoRequest,
     InfoResponse,
     MessageError,
@@ -101,6 +107,13 @@ INFO = InfoResponse(band_id=0x1A2B, firmware=FirmwareVersion(major=1, minor=2, p
 INFO_BODY = "2b1a0000" "010203" "01" "57" "02" "00800000" "0002" "08" "01" "1b51bfd5" "7c00" "03" "504336" "03"
 
 NEXT_SEGMENTS = (PatternSegment(100, 80), PatternSegment(0, 120), PatternSegment(100, 80))
+# A session record (§19.8): seq 7, Unix clock (1), stopped (2), started 2025-12-02 06:00:00 UTC, 60 s played,
+# 5 s paused, routine CRC 0xDEADBEEF, 1 pause, 2 skips, 3 steps, 4 iterations, 3 acks given, 1 missed, name "PC6".
+SESSION = Session(clock=ClockKind.UNIX_MS, outcome=SessionOutcome.STOPPED, start=1_764_655_200_000, played_ms=60_000, paused_ms=5_000,
+                  routine_crc32=0xDEADBEEF, pauses=1, skips=2, steps=3, iterations=4, routine_name="PC6", acks_given=3, acks_missed=1, seq=7)
+SESSION_HEAD = ("5332" "07000000" "01" "02" "0077a5dd9a010000" "60ea0000" "88130000" "efbeadde" "0100" "0200" "0300" "0400" "03" "01"
+                "504336" + "00" * 19)
+SESSION_BYTES = SESSION_HEAD + zlib.crc32(bytes.fromhex(SESSION_HEAD)).to_bytes(4, "little").hex()  # crc: CRC-32 of bytes 0..59
 
 # (request, request id, raw wire fields, hand-written message hex)
 REQUESTS: list[tuple[Request[Any], int, dict[str, Any], str]] = [
@@ -122,6 +135,8 @@ REQUESTS: list[tuple[Request[Any], int, dict[str, Any], str]] = [
     # the vocabulary's "next" (80/120/80 ms) at 70 %: strength, kind NEXT, 3 segments of (amplitude %, 10 ms units)
     (PreviewRequest(strength=70, kind=CueKind.NEXT, segments=NEXT_SEGMENTS), 0x32, dict(strength=70, kind=4, segments=list(NEXT_SEGMENTS)),
      "01" "00" "11" "32" "46" "04" "03" "6408" "000c" "6408"),
+    (HistoryRequest(from_seq=0x0105, max_count=3), 0x30, dict(from_seq=0x0105, max_count=3), "01" "00" "0f" "30" "05010000" "03"),
+    (ClearHistoryRequest(), 0x31, {}, "01" "00" "10" "31"),
 ]
 
 # (opcode, request id, typed response, raw wire fields, hand-written message hex)
@@ -140,6 +155,9 @@ RESPONSES = [
     (Opcode.SET_SETTINGS, 0x2E, SettingsResponse(strength=70), dict(strength=70), "01" "01" "0d" "2e" "00" "00" "46"),
     (Opcode.SET_TIME, 0x2F, Empty(), {}, "01" "01" "0e" "2f" "00" "00"),
     (Opcode.PREVIEW, 0x32, Empty(), {}, "01" "01" "11" "32" "00" "00"),
+    (Opcode.HISTORY, 0x30, HistoryResponse(next_seq=8, more=True, records=[SESSION]), dict(next_seq=8, more=True, records=[SESSION]),
+     "01" "01" "0f" "30" "00" "00" "08000000" "01" "01" + SESSION_BYTES),
+    (Opcode.CLEAR_HISTORY, 0x31, Empty(), {}, "01" "01" "10" "31" "00" "00"),
 ]
 
 
@@ -170,6 +188,7 @@ def test_codes_and_sizes_are_the_ones_in_the_spec():
         "INFO": 1, "UPLOAD_BEGIN": 2, "UPLOAD_DATA": 3, "UPLOAD_COMMIT": 4, "ERASE": 5, "START": 6,
         "PAUSE": 7, "RESUME": 8, "SKIP": 9, "STOP": 10, "STATUS": 11, "SETTINGS": 12, "SET_SETTINGS": 13, "SET_TIME": 14,
         "PREVIEW": 17,
+        "HISTORY": 15, "CLEAR_HISTORY": 16,
     }
     assert {status.name: status.value for status in Status} == {
         "OK": 0, "UNKNOWN_REQUEST": 1, "BAD_REQUEST": 2, "UNSUPPORTED_VERSION": 3, "BAD_STATE": 4, "NO_ROUTINE": 5,
@@ -198,6 +217,7 @@ def test_every_opcode_has_one_request_class_naming_its_response_class():
         **{opcode: StatusReport for opcode in (Opcode.START, Opcode.PAUSE, Opcode.RESUME, Opcode.SKIP, Opcode.STOP, Opcode.STATUS)},
         Opcode.SETTINGS: SettingsResponse, Opcode.SET_SETTINGS: SettingsResponse, Opcode.SET_TIME: Empty,
         Opcode.PREVIEW: Empty,
+        Opcode.HISTORY: HistoryResponse, Opcode.CLEAR_HISTORY: Empty,
     }
 
 
@@ -379,7 +399,7 @@ def test_wrong_version_is_unsupported_version(version):
     [
         ("01" "00" "63" "05", 0x63),  # unknown opcode
         ("01" "00" "00" "05", 0),  # opcode 0 is not assigned
-        ("01" "00" "0f" "05", 15),  # the first opcode after SET_TIME
+        ("01" "00" "40" "05", 0x40),  # an opcode no band has
         ("01" "03" "01" "05", 1),  # unknown message kind
         ("01" "02" "01" "05", 1),  # a notification other than STATUS
     ],
