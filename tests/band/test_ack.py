@@ -203,6 +203,7 @@ def test_finish_ack_repeats_done_until_pressed_then_finishes_and_records_the_ses
     [record] = band.storage.history.sessions()
     assert record.outcome == Outcome.FINISHED and record.played_ms == 40_000
     assert (band.acks_given, band.acks_missed) == (1, 0)
+    assert (record.acks_given, record.acks_missed) == (1, 0)  # the session history counts it too
 
 
 def test_finish_ack_never_pressed_finishes_at_the_cap():
@@ -212,6 +213,21 @@ def test_finish_ack_never_pressed_finishes_at_the_cap():
     assert starts(events, "done") == list(range(30_000, 90_000, 5_000))
     assert band.status().state == BandState.FINISHED and band.status().elapsed_ms == 90_000
     assert acks(events)[-1] == (90_000, "done", "missed")
+    [record] = band.storage.history.sessions()
+    assert (record.acks_given, record.acks_missed) == (0, 1)
+
+
+def test_session_record_counts_acks_given_and_missed_but_not_cancelled():
+    band, clock, _events = make(table_bytes(finish_ack=True))
+    band.start()
+    advance_to(band, clock, 60_000)  # the first step's wait reaches its cap: missed
+    advance_to(band, clock, 90_000 + 2_000)  # the finish waits; pressed 2 s into it: given
+    band.press(Button.PRESS)
+    band.start()  # a second session: its wait is ended by a stop, which counts neither way
+    band.stop()
+    first, second = band.storage.history.sessions()
+    assert (first.outcome, first.acks_given, first.acks_missed) == (Outcome.FINISHED, 1, 1)
+    assert (second.outcome, second.acks_given, second.acks_missed) == (Outcome.STOPPED, 0, 0)
 
 
 # --------------------------------------------------------------------------
