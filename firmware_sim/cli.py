@@ -50,13 +50,13 @@ def load_table(storage: Storage, reference: str) -> None:
 
 
 class TraceWriter:
-    """JSON lines of motor events and state changes."""
+    """JSON lines of motor events, state changes and acknowledgement points (SPEC §12.8, §12.10)."""
 
     def __init__(self, handle: IO[str]) -> None:
         self.handle = handle
 
     def __call__(self, event: dict[str, Any]) -> None:
-        if event["event"] in ("motor", "state"):
+        if event["event"] in ("motor", "state", "ack"):
             self.handle.write(json.dumps(event) + "\n")
             self.handle.flush()
 
@@ -276,7 +276,7 @@ def _band_id(value: str) -> int:
 @click.option("--clock", type=click.Choice(["real", "virtual"]), default="real", show_default=True,
               help="virtual: time jumps from event to event (tests); real: wall clock (demos).")
 @click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help="Real clock only: run this many times faster.")
-@click.option("--trace", type=click.Path(dir_okay=False), help="Write motor events and state changes as JSON lines.")
+@click.option("--trace", type=click.Path(dir_okay=False), help="Write motor events, state changes and acknowledgement points as JSON lines.")
 @click.option("--serial", type=click.Choice(["pty"]), help="Serve the protocol on a new pseudo-terminal (prints 'serial: PATH').")
 @click.option("--baud", type=click.IntRange(min=300), help="Pace the pty to the wire time of this baud rate.")
 @click.option("--hci-server", help="Expose a virtual BLE controller on this bumble transport (e.g. tcp-server:127.0.0.1:9901).")

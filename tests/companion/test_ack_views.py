@@ -212,3 +212,25 @@ def test_a_format_1_band_refuses_an_ack_table_with_a_clear_line(monkeypatch):
 def test_routine_error_class_is_the_companions():
     with pytest.raises(RoutineError, match="ack: needs a start cue"):
         checked(*parse_routine('name = "r"\n[[steps]]\ntechnique = "combing"\nstart = false\nack = true\n', "r.toml"))
+
+
+def test_simulator_trace_has_the_acknowledgement_points_and_the_never_pressed_timeline(tmp_path):
+    """handcue-sim --trace writes ack lines (waiting, then missed at the cap) beside motor events equal to the timeline."""
+    import subprocess
+    import sys
+
+    from protocol.constants import Ack
+    from protocol.table import decode_table as read
+    from protocol.timeline import table_timeline
+
+    routine, trace = tmp_path / "ack.toml", tmp_path / "trace.jsonl"
+    routine.write_text(ROUTINE)
+    result = subprocess.run([sys.executable, "-m", "firmware_sim", "--load", str(routine), "--start", "--clock", "virtual",
+                             "--trace", str(trace), "--exit-on-finish"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in trace.read_text().splitlines()]
+    cap = Ack.GIVE_UP_MS
+    assert [(e["t_ms"], e["cue"], e["outcome"]) for e in events if e["event"] == "ack"] == [
+        (0, "start", "waiting"), (cap, "start", "missed"), (cap + 30_000, "done", "waiting"), (2 * cap + 30_000, "done", "missed")]
+    motor = [{k: v for k, v in e.items() if k != "event"} for e in events if e["event"] == "motor"]
+    assert motor == [e.to_json() for e in table_timeline(read(ack_table()), ack_wait_ms=None)]
