@@ -193,7 +193,8 @@ class Band:
         self.cue_count = 0
         self.last_cue = None
         self.acks_given = self.acks_missed = 0
-        self._session = SessionTracker(start_ms=self._origin)
+        self._session = SessionTracker(start_ms=self._origin,
+                                       wall_start_ms=None if self._wall_offset is None else self._origin + self._wall_offset)
         interpreter.start()
         self._observe()
         self.announce_state()
@@ -357,10 +358,15 @@ class Band:
         if interpreter.state == RunState.PAUSED:
             session = replace(session, paused_ms=session.paused_ms + self.clock.now_ms() - self._paused_since)
         active = self.storage.active
+        if session.wall_start_ms is not None:
+            clock, start = ClockKind.UNIX_MS, session.wall_start_ms
+        elif self._wall_offset is not None:  # the clock was set during the session
+            clock, start = ClockKind.UNIX_MS, session.start_ms + self._wall_offset
+        else:
+            clock, start = ClockKind.UPTIME_MS, session.start_ms
         try:
             self.storage.history.record(Session(
-                clock=ClockKind.UPTIME_MS if self._wall_offset is None else ClockKind.UNIX_MS, outcome=outcome,
-                start=session.start_ms + (self._wall_offset or 0), played_ms=played, paused_ms=session.paused_ms,
+                clock=clock, outcome=outcome, start=start, played_ms=played, paused_ms=session.paused_ms,
                 routine_crc32=active.crc if active else 0, pauses=session.pauses, skips=session.skips,
                 steps=session.steps, iterations=session.iterations, routine_name=self.routine_name,
                 acks_given=session.acks_given, acks_missed=session.acks_missed))

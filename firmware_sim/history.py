@@ -36,6 +36,10 @@ class SessionTracker:
     """What the band counts while a session is under way, for its history record."""
 
     start_ms: int
+    """Band time (ms since boot) the session began."""
+    wall_start_ms: int | None = None
+    """The same instant in Unix ms, if the band's clock was set then (taken at the start, so a clock set
+    again mid-session, or a band clock that drifts from the companion's, cannot move it)."""
     pauses: int = 0
     skips: int = 0
     paused_ms: int = 0

@@ -211,6 +211,26 @@ def test_once_the_companion_set_the_clock_records_carry_unix_times():
     assert (session.clock, session.start) == (ClockKind.UNIX_MS, 1_764_655_200_000 + 2_000)
 
 
+def test_a_clock_set_again_mid_session_does_not_move_its_start_and_one_set_late_still_dates_it():
+    clock = VirtualClock()
+    band = Band(storage_with(compile_routine(load_routine("desk-break"))), clock)
+    band.set_wall_clock(1_764_655_200_000)
+    band.start()  # starts at Unix 1_764_655_200_000
+    clock.advance(10_000)
+    band.set_wall_clock(1_764_655_200_000 + 10_000 + 3_000)  # another companion's clock runs 3 s ahead
+    band.stop()
+    fresh = Band(storage_with(compile_routine(load_routine("desk-break"))), VirtualClock())
+    fresh.clock.set(4_000)
+    fresh.start()  # the clock is not set yet: band time 4 s
+    fresh.clock.advance(1_000)
+    fresh.set_wall_clock(1_764_655_200_000)  # set 1 s into the session
+    fresh.stop()
+    [kept] = band.storage.history.sessions()
+    [late] = fresh.storage.history.sessions()
+    assert (kept.clock, kept.start) == (ClockKind.UNIX_MS, 1_764_655_200_000)
+    assert (late.clock, late.start) == (ClockKind.UNIX_MS, 1_764_655_200_000 - 1_000)
+
+
 # --------------------------------------------------------------------------
 # History: power cuts, soak, random images
 
