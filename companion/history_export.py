@@ -172,6 +172,8 @@ def fit_activity(sessions: list[Session], band_id: int = 0) -> bytes:
         raise ExportError('writing FIT files needs fit-tool: pip install -e ".[fit]" (in the HandCue folder, as the README says)') from None
 
     dated = sorted((s for s in sessions if started_at(s) is not None), key=lambda s: s.start)
+    if not sessions:
+        raise ExportError("the band has no sessions recorded, so there is nothing to write to FIT")
     if not dated:
         raise ExportError("no session has a date (the band's clock was not set when they were recorded), so there is nothing to write to FIT")
     builder = FitFileBuilder(auto_define=True)

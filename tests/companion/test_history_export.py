@@ -63,6 +63,8 @@ def test_since_parses_iso_dates_and_keeps_only_dated_sessions_from_then():
 def test_fit_needs_a_dated_session_and_fit_tool():
     with pytest.raises(ExportError, match="no session has a date"):
         fit_activity([session(ClockKind.UPTIME_MS, 0)])
+    with pytest.raises(ExportError, match="no sessions recorded"):
+        fit_activity([])
 
 
 def test_fit_without_fit_tool_names_the_install_command(monkeypatch: pytest.MonkeyPatch):
