@@ -119,7 +119,7 @@ def info(address: str, timeout: float | None, as_json: bool, hci: str | None, bl
     async def job(client: BandClient) -> tuple[Any, str]:
         from .ble.pairing import security_line
 
-        return await client.info(), security_line(client.transport)
+        return await client.info(), await security_line(client.transport)
 
     band, security = run(with_band(address, timeout, job, hci, ble_backend))
     if as_json:

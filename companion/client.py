@@ -175,7 +175,9 @@ class BandClient:
 
         With ``hello`` (the default) :meth:`connect` asks INFO first: that starts a
         session on the band (it forgets the answers it kept for an earlier session's
-        retries) and tells the band's limits.
+        retries) and tells the band's limits; and it sets the band's clock (SET_TIME).
+        Neither answer is waited for there: the first request follows at once (the band
+        answers in order), and :meth:`hello_info` waits for INFO's where it is needed.
         """
         self.transport = transport
         self.timeout = DEFAULT_TIMEOUT if timeout is None else timeout
@@ -184,7 +186,8 @@ class BandClient:
         self.commit_timeout = commit_timeout
         self.hello = hello
         self.band_info: BandInfo | None = None
-        """What INFO said at connect (with ``hello``)."""
+        """What INFO said at connect (with ``hello``), once its answer came (:meth:`hello_info`)."""
+        self._hello: asyncio.Future[BandInfo] | None = None
         self.parser = FrameParser(1024)
         self.rtt = RoundTripTimer(floor=transport.min_rto)
         self.dropped_responses = 0
@@ -216,12 +219,53 @@ class BandClient:
         self._reader = asyncio.create_task(self._read_loop())
         if self.hello:
             try:
-                self.band_info = await self.info()
+                # INFO must reach the band before any other request (it starts the session), but
+                # its answer is not awaited here: no round trip before the caller's first request.
+                sent = asyncio.Event()
+                self._hello = asyncio.ensure_future(self.info(sent))
+                self._hello.add_done_callback(self._on_hello)
+                went_out = asyncio.ensure_future(sent.wait())
+                try:
+                    await asyncio.wait([went_out, self._hello], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    went_out.cancel()
+                if not sent.is_set():
+                    await self._hello  # it failed before INFO went out: raise why
+                await self._send_clock()
             except BaseException:
                 await self.close()
                 raise
 
+    def _on_hello(self, hello: asyncio.Future[BandInfo]) -> None:
+        if not hello.cancelled() and hello.exception() is None:
+            self.band_info = hello.result()
+
+    async def hello_info(self) -> BandInfo | None:
+        """INFO's answer to the hello (None without ``hello``); raises what that request raised."""
+        return None if self._hello is None else await asyncio.shield(self._hello)
+
+    async def _send_clock(self) -> None:
+        """Set the band's clock, best effort and without waiting: SET_TIME goes out once, right behind INFO.
+
+        Its answer is not awaited (no round trip) and a lost one is not sent again: the next
+        command sets the clock anew.  The band's clock is not in INFO or STATUS, so it is set every
+        time (one frame of 17 bytes).  A band that refuses it (older firmware, or a protected band
+        on an untrusted link) keeps the clock it has.
+        """
+        import time
+
+        request = SetTimeRequest(unix_ms=time.time_ns() // 1_000_000)
+        request_id, future = self._register(request)
+        LOG.debug("-> request #%d %s (answer not awaited)", request_id, request)
+        try:
+            await self._transmit(encode_frame(encode_request(request, request_id)))
+        except HandCueError as exc:  # a transport that asked for a response and got a refusal
+            LOG.debug("setting the band's clock failed: %s", exc)
+            self._abandon(request_id, future)
+
     async def close(self) -> None:
+        if self._hello is not None and not self._hello.done():
+            self._hello.cancel()  # nobody needed its answer
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -339,18 +383,20 @@ class BandClient:
             rto = max(rto, INITIAL_RTO_S)
         return min(self.timeout, rto + self.transport.wire_time(ANSWER_ALLOWANCE))
 
-    async def request(self, request: Request[R], *, timeout: float | None = None, what: str | None = None) -> R:
+    async def request(self, request: Request[R], *, timeout: float | None = None, what: str | None = None,
+                      sent: asyncio.Event | None = None) -> R:
         """Send one request and wait for its typed response; raise the band's error if it refused.
 
         Within ``timeout`` the request is sent again, with the same id, whenever
         the retransmission timer expires: the band answers a repeated request that
         changes state with its first answer (SPEC §16.2), so a lost answer never
-        becomes a second action.
+        becomes a second action.  ``sent`` is set once the request first went out.
         """
         with self.transport.phases.phase(request.opcode.name):
-            return (await self._exchange(request, timeout, what))[0]
+            return (await self._exchange(request, timeout, what, sent))[0]
 
-    async def _exchange(self, request: Request[R], timeout: float | None = None, what: str | None = None) -> tuple[R, Arrival]:
+    async def _exchange(self, request: Request[R], timeout: float | None = None, what: str | None = None,
+                        sent: asyncio.Event | None = None) -> tuple[R, Arrival]:
         loop = asyncio.get_running_loop()
         limit = self.timeout if timeout is None else timeout
         deadline = loop.time() + limit
@@ -362,6 +408,8 @@ class BandClient:
                 LOG.debug("-> request #%d %s%s: frame %s", request_id, request, " (again)" if sends else "", _Hex(frame))
                 left_wire = await self._transmit(frame)
                 sends += 1
+                if sent is not None:
+                    sent.set()
                 wait = min(deadline, left_wire + self._answer_allowance(request)) - loop.time()
                 with contextlib.suppress(TimeoutError):
                     answer = await asyncio.wait_for(asyncio.shield(future), max(0.0, wait))
@@ -395,8 +443,8 @@ class BandClient:
 
     # ------------------------------------------------------------ commands
 
-    async def info(self) -> BandInfo:
-        body = await self.request(InfoRequest(), what="INFO (device information)")
+    async def info(self, sent: asyncio.Event | None = None) -> BandInfo:
+        body = await self.request(InfoRequest(), what="INFO (device information)", sent=sent)
         return BandInfo(
             body.band_id, str(body.firmware), body.protocol_version, body.battery, body.state, body.max_table,
             body.max_frame, body.window, body.routine_name if body.has_routine else None,
@@ -499,6 +547,7 @@ class BandClient:
         """
         check_table_header(data)  # refuse to send what is not a table
         size, crc = len(data), zlib.crc32(data)
+        await self.hello_info()
         if self.band_info is not None and self.band_info.max_frame < MIN_BAND_FRAME:
             raise BandAnswerError(f"{self.transport.address} offers frames of {self.band_info.max_frame} bytes in INFO; "
                                   f"every band must accept {MIN_BAND_FRAME} (is its firmware broken?)")
