@@ -36,6 +36,7 @@ from collections.abc import Callable
 
 from bumble import att
 from bumble.device import Connection, Device
+from bumble.gatt import Service
 from bumble.link import LocalLink
 
 from ble_stack.addresses import band_address_from_id
@@ -85,6 +86,8 @@ class BlePeripheral:
         self.security = security or BandSecurity()
         self.faults = faults
         self.link_factory = link_factory  # the link made for hci_server, e.g. a paced one
+        self.extra_services: list[Service] = []
+        """Services served before the band's own, as a newer firmware might add (they move its handles)."""
         self.name = f"{BLE_NAME_PREFIX}{band.band_id:04X}"
         self.peripheral: BandPeripheral | None = None
         self._outgoing: asyncio.Queue[tuple[Connection, bytes | None]] = asyncio.Queue()
@@ -124,6 +127,7 @@ class BlePeripheral:
                 battery_percent=round(self.band.battery_percent),
                 device_info=DeviceInfo(firmware_revision=".".join(map(str, FIRMWARE_VERSION)), serial_number=f"{self.band.band_id:04X}"),
                 pairing=hooks,
+                extra_services=self.extra_services,
             )
         except Exception as exc:  # bumble raises its own types for bad transport specs
             raise HandCueError(f"cannot start BLE on {self.hci_server or self.hci or 'the local link'}: {exc}") from exc

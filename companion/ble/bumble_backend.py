@@ -561,6 +561,8 @@ class BumbleClient(BaseBleakClient):
         """GATT work for after the caller's first request (the MTU exchange, filling the cache)."""
         self._deferred_timer: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._requests: set[asyncio.Future[Any]] = set()
+        """GATT requests in flight or queued (ATT takes one at a time): cancelled when the link drops."""
         self.used_gatt_cache = False
         """Whether the last connect took the GATT database from the cache (bumble-specific)."""
 
@@ -636,17 +638,21 @@ class BumbleClient(BaseBleakClient):
                     await self._encrypt_if_bonded(connection)
                 peer = Peer(connection)
                 self.used_gatt_cache = False
-                cached = await self._validated_cache(connection)
+                cached, database_hash = await self._validated_cache(connection)
                 if cached is not None:
                     self.services = self._collect(peer, self._restore(peer, cached))
                     self.used_gatt_cache = True
                 else:
+                    if database_hash is None and self.central.gatt_cache is not None:
+                        # Read before discovery: a change after it would then show as a different hash next time.
+                        with self._phases.phase("read Database Hash for the GATT cache"):
+                            database_hash = await self._guard("Database Hash read", self._read_database_hash(connection))
                     with self._phases.phase("service discovery"):
                         self.services = await self._guard("service discovery", self._discover(peer))
                     if not self._requested_services:  # the GAP service was not asked for
                         await self._read_gap_name(peer)
-                    if self.central.gatt_cache is not None:
-                        self._deferred.append(lambda: self._remember_database(connection))
+                    if database_hash is not None:
+                        self._remember_database(connection, database_hash)
         except BaseException:
             await self.disconnect()
             raise
@@ -697,32 +703,29 @@ class BumbleClient(BaseBleakClient):
             return None
         return bytes(response.attributes[0][1])
 
-    async def _validated_cache(self, connection: Connection) -> CachedDatabase | None:
+    async def _validated_cache(self, connection: Connection) -> tuple[CachedDatabase | None, bytes | None]:
         """The cached database of this peer if it covers the services asked for and its Database Hash is
-        still the peer's (robust caching: one request instead of a discovery); a stale entry is forgotten."""
+        still the peer's (robust caching: one request instead of a discovery), and the hash read if any;
+        a stale entry is forgotten."""
         cache = self.central.gatt_cache
         if cache is None:
-            return None
+            return None, None
         key = str(connection.peer_address)
         cached = cache.get(key)
         if cached is None or not cached.covers(self._requested_services, lambda value: _uuid_from_le_bytes(bytes.fromhex(value))):
-            return None
+            return None, None
         with self._phases.phase("check cached GATT handles (Database Hash)"):
             current = await self._guard("Database Hash read", self._read_database_hash(connection))
         if current == cached.database_hash:
-            return cached
+            return cached, current
         logger.info("%s: its GATT database changed (Database Hash); discovering it again", self.address)
         cache.forget(key)
-        return None
+        return None, current
 
-    async def _remember_database(self, connection: Connection) -> None:
-        """Store the discovered services with the peer's Database Hash (none: nothing is stored)."""
+    def _remember_database(self, connection: Connection, database_hash: bytes) -> None:
+        """Store the discovered services with the peer's Database Hash."""
         cache, services = self.central.gatt_cache, self.services
         if cache is None or services is None:
-            return
-        with self._phases.phase("read Database Hash for the GATT cache"):
-            database_hash = await self._guard("Database Hash read", self._read_database_hash(connection))
-        if database_hash is None:
             return
         cached_services = []
         for service in services:
@@ -864,6 +867,9 @@ class BumbleClient(BaseBleakClient):
     def _on_disconnection(self, reason: int) -> None:
         logger.debug("disconnected from %s (reason 0x%02X)", self.address, reason)
         self._connection = None
+        for request in list(self._requests):  # else those queued behind the one in flight go out on the dead link
+            request.cancel()
+            request.add_done_callback(_retrieve_exception)
         self._deferred.clear()
         if self._deferred_timer is not None:
             self._deferred_timer.cancel()
@@ -942,6 +948,9 @@ class BumbleClient(BaseBleakClient):
         # Left alone, the request ends with its response, its timeout or the link.
         # (A write without response waits for no response: it runs inline, without a task's cost.)
         request = asyncio.ensure_future(awaitable) if awaits_response else None
+        if request is not None:
+            self._requests.add(request)
+            request.add_done_callback(self._requests.discard)
         if request is not None and self._deferred:
             self._start_deferred()  # queued behind this request: it goes out first
         try:
