@@ -266,7 +266,7 @@ class BandPeripheral:
     def subscribed(self, connection: Connection) -> bool:
         """Whether the central on ``connection`` enabled TX notifications (wrote TX's CCCD)."""
         cccd = self.device.gatt_server.subscribers.get(connection, {}).get(self.tx_char.handle)
-        return bool(cccd) and len(cccd) == 2 and cccd[0] & 0x01 != 0
+        return cccd is not None and len(cccd) == 2 and cccd[0] & 0x01 != 0
 
     def on_tx_subscription(self, callback: Callable[[Connection], None]) -> None:
         """Call ``callback(connection)`` whenever a central enables TX notifications."""

@@ -746,9 +746,10 @@ class BumbleClient(BaseBleakClient):
             service_proxy = ServiceProxy(client, service.handle, service.end_handle, core.UUID.from_bytes(bytes.fromhex(service.uuid)))
             characteristics: list[CharacteristicProxy[bytes]] = []
             for item in service.characteristics:
-                proxy: CharacteristicProxy[bytes] = CharacteristicProxy(client, item.handle, item.end_handle, core.UUID.from_bytes(bytes.fromhex(item.uuid)), item.properties)
+                uuid = core.UUID.from_bytes(bytes.fromhex(item.uuid))
+                proxy: CharacteristicProxy[bytes] = CharacteristicProxy(client, item.handle, item.end_handle, uuid, item.properties)
                 if item.descriptors is not None:
-                    proxy.descriptors = [DescriptorProxy(client, handle, core.UUID.from_bytes(bytes.fromhex(uuid))) for uuid, handle in item.descriptors]
+                    proxy.descriptors = [DescriptorProxy(client, handle, core.UUID.from_bytes(bytes.fromhex(kind))) for kind, handle in item.descriptors]
                     proxy.descriptors_discovered = True
                 characteristics.append(proxy)
             service_proxy.characteristics = characteristics
