@@ -155,7 +155,8 @@ async def step_numbers_of(client: BandClient) -> dict[int, int] | None:
     from .config import known_table
     from .render import step_numbers
 
-    crc32 = (await client.info()).routine_crc32
+    info = await client.hello_info() or await client.info()  # the hello's INFO names the routine: no second round trip
+    crc32 = info.routine_crc32
     data = known_table(crc32) if crc32 is not None else None
     return step_numbers(decode_table(data)) if data is not None else None
 

@@ -547,12 +547,14 @@ class BandClient:
         """
         check_table_header(data)  # refuse to send what is not a table
         size, crc = len(data), zlib.crc32(data)
+        # BEGIN may erase flash sectors on the band: it gets the long timeout too.
+        begin = await self.request(UploadBeginRequest(length=size, crc32=crc), timeout=self.commit_timeout, what="UPLOAD_BEGIN")
+        # Checked once BEGIN is answered (the band answers in order: INFO's answer came first), so BEGIN
+        # went out right behind the hello; a band that fails the check got no data frame.
         await self.hello_info()
         if self.band_info is not None and self.band_info.max_frame < MIN_BAND_FRAME:
             raise BandAnswerError(f"{self.transport.address} offers frames of {self.band_info.max_frame} bytes in INFO; "
                                   f"every band must accept {MIN_BAND_FRAME} (is its firmware broken?)")
-        # BEGIN may erase flash sectors on the band: it gets the long timeout too.
-        begin = await self.request(UploadBeginRequest(length=size, crc32=crc), timeout=self.commit_timeout, what="UPLOAD_BEGIN")
         if begin.max_chunk < 1 or begin.window < 1:
             raise BandAnswerError(f"{self.transport.address} answered UPLOAD_BEGIN with unusable limits: chunks of at most "
                                   f"{begin.max_chunk} bytes, a window of {begin.window} frames (each must be at least 1)")

@@ -109,7 +109,7 @@ class BleTransport(Transport):
                 client = await self._connect_to(BleakClient, device, min(DIRECT_CONNECT_TIMEOUT, timeout), "connect to the known address")
             if client is None:
                 device = await self._scan(max(deadline - loop.time(), 0.1))
-                client = await self._connect_to(BleakClient, device, max(deadline - loop.time(), 0.1), "connect", failures_pass=False)
+                client = await self._connect_to(BleakClient, device, max(deadline - loop.time(), 0.1), "connect to the band seen", failures_pass=False)
                 assert client is not None
                 if self.address_book is not None and backend.address_type_of is not None:
                     self.address_book.put(self.target, KnownBleAddress(str(device.address), backend.address_type_of(device)))
