@@ -97,8 +97,9 @@ def main() -> None:
     wrap_async(serial_transport.SerialTransport, "disconnect", "disconnect")
     if any(arg.startswith("ble:") for arg in argv):
         wrap_ble()
+    sys.argv = ["handcue", *argv]
     try:
-        companion.cli.cli.main(args=argv, prog_name="handcue", standalone_mode=True)
+        companion.cli.main()  # as the console script runs it
     except SystemExit as exc:
         if exc.code:
             raise
