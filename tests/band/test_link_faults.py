@@ -244,7 +244,7 @@ def test_ble_corrupt_garbles_every_write():
 def test_ble_dup_delivers_every_write_twice():
     band, error = asyncio.run(asyncio.wait_for(_ble_info(FaultSpec(dup=1.0)), TIMEOUT))
     assert error is None  # the companion takes the first answer of the two
-    assert band.frames == 4  # two INFO requests (the one at connect, then info()), each parsed twice
+    assert band.frames == 6  # INFO and SET_TIME at connect, then info(): each parsed twice
 
 
 def test_ble_disconnect_drops_the_connection():
