@@ -12,6 +12,7 @@ from ble_stack.paced_link import LinkTiming, PacedLink, Phy
 from companion import compile_routine, load_routine
 from companion.ble.bumble_backend import BumbleCentral
 from companion.client import BandClient
+from companion.phases import Phases
 from firmware_sim.local import LocalBleBand
 from protocol.constants import Opcode
 from protocol.messages import UPLOAD_DATA_OVERHEAD, UploadBeginRequest, UploadCommitRequest, UploadDataRequest
@@ -151,6 +152,7 @@ async def pipelined_upload(client: BandClient, data: bytes, window: int, max_chu
 async def _timed(client: BandClient, probe: Instrumented, local: LocalBleBand, data: bytes, stop_and_wait: bool,
                  pipelined: bool = False) -> dict[str, Any]:
     probe.reset()
+    phases = client.transport.phases = Phases()
     events_before = local.link.stats.events if isinstance(local.link, PacedLink) else 0
     with AckWaits() as waits:
         start = time.perf_counter()
@@ -164,13 +166,14 @@ async def _timed(client: BandClient, probe: Instrumented, local: LocalBleBand, d
         wall = time.perf_counter() - start
     if local.band.storage.active_table() != data:
         raise RuntimeError("the band does not hold the uploaded table")
-    if pipelined:  # no request() calls to time
-        begin_end, commit_start, commit_end = start, start + wall, start + wall
-    else:
+    if stop_and_wait:
         _, begin_end = probe.span(Opcode.UPLOAD_BEGIN)
         commit_start, commit_end = probe.span(Opcode.UPLOAD_COMMIT)
+        data_s, commit_s = commit_start - begin_end, commit_end - commit_start
+    else:  # BandClient.upload records its phases: BEGIN's answer, then data (COMMIT sent behind it), then COMMIT's answer
+        data_s, commit_s = phases.total("data"), phases.total("UPLOAD_COMMIT")
     events = (local.link.stats.events - events_before) if isinstance(local.link, PacedLink) else 0
-    return {"wall_s": wall, "data_s": commit_start - begin_end, "commit_s": commit_end - commit_start, "frames": frames,
+    return {"wall_s": wall, "data_s": data_s, "commit_s": commit_s, "frames": frames,
             "retransmissions": retransmissions, "packets_up": probe.packets_sent, "packets_down": probe.packets_received,
             "bytes_up": probe.sent, "bytes_down": probe.received, "max_in_flight": waits.max_in_flight, "events": events}
 

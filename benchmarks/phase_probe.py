@@ -5,7 +5,7 @@
 Run as a script (not ``-m``), so that nothing but this file is imported before the
 first timestamp.  The phases are found by wrapping, in this process only, the
 functions that do each step (bleak's scanner, bumble's connect, MTU exchange and
-discovery, the transports' connect and disconnect, ``BandClient.request``).  For a
+discovery, the transports' connect and disconnect, the phases ``BandClient`` records per request).  For a
 ``ble:`` address, bleak and bumble are imported before the command runs, to install
 the wrappers; their import time is measured and reported as its own phase (the CLI
 pays it lazily, on first BLE use).  Times are ``time.time()``, comparable with the parent's clock.
@@ -68,14 +68,13 @@ def main() -> None:
 
     PHASES.append(("imports (companion CLI)", start, time.time()))
     from companion import tables
-    from companion.client import BandClient
     from companion.transport import serial as serial_transport
 
     wrap_sync(tables, "load_table_or_routine", "load and compile the routine")
 
     wrap_async(serial_transport.SerialTransport, "connect", "open serial port")
     wrap_async(serial_transport.SerialTransport, "disconnect", "disconnect")
-    wrap_async(BandClient, "request", lambda _self, request, **_: request.opcode.name)
+    wrap_phases()
     if any(arg.startswith("ble:") for arg in argv):
         wrap_ble()
     try:
@@ -83,6 +82,30 @@ def main() -> None:
     except SystemExit as exc:
         if exc.code:
             raise
+
+
+def wrap_phases() -> None:
+    """Time the phases the client records for each request (``UPLOAD_BEGIN`` and ``UPLOAD_COMMIT`` too: the
+    upload sends them without ``request``, pipelined with the data), named by opcode."""
+    import contextlib
+
+    from companion.phases import Phases
+    from protocol.constants import Opcode
+
+    original = Phases.phase
+    names = {opcode.name for opcode in Opcode}
+
+    @contextlib.contextmanager
+    def timed(self: Phases, name: str) -> Any:
+        start = time.time()
+        try:
+            with original(self, name):
+                yield
+        finally:
+            if name in names:
+                PHASES.append((name, start, time.time()))
+
+    Phases.phase = timed  # type: ignore[method-assign]
 
 
 def wrap_ble() -> None:
