@@ -60,7 +60,7 @@ from protocol.table import check_table_header
 
 from .ble.backend import BleBackend
 from .errors import BandAnswerError, BandTimeout
-from .rtt import INITIAL_RTO_S, RoundTripTimer
+from .rtt import INITIAL_RTO_S, KNOWN_SPEED_INITIAL_RTO_S, RoundTripTimer
 from .transport import Transport, TransportClosed, open_transport
 
 __all__ = ["BandAnswerError", "BandClient", "BandInfo", "BandStatus", "BandTimeout", "UploadResult"]
@@ -190,7 +190,7 @@ class BandClient:
         self.band_info: BandInfo | None = None
         """What INFO said at connect (with ``hello``)."""
         self.parser = FrameParser(1024)
-        self.rtt = RoundTripTimer(floor=transport.min_rto)
+        self.rtt = RoundTripTimer(floor=transport.min_rto, initial=self._initial_rto())
         self.dropped_responses = 0
         self.retries = 0
         """Requests sent again because their answer did not come within the retransmission timeout."""
@@ -203,6 +203,14 @@ class BandClient:
         self._arrivals: Arrival = 0
         self._reader: asyncio.Task[None] | None = None
         self._closed: BaseException | None = None
+
+    def _initial_rto(self) -> float:
+        """The retransmission timeout before the first answer: on a link of known speed (serial), a quarter
+        second beyond the wire time of a largest frame each way (so a lost first INFO gets 4 tries within the
+        default timeout); elsewhere 1 s (RFC 6298), as a BLE stack's connection setup may still hold answers back."""
+        if not self.transport.bytes_per_second:
+            return INITIAL_RTO_S
+        return KNOWN_SPEED_INITIAL_RTO_S + 2 * self.transport.wire_time(max_wire_size(MAX_FRAME_PAYLOAD))
 
     @classmethod
     def open(cls, address: str, *, ble: BleBackend | None = None, **kwargs: Any) -> BandClient:

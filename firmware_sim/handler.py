@@ -66,7 +66,7 @@ from protocol.messages import (
     encode_notification,
     encode_response,
 )
-from protocol.table import check_table_header, decode_table
+from protocol.table import check_table_header, table_name
 
 from .band import Band
 from .flash import FlashError
@@ -249,7 +249,7 @@ class ProtocolHandler:
         name = ""
         if table is not None and active is not None:
             if self._name_cache[0] != active.crc:
-                self._name_cache = (active.crc, decode_table(table).name)
+                self._name_cache = (active.crc, table_name(table))
             name = self._name_cache[1]
         return InfoResponse(
             band_id=self.band.band_id,
