@@ -233,7 +233,7 @@ class BlePeripheral:
                 if sum(map(len, held)) + len(data) <= HELD_MAX_BYTES:
                     held.append(data)
                 else:
-                    logger.info("dropped %d bytes for %s: it never enabled TX notifications", len(data), connection.peer_address)
+                    logger.debug("dropped %d bytes for %s: it has not enabled TX notifications", len(data), connection.peer_address)
                 continue
             else:
                 pending = [data]

@@ -182,3 +182,38 @@ def test_band_holds_its_answers_until_the_central_subscribes():
 
     message = run(job())
     assert message.request_id == 7 and isinstance(message.body, InfoResponse)
+
+
+def test_the_cli_keeps_the_gatt_cache_in_the_user_cache_folder(tmp_path):
+    """`handcue status` twice against handcue-sim over HCI: the first run discovers and writes
+    $XDG_CACHE_HOME/handcue/gatt.json, the second takes the handles from it (after the hash check)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ble_stack.addresses import free_tcp_port
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_CACHE_HOME": str(tmp_path / "cache"), "PYTHONPATH": str(root)}
+    port = free_tcp_port()
+    sim = subprocess.Popen([sys.executable, "-m", "firmware_sim", "--hci-server", f"tcp-server:127.0.0.1:{port}"], stdout=subprocess.PIPE, cwd=root)
+    try:
+        assert sim.stdout is not None and sim.stdout.readline().startswith(b"ble:")
+
+        def status() -> str:
+            done = subprocess.run([sys.executable, "-c", "from companion.cli import main; main()", "-v", "status", "--to", ADDRESS,
+                                   "--hci", f"tcp-client:127.0.0.1:{port}"], env=env, capture_output=True, text=True, timeout=TIMEOUT, cwd=root)
+            assert done.returncode == 0 and done.stdout == "idle\n", done.stderr
+            return done.stderr
+
+        first = status()
+        cache = json.loads((tmp_path / "cache" / "handcue" / "gatt.json").read_text())
+        second = status()
+    finally:
+        sim.terminate()
+        sim.wait(TIMEOUT)
+    assert "service discovery" in first and "check cached GATT handles" not in first
+    assert len(cache) == 1 and next(iter(cache.values()))["database_hash"]
+    assert "check cached GATT handles (Database Hash)" in second and "service discovery" not in second
