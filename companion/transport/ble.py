@@ -8,9 +8,10 @@ data frames for the most table bytes per write (one frame per write at large MTU
 small ones a frame spans several writes: frames are a byte stream).
 
 Connecting waits for no round trip of its own once the link is up: the write of TX's
-CCCD (subscribe) is sent and the first frames go right behind it as writes without
-response (ATT keeps them in order; a band holds its answers until the subscription
-arrives, SPEC 21).  Its answer is awaited in the background; a refusal ends the link.
+CCCD (subscribe) goes out and the first frames with it, as writes without response in
+the same connection event (they may even reach the band first: a band holds its answers
+until the subscription arrives, SPEC 21.2).  The CCCD write's answer is awaited in the
+background; a refusal ends the link.
 
 A band that holds a bond accepts state-changing commands only from a paired,
 encrypted link.  The transport reads the band's pairing characteristic in the
@@ -114,8 +115,8 @@ class BleTransport(Transport):
                 if self.address_book is not None and backend.address_type_of is not None:
                     self.address_book.put(self.target, KnownBleAddress(str(device.address), backend.address_type_of(device)))
             self._client = client
-            # Neither waits: the subscription (a write request) and then the pairing read go out in
-            # this order, the caller's first frames right behind them as writes without response.
+            # Neither is awaited: the subscription (a write request) and then the pairing read go out in
+            # this order, and the caller's first frames (writes without response) with them.
             self._subscription = asyncio.ensure_future(self._subscribe(client))
             self._pairing_read = asyncio.ensure_future(self._learn_pairing_state(client))
             # A lone delimiter makes the band drop any partial frame it still holds.
