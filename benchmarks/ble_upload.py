@@ -12,9 +12,10 @@ from ble_stack.paced_link import LinkTiming, PacedLink, Phy
 from companion import compile_routine, load_routine
 from companion.ble.bumble_backend import BumbleCentral
 from companion.client import BandClient
+from companion.phases import Phases
 from firmware_sim.local import LocalBleBand
-from protocol.constants import Opcode
-from protocol.messages import UPLOAD_DATA_OVERHEAD, UploadBeginRequest, UploadCommitRequest, UploadDataRequest
+from protocol.constants import DEFAULT_UPLOAD_WINDOW, Opcode
+from protocol.messages import UploadBeginRequest, UploadCommitRequest, UploadDataRequest
 from protocol.table import check_table_header
 
 from . import Report, Row, md_table, ratio
@@ -35,10 +36,11 @@ TARGET_FASTER = 4.0
 TARGET_OF_LIMIT = 1.3
 ROUTINE = "full-hand-massage"
 CURVE_SIZES = (512, 1024, 2048, 4096, 8192, 12288, 16384)
-WIDER_WINDOW = 16
+NARROW_WINDOW = 8
+"""The window bands advertised before firmware 0.2 (the shipped one is DEFAULT_UPLOAD_WINDOW)."""
 RUN_TIMEOUT = 600.0
 WINDOWED_REPEATS = 3
-"""The windowed (and pipelined) uploads are short and share the CPU with both hosts: the median of 3 is reported."""
+"""The windowed uploads are short and share the CPU with both hosts: the median of 3 is reported."""
 PLOT_PATH = "docs/ble_upload.png"
 
 # Peers' published throughput, for scale (bytes of payload per second).
@@ -59,12 +61,15 @@ platform decides it on a real phone: 15 ms at best on iOS, 30-50 ms common on An
 For each interval ({", ".join(f"{i:g}" for i in INTERVALS_MS)} ms) and ATT MTU ({", ".join(map(str, MTUS))}; the benchmark sets
 the central with `BumbleCentral(link=..., att_mtu=MTU)` and checks `client.transport.mtu` = MTU - 3), on one
 connection: the **windowed** upload (`BandClient.upload`: up to `window` unacknowledged UPLOAD_DATA
-frames, window 8 from the band's UPLOAD_BEGIN answer) and a **stop-and-wait** upload (one
+frames, window {DEFAULT_UPLOAD_WINDOW} from the band's INFO; UPLOAD_BEGIN, the first window of data and, behind the last
+frame, UPLOAD_COMMIT sent without waiting for answers, BEGIN and COMMIT in the writes of the first and last
+data frames, SPEC §19.2) and a **stop-and-wait** upload (one
 `BandClient.request(Opcode.UPLOAD_DATA, ...)` at a time, each awaited before the next, as SMP/smpclient
 does), both with the chunk size `BandClient.upload` uses, of an 8 KiB synthetic table and of the
 shipped `{ROUTINE}` routine. Wall time is from the call to its return (BEGIN, data, COMMIT); the windowed uploads are the median of
 {WINDOWED_REPEATS} (they are short and CPU-bound at short intervals), stop-and-wait one run (bound by the link).
-*Data phase*: from the end of UPLOAD_BEGIN to the start of UPLOAD_COMMIT.
+*Data phase*: from UPLOAD_BEGIN's answer until the band has confirmed every byte (stop-and-wait: from the end
+of UPLOAD_BEGIN to the start of UPLOAD_COMMIT).
 
 **Physical limit**: the time the table's bytes need on this link at this MTU: one ATT write of at most
 MTU - 3 bytes per link packet, {PACKETS_PER_EVENT} packets per connection event (fewer when they do not fit),
@@ -74,8 +79,8 @@ with these parameters; the HandCue framing (COBS, request header, offset) and th
 
 **Host CPU**: both BLE hosts (bumble, in Python) and both protocol ends share one process and one core;
 the same upload on an unpaced `LocalLink` shows that CPU time (row *unpaced*), which the paced link
-cannot go below. Also measured: the windowed upload with the band advertising a window of {WIDER_WINDOW}
-frames instead of 8 (`ProtocolHandler.window`), to show what the window costs. The plot sweeps the table
+cannot go below. Also measured: the windowed upload with the band advertising a window of {NARROW_WINDOW}
+frames (`ProtocolHandler.window`, as firmware 0.1 did) instead of {DEFAULT_UPLOAD_WINDOW}, to show what the window costs. The plot sweeps the table
 size at {TARGET_INTERVAL_MS:g} ms and MTU {TARGET_MTU}.
 
 Targets at {TARGET_INTERVAL_MS:g} ms and MTU {TARGET_MTU}, 8 KiB: windowed at least {TARGET_FASTER:g}x faster than
@@ -109,68 +114,28 @@ async def stop_and_wait_upload(client: BandClient, data: bytes) -> int:
     return chunks
 
 
-async def pipelined_upload(client: BandClient, data: bytes, window: int, max_chunk: int) -> int:
-    """What a client could do (a proposal, not the shipped client): no waiting for UPLOAD_BEGIN's answer
-    before the first data frames, nor for the last acknowledgements before UPLOAD_COMMIT.
-
-    The band handles frames in order, so BEGIN is handled before the data and COMMIT after it. Only
-    for a fresh upload (BEGIN must answer offset 0: a resume would need the offset first).  Returns
-    the number of data frames.
-    """
-    check_table_header(data)
-    begin_request = UploadBeginRequest(length=len(data), crc32=zlib.crc32(data))
-    _, begin = await client._send_request(begin_request)
-    chunk = client._chunk_size(max_chunk)
-    pending: list[tuple[int, UploadDataRequest, asyncio.Future[Any]]] = []
-
-    async def answer(request: Any, future: asyncio.Future[Any], timeout: float) -> Any:
-        message, _ = await asyncio.wait_for(future, timeout)
-        return client._checked(request, message)
-
-    offset = frames = 0
-    while offset < len(data):
-        while len(pending) >= window:
-            end, request, future = pending.pop(0)
-            if (await answer(request, future, client.timeout)).offset != end:
-                raise RuntimeError("acknowledged offset differs: the pipelined upload only handles a fresh upload")
-        data_request = UploadDataRequest(offset=offset, data=data[offset : offset + chunk])
-        _, future = await client._send_request(data_request)
-        offset += len(data_request.data)
-        frames += 1
-        pending.append((offset, data_request, future))
-    commit_request = UploadCommitRequest()
-    _, commit = await client._send_request(commit_request)
-    if (await answer(begin_request, begin, client.timeout)).offset != 0:
-        raise RuntimeError("the band resumed: the pipelined upload only handles a fresh upload")
-    for _, request, future in pending:
-        await answer(request, future, client.timeout)
-    await answer(commit_request, commit, client.commit_timeout)
-    return frames
-
-
-async def _timed(client: BandClient, probe: Instrumented, local: LocalBleBand, data: bytes, stop_and_wait: bool,
-                 pipelined: bool = False) -> dict[str, Any]:
+async def _timed(client: BandClient, probe: Instrumented, local: LocalBleBand, data: bytes, stop_and_wait: bool) -> dict[str, Any]:
     probe.reset()
+    phases = client.transport.phases = Phases()
     events_before = local.link.stats.events if isinstance(local.link, PacedLink) else 0
     with AckWaits() as waits:
         start = time.perf_counter()
         if stop_and_wait:
             frames, retransmissions = await stop_and_wait_upload(client, data), 0
-        elif pipelined:
-            frames, retransmissions = await pipelined_upload(client, data, local.handler.window, local.handler.max_frame - UPLOAD_DATA_OVERHEAD), 0
         else:
             result = await client.upload(data)
             frames, retransmissions = result.frames_sent, result.retransmissions
         wall = time.perf_counter() - start
     if local.band.storage.active_table() != data:
         raise RuntimeError("the band does not hold the uploaded table")
-    if pipelined:  # no request() calls to time
-        begin_end, commit_start, commit_end = start, start + wall, start + wall
-    else:
+    if stop_and_wait:
         _, begin_end = probe.span(Opcode.UPLOAD_BEGIN)
         commit_start, commit_end = probe.span(Opcode.UPLOAD_COMMIT)
+        data_s, commit_s = commit_start - begin_end, commit_end - commit_start
+    else:  # BandClient.upload records its phases: BEGIN's answer, the data (COMMIT sent behind it), COMMIT's answer
+        data_s, commit_s = phases.total("data"), phases.total("UPLOAD_COMMIT")
     events = (local.link.stats.events - events_before) if isinstance(local.link, PacedLink) else 0
-    return {"wall_s": wall, "data_s": commit_start - begin_end, "commit_s": commit_end - commit_start, "frames": frames,
+    return {"wall_s": wall, "data_s": data_s, "commit_s": commit_s, "frames": frames,
             "retransmissions": retransmissions, "packets_up": probe.packets_sent, "packets_down": probe.packets_received,
             "bytes_up": probe.sent, "bytes_down": probe.received, "max_in_flight": waits.max_in_flight, "events": events}
 
@@ -202,9 +167,6 @@ async def _measure_link(interval_ms: float | None, mtu: int, tables: dict[str, b
                                                                                for _ in range(WINDOWED_REPEATS)])}
                 if stop_and_wait:
                     uploads[name]["stop_and_wait"] = await _timed(client, probe, local, data, True)
-                else:
-                    uploads[name]["pipelined"] = _median_run([await _timed(client, probe, local, data, False, pipelined=True)
-                                                              for _ in range(WINDOWED_REPEATS)])
     return {"interval_ms": interval_ms, "mtu": mtu, "transport_mtu": negotiated, "window": window or local.handler.window,
             "connect_s": connect_s, "uploads": uploads}
 
@@ -218,7 +180,7 @@ async def _measure(intervals: tuple[float, ...], mtus: tuple[int, ...], tables: 
     if extras:
         target = {"8 KiB": tables["8 KiB"]} if "8 KiB" in tables else dict(list(tables.items())[:1])
         results["unpaced"] = await asyncio.wait_for(_measure_link(None, TARGET_MTU, target), RUN_TIMEOUT)
-        results["wide"] = [await asyncio.wait_for(_measure_link(interval, TARGET_MTU, target, stop_and_wait=False, window=WIDER_WINDOW),
+        results["wide"] = [await asyncio.wait_for(_measure_link(interval, TARGET_MTU, target, stop_and_wait=False, window=NARROW_WINDOW),
                                                   RUN_TIMEOUT) for interval in intervals]
     if curve:
         sized = {f"{size} B": upload_table(size) for size in curve}
@@ -309,22 +271,19 @@ def run(*, intervals: tuple[float, ...] = INTERVALS_MS, mtus: tuple[int, ...] = 
             [wide] = wide_config["uploads"].values()
             shipped = next((c["uploads"][name]["windowed"]["wall_s"] for c in results["grid"]
                             if c["interval_ms"] == interval and c["mtu"] == TARGET_MTU), float("nan"))
-            for label, seconds in (("windowed, window 8 (as shipped)", shipped), (f"windowed, window {WIDER_WINDOW}", wide["windowed"]["wall_s"]),
-                                   (f"pipelined BEGIN/COMMIT, window {WIDER_WINDOW} (proposal)", wide["pipelined"]["wall_s"])):
+            for label, seconds in ((f"windowed, window {DEFAULT_UPLOAD_WINDOW} (as shipped)", shipped),
+                                   (f"windowed, window {NARROW_WINDOW} (firmware 0.1)", wide["windowed"]["wall_s"])):
                 extra.append([f"{interval:g} ms", label, f"{seconds * 1000:.0f} ms", f"{limit * 1000:.0f} ms", ratio(seconds / limit)])
             if interval == TARGET_INTERVAL_MS:
-                rows.append(Row(f"{name} @ {interval:g} ms, MTU {TARGET_MTU}: window {WIDER_WINDOW} / pipelined, window {WIDER_WINDOW} (proposals)",
-                                f"{wide['windowed']['wall_s'] * 1000:.0f} ms ({ratio(wide['windowed']['wall_s'] / limit)} the limit) / "
-                                f"{wide['pipelined']['wall_s'] * 1000:.0f} ms ({ratio(wide['pipelined']['wall_s'] / limit)})"))
+                rows.append(Row(f"{name} @ {interval:g} ms, MTU {TARGET_MTU}: window {NARROW_WINDOW} instead of {DEFAULT_UPLOAD_WINDOW}",
+                                f"{wide['windowed']['wall_s'] * 1000:.0f} ms ({ratio(wide['windowed']['wall_s'] / limit)} the limit)"))
         limit = limit_seconds(unpaced["bytes"], TARGET_MTU, timing_for(TARGET_INTERVAL_MS))
-        extra.append(["unpaced", "windowed, window 8: host CPU only", f"{unpaced['windowed']['wall_s'] * 1000:.0f} ms", f"{limit * 1000:.0f} ms (15 ms)",
-                      ratio(unpaced["windowed"]["wall_s"] / limit)])
+        extra.append(["unpaced", f"windowed, window {DEFAULT_UPLOAD_WINDOW}: host CPU only", f"{unpaced['windowed']['wall_s'] * 1000:.0f} ms",
+                      f"{limit * 1000:.0f} ms (15 ms)", ratio(unpaced["windowed"]["wall_s"] / limit)])
         extra.append(["unpaced", "stop-and-wait: host CPU only", f"{unpaced['stop_and_wait']['wall_s'] * 1000:.0f} ms", f"{limit * 1000:.0f} ms (15 ms)",
                       ratio(unpaced["stop_and_wait"]["wall_s"] / limit)])
-        details += (f"\n\nWhere the rest goes ({name}, MTU {TARGET_MTU}): the shipped window, a wider one, and a client that does not wait for "
-                    "UPLOAD_BEGIN's answer before the first data nor for the last acknowledgements before UPLOAD_COMMIT "
-                    "(`pipelined_upload` in this benchmark; a proposal for `BandClient.upload`), beside the host CPU time of the same "
-                    "upload on bumble's unpaced LocalLink:\n\n"
+        details += (f"\n\nWhere the rest goes ({name}, MTU {TARGET_MTU}): the shipped window and the narrower one of firmware 0.1, "
+                    "beside the host CPU time of the same upload on bumble's unpaced LocalLink:\n\n"
                     + md_table(["interval", "upload", "wall time", "physical limit", "/ limit"], extra))
         rows.append(Row(f"{name} @ MTU {TARGET_MTU}: host CPU alone (unpaced LocalLink), windowed",
                         f"{unpaced['windowed']['wall_s'] * 1000:.0f} ms ({ratio(unpaced['windowed']['wall_s'] / limit)} the {TARGET_INTERVAL_MS:g} ms limit)"))

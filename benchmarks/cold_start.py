@@ -30,13 +30,19 @@ SIM_START_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 60.0
 PROBE = Path(__file__).with_name("phase_probe.py")
 
-BLE_ORDER = ("process start", "imports (companion CLI)", "load and compile the routine", "imports (bleak, bumble; lazy in the CLI)", "HCI transport and host power-on",
-             "scan until seen", "connect", "MTU exchange", "service discovery", "subscribe to TX", "read pairing state")
-SERIAL_ORDER = ("process start", "imports (companion CLI)", "load and compile the routine", "open serial port")
-LINK_PHASES = ("scan until seen", "connect", "MTU exchange", "service discovery", "subscribe to TX", "read pairing state", "INFO", "STATUS", "UPLOAD_BEGIN", "data",
-               "UPLOAD_COMMIT", "START")
-"""Phases spent waiting for the radio (their length in connection events hardly varies); the rest is CPU."""
-REQUEST_ORDER = ("INFO", "STATUS", "UPLOAD_BEGIN", "data", "UPLOAD_COMMIT", "START", "STOP", "disconnect", "exit")
+CPU_ORDER = ("process start", "imports (companion CLI)", "load and compile the routine", "imports (bleak, bumble; lazy in the CLI)",
+             "HCI transport and host power-on", "open serial port")
+"""Phases that are CPU time (they grow with the machine's load), before the link is used."""
+LINK_ORDER = ("scan until seen", "connect", "check cached GATT handles (Database Hash)", "read Database Hash for the GATT cache", "service discovery",
+              "subscribe to TX", "MTU exchange", "read pairing state")
+"""Phases waiting on the radio, as the companion records them; the last three overlap the requests (nobody waits for them)."""
+BACKGROUND = ("subscribe to TX", "MTU exchange", "read pairing state")
+REQUEST_ORDER = ("INFO", "UPLOAD_BEGIN", "data", "UPLOAD_COMMIT", "START", "STATUS", "STOP")
+SPAN = "on the link"
+"""From the first link phase (scan or connect) to the band's last answer: what the link makes the user wait."""
+CONNECTED = "connection events after connecting"
+"""The part of SPAN after the link is up (less the scan and the wait for the band's advertisement to connect)."""
+AFTER_ORDER = ("disconnect", "exit")
 
 METHOD = f"""\
 What a user waits for: `handcue upload {ROUTINE} --to ADDRESS` (then `handcue start` and
@@ -45,29 +51,34 @@ What a user waits for: `handcue upload {ROUTINE} --to ADDRESS` (then `handcue st
 companion's virtual controller on a paced link, see *BLE upload*; the companion's bumble host attaches over
 TCP with `--hci tcp-client:...`), and over serial with `--serial pty --baud {BAUD}`.
 
-Each command runs under `benchmarks/phase_probe.py`, which timestamps (wall clock) the phases by
-wrapping, in that process only, the functions that do them: bleak's `BleakScanner.find_device_by_name`
-(*scan until seen*), bumble's `Device.connect` (*connect*), `Peer.request_mtu` (*MTU exchange*), the
-backend's discovery and GAP-name read (*service discovery*), `start_notify` (*subscribe*), the serial
-transport's `connect`, `BandClient.request` per opcode, the transports' `disconnect`. The companion's code
-is not changed. *process start* is from the parent's spawn to the probe's first line (interpreter start);
-*imports (bleak, bumble)* are paid lazily by the CLI, here just before the command so the wrappers can be
-installed; *data* is from the end of UPLOAD_BEGIN to the start of UPLOAD_COMMIT; *exit* is from the
+Each command runs under `benchmarks/phase_probe.py`, which collects the phases the companion records
+itself (what `handcue -v` prints: scan, connect, the GATT cache check or the discovery, the subscription,
+the MTU exchange, the pairing read, each request) and timestamps the CPU phases around them by wrapping,
+in that process only, the functions that do them (the CLI import, loading the routine, the bumble host's
+power-on, the transports' disconnect). The companion's code is not changed. *process start* is from the
+parent's spawn to the probe's first line (interpreter start); *imports (bleak, bumble)* are paid lazily by
+the CLI, here just before the command; *data* is from the end of UPLOAD_BEGIN to the start of
+UPLOAD_COMMIT. The subscription, the MTU exchange and the pairing read run behind the first requests
+(nobody waits for them), so the link phases overlap: **on the link** is the time from the start of the
+first link phase (scan or connect) to the band's last answer, in connection events. *exit* is from the
 probe's exit handler to the parent seeing the process end; *other* is the rest (argument parsing, the
-command's own lazy imports, the event loop, printing, the gaps between phases). Medians of the runs; the band keeps running
-between commands, as a band does.
+event loop, printing, the gaps between phases). Medians of the runs; the band keeps running between
+commands, as a band does.
 
-Over BLE the companion is measured twice: on first use (its `bands.json` emptied before every command,
-so a scan finds the band) and for a band used before (its address remembered by one `handcue info`
-first, so it connects without a scan; `XDG_CONFIG_HOME` is a folder of the benchmark's own). Both
-discover only the HandCue service, and the band advertises every 20 ms for 30 s after boot or a
-disconnect. `handcue -v` prints the same phases, as the companion itself records them.
+Over BLE the companion is measured twice: on first use (its `bands.json` and GATT cache emptied before
+every command, so a scan finds the band and its HandCue service is discovered) and for a band used before
+(its address and GATT handles remembered by one `handcue info` first, so it connects without a scan and
+one Database Hash read proves the cached handles; `XDG_CONFIG_HOME` and `XDG_CACHE_HOME` are folders of
+the benchmark's own). The band advertises every 20-30 ms for 30 s after boot or a disconnect and asks for
+its ATT MTU itself at once.
 
 Targets ({INTERVAL_MS:g} ms link, a known band): upload of the full routine in at most the process start plus
-{TARGET_EVENTS['upload']} connection events; `handcue status` in at most the process start plus {TARGET_EVENTS['status']} events.
-*Process start* there means the interpreter start plus the CLI's own imports. The phases that wait on the
-link (scan, connect, MTU, discovery, subscription, requests) take a nearly fixed number of connection
-events; the others are CPU time and grow with the machine's load."""
+{TARGET_EVENTS['upload']} connection events; `handcue status` in at most the process start plus {TARGET_EVENTS['status']} events. The
+events counted are the connection events once the link is up (**on the link** less the scan and the wait
+for the band's next advertisement to connect, which is advertising time, about one event at the band's
+20 ms fast interval); **on the link** is printed beside them. Everything before it (interpreter, imports, the bumble
+host's power-on) is CPU time of the process start, and grows with the machine's load. With bleak's
+platform backend (a real band) bumble is not imported at all."""
 
 
 class Sim(SimProcess):
@@ -91,25 +102,13 @@ class Sim(SimProcess):
             self.options = ["--to", f"serial:{self.first_line.removeprefix(prefix).strip()}?baud={BAUD}"]
 
 
-def exclusive(spans: list[tuple[str, float, float]]) -> dict[str, float]:
-    """Seconds per label, a span's time less that of the spans directly inside it (the scan opens the HCI transport)."""
-    def inside(a: tuple[str, float, float], b: tuple[str, float, float]) -> bool:
-        return a is not b and b[1] <= a[1] and a[2] <= b[2]
-
-    totals: dict[str, float] = defaultdict(float)
-    for span in spans:
-        children = [c for c in spans if inside(c, span) and not any(inside(c, d) and inside(d, span) for d in spans)]
-        totals[span[0]] += (span[2] - span[1]) - sum(c[2] - c[1] for c in children)
-    return dict(totals)
-
-
-def probe_command(args: list[str], config_home: str) -> dict[str, float]:
-    """Run one handcue command under the phase probe, with its config folder in ``config_home``;
-    returns seconds per phase (and "total")."""
+def probe_command(args: list[str], config_home: str, cache_home: str) -> dict[str, float]:
+    """Run one handcue command under the phase probe, with its config and cache folders given;
+    returns seconds per phase (and SPAN, "other" and "total")."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "phases.json"
         spawned = time.time()
-        env = {**os.environ, "XDG_CONFIG_HOME": config_home}
+        env = {**os.environ, "XDG_CONFIG_HOME": config_home, "XDG_CACHE_HOME": cache_home}
         done = subprocess.run([sys.executable, str(PROBE), str(out), *args], cwd=REPO, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, env=env)
         ended = time.time()
         if done.returncode != 0:
@@ -117,15 +116,28 @@ def probe_command(args: list[str], config_home: str) -> dict[str, float]:
         record = json.loads(out.read_text())
     phases: dict[str, float] = defaultdict(float)
     phases["process start"] = record["started"] - spawned
-    recorded = [tuple(span) for span in record["phases"]]
-    spans = {label: (start, end) for label, start, end in recorded}
-    for label, seconds in exclusive(recorded).items():
-        phases[label] += seconds
-    if "UPLOAD_BEGIN" in spans and "UPLOAD_COMMIT" in spans:
-        phases["data"] = spans["UPLOAD_COMMIT"][0] - spans["UPLOAD_BEGIN"][1]
+    spans = [(label, start, end) for label, start, end in record["phases"]]
+    known = set(CPU_ORDER + LINK_ORDER + REQUEST_ORDER + AFTER_ORDER)
+    for label, start, end in spans:
+        if label in known and label != "data":
+            phases[label] += end - start
+    link = [(start, end) for label, start, end in spans if label in LINK_ORDER]
+    answers = [end for label, _, end in spans if label in REQUEST_ORDER]
+    if link and answers:
+        phases[SPAN] = max(answers) - min(start for start, _ in link)
+    elif answers:  # serial: from opening the port
+        opened = [start for label, start, _ in spans if label == "open serial port"]
+        phases[SPAN] = max(answers) - min(opened or [min(start for label, start, _ in spans if label in REQUEST_ORDER)])
+    if SPAN in phases and link:
+        phases[CONNECTED] = phases[SPAN] - phases.get("scan until seen", 0.0) - phases.get("connect", 0.0)
+    begins = [end for label, _, end in spans if label == "UPLOAD_BEGIN"]
+    commits = [start for label, start, _ in spans if label == "UPLOAD_COMMIT"]
+    if begins and commits:
+        phases["data"] = commits[0] - begins[0]
     phases["exit"] = ended - record["exited"]
     phases["total"] = ended - spawned
-    phases["other"] = phases["total"] - sum(v for k, v in phases.items() if k not in ("total",))
+    counted = sum(phases.get(name, 0.0) for name in (*CPU_ORDER, SPAN, *AFTER_ORDER))
+    phases["other"] = phases["total"] - counted
     return dict(phases)
 
 
@@ -133,20 +145,22 @@ def measure(transport: str, commands: tuple[str, ...], repeats: int) -> dict[str
     """Each command ``repeats`` times; over ``ble`` as on first use (no remembered address: a scan),
     over ``ble-known`` with the band's address remembered by one command before."""
     runs: dict[str, list[dict[str, float]]] = {command: [] for command in commands}
-    with Sim(transport) as sim, tempfile.TemporaryDirectory() as config_home:
+    with Sim(transport) as sim, tempfile.TemporaryDirectory() as config_home, tempfile.TemporaryDirectory() as cache_home:
         bands = Path(config_home) / "handcue" / "bands.json"
+        gatt = Path(cache_home) / "handcue" / "gatt.json"
         if transport == KNOWN:
-            probe_command(["info", *sim.options], config_home)  # the band is used once: its address is remembered
-            if not bands.exists():
-                raise RuntimeError("handcue info did not remember the band's address")
+            probe_command(["info", *sim.options], config_home, cache_home)  # the band is used once: its address and handles are remembered
+            if not bands.exists() or not gatt.exists():
+                raise RuntimeError("handcue info did not remember the band's address and GATT handles")
         for _ in range(repeats):
             for command in commands:
                 if transport == "ble":
                     bands.unlink(missing_ok=True)  # first use: the band must be found by a scan
+                    gatt.unlink(missing_ok=True)  # ... and its service discovered
                 args = [command, ROUTINE, *sim.options] if command == "upload" else [command, *sim.options]
-                runs[command].append(probe_command(args, config_home))
+                runs[command].append(probe_command(args, config_home, cache_home))
             if "start" in commands:
-                probe_command(["stop", *sim.options], config_home)  # so that the next upload is accepted
+                probe_command(["stop", *sim.options], config_home, cache_home)  # so that the next upload is accepted
     return runs
 
 
@@ -157,29 +171,35 @@ def run(*, transports: tuple[str, ...] = ("ble", KNOWN, "serial"), commands: tup
     event = INTERVAL_MS / 1000.0
     for transport, runs in results.items():
         is_ble = transport.startswith("ble")
-        order = (BLE_ORDER if is_ble else SERIAL_ORDER) + REQUEST_ORDER + ("other", "total")
+        order = (*CPU_ORDER, *(LINK_ORDER if is_ble else ()), *REQUEST_ORDER, SPAN, *((CONNECTED,) if is_ble else ()), *AFTER_ORDER, "other", "total")
         header = ["phase", *[f"`handcue {command}`" for command in runs]]
         table = []
         for phase in order:
             values = [median([r.get(phase, 0.0) for r in runs[command]]) for command in runs]
-            if any(v > 0.0005 for v in values) or phase == "total":
+            if any(v > 0.0005 for v in values) or phase in ("total", SPAN):
                 cells = [f"{v * 1000:.0f} ms" if v > 0.0005 else "" for v in values]
-                if is_ble and phase != "total":
+                if phase not in (*CPU_ORDER, *AFTER_ORDER, "other", "total"):
                     cells = [f"{c} ({v / event:.1f} ev)" if c else c for c, v in zip(cells, values, strict=True)]
-                table.append([f"**{phase}**" if phase == "total" else phase, *cells])
-        where = f"BLE, paced link {INTERVAL_MS:g} ms / {PACKETS} packets / {PHY} (ev = connection events)" if is_ble else f"serial, pty at {BAUD} baud"
-        where += ", a band used before (its address remembered: no scan)" if transport == KNOWN else ", first use (a scan finds the band)" if is_ble else ""
+                name = f"**{phase}**" if phase in ("total", SPAN, CONNECTED) else f"{phase} (overlapped)" if phase in BACKGROUND else phase
+                table.append([name, *cells])
+        where = (f"BLE, paced link {INTERVAL_MS:g} ms / {PACKETS} packets / {PHY} (ev = connection events)" if is_ble
+                 else f"serial, pty at {BAUD} baud (ev = {INTERVAL_MS:g} ms, for comparison)")
+        if transport == KNOWN:
+            where += ", a band used before (address and GATT handles remembered)"
+        elif is_ble:
+            where += ", first use (a scan finds the band, its service is discovered)"
         details.append(f"{where}; median of {repeats} run(s):\n\n" + md_table(header, table))
         for command, command_runs in runs.items():
             total = median([r["total"] for r in command_runs])
-            start = median([r["process start"] + r.get("imports (companion CLI)", 0.0) for r in command_runs])
-            events = (total - start) / event
+            start = median([sum(r.get(name, 0.0) for name in CPU_ORDER) for r in command_runs])
+            on_link = median([r.get(SPAN, 0.0) for r in command_runs]) / event
+            connected = median([r.get(CONNECTED, 0.0) for r in command_runs]) / event
             target = TARGET_EVENTS.get(command) if transport == KNOWN else None
-            on_link = median([sum(r.get(name, 0.0) for name in LINK_PHASES) for r in command_runs]) / event
-            value = f"{total * 1000:.0f} ms (process start and CLI imports {start * 1000:.0f} ms" + (
-                f", then {events:.0f} connection events, of which {on_link:.0f} waiting on the link)" if is_ble else ")")
-            rows.append(Row(f"{transport}: `handcue {command}` cold", value, f"<= start + {target} events" if target else "",
-                            events <= target if target else None))
+            value = f"{total * 1000:.0f} ms: process start and CPU {start * 1000:.0f} ms, then {on_link:.1f} events on the link"
+            if is_ble:
+                value += f" ({connected:.1f} connection events once connected)"
+            rows.append(Row(f"{transport}: `handcue {command}` cold", value, f"<= start + {target} connection events" if target else "",
+                            connected <= target if target else None))
     notes = []
     if "ble" in results and "upload" in results["ble"]:
         ble = results["ble"]["upload"]
@@ -191,4 +211,10 @@ def run(*, transports: tuple[str, ...] = ("ble", KNOWN, "serial"), commands: tup
                      f"scanning {ms_of('scan until seen'):.0f} ms, connecting {ms_of('connect'):.0f} ms, discovering the HandCue service "
                      f"{ms_of('service discovery'):.0f} ms, against {ms_of('UPLOAD_BEGIN') + ms_of('data') + ms_of('UPLOAD_COMMIT'):.0f} ms for "
                      "BEGIN, data and COMMIT.")
+    if KNOWN in results and "ble" in results:
+        for command in ("upload", "status"):
+            if command in results[KNOWN] and command in results["ble"]:
+                known = median([r.get(SPAN, 0.0) for r in results[KNOWN][command]]) / event
+                first = median([r.get(SPAN, 0.0) for r in results["ble"][command]]) / event
+                notes.append(f"`handcue {command}` on the link: {first:.1f} events on first use, {known:.1f} for a band used before.")
     return Report(NAME, TITLE, METHOD, rows, "\n\n".join(details), notes, data={"runs": results})

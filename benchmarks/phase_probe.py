@@ -3,12 +3,15 @@
 ``python benchmarks/phase_probe.py OUT.json upload full-hand-massage --to ble:HandCue-1A2B``
 
 Run as a script (not ``-m``), so that nothing but this file is imported before the
-first timestamp.  The phases are found by wrapping, in this process only, the
-functions that do each step (bleak's scanner, bumble's connect, MTU exchange and
-discovery, the transports' connect and disconnect, ``BandClient.request``).  For a
-``ble:`` address, bleak and bumble are imported before the command runs, to install
-the wrappers; their import time is measured and reported as its own phase (the CLI
-pays it lazily, on first BLE use).  Times are ``time.time()``, comparable with the parent's clock.
+first timestamp.  The link phases are the ones the companion records itself (what
+``handcue -v`` prints: scan, connect, GATT cache check or discovery, subscription,
+pairing read, MTU exchange, each request), collected from every
+:class:`companion.phases.Phases` the command makes; the CPU phases around them are
+found by wrapping, in this process only, the functions that do them (the CLI import,
+loading the routine, the bumble host's power-on, the transports' disconnect).  For a
+``ble:`` address, bleak and bumble are imported before the command runs; their import
+time is reported as its own phase (the CLI pays it lazily, on first BLE use).  Times are
+``time.time()``, comparable with the parent's clock.
 """
 
 from __future__ import annotations
@@ -60,26 +63,43 @@ def wrap_sync(owner: Any, name: str, phase: str) -> None:
     setattr(owner, name, timed)
 
 
+RECORDERS: list[Any] = []
+"""Every companion.phases.Phases the command made, with the time.time() of its origin."""
+
+
+def recorded_phases() -> list[tuple[str, float, float]]:
+    """The companion's own phases, on the wall clock."""
+    return [(phase.name, at + phase.start, at + phase.end) for recorder, at in RECORDERS for phase in recorder.recorded]
+
+
 def main() -> None:
     out, argv = sys.argv[1], sys.argv[2:]
-    atexit.register(lambda: Path(out).write_text(json.dumps({"started": STARTED, "phases": PHASES, "exited": time.time()})))
+    atexit.register(lambda: Path(out).write_text(json.dumps({"started": STARTED, "phases": PHASES + recorded_phases(), "exited": time.time()})))
     start = time.time()
     import companion.cli
 
     PHASES.append(("imports (companion CLI)", start, time.time()))
+    from companion.phases import Phases
+
+    made = Phases.__init__
+
+    def recording(self: Any, *args: Any, **kwargs: Any) -> None:
+        made(self, *args, **kwargs)
+        RECORDERS.append((self, time.time() - (self._clock() - self.origin)))
+
+    Phases.__init__ = recording  # type: ignore[method-assign]
     from companion import tables
-    from companion.client import BandClient
     from companion.transport import serial as serial_transport
 
     wrap_sync(tables, "load_table_or_routine", "load and compile the routine")
 
     wrap_async(serial_transport.SerialTransport, "connect", "open serial port")
     wrap_async(serial_transport.SerialTransport, "disconnect", "disconnect")
-    wrap_async(BandClient, "request", lambda _self, request, **_: request.opcode.name)
     if any(arg.startswith("ble:") for arg in argv):
         wrap_ble()
+    sys.argv = ["handcue", *argv]
     try:
-        companion.cli.cli.main(args=argv, prog_name="handcue", standalone_mode=True)
+        companion.cli.main()  # as the console script runs it
     except SystemExit as exc:
         if exc.code:
             raise
@@ -87,22 +107,14 @@ def main() -> None:
 
 def wrap_ble() -> None:
     start = time.time()
-    import bleak
-    from bumble.device import Device, Peer
+    import bleak  # noqa: F401
+    import bumble.device  # noqa: F401
 
     from companion.ble import bumble_backend
     from companion.transport import ble as ble_transport
 
     PHASES.append(("imports (bleak, bumble; lazy in the CLI)", start, time.time()))
     wrap_async(bumble_backend._CentralStack, "create", "HCI transport and host power-on", classmethod_=True)
-    for finder in ("find_device_by_name", "find_device_by_address", "find_device_by_filter"):
-        wrap_async(bleak.BleakScanner, finder, "scan until seen", classmethod_=True)
-    wrap_async(Device, "connect", "connect")
-    wrap_async(Peer, "request_mtu", "MTU exchange")
-    wrap_async(bumble_backend.BumbleClient, "_discover", "service discovery")
-    wrap_async(bumble_backend.BumbleClient, "_read_gap_name", "service discovery")
-    wrap_async(bumble_backend.BumbleClient, "read_gatt_char", "read pairing state")
-    wrap_async(bumble_backend.BumbleClient, "start_notify", "subscribe to TX")
     wrap_async(ble_transport.BleTransport, "disconnect", "disconnect")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from companion import compile_routine, load_routine
 from companion.client import BandClient
-from protocol.constants import Opcode
+from companion.phases import Phases
 
 from . import Report, Row, md_table, median, ratio
 from .probes import Instrumented
@@ -77,15 +77,15 @@ async def _uploads_on(path: str, tables: list[tuple[str, bytes]], repeats: int, 
             for run in range(repeats):
                 await asyncio.sleep(0.05)  # let the previous commit's notification drain
                 probe.reset()
+                phases = client.transport.phases = Phases()  # BandClient.upload records BEGIN, data and COMMIT
                 start = time.perf_counter()
                 result = await asyncio.wait_for(client.upload(data), UPLOAD_TIMEOUT)
                 wall = time.perf_counter() - start
                 await asyncio.sleep(0.05)  # bytes already on their way (the status notification) count too
-                begin, commit = probe.span(Opcode.UPLOAD_BEGIN), probe.span(Opcode.UPLOAD_COMMIT)
                 limit = len(data) * BITS_PER_BYTE / baud
                 results.append({
                     "table": label, "run": run + 1, "bytes": len(data), "wall_s": wall, "limit_s": limit, "ratio": wall / limit,
-                    "begin_s": begin[1] - begin[0], "data_s": commit[0] - begin[1], "commit_s": commit[1] - commit[0],
+                    "begin_s": phases.total("UPLOAD_BEGIN"), "data_s": phases.total("data"), "commit_s": phases.total("UPLOAD_COMMIT"),
                     "frames": result.frames_sent, "retransmissions": result.retransmissions,
                     "up_bytes": probe.sent, "down_bytes": probe.received,
                     "framed_limit_s": probe.sent * BITS_PER_BYTE / baud,

@@ -294,4 +294,9 @@ for _command in (*cli_band.COMMANDS, cli_pairing.pair, cli_pairing.unpair, *cli_
 
 def main() -> None:
     """Console-script entry point."""
+    import atexit
+    import gc
+
+    # The process is ending: the interpreter need not collect what bleak and bumble built (0.1-0.3 s at exit).
+    atexit.register(gc.freeze)
     cli(prog_name="handcue")

@@ -119,7 +119,7 @@ def info(address: str, timeout: float | None, as_json: bool, hci: str | None, bl
     async def job(client: BandClient) -> tuple[Any, str]:
         from .ble.pairing import security_line
 
-        return await client.info(), security_line(client.transport)
+        return await client.info(), await security_line(client.transport)
 
     band, security = run(with_band(address, timeout, job, hci, ble_backend))
     if as_json:
@@ -155,7 +155,8 @@ async def step_numbers_of(client: BandClient) -> dict[int, int] | None:
     from .config import known_table
     from .render import step_numbers
 
-    crc32 = (await client.info()).routine_crc32
+    info = await client.hello_info() or await client.info()  # the hello's INFO names the routine: no second round trip
+    crc32 = info.routine_crc32
     data = known_table(crc32) if crc32 is not None else None
     return step_numbers(decode_table(data)) if data is not None else None
 

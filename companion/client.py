@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from protocol.constants import MAX_FRAME_PAYLOAD, BandState, BootOutcome, CueKind, MessageKind, Opcode, SkipScope, Status, TableError
-from protocol.errors import BadRequestError, BandError, HandCueError, TableRefusedError, UploadError, band_error
+from protocol.errors import BadRequestError, HandCueError, TableRefusedError, UploadError, band_error
 from protocol.framing import FrameParser, encode_frame, max_wire_size
 from protocol.history import Session
 from protocol.messages import (
@@ -51,6 +51,7 @@ from protocol.messages import (
     StatusRequest,
     StopRequest,
     UploadBeginRequest,
+    UploadBeginResponse,
     UploadCommitRequest,
     UploadCommitResponse,
     UploadDataRequest,
@@ -62,8 +63,8 @@ from protocol.strength import check_strength
 from protocol.table import CuePattern, check_table_header, pattern_problem, unsupported_version_text
 
 from .ble.backend import BleBackend
-from .errors import BandAnswerError, BandTimeout, NotPairedError
-from .rtt import INITIAL_RTO_S, RoundTripTimer
+from .errors import BandAnswerError, BandTimeout
+from .rtt import INITIAL_RTO_S, KNOWN_SPEED_INITIAL_RTO_S, RoundTripTimer
 from .transport import Transport, TransportClosed, open_transport
 
 __all__ = ["BandAnswerError", "BandClient", "BandInfo", "BandStatus", "BandTimeout", "UploadResult"]
@@ -92,6 +93,9 @@ MAX_HISTORY_PAGES = 1024
 """History: pages read at most (a band holds a few hundred records, a few per page), so a band that keeps saying "more" cannot keep the companion forever."""
 MIN_BAND_FRAME = MAX_FRAME_PAYLOAD
 """Every band accepts messages of this size (SPEC §15.4); one offering less is broken."""
+PIPELINED_BEGIN_FIRMWARE = (0, 2)
+"""Bands from this firmware (INFO) accept UPLOAD_DATA and UPLOAD_COMMIT only on a link whose last UPLOAD_BEGIN
+they accepted (SPEC §19.2), so the first data frames may follow BEGIN before its answer."""
 
 R = TypeVar("R", bound=Body)
 LOG = logging.getLogger(__name__)
@@ -181,10 +185,10 @@ class BandClient:
 
         With ``hello`` (the default) :meth:`connect` asks INFO first: that starts a
         session on the band (it forgets the answers it kept for an earlier session's
-        retries) and tells the band's limits.  With ``set_clock`` too (the default) it then
-        sets the band's wall clock (SET_TIME), as the Bluetooth Current Time Service does,
-        so the sessions the band records carry dates; a band that refuses (older firmware,
-        or paired with another device) keeps its clock, and the connection goes on.
+        retries) and tells the band's limits; and it sets the band's clock (SET_TIME), as the Bluetooth
+        Current Time Service does, so the sessions the band records carry dates (unless ``set_clock`` is False).
+        Neither answer is waited for there: the first request follows at once (the band
+        answers in order), and :meth:`hello_info` waits for INFO's where it is needed.
         """
         self.transport = transport
         self.timeout = DEFAULT_TIMEOUT if timeout is None else timeout
@@ -194,9 +198,10 @@ class BandClient:
         self.hello = hello
         self.set_clock = set_clock
         self.band_info: BandInfo | None = None
-        """What INFO said at connect (with ``hello``)."""
+        """What INFO said at connect (with ``hello``), once its answer came (:meth:`hello_info`)."""
+        self._hello: asyncio.Future[BandInfo] | None = None
         self.parser = FrameParser(1024)
-        self.rtt = RoundTripTimer(floor=transport.min_rto)
+        self.rtt = RoundTripTimer(floor=transport.min_rto, initial=self._initial_rto())
         self.dropped_responses = 0
         self.retries = 0
         """Requests sent again because their answer did not come within the retransmission timeout."""
@@ -204,10 +209,19 @@ class BandClient:
         self._next_id = random.randrange(256)  # a new session does not start where the last one did
         self._abandoned: dict[int, float] = {}
         self._wire_free = 0.0
+        self._sends = 0
         self._notifications: asyncio.Queue[tuple[BandStatus, Arrival]] = asyncio.Queue(maxsize=256)
         self._arrivals: Arrival = 0
         self._reader: asyncio.Task[None] | None = None
         self._closed: BaseException | None = None
+
+    def _initial_rto(self) -> float:
+        """The retransmission timeout before the first answer: on a link of known speed (serial), a quarter
+        second beyond the wire time of a largest frame each way (so a lost first INFO gets 4 tries within the
+        default timeout); elsewhere 1 s (RFC 6298), as a BLE stack's connection setup may still hold answers back."""
+        if not self.transport.bytes_per_second:
+            return INITIAL_RTO_S
+        return KNOWN_SPEED_INITIAL_RTO_S + 2 * self.transport.wire_time(max_wire_size(MAX_FRAME_PAYLOAD))
 
     @classmethod
     def open(cls, address: str, *, ble: BleBackend | None = None, **kwargs: Any) -> BandClient:
@@ -226,14 +240,54 @@ class BandClient:
         self._reader = asyncio.create_task(self._read_loop())
         if self.hello:
             try:
-                self.band_info = await self.info()
+                # INFO must reach the band before any other request (it starts the session), but
+                # its answer is not awaited here: no round trip before the caller's first request.
+                sent = asyncio.Event()
+                self._hello = asyncio.ensure_future(self.info(sent))
+                self._hello.add_done_callback(self._on_hello)
+                went_out = asyncio.ensure_future(sent.wait())
+                try:
+                    await asyncio.wait([went_out, self._hello], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    went_out.cancel()
+                if not sent.is_set():
+                    await self._hello  # it failed before INFO went out: raise why
                 if self.set_clock:
-                    await self._set_clock()
+                    await self._send_clock()
             except BaseException:
                 await self.close()
                 raise
 
+    def _on_hello(self, hello: asyncio.Future[BandInfo]) -> None:
+        if not hello.cancelled() and hello.exception() is None:
+            self.band_info = hello.result()
+
+    async def hello_info(self) -> BandInfo | None:
+        """INFO's answer to the hello (None without ``hello``); raises what that request raised."""
+        return None if self._hello is None else await asyncio.shield(self._hello)
+
+    async def _send_clock(self) -> None:
+        """Set the band's clock, best effort and without waiting: SET_TIME goes out once, right behind INFO.
+
+        Its answer is not awaited (no round trip) and a lost one is not sent again: the next
+        command sets the clock anew.  The band's clock is not in INFO or STATUS, so it is set every
+        time (one frame of 17 bytes).  A band that refuses it (older firmware, or a protected band
+        on an untrusted link) keeps the clock it has.
+        """
+        import time
+
+        request = SetTimeRequest(unix_ms=time.time_ns() // 1_000_000)
+        request_id, future = self._register(request)
+        LOG.debug("-> request #%d %s (answer not awaited)", request_id, request)
+        try:
+            await self._transmit(encode_frame(encode_request(request, request_id)))
+        except HandCueError as exc:  # a transport that asked for a response and got a refusal
+            LOG.debug("setting the band's clock failed: %s", exc)
+            self._abandon(request_id, future)
+
     async def close(self) -> None:
+        if self._hello is not None and not self._hello.done():
+            self._hello.cancel()  # nobody needed its answer
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -351,18 +405,20 @@ class BandClient:
             rto = max(rto, INITIAL_RTO_S)
         return min(self.timeout, rto + self.transport.wire_time(ANSWER_ALLOWANCE))
 
-    async def request(self, request: Request[R], *, timeout: float | None = None, what: str | None = None) -> R:
+    async def request(self, request: Request[R], *, timeout: float | None = None, what: str | None = None,
+                      sent: asyncio.Event | None = None) -> R:
         """Send one request and wait for its typed response; raise the band's error if it refused.
 
         Within ``timeout`` the request is sent again, with the same id, whenever
         the retransmission timer expires: the band answers a repeated request that
         changes state with its first answer (SPEC §16.2), so a lost answer never
-        becomes a second action.
+        becomes a second action.  ``sent`` is set once the request first went out.
         """
         with self.transport.phases.phase(request.opcode.name):
-            return (await self._exchange(request, timeout, what))[0]
+            return (await self._exchange(request, timeout, what, sent))[0]
 
-    async def _exchange(self, request: Request[R], timeout: float | None = None, what: str | None = None) -> tuple[R, Arrival]:
+    async def _exchange(self, request: Request[R], timeout: float | None = None, what: str | None = None,
+                        sent: asyncio.Event | None = None) -> tuple[R, Arrival]:
         loop = asyncio.get_running_loop()
         limit = self.timeout if timeout is None else timeout
         deadline = loop.time() + limit
@@ -374,6 +430,8 @@ class BandClient:
                 LOG.debug("-> request #%d %s%s: frame %s", request_id, request, " (again)" if sends else "", _Hex(frame))
                 left_wire = await self._transmit(frame)
                 sends += 1
+                if sent is not None:
+                    sent.set()
                 wait = min(deadline, left_wire + self._answer_allowance(request)) - loop.time()
                 with contextlib.suppress(TimeoutError):
                     answer = await asyncio.wait_for(asyncio.shield(future), max(0.0, wait))
@@ -407,8 +465,8 @@ class BandClient:
 
     # ------------------------------------------------------------ commands
 
-    async def info(self) -> BandInfo:
-        body = await self.request(InfoRequest(), what="INFO (device information)")
+    async def info(self, sent: asyncio.Event | None = None) -> BandInfo:
+        body = await self.request(InfoRequest(), what="INFO (device information)", sent=sent)
         return BandInfo(
             body.band_id, str(body.firmware), body.protocol_version, body.battery, body.state, body.max_table,
             body.max_frame, body.window, body.routine_name if body.has_routine else None,
@@ -455,12 +513,6 @@ class BandClient:
         import time
 
         await self.request(SetTimeRequest(unix_ms=time.time_ns() // 1_000_000 if unix_ms is None else unix_ms), what="SET_TIME")
-
-    async def _set_clock(self) -> None:
-        try:
-            await self.set_time()
-        except (BandError, NotPairedError) as exc:  # an older band, or one that takes commands only from its paired device
-            LOG.debug("the band keeps its clock: %s", exc)
 
     async def erase(self) -> None:
         await self.request(EraseRequest(), timeout=self.commit_timeout, what="ERASE")
@@ -514,175 +566,92 @@ class BandClient:
         refuses the table (its previous routine stays active), and
         :class:`BandAnswerError` if the band offers unusable limits or reports
         another CRC than the table's.
+
+        With a band that ties upload data to its link's UPLOAD_BEGIN (:meth:`_pipelines`),
+        the first data frames follow BEGIN without waiting for its answer; UPLOAD_COMMIT
+        always follows the last data frame without waiting for the data's answers (SPEC §19.2).
         """
         check_table_header(data)  # refuse to send what is not a table
-        size, crc = len(data), zlib.crc32(data)
+        crc = zlib.crc32(data)
+        # INFO went out at connect (the hello) and is answered by now or soon: its limits and firmware
+        # decide how far the upload may pipeline.
+        await self.hello_info()
         if self.band_info is not None and self.band_info.max_frame < MIN_BAND_FRAME:
             raise BandAnswerError(f"{self.transport.address} offers frames of {self.band_info.max_frame} bytes in INFO; "
                                   f"every band must accept {MIN_BAND_FRAME} (is its firmware broken?)")
-        # BEGIN may erase flash sectors on the band: it gets the long timeout too.
-        begin = await self.request(UploadBeginRequest(length=size, crc32=crc), timeout=self.commit_timeout, what="UPLOAD_BEGIN")
-        if begin.max_chunk < 1 or begin.window < 1:
-            raise BandAnswerError(f"{self.transport.address} answered UPLOAD_BEGIN with unusable limits: chunks of at most "
-                                  f"{begin.max_chunk} bytes, a window of {begin.window} frames (each must be at least 1)")
-        if begin.offset > size:
-            raise BandAnswerError(f"{self.transport.address} answered UPLOAD_BEGIN with offset {begin.offset}, past the table's {size} bytes")
-        resumed_from = begin.offset
-        if progress:
-            progress(begin.offset, size)
+        run = _UploadRun(self, data, crc, progress)
         try:
-            with self.transport.phases.phase("data"):
-                frames, retransmissions = await self._send_data(data, begin.offset, begin.max_chunk, begin.window, progress)
-        except BaseException:
-            self.transport.discard_output()  # the band need not chew through frames nobody waits for
-            raise
-        try:
-            commit, retried = await self._commit(data, crc)
+            return await run.go()
         except TableRefusedError as exc:
+            self.transport.discard_output()
             newer = unsupported_version_text(data[8]) if exc.detail == TableError.BAD_VERSION else None
             if newer is None:
                 raise
             raise TableRefusedError(exc.code, f"{self.transport.address}: {newer}", exc.detail) from exc
-        if commit.crc32 != crc:
-            raise BandAnswerError(f"{self.transport.address} reports CRC-32 0x{commit.crc32:08X} at UPLOAD_COMMIT; "
-                                  f"the table's is 0x{crc:08X} (upload it again)")
-        return UploadResult(size, crc, resumed_from, frames, retransmissions, commit.total_ms, retried)
-
-    async def _commit(self, data: bytes, crc: int) -> tuple[UploadCommitResponse, bool]:
-        """UPLOAD_COMMIT, sent again while no answer comes (the band answers a repeat with its first answer).
-
-        A commit whose answer was lost and that the band no longer remembers (NO_UPLOAD,
-        or no answer at all) is recognised by INFO showing this table active: never
-        "failed" while the band switched.  Returns the answer and whether it took more than one try.
-        """
-        retries = self.retries
-        try:
-            answer = await self.request(UploadCommitRequest(), timeout=self.commit_timeout, what="UPLOAD_COMMIT (verify and store)")
-            return answer, self.retries > retries
-        except (UploadError, BandTimeout) as exc:
-            if isinstance(exc, UploadError) and exc.code != Status.NO_UPLOAD:
-                raise
-            try:
-                info = await self.info()
-            except HandCueError:
-                raise exc from None
-            if info.routine_crc32 == crc and info.routine_size == len(data):
-                return UploadCommitResponse(crc32=crc, total_ms=check_table_header(data).total_ms), True
+        except BaseException:
+            self.transport.discard_output()  # the band need not chew through frames nobody waits for
             raise
-
-    async def _send_data(self, data: bytes, offset: int, band_max_chunk: int, band_window: int,
-                         progress: ProgressCallback | None) -> tuple[int, int]:
-        """Go-back-N over the band's cumulative acks, timed by the RTO; returns (frames, retransmitted frames).
-
-        The data chunk adapts to the link: halved (down to :data:`MIN_CHUNK`) after
-        every loss, grown by a quarter after a clean window, so a noisy link gets
-        short frames that survive and a clean one long frames that carry more.
-        The bytes in flight stay within :data:`WINDOW_SHARE_OF_TIMEOUT` of the
-        timeout on the wire, so every ack wait fits in the timeout at any baud rate.
-        """
-        loop = asyncio.get_running_loop()
-        size = len(data)
-        best_chunk = self._chunk_size(band_max_chunk)
-        rate = self.transport.bytes_per_second
-        if rate:
-            budget = int(rate * self.timeout * WINDOW_SHARE_OF_TIMEOUT)
-            room = budget - max_wire_size(UPLOAD_DATA_OVERHEAD)
-            best_chunk = max(1, min(best_chunk, room if room >= MIN_CHUNK else MIN_CHUNK))
-        else:
-            budget = 0
-        chunk = best_chunk
-        confirmed = next_offset = offset
-        frames = retransmissions = stalls = clean = 0
-        in_flight: list[tuple[int, UploadDataRequest, asyncio.Future[Answer], float]] = []  # oldest first
-        stale: list[tuple[int, asyncio.Future[Answer], float]] = []  # sent before a go-back; their answers still come
-
-        def go_back() -> None:
-            nonlocal next_offset, chunk, clean, retransmissions
-            retransmissions += sum(1 for _, piece, _, _ in in_flight if piece.offset + len(piece.data) > confirmed)
-            stale.extend((rid, future, deadline) for rid, _, future, deadline in in_flight)
-            in_flight.clear()
-            next_offset = confirmed
-            chunk = max(min(MIN_CHUNK, best_chunk), chunk * 2 // 3)
-            clean = 0
-
-        try:
-            while confirmed < size:
-                in_flight_bytes = sum(max_wire_size(UPLOAD_DATA_OVERHEAD + len(p.data)) for _, p, _, _ in in_flight)
-                while next_offset < size and len(in_flight) < band_window:
-                    piece = UploadDataRequest(offset=next_offset, data=data[next_offset : next_offset + self._fit(chunk, best_chunk)])
-                    frame_bytes = max_wire_size(UPLOAD_DATA_OVERHEAD + len(piece.data))
-                    if in_flight and budget and in_flight_bytes + frame_bytes > self._pipe_bytes(budget, frame_bytes):
-                        break
-                    while stale and len(self._pending) >= STALE_PENDING_LIMIT:
-                        old_id, old_future, _ = stale.pop(0)  # the oldest answer still awaited: hold its id instead
-                        self._abandon(old_id, old_future)
-                    request_id, future = self._register(piece)
-                    left_wire = await self._transmit(encode_frame(encode_request(piece, request_id)))
-                    in_flight.append((request_id, piece, future, left_wire))
-                    in_flight_bytes += frame_bytes
-                    next_offset += len(piece.data)
-                    frames += 1
-                # Forget stale requests whose answers came, or never will.
-                now = loop.time()
-                for old in [e for e in stale if e[1].done() or now > e[2] + 2 * self._answer_allowance()]:
-                    stale.remove(old)
-                    self._abandon(old[0], old[1])
-                if not in_flight:
-                    continue
-                head_due = in_flight[0][3] + self._answer_allowance()
-                if not any(f.done() for _, _, f, _ in in_flight):
-                    await asyncio.wait([f for _, _, f, _ in in_flight], timeout=max(0.0, head_due - loop.time()),
-                                       return_when=asyncio.FIRST_COMPLETED)
-                if not any(f.done() for _, _, f, _ in in_flight):
-                    # Nothing came back in time: the oldest frame or its answer is lost.
-                    self.rtt.expired()
-                    stalls += 1
-                    if stalls > MAX_RETRIES:
-                        raise BandTimeout(
-                            f"{self.transport.address} did not acknowledge upload data at offset {confirmed} "
-                            f"({MAX_RETRIES + 1} waits of up to {self._answer_allowance():.2g} s in a row; "
-                            f"{confirmed} of {size} bytes stored; upload again to resume)"
-                        )
-                    go_back()
-                    continue
-                for entry in list(in_flight):
-                    request_id, piece, future, left_wire = entry
-                    if not future.done():
-                        continue
-                    in_flight.remove(entry)
-                    answer = future.result()
-                    self.rtt.sample(answer.at - left_wire)
-                    acked = self._checked(piece, answer.message).offset
-                    if acked > size:
-                        raise BandAnswerError(f"{self.transport.address} acknowledged offset {acked} of a {size}-byte table")
-                    if acked > confirmed:
-                        stalls = 0
-                        confirmed = acked
-                        if progress:
-                            progress(confirmed, size)
-                    if acked < piece.offset + len(piece.data):
-                        # The band did not store this frame: an earlier one was lost. Go back.
-                        stalls += 1
-                        if stalls > MAX_RETRIES:
-                            raise BandTimeout(
-                                f"{self.transport.address} keeps losing upload data at offset {confirmed} "
-                                f"({MAX_RETRIES + 1} retransmissions in a row; {confirmed} of {size} bytes stored; upload again to resume)"
-                            )
-                        go_back()
-                        break
-                    clean += 1
-                    if clean >= GROW_AFTER and chunk < best_chunk:
-                        chunk, clean = min(best_chunk, max(chunk + MIN_CHUNK, chunk * 5 // 4)), 0
-                # Frames the band has stored although their own answers did not come (yet): nothing to wait for.
-                for entry in [e for e in in_flight if e[1].offset + len(e[1].data) <= confirmed]:
-                    in_flight.remove(entry)
-                    stale.append((entry[0], entry[2], entry[3]))
         finally:
-            for request_id, _, future, _ in in_flight:
+            run.forget()
+
+    def _pipelines(self) -> bool:
+        """Whether UPLOAD_DATA may follow UPLOAD_BEGIN before its answer: the band said (INFO) that it
+        ties data to its link's accepted BEGIN (firmware :data:`PIPELINED_BEGIN_FIRMWARE` on)."""
+        info = self.band_info
+        if info is None or info.window < 1 or info.max_frame <= UPLOAD_DATA_OVERHEAD:
+            return False
+        try:
+            version = tuple(int(part) for part in info.firmware.split(".")[:2])
+        except ValueError:
+            return False
+        return version >= PIPELINED_BEGIN_FIRMWARE
+
+    async def _send(self, *requests: Request[Any]) -> list[_Sent]:
+        """Register ``requests`` and send their frames in one transport write (no waiting for answers).
+
+        Frames are self-delimiting and the band reads any chunking (SPEC §15.5): a short request
+        rides in the same link packet as the data frame beside it instead of taking one of its own.
+        """
+        registered = [(request, *self._register(request)) for request in requests]
+        frames = [encode_frame(encode_request(request, request_id)) for request, request_id, _ in registered]
+        for (request, request_id, _), frame in zip(registered, frames, strict=True):
+            LOG.debug("-> request #%d %s: frame %s", request_id, request, _Hex(frame))
+        try:
+            left_wire = await self._transmit(b"".join(frames))
+        except BaseException:
+            for _, request_id, future in registered:
                 self._abandon(request_id, future)
-            for request_id, future, _ in stale:
-                self._abandon(request_id, future)
-        return frames, retransmissions
+            raise
+        sent = []
+        for (request, request_id, future), frame in zip(registered, frames, strict=True):
+            self._sends += 1
+            sent.append(_Sent(request_id, request, future, frame, left_wire, left_wire, self._sends))
+        return sent
+
+    async def _resend(self, sent: _Sent) -> None:
+        """Send ``sent`` again, same id and bytes (a lost answer gets the band's first answer, SPEC §16.2)."""
+        LOG.debug("-> request #%d %s (again): frame %s", sent.request_id, sent.request, _Hex(sent.frame))
+        self.rtt.expired()
+        self.retries += 1
+        sent.sends += 1
+        sent.left_wire = await self._transmit(sent.frame)
+
+    def _sample(self, sent: _Sent, answer: Answer) -> None:
+        if sent.sends == 1 and sent.timed:
+            self.rtt.sample(answer.at - sent.left_wire)  # Karn: a retried request's answer may be the first try's
+
+    async def _commit_fallback(self, data: bytes, crc: int, exc: HandCueError) -> UploadCommitResponse:
+        """UPLOAD_COMMIT got no answer, or NO_UPLOAD to a retry: INFO tells whether the band switched to this table.
+
+        Never "failed" while the band switched; raises ``exc`` when it did not.
+        """
+        try:
+            info = await self.info()
+        except HandCueError:
+            raise exc from None
+        if info.routine_crc32 == crc and info.routine_size == len(data):
+            return UploadCommitResponse(crc32=crc, total_ms=check_table_header(data).total_ms)
+        raise exc
 
     def _pipe_bytes(self, budget: int, frame_bytes: int) -> int:
         """Bytes to keep in flight on a link of known speed: enough to keep the wire busy for a round trip
@@ -692,6 +661,15 @@ class BandClient:
             return budget
         keep_busy = int(rate * (self.rtt.srtt + 4 * self.rtt.rttvar)) + 2 * frame_bytes
         return min(budget, keep_busy)
+
+    def _room_after(self, lead_bytes: int, chunk: int) -> int:
+        """The largest data chunk up to ``chunk`` whose frame, behind ``lead_bytes`` bytes in the same
+        transport write, needs no more writes than the frame alone (0: none does)."""
+        mtu = self.transport.mtu
+        writes = -(-max_wire_size(UPLOAD_DATA_OVERHEAD + chunk) // mtu)
+        while chunk > 0 and lead_bytes + max_wire_size(UPLOAD_DATA_OVERHEAD + chunk) > writes * mtu:
+            chunk -= 1
+        return chunk
 
     def _fit(self, chunk: int, best_chunk: int) -> int:
         """``chunk`` rounded down to a size that packs transport writes well (the best chunk itself when it fits)."""
@@ -752,3 +730,390 @@ class BandClient:
     async def clear_history(self) -> None:
         """Erase the band's session history (flash work: the commit timeout). Needs a paired link on a paired band."""
         await self.request(ClearHistoryRequest(), timeout=self.commit_timeout, what="CLEAR_HISTORY")
+
+@dataclass(eq=False)
+class _Sent:
+    """A request on the wire whose answer is awaited."""
+
+    request_id: int
+    request: Request[Any]
+    future: asyncio.Future[Answer]
+    frame: bytes
+    left_wire: float
+    """When (loop time) the last try's last byte left the wire: its retransmission timer counts from here."""
+    first_sent: float
+    seq: int = 0
+    """Order of sending within the client: the band answers a link's requests in this order."""
+    sends: int = 1
+    timed: bool = True
+    """Whether its round trip is a sample for the timer (not for data sent before BEGIN's answer: it waited behind BEGIN)."""
+    early: bool = False
+    """Sent before UPLOAD_BEGIN was answered: NO_UPLOAD means BEGIN had not reached the band yet."""
+
+    @property
+    def offset(self) -> int:
+        assert isinstance(self.request, UploadDataRequest)
+        return self.request.offset
+
+    @property
+    def end(self) -> int:
+        assert isinstance(self.request, UploadDataRequest)
+        return self.request.offset + len(self.request.data)
+
+
+class _UploadRun:
+    """One :meth:`BandClient.upload`: go-back-N over the band's cumulative acks, BEGIN and COMMIT pipelined.
+
+    The data chunk adapts to the link: halved (down to :data:`MIN_CHUNK`) after
+    every loss, grown by a quarter after a clean window, so a noisy link gets
+    short frames that survive and a clean one long frames that carry more.
+    The bytes in flight stay within :data:`WINDOW_SHARE_OF_TIMEOUT` of the
+    timeout on the wire, so every ack wait fits in the timeout at any baud rate.
+
+    UPLOAD_COMMIT goes out as soon as the last data frame has been sent; the band
+    handles a link's requests in order, so it checks the upload after that frame.  A
+    COMMIT that finds bytes missing (BAD_OFFSET: a frame was lost) keeps the upload:
+    the missing frames go again, then a new COMMIT.  The band verifies the whole
+    table's size and CRC-32 at every COMMIT, so it never activates a partial table.
+    """
+
+    def __init__(self, client: BandClient, data: bytes, crc: int, progress: ProgressCallback | None) -> None:
+        self.client = client
+        self.data, self.crc, self.size = data, crc, len(data)
+        self.progress = progress
+        self.address = client.transport.address
+        self.confirmed = self.next_offset = 0
+        self.frames = self.retransmissions = self.stalls = self.clean = 0
+        self.in_flight: list[_Sent] = []  # oldest first
+        self.stale: list[_Sent] = []  # sent before a go-back; their answers still come
+        self.commit: _Sent | None = None
+        self.lead: Request[Any] | None = None
+        """A request to send in the write of the next data frame (the pipelined BEGIN)."""
+        self.lead_sent: _Sent | None = None
+        self.commit_retried = False
+        self.back_since_commit = False
+        """Whether the data went back since COMMIT was sent (then a BAD_OFFSET answer to it needs no go-back of its own)."""
+        self.best_chunk = self.chunk = 1
+        self.window = 1
+        self.frames_ahead = 1
+        """Frames to keep unanswered: the band's window, halved after each loss and grown by one after clean
+        acknowledgements (after the chunk), so that a noisy link does not send a whole window again each time."""
+        self.budget = 0
+
+    # ---------------------------------------------------------------- setup
+
+    def _limits(self, max_chunk: int, window: int) -> None:
+        client = self.client
+        self.window = self.frames_ahead = window
+        best = client._chunk_size(max_chunk)
+        rate = client.transport.bytes_per_second
+        if rate:
+            self.budget = int(rate * client.timeout * WINDOW_SHARE_OF_TIMEOUT)
+            room = self.budget - max_wire_size(UPLOAD_DATA_OVERHEAD)
+            best = max(1, min(best, room if room >= MIN_CHUNK else MIN_CHUNK))
+        else:
+            self.budget = 0
+        self.best_chunk = self.chunk = best
+
+    def _begin_checked(self, begin: UploadBeginResponse) -> None:
+        if begin.max_chunk < 1 or begin.window < 1:
+            raise BandAnswerError(f"{self.address} answered UPLOAD_BEGIN with unusable limits: chunks of at most "
+                                  f"{begin.max_chunk} bytes, a window of {begin.window} frames (each must be at least 1)")
+        if begin.offset > self.size:
+            raise BandAnswerError(f"{self.address} answered UPLOAD_BEGIN with offset {begin.offset}, past the table's {self.size} bytes")
+
+    async def go(self) -> UploadResult:
+        client = self.client
+        phases = client.transport.phases
+        begin_request = UploadBeginRequest(length=self.size, crc32=self.crc)
+        if client._pipelines():
+            assert client.band_info is not None
+            with phases.phase("UPLOAD_BEGIN"):
+                begin = await self._pipelined_begin(begin_request, client.band_info.max_frame - UPLOAD_DATA_OVERHEAD, client.band_info.window)
+        else:
+            # BEGIN may erase flash sectors on the band: it gets the long timeout too.
+            begin = await client.request(begin_request, timeout=client.commit_timeout, what="UPLOAD_BEGIN")
+            self._begin_checked(begin)
+            self._limits(begin.max_chunk, begin.window)
+            self.confirmed = self.next_offset = begin.offset
+        resumed_from = begin.offset
+        if self.progress:
+            self.progress(self.confirmed, self.size)
+        # Phases as the user sees them: COMMIT is sent inside "data"; "UPLOAD_COMMIT" is the wait for its answer after the data's.
+        with phases.phase("data"):
+            commit = await self._transfer()
+        with phases.phase("UPLOAD_COMMIT"):
+            if commit is None:
+                commit = await self._finish_commit()
+        if commit.crc32 != self.crc:
+            raise BandAnswerError(f"{self.address} reports CRC-32 0x{commit.crc32:08X} at UPLOAD_COMMIT; "
+                                  f"the table's is 0x{self.crc:08X} (upload it again)")
+        return UploadResult(self.size, self.crc, resumed_from, self.frames, self.retransmissions, commit.total_ms, self.commit_retried)
+
+    async def _pipelined_begin(self, begin_request: UploadBeginRequest, max_chunk: int, window: int) -> UploadBeginResponse:
+        """Send BEGIN and, behind it, the first window of data from offset 0; wait for BEGIN's answer.
+
+        The band refuses data on a link whose last BEGIN it did not accept (NO_UPLOAD), so
+        frames behind a refused or lost BEGIN never touch storage; a refusal is BEGIN's error.
+        """
+        client = self.client
+        loop = asyncio.get_running_loop()
+        self._limits(max_chunk, window)
+        self.lead = begin_request
+        try:
+            await self._fill(early=True)
+            begin = self.lead_sent
+            assert begin is not None
+            while True:
+                due = min(begin.first_sent + client.commit_timeout, begin.left_wire + client._answer_allowance(begin_request))
+                with contextlib.suppress(TimeoutError):
+                    answer = await asyncio.wait_for(asyncio.shield(begin.future), max(0.0, due - loop.time()))
+                    break
+                if loop.time() >= begin.first_sent + client.commit_timeout:
+                    raise BandTimeout(f"no answer from {self.address} to UPLOAD_BEGIN within {client.commit_timeout:g} s"
+                                      f"{f' ({begin.sends} tries)' if begin.sends > 1 else ''} (is it a HandCue band, powered and in range?)")
+                await client._resend(begin)
+        finally:
+            if self.lead_sent is not None:
+                client._abandon(self.lead_sent.request_id, self.lead_sent.future)
+        client._sample(begin, answer)
+        response = client._checked(begin_request, answer.message)  # a refusal: the data behind it was answered NO_UPLOAD
+        self._begin_checked(response)
+        now = loop.time()
+        if response.max_chunk < self.best_chunk or response.window < self.window:
+            # Other limits than INFO's: what was sent may be too large (the band drops it unread); send again within them.
+            self._limits(response.max_chunk, response.window)
+            self._go_back_to(response.offset, loss=False)
+        elif response.offset:
+            # Resuming: frames from the band's offset on are stored in turn; the others are dropped as duplicates.
+            expect, keep = response.offset, []
+            for sent in self.in_flight:
+                if sent.offset == expect:
+                    keep.append(sent)
+                    expect = sent.end
+                else:
+                    self.stale.append(sent)
+            self.in_flight, self.next_offset = keep, max(expect, response.offset)
+        self.confirmed = response.offset
+        for sent in self.in_flight:
+            sent.left_wire = max(sent.left_wire, now)  # they waited behind BEGIN: their timers start now
+        return response
+
+    # ---------------------------------------------------------------- data
+
+    def _go_back_to(self, offset: int, *, loss: bool = True) -> None:
+        self.back_since_commit = True
+        if loss:
+            self.retransmissions += sum(1 for sent in self.in_flight if sent.end > self.confirmed)
+            self.chunk = max(min(MIN_CHUNK, self.best_chunk), self.chunk * 2 // 3)
+            self.frames_ahead = max(1, self.frames_ahead // 2)
+            self.clean = 0
+        self.stale.extend(self.in_flight)
+        self.in_flight.clear()
+        self.next_offset = offset
+
+    async def _fill(self, *, early: bool = False) -> None:
+        """Send data frames while the window, the byte budget and the table allow.
+
+        :attr:`lead` (BEGIN) goes in the same write as the first frame, which is cut to leave it
+        room; COMMIT goes in the write of the last frame when it fits there without another write.
+        """
+        client = self.client
+        in_flight_bytes = sum(max_wire_size(UPLOAD_DATA_OVERHEAD + s.end - s.offset) for s in self.in_flight)
+        while self.next_offset < self.size and len(self.in_flight) < self.frames_ahead:
+            size = client._fit(self.chunk, self.best_chunk)
+            lead = [self.lead] if self.lead is not None else []
+            if self.lead is not None:
+                shared = client._room_after(max_wire_size(len(encode_request(self.lead, 0))), size)
+                if shared >= min(MIN_CHUNK, size):
+                    size = shared
+                else:  # no room beside a data frame (a tiny MTU): the lead goes alone
+                    [self.lead_sent], self.lead, lead = await client._send(self.lead), None, []
+            piece = UploadDataRequest(offset=self.next_offset, data=self.data[self.next_offset : self.next_offset + size])
+            frame_bytes = max_wire_size(UPLOAD_DATA_OVERHEAD + len(piece.data))
+            if self.in_flight and self.budget and in_flight_bytes + frame_bytes > client._pipe_bytes(self.budget, frame_bytes):
+                break
+            while self.stale and len(client._pending) >= STALE_PENDING_LIMIT:
+                old = self.stale.pop(0)  # the oldest answer still awaited: hold its id instead
+                client._abandon(old.request_id, old.future)
+            trail: list[Request[Any]] = []
+            commit_bytes = max_wire_size(len(encode_request(UploadCommitRequest(), 0)))
+            if self.commit is None and piece.offset + len(piece.data) == self.size and \
+                    client._room_after(commit_bytes, len(piece.data)) == len(piece.data):
+                trail = [UploadCommitRequest()]
+            sent = await client._send(*lead, piece, *trail)
+            if lead:
+                self.lead, self.lead_sent = None, sent.pop(0)
+            if trail:
+                self.commit = sent.pop()
+                self.back_since_commit = False
+            [data_sent] = sent
+            data_sent.early, data_sent.timed = early, not early
+            self.in_flight.append(data_sent)
+            in_flight_bytes += frame_bytes
+            self.next_offset += len(piece.data)
+            self.frames += 1
+
+    def _stall(self, *, silent: bool) -> None:
+        """No progress again (``silent``: nothing came back in time; else the band dropped a frame); give up after too many."""
+        self.stalls += 1
+        if self.stalls <= MAX_RETRIES:
+            return
+        if silent:
+            raise BandTimeout(
+                f"{self.address} did not acknowledge upload data at offset {self.confirmed} "
+                f"({MAX_RETRIES + 1} waits of up to {self.client._answer_allowance():.2g} s in a row; "
+                f"{self.confirmed} of {self.size} bytes stored; upload again to resume)")
+        raise BandTimeout(
+            f"{self.address} keeps losing upload data at offset {self.confirmed} "
+            f"({MAX_RETRIES + 1} retransmissions in a row; {self.confirmed} of {self.size} bytes stored; upload again to resume)")
+
+    async def _transfer(self) -> UploadCommitResponse | None:
+        """Send the data, and COMMIT behind it; returns COMMIT's answer if it came while data was owed, else None."""
+        client = self.client
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._fill()
+            if self.commit is None and self.next_offset >= self.size:
+                [self.commit] = await client._send(UploadCommitRequest())
+                self.back_since_commit = False
+            now = loop.time()
+            for old in [s for s in self.stale if s.future.done() or now > s.left_wire + 2 * client._answer_allowance()]:
+                self.stale.remove(old)  # its answer came, or never will
+                client._abandon(old.request_id, old.future)
+            if not self.in_flight:
+                return None  # only COMMIT's answer is awaited: _finish_commit waits and retries
+            waiting = [s.future for s in self.in_flight]
+            if self.commit is not None:
+                waiting.append(self.commit.future)
+            if not any(f.done() for f in waiting):
+                due = self.in_flight[0].left_wire + client._answer_allowance()
+                await asyncio.wait(waiting, timeout=max(0.0, due - loop.time()), return_when=asyncio.FIRST_COMPLETED)
+            acked = any(s.future.done() for s in self.in_flight)
+            if acked:
+                self._acks()  # the band answers in order: the data's answers before COMMIT's
+            if self.commit is not None and self.commit.future.done():
+                outcome = self._commit_answer()
+                if outcome is not None:
+                    return outcome
+                continue
+            if not acked:
+                # Nothing came back in time: the oldest frame or its answer is lost.
+                client.rtt.expired()
+                self._stall(silent=True)
+                self._go_back_to(self.confirmed)
+
+    def _acks(self) -> None:
+        """Handle the data answers that came, oldest first."""
+        client = self.client
+        for sent in list(self.in_flight):
+            if not sent.future.done():
+                continue
+            self.in_flight.remove(sent)
+            answer = sent.future.result()
+            client._sample(sent, answer)
+            try:
+                acked = client._checked(sent.request, answer.message).offset
+            except UploadError as exc:
+                if exc.code != Status.NO_UPLOAD or not (sent.early or self.commit is not None):
+                    raise
+                if self.commit is not None and not sent.early:
+                    # No upload after our COMMIT: it went through (its answer decides), nothing left to send.
+                    self.stale.extend(self.in_flight)
+                    self.in_flight.clear()
+                    self.next_offset = self.confirmed = self.size
+                    return
+                # Sent behind a BEGIN that had not reached the band (it was sent again): send it again too.
+                self._go_back_to(self.confirmed)
+                return
+            if acked > self.size:
+                raise BandAnswerError(f"{self.address} acknowledged offset {acked} of a {self.size}-byte table")
+            if self.commit is not None and sent.seq > self.commit.seq and not self.commit.future.done():
+                # Data stored after our COMMIT, whose answer (due first) did not come: that COMMIT was lost,
+                # or found bytes missing (had it committed, this data would be NO_UPLOAD). A new one follows the data.
+                self.client._abandon(self.commit.request_id, self.commit.future)
+                self.commit = None
+            if acked > self.confirmed:
+                self.stalls = 0
+                self.confirmed = acked
+                if self.progress:
+                    self.progress(self.confirmed, self.size)
+            if acked < sent.end:
+                # The band did not store this frame: an earlier one was lost. Go back.
+                self._stall(silent=False)
+                self._go_back_to(self.confirmed)
+                return
+            self.clean += 1
+            if self.clean >= GROW_AFTER and self.chunk < self.best_chunk:
+                self.chunk, self.clean = min(self.best_chunk, max(self.chunk + MIN_CHUNK, self.chunk * 5 // 4)), 0
+            elif self.clean >= GROW_AFTER and self.frames_ahead < self.window:
+                self.frames_ahead, self.clean = self.frames_ahead + 1, 0
+        # Frames the band has stored although their own answers did not come (yet): nothing to wait for.
+        for sent in [s for s in self.in_flight if s.end <= self.confirmed]:
+            self.in_flight.remove(sent)
+            self.stale.append(sent)
+
+    # ---------------------------------------------------------------- commit
+
+    def _commit_answer(self) -> UploadCommitResponse | None:
+        """COMMIT's answer came: its response, or None after BAD_OFFSET (bytes missing: they go again, then a new COMMIT)."""
+        commit = self.commit
+        assert commit is not None and commit.future.done()
+        answer = commit.future.result()
+        try:
+            response = self.client._checked(commit.request, answer.message)
+        except UploadError as exc:
+            if exc.code != Status.BAD_OFFSET:
+                raise
+            self.client._abandon(commit.request_id, commit.future)
+            self.commit = None
+            if not self.back_since_commit:
+                # The band had handled every frame sent before COMMIT, yet bytes were missing: the
+                # unanswered ones (the last ones) were lost. Go back now rather than at their timeout.
+                self._stall(silent=False)
+                self._go_back_to(self.confirmed)
+            return None
+        assert isinstance(response, UploadCommitResponse)
+        self.client._sample(commit, answer)
+        self.commit_retried = commit.sends > 1
+        return response
+
+    async def _finish_commit(self) -> UploadCommitResponse:
+        """Wait for COMMIT's answer, sending it again (same id) while none comes within the commit timeout.
+
+        A commit whose answer was lost and that the band no longer remembers (NO_UPLOAD,
+        or no answer at all) is recognised by INFO showing this table active.
+        """
+        client = self.client
+        loop = asyncio.get_running_loop()
+        while True:
+            commit = self.commit
+            assert commit is not None
+            deadline = max(commit.first_sent, loop.time() - client._answer_allowance(commit.request)) + client.commit_timeout
+            try:
+                while not commit.future.done():
+                    due = min(deadline, commit.left_wire + client._answer_allowance(commit.request))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(commit.future), max(0.0, due - loop.time()))
+                        break
+                    if loop.time() >= deadline:
+                        raise BandTimeout(f"no answer from {self.address} to UPLOAD_COMMIT (verify and store) within "
+                                          f"{client.commit_timeout:g} s ({commit.sends} tries) (is it a HandCue band, powered and in range?)")
+                    await client._resend(commit)
+                outcome = self._commit_answer()
+            except (UploadError, BandTimeout) as exc:
+                if isinstance(exc, UploadError) and exc.code != Status.NO_UPLOAD:
+                    raise
+                self.commit_retried = True
+                return await client._commit_fallback(self.data, self.crc, exc)
+            if outcome is not None:
+                return outcome
+            commit_answer = await self._transfer()  # BAD_OFFSET: the missing bytes again, then a new COMMIT
+            if commit_answer is not None:
+                return commit_answer
+
+    def forget(self) -> None:
+        """Stop waiting for every answer still owed (their ids are held while they may come)."""
+        for sent in self.in_flight + self.stale + ([self.commit] if self.commit else []):
+            self.client._abandon(sent.request_id, sent.future)
+        self.in_flight, self.stale, self.commit = [], [], None

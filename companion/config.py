@@ -8,6 +8,9 @@
   every command that reached a band), which shell completion of ``--to`` offers, and the BLE
   address (and address type) of each band reached by name, so that the next command connects
   to it without a scan.
+* ``gatt.json`` in the user's cache folder (``$XDG_CACHE_HOME/handcue``): the GATT handles of
+  bands the bumble BLE backend talked to (:mod:`companion.ble.gatt_cache`), checked against the
+  band's Database Hash before use.  Operating-system BLE stacks keep their own.
 
 Nothing here talks to a band; the files are small and read only when a command needs them.
 """
@@ -166,6 +169,13 @@ class BleAddressBook:
 
     def forget(self, name: str) -> None:
         remember_ble_address(name, None)
+
+
+def gatt_cache_path() -> Path:
+    """Where the bumble BLE backend remembers the GATT handles of bands (``gatt.json`` in the user's cache folder)."""
+    import platformdirs
+
+    return platformdirs.user_cache_path("handcue", appauthor=False) / "gatt.json"
 
 
 def tables_path() -> Path:

@@ -2,9 +2,11 @@
 
 The CLI makes one :class:`Phases` per command and gives it to the transport (and so to
 :class:`~companion.client.BandClient`); each layer wraps the work it does in
-:meth:`Phases.phase`.  ``-v`` prints the result (imports, scan, connect, MTU exchange,
-service discovery, subscribe, then one line per request).  Recording costs two clock
-reads per phase, so it is always on.
+:meth:`Phases.phase`.  ``-v`` prints the result (imports, scan, connect, the GATT cache
+check or service discovery, subscribe, MTU exchange, pairing read, then one line per
+request), by start time.  Some phases overlap: the subscription, the MTU exchange and the
+pairing read run behind the first requests, and nobody waits for them.  Recording costs
+two clock reads per phase, so it is always on.
 """
 
 from __future__ import annotations

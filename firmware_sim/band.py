@@ -24,7 +24,7 @@ from protocol.constants import NO_PATTERN, BandState, CueKind, SkipScope, Status
 from protocol.errors import band_error
 from protocol.messages import StatusReport
 from protocol.strength import check_strength
-from protocol.table import decode_table
+from protocol.table import table_name
 from protocol.timeline import Cue, MotorEvent
 
 from .clock import Clock
@@ -172,7 +172,7 @@ class Band:
         self.motor.cut(self.routine_ms())
         # Storage hands out only tables it verified (at commit and again at boot).
         self.interpreter = Interpreter(data, self._cue, verified=True, on_ack=self._ack) if data is not None else None
-        self.routine_name = decode_table(data).name if data is not None else ""
+        self.routine_name = table_name(data) if data is not None else ""  # verified: only the name is read
 
     def _require(self, *states: RunState) -> Interpreter:
         if self.interpreter is None:

@@ -16,6 +16,11 @@ Every connection is a link of its own to the handler (``ble-<handle>``): its own
 frame parser, its responses notified to it alone, the band's status notifications
 to every subscriber.  Several centrals may be connected at once.
 
+A central may send its first requests right behind its write of TX's CCCD, without
+waiting for that write's answer (the companion does, to save a round trip), and they
+may even arrive first.  So the band holds what it has to say to a link until the
+central enables TX notifications (at most :data:`HELD_MAX_BYTES`), then sends it in order.
+
 Pairing (:mod:`firmware_sim.pairing`): once the band holds a bond, a write to RX
 from a link that is not trusted (encrypted, bonded central) is peeked at before the
 handler sees it; a frame whose request changes state makes the whole write fail with
@@ -31,6 +36,7 @@ from collections.abc import Callable
 
 from bumble import att
 from bumble.device import Connection, Device
+from bumble.gatt import Service
 from bumble.link import LocalLink
 
 from ble_stack.addresses import band_address_from_id
@@ -51,6 +57,8 @@ from .pairing import BandSecurity
 logger = logging.getLogger(__name__)
 
 BATTERY_UPDATE_S = 5.0
+HELD_MAX_BYTES = 4096
+"""Output kept for a link whose central has not enabled TX notifications yet; more is dropped."""
 
 
 def link_name(connection: Connection) -> str:
@@ -78,9 +86,14 @@ class BlePeripheral:
         self.security = security or BandSecurity()
         self.faults = faults
         self.link_factory = link_factory  # the link made for hci_server, e.g. a paced one
+        self.extra_services: list[Service] = []
+        """Services served before the band's own, as a newer firmware might add (they move its handles)."""
         self.name = f"{BLE_NAME_PREFIX}{band.band_id:04X}"
         self.peripheral: BandPeripheral | None = None
-        self._outgoing: asyncio.Queue[tuple[Connection, bytes]] = asyncio.Queue()
+        self._outgoing: asyncio.Queue[tuple[Connection, bytes | None]] = asyncio.Queue()
+        """Output per connection, in order; ``None`` releases what was held for it (it subscribed)."""
+        self._held: dict[int, list[bytes]] = {}
+        """Per connection handle: output waiting for the central to enable TX notifications."""
         self._peek_parsers: dict[int, FrameParser] = {}
         """Per connection handle: a parser that peeks at the frames of a link that is not trusted."""
         self._tasks: list[asyncio.Task[None]] = []
@@ -114,11 +127,13 @@ class BlePeripheral:
                 battery_percent=round(self.band.battery_percent),
                 device_info=DeviceInfo(firmware_revision=".".join(map(str, FIRMWARE_VERSION)), serial_number=f"{self.band.band_id:04X}"),
                 pairing=hooks,
+                extra_services=self.extra_services,
             )
         except Exception as exc:  # bumble raises its own types for bad transport specs
             raise HandCueError(f"cannot start BLE on {self.hci_server or self.hci or 'the local link'}: {exc}") from exc
         self.peripheral.inject_faults(self.faults)
         self.peripheral.device.on(Device.EVENT_CONNECTION, self._on_connection)
+        self.peripheral.on_tx_subscription(lambda connection: self._outgoing.put_nowait((connection, None)))
         self._tasks += [asyncio.create_task(self._tx_loop()), asyncio.create_task(self._battery_loop())]
 
     # ------------------------------------------------------------ connections
@@ -132,6 +147,7 @@ class BlePeripheral:
         def on_disconnection(_reason: int) -> None:
             self.handler.detach(name)
             self._peek_parsers.pop(connection.handle, None)
+            self._held.pop(connection.handle, None)
 
         connection.on(Connection.EVENT_DISCONNECTION, on_disconnection)
 
@@ -153,6 +169,7 @@ class BlePeripheral:
         while not self._outgoing.empty():
             self._outgoing.get_nowait()
         self._peek_parsers.clear()
+        self._held.clear()
         if self.peripheral is not None:
             await self.peripheral.disconnect_all()
 
@@ -208,10 +225,23 @@ class BlePeripheral:
             peripheral = self.peripheral
             if peripheral is None or connection.handle not in peripheral.device.connections:
                 continue  # that central is gone: like a UART without a reader
-            size = connection.att_mtu - 3
+            held = self._held.get(connection.handle)
+            if data is None:  # it subscribed: what was held goes first
+                pending = self._held.pop(connection.handle, [])
+            elif held is not None or not peripheral.subscribed(connection):
+                held = self._held.setdefault(connection.handle, [])
+                if sum(map(len, held)) + len(data) <= HELD_MAX_BYTES:
+                    held.append(data)
+                else:
+                    logger.debug("dropped %d bytes for %s: it has not enabled TX notifications", len(data), connection.peer_address)
+                continue
+            else:
+                pending = [data]
             try:
-                for offset in range(0, len(data), size):
-                    await peripheral.notify_connection(connection, data[offset : offset + size])
+                for item in pending:
+                    size = connection.att_mtu - 3
+                    for offset in range(0, len(item), size):
+                        await peripheral.notify_connection(connection, item[offset : offset + size])
             except Exception:  # a disconnect mid-notification; the companion retries
                 logger.debug("notification failed", exc_info=True)
 

@@ -14,6 +14,13 @@ connectably with legacy advertising PDUs and serves:
   HandCue service: read the pairing state byte, write a control byte; and bumble's SMP
   answering pairing requests with the hooks' key store and pairing configuration.
 
+On every connection the band asks for its preferred ATT MTU itself (an Exchange MTU
+request from its GATT client, as Nordic's ``nrf_ble_gatt`` does), so the link carries
+247-byte ATT packets from the second connection event on, whatever the central asks
+later; a central answers with the MTU it accepts.  Every host has the GATT service with
+Database Hash and Service Changed (bumble adds it), so a central that cached the band's
+handles can check them with one read (Core 5.1 robust caching).
+
 Advertising layout (the same one a real band must use, because a legacy advertising
 PDU carries at most 31 bytes and flags + 128-bit UUID + name do not fit in one):
 
@@ -32,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Final
 
 from bumble import att, core, hci
@@ -156,6 +163,7 @@ class BandPeripheral:
         advertising: dict[str, object] | None = None,
         max_centrals: int = MAX_CENTRALS,
         fast_advertising: bool = True,
+        extra_services: Sequence[Service] = (),
     ) -> None:
         self.device = device
         self._advertising = advertising or {}
@@ -166,6 +174,8 @@ class BandPeripheral:
         self._battery = self._check_percent(battery_percent)
         self._attached = attached
         self._tasks: set[asyncio.Task[None]] = set()
+        self._link_tasks: set[asyncio.Task[None]] = set()
+        """MTU requests to centrals: they end with their answer or their connection."""
         self._closed = False
         self.fast_advertising = fast_advertising
         self._slow_down: asyncio.TimerHandle | None = None
@@ -228,6 +238,7 @@ class BandPeripheral:
             )
         device.add_services(
             [
+                *extra_services,  # a newer firmware's services (e.g. DFU) come first: every handle after them moves
                 Service(UART_SERVICE_UUID, uart_chars),
                 Service(GATT_DEVICE_INFORMATION_SERVICE, info_chars),
                 Service(GATT_BATTERY_SERVICE, [self.battery_char]),
@@ -251,6 +262,20 @@ class BandPeripheral:
     def battery_percent(self) -> int:
         """Battery level currently served."""
         return self._battery
+
+    def subscribed(self, connection: Connection) -> bool:
+        """Whether the central on ``connection`` enabled TX notifications (wrote TX's CCCD)."""
+        cccd = self.device.gatt_server.subscribers.get(connection, {}).get(self.tx_char.handle)
+        return cccd is not None and len(cccd) == 2 and cccd[0] & 0x01 != 0
+
+    def on_tx_subscription(self, callback: Callable[[Connection], None]) -> None:
+        """Call ``callback(connection)`` whenever a central enables TX notifications."""
+
+        def on_subscription(bearer: object, characteristic: object, notify_enabled: bool, _indicate_enabled: bool) -> None:
+            if characteristic is self.tx_char and notify_enabled and isinstance(bearer, Connection):
+                callback(bearer)
+
+        self.device.gatt_server.on(self.device.gatt_server.EVENT_CHARACTERISTIC_SUBSCRIPTION, on_subscription)
 
     def max_notify_size(self) -> int:
         """Largest notification every connected central can receive (ATT MTU - 3)."""
@@ -340,6 +365,18 @@ class BandPeripheral:
     def _on_connection(self, connection: Connection) -> None:
         connection.on(Connection.EVENT_DISCONNECTION, lambda _reason: self._spawn(self._advertise(fast=True)))
         self._spawn(self._advertise(fast=False))
+        task = asyncio.get_running_loop().create_task(self._request_mtu(connection))
+        self._link_tasks.add(task)
+        task.add_done_callback(self._link_tasks.discard)
+
+    @staticmethod
+    async def _request_mtu(connection: Connection) -> None:
+        """Ask the central for :data:`PREFERRED_ATT_MTU` at once: the exchange overlaps the central's
+        first requests instead of costing it two connection events of its own."""
+        try:
+            await connection.gatt_client.request_mtu(PREFERRED_ATT_MTU)
+        except Exception:  # the central refused, or left: the default MTU stays
+            logger.debug("MTU exchange with %s failed", connection.peer_address, exc_info=True)
 
     async def _advertise(self, fast: bool) -> None:
         if self._closed or len(self.device.connections) >= self.max_centrals:
@@ -416,6 +453,8 @@ class BandPeripheral:
             await self.disconnect_all()
         except Exception:  # best effort: the transport may already be gone
             logger.debug("error while closing band", exc_info=True)
+        for task in list(self._link_tasks):  # their connections are gone: they end now
+            task.cancel()
         if self._slow_down is not None:
             self._slow_down.cancel()
         for task in list(self._tasks):
@@ -444,6 +483,7 @@ async def start_band_peripheral(
     device_info: DeviceInfo | None = None,
     advertising_interval_ms: float = DEFAULT_ADV_INTERVAL_MS,
     pairing: PairingHooks | None = None,
+    extra_services: Sequence[Service] = (),
 ) -> BandPeripheral:
     """Power on a simulated band and start advertising.
 
@@ -462,6 +502,8 @@ async def start_band_peripheral(
         advertising_interval_ms: advertising interval.
         pairing: key store, pairing policy and pairing characteristic; without it the
             band cannot pair (bumble's defaults) and serves no pairing characteristic.
+        extra_services: services served before the band's own (a newer firmware's), which
+            move the handles of everything after them.
     """
     own_address = random_static_address(address)
     adv_data = build_advertising_data(battery_percent=battery_percent)
@@ -476,6 +518,7 @@ async def start_band_peripheral(
         device_info=device_info or DeviceInfo(),
         attached=attached,
         pairing=pairing,
+        extra_services=extra_services,
         advertising=dict(
             advertising_data=adv_data,
             scan_response_data=scan_response,

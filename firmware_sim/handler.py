@@ -71,14 +71,15 @@ from protocol.messages import (
     encode_response,
     history_records_per_frame,
 )
-from protocol.table import check_table_header, decode_table, pattern_problem
+from protocol.table import check_table_header, pattern_problem, table_name
 
 from .band import Band
 from .flash import FlashError
 from .interpreter import RunState
 from .storage import StorageError
 
-FIRMWARE_VERSION = (0, 1, 0)
+FIRMWARE_VERSION = (0, 2, 0)
+"""0.2: upload data and COMMIT only on a link whose last UPLOAD_BEGIN was accepted (companions pipeline BEGIN from here)."""
 UPLOAD_OWNERSHIP_S = 10.0
 """Another link may not start an upload while the owner was active this recently."""
 
@@ -96,6 +97,14 @@ class Link:
     name: str
     send: Callable[[bytes], None]
     parser: FrameParser = field(default_factory=FrameParser)
+    held: list[bytes] | None = None
+    """While a received chunk is handled: the frames to send for it, sent together when it is done."""
+
+    def put(self, frame: bytes) -> None:
+        if self.held is not None:
+            self.held.append(frame)
+        else:
+            self.send(frame)
 
 
 def _sum_stats(first: ParserStats, second: ParserStats) -> ParserStats:
@@ -116,6 +125,8 @@ class ProtocolHandler:
         self._upload_seen = 0.0
         self._name_cache: tuple[int | None, str] = (None, "")
         self._replies: dict[str, OrderedDict[int, tuple[bytes, bytes, float]]] = {}
+        self._begun: set[str] = set()
+        """Links whose last UPLOAD_BEGIN was accepted (since their INFO): only they may send data and COMMIT (SPEC §19.5)."""
         """Per link: request id -> (request, its answer, when), for the last state-changing requests."""
         # The one table from request type to handler; a request type missing here is a bug the tests catch.
         self._serve: dict[type[Request[Any]], Serve] = {
@@ -149,6 +160,7 @@ class ProtocolHandler:
     def detach(self, name: str) -> None:
         link = self.links.pop(name, None)
         self._replies.pop(name, None)
+        self._begun.discard(name)
         if link is not None:
             self._past_stats = _sum_stats(self._past_stats, link.parser.stats)
 
@@ -161,19 +173,30 @@ class ProtocolHandler:
         return total
 
     def receive(self, name: str, chunk: bytes) -> None:
-        """Bytes arrived on link ``name``; answer every complete request."""
+        """Bytes arrived on link ``name``; answer every complete request.
+
+        The answers to the requests of one chunk (and the notifications they cause, before
+        their answers) go out in one send: on BLE, one notification instead of one each, so
+        that a write carrying a short request beside a data frame costs one packet back too.
+        """
         link = self.links[name]
-        for message in link.parser.feed(chunk):
-            reply = self.handle(name, message)
-            if reply is not None:
-                link.send(encode_frame(reply))
+        link.held = held = []
+        try:
+            for message in link.parser.feed(chunk):
+                reply = self.handle(name, message)
+                if reply is not None:
+                    held.append(encode_frame(reply))
+        finally:
+            link.held = None
+            if held:
+                link.send(b"".join(held))
 
     def _band_event(self, event: dict[str, Any]) -> None:
         if event["event"] not in ("state", "cue"):
             return
         frame = encode_frame(encode_notification(self.band.status()))
         for link in list(self.links.values()):
-            link.send(frame)
+            link.put(frame)
 
     # ------------------------------------------------------------ requests
 
@@ -196,6 +219,7 @@ class ProtocolHandler:
         reply = self._handle(link, data)
         if request_type is InfoRequest:
             replies.clear()
+            self._begun.discard(link)
         elif not request_type.idempotent and reply is not None:
             replies.pop(request_id, None)
             replies[request_id] = (data, reply, now)
@@ -233,7 +257,7 @@ class ProtocolHandler:
         name = ""
         if table is not None and active is not None:
             if self._name_cache[0] != active.crc:
-                self._name_cache = (active.crc, decode_table(table).name)
+                self._name_cache = (active.crc, table_name(table))
             name = self._name_cache[1]
         return InfoResponse(
             band_id=self.band.band_id,
@@ -251,25 +275,32 @@ class ProtocolHandler:
             boot_outcome=self.band.storage.boot_report.outcome,
         )
 
-    def _claim_upload(self, link: str) -> None:
+    def _claim_upload(self, link: str, *, begun: bool = True) -> None:
+        """Make ``link`` the upload's owner (BUSY while another link owns it); with ``begun``, only a link
+        whose last UPLOAD_BEGIN was accepted: data and COMMIT sent behind a refused or lost BEGIN (a
+        companion sends them before BEGIN's answer) must not reach an upload begun earlier (SPEC §19.5)."""
         now = time.monotonic()
         owner = self._upload_owner
         if owner is not None and owner != link and owner in self.links and now - self._upload_seen < UPLOAD_OWNERSHIP_S:
             raise BandError(Status.BUSY, f"another companion ({owner}) is uploading; try again in {UPLOAD_OWNERSHIP_S:.0f} s")
+        if begun and link not in self._begun:
+            raise BandError(Status.NO_UPLOAD, "no upload begun on this link; send UPLOAD_BEGIN first")
         self._upload_owner = link
         self._upload_seen = now
 
     def _upload_begin(self, link: str, request: UploadBeginRequest) -> UploadBeginResponse:
         length, crc = request.length, request.crc32
+        self._begun.discard(link)  # if refused below, the data sent behind this BEGIN is answered NO_UPLOAD
         if length == 0:
             raise BandError(Status.BAD_REQUEST, "an upload of 0 bytes")
         if length > Limits.MAX_TABLE_BYTES:
             raise BandError(Status.TOO_LARGE, f"table of {length} bytes; this band stores at most {Limits.MAX_TABLE_BYTES}")
         if self._playing():
-            # Known now, so refused now: before the companion sends any table byte.
+            # Known now, so refused now: before the companion's data is stored.
             raise BandError(Status.BUSY, "a routine is playing; stop it before replacing it")
-        self._claim_upload(link)
+        self._claim_upload(link, begun=False)
         offset = self.band.storage.begin_upload(length, crc)
+        self._begun = {link}  # the upload is this BEGIN's: data another link began for an older one goes nowhere
         return UploadBeginResponse(offset=offset, max_chunk=self.max_frame - UPLOAD_DATA_OVERHEAD, window=self.window)
 
     def _upload_data(self, link: str, request: UploadDataRequest) -> UploadDataResponse:
@@ -291,11 +322,13 @@ class ProtocolHandler:
             raise BandError(Status.BUSY, "a routine is playing; stop it before replacing it")
         self._claim_upload(link)
         try:
-            data = storage.commit()
+            data = storage.commit()  # reads the whole table back: size and CRC-32 verified, or refused
         except TableFormatError:
             self._upload_owner = None  # refused: the upload is forgotten, nothing left to own
+            self._begun.clear()
             raise
         self._upload_owner = None
+        self._begun.clear()
         self.band.reload()
         self.band.announce_state()
         return UploadCommitResponse(crc32=zlib.crc32(data), total_ms=check_table_header(data).total_ms)
@@ -305,6 +338,7 @@ class ProtocolHandler:
             raise BandError(Status.BUSY, "a routine is playing; stop it before erasing")
         self.band.storage.erase()
         self._upload_owner = None
+        self._begun.clear()
         self.band.reload()
         self.band.announce_state()
         return Empty()

@@ -223,7 +223,7 @@ FRAME_CRC_SIZE = 2
 MAX_FRAME_PAYLOAD = 256
 """Largest message (before CRC and COBS) a band must accept; its info may raise it."""
 MESSAGE_HEADER_SIZE = 4
-DEFAULT_UPLOAD_WINDOW = 8
+DEFAULT_UPLOAD_WINDOW = 16
 
 
 class MessageKind(IntEnum):

@@ -588,6 +588,13 @@ def unsupported_version_text(version: int) -> str | None:
     return f"this band's firmware does not support {feature} (table format {version}); update it or {instead}"
 
 
+def table_name(data: bytes) -> str:
+    """The routine name of a table already verified (``decode_table``), read from its name section alone."""
+    header = check_table_header(data)
+    names = _read_names(data[table_sections(header).names :], header)
+    return str(names.routine) if names else ""
+
+
 # Compiled copies of the layouts above, for decoding speed (same definitions).
 _HEADER = Header.compile()
 _RECORD = RECORD.compile()

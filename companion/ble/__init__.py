@@ -49,6 +49,8 @@ async def ble_backend_for(hci: str | None, *, backend: str | None = None, pairin
         yield PLATFORM
         return
     from .bumble_backend import BumbleCentral
+    from .gatt_cache import GattCacheFile
 
-    async with BumbleCentral(hci=hci, identity=identity) as central:
+    # bumble is a user-space host: it keeps the GATT cache an operating system would keep for bleak.
+    async with BumbleCentral(hci=hci, identity=identity, gatt_cache=GattCacheFile.for_user()) as central:
         yield central.backend

@@ -24,10 +24,18 @@ Behaviour worth knowing (and matching the BlueZ backend where it matters):
 
 * ``disconnected_callback`` fires on every disconnection, remote or local (as with
   BlueZ), and services are dropped (as with every bleak backend).
-* Connecting requests an ATT MTU (:data:`REQUESTED_ATT_MTU` unless the central says
-  otherwise) and discovers all services, characteristics and descriptors; with
+* Connecting discovers all services, characteristics and descriptors; with
   ``services=`` only those services, and only the descriptors of characteristics that
-  notify or indicate (and the GAP name is not read).
+  notify or indicate (and the GAP name is not read).  With a GATT cache
+  (:mod:`companion.ble.gatt_cache`, as an operating system keeps one) a peer used before
+  is not discovered again: one read of its Database Hash (Core 5.1 robust caching)
+  proves the cached handles current, or a changed hash sends the client to discovery.
+* The ATT MTU (:data:`REQUESTED_ATT_MTU` unless the central says otherwise, also the
+  largest it accepts when the peer asks first) is not exchanged before ``connect()``
+  returns: the exchange is queued behind the caller's first GATT request, so that
+  request goes out in the first connection event (an OS stack also exchanges the MTU
+  on its own schedule).  A peer that asks for an MTU itself (HandCue bands do at once)
+  makes our exchange unnecessary.  :attr:`BumbleClient.mtu_size` grows when it is done.
 * ``write_gatt_char(..., response=False)`` never drops data: bumble queues ACL packets
   without limit.  To give the caller back-pressure, such a write waits while more than
   :data:`WRITE_WITHOUT_RESPONSE_MAX_PENDING` ACL packets are still queued.
@@ -70,7 +78,8 @@ from bumble import att, core, hci
 from bumble.core import AdvertisingData
 from bumble.device import Advertisement, Connection, Device, Peer
 from bumble.gatt import GATT_CLIENT_CHARACTERISTIC_CONFIGURATION_DESCRIPTOR
-from bumble.gatt_client import CharacteristicProxy, DescriptorProxy
+from bumble.gatt import Characteristic as _GattCharacteristic
+from bumble.gatt_client import CharacteristicProxy, DescriptorProxy, ServiceProxy
 from bumble.keys import KeyStore, MemoryKeyStore
 from bumble.link import LocalLink
 from bumble.pairing import PairingConfig, PairingDelegate
@@ -82,6 +91,7 @@ from ble_stack.hosts import AttachedHost, HostSite, attach_host
 from ..errors import AddressError
 from ..phases import Phases, Unrecorded
 from .backend import BleBackend
+from .gatt_cache import CachedCharacteristic, CachedDatabase, CachedService, GattCache
 from .keystore import CentralIdentity
 
 __all__ = [
@@ -104,9 +114,13 @@ CLOSE_TIMEOUT = 2.0
 """Seconds allowed for the central stack's orderly shutdown."""
 ENCRYPT_TIMEOUT = 5.0
 """Seconds allowed for encrypting a link with stored keys (a peer that lost them may not answer)."""
+DEFERRED_START_S = 0.1
+"""The MTU exchange (and any other deferred GATT work) starts at the latest this long after
+``connect()`` returned, if the caller sent no request by then."""
 CENTRAL_NAME = "HandCue-companion"
 
 _T = TypeVar("_T")
+CharacteristicProperties = _GattCharacteristic.Properties
 
 _AD = AdvertisingData.Type
 _UUID_LIST_TYPES = {
@@ -189,10 +203,11 @@ class _CentralStack:
         device.on(Device.EVENT_ADVERTISEMENT, self._on_advertisement)
 
     @classmethod
-    async def create(cls, site: HostSite, address: str | None, keystore: KeyStore) -> _CentralStack:
+    async def create(cls, site: HostSite, address: str | None, keystore: KeyStore, att_mtu: int = REQUESTED_ATT_MTU) -> _CentralStack:
         own_address = random_static_address(address) if address else hci.Address.generate_static_address()
         attached = await attach_host(site, name="bleak-central", controller_factory=CentralController)
         device = Device(name=CENTRAL_NAME, address=own_address, host=attached.host)
+        device.gatt_server.max_mtu = att_mtu  # also what we accept when a peer asks for an MTU first
         device.keystore = keystore
         device.pairing_config_factory = _just_works
         stack = cls(device, attached)
@@ -308,6 +323,8 @@ class BumbleCentral:
         identity: where the central's address and bonds persist (see
             :class:`~companion.ble.keystore.CentralIdentity`).
         keystore: bumble key store for bonds; by default the identity's, else one in memory.
+        gatt_cache: where the GATT handles of peers are remembered (see
+            :mod:`companion.ble.gatt_cache`); None: every connection discovers.
 
     Exactly one of ``link`` and ``hci`` must be given.  Use it as an async context
     manager, or call :meth:`close` when done; it belongs to the event loop that first
@@ -323,6 +340,7 @@ class BumbleCentral:
         att_mtu: int = REQUESTED_ATT_MTU,
         identity: CentralIdentity | None = None,
         keystore: KeyStore | None = None,
+        gatt_cache: GattCache | None = None,
     ) -> None:
         if (hci is None) == (link is None):
             raise ValueError("BumbleCentral needs exactly one of hci= or link=")
@@ -331,6 +349,7 @@ class BumbleCentral:
         self.address = address
         self.att_mtu = att_mtu
         self.identity = identity
+        self.gatt_cache = gatt_cache
         self.keystore: KeyStore = keystore or (identity.keystore() if identity else MemoryKeyStore())
         self.scanner_backend: type[BumbleScanner] = _bind(BumbleScanner, self)
         """A bleak scanner backend class on this host: ``BleakScanner(backend=central.scanner_backend)``."""
@@ -348,7 +367,9 @@ class BumbleCentral:
         hci = os.environ.get("HANDCUE_HCI")
         if not hci:
             raise AddressError("BumbleCentral.from_environment needs HANDCUE_HCI (a bumble transport, e.g. tcp-client:127.0.0.1:9901)")
-        return cls(hci=hci, identity=CentralIdentity.for_user())
+        from .gatt_cache import GattCacheFile
+
+        return cls(hci=hci, identity=CentralIdentity.for_user(), gatt_cache=GattCacheFile.for_user())
 
     @property
     def description(self) -> str:
@@ -373,7 +394,7 @@ class BumbleCentral:
                 site: HostSite | None = self.link if self.link is not None else self.hci
                 assert site is not None
                 address = self.address or (self.identity.address() if self.identity else None)
-                stack = self._stack = await _CentralStack.create(site, address, self.keystore)
+                stack = self._stack = await _CentralStack.create(site, address, self.keystore, self.att_mtu)
             return stack
 
     async def device(self) -> Device:
@@ -536,6 +557,14 @@ class BumbleClient(BaseBleakClient):
         self._connection: Connection | None = None
         self._subscriptions: dict[int, Callable[[bytes], None]] = {}
         self._flow_waiters: set[asyncio.Future[None]] = set()
+        self._deferred: list[Callable[[], Awaitable[None]]] = []
+        """GATT work for after the caller's first request (the MTU exchange, filling the cache)."""
+        self._deferred_timer: asyncio.TimerHandle | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._requests: set[asyncio.Future[Any]] = set()
+        """GATT requests in flight or queued (ATT takes one at a time): cancelled when the link drops."""
+        self.used_gatt_cache = False
+        """Whether the last connect took the GATT database from the cache (bumble-specific)."""
 
     # ------------------------------------------------------------ properties
 
@@ -557,7 +586,8 @@ class BumbleClient(BaseBleakClient):
     # ------------------------------------------------------------ connection
 
     async def connect(self, pair: bool, **kwargs: Any) -> None:
-        """Connect, exchange MTU (request the central's ``att_mtu``) and discover the GATT database.
+        """Connect and discover the GATT database (or prove the cached one current); the MTU
+        exchange follows the caller's first request.
 
         ``timeout`` (keyword, default: the client's) bounds the whole operation.
         """
@@ -607,16 +637,125 @@ class BumbleClient(BaseBleakClient):
                 else:
                     await self._encrypt_if_bonded(connection)
                 peer = Peer(connection)
-                with self._phases.phase("MTU exchange"):
-                    await self._guard("MTU exchange", peer.request_mtu(self.central.att_mtu))
-                with self._phases.phase("service discovery"):
-                    self.services = await self._guard("service discovery", self._discover(peer))
-                if not self._requested_services:  # the GAP service was not asked for
-                    await self._read_gap_name(peer)
+                self.used_gatt_cache = False
+                cached, database_hash = await self._validated_cache(connection)
+                if cached is not None:
+                    self.services = self._collect(peer, self._restore(peer, cached))
+                    self.used_gatt_cache = True
+                else:
+                    if database_hash is None and self.central.gatt_cache is not None:
+                        # Read before discovery: a change after it would then show as a different hash next time.
+                        with self._phases.phase("read Database Hash for the GATT cache"):
+                            database_hash = await self._guard("Database Hash read", self._read_database_hash(connection))
+                    with self._phases.phase("service discovery"):
+                        self.services = await self._guard("service discovery", self._discover(peer))
+                    if not self._requested_services:  # the GAP service was not asked for
+                        await self._read_gap_name(peer)
+                    if database_hash is not None:
+                        self._remember_database(connection, database_hash)
         except BaseException:
             await self.disconnect()
             raise
-        logger.debug("connected to %s, MTU %d", self.address, connection.att_mtu)
+        self._deferred.insert(0, lambda: self._exchange_mtu(peer))
+        self._deferred_timer = loop.call_later(DEFERRED_START_S, self._start_deferred)
+        logger.debug("connected to %s%s", self.address, " (GATT handles from the cache)" if self.used_gatt_cache else "")
+
+    # ------------------------------------------------------------ deferred GATT work
+
+    def _start_deferred(self) -> None:
+        """Run the deferred GATT work, in order, queued behind any request already sent (ATT takes one at a time)."""
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._deferred_timer = None
+        jobs, self._deferred = self._deferred, []
+        if not jobs or self._connection is None:
+            return
+
+        async def run() -> None:
+            for job in jobs:
+                try:
+                    await job()
+                except Exception:  # best effort: the link may have gone, the peer may refuse
+                    logger.debug("deferred GATT work failed", exc_info=True)
+
+        task = asyncio.ensure_future(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _exchange_mtu(self, peer: Peer) -> None:
+        """Ask for the central's ATT MTU, unless the peer already asked (the MTU is then set)."""
+        connection = self._require_connection()
+        if connection.att_mtu != DEFAULT_ATT_MTU or self.central.att_mtu == DEFAULT_ATT_MTU:
+            return
+        with self._phases.phase("MTU exchange"):
+            await self._guard("MTU exchange", peer.request_mtu(self.central.att_mtu))
+
+    # ------------------------------------------------------------ GATT cache
+
+    @staticmethod
+    async def _read_database_hash(connection: Connection) -> bytes | None:
+        """The peer's Database Hash (0x2B2A) by one Read By Type over every handle; None if it has none."""
+        from bumble.gatt import GATT_DATABASE_HASH_CHARACTERISTIC
+
+        response = await connection.gatt_client.send_request(
+            att.ATT_Read_By_Type_Request(starting_handle=0x0001, ending_handle=0xFFFF, attribute_type=GATT_DATABASE_HASH_CHARACTERISTIC))
+        if response is None or response.op_code != att.Opcode.ATT_READ_BY_TYPE_RESPONSE or not response.attributes:
+            return None
+        return bytes(response.attributes[0][1])
+
+    async def _validated_cache(self, connection: Connection) -> tuple[CachedDatabase | None, bytes | None]:
+        """The cached database of this peer if it covers the services asked for and its Database Hash is
+        still the peer's (robust caching: one request instead of a discovery), and the hash read if any;
+        a stale entry is forgotten."""
+        cache = self.central.gatt_cache
+        if cache is None:
+            return None, None
+        key = str(connection.peer_address)
+        cached = cache.get(key)
+        if cached is None or not cached.covers(self._requested_services, lambda value: _uuid_from_le_bytes(bytes.fromhex(value))):
+            return None, None
+        with self._phases.phase("check cached GATT handles (Database Hash)"):
+            current = await self._guard("Database Hash read", self._read_database_hash(connection))
+        if current == cached.database_hash:
+            return cached, current
+        logger.info("%s: its GATT database changed (Database Hash); discovering it again", self.address)
+        cache.forget(key)
+        return None, current
+
+    def _remember_database(self, connection: Connection, database_hash: bytes) -> None:
+        """Store the discovered services with the peer's Database Hash."""
+        cache, services = self.central.gatt_cache, self.services
+        if cache is None or services is None:
+            return
+        cached_services = []
+        for service in services:
+            service_proxy = service.obj
+            characteristics = []
+            for characteristic in service.characteristics:
+                proxy = characteristic.obj
+                descriptors = tuple((d.obj.type.to_bytes().hex(), d.handle) for d in characteristic.descriptors) if proxy.descriptors_discovered else None
+                characteristics.append(CachedCharacteristic(proxy.uuid.to_bytes().hex(), proxy.handle, proxy.end_group_handle, int(proxy.properties), descriptors))
+            cached_services.append(CachedService(service_proxy.uuid.to_bytes().hex(), service_proxy.handle, service_proxy.end_group_handle, tuple(characteristics)))
+        cache.put(str(connection.peer_address), CachedDatabase(database_hash, tuple(cached_services), complete=not self._requested_services))
+
+    def _restore(self, peer: Peer, cached: CachedDatabase) -> list[tuple[ServiceProxy, list[CharacteristicProxy[bytes]]]]:
+        """bumble proxies for the cached services (registered with the GATT client, as discovery would)."""
+        client = peer.gatt_client
+        restored = []
+        for service in cached.services:
+            service_proxy = ServiceProxy(client, service.handle, service.end_handle, core.UUID.from_bytes(bytes.fromhex(service.uuid)))
+            characteristics: list[CharacteristicProxy[bytes]] = []
+            for item in service.characteristics:
+                uuid = core.UUID.from_bytes(bytes.fromhex(item.uuid))
+                proxy: CharacteristicProxy[bytes] = CharacteristicProxy(client, item.handle, item.end_handle, uuid, item.properties)
+                if item.descriptors is not None:
+                    proxy.descriptors = [DescriptorProxy(client, handle, core.UUID.from_bytes(bytes.fromhex(kind))) for kind, handle in item.descriptors]
+                    proxy.descriptors_discovered = True
+                characteristics.append(proxy)
+            service_proxy.characteristics = characteristics
+            client.services.append(service_proxy)
+            restored.append((service_proxy, characteristics))
+        return restored
 
     async def _close_late_connection(self, attempt: asyncio.Future[Connection], timeout: float) -> None:
         """Wait (at most ``timeout`` seconds) for a connect nobody waits for any more; disconnect what it brings."""
@@ -661,7 +800,6 @@ class BumbleClient(BaseBleakClient):
         CCCD is the one a client needs): on a slow link every discovery request costs a
         connection event or two.
         """
-        collection = BleakGATTServiceCollection()
         if self._requested_services:
             # "Discover Primary Service by Service UUID" (Find By Type Value): bumble's
             # discover_services(uuids) would read every service's group and filter.
@@ -669,13 +807,28 @@ class BumbleClient(BaseBleakClient):
             service_proxies = [proxy for proxies in found for proxy in proxies]
         else:
             service_proxies = await peer.discover_services()
+        discovered = []
         for service_proxy in service_proxies:
-            service_uuid = _uuid_str(service_proxy.uuid)
-            if self._requested_services and service_uuid not in self._requested_services:
+            if self._requested_services and _uuid_str(service_proxy.uuid) not in self._requested_services:
                 continue
-            service = BleakGATTService(service_proxy, service_proxy.handle, service_uuid)
+            characteristics = await peer.discover_characteristics(service=service_proxy)
+            for char_proxy in characteristics:
+                if self._requested_services and not char_proxy.properties & (CharacteristicProperties.NOTIFY | CharacteristicProperties.INDICATE):
+                    continue
+                char_proxy.descriptors = await peer.discover_descriptors(char_proxy)
+                # bumble's discover_descriptors(characteristic) does not set this flag, so
+                # subscribe() would discover them all over again (two more connection events).
+                char_proxy.descriptors_discovered = True
+            discovered.append((service_proxy, characteristics))
+        return self._collect(peer, discovered)
+
+    def _collect(self, peer: Peer, services: list[tuple[ServiceProxy, list[CharacteristicProxy[bytes]]]]) -> BleakGATTServiceCollection:
+        """bleak's service collection for bumble's proxies (descriptors only where they were discovered)."""
+        collection = BleakGATTServiceCollection()
+        for service_proxy, characteristics in services:
+            service = BleakGATTService(service_proxy, service_proxy.handle, _uuid_str(service_proxy.uuid))
             collection.add_service(service)
-            for char_proxy in await peer.discover_characteristics(service=service_proxy):
+            for char_proxy in characteristics:
                 characteristic = BleakGATTCharacteristic(
                     char_proxy,
                     char_proxy.handle,
@@ -685,13 +838,7 @@ class BumbleClient(BaseBleakClient):
                     service,
                 )
                 collection.add_characteristic(characteristic)
-                if self._requested_services and not {"notify", "indicate"} & set(characteristic.properties):
-                    continue
-                descriptors = await peer.discover_descriptors(char_proxy)
-                # bumble's discover_descriptors(characteristic) does not set this flag, so
-                # subscribe() would discover them all over again (two more connection events).
-                char_proxy.descriptors_discovered = True
-                for descriptor_proxy in descriptors:
+                for descriptor_proxy in char_proxy.descriptors if char_proxy.descriptors_discovered else []:
                     collection.add_descriptor(
                         BleakGATTDescriptor(
                             descriptor_proxy,
@@ -721,6 +868,13 @@ class BumbleClient(BaseBleakClient):
     def _on_disconnection(self, reason: int) -> None:
         logger.debug("disconnected from %s (reason 0x%02X)", self.address, reason)
         self._connection = None
+        for request in list(self._requests):  # else those queued behind the one in flight go out on the dead link
+            request.cancel()
+            request.add_done_callback(_retrieve_exception)
+        self._deferred.clear()
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._deferred_timer = None
         self._subscriptions.clear()
         self.services = None
         for waiter in self._flow_waiters:
@@ -795,6 +949,11 @@ class BumbleClient(BaseBleakClient):
         # Left alone, the request ends with its response, its timeout or the link.
         # (A write without response waits for no response: it runs inline, without a task's cost.)
         request = asyncio.ensure_future(awaitable) if awaits_response else None
+        if request is not None:
+            self._requests.add(request)
+            request.add_done_callback(self._requests.discard)
+        if request is not None and self._deferred:
+            self._start_deferred()  # queued behind this request: it goes out first
         try:
             return await (asyncio.shield(request) if request is not None else awaitable)
         except asyncio.CancelledError:

@@ -54,12 +54,13 @@ def describe_pairing_state(name: str, state: PairingState | None) -> str:
     return f"{name} accepts commands only from paired devices; this one is not (press its button, then run handcue pair)"
 
 
-def security_line(transport: object) -> str:
-    """What ``handcue info`` says about who may command the band on ``transport``."""
+async def security_line(transport: object) -> str:
+    """What ``handcue info`` says about who may command the band on ``transport`` (waits for the
+    pairing state the BLE transport reads in the background)."""
     from ..transport.ble import BleTransport
 
     if isinstance(transport, BleTransport):
-        return describe_pairing_state(transport.band_name, transport.pairing_state)
+        return describe_pairing_state(transport.band_name, await transport.read_pairing_state())
     return "serial is a cable: the band takes commands from whoever holds it (pairing is for BLE)"
 
 

@@ -3,14 +3,25 @@
 The band serves a Nordic-UART-style service: the companion writes frames to RX
 (write without response; the protocol's upload window is the flow control) and
 receives the band's frames as TX notifications.  :attr:`BleTransport.mtu` is
-ATT MTU - 3; the client sizes data frames for the most table bytes per write
-(one frame per write at large MTUs; at small ones a frame spans several writes).
+ATT MTU - 3 as it is now (it grows when the MTU exchange is done); the client sizes
+data frames for the most table bytes per write (one frame per write at large MTUs; at
+small ones a frame spans several writes: frames are a byte stream).
+
+Connecting waits for no round trip of its own once the link is up: the write of TX's
+CCCD (subscribe) goes out and the first frames with it, as writes without response in
+the same connection event (they may even reach the band first: a band holds its answers
+until the subscription arrives, SPEC 21.2).  The CCCD write's answer is awaited in the
+background; a refusal ends the link.
 
 A band that holds a bond accepts state-changing commands only from a paired,
-encrypted link.  After connecting, the transport reads the band's pairing
-characteristic (:attr:`BleTransport.pairing_state`); when the band is protected and
-this link is not trusted, every write asks for a response, so that a refusal comes
-back as an ATT error, raised as :class:`~companion.errors.NotPairedError`.
+encrypted link.  The transport reads the band's pairing characteristic in the
+background, behind the subscription (:meth:`BleTransport.read_pairing_state`); once
+it shows a protected band and an untrusted link, every write asks for a response, so
+that a refusal comes back as an ATT error, raised as
+:class:`~companion.errors.NotPairedError`.  A command the band refused before that
+(a write without response it dropped) goes unanswered; the client sends it again
+after its retransmission timeout, now with a response: the user still gets the one
+clear line, a few hundred ms later, instead of a timeout.
 
 Which bleak backend carries BLE is an object given by the caller (a
 :class:`~companion.ble.backend.BleBackend`): bleak's platform backend by default, or the
@@ -33,6 +44,8 @@ from ..config import KnownBleAddress
 from ..errors import NotPairedError
 from .base import Transport, TransportClosed, TransportError
 
+PAIRING_READ_TIMEOUT = 5.0
+"""Longest wait for the band's pairing state when someone asks for it (``handcue info``)."""
 DIRECT_CONNECT_TIMEOUT = 1.0
 """Seconds a connection to a band's remembered address may take before the transport scans
 instead: a band advertises every 20-30 ms for its first 30 s after boot or a disconnect, and at
@@ -65,16 +78,18 @@ class BleTransport(Transport):
         self.target = target
         self.backend = backend
         self._client: Any = None
-        self._mtu = 20
         self.pairing_state: PairingState | None = None
-        """What the band said about pairing when we connected (None: a band without pairing support)."""
+        """What the band says about pairing on this link (None: not read yet, or a band without pairing support)."""
         self._confirm_writes = False
+        self._subscription: asyncio.Future[None] | None = None
+        self._pairing_read: asyncio.Future[None] | None = None
         self.address_book: AddressBook | None = None
         """Remembers the band's address so that the next connect needs no scan; None: always scan."""
 
     @property
     def mtu(self) -> int:
-        return self._mtu
+        client = self._client
+        return max(20, client.mtu_size - 3) if client is not None and client.is_connected else 20
 
     async def connect(self, timeout: float) -> None:
         """Connect: straight to the address the band had last time where the backend can
@@ -95,18 +110,15 @@ class BleTransport(Transport):
                 client = await self._connect_to(BleakClient, device, min(DIRECT_CONNECT_TIMEOUT, timeout), "connect to the known address")
             if client is None:
                 device = await self._scan(max(deadline - loop.time(), 0.1))
-                client = await self._connect_to(BleakClient, device, max(deadline - loop.time(), 0.1), "connect", failures_pass=False)
+                client = await self._connect_to(BleakClient, device, max(deadline - loop.time(), 0.1), "connect to the band seen", failures_pass=False)
                 assert client is not None
                 if self.address_book is not None and backend.address_type_of is not None:
                     self.address_book.put(self.target, KnownBleAddress(str(device.address), backend.address_type_of(device)))
             self._client = client
-            with self.phases.phase("subscribe to TX"):
-                await client.start_notify(BleUuid.TX, self._on_notify)
-            self._mtu = max(20, client.mtu_size - 3)
-            with self.phases.phase("read pairing state"):
-                self.pairing_state = await self._read_pairing_state(client)
-            state = self.pairing_state or PairingState(0)
-            self._confirm_writes = PairingState.PROTECTED in state and PairingState.TRUSTED not in state
+            # Neither is awaited: the subscription (a write request) and then the pairing read go out in
+            # this order, and the caller's first frames (writes without response) with them.
+            self._subscription = asyncio.ensure_future(self._subscribe(client))
+            self._pairing_read = asyncio.ensure_future(self._learn_pairing_state(client))
             # A lone delimiter makes the band drop any partial frame it still holds.
             await client.write_gatt_char(BleUuid.RX, b"\x00", response=False)
         except BleakError as exc:
@@ -168,13 +180,40 @@ class BleTransport(Transport):
             return None
         return client
 
-    @staticmethod
-    async def _read_pairing_state(client: Any) -> PairingState | None:
+    async def _subscribe(self, client: Any) -> None:
+        """Enable TX notifications; if the band refuses, the link is of no use: end it (pending requests fail at once)."""
+        from bleak.exc import BleakError
+
+        try:
+            with self.phases.phase("subscribe to TX"):
+                await client.start_notify(BleUuid.TX, self._on_notify)
+        except (BleakError, TimeoutError) as exc:
+            if self._client is client:
+                self._deliver_end(f"subscribing to the band's notifications failed: {exc}")
+
+    async def _learn_pairing_state(self, client: Any) -> None:
+        """Read the pairing characteristic; from then on writes to a band that would refuse them ask for a response."""
         characteristic = client.services.get_characteristic(BleUuid.PAIRING)
         if characteristic is None:
-            return None
-        value = await client.read_gatt_char(characteristic)
-        return PairingState(value[0]) if value else None
+            return
+        with self.phases.phase("read pairing state"):
+            value = await client.read_gatt_char(characteristic)
+        self.pairing_state = state = PairingState(value[0]) if value else None
+        state = state or PairingState(0)
+        self._confirm_writes = PairingState.PROTECTED in state and PairingState.TRUSTED not in state
+
+    async def read_pairing_state(self) -> PairingState | None:
+        """The band's pairing state on this link, once its read (started when connecting) is done."""
+        from bleak.exc import BleakError
+
+        read = self._pairing_read
+        if read is not None:
+            try:
+                async with asyncio.timeout(PAIRING_READ_TIMEOUT):
+                    await asyncio.shield(read)
+            except (BleakError, TimeoutError) as exc:
+                raise TransportError(f"{self.address}: reading the band's pairing state failed: {exc or 'timed out'}") from exc
+        return self.pairing_state
 
     @property
     def band_name(self) -> str:
@@ -197,8 +236,11 @@ class BleTransport(Transport):
         from bleak.exc import BleakGATTProtocolError
 
         try:
-            for offset in range(0, len(data), self._mtu):
-                await client.write_gatt_char(BleUuid.RX, data[offset : offset + self._mtu], response=self._confirm_writes)
+            offset = 0
+            while offset < len(data):
+                size = self.mtu  # grows once the MTU exchange is done, maybe mid-frame
+                await client.write_gatt_char(BleUuid.RX, data[offset : offset + size], response=self._confirm_writes)
+                offset += size
         except BleakGATTProtocolError as exc:
             if exc.code in REFUSED_FOR_SECURITY:
                 raise NotPairedError(not_paired_message(self.band_name)) from exc
@@ -211,4 +253,16 @@ class BleTransport(Transport):
         if client is not None:
             with contextlib.suppress(Exception):
                 await client.disconnect()
+        for task in (self._subscription, self._pairing_read):  # they end with the link; nobody waits for them now
+            if task is not None:
+                if not task.done():
+                    task.cancel()
+                task.add_done_callback(_retrieve)
+        self._subscription = self._pairing_read = None
         self._deliver_end("closed")
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    """Mark a background task's failure as seen: the link it served is closed."""
+    if not task.cancelled():
+        task.exception()

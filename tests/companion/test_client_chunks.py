@@ -14,6 +14,7 @@ class FakeLink:
 
     address = "test:"
     min_rto = 0.25
+    bytes_per_second = None  # speed unknown, as on BLE
 
     def __init__(self, mtu: int) -> None:
         self.mtu = mtu

@@ -351,6 +351,7 @@ def test_a_band_from_before_skip_scopes_gets_a_clear_word():
         address = "serial:/dev/old-band"
         mtu = 4096
         min_rto = 0.03
+        bytes_per_second = None
 
     sent: list[bytes] = []
 

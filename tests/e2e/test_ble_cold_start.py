@@ -84,7 +84,7 @@ def test_a_known_band_is_reached_without_a_scan_and_a_moved_one_by_a_scan():
     assert remembered == KnownBleAddress(address, "random")
     assert "scan until seen" not in phase_names(second)
     assert "connect to the known address" in phase_names(second)
-    for name in ("connect", "MTU exchange", "service discovery", "subscribe to TX", "INFO", "STATUS"):
+    for name in ("connect", "service discovery", "subscribe to TX", "INFO", "STATUS"):
         assert name in phase_names(second)
     assert "connect to the known address (failed)" in phase_names(third)
     assert "scan until seen" in phase_names(third)

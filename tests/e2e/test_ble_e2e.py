@@ -22,7 +22,7 @@ from companion import compile_routine, load_routine, read_table, table_timeline
 from companion.ble.bumble_backend import BumbleCentral
 from companion.client import BandClient
 from firmware_sim.local import LocalBleBand
-from protocol.constants import BandState, BleUuid, Hands, TechniqueCode
+from protocol.constants import DEFAULT_UPLOAD_WINDOW, MAX_FRAME_PAYLOAD, BandState, BleUuid, Hands, TechniqueCode
 from protocol.table import CuePattern, PatternSegment, StepRecord, StepTable, encode_table
 
 from ..conftest import SHIPPED
@@ -102,8 +102,8 @@ async def _until_finished(client: BandClient):
 
 
 def test_disconnect_mid_upload_then_resume():
-    data = big_table()
-    assert len(data) > 3000
+    data = big_table(1000)
+    assert len(data) > 3 * DEFAULT_UPLOAD_WINDOW * MAX_FRAME_PAYLOAD  # the cut comes while most of it is still to send
 
     async def main():
         async with LocalBand() as band, BumbleCentral(link=band.link) as central:

@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 from companion.ble.bumble_backend import BumbleCentral
 from companion.fleet import command_to_many, expand_targets, summary_table, upload_to_many
 from firmware_sim.local import LocalBleBand
-from protocol.constants import BandState, Hands, TechniqueCode
+from protocol.constants import DEFAULT_UPLOAD_WINDOW, MAX_FRAME_PAYLOAD, BandState, Hands, TechniqueCode
 from protocol.table import CuePattern, PatternSegment, StepRecord, StepTable, encode_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,8 +41,8 @@ def table(steps: int = 150) -> bytes:
 
 
 def test_eight_band_upload_with_one_band_dying_mid_upload() -> None:
-    data = table()
-    assert len(data) > 2000  # several windows: the dying band is caught mid-way
+    data = table(1000)
+    assert len(data) > 3 * DEFAULT_UPLOAD_WINDOW * MAX_FRAME_PAYLOAD  # several windows: the dying band is caught mid-way
 
     async def main() -> None:
         link = LocalLink()

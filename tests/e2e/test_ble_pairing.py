@@ -84,9 +84,9 @@ def test_unbonded_band_is_open_and_says_so(table: bytes) -> None:
     async def main() -> None:
         async with LocalBleBand(table) as local, BumbleCentral(link=local.link) as central, band_client(local, central) as client:
             assert (await client.start()).state == BandState.RUNNING
-            state = transport_of(client).pairing_state
+            state = await transport_of(client).read_pairing_state()
             assert state == PairingState(0)
-            assert security_line(client.transport) == f"{NAME} is not paired with any device: it is open to anyone in range"
+            assert await security_line(client.transport) == f"{NAME} is not paired with any device: it is open to anyone in range"
 
     run(main())
 
@@ -102,8 +102,8 @@ def test_bonded_central_accepted_and_any_other_refused_with_one_clear_line(table
             assert len(await owner.keystore.get_all()) == 1 and len(local.security.bonded_peers) == 1
 
             async with band_client(local, stranger) as other:
-                assert transport_of(other).pairing_state == PairingState.PROTECTED | PairingState.WINDOW_OPEN
-                assert security_line(other.transport) == describe_pairing_state(NAME, PairingState.PROTECTED) == (
+                assert await transport_of(other).read_pairing_state() == PairingState.PROTECTED | PairingState.WINDOW_OPEN
+                assert await security_line(other.transport) == describe_pairing_state(NAME, PairingState.PROTECTED) == (
                     f"{NAME} accepts commands only from paired devices; this one is not (press its button, then run handcue pair)"
                 )
                 assert (await other.info()).band_id == 0x1A2B
@@ -116,7 +116,7 @@ def test_bonded_central_accepted_and_any_other_refused_with_one_clear_line(table
             assert local.band.storage.active_table() == table and local.band.storage.upload is None  # nothing erased, no upload begun
 
             async with band_client(local, owner) as client:
-                assert transport_of(client).pairing_state == PairingState.PROTECTED | PairingState.WINDOW_OPEN | PairingState.TRUSTED
+                assert await transport_of(client).read_pairing_state() == PairingState.PROTECTED | PairingState.WINDOW_OPEN | PairingState.TRUSTED
                 assert (await client.start()).state == BandState.RUNNING
                 assert (await client.stop()).state == BandState.IDLE
                 await client.upload(table)
@@ -182,7 +182,7 @@ def test_bonds_survive_restarts_of_both_sides(table: bytes, tmp_path: Path) -> N
         ):
             assert len(local.security.bonded_peers) == 1 and not local.security.window.is_open
             async with band_client(local, central) as client:
-                assert PairingState.TRUSTED in (transport_of(client).pairing_state or 0)
+                assert PairingState.TRUSTED in ((await transport_of(client).read_pairing_state()) or PairingState(0))
                 assert (await client.start()).state == BandState.RUNNING
             async with band_client(local, stranger) as other:
                 with pytest.raises(NotPairedError):
@@ -204,7 +204,7 @@ def test_unpair_forgets_on_both_sides(table: bytes) -> None:
             assert local.security.bonded_peers == frozenset()
             assert await central.keystore.get_all() == []
             async with band_client(local, central) as client:
-                assert transport_of(client).pairing_state == PairingState.WINDOW_OPEN
+                assert (await transport_of(client).read_pairing_state()) == PairingState.WINDOW_OPEN
                 assert (await client.start()).state == BandState.RUNNING
 
     run(main())
@@ -224,7 +224,7 @@ def test_factory_reset_erases_bonds_and_routine(table: bytes) -> None:
             assert local.security.bonded_peers == frozenset() and local.band.storage.active_table() is None
             assert not local.security.window.is_open
             async with band_client(local, central) as client:
-                assert transport_of(client).pairing_state == PairingState(0)
+                assert (await transport_of(client).read_pairing_state()) == PairingState(0)
                 assert (await client.info()).routine_size == 0
                 await client.upload(table)
 
@@ -290,7 +290,7 @@ def test_across_processes_window_persistence_and_factory_reset(table: bytes, tmp
             os.kill(sim.pid, signal.SIGUSR2)  # a long press: factory reset
             await asyncio.sleep(0.3)
             async with BumbleCentral(hci=hci) as anyone, BandClient.open(f"ble:{NAME}", ble=anyone.backend) as client:
-                assert transport_of(client).pairing_state == PairingState(0)
+                assert (await transport_of(client).read_pairing_state()) == PairingState(0)
                 assert (await client.info()).routine_size == 0
         finally:
             await stop_sim(sim)

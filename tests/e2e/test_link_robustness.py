@@ -29,7 +29,7 @@ from firmware_sim.flash import Flash
 from firmware_sim.handler import ProtocolHandler
 from firmware_sim.local import storage_with
 from firmware_sim.storage import FLASH_SIZE, Storage
-from protocol.constants import MessageKind, Opcode
+from protocol.constants import DEFAULT_UPLOAD_WINDOW, MessageKind, Opcode
 from protocol.errors import BadRequestError, BusyError
 from protocol.framing import FrameParser, encode_frame
 from protocol.messages import (
@@ -287,8 +287,9 @@ def test_band_answers_at_once_after_a_failed_upload(tmp_path):
     assert next_answer < 0.5
 
 
-def test_a_refusal_known_at_begin_comes_before_any_data():
-    transport = Loopback(ProtocolHandler(band_with(NAUSEA)))  # its clock stands still: the routine keeps playing
+def test_a_refusal_known_at_begin_comes_before_any_data_is_stored():
+    band = band_with(NAUSEA)  # its clock stands still: the routine keeps playing
+    transport = Loopback(ProtocolHandler(band))
     progress: list[int] = []
 
     async def job():
@@ -298,8 +299,8 @@ def test_a_refusal_known_at_begin_comes_before_any_data():
                 await client.upload(FULL, lambda confirmed, total: progress.append(confirmed))
 
     run(job())
-    opcodes = [decode_message(m).opcode for f in transport.sent for m in FrameParser(1024).feed(f)]
-    assert progress == [] and Opcode.UPLOAD_DATA not in opcodes  # refused at UPLOAD_BEGIN: no table byte sent
+    # Refused at UPLOAD_BEGIN: the data sent behind it (before its answer) stored nothing, no progress was reported.
+    assert progress == [] and band.storage.upload is None and band.storage.active_table() == NAUSEA
 
 
 # --------------------------------------------------------------------------
@@ -345,7 +346,11 @@ def test_unusable_band_limits_get_a_clear_error_never_a_hang(opcode, offset, val
     transport = Loopback(ProtocolHandler(band_with()), rewrite(opcode, at(offset, value)))
     with pytest.raises(BandAnswerError, match=words):
         run(loop_upload(transport, NAUSEA))
-    assert len(transport.sent) <= 3  # hello (INFO, SET_TIME), BEGIN: no data frame, no loop
+    opcodes = [decode_message(m).opcode for f in transport.sent for m in FrameParser(1024).feed(f)]
+    # hello, then only what went before BEGIN's answer (BEGIN, the first window of data, and COMMIT
+    # behind it when the table fits that window): nothing sent again, no loop
+    assert opcodes.count(Opcode.INFO) == 1 and opcodes.count(Opcode.UPLOAD_BEGIN) <= 1
+    assert opcodes.count(Opcode.UPLOAD_DATA) <= DEFAULT_UPLOAD_WINDOW and opcodes.count(Opcode.UPLOAD_COMMIT) <= 1
 
 
 def test_a_malformed_answer_names_the_request():

@@ -182,7 +182,7 @@ def plain(value: object) -> object:
 
 
 def test_codes_and_sizes_are_the_ones_in_the_spec():
-    assert (PROTOCOL_VERSION, MESSAGE_HEADER_SIZE, MAX_FRAME_PAYLOAD, DEFAULT_UPLOAD_WINDOW) == (1, 4, 256, 8)
+    assert (PROTOCOL_VERSION, MESSAGE_HEADER_SIZE, MAX_FRAME_PAYLOAD, DEFAULT_UPLOAD_WINDOW) == (1, 4, 256, 16)
     assert {kind.name: kind.value for kind in MessageKind} == {"REQUEST": 0, "RESPONSE": 1, "NOTIFICATION": 2}
     assert {opcode.name: opcode.value for opcode in Opcode} == {
         "INFO": 1, "UPLOAD_BEGIN": 2, "UPLOAD_DATA": 3, "UPLOAD_COMMIT": 4, "ERASE": 5, "START": 6,
@@ -499,7 +499,7 @@ def test_handler_info_golden(handler):
     table = compile_routine(load_routine("nausea-pc6"))
     response = handler.handle("serial", bytes.fromhex("01000107"))
     name = "4e61757365612072656c69656620285043362" "9"  # "Nausea relief (PC6)", 19 bytes
-    expected = ("01" "01" "01" "07" "00" "00" "2b1a0000" "000100" "01" "64" "00" "00800000" "0001" "08" "01"
+    expected = ("01" "01" "01" "07" "00" "00" "2b1a0000" "000200" "01" "64" "00" "00800000" "0001" "10" "01"
                 + zlib.crc32(table).to_bytes(4, "little").hex() + "7c00" "13" + name + "00")  # boot_outcome BLANK: this band booted on erased flash, then took the upload
     assert response.hex() == expected
 
@@ -508,7 +508,7 @@ def test_handler_upload_exchange_golden(handler):
     table = compile_routine(load_routine("nausea-pc6"), names=False)
     crc = zlib.crc32(table)
     begin = handler.handle("serial", encode_request(UploadBeginRequest(length=76, crc32=crc), 1))
-    assert begin.hex() == "01" "01" "02" "01" "00" "00" "00000000" "f800" "08"  # offset 0, max_chunk 256-8, window 8
+    assert begin.hex() == "01" "01" "02" "01" "00" "00" "00000000" "f800" "10"  # offset 0, max_chunk 256-8, window 16
     ahead = handler.handle("serial", encode_request(UploadDataRequest(offset=40, data=table[40:]), 2))
     assert ahead.hex() == "01" "01" "03" "02" "00" "00" "00000000"  # out of order: dropped, durable offset 0
     first = handler.handle("serial", encode_request(UploadDataRequest(offset=0, data=table[:40]), 3))
@@ -516,7 +516,7 @@ def test_handler_upload_exchange_golden(handler):
     again = handler.handle("serial", encode_request(UploadDataRequest(offset=0, data=table[:40]), 4))
     assert again.hex() == "01" "01" "03" "04" "00" "00" "28000000"  # duplicate: dropped, same ack
     resumed = handler.handle("serial", encode_request(UploadBeginRequest(length=76, crc32=crc), 5))
-    assert resumed.hex() == "01" "01" "02" "05" "00" "00" "28000000" "f800" "08"  # same length and CRC: resume at 40
+    assert resumed.hex() == "01" "01" "02" "05" "00" "00" "28000000" "f800" "10"  # same length and CRC: resume at 40
     rest = handler.handle("serial", encode_request(UploadDataRequest(offset=40, data=table[40:]), 6))
     assert rest.hex() == "01" "01" "03" "06" "00" "00" "4c000000"
     commit = handler.handle("serial", encode_request(UploadCommitRequest(), 7))
@@ -581,8 +581,17 @@ def test_notifications_go_out_before_the_response_on_every_link(handler):
     handler.receive("serial", encode_frame(encode_request(StartRequest(), 9)))
     started = "01" "00" "00" "04" "00" "01" "00" "00000000" "c0270900" "e0930400" "c0270900" "03" "0100" "64"
     notification = encode_frame(bytes.fromhex("01" "02" "0b" "00" + started))
-    assert serial == [notification, notification, encode_frame(bytes.fromhex("01" "01" "06" "09" "00" "00" + started))]
+    # The requesting link gets its chunk's frames in one send: the notifications, then the response.
+    assert serial == [notification + notification + encode_frame(bytes.fromhex("01" "01" "06" "09" "00" "00" + started))]
     assert ble == [notification, notification]  # the other link hears the notifications, not the response
+
+
+def test_answers_to_the_requests_of_one_chunk_go_out_in_one_send(handler):
+    sent: list[bytes] = []
+    handler.attach("ble", sent.append)
+    handler.receive("ble", encode_frame(encode_request(InfoRequest(), 1)) + encode_frame(encode_request(StatusRequest(), 2)))
+    assert len(sent) == 1
+    assert [decode_message(m).request_id for m in FrameParser(1024).feed(sent[0])] == [1, 2]
 
 
 def test_upload_of_zero_bytes_is_a_bad_request(handler):

@@ -1,0 +1,154 @@
+"""Remembered GATT databases: the handles of a band used before, so that connecting to it again needs no discovery.
+
+Operating-system stacks keep such a cache themselves (BlueZ under
+``/var/lib/bluetooth/<adapter>/cache``, CoreBluetooth and WinRT internally), so with
+bleak's platform backends the companion gets it for free.  The bumble backend is a
+user-space host and keeps its own, per band address, in the user's cache folder
+(:func:`companion.config.gatt_cache_path`).
+
+A cached database is used only after it is proven current, the way Core 5.1 robust
+caching lets a client without a bond do it: one Read By Type of the band's Database
+Hash (0x2B2A, an AES-CMAC over every declaration) replaces the whole discovery; a
+different hash (a firmware update moved the handles) throws the entry away and
+discovers again.  A band without a Database Hash is never cached.
+
+Entries are plain JSON (UUIDs as their little-endian bytes in hex, as on the air);
+a cache that cannot be read or written is skipped: it only saves time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = ["CachedCharacteristic", "CachedDatabase", "CachedService", "GattCache", "GattCacheFile", "MemoryGattCache"]
+
+MAX_ENTRIES = 20
+"""Bands remembered per computer; the oldest entry goes first."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CachedCharacteristic:
+    uuid: str
+    """The UUID's little-endian bytes in hex (2 or 16 bytes)."""
+    handle: int
+    """The value handle."""
+    end_handle: int
+    properties: int
+    descriptors: tuple[tuple[str, int], ...] | None
+    """(UUID, handle) of each descriptor; None: they were not discovered (a characteristic that does not notify)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CachedService:
+    uuid: str
+    handle: int
+    end_handle: int
+    characteristics: tuple[CachedCharacteristic, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class CachedDatabase:
+    """The part of a peer's GATT database a client discovered, and the Database Hash it had."""
+
+    database_hash: bytes
+    services: tuple[CachedService, ...]
+    complete: bool
+    """Every service was discovered (else only those asked for)."""
+
+    def covers(self, wanted: set[str] | None, uuid_of: Any) -> bool:
+        """Whether it holds every service in ``wanted`` (bleak's UUID strings; None: all of them).
+        ``uuid_of`` turns a cached UUID into bleak's string form."""
+        if wanted is None:
+            return self.complete
+        return self.complete or wanted <= {uuid_of(service.uuid) for service in self.services}
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["database_hash"] = self.database_hash.hex()
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> CachedDatabase | None:
+        """The entry, or None when it is not one this version wrote."""
+        try:
+            services = tuple(
+                CachedService(service["uuid"], int(service["handle"]), int(service["end_handle"]), tuple(
+                    CachedCharacteristic(c["uuid"], int(c["handle"]), int(c["end_handle"]), int(c["properties"]),
+                                         None if c["descriptors"] is None else tuple((str(u), int(h)) for u, h in c["descriptors"]))
+                    for c in service["characteristics"]))
+                for service in data["services"])
+            return cls(bytes.fromhex(data["database_hash"]), services, bool(data["complete"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+class GattCache(Protocol):
+    """Where a central keeps the databases of its peers, by peer address (``AA:BB:CC:DD:EE:FF/P``)."""
+
+    def get(self, address: str) -> CachedDatabase | None: ...
+    def put(self, address: str, database: CachedDatabase) -> None: ...
+    def forget(self, address: str) -> None: ...
+
+
+class MemoryGattCache:
+    """A cache for one process (tests, and hosts made in code)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, CachedDatabase] = {}
+
+    def get(self, address: str) -> CachedDatabase | None:
+        return self.entries.get(address)
+
+    def put(self, address: str, database: CachedDatabase) -> None:
+        self.entries[address] = database
+
+    def forget(self, address: str) -> None:
+        self.entries.pop(address, None)
+
+
+class GattCacheFile:
+    """A cache kept in one JSON file (read on every lookup: a few hundred bytes per band)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def for_user(cls) -> GattCacheFile:
+        from ..config import gatt_cache_path
+
+        return cls(gatt_cache_path())
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            document = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return document if isinstance(document, dict) else {}
+
+    def _write(self, document: dict[str, Any]) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(document), encoding="utf-8")
+            temporary.replace(self.path)  # a reader never sees half a file
+        except OSError:
+            pass  # a cache only saves time
+
+    def get(self, address: str) -> CachedDatabase | None:
+        return CachedDatabase.from_json(self._read().get(address))
+
+    def put(self, address: str, database: CachedDatabase) -> None:
+        document = self._read()
+        document.pop(address, None)
+        document[address] = database.to_json()  # newest last
+        while len(document) > MAX_ENTRIES:
+            document.pop(next(iter(document)))
+        self._write(document)
+
+    def forget(self, address: str) -> None:
+        document = self._read()
+        if document.pop(address, None) is not None:
+            self._write(document)
