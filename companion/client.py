@@ -682,6 +682,8 @@ class _UploadRun:
         self.progress = progress
         self.address = client.transport.address
         self.confirmed = self.next_offset = 0
+        self.progress_at = 0.0
+        """When (loop time) the band last confirmed new bytes."""
         self.frames = self.retransmissions = self.stalls = self.clean = 0
         self.in_flight: list[_Sent] = []  # oldest first
         self.stale: list[_Sent] = []  # sent before a go-back; their answers still come
@@ -886,7 +888,9 @@ class _UploadRun:
             if self.commit is not None:
                 waiting.append(self.commit.future)
             if not any(f.done() for f in waiting):
-                due = self.in_flight[0].left_wire + client._answer_allowance()
+                # RFC 6298 (5.3): the timer restarts with each acknowledgement of new data, so frames
+                # queued behind others on a slow link (BLE at a small MTU) are not taken for lost.
+                due = max(self.in_flight[0].left_wire, self.progress_at) + client._answer_allowance()
                 await asyncio.wait(waiting, timeout=max(0.0, due - loop.time()), return_when=asyncio.FIRST_COMPLETED)
             acked = any(s.future.done() for s in self.in_flight)
             if acked:
@@ -935,6 +939,7 @@ class _UploadRun:
             if acked > self.confirmed:
                 self.stalls = 0
                 self.confirmed = acked
+                self.progress_at = answer.at
                 if self.progress:
                     self.progress(self.confirmed, self.size)
             if acked < sent.end:

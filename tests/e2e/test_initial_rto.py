@@ -57,7 +57,7 @@ def test_a_fresh_connection_gets_through_a_noisy_serial_line():
     for seed in range(20):
         transport = SerialLoopback(ProtocolHandler(band_with()), to_band=ByteFaults(seed=seed, corrupt=0.01))
 
-        async def job() -> None:
+        async def job(transport: SerialLoopback = transport) -> None:
             async with BandClient(transport, timeout=DEFAULT_TIMEOUT) as client:
                 assert client.band_info is not None
 

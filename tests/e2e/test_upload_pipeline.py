@@ -251,3 +251,27 @@ def test_frames_behind_one_another_in_a_write_each_get_their_answer():
     responses = [(m.opcode, m.status) for m in answers if m.kind == MessageKind.RESPONSE]
     assert responses == [(Opcode.UPLOAD_BEGIN, Status.OK), (Opcode.UPLOAD_DATA, Status.OK), (Opcode.UPLOAD_COMMIT, Status.OK)]
     assert handler.band.storage.active_table() == NAUSEA
+
+
+# --------------------------------------------------------------------------
+# On the paced radio
+
+
+def test_a_full_window_queued_on_a_small_mtu_link_is_not_taken_for_lost():
+    """ATT MTU 23: a window is 16 frames of 13 writes each, 35 connection events of queue at 6 packets per
+    event; the retransmission timer restarts with every acknowledgement (RFC 6298), so none is sent twice."""
+    from ble_stack.paced_link import LinkTiming, PacedLink
+    from companion.ble.bumble_backend import BumbleCentral
+    from firmware_sim.local import LocalBleBand
+
+    from .test_ble_e2e import ADDRESS
+
+    async def job() -> tuple[object, bytes | None]:
+        link = PacedLink(LinkTiming(interval_ms=15.0, packets_per_event=6, data_length=251, phy="2M"))
+        async with LocalBleBand(link=link) as local, BumbleCentral(link=link, att_mtu=23) as central, \
+                BandClient.open(ADDRESS, ble=central.backend) as client:
+            assert client.transport.mtu == 20
+            return await client.upload(TABLE), local.band.storage.active_table()
+
+    result, active = run_virtual(job)
+    assert active == TABLE and result.retransmissions == 0 and result.frames_sent == -(-len(TABLE) // 246)  # type: ignore[attr-defined]
