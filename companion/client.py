@@ -208,9 +208,10 @@ class BandClient:
         """The retransmission timeout before the first answer: on a link of known speed (serial), a quarter
         second beyond the wire time of a largest frame each way (so a lost first INFO gets 4 tries within the
         default timeout); elsewhere 1 s (RFC 6298), as a BLE stack's connection setup may still hold answers back."""
-        if not self.transport.bytes_per_second:
+        rate = getattr(self.transport, "bytes_per_second", None)  # a minimal stand-in transport may not say
+        if not rate:
             return INITIAL_RTO_S
-        return KNOWN_SPEED_INITIAL_RTO_S + 2 * self.transport.wire_time(max_wire_size(MAX_FRAME_PAYLOAD))
+        return KNOWN_SPEED_INITIAL_RTO_S + 2 * max_wire_size(MAX_FRAME_PAYLOAD) / rate
 
     @classmethod
     def open(cls, address: str, *, ble: BleBackend | None = None, **kwargs: Any) -> BandClient:
