@@ -848,6 +848,7 @@ class _UploadRun:
                 self.lead, self.lead_sent = None, sent.pop(0)
             if trail:
                 self.commit = sent.pop()
+                self.commit.early = early
                 self.back_since_commit = False
             [data_sent] = sent
             data_sent.early, data_sent.timed = early, not early
@@ -961,14 +962,16 @@ class _UploadRun:
     # ---------------------------------------------------------------- commit
 
     def _commit_answer(self) -> UploadCommitResponse | None:
-        """COMMIT's answer came: its response, or None after BAD_OFFSET (bytes missing: they go again, then a new COMMIT)."""
+        """COMMIT's answer came: its response, or None when it found bytes missing (they go again, then a new COMMIT)."""
         commit = self.commit
         assert commit is not None and commit.future.done()
         answer = commit.future.result()
         try:
             response = self.client._checked(commit.request, answer.message)
         except UploadError as exc:
-            if exc.code != Status.BAD_OFFSET:
+            # BAD_OFFSET: bytes were missing. NO_UPLOAD to a COMMIT sent before BEGIN's answer: BEGIN had not
+            # reached the band (it was sent again), so neither had any of the data sent with it.
+            if not (exc.code == Status.BAD_OFFSET or (exc.code == Status.NO_UPLOAD and commit.early)):
                 raise
             self.client._abandon(commit.request_id, commit.future)
             self.commit = None

@@ -128,6 +128,18 @@ def test_a_lost_begin_is_sent_again_and_so_is_the_data_behind_it():
     assert band.storage.active_table() == TABLE
 
 
+def test_a_lost_begin_with_the_whole_table_and_commit_behind_it_is_recovered():
+    """A short table: BEGIN, its data and COMMIT in one write. BEGIN garbled: the data and COMMIT are answered
+    NO_UPLOAD (nothing stored), and the upload sends all three again instead of failing."""
+    band = band_with()
+    answers = Answers()
+    garble = Garble(is_request(Opcode.UPLOAD_BEGIN))
+    transport = Loopback(ProtocolHandler(band), answers, to_band=garble)
+    upload(transport, NAUSEA)
+    assert garble.garbled == 1 and answers.of(Opcode.UPLOAD_COMMIT) == [Status.NO_UPLOAD, Status.OK]
+    assert band.storage.active_table() == NAUSEA
+
+
 def test_a_window_of_data_behind_begin_never_pushes_begins_answer_out_of_the_reply_cache():
     handler = ProtocolHandler(band_with())
     handler.attach("ble", lambda frame: None)
