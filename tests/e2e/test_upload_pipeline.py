@@ -287,3 +287,34 @@ def test_a_full_window_queued_on_a_small_mtu_link_is_not_taken_for_lost():
 
     result, active = run_virtual(job)
     assert active == TABLE and result.retransmissions == 0 and result.frames_sent == -(-len(TABLE) // 246)  # type: ignore[attr-defined]
+
+
+def test_answers_to_a_stream_of_data_leave_together_and_a_lone_request_is_answered_at_once():
+    import asyncio
+
+    from firmware_sim.handler import ACK_HOLD_S
+
+    handler = ProtocolHandler(band_with())
+    sends: list[tuple[float, list[tuple[Opcode, int]]]] = []
+
+    async def job() -> None:
+        loop = asyncio.get_running_loop()
+        handler.attach("ble", lambda data: sends.append((loop.time(), [(Opcode(m[2]), m[3]) for m in payloads(data)])))
+        crc = zlib.crc32(TABLE)
+        handler.receive("ble", encode_frame(encode_request(UploadBeginRequest(length=len(TABLE), crc32=crc), 1)))
+        for index in range(3):  # back to back, as a windowed companion sends them
+            handler.receive("ble", encode_frame(encode_request(UploadDataRequest(offset=index * 200, data=TABLE[index * 200 : (index + 1) * 200]), 2 + index)))
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(ACK_HOLD_S)
+        handler.receive("ble", encode_frame(encode_request(UploadDataRequest(offset=600, data=TABLE[600:800]), 5)))
+        handler.receive("ble", encode_frame(encode_request(UploadCommitRequest(), 6)))  # sends what is held first
+        await asyncio.sleep(1.0)  # a lone request, long after the stream
+        handler.receive("ble", encode_frame(encode_request(UploadDataRequest(offset=800, data=TABLE[800:1000]), 7)))
+
+    run_virtual(job)
+    got = [answers for _, answers in sends]
+    assert got[0] == [(Opcode.UPLOAD_BEGIN, 1)]
+    assert got[1] == [(Opcode.UPLOAD_DATA, 2)]  # the first of a stream goes at once
+    assert got[2] == [(Opcode.UPLOAD_DATA, 3), (Opcode.UPLOAD_DATA, 4)]  # the next ones together, after the hold
+    assert got[3] == [(Opcode.UPLOAD_DATA, 5), (Opcode.UPLOAD_COMMIT, 6)]  # order kept: held answer, then COMMIT's
+    assert got[4] == [(Opcode.UPLOAD_DATA, 7)] and sends[4][0] - sends[3][0] >= 1.0  # alone, not held
