@@ -74,8 +74,12 @@ of UPLOAD_BEGIN to the start of UPLOAD_COMMIT).
 **Physical limit**: the time the table's bytes need on this link at this MTU: one ATT write of at most
 MTU - 3 bytes per link packet, {PACKETS_PER_EVENT} packets per connection event (fewer when they do not fit),
 whole events: `ceil(ceil(bytes / (MTU - 3)) / packets_per_event) x interval`. No protocol can beat it
-with these parameters; the HandCue framing (COBS, request header, offset) and the two fixed round trips
-(UPLOAD_BEGIN, UPLOAD_COMMIT, 2 connection events each) come on top.
+with these parameters. On top come the HandCue framing (COBS, request header, offset: 36 writes instead of
+34 for 8 KiB at MTU 247), the wait for the first connection event (the upload starts just after one here,
+as after a connect: most of an interval), and UPLOAD_COMMIT's answer: UPLOAD_BEGIN and UPLOAD_COMMIT ride in
+the writes of the first and last data frames, so COMMIT's answer leaves at the event after the last data
+when the band has verified the table by then, else one event later (the simulated band's check of an 8 KiB
+table, `decode_table` in Python, takes about 10 ms; the last write arrives 8 ms into a 15 ms event).
 
 **Host CPU**: both BLE hosts (bumble, in Python) and both protocol ends share one process and one core;
 the same upload on an unpaced `LocalLink` shows that CPU time (row *unpaced*), which the paced link

@@ -59,9 +59,9 @@ class Instrumented:
 
 
 class AckWaits:
-    """Stands in for the ``asyncio`` module inside :mod:`companion.client` and counts ``asyncio.wait`` calls.
+    """Stands in for the ``asyncio`` module inside :mod:`companion.upload` and counts ``asyncio.wait`` calls.
 
-    ``BandClient.upload`` calls ``asyncio.wait(in_flight, FIRST_COMPLETED)`` once per
+    ``BandClient.upload`` (its :class:`~companion.upload.UploadRun`) calls ``asyncio.wait(in_flight, FIRST_COMPLETED)`` once per
     acknowledgement wait and uses nothing else of ``asyncio.wait``; every other attribute
     is the real module's.  ``blocked`` counts the waits where no acknowledgement had
     arrived yet; ``max_in_flight`` is the most frames awaited at once.
@@ -81,9 +81,9 @@ class AckWaits:
         return await asyncio.wait(futures, **kwargs)
 
     def __enter__(self) -> AckWaits:
-        import companion.client
+        import companion.upload
 
-        self._module = companion.client
+        self._module = companion.upload
         self._module.asyncio = self  # type: ignore[assignment]
         return self
 

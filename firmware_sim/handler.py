@@ -13,6 +13,7 @@ companion whose answer was lost on the link simply retries (SPEC §16.2).
 
 from __future__ import annotations
 
+import asyncio
 import time
 import zlib
 from collections import OrderedDict
@@ -88,6 +89,14 @@ REPLY_CACHE_SIZE = 16
 REPLY_CACHE_S = 60.0
 """How long such an answer is kept: far longer than any companion retries a request."""
 
+ACK_HOLD_S = 0.005
+"""How long the answer to an UPLOAD_DATA of a stream may wait for the next ones, to leave in the same send."""
+STREAM_GAP_S = 0.010
+"""UPLOAD_DATA arriving within this long of the previous one's answer belong to a stream (a windowed upload);
+a companion that waits for each answer sends its next one later, and its answers are never held."""
+ACK_BATCH = 8
+"""Held data answers sent at once when this many are waiting."""
+
 Serve = Callable[[str, Any], Body]
 """A request handler: (link name, request) -> response body."""
 
@@ -99,12 +108,38 @@ class Link:
     parser: FrameParser = field(default_factory=FrameParser)
     held: list[bytes] | None = None
     """While a received chunk is handled: the frames to send for it, sent together when it is done."""
+    acks: list[bytes] = field(default_factory=list)
+    """Answers to UPLOAD_DATA of a stream, held for up to :data:`ACK_HOLD_S` to leave together."""
+    flush_timer: asyncio.TimerHandle | None = None
+    last_ack_at: float = float("-inf")
+    """Loop time of the last UPLOAD_DATA answered."""
 
     def put(self, frame: bytes) -> None:
         if self.held is not None:
             self.held.append(frame)
         else:
-            self.send(frame)
+            self.emit([frame])
+
+    def emit(self, frames: list[bytes]) -> None:
+        """Send ``frames`` after any held answers (they came first), in one send."""
+        if self.flush_timer is not None:
+            self.flush_timer.cancel()
+            self.flush_timer = None
+        frames, self.acks = self.acks + frames, []
+        if frames:
+            self.send(b"".join(frames))
+
+    def hold(self, frames: list[bytes], loop: asyncio.AbstractEventLoop) -> None:
+        self.acks.extend(frames)
+        if len(self.acks) >= ACK_BATCH:
+            self.emit([])
+        elif self.flush_timer is None:
+            self.flush_timer = loop.call_later(ACK_HOLD_S, self.emit, [])
+
+
+def _is_data_ack(reply: bytes) -> bool:
+    """Whether ``reply`` is an OK answer to UPLOAD_DATA (the header is frozen, SPEC §16.1)."""
+    return len(reply) >= MESSAGE_HEADER_SIZE + 2 and reply[1] == MessageKind.RESPONSE and reply[2] == Opcode.UPLOAD_DATA and reply[4] == Status.OK
 
 
 def _sum_stats(first: ParserStats, second: ParserStats) -> ParserStats:
@@ -159,6 +194,8 @@ class ProtocolHandler:
 
     def detach(self, name: str) -> None:
         link = self.links.pop(name, None)
+        if link is not None and link.flush_timer is not None:
+            link.flush_timer.cancel()  # the link is gone, and the answers it held with it
         self._replies.pop(name, None)
         self._begun.discard(name)
         if link is not None:
@@ -181,15 +218,40 @@ class ProtocolHandler:
         """
         link = self.links[name]
         link.held = held = []
+        data_acks = 0
         try:
             for message in link.parser.feed(chunk):
                 reply = self.handle(name, message)
                 if reply is not None:
                     held.append(encode_frame(reply))
+                    data_acks += _is_data_ack(reply)
         finally:
             link.held = None
             if held:
-                link.send(b"".join(held))
+                self._send_answers(link, held, only_data_acks=data_acks == len(held))
+
+    def _send_answers(self, link: Link, frames: list[bytes], *, only_data_acks: bool) -> None:
+        """Send the frames answering one chunk; answers to UPLOAD_DATA of a stream may wait a little for the next.
+
+        A windowed companion's frames arrive back to back (on BLE, several per connection event):
+        their answers leave together, one notification instead of one each, which saves air time.
+        Anything else (an error, COMMIT, a notification) sends what is held first and goes at once, so
+        answers keep their order and a companion that waits for each answer never waits longer.
+        """
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None  # called outside an event loop (a test): nothing can wait
+        if not only_data_acks or loop is None:
+            link.emit(frames)
+            return
+        now = loop.time()
+        streaming = bool(link.acks) or now - link.last_ack_at < STREAM_GAP_S
+        link.last_ack_at = now
+        if streaming:
+            link.hold(frames, loop)
+        else:
+            link.emit(frames)
 
     def _band_event(self, event: dict[str, Any]) -> None:
         if event["event"] not in ("state", "cue"):

@@ -129,6 +129,18 @@ def test_a_lost_begin_is_sent_again_and_so_is_the_data_behind_it():
     assert band.storage.active_table() == TABLE
 
 
+def test_a_lost_begin_with_the_whole_table_and_commit_behind_it_is_recovered():
+    """A short table: BEGIN, its data and COMMIT in one write. BEGIN garbled: the data and COMMIT are answered
+    NO_UPLOAD (nothing stored), and the upload sends all three again instead of failing."""
+    band = band_with()
+    answers = Answers()
+    garble = Garble(is_request(Opcode.UPLOAD_BEGIN))
+    transport = Loopback(ProtocolHandler(band), answers, to_band=garble)
+    upload(transport, NAUSEA)
+    assert garble.garbled == 1 and answers.of(Opcode.UPLOAD_COMMIT) == [Status.NO_UPLOAD, Status.OK]
+    assert band.storage.active_table() == NAUSEA
+
+
 def test_a_window_of_data_behind_begin_never_pushes_begins_answer_out_of_the_reply_cache():
     handler = ProtocolHandler(band_with())
     handler.attach("ble", lambda frame: None)
@@ -252,3 +264,58 @@ def test_frames_behind_one_another_in_a_write_each_get_their_answer():
     responses = [(m.opcode, m.status) for m in answers if m.kind == MessageKind.RESPONSE]
     assert responses == [(Opcode.UPLOAD_BEGIN, Status.OK), (Opcode.UPLOAD_DATA, Status.OK), (Opcode.UPLOAD_COMMIT, Status.OK)]
     assert handler.band.storage.active_table() == NAUSEA
+
+
+# --------------------------------------------------------------------------
+# On the paced radio
+
+
+def test_a_full_window_queued_on_a_small_mtu_link_is_not_taken_for_lost():
+    """ATT MTU 23: a window is 16 frames of 13 writes each, 35 connection events of queue at 6 packets per
+    event; the retransmission timer restarts with every acknowledgement (RFC 6298), so none is sent twice."""
+    from ble_stack.paced_link import LinkTiming, PacedLink
+    from companion.ble.bumble_backend import BumbleCentral
+    from firmware_sim.local import LocalBleBand
+
+    from .test_ble_e2e import ADDRESS
+
+    async def job() -> tuple[object, bytes | None]:
+        link = PacedLink(LinkTiming(interval_ms=15.0, packets_per_event=6, data_length=251, phy="2M"))
+        async with LocalBleBand(link=link) as local, BumbleCentral(link=link, att_mtu=23) as central, \
+                BandClient.open(ADDRESS, ble=central.backend) as client:
+            assert client.transport.mtu == 20
+            return await client.upload(TABLE), local.band.storage.active_table()
+
+    result, active = run_virtual(job)
+    assert active == TABLE and result.retransmissions == 0 and result.frames_sent == -(-len(TABLE) // 246)  # type: ignore[attr-defined]
+
+
+def test_answers_to_a_stream_of_data_leave_together_and_a_lone_request_is_answered_at_once():
+    import asyncio
+
+    from firmware_sim.handler import ACK_HOLD_S
+
+    handler = ProtocolHandler(band_with())
+    sends: list[tuple[float, list[tuple[Opcode, int]]]] = []
+
+    async def job() -> None:
+        loop = asyncio.get_running_loop()
+        handler.attach("ble", lambda data: sends.append((loop.time(), [(Opcode(m[2]), m[3]) for m in payloads(data)])))
+        crc = zlib.crc32(TABLE)
+        handler.receive("ble", encode_frame(encode_request(UploadBeginRequest(length=len(TABLE), crc32=crc), 1)))
+        for index in range(3):  # back to back, as a windowed companion sends them
+            handler.receive("ble", encode_frame(encode_request(UploadDataRequest(offset=index * 200, data=TABLE[index * 200 : (index + 1) * 200]), 2 + index)))
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(ACK_HOLD_S)
+        handler.receive("ble", encode_frame(encode_request(UploadDataRequest(offset=600, data=TABLE[600:800]), 5)))
+        handler.receive("ble", encode_frame(encode_request(UploadCommitRequest(), 6)))  # sends what is held first
+        await asyncio.sleep(1.0)  # a lone request, long after the stream
+        handler.receive("ble", encode_frame(encode_request(UploadDataRequest(offset=800, data=TABLE[800:1000]), 7)))
+
+    run_virtual(job)
+    got = [answers for _, answers in sends]
+    assert got[0] == [(Opcode.UPLOAD_BEGIN, 1)]
+    assert got[1] == [(Opcode.UPLOAD_DATA, 2)]  # the first of a stream goes at once
+    assert got[2] == [(Opcode.UPLOAD_DATA, 3), (Opcode.UPLOAD_DATA, 4)]  # the next ones together, after the hold
+    assert got[3] == [(Opcode.UPLOAD_DATA, 5), (Opcode.UPLOAD_COMMIT, 6)]  # order kept: held answer, then COMMIT's
+    assert got[4] == [(Opcode.UPLOAD_DATA, 7)] and sends[4][0] - sends[3][0] >= 1.0  # alone, not held
