@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from protocol.constants import MAX_FRAME_PAYLOAD, BandState, BootOutcome, CueKind, MessageKind, Opcode, SkipScope, Status, TableError
-from protocol.errors import BadRequestError, HandCueError, TableRefusedError, UploadError, band_error
+from protocol.errors import BadRequestError, HandCueError, TableRefusedError, band_error
 from protocol.framing import FrameParser, encode_frame, max_wire_size
 from protocol.history import Session
 from protocol.messages import (

@@ -31,13 +31,18 @@ TIMEOUT = 30
 
 
 @asynccontextmanager
-async def pty_band(data: bytes | None = None) -> AsyncIterator[tuple[Band, list[dict[str, Any]], str]]:
-    """A band (virtual clock) serving a pty in this process; yields it, its events and its address."""
+async def pty_band(data: bytes | None = None, *, clock_runs: bool = True) -> AsyncIterator[tuple[Band, list[dict[str, Any]], str]]:
+    """A band (virtual clock) serving a pty in this process; yields it, its events and its address.
+
+    Without ``clock_runs`` its clock stays at 0 (a started routine stays running at its first cue):
+    a virtual clock otherwise jumps through a whole routine as fast as the loop lets it."""
     band = Band(storage_with(data), VirtualClock())
     events: list[dict[str, Any]] = []
     band.listeners.append(events.append)
     port = PtySerialPort(ProtocolHandler(band))
-    tasks = [asyncio.create_task(port.serve()), asyncio.create_task(band.run())]
+    tasks = [asyncio.create_task(port.serve())]
+    if clock_runs:
+        tasks.append(asyncio.create_task(band.run()))
     try:
         yield band, events, f"serial:{port.path}"
     finally:
@@ -49,15 +54,6 @@ async def pty_band(data: bytes | None = None) -> AsyncIterator[tuple[Band, list[
 
 async def no_pause(seconds: float) -> None:
     await asyncio.sleep(0)
-
-
-async def until(condition: Any, what: str, timeout: float = 5.0) -> None:
-    """Wait (polling the loop) until ``condition()`` is true; the band runs on a virtual clock in this loop."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def played(events: list[dict[str, Any]]) -> list[tuple[str | None, int, int, int]]:
@@ -132,7 +128,7 @@ def test_calibration_refuses_while_a_routine_runs_before_asking_anything():
     prompts = ScriptedPrompts([])
 
     async def session() -> str:
-        async with pty_band(data) as (_band, events, address), BandClient.open(address) as client:
+        async with pty_band(data, clock_runs=False) as (_band, events, address), BandClient.open(address) as client:
             await client.start()
             try:
                 await calibrate(client, prompts, sleep=no_pause)
@@ -150,13 +146,15 @@ def test_client_preview_while_running_is_bad_state_and_paused_plays():
     tick = CUE_VOCABULARY["tick"].pattern
 
     async def session() -> tuple[str, list[tuple[str | None, int, int, int]]]:
-        async with pty_band(data) as (_band, events, address), BandClient.open(address) as client:
+        async with pty_band(data, clock_runs=False) as (band, events, address), BandClient.open(address) as client:
             await client.start()
             with pytest.raises(BadStateError) as refused:
                 await client.preview(tick, 60, CueKind.TICK)
             await client.pause()
             await client.preview(tick, 60, CueKind.TICK)
-            await until(lambda: played(events), "the preview's motor event")
+            # The clock stood still so that the routine stayed running above; now it moves while the preview plays.
+            band.clock.advance(200)
+            band.process()
             return str(refused.value), played(events)
 
     reason, previews = asyncio.run(asyncio.wait_for(session(), TIMEOUT))
