@@ -41,6 +41,15 @@ def make_band():
     return make
 
 
+def advance_to(band: Band, clock: VirtualClock, t: int) -> None:
+    """Play everything due up to band time ``t`` (routine time too, while nothing was paused)."""
+    while (deadline := band.next_deadline()) is not None and deadline <= t:
+        clock.set(deadline)
+        band.process()
+    clock.set(t)
+    band.process()
+
+
 def run_to_end(band: Band, clock: VirtualClock) -> None:
     while (deadline := band.next_deadline()) is not None:
         clock.set(deadline)

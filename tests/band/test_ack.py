@@ -23,7 +23,7 @@ from protocol.constants import Ack, BandState, SkipScope
 from protocol.table import StepRecord, encode_table
 from protocol.timeline import ack_points, played_ms, table_cues
 
-from ..conftest import run_to_end
+from ..conftest import advance_to, run_to_end
 from ..protocol.test_table import step_tables
 
 ROUTINE = """
@@ -65,14 +65,6 @@ def make(data: bytes) -> tuple[Band, VirtualClock, list[dict]]:
     events: list[dict] = []
     band.listeners.append(events.append)
     return band, clock, events
-
-
-def advance_to(band: Band, clock: VirtualClock, t: int) -> None:
-    while (deadline := band.next_deadline()) is not None and deadline <= t:
-        clock.set(deadline)
-        band.process()
-    clock.set(t)
-    band.process()
 
 
 def run_pressing(band: Band, clock: VirtualClock, events: list[dict], wait_ms: int | None) -> None:

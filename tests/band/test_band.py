@@ -18,7 +18,7 @@ from protocol.errors import BadStateError, TableFormatError
 from protocol.table import encode_table
 from protocol.timeline import cues_with_skips, timeline_with_skips
 
-from ..conftest import SHIPPED, run_to_end
+from ..conftest import SHIPPED, advance_to, run_to_end
 from ..protocol.test_table import step_tables
 
 
@@ -141,15 +141,6 @@ def test_interpreter_matches_the_analytic_timeline_on_generated_tables(table):
 
 # --------------------------------------------------------------------------
 # Skip: to the next iteration (finger, hand, round), or past the step
-
-
-def advance_to(band: Band, clock: VirtualClock, t: int) -> None:
-    """Play everything due up to band time ``t`` (routine time too, while nothing was paused)."""
-    while (deadline := band.next_deadline()) is not None and deadline <= t:
-        clock.set(deadline)
-        band.process()
-    clock.set(t)
-    band.process()
 
 
 def test_skip_on_the_left_wrist_goes_to_the_right_wrist(make_band):
