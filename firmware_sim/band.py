@@ -186,6 +186,7 @@ class Band:
         interpreter = self._require(RunState.IDLE, RunState.FINISHED, RunState.RUNNING, RunState.PAUSED)
         if interpreter.state in (RunState.RUNNING, RunState.PAUSED):
             self.process()
+            interpreter.cancel_wait(self.routine_ms())
             self._end_session(Outcome.RESTARTED)
         self.motor.cut(self.routine_ms())
         self._preview.cut(self.clock.now_ms())
@@ -236,7 +237,8 @@ class Band:
             self._session.skips += 1
         self._observe()
         if interpreter.state == RunState.FINISHED and was == RunState.PAUSED:
-            self._origin = self.clock.now_ms() - t  # the done cue plays now
+            self._origin = self.clock.now_ms() - t  # the done cue plays now: a preview still playing stops
+            self._preview.cut(now)
         if interpreter.state == RunState.FINISHED:
             self._end_session(Outcome.FINISHED)
         self.announce_state()
@@ -246,6 +248,7 @@ class Band:
         interpreter = self._require(RunState.RUNNING, RunState.PAUSED, RunState.FINISHED, RunState.IDLE)
         if interpreter.state in (RunState.RUNNING, RunState.PAUSED):
             self.process()
+            interpreter.cancel_wait(self.routine_ms())
             self._end_session(Outcome.STOPPED)
         self.motor.cut(self.routine_ms())
         self._preview.cut(self.clock.now_ms())
@@ -276,6 +279,7 @@ class Band:
         """A button press on the band itself."""
         if self.interpreter is None:
             return
+        self.process()  # a cap or a repeat due now comes first: the press then sees what the wearer felt
         state = self.interpreter.state
         if button == Button.PRESS and self.ack_pending:
             self.acknowledge()
@@ -354,7 +358,9 @@ class Band:
         self._session = None
         if session is None or interpreter is None:
             return
-        played = interpreter.finished_at if outcome == Outcome.FINISHED else min(self.routine_ms(), interpreter.total_ms)
+        t = self.routine_ms()
+        # As STATUS reports elapsed time: acknowledgement waits add to the routine's own total.
+        played = interpreter.finished_at if outcome == Outcome.FINISHED else min(t, interpreter.total_ms + interpreter.waited_until(t))
         if interpreter.state == RunState.PAUSED:
             session = replace(session, paused_ms=session.paused_ms + self.clock.now_ms() - self._paused_since)
         active = self.storage.active

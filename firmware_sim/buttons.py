@@ -52,6 +52,7 @@ class BandButton:
 
     def press(self, seconds: float | None = None) -> None:
         """Acknowledge the cue the band repeats, if it waits for one; otherwise open the pairing window (``seconds``: its length, 60 s by default)."""
+        self.band.process()  # a wait whose cap is due now has ended: the press opens the pairing window instead
         if self.band.ack_pending:
             self.acknowledge()
             return

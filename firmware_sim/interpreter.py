@@ -311,6 +311,14 @@ class Interpreter:
         self.iteration_end = self.next_tick = self.warn_at = None
         self._on_ack(AckEvent(t_ms, kind, self.pc if kind == CueKind.START else None, AckOutcome.WAITING))
 
+    def cancel_wait(self, t_ms: int) -> None:
+        """A stop or a new start ends the session during a wait: the point counts neither way, but is closed."""
+        wait = self.ack
+        if wait is None:
+            return
+        self.ack = None
+        self._on_ack(AckEvent(t_ms, wait.kind, self.pc if wait.kind == CueKind.START else None, AckOutcome.CANCELLED))
+
     def _end_wait(self, t_ms: int, outcome: AckOutcome) -> None:
         """The wait ends at ``t_ms``: the step's time runs from there, or the band reaches *finished*."""
         wait = self.ack

@@ -296,3 +296,27 @@ def test_band_equals_timeline_on_generated_ack_tables(table, flags, done, wait_m
     run_pressing(band, clock, events, wait_ms)
     assume(len(events) < 20_000)
     assert motor(events) == [e.to_json() for e in table_timeline(read_table(data), ack_wait_ms=wait_ms)]
+
+
+def test_stop_during_a_wait_closes_it_as_cancelled_and_the_record_counts_the_time_waited():
+    band, clock, events = make(table_bytes())
+    band.start()
+    advance_to(band, clock, 65_000)  # the wait was missed at 60 s; the step then ran 5 s
+    band.stop()
+    [record] = band.storage.history.sessions()
+    assert record.played_ms == 65_000  # as STATUS counted it: waits add to the routine's 30 s
+    band.start()
+    advance_to(band, clock, 65_000 + 7_000)  # a second session, stopped while its first wait goes on
+    band.stop()
+    assert acks(events)[-2:] == [(0, "start", "waiting"), (7_000, "start", "cancelled")]
+    assert band.storage.history.sessions()[-1].played_ms == 7_000
+
+
+def test_a_press_when_the_cap_is_due_is_not_lost():
+    band, clock, events = make(table_bytes())
+    band.start()
+    advance_to(band, clock, 59_000)
+    clock.set(61_000)  # the cap fell due at 60 s; nothing has looked at the band since
+    band.press(Button.PRESS)
+    assert acks(events)[-1] == (60_000, "start", "missed")
+    assert band.status().state == BandState.PAUSED  # the wait was over: the press pauses, as a press does

@@ -139,3 +139,18 @@ def test_preview_is_gated_on_a_paired_band():
     from protocol.constants import Opcode
 
     assert Opcode.PREVIEW not in OPEN_OPCODES  # a stranger in range must not buzz a paired wearer (SPEC §17.12, §21.5)
+
+
+def test_a_skip_that_finishes_a_paused_routine_cuts_the_preview_for_the_done_cue(make_band):
+    band, clock, events = make_band("nausea-pc6")
+    band.start()
+    band.skip()  # to the right wrist: the last iteration of the last step
+    band.pause()
+    band.preview(list((s.amplitude, s.duration_ms) for s in PATTERN), 70, CueKind.TICK)
+    clock.advance(100)
+    band.process()  # the preview's first pulse has played
+    band.skip()  # past the end: the done cue plays now, on the one motor
+    play_out(band, clock)
+    done_at = [e["t_ms"] for e in events if e["event"] == "cue" and e["cue"] == "done"]
+    assert len(done_at) == 1  # at routine time 0: the routine was paused at its start
+    assert [p[:3] for p in previews(events)] == [(0, 70, 80)]  # the preview's second pulse (at 200 ms) was cut
