@@ -100,5 +100,6 @@ class History:
         return out
 
     def clear(self) -> None:
-        """Erase every record (CLEAR_HISTORY); sequence numbers go on from where they were until the next boot."""
-        self._ring.clear()
+        """Erase every record (CLEAR_HISTORY).  Sequence numbers go on from where they were, across a power cut
+        and reboots: a marker record with outcome 0 (which :meth:`sessions` leaves out) keeps the last one."""
+        self._ring.clear(marker=bytes(HISTORY_RECORD_SIZE - 10))

@@ -106,10 +106,24 @@ class RecordRing:
         self.records.append(Found(position, seq, record))
         return seq
 
-    def clear(self) -> None:
-        """Erase every sector of the ring; the sequence numbers go on (a cut part way leaves the records not yet erased)."""
-        for sector in self.sectors:
-            self.flash.erase_sector(sector)
-        self.records = []
+    def clear(self, marker: bytes | None = None) -> None:
+        """Erase every record.  With ``marker`` (a record body the ring's reader skips), sequence numbers go on
+        across a power cut at any point and across reboots, as the record with the highest one always survives:
+        every sector but the newest record's is erased, the marker (next sequence number) is written in one of
+        them, and the newest record's sector goes last.  Without one, they go on until the next boot."""
+        newest = max(self.records, key=lambda found: found.seq, default=None)
+        keep = None if newest is None else newest.position // self.per_sector
+        for index, sector in enumerate(self.sectors):
+            if index != keep:
+                self.flash.erase_sector(sector)
+        self.records = [found for found in self.records if found.position // self.per_sector == keep]
         self.torn = 0
         self._next = 0
+        if keep is not None and marker is not None and len(self.sectors) > 1:
+            self._next = (keep + 1) % len(self.sectors) * self.per_sector  # an erased sector's first slot
+            self.append(marker)
+        if keep is not None:
+            self.flash.erase_sector(self.sectors[keep])
+            self.records = [found for found in self.records if found.position // self.per_sector != keep]
+        if not self.records:
+            self._next = 0

@@ -223,9 +223,10 @@ def test_spec_history_examples_are_the_bytes_on_the_wire():
 def test_a_power_cut_at_every_unit_of_a_clear_leaves_whole_records_and_the_log_goes_on():
     flash = Flash(FLASH_SIZE)
     history = History(flash, HISTORY_SECTORS)
-    for i in range(150):  # records in every sector of the ring
+    for i in range(200):  # the ring has wrapped: its first sector holds the newest records
         history.record(a_session(i))
     image, before = flash.snapshot(), history.sessions()
+    next_seq = history._ring.next_seq
     units = 0
     while True:
         trial = Flash.from_image(image)
@@ -236,10 +237,13 @@ def test_a_power_cut_at_every_unit_of_a_clear_leaves_whole_records_and_the_log_g
             rebooted = History(Flash.from_image(trial.snapshot()), HISTORY_SECTORS)
             kept = rebooted.sessions()
             assert all(session in before for session in kept), f"cut after {units} units"
+            assert rebooted._ring.next_seq >= next_seq, f"cut after {units} units: a sequence number would be used again"
             rebooted.record(a_session(999))  # a cleared part way log still takes records
             assert History(rebooted._ring.flash, HISTORY_SECTORS).sessions()[-1].routine_name == "routine 999"
             units += 1
             continue
-        assert History(Flash.from_image(trial.snapshot()), HISTORY_SECTORS).sessions() == []
+        rebooted = History(Flash.from_image(trial.snapshot()), HISTORY_SECTORS)
+        assert rebooted.sessions() == [] and rebooted._ring.next_seq == next_seq + 1  # the marker kept the numbering
         break
-    assert units == len(HISTORY_SECTORS) * SECTOR_SIZE // ERASE_PAGE  # every erase page of the ring, one by one
+    # every erase page of the ring one by one, and the marker record's program units
+    assert units > len(HISTORY_SECTORS) * SECTOR_SIZE // ERASE_PAGE
