@@ -88,6 +88,8 @@ REPLY_CACHE_SIZE = 16
 """Answers to state-changing requests each link remembers, for retries of the same request."""
 REPLY_CACHE_S = 60.0
 """How long such an answer is kept: far longer than any companion retries a request."""
+INFO_RETRY_S = 15.0
+"""An INFO repeating the link's last one (same id and bytes) within this long is a retry, not a new session."""
 
 ACK_HOLD_S = 0.005
 """How long the answer to an UPLOAD_DATA of a stream may wait for the next ones, to leave in the same send."""
@@ -160,9 +162,11 @@ class ProtocolHandler:
         self._upload_seen = 0.0
         self._name_cache: tuple[int | None, str] = (None, "")
         self._replies: dict[str, OrderedDict[int, tuple[bytes, bytes, float]]] = {}
+        """Per link: request id -> (request, its answer, when), for the last state-changing requests."""
+        self._last_info: dict[str, tuple[bytes, float]] = {}
+        """Per link: the last INFO's bytes and when it came (a retry of it keeps the link's answers)."""
         self._begun: set[str] = set()
         """Links whose last UPLOAD_BEGIN was accepted (since their INFO): only they may send data and COMMIT (SPEC §19.5)."""
-        """Per link: request id -> (request, its answer, when), for the last state-changing requests."""
         # The one table from request type to handler; a request type missing here is a bug the tests catch.
         self._serve: dict[type[Request[Any]], Serve] = {
             InfoRequest: self._info,
@@ -197,6 +201,7 @@ class ProtocolHandler:
         if link is not None and link.flush_timer is not None:
             link.flush_timer.cancel()  # the link is gone, and the answers it held with it
         self._replies.pop(name, None)
+        self._last_info.pop(name, None)
         self._begun.discard(name)
         if link is not None:
             self._past_stats = _sum_stats(self._past_stats, link.parser.stats)
@@ -280,8 +285,13 @@ class ProtocolHandler:
             return cached[1]  # a retry: its first answer, not a second action
         reply = self._handle(link, data)
         if request_type is InfoRequest:
-            replies.clear()
-            self._begun.discard(link)
+            last = self._last_info.get(link)
+            self._last_info[link] = (data, now)
+            # A retried INFO (same id and bytes, soon after) is the same session: forgetting its answers
+            # then would carry out a retried request sent behind it a second time.
+            if last is None or last[0] != data or now - last[1] > INFO_RETRY_S:
+                replies.clear()
+                self._begun.discard(link)
         elif not request_type.idempotent and reply is not None:
             replies.pop(request_id, None)
             replies[request_id] = (data, reply, now)

@@ -168,6 +168,21 @@ def test_info_starts_a_session_so_an_old_sessions_answer_is_never_replayed():
     assert sum(1 for e in events if e.get("event") == "state" and e.get("state") == "running") == 2
 
 
+def test_a_retried_hello_does_not_make_a_retried_request_run_twice():
+    """The hello's INFO and a SKIP behind it lost their answers: INFO's retry comes first, then SKIP's."""
+    band = band_with(FULL)
+    handler = ProtocolHandler(band)
+    handler.handle("serial", encode_request(StartRequest(), 4))
+    info, skip = encode_request(InfoRequest(), 5), encode_request(SkipRequest(), 6)
+    handler.handle("serial", info)
+    skipped = handler.handle("serial", skip)
+    where = band.status()
+    handler.handle("serial", info)  # INFO again, same id and bytes: a retry, the same session
+    assert handler.handle("serial", skip) == skipped  # the first answer again
+    now = band.status()
+    assert (now.step, now.iteration, now.hand, now.finger) == (where.step, where.iteration, where.hand, where.finger)  # skipped once
+
+
 def test_a_commit_whose_answer_was_lost_is_recognised_as_done(tmp_path):
     band = Sim(tmp_path)
     lose = DropFrames(is_answer(Opcode.UPLOAD_COMMIT))
