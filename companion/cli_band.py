@@ -119,7 +119,8 @@ def info(address: str, timeout: float | None, as_json: bool, hci: str | None, bl
     async def job(client: BandClient) -> tuple[Any, str]:
         from .ble.pairing import security_line
 
-        return await client.info(), await security_line(client.transport)
+        info = await client.hello_info() or await client.info()  # the hello asked already: no second round trip
+        return info, await security_line(client.transport)
 
     band, security = run(with_band(address, timeout, job, hci, ble_backend))
     if as_json:
@@ -461,7 +462,7 @@ async def demo_session(routine: str, speed: float, baud: int | None, ble: bool, 
             address = "ble:" + ports["ble"].split()[0] if ble else f"serial:{ports['serial']}" + (f"?baud={baud}" if baud else "")
             click.echo(f"simulated band on {address} (speed x{speed:g})")
             async with ble_backend_for(hci) as backend, BandClient.open(address, timeout=timeout, ble=backend) as client:
-                band = await client.info()
+                band = await client.hello_info() or await client.info()
                 click.echo(f"band {band.band_id:04X}, firmware {band.firmware}, battery {band.battery}%")
                 await upload_table(client, data, "upload")
                 await client.start()

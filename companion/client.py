@@ -177,6 +177,7 @@ class BandClient:
         self.retries = 0
         """Requests sent again because their answer did not come within the retransmission timeout."""
         self._pending: dict[int, tuple[Opcode, asyncio.Future[Answer]]] = {}
+        self._send_lock = asyncio.Lock()
         self._next_id = random.randrange(256)  # a new session does not start where the last one did
         self._abandoned: dict[int, float] = {}
         self._wire_free = 0.0
@@ -236,7 +237,15 @@ class BandClient:
 
     async def hello_info(self) -> BandInfo | None:
         """INFO's answer to the hello (None without ``hello``); raises what that request raised."""
-        return None if self._hello is None else await asyncio.shield(self._hello)
+        if self._hello is None:
+            return None
+        try:
+            return await asyncio.shield(self._hello)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if (task is not None and task.cancelling()) or not self._hello.cancelled():
+                raise  # the caller is being cancelled, not the hello
+            raise TransportClosed(f"{self.transport.address}: the connection was closed before the band answered INFO") from None
 
     async def _send_clock(self) -> None:
         """Set the band's clock, best effort and without waiting: SET_TIME goes out once, right behind INFO.
@@ -256,6 +265,9 @@ class BandClient:
         except HandCueError as exc:  # a transport that asked for a response and got a refusal
             LOG.debug("setting the band's clock failed: %s", exc)
             self._abandon(request_id, future)
+            return
+        # Nobody awaits the answer: give its id back once it came or can no longer come.
+        asyncio.get_running_loop().call_later(self.timeout, self._abandon_if_pending, request_id, future)
 
     async def close(self) -> None:
         if self._hello is not None and not self._hello.done():
@@ -350,6 +362,12 @@ class BandClient:
         if future is not None and not future.done():
             future.cancel()
 
+    def _abandon_if_pending(self, request_id: int, future: asyncio.Future[Answer]) -> None:
+        """:meth:`_abandon` unless the answer came (its id may already serve another request)."""
+        entry = self._pending.get(request_id)
+        if entry is not None and entry[1] is future:
+            self._abandon(request_id, future)
+
     def _register(self, request: Request[Any]) -> tuple[int, asyncio.Future[Answer]]:
         if self._closed is not None:
             raise TransportClosed(f"{self.transport.address}: link lost ({self._closed})")
@@ -359,12 +377,16 @@ class BandClient:
         return request_id, future
 
     async def _transmit(self, frame: bytes) -> float:
-        """Send ``frame``; returns when (loop time) its last byte will have left the wire."""
-        loop = asyncio.get_running_loop()
-        self._wire_free = max(loop.time(), self._wire_free) + self.transport.wire_time(len(frame))
-        done = self._wire_free
-        await self.transport.send(frame)
-        return done
+        """Send ``frame``; returns when (loop time) its last byte will have left the wire.
+
+        One frame at a time: a transport may send a frame in pieces with waits between them (BLE
+        writes of one MTU each), and the hello's retries run in their own task beside the caller's."""
+        async with self._send_lock:
+            loop = asyncio.get_running_loop()
+            self._wire_free = max(loop.time(), self._wire_free) + self.transport.wire_time(len(frame))
+            done = self._wire_free
+            await self.transport.send(frame)
+            return done
 
     def _answer_allowance(self, request: Request[Any] | None = None) -> float:
         """How long after a request left the wire its answer may take before it is sent again.

@@ -355,9 +355,10 @@ class UploadRun:
             try:
                 acked = client._checked(sent.request, answer.message).offset
             except UploadError as exc:
-                if exc.code != Status.NO_UPLOAD or not (sent.early or self.commit is not None):
-                    raise
-                if self.commit is not None and not sent.early:
+                after_commit = self.commit is not None and sent.seq > self.commit.seq
+                if exc.code != Status.NO_UPLOAD or not (sent.early or after_commit):
+                    raise  # data sent before our COMMIT found no upload: the band lost it (reboot, another BEGIN)
+                if after_commit and not sent.early:
                     # No upload after our COMMIT: it went through (its answer decides), nothing left to send.
                     self.stale.extend(self.in_flight)
                     self.in_flight.clear()

@@ -488,3 +488,32 @@ def test_a_link_lost_mid_upload_leaves_no_unretrieved_future():
     run(job())
     assert data_frames >= 3
     assert [c["message"] for c in reported] == []
+
+
+def test_a_lost_set_time_answer_gives_its_request_id_back_after_the_timeout():
+    transport = Loopback(ProtocolHandler(band_with()), lambda m: b"" if is_answer(Opcode.SET_TIME)(m) else m)
+
+    async def job() -> tuple[int, int]:
+        async with BandClient(transport, timeout=0.2) as client:
+            await client.status()
+            waiting = len(client._pending)  # SET_TIME's answer never came: its id is still awaited
+            await asyncio.sleep(0.3)
+            return waiting, len(client._pending)
+
+    assert run(job()) == (1, 0)
+
+
+def test_hello_info_after_close_is_a_clear_transport_error_not_a_cancellation():
+    from companion.transport import TransportClosed
+
+    transport = Loopback(ProtocolHandler(band_with()), lambda m: b"" if is_answer(Opcode.INFO)(m) else m)
+
+    async def job() -> str:
+        client = BandClient(transport, timeout=5)
+        await client.connect()
+        await client.close()  # before INFO was answered: the hello is cancelled
+        with pytest.raises(TransportClosed) as closed:
+            await client.hello_info()
+        return str(closed.value)
+
+    assert "closed before the band answered INFO" in run(job())
