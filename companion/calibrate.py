@@ -166,7 +166,7 @@ async def ask(prompts: Prompts, question: str, default: bool) -> bool:
 async def play_cues(client: BandClient, cues: Sequence[CalibrationCue], strength: int, prompts: Prompts, sleep: Sleep = asyncio.sleep) -> None:
     """Play ``cues`` in turn at ``strength`` %, each named just before it plays and followed by a gap."""
     for cue in cues:
-        prompts.show(f"  {cue.name:<7} {cue.meaning}")
+        prompts.show(f"  {cue.name:<7} {cue.meaning or cue.pattern.describe()}")
         await client.preview(cue.pattern, strength, cue.kind)
         await sleep((cue.pattern.duration_ms + GAP_MS) / 1000)
 
@@ -209,5 +209,6 @@ async def calibrate(client: BandClient, prompts: Prompts, strengths: Sequence[in
         result.stored = True
         prompts.show(f"cue strength: {result.chosen} % (stored)")
     else:
-        prompts.show(f"Nothing stored; the band stays at {result.before} % (handcue settings --strength {result.chosen} stores it later).")
+        later = f"handcue settings --to {client.transport.address} --strength {result.chosen}"
+        prompts.show(f"Nothing stored; the band stays at {result.before} % ({later} stores it later).")
     return result

@@ -208,8 +208,13 @@ def inspect(table: str, as_json: bool, timeline: bool, strength: int, ack_wait: 
     from . import render
     from .tables import load_table_or_routine
 
+    try:
+        ack_wait_ms = render.parse_ack_wait(ack_wait)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--ack-wait") from None
+    if ack_wait != "0" and not timeline:
+        raise click.UsageError("--ack-wait sets what --timeline assumes; give --timeline too")
     data = load_table_or_routine(table)
-    ack_wait_ms = render.parse_ack_wait(ack_wait)
     if timeline:
         # Streamed: a table of a few bytes can play for weeks, and `| head` wants only the start.
         events = render.timeline(data, strength, ack_wait_ms)

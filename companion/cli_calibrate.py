@@ -8,6 +8,7 @@ Defined without importing :mod:`companion.cli`, which registers :data:`COMMANDS`
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,11 @@ class ClickPrompts:
         click.echo(text)
 
     def confirm(self, question: str, default: bool) -> bool:
+        import termios
+
+        # Keys pressed while the cues played must not answer this question.
+        with contextlib.suppress(termios.error, OSError, ValueError):
+            termios.tcflush(sys.stdin, termios.TCIFLUSH)
         return click.confirm(question, default=default)
 
 
@@ -58,14 +64,14 @@ def calibrate(address: str, strengths: str, routine: str | None, timeout: float 
     """
     from .calibrate import parse_strengths, routine_cues, vocabulary_cues
 
+    try:  # a bad value is named first, terminal or not
+        tried = parse_strengths(strengths)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).removeprefix(f"--strengths {strengths}: "), param_hint="--strengths") from None
     if as_json:
         fail(_not_interactive(address, "--json has no one to ask"), as_json=True)
     if not sys.stdin.isatty():
         fail(_not_interactive(address, "standard input is not one"))
-    try:
-        tried = parse_strengths(strengths)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc).removeprefix(f"--strengths {strengths}: "), param_hint="--strengths") from None
     if routine is not None:
         from .routine import load_routine
 

@@ -15,7 +15,6 @@ from protocol.iterations import iterations
 from protocol.table import LoopRecord, StepRecord, StepTable, TableRecord, build_tree, check_table_header, decode_table, record_kind
 from protocol.timeline import MotorEvent, ack_points, ack_repeats, played_ms, table_cues, table_timeline
 
-from .errors import RoutineError
 from .routine import format_ms, parse_duration
 
 HANDS_TEXT = {"LEFT": "left only", "RIGHT": "right only", "LEFT_THEN_RIGHT": "left, then right", "RIGHT_THEN_LEFT": "right, then left"}
@@ -63,13 +62,13 @@ ACK_WAIT_TEXT = f"the cue repeats every {format_ms(Ack.REPEAT_MS)} until the wea
 
 
 def parse_ack_wait(text: str) -> int | None:
-    """``--ack-wait``: seconds (a duration) after the first cue, or ``never``; a :class:`click.BadParameter`-free ValueError names the choices."""
+    """``--ack-wait``: seconds (a duration) after the first cue, or ``never``; a ValueError names the choices."""
     if text.strip().lower() == "never":
         return None
     try:
         return parse_duration(text)
     except ValueError as exc:
-        raise RoutineError(f"--ack-wait {text!r}: {exc}, or never") from None
+        raise ValueError(f"{exc}, or never") from None
 
 
 def ack_assumption_text(ack_wait_ms: int | None) -> str:

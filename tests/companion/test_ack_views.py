@@ -121,7 +121,9 @@ def test_cli_inspect_ack_wait(tmp_path: Path):
     starts = [e["t_ms"] for e in json.loads(result.output) if e["cue"] == "start"]
     assert starts == [0, 5_000, 17_000]
     bad = runner.invoke(cli, ["inspect", str(routine), "--timeline", "--ack-wait", "soon"])
-    assert bad.exit_code == 1 and "--ack-wait 'soon'" in bad.output and "or never" in bad.output
+    assert bad.exit_code == 2 and "--ack-wait" in bad.output and "or never" in bad.output
+    alone = runner.invoke(cli, ["inspect", str(routine), "--ack-wait", "7"])  # without --timeline it would be ignored
+    assert alone.exit_code == 2 and "give --timeline too" in alone.output
 
 
 # --------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -111,7 +112,7 @@ def test_declining_keeps_the_band_strength_and_its_routine():
     result, prompts, events, stored = run_calibration([True, True, False], strengths=(50,), data=data)
     assert played(events) == expected_play(50)
     assert (result.chosen, result.stored, stored) == (50, False, 100)
-    assert "handcue settings --strength 50" in prompts.said[-1]
+    assert re.search(r"handcue settings --to serial:\S+ --strength 50 stores it later", prompts.said[-1])
 
 
 def test_no_strength_felt_stores_nothing():
@@ -204,3 +205,9 @@ def test_calibration_with_a_routine_plays_the_patterns_it_uses_custom_ones_inclu
     assert played(events) == [("next", 50, 80, 50), ("next", 50, 80, 50), ("done", 50, 400, 50), ("done", 50, 400, 50),
                               (None, 30, 200, 50), (None, 30, 200, 50)]
     assert prompts.asked[0] == "Felt all 3?" and (result.chosen, stored) == (50, 50)
+
+
+def test_a_bad_strength_is_named_before_the_missing_terminal():
+    result = subprocess.run([sys.executable, "-c", "from companion.cli import main; main()", "calibrate", "--to", "serial:/nonexistent",
+                             "--strengths", "40,abc"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "'abc'" in result.stderr and "terminal" not in result.stderr
