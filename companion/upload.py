@@ -99,9 +99,10 @@ class Sent:
 class UploadRun:
     """One :meth:`BandClient.upload`: go-back-N over the band's cumulative acks, BEGIN and COMMIT pipelined.
 
-    The data chunk adapts to the link: halved (down to :data:`MIN_CHUNK`) after
-    every loss, grown by a quarter after a clean window, so a noisy link gets
-    short frames that survive and a clean one long frames that carry more.
+    The data chunk adapts to the link: cut to two thirds (down to :data:`MIN_CHUNK`) after
+    every loss, grown by a quarter after :data:`GROW_AFTER` clean acknowledgements in a row,
+    so a noisy link gets short frames that survive and a clean one long frames that carry more;
+    the frames kept unanswered halve after a loss and grow back one at a time the same way.
     The bytes in flight stay within :data:`WINDOW_SHARE_OF_TIMEOUT` of the
     timeout on the wire, so every ack wait fits in the timeout at any baud rate.
 

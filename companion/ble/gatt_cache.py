@@ -18,8 +18,12 @@ a cache that cannot be read or written is skipped: it only saves time.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
+import re
+import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -72,21 +76,49 @@ class CachedDatabase:
 
     @classmethod
     def from_json(cls, data: Any) -> CachedDatabase | None:
-        """The entry, or None when it is not one this version wrote."""
+        """The entry, or None when it is not one this version wrote (a damaged or hand-edited
+        entry is then a cold one, never an error on every connect)."""
         try:
             services = tuple(
-                CachedService(service["uuid"], int(service["handle"]), int(service["end_handle"]), tuple(
-                    CachedCharacteristic(c["uuid"], int(c["handle"]), int(c["end_handle"]), int(c["properties"]),
-                                         None if c["descriptors"] is None else tuple((str(u), int(h)) for u, h in c["descriptors"]))
+                CachedService(_uuid(service["uuid"]), _handle(service["handle"]), _handle(service["end_handle"]), tuple(
+                    CachedCharacteristic(_uuid(c["uuid"]), _handle(c["handle"]), _handle(c["end_handle"]), _properties(c["properties"]),
+                                         None if c["descriptors"] is None else tuple((_uuid(u), _handle(h)) for u, h in c["descriptors"]))
                     for c in service["characteristics"]))
                 for service in data["services"])
-            return cls(bytes.fromhex(data["database_hash"]), services, bool(data["complete"]))
+            database_hash = data["database_hash"]
+            if not isinstance(database_hash, str) or not isinstance(data["complete"], bool):
+                raise ValueError("bad entry")
+            return cls(bytes.fromhex(database_hash), services, data["complete"])
         except (KeyError, TypeError, ValueError):
             return None
 
 
+_UUID_HEX = re.compile(r"[0-9a-fA-F]{4}|[0-9a-fA-F]{32}")
+"""A 16-bit or 128-bit UUID's bytes, as :meth:`bumble.core.UUID.to_bytes` gives them, in bare hex."""
+
+
+def _uuid(value: Any) -> str:
+    if not isinstance(value, str) or not _UUID_HEX.fullmatch(value):
+        raise ValueError(f"not a UUID's bytes in hex: {value!r}")
+    return value.lower()
+
+
+def _handle(value: Any) -> int:
+    if type(value) is not int or not 0x0001 <= value <= 0xFFFF:  # not bool, not float
+        raise ValueError(f"not an attribute handle: {value!r}")
+    return value
+
+
+def _properties(value: Any) -> int:
+    if type(value) is not int or not 0 <= value <= 0xFF:
+        raise ValueError(f"not characteristic properties: {value!r}")
+    return value
+
+
 class GattCache(Protocol):
-    """Where a central keeps the databases of its peers, by peer address (``AA:BB:CC:DD:EE:FF/P``)."""
+    """Where a central keeps the databases of its peers, by peer address (``AA:BB:CC:DD:EE:FF/P``).
+
+    The methods may block (a file): the bumble backend calls them in a worker thread."""
 
     def get(self, address: str) -> CachedDatabase | None: ...
     def put(self, address: str, database: CachedDatabase) -> None: ...
@@ -129,13 +161,24 @@ class GattCacheFile:
         return document if isinstance(document, dict) else {}
 
     def _write(self, document: dict[str, Any]) -> None:
+        # A temporary file of this writer's own in the same folder, then an atomic rename: a reader
+        # never sees half a file, and two companions writing at once do not write into one
+        # temporary file (the last rename wins; the other's entry is only rediscovered).
+        temporary: str | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self.path.with_suffix(".tmp")
-            temporary.write_text(json.dumps(document), encoding="utf-8")
-            temporary.replace(self.path)  # a reader never sees half a file
+            with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=self.path.parent, prefix=f".{self.path.name}.",
+                                             suffix=".tmp", delete=False) as file:
+                temporary = file.name
+                json.dump(document, file)
+            os.replace(temporary, self.path)
+            temporary = None
         except OSError:
             pass  # a cache only saves time
+        finally:
+            if temporary is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
 
     def get(self, address: str) -> CachedDatabase | None:
         return CachedDatabase.from_json(self._read().get(address))
