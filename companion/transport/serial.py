@@ -56,6 +56,11 @@ class SerialTransport(Transport):
             text = str(exc)
             if "lock" in text.lower():
                 raise TransportError(f"{self.address} is busy: another program has the port open") from exc
+            errno = getattr(exc, "errno", None)
+            if isinstance(errno, int) and errno > 0:
+                # pyserial repeats the path and the errno in its text; the OS's reason alone reads better
+                text = {2: "no such device (is the band plugged in? check the path)",
+                        13: "permission denied (is your user in the dialout group?)"}.get(errno, os.strerror(errno))
             raise TransportError(f"cannot open {self.address}: {text}") from exc
         self._port = port
         asyncio.get_running_loop().add_reader(port.fileno(), self._on_readable)
