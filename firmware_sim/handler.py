@@ -50,6 +50,7 @@ from protocol.messages import (
     PauseRequest,
     PreviewRequest,
     Request,
+    ResponseHead,
     ResumeRequest,
     SetSettingsRequest,
     SetTimeRequest,
@@ -140,8 +141,11 @@ class Link:
 
 
 def _is_data_ack(reply: bytes) -> bool:
-    """Whether ``reply`` is an OK answer to UPLOAD_DATA (the header is frozen, SPEC §16.1)."""
-    return len(reply) >= MESSAGE_HEADER_SIZE + 2 and reply[1] == MessageKind.RESPONSE and reply[2] == Opcode.UPLOAD_DATA and reply[4] == Status.OK
+    """Whether ``reply`` (a response this handler built) is an OK answer to UPLOAD_DATA."""
+    if len(reply) < MESSAGE_HEADER_SIZE + ResponseHead.sizeof():
+        return False
+    header, head = MessageHeader.parse(reply), ResponseHead.parse(reply[MESSAGE_HEADER_SIZE:])
+    return header.kind == MessageKind.RESPONSE and header.opcode == Opcode.UPLOAD_DATA and head.status == Status.OK
 
 
 def _sum_stats(first: ParserStats, second: ParserStats) -> ParserStats:
