@@ -36,6 +36,7 @@ from .constants import (
     TABLE_READ_VERSIONS,
     TABLE_RECORD_SIZE,
     TIME_UNIT_MS,
+    Ack,
     Hands,
     Iterate,
     Limits,
@@ -318,6 +319,13 @@ class Node:
             return self.record.total_ms
         return self.record.count * sum(child.total_ms for child in self.children)
 
+    @property
+    def longest_ms(self) -> int:
+        """:attr:`total_ms` plus every acknowledgement wait reaching its cap (format 2: one per play of a step that waits)."""
+        if isinstance(self.record, StepRecord):
+            return self.record.total_ms + (self.record.count * Ack.GIVE_UP_MS if self.record.ack else 0)
+        return self.record.count * sum(child.longest_ms for child in self.children)
+
     # What protocol.iterations walks: a step, or a loop over its body.
 
     @property
@@ -449,9 +457,15 @@ def _validate(table: StepTable) -> int:
     check_ref(-1, "done", table.done_pattern)
     if table.done_ack and table.done_pattern is None:
         raise _bad(TableError.BAD_RECORD, "the finish waits for an acknowledgement but has no done cue to repeat")
-    total = sum(node.total_ms for node in build_tree(table.records))
+    tree = build_tree(table.records)
+    total = sum(node.total_ms for node in tree)
     if total > Limits.MAX_TOTAL_MS:
         raise _bad(TableError.LIMIT, f"routine lasts {total} ms; at most {Limits.MAX_TOTAL_MS} ms")
+    # Routine time (STATUS, history) counts acknowledgement waits too: it must fit in u32 even if nobody presses.
+    longest = sum(node.longest_ms for node in tree) + (Ack.GIVE_UP_MS if table.done_ack else 0)
+    if longest > Limits.MAX_TOTAL_MS:
+        raise _bad(TableError.LIMIT, f"routine lasts up to {longest} ms if no acknowledgement comes (each waits up to "
+                                     f"{Ack.GIVE_UP_MS // 1000} s); at most {Limits.MAX_TOTAL_MS} ms")
     return total
 
 

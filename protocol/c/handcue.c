@@ -271,10 +271,12 @@ hc_table_error hc_validate(const uint8_t *t, size_t length)
     /* Loop structure (check 22) and total (check 23) in one walk with a stack
      * of open loops; a nesting fault anywhere wins over the total. */
     {
-        struct { uint32_t end; uint64_t sum; uint8_t iterate, count; } open[HC_MAX_LOOP_NESTING + 1u];
+        /* sum: the routine's total; longest: that plus every acknowledgement wait at its cap (check 23) */
+        struct { uint32_t end; uint64_t sum, longest; uint8_t iterate, count; } open[HC_MAX_LOOP_NESTING + 1u];
         uint32_t depth = 0;
         open[0].end = record_count;
         open[0].sum = 0;
+        open[0].longest = 0;
         open[0].iterate = ITERATE_NONE;
         open[0].count = 1;
         for (i = 0; i <= record_count; i++) {
@@ -283,8 +285,10 @@ hc_table_error hc_validate(const uint8_t *t, size_t length)
             uint32_t d;
             while (depth > 0 && i >= open[depth].end) { /* close finished loop bodies */
                 uint64_t loop_total = saturate(open[depth].sum * open[depth].count);
+                uint64_t loop_longest = saturate(open[depth].longest * open[depth].count);
                 depth--;
                 open[depth].sum = saturate(open[depth].sum + loop_total);
+                open[depth].longest = saturate(open[depth].longest + loop_longest);
             }
             if (i == record_count) break;
             r = records + i * record_size;
@@ -301,14 +305,19 @@ hc_table_error hc_validate(const uint8_t *t, size_t length)
                 depth++;
                 open[depth].end = i + 1u + u16_at(r + L_BODY_COUNT);
                 open[depth].sum = 0;
+                open[depth].longest = 0;
                 open[depth].iterate = iterate;
                 open[depth].count = r[L_COUNT];
             } else {
                 uint64_t step_total = (uint64_t)r[S_COUNT] * u16_at(r + S_DURATION) * TIME_UNIT_MS;
+                uint64_t waits = reads_ack(t) && (r[S_FLAGS] & STEP_FLAG_ACK) ? (uint64_t)r[S_COUNT] * HC_ACK_GIVE_UP_MS : 0u;
                 open[depth].sum = saturate(open[depth].sum + step_total);
+                open[depth].longest = saturate(open[depth].longest + step_total + waits);
             }
         }
         if (open[0].sum > 0xFFFFFFFFull) return HC_LIMIT;
+        /* Routine time counts acknowledgement waits: it must fit in u32 even if nobody presses. */
+        if (saturate(open[0].longest + (reads_ack(t) && (t[H_FLAGS] & FLAG_ACK_DONE) ? HC_ACK_GIVE_UP_MS : 0u)) > 0xFFFFFFFFull) return HC_LIMIT;
         /* Stage E (check 24). */
         if (open[0].sum != u32_at(t + H_TOTAL_MS)) return HC_BAD_RECORD;
     }

@@ -760,3 +760,26 @@ def test_no_sanitizer_error_in_the_frame_receiver(hcue_run_sanitized):
     parser = FrameParser()
     assert [m for m, _ in messages] == parser.feed(stream)
     assert stats == (parser.stats.frames, parser.stats.bad_crc, parser.stats.bad_cobs, parser.stats.oversized)
+
+
+def test_a_table_whose_waits_would_overflow_routine_time_is_limit_in_c_and_python(hcue_run, tmp_path):
+    """Routine time counts acknowledgement waits (u32 ms): 255 x 255 x 2 plays of a 1 s step that waits would reach
+    7.8e9 ms if nobody pressed, though the table's own total (130 M ms) fits. Both readers refuse it as LIMIT."""
+    from dataclasses import replace
+
+    from protocol.constants import Iterate
+    from protocol.table import LoopRecord, Table
+
+    table = read_table(ack_table())
+    step = replace(table.records[0], duration_ms=1_000, tick_every_ms=0, tick_pattern=None, count=2)
+    records = [LoopRecord(Iterate.NONE, 255, 2), LoopRecord(Iterate.NONE, 255, 1), step]
+    content = dict(header=dict(hands=int(table.hands), done_pattern=table.done_pattern), records=records, patterns=table.patterns,
+                   name=table.name, with_names=False, done_ack=False)
+    data = bytes(Table.build(content))
+    path = tmp_path / "waits.hcue"
+    path.write_bytes(data)
+    result = subprocess.run([str(hcue_run), str(path)], capture_output=True, text=True, timeout=60, check=False)
+    assert (result.returncode, result.stderr.strip()) == (1, "LIMIT")
+    assert python_verdict(data) == "LIMIT"
+    without_ack = bytes(Table.build({**content, "records": [*records[:2], replace(step, ack=False)]}))
+    assert python_verdict(without_ack) == "OK"  # the same table without waits is fine
