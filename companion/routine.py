@@ -608,8 +608,9 @@ class _Checker:
     def told_apart(self, routine: Routine) -> None:
         """Cues the wearer may not tell apart: too many patterns, or patterns with the same rhythm (differing in strength at most)."""
         used = sorted(routine.patterns, key=list(self.patterns).index)  # vocabulary order, then the file's
-        if len(used) > TOLD_APART_PATTERNS:
-            self.warning("patterns", f"the routine uses {len(used)} cue patterns ({', '.join(used)}); people tell about 6 to "
+        distinct = len({routine.patterns[name].segments for name in used})  # identical ones compile to one cue
+        if distinct > TOLD_APART_PATTERNS:
+            self.warning("patterns", f"the routine uses {distinct} different cue patterns ({', '.join(used)}); people tell about 6 to "
                                      f"{TOLD_APART_PATTERNS} apart on one band: let cues of the same meaning share a pattern")
         by_rhythm: dict[str, list[str]] = {}
         for name in used:
@@ -619,10 +620,13 @@ class _Checker:
                 continue
             strengths = [f"{name} at {_amplitudes(routine.patterns[name])} %" for name in names]
             custom = [name for name in names if name not in CUE_VOCABULARY]
-            how = "differ only in strength" if len({routine.patterns[n].segments for n in names}) > 1 else "are the same vibration"
-            self.warning(f"patterns.{custom[-1]}" if custom else "patterns",
-                         f"{', '.join(strengths)} share the rhythm {rhythm} ms and {how}: on one band people tell cues apart "
-                         "by rhythm and length, not strength; give each its own rhythm")
+            where = f"patterns.{custom[-1]}" if custom else "patterns"
+            if len({routine.patterns[n].segments for n in names}) == 1:
+                self.warning(where, f"{', '.join(names)} are the same vibration ({rhythm} ms at {_amplitudes(routine.patterns[names[0]])} %): "
+                                    "the wearer feels one cue; give each meaning its own rhythm, or use one name")
+                continue
+            self.warning(where, f"{', '.join(strengths)} share the rhythm {rhythm} ms and differ only in strength: on one band "
+                                "people tell cues apart by rhythm and length, not strength; give each its own rhythm")
 
     def _used_patterns(self, items: list[Step | Block], finish: str | None) -> list[str]:
         used = [finish] if finish else []

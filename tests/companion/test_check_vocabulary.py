@@ -38,7 +38,7 @@ def test_more_patterns_than_people_tell_apart_is_warned_naming_them():
     pairs = [("start", "next"), ("tick", "warn"), ("switch", "round"), ("alert", "one"), ("two", "next")]
     text = routine_text(customs, pairs)
     [warning] = warnings_of(text)
-    assert warning.startswith("cues.toml: warning: patterns: the routine uses 10 cue patterns")
+    assert warning.startswith("cues.toml: warning: patterns: the routine uses 10 different cue patterns")
     assert "(tick, start, next, warn, switch, round, done, alert, one, two)" in warning and "6 to 8" in warning
     assert TOLD_APART_PATTERNS == 8
     # eight in all is what the vocabulary itself holds: no warning
@@ -54,7 +54,13 @@ def test_patterns_with_the_same_rhythm_differing_only_in_strength_are_warned():
 
 def test_a_custom_pattern_copying_a_vocabulary_rhythm_and_strength_is_warned_as_the_same_vibration():
     [warning] = warnings_of(routine_text({"again": '"80/120/80"'}, [("start", "next"), ("start", "again")]))
-    assert "patterns.again: next at 100 %, again at 100 %" in warning and "are the same vibration" in warning
+    assert "patterns.again: next, again are the same vibration (80/120/80 ms at 100 %)" in warning and "use one name" in warning
+
+
+def test_identical_patterns_count_once_toward_the_told_apart_limit():
+    customs = {"again": '"80/120/80"'}  # the same vibration as next: one cue on the band
+    pairs = [("start", "next"), ("tick", "warn"), ("switch", "round"), ("alert", "again")]
+    assert [w for w in warnings_of(routine_text(customs, pairs)) if "different cue patterns" in w] == []
 
 
 def test_a_rhythm_of_its_own_at_another_strength_is_fine():
