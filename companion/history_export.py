@@ -3,8 +3,10 @@
 The records come from the band (:meth:`companion.client.BandClient.history`) as
 :class:`protocol.history.Session`.  A record's ``start`` is a date only when
 the band's clock was set (``clock`` = Unix time, SET_TIME); otherwise it is the
-band's uptime, shown as ``uptime +H:MM:SS`` and left out of date filters and
-FIT files, which need dates.
+band's uptime, shown as ``uptime +HH:MM:SS`` and left out of date filters and
+FIT files, which need dates.  The table shows dates in local time (the zone in
+its header); JSON and CSV in UTC (ISO 8601 to the millisecond, ``Z``), beside
+the band's id so exports of several bands can be merged.
 
 FIT files are written with fit-tool (the ``fit`` extra), imported only when one
 is written: one FIT session (with its lap, timer events and two records) per
@@ -18,7 +20,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from protocol.constants import ClockKind
@@ -35,19 +37,52 @@ def started_at(session: Session) -> datetime | None:
 
 
 def duration_text(ms: int) -> str:
-    """``3723000`` -> ``1:02:03``; under an hour ``2:03``."""
+    """A time played, as people read one: ``1:02:03``, under an hour ``2:03``.
+
+    >>> duration_text(3_723_000), duration_text(123_000)
+    ('1:02:03', '2:03')
+    """
     hours, rest = divmod(ms // 1000, 3600)
     minutes, seconds = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
-def start_text(session: Session, tz: tzinfo | None = None) -> str:
-    """The start for people: the date and time in ``tz`` (default: this computer's), or ``uptime +H:MM:SS``."""
+def uptime_text(ms: int) -> str:
+    """A start the band counted from its boot (its clock was not set), hours in at least two digits.
+
+    >>> uptime_text(3_723_456), uptime_text(100 * 3_600_000)
+    ('uptime +01:02:03', 'uptime +100:00:00')
+    """
+    hours, rest = divmod(ms // 1000, 3600)
+    return f"uptime +{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def offset_text(offset: timedelta | None) -> str:
+    """A UTC offset as people read one.
+
+    >>> offset_text(timedelta(hours=1)), offset_text(timedelta(hours=-5, minutes=-30)), offset_text(timedelta(0))
+    ('UTC+01:00', 'UTC-05:30', 'UTC')
+    """
+    minutes = int((offset or timedelta(0)).total_seconds()) // 60
+    if not minutes:
+        return "UTC"
+    sign, minutes = ("+", minutes) if minutes > 0 else ("-", -minutes)
+    return f"UTC{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def start_text(session: Session, tz: tzinfo | None = None, *, with_offset: bool = False) -> str:
+    """The start for people: the date and time in ``tz`` (default: this computer's), ``with_offset`` followed by
+    its UTC offset; or ``uptime +HH:MM:SS``."""
     when = started_at(session)
     if when is None:
-        hours, rest = divmod(session.start // 1000, 3600)
-        return f"uptime +{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
-    return when.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+        return uptime_text(session.start)
+    local = when.astimezone(tz)
+    return local.strftime("%Y-%m-%d %H:%M:%S") + (f" {offset_text(local.utcoffset())}" if with_offset else "")
+
+
+def started_offsets(sessions: list[Session], tz: tzinfo | None = None) -> set[timedelta | None]:
+    """The UTC offsets the dated ``sessions`` started at in ``tz`` (more than one across a daylight-saving change)."""
+    return {when.astimezone(tz).utcoffset() for when in map(started_at, sessions) if when is not None}
 
 
 def outcome_text(session: Session) -> str:
@@ -79,44 +114,63 @@ def since_filter(sessions: list[Session], since: datetime) -> tuple[list[Session
 # --------------------------------------------------------------------------
 # Table, JSON, CSV
 
-TABLE_HEADER = ("started", "routine", "outcome", "played", "steps/iterations", "pauses", "skips", "acks (given/asked)")
+TABLE_HEADER = ("started", "routine", "outcome", "played", "steps", "plays", "pauses", "skips", "acks (given/asked)")
+"""The table's columns.  ``steps``: the routine's steps the session got past (played through or skipped);
+``plays``: the step iterations (a step for each of 5 fingers plays 5 times), as ``inspect`` counts them."""
 
 
-def table_rows(sessions: list[Session], tz: tzinfo | None = None) -> list[tuple[str, ...]]:
+def table_rows(sessions: list[Session], tz: tzinfo | None = None, *, with_offset: bool = False) -> list[tuple[str, ...]]:
     """One row of text per session, in :data:`TABLE_HEADER`'s columns."""
     return [(
-        start_text(s, tz), s.routine_name or "-", outcome_text(s), duration_text(s.played_ms), f"{s.steps}/{s.iterations}",
-        str(s.pauses), str(s.skips), f"{s.acks_given}/{s.acks_given + s.acks_missed}" if s.acks_given + s.acks_missed else "-",
+        start_text(s, tz, with_offset=with_offset), s.routine_name or "-", outcome_text(s), duration_text(s.played_ms), str(s.steps),
+        str(s.iterations), str(s.pauses), str(s.skips),
+        f"{s.acks_given}/{s.acks_given + s.acks_missed}" if s.acks_given + s.acks_missed else "-",
     ) for s in sessions]
 
 
 def history_table(sessions: list[Session], tz: tzinfo | None = None) -> str:
-    """The sessions as aligned columns under a header line."""
-    rows = [TABLE_HEADER, *table_rows(sessions, tz)]
+    """The sessions as aligned columns under a header line.  Dates are in ``tz`` (default: this computer's zone),
+    its UTC offset in the header, or, when the sessions span a daylight-saving change, after each date."""
+    offsets = started_offsets(sessions, tz)
+    header = TABLE_HEADER
+    if len(offsets) == 1:
+        header = (f"started ({offset_text(next(iter(offsets)))})", *TABLE_HEADER[1:])
+    rows = [header, *table_rows(sessions, tz, with_offset=len(offsets) > 1)]
     widths = [max(len(row[column]) for row in rows) for column in range(len(TABLE_HEADER))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
+def band_id_text(band_id: int | None) -> str | None:
+    """The band's id as ``status`` shows it (``1A2B``), None when the band did not say."""
+    return None if band_id is None else f"{band_id:04X}"
+
+
 def session_json(session: Session) -> dict[str, Any]:
-    """A record as JSON: its fields, ``routine_crc32`` as hex, and ``started`` (ISO 8601 UTC, or null for an uptime clock)."""
+    """A record as JSON: its fields, ``routine_crc32`` as hex, and ``started`` (ISO 8601 UTC to the millisecond,
+    or null for an uptime clock)."""
     when = started_at(session)
     data = session.to_json()
     data["routine_crc32"] = f"0x{session.routine_crc32:08X}"
-    data["started"] = when.isoformat().replace("+00:00", "Z") if when else None
+    data["started"] = when.isoformat(timespec="milliseconds").replace("+00:00", "Z") if when else None
     return data
 
 
-CSV_COLUMNS = ("seq", "started", "clock", "start", "routine_name", "routine_crc32", "outcome", "played_ms", "paused_ms",
+def history_json(sessions: list[Session], band_id: int | None) -> dict[str, Any]:
+    """What ``history --json`` prints: the band's id and its sessions."""
+    return {"band_id": band_id_text(band_id), "sessions": [session_json(s) for s in sessions]}
+
+
+CSV_COLUMNS = ("band_id", "seq", "started", "clock", "start", "routine_name", "routine_crc32", "outcome", "played_ms", "paused_ms",
                "pauses", "skips", "steps", "iterations", "acks_given", "acks_missed")
 
 
-def history_csv(sessions: list[Session]) -> str:
-    """One CSV line per session under a header line (:data:`CSV_COLUMNS`)."""
+def history_csv(sessions: list[Session], band_id: int | None) -> str:
+    """One CSV line per session under a header line (:data:`CSV_COLUMNS`), each naming the band it came from."""
     out = io.StringIO()
     writer = csv.DictWriter(out, CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for session in sessions:
-        row = session_json(session)
+        row = {"band_id": band_id_text(band_id), **session_json(session)}
         writer.writerow({column: "" if row[column] is None else row[column] for column in CSV_COLUMNS})
     return out.getvalue()
 

@@ -1,16 +1,23 @@
-"""Session history for people and tools (companion/history_export.py): times, the table, --since, FIT's refusals."""
+"""Session history for people and tools (companion/history_export.py): times, the table, JSON, CSV, --since, FIT's refusals."""
 
 from __future__ import annotations
 
+import csv
+import doctest
+import io
 import sys
 from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from companion import history_export
 from companion.errors import ExportError
 from companion.history_export import (
     duration_text,
     fit_activity,
+    history_csv,
+    history_json,
     history_table,
     parse_since,
     since_filter,
@@ -34,6 +41,11 @@ def test_durations_and_uptime_starts_read_as_clock_times():
     assert start_text(session(ClockKind.UPTIME_MS, 100 * 3_600_000)) == "uptime +100:00:00"
 
 
+def test_the_docstring_examples_are_what_the_functions_return():
+    failed, attempted = doctest.testmod(history_export)
+    assert (failed, attempted >= 3) == (0, True)
+
+
 def test_unix_starts_read_in_the_time_zone_asked_for():
     dated = session(ClockKind.UNIX_MS, int(NOON_UTC.timestamp() * 1000))
     assert start_text(dated, UTC) == "2025-12-02 12:00:00"
@@ -47,7 +59,37 @@ def test_table_columns_line_up_and_acks_show_given_of_asked():
     assert header.index("routine") == first.index("PC6") == second.index("Headache")
     assert header.index("outcome") == first.index("finished") == second.index("stopped")
     assert first.endswith("-") and second.endswith("2/3")
-    assert "3/7" in first
+    assert header.split()[:6] == ["started", "routine", "outcome", "played", "steps", "plays"]  # no dates: no zone to name
+    assert first[header.index("steps"):].split()[:2] == ["3", "7"]
+
+
+def test_table_header_names_the_zone_of_its_dates():
+    at = int(NOON_UTC.timestamp() * 1000)
+    five_behind = history_table([session(ClockKind.UNIX_MS, at), session(ClockKind.UPTIME_MS, 0)], timezone(timedelta(hours=-5)))
+    header, dated, undated = five_behind.splitlines()
+    assert header.startswith("started (UTC-05:00)  ")
+    assert dated.startswith("2025-12-02 07:00:00  ") and undated.startswith("uptime +00:00:00  ")
+    assert history_table([session(ClockKind.UNIX_MS, at)], UTC).startswith("started (UTC)  ")
+
+
+def test_table_dates_across_a_daylight_saving_change_each_carry_their_offset():
+    summer = int(datetime(2025, 7, 1, 12, 0, tzinfo=UTC).timestamp() * 1000)
+    winter = int(NOON_UTC.timestamp() * 1000)
+    header, july, december = history_table([session(ClockKind.UNIX_MS, summer), session(ClockKind.UNIX_MS, winter)],
+                                           ZoneInfo("Europe/Berlin")).splitlines()
+    assert header.startswith("started  ")
+    assert july.startswith("2025-07-01 14:00:00 UTC+02:00  ") and december.startswith("2025-12-02 13:00:00 UTC+01:00  ")
+
+
+def test_json_and_csv_name_the_band_and_give_utc_starts_to_the_millisecond():
+    at = int(NOON_UTC.timestamp() * 1000)
+    held = [session(ClockKind.UNIX_MS, at), session(ClockKind.UNIX_MS, at + 123), session(ClockKind.UPTIME_MS, 5)]
+    data = history_json(held, 0x1A2B)
+    assert data["band_id"] == "1A2B"
+    assert [s["started"] for s in data["sessions"]] == ["2025-12-02T12:00:00.000Z", "2025-12-02T12:00:00.123Z", None]
+    rows = list(csv.DictReader(io.StringIO(history_csv(held, 0x1A2B))))
+    assert [(r["band_id"], r["started"]) for r in rows] == [("1A2B", "2025-12-02T12:00:00.000Z"), ("1A2B", "2025-12-02T12:00:00.123Z"), ("1A2B", "")]
+    assert history_json(held, None)["band_id"] is None
 
 
 def test_since_parses_iso_dates_and_keeps_only_dated_sessions_from_then():

@@ -12,6 +12,7 @@ import asyncio
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ from companion.ble.pairing import pair_band
 from companion.cli import cli
 from companion.client import BandClient
 from companion.errors import NotPairedError
+from companion.history_export import offset_text
 from firmware_sim.clock import RealClock
 from firmware_sim.local import LocalBleBand
 from protocol.constants import ClockKind, SessionOutcome
@@ -51,6 +53,12 @@ def run(coroutine):
 
 def unix_ms(when: datetime) -> int:
     return int(when.timestamp() * 1000)
+
+
+def started_iso(session: Session) -> str:
+    """The session's start as JSON and CSV should give it: UTC, milliseconds, Z."""
+    ms = session.start % 1000
+    return datetime.fromtimestamp(session.start // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ms:03d}Z"
 
 
 async def record_sessions(address: str) -> list[Session]:
@@ -101,7 +109,9 @@ def test_table_for_people(band):
     result = handcue(sim.address)
     assert result.exit_code == 0, result.output
     header, *rows = result.stdout.splitlines()
-    assert header.split("  ")[0] == "started" and "acks (given/asked)" in header
+    zone = offset_text(DAY_1.astimezone().utcoffset())  # this computer's zone (the test sessions are all in December)
+    assert header.split("  ")[0] == f"started ({zone})" and "acks (given/asked)" in header
+    assert header.split()[-6:-2] == ["steps", "plays", "pauses", "skips"]
     assert len(rows) == len(held) == 6
     assert rows[0].startswith("uptime +00:0")
     local_day_1 = DAY_1.astimezone().strftime("%Y-%m-%d %H:%M")
@@ -112,12 +122,15 @@ def test_json_shape(band):
     sim, held = band
     result = handcue(sim.address, "--json")
     assert result.exit_code == 0, result.output
-    sessions = json.loads(result.stdout)["sessions"]
+    data = json.loads(result.stdout)
+    assert set(data) == {"band_id", "sessions"} and data["band_id"] == "1A2B"
+    sessions = data["sessions"]
     assert [s["seq"] for s in sessions] == list(range(6))
     assert set(sessions[0]) == {"seq", "started", "clock", "start", "outcome", "routine_name", "routine_crc32", "played_ms", "paused_ms",
                                 "pauses", "skips", "steps", "iterations", "acks_given", "acks_missed"}
     assert sessions[0]["started"] is None and sessions[0]["clock"] == "uptime_ms"
-    assert sessions[1]["started"].startswith("2025-12-01T10:00:") and sessions[1]["started"].endswith("Z")
+    assert sessions[1]["started"] == started_iso(held[1])
+    assert re.fullmatch(r"2025-12-01T10:00:\d\d\.\d{3}Z", sessions[1]["started"])  # to the millisecond, in UTC
     assert [s["start"] for s in sessions] == [s.start for s in held] and [s["played_ms"] for s in sessions] == [s.played_ms for s in held]
     assert sessions[5]["routine_crc32"] == f"0x{held[5].routine_crc32:08X}" and sessions[5]["outcome"] == "stopped"
 
@@ -127,10 +140,11 @@ def test_csv_shape(band):
     result = handcue(sim.address, "--csv")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0] == ("seq,started,clock,start,routine_name,routine_crc32,outcome,played_ms,paused_ms,pauses,skips,steps,iterations,"
-                        "acks_given,acks_missed")
+    assert lines[0] == ("band_id,seq,started,clock,start,routine_name,routine_crc32,outcome,played_ms,paused_ms,pauses,skips,steps,"
+                        "iterations,acks_given,acks_missed")
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert len(rows) == 6 and rows[0]["started"] == "" and rows[3]["started"].startswith("2025-12-03T10:00:")
+    assert len(rows) == 6 and rows[0]["started"] == "" and rows[3]["started"] == started_iso(held[3])
+    assert {r["band_id"] for r in rows} == {"1A2B"}
     assert [int(r["played_ms"]) for r in rows] == [s.played_ms for s in held]
 
 
@@ -177,6 +191,27 @@ def test_fit_file_decodes_back_with_fit_tool(band, tmp_path: Path):
         (s.routine_name, s.routine_crc32, "stopped", s.acks_given, s.acks_missed) for s in dated]
     [activity] = [m for m in messages if isinstance(m, ActivityMessage)]
     assert activity.num_sessions == 5
+
+
+def test_a_fit_file_that_cannot_be_written_leaves_only_the_error_on_stdout(band, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    sim, held = band
+    nowhere = handcue(sim.address, "--json", "--fit", str(tmp_path / "missing" / "sessions.fit"))
+    assert nowhere.exit_code == 2 and nowhere.stdout.count("\n") == 1  # refused before the band is asked
+    assert json.loads(nowhere.stdout)["error"].startswith(f"Invalid value for --fit: the folder {tmp_path / 'missing'} does not exist")
+    path = tmp_path / "sessions.fit"
+    too_late = handcue(sim.address, "--json", "--fit", str(path), "--since", "2026-01-01")
+    assert too_late.exit_code == 1 and not path.exists()
+    assert json.loads(too_late.stdout) == {"error": f"no session matches --since 2026-01-01 ({len(held)} recorded), so there is nothing to write to FIT"}
+    monkeypatch.setitem(sys.modules, "fit_tool.fit_file_builder", None)  # as if fit-tool were not installed
+    no_fit_tool = handcue(sim.address, "--csv", "--fit", str(path))
+    assert (no_fit_tool.exit_code, no_fit_tool.stdout) == (1, "") and "pip install" in no_fit_tool.stderr and not path.exists()
+
+
+def test_since_with_clear_is_refused_and_nothing_is_erased(band):
+    sim, held = band
+    refused = handcue(sim.address, "--since", "2025-12-02", "--clear", "--yes")
+    assert refused.exit_code == 2 and "--since" in refused.stderr and "--clear" in refused.stderr
+    assert run(_history_since(sim.address, 0)) == held
 
 
 def test_clear_asks_first_and_keeps_everything_unless_confirmed(band, monkeypatch: pytest.MonkeyPatch):
