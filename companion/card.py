@@ -140,6 +140,14 @@ def ack_text(cue: str, then: str) -> str:
             f"(for at most {format_ms(Ack.GIVE_UP_MS)}); {then}")
 
 
+def _ack_cues(step: Step) -> str:
+    """The cue a step's acknowledgement point repeats: its start cue, and on later plays the cue that begins each."""
+    if step.count > 1 or step.iterate != Iterate.NONE:
+        unit = {Iterate.FINGER: "finger", Iterate.HAND: "hand"}.get(step.iterate, "repeat")
+        return f"“{step.cues.start}” (at each later {unit}, the cue that begins it)"
+    return f"“{step.cues.start}”"
+
+
 def _each(iterate: Iterate, count: int) -> str:
     return {Iterate.FINGER: "each finger", Iterate.HAND: "each hand"}.get(iterate, "each repeat" if count > 1 else "the step")
 
@@ -209,7 +217,7 @@ def build_card(routine: Routine) -> Card:
                 repetition=_repetition_text(item, hands_text),
                 cues=_step_cues(item, use),
                 note=_one_line(item.note),
-                ack=ack_text(f"“{item.cues.start}”", "the step's time starts at the press") if item.ack else "",
+                ack=ack_text(_ack_cues(item), "the step's time starts at the press") if item.ack else "",
             ))
         return result
 

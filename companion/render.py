@@ -151,7 +151,9 @@ def table_text(data: bytes) -> str:
                 parts.append(rep)
             parts += [text for facts in STEP_CUE_SLOTS if (text := step_cue_text(table, record, facts))]
             if record.ack:
-                parts.append("waits for acknowledgement after its start cue")
+                repeats = record.count > 1 or record.iterate != Iterate.NONE
+                parts.append("waits for acknowledgement after the cue that begins each play" if repeats
+                             else "waits for acknowledgement after its start cue")
             lines.append(f"  [{node.index:>3}] {'step ' + str(numbers[node.index]):<7} {clock(offset):>10} {indent}{record.technique.text_id:<16} {'; '.join(parts)}")
 
     lines.append(f"  done: {table.pattern_label(table.done_pattern)} at {clock(table.total_ms)}"
