@@ -141,6 +141,13 @@ def test_card_marks_each_press(fmt):
     assert ACK_MARK not in routine_card(load_routine("desk-break"), fmt)
 
 
+def test_a_step_played_per_finger_waits_at_the_cue_that_begins_each_finger():
+    fingers = ROUTINE.replace('technique = "warm_up"', 'technique = "finger_squeeze"')
+    card = routine_card(checked(*parse_routine(fingers, "ack.toml")), "md")
+    assert "when you feel “start” (at each later finger, the cue that begins it)" in card
+    assert "waits for acknowledgement after the cue that begins each play" in table_text(compile_routine(checked(*parse_routine(fingers, "ack.toml"))))
+
+
 def test_plot_has_a_press_row_only_with_acknowledgements(tmp_path: Path):
     pytest.importorskip("matplotlib")
     import xml.etree.ElementTree as ET
