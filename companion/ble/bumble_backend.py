@@ -115,8 +115,8 @@ CLOSE_TIMEOUT = 2.0
 ENCRYPT_TIMEOUT = 5.0
 """Seconds allowed for encrypting a link with stored keys (a peer that lost them may not answer)."""
 DEFERRED_START_S = 0.1
-"""The MTU exchange (and any other deferred GATT work) starts at the latest this long after
-``connect()`` returned, if the caller sent no request by then."""
+"""The MTU exchange starts at the latest this long after ``connect()`` returned, if the
+caller sent no request by then."""
 CENTRAL_NAME = "HandCue-companion"
 
 _T = TypeVar("_T")
@@ -557,9 +557,9 @@ class BumbleClient(BaseBleakClient):
         self._connection: Connection | None = None
         self._subscriptions: dict[int, Callable[[bytes], None]] = {}
         self._flow_waiters: set[asyncio.Future[None]] = set()
-        self._deferred: list[Callable[[], Awaitable[None]]] = []
-        """GATT work for after the caller's first request (the MTU exchange, filling the cache)."""
-        self._deferred_timer: asyncio.TimerHandle | None = None
+        self._mtu_exchange_due: Peer | None = None
+        """The peer whose MTU exchange waits for the caller's first request (ATT takes one request at a time)."""
+        self._mtu_exchange_timer: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._requests: set[asyncio.Future[Any]] = set()
         """GATT requests in flight or queued (ATT takes one at a time): cancelled when the link drops."""
@@ -639,8 +639,9 @@ class BumbleClient(BaseBleakClient):
                 peer = Peer(connection)
                 self.used_gatt_cache = False
                 cached, database_hash = await self._validated_cache(connection)
-                if cached is not None:
-                    self.services = self._collect(peer, self._restore(peer, cached))
+                from_cache = None if cached is None else await self._services_from_cache(peer, cached)
+                if from_cache is not None:
+                    self.services = from_cache
                     self.used_gatt_cache = True
                 else:
                     if database_hash is None and self.central.gatt_cache is not None:
@@ -652,31 +653,30 @@ class BumbleClient(BaseBleakClient):
                     if not self._requested_services:  # the GAP service was not asked for
                         await self._read_gap_name(peer)
                     if database_hash is not None:
-                        self._remember_database(connection, database_hash)
+                        await self._remember_database(connection, database_hash)
         except BaseException:
             await self.disconnect()
             raise
-        self._deferred.insert(0, lambda: self._exchange_mtu(peer))
-        self._deferred_timer = loop.call_later(DEFERRED_START_S, self._start_deferred)
+        self._mtu_exchange_due = peer
+        self._mtu_exchange_timer = loop.call_later(DEFERRED_START_S, self._start_mtu_exchange)
         logger.debug("connected to %s%s", self.address, " (GATT handles from the cache)" if self.used_gatt_cache else "")
 
-    # ------------------------------------------------------------ deferred GATT work
+    # ------------------------------------------------------------ deferred MTU exchange
 
-    def _start_deferred(self) -> None:
-        """Run the deferred GATT work, in order, queued behind any request already sent (ATT takes one at a time)."""
-        if self._deferred_timer is not None:
-            self._deferred_timer.cancel()
-            self._deferred_timer = None
-        jobs, self._deferred = self._deferred, []
-        if not jobs or self._connection is None:
+    def _start_mtu_exchange(self) -> None:
+        """Start the MTU exchange, if still due, queued behind any request already sent (ATT takes one at a time)."""
+        if self._mtu_exchange_timer is not None:
+            self._mtu_exchange_timer.cancel()
+            self._mtu_exchange_timer = None
+        peer, self._mtu_exchange_due = self._mtu_exchange_due, None
+        if peer is None or self._connection is None:
             return
 
         async def run() -> None:
-            for job in jobs:
-                try:
-                    await job()
-                except Exception:  # best effort: the link may have gone, the peer may refuse
-                    logger.debug("deferred GATT work failed", exc_info=True)
+            try:
+                await self._exchange_mtu(peer)
+            except Exception:  # best effort: the link may have gone, the peer may refuse
+                logger.debug("MTU exchange failed", exc_info=True)
 
         task = asyncio.ensure_future(run())
         self._background.add(task)
@@ -711,19 +711,47 @@ class BumbleClient(BaseBleakClient):
         if cache is None:
             return None, None
         key = str(connection.peer_address)
-        cached = cache.get(key)
-        if cached is None or not cached.covers(self._requested_services, lambda value: _uuid_from_le_bytes(bytes.fromhex(value))):
+        try:
+            cached = await asyncio.to_thread(cache.get, key)
+            if cached is None or not cached.covers(self._requested_services, lambda value: _uuid_from_le_bytes(bytes.fromhex(value))):
+                return None, None
+        except Exception:  # a cache only saves time: an entry it cannot give is a cold one
+            logger.warning("%s: the GATT cache entry could not be used; discovering instead", self.address, exc_info=True)
+            await self._forget_database(key)
             return None, None
         with self._phases.phase("check cached GATT handles (Database Hash)"):
             current = await self._guard("Database Hash read", self._read_database_hash(connection))
         if current == cached.database_hash:
             return cached, current
         logger.info("%s: its GATT database changed (Database Hash); discovering it again", self.address)
-        cache.forget(key)
+        await self._forget_database(key)
         return None, current
 
-    def _remember_database(self, connection: Connection, database_hash: bytes) -> None:
-        """Store the discovered services with the peer's Database Hash."""
+    async def _forget_database(self, key: str) -> None:
+        """Drop this peer's entry from the GATT cache (best effort: the next discovery overwrites it anyway)."""
+        cache = self.central.gatt_cache
+        if cache is None:
+            return
+        try:
+            await asyncio.to_thread(cache.forget, key)
+        except Exception:
+            logger.debug("could not forget the GATT cache entry of %s", key, exc_info=True)
+
+    async def _services_from_cache(self, peer: Peer, cached: CachedDatabase) -> BleakGATTServiceCollection | None:
+        """bleak's services from a current cache entry, registered with bumble's GATT client as discovery
+        would; None (the entry is forgotten, the caller discovers) if the entry cannot be used."""
+        try:
+            restored = self._restore(peer, cached)
+            services = self._collect(peer, restored)
+        except Exception:  # a cache only saves time: an entry that does not restore is a cold one
+            logger.warning("%s: the GATT cache entry could not be used; discovering instead", self.address, exc_info=True)
+            await self._forget_database(str(peer.connection.peer_address))
+            return None
+        peer.gatt_client.services.extend(service_proxy for service_proxy, _ in restored)
+        return services
+
+    async def _remember_database(self, connection: Connection, database_hash: bytes) -> None:
+        """Store the discovered services with the peer's Database Hash (best effort: a cache only saves time)."""
         cache, services = self.central.gatt_cache, self.services
         if cache is None or services is None:
             return
@@ -736,10 +764,14 @@ class BumbleClient(BaseBleakClient):
                 descriptors = tuple((d.obj.type.to_bytes().hex(), d.handle) for d in characteristic.descriptors) if proxy.descriptors_discovered else None
                 characteristics.append(CachedCharacteristic(proxy.uuid.to_bytes().hex(), proxy.handle, proxy.end_group_handle, int(proxy.properties), descriptors))
             cached_services.append(CachedService(service_proxy.uuid.to_bytes().hex(), service_proxy.handle, service_proxy.end_group_handle, tuple(characteristics)))
-        cache.put(str(connection.peer_address), CachedDatabase(database_hash, tuple(cached_services), complete=not self._requested_services))
+        try:
+            await asyncio.to_thread(cache.put, str(connection.peer_address),
+                                    CachedDatabase(database_hash, tuple(cached_services), complete=not self._requested_services))
+        except Exception:
+            logger.warning("%s: could not store its GATT handles in the cache", self.address, exc_info=True)
 
     def _restore(self, peer: Peer, cached: CachedDatabase) -> list[tuple[ServiceProxy, list[CharacteristicProxy[bytes]]]]:
-        """bumble proxies for the cached services (registered with the GATT client, as discovery would)."""
+        """bumble proxies for the cached services (not yet registered with the GATT client)."""
         client = peer.gatt_client
         restored = []
         for service in cached.services:
@@ -753,7 +785,6 @@ class BumbleClient(BaseBleakClient):
                     proxy.descriptors_discovered = True
                 characteristics.append(proxy)
             service_proxy.characteristics = characteristics
-            client.services.append(service_proxy)
             restored.append((service_proxy, characteristics))
         return restored
 
@@ -871,10 +902,10 @@ class BumbleClient(BaseBleakClient):
         for request in list(self._requests):  # else those queued behind the one in flight go out on the dead link
             request.cancel()
             request.add_done_callback(_retrieve_exception)
-        self._deferred.clear()
-        if self._deferred_timer is not None:
-            self._deferred_timer.cancel()
-            self._deferred_timer = None
+        self._mtu_exchange_due = None
+        if self._mtu_exchange_timer is not None:
+            self._mtu_exchange_timer.cancel()
+            self._mtu_exchange_timer = None
         self._subscriptions.clear()
         self.services = None
         for waiter in self._flow_waiters:
@@ -952,8 +983,8 @@ class BumbleClient(BaseBleakClient):
         if request is not None:
             self._requests.add(request)
             request.add_done_callback(self._requests.discard)
-        if request is not None and self._deferred:
-            self._start_deferred()  # queued behind this request: it goes out first
+        if request is not None and self._mtu_exchange_due is not None:
+            self._start_mtu_exchange()  # queued behind this request: it goes out first
         try:
             return await (asyncio.shield(request) if request is not None else awaitable)
         except asyncio.CancelledError:

@@ -13,7 +13,8 @@ different hash (a firmware update moved the handles) throws the entry away and
 discovers again.  A band without a Database Hash is never cached.
 
 Entries are plain JSON (UUIDs as their little-endian bytes in hex, as on the air);
-a cache that cannot be read or written is skipped: it only saves time.
+a cache that cannot be read or written, or an entry that does not parse, is skipped: it
+only saves time.
 """
 
 from __future__ import annotations

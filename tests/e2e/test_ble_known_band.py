@@ -6,8 +6,13 @@ API on the bumble backend; the clock also over a real pty."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+import threading
 import time
+from pathlib import Path
 
+import pytest
 from bumble.gatt import Characteristic, Service
 
 from companion import compile_routine, load_routine
@@ -191,7 +196,6 @@ def test_the_cli_keeps_the_gatt_cache_in_the_user_cache_folder(tmp_path):
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
     from ble_stack.addresses import free_tcp_port
 
@@ -217,3 +221,145 @@ def test_the_cli_keeps_the_gatt_cache_in_the_user_cache_folder(tmp_path):
     assert "service discovery" in first and "check cached GATT handles" not in first
     assert len(cache) == 1 and next(iter(cache.values()))["database_hash"]
     assert "check cached GATT handles (Database Hash)" in second and "service discovery" not in second
+
+
+# ---------------------------------------------------------------- a cache only saves time
+
+def _warm_entry() -> tuple[str, CachedDatabase]:
+    """The cache entry a first connection to a LocalBleBand writes (its address is the same every time)."""
+    cache = MemoryGattCache()
+
+    async def job():
+        async with LocalBleBand() as band, BumbleCentral(link=band.link, gatt_cache=cache) as central:
+            await status_over(central)
+
+    run(job())
+    [(address, entry)] = cache.entries.items()
+    return address, entry
+
+
+@pytest.mark.parametrize("damage", [
+    pytest.param(lambda e: e["services"][0].update(uuid="not a uuid"), id="service-uuid-not-hex"),
+    pytest.param(lambda e: e["services"][0].update(uuid="abcdef"), id="service-uuid-6-digits"),
+    pytest.param(lambda e: e["services"][0]["characteristics"][0].update(uuid="zz"), id="characteristic-uuid-not-hex"),
+    pytest.param(lambda e: e["services"][0]["characteristics"][0].update(handle=0x10000), id="handle-out-of-range"),
+    pytest.param(lambda e: e["services"][0]["characteristics"][0].update(handle="12"), id="handle-a-string"),
+    pytest.param(lambda e: next(c for c in e["services"][0]["characteristics"] if c["descriptors"]).update(descriptors=[["2902", -1]]),
+                 id="descriptor-handle-negative"),
+    pytest.param(lambda e: e.update(database_hash="not hex"), id="hash-not-hex"),
+])
+def test_a_hand_damaged_cache_file_entry_is_discovered_again_and_rewritten(tmp_path, damage):
+    address, entry = _warm_entry()
+    path = tmp_path / "gatt.json"
+    GattCacheFile(path).put(address, entry)
+    document = json.loads(path.read_text())
+    damage(document[address])
+    path.write_text(json.dumps(document))
+    assert GattCacheFile(path).get(address) is None  # the damaged entry is not one this version wrote
+
+    async def job():
+        async with LocalBleBand() as band, BumbleCentral(link=band.link, gatt_cache=GattCacheFile(path)) as central:
+            return await status_over(central), await status_over(central)
+
+    (first, first_state), (second, second_state) = run(job())
+    assert first_state == BandState.IDLE and "service discovery" in first  # the connect still works
+    assert GattCacheFile(path).get(address) == entry  # and the entry was rewritten
+    assert second_state == BandState.IDLE and "service discovery" not in second and "check cached GATT handles (Database Hash)" in second
+
+
+class RecordingCache(MemoryGattCache):
+    """A memory cache that notes the thread of every call, and can fail its lookups."""
+
+    def __init__(self, failing_get: bool = False) -> None:
+        super().__init__()
+        self.failing_get = failing_get
+        self.threads: set[int] = set()
+
+    def get(self, address: str) -> CachedDatabase | None:
+        self.threads.add(threading.get_ident())
+        if self.failing_get:
+            raise RuntimeError("the cache broke")
+        return super().get(address)
+
+    def put(self, address: str, database: CachedDatabase) -> None:
+        self.threads.add(threading.get_ident())
+        super().put(address, database)
+
+    def forget(self, address: str) -> None:
+        self.threads.add(threading.get_ident())
+        super().forget(address)
+
+
+def _with_bad_uuid(entry: CachedDatabase, where: str) -> CachedDatabase:
+    """The entry with one UUID no parser accepts: in its service (seen before the hash check) or in a
+    characteristic (seen only when the handles are restored)."""
+    [service] = entry.services
+    if where == "service":
+        return dataclasses.replace(entry, services=(dataclasses.replace(service, uuid="zz"),))
+    first, *rest = service.characteristics
+    return dataclasses.replace(entry, services=(dataclasses.replace(service, characteristics=(dataclasses.replace(first, uuid="zz"), *rest)),))
+
+
+@pytest.mark.parametrize("where", ["service", "characteristic"])
+def test_an_entry_the_backend_cannot_use_is_forgotten_and_the_band_discovered(where):
+    """Whatever a cache hands back (a GattCache need not be a file), using it never fails the connect."""
+    address, entry = _warm_entry()
+    cache = RecordingCache()
+    cache.entries[address] = _with_bad_uuid(entry, where)
+
+    async def job():
+        async with LocalBleBand() as band, BumbleCentral(link=band.link, gatt_cache=cache) as central:
+            return threading.get_ident(), await status_over(central)
+
+    loop_thread, (phases, state) = run(job())
+    assert state == BandState.IDLE and "service discovery" in phases
+    assert cache.entries[address] == entry  # rewritten by the discovery
+    assert cache.threads and loop_thread not in cache.threads  # the cache is used off the event loop
+
+
+def test_a_cache_that_fails_is_a_cold_one():
+    cache = RecordingCache(failing_get=True)
+
+    async def job():
+        async with LocalBleBand() as band, BumbleCentral(link=band.link, gatt_cache=cache) as central:
+            return await status_over(central)
+
+    phases, state = run(job())
+    assert state == BandState.IDLE and "service discovery" in phases
+    assert len(cache.entries) == 1  # the discovered database was still stored
+
+
+def test_two_writers_of_one_cache_file_do_not_share_a_temporary_file(tmp_path, monkeypatch):
+    """Two companions writing at once (here two threads, both with their temporary file written before
+    either renames it): each rename moves that writer's own file, the result is one writer's whole
+    document, and no temporary file is left behind."""
+    import os
+
+    address, entry = _warm_entry()
+    both_written = threading.Barrier(2, timeout=TIMEOUT)
+    real_replace = os.replace
+    renamed: list[str] = []
+    failed: list[OSError] = []
+
+    def replace_together(source, target):
+        both_written.wait()
+        try:
+            real_replace(source, target)
+        except OSError as error:
+            failed.append(error)
+            raise
+        renamed.append(os.fspath(source))
+
+    monkeypatch.setattr(os, "replace", replace_together)
+    path = tmp_path / "gatt.json"
+    writers = [threading.Thread(target=GattCacheFile(path).put, args=(name, entry)) for name in ("AA:AA:AA:AA:AA:AA/P", address)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(TIMEOUT)
+    monkeypatch.undo()
+    assert not both_written.broken and not failed
+    assert len(set(renamed)) == 2 and all(Path(source).parent == tmp_path for source in renamed)
+    assert list(tmp_path.iterdir()) == [path]
+    [(written, _)] = json.loads(path.read_text()).items()  # a whole document: one writer's entry
+    assert GattCacheFile(path).get(written) == entry
