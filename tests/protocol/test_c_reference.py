@@ -39,6 +39,7 @@ from protocol.constants import SkipScope
 from protocol.errors import BandError, TableFormatError
 from protocol.framing import FrameParser, encode_frame
 
+from ..companion.test_ack_views import ROUTINE as ACK_VIEWS_ROUTINE
 from ..conftest import SHIPPED
 
 C_DIR = Path(__file__).resolve().parents[2] / "protocol" / "c"
@@ -466,17 +467,7 @@ def test_rejected_table_exits_1_with_the_error_name(hcue_run, tmp_path):
     assert python_verdict(bytes(data)) == "BAD_CRC"
 
 
-ACK_ROUTINE = '''name = "ack"
-hands = "left"
-finish_ack = true
-[[steps]]
-technique = "warm_up"
-duration = 10
-ack = true
-[[steps]]
-technique = "palm_spread"
-duration = 20
-'''
+ACK_ROUTINE = ACK_VIEWS_ROUTINE  # one acknowledgement routine for the views and the C cross-check
 
 
 def ack_table() -> bytes:
