@@ -120,6 +120,7 @@ class UploadRun:
         self.address = client.transport.address
         self.confirmed = self.next_offset = 0
         self.progress_at = 0.0
+        self.reported = -1
         """When (loop time) the band last confirmed new bytes."""
         self.frames = self.retransmissions = self.stalls = self.clean = 0
         self.in_flight: list[Sent] = []  # oldest first
@@ -160,6 +161,12 @@ class UploadRun:
         if begin.offset > self.size:
             raise BandAnswerError(f"{self.address} answered UPLOAD_BEGIN with offset {begin.offset}, past the table's {self.size} bytes")
 
+    def _report(self) -> None:
+        """Tell the progress callback how many bytes the band has confirmed, once per new figure."""
+        if self.progress and self.confirmed != self.reported:
+            self.reported = self.confirmed
+            self.progress(self.confirmed, self.size)
+
     async def go(self) -> UploadResult:
         client = self.client
         phases = client.transport.phases
@@ -175,8 +182,7 @@ class UploadRun:
             self._limits(begin.max_chunk, begin.window)
             self.confirmed = self.next_offset = begin.offset
         resumed_from = begin.offset
-        if self.progress:
-            self.progress(self.confirmed, self.size)
+        self._report()
         # Phases as the user sees them: COMMIT is sent inside "data"; "UPLOAD_COMMIT" is the wait for its answer after the data's.
         with phases.phase("data"):
             commit = await self._transfer()
@@ -186,6 +192,10 @@ class UploadRun:
         if commit.crc32 != self.crc:
             raise BandAnswerError(f"{self.address} reports CRC-32 0x{commit.crc32:08X} at UPLOAD_COMMIT; "
                                   f"the table's is 0x{self.crc:08X} (upload it again)")
+        # The band committed every byte, though the answers to the last data frames may not have come
+        # (a retransmission after COMMIT is answered NO_UPLOAD): the user's progress ends at 100 %.
+        self.confirmed = self.size
+        self._report()
         return UploadResult(self.size, self.crc, resumed_from, self.frames, self.retransmissions, commit.total_ms, self.commit_retried)
 
     async def _pipelined_begin(self, begin_request: UploadBeginRequest, max_chunk: int, window: int) -> UploadBeginResponse:
@@ -379,8 +389,7 @@ class UploadRun:
                 self.stalls = 0
                 self.confirmed = acked
                 self.progress_at = answer.at
-                if self.progress:
-                    self.progress(self.confirmed, self.size)
+                self._report()
             if acked < sent.end:
                 # The band did not store this frame: an earlier one was lost. Go back.
                 self._stall(silent=False)

@@ -103,6 +103,31 @@ def test_the_first_data_and_begin_share_a_write_and_commit_rides_with_the_last_f
     assert band.storage.active_table() == TABLE and result.retransmissions == 0  # type: ignore[attr-defined]
 
 
+def test_progress_ends_at_the_whole_table_when_the_last_data_answer_is_lost():
+    """COMMIT's answer came but the last frame's did not: the band holds every byte, and the user's
+    progress says so (it once stopped one frame short, which a fleet upload under load showed)."""
+    band = band_with()
+    lost: list[int] = []
+
+    def lose_last_data_answer(message: bytes) -> bytes:
+        answer = decode_message(message)
+        if answer.opcode == Opcode.UPLOAD_DATA and answer.status == Status.OK and answer.body.offset == len(TABLE) and not lost:
+            lost.append(answer.body.offset)
+            return b""
+        return message
+
+    transport = Loopback(ProtocolHandler(band), lose_last_data_answer)
+    seen: list[int] = []
+
+    async def job() -> object:
+        async with BandClient(transport) as client:  # type: ignore[arg-type]
+            return await client.upload(TABLE, lambda confirmed, total: seen.append(confirmed))
+
+    run_virtual(job)
+    assert lost == [len(TABLE)] and band.storage.active_table() == TABLE
+    assert seen[0] == 0 and seen[-1] == len(TABLE) and seen == sorted(set(seen))  # rising, once per figure, ending at 100 %
+
+
 def test_a_refused_begin_is_reported_and_the_data_behind_it_touches_no_upload():
     band = band_with(NAUSEA)
     other = upload_table(4096)
