@@ -42,7 +42,7 @@ import construct as c
 from protocol.constants import BootOutcome as BootOutcome  # re-exported: its one home is protocol.constants
 from protocol.constants import Limits, TableError
 from protocol.errors import TableFormatError
-from protocol.table import decode_table
+from protocol.table import RecordCache, decode_table
 
 from .faults import FlashError, StorageError
 from .flash import ERASED, SECTOR_SIZE, Flash
@@ -151,6 +151,9 @@ class Storage:
         self.flash = flash
         self.active: SlotInfo | None = None
         self.upload: UploadState | None = None
+        self.early = RecordCache()
+        """The upload's records decoded as its bytes came (RAM only), so COMMIT's check is quick.
+        After a reboot a resumed upload has none of them, and COMMIT decodes those records itself."""
         self.boot_report = BootReport(BootOutcome.BLANK, None)
         self._commits: list[SlotInfo] = []
         self._fresh_journal = False
@@ -329,6 +332,7 @@ class Storage:
             self.flash.erase_sector(sector)
         self._append(EntryKind.BEGIN, slot, length, crc)
         self.upload = UploadState(slot, length, crc, 0)
+        self.early = RecordCache()
         return 0
 
     def write_chunk(self, offset: int, data: bytes) -> int:
@@ -351,6 +355,7 @@ class Storage:
         new_offset = offset + len(data)
         self._append(EntryKind.PROGRESS, 0, 0, new_offset)
         self.upload = replace(upload, offset=new_offset)
+        self.early.feed(offset, data)
         return new_offset
 
     def commit(self) -> bytes:
@@ -367,7 +372,7 @@ class Storage:
         try:
             if zlib.crc32(data) != upload.crc:
                 raise TableFormatError(TableError.BAD_CRC, "the received bytes do not match the announced CRC-32")
-            decode_table(data)
+            decode_table(data, decoded=self.early)  # every check runs; only records decoded from these very bytes are reused
         except TableFormatError:
             self._append(EntryKind.ABORT)
             self.upload = None

@@ -533,19 +533,21 @@ def check_table_header(data: bytes, versions: Sequence[int] = TABLE_READ_VERSION
     return header
 
 
-def decode_table(data: bytes, versions: Sequence[int] = TABLE_READ_VERSIONS) -> StepTable:
+def decode_table(data: bytes, versions: Sequence[int] = TABLE_READ_VERSIONS, *, decoded: RecordCache | None = None) -> StepTable:
     """Parse and check a table; raise :class:`TableFormatError` on any fault.
 
     The checks run in the order of SPEC.md §11, section by section, so a
     table with several faults always gets the same :class:`TableError`.
     ``versions``: the format versions the reader knows (:func:`check_table_header`).
     In a format 1 table the acknowledgement bits are reserved and read past.
+    ``decoded``: records decoded while the bytes arrived (:class:`RecordCache`); each is used
+    only where the table holds the very bytes it was decoded from, so the result is the same.
     """
     header = check_table_header(data, versions)
     sections = table_sections(header)
     if sections.names > len(data):
         raise _bad(TableError.BAD_SIZE, f"the table ends at byte {len(data)}, inside its records, patterns or segments (which end at {sections.names})")
-    records, record_fault = _read_records(data, header.record_count, sections)
+    records, record_fault = _read_records(data, header.record_count, sections, decoded)
     if not reads_ack(header):
         records = [without_ack(record) for record in records]
     descriptors = [_DESCRIPTOR.parse(data[o : o + PATTERN_DESCRIPTOR_SIZE]) for o in range(sections.patterns, sections.segments, PATTERN_DESCRIPTOR_SIZE)]
@@ -616,21 +618,86 @@ _DESCRIPTOR = PatternDescriptor.compile()
 _SEGMENT = SEGMENT.compile()
 
 
-def _read_records(data: bytes, count: int, sections: Sections) -> tuple[list[TableRecord], str | None]:
+def _read_records(data: bytes, count: int, sections: Sections, decoded: RecordCache | None = None) -> tuple[list[TableRecord], str | None]:
     """The records, and the first value an enum lacks (reported after the pattern checks, as SPEC §11 orders)."""
     records: list[TableRecord] = []
     fault = None
     size = sections.record_size
+    early = decoded.records if decoded is not None else {}
     for index in range(count):
         start = sections.record(index)
         kind = data[start]
         if kind not in RecordKind._value2member_map_:
             raise _bad(TableError.BAD_RECORD, f"record {index}: unknown kind {kind}")
-        try:
-            records.append(_RECORD.parse(data[start : start + size]))
-        except ValueError as exc:
-            fault = fault or f"record {index}: {exc}"
+        raw = data[start : start + size]
+        known = early.get(index)
+        outcome = known[1] if known is not None and known[0] == raw else _decode_record(raw)
+        if isinstance(outcome, str):
+            fault = fault or f"record {index}: {outcome}"
+        else:
+            records.append(outcome)
     return records, fault
+
+
+def _decode_record(raw: bytes) -> TableRecord | str:
+    """One record's bytes decoded, or the text of the enum value they lack."""
+    try:
+        record: TableRecord = _RECORD.parse(raw)
+    except ValueError as exc:
+        return str(exc)
+    return record
+
+
+class RecordCache:
+    """A table's step records decoded while its bytes arrive, for :func:`decode_table` at the end.
+
+    A band receives a table over many connection events and checks it when
+    UPLOAD_COMMIT comes; decoding each record as soon as its bytes are in spreads
+    most of that check over the upload, so COMMIT's answer can leave at the next
+    connection event. Feed it the bytes in order (:meth:`feed`, any chunking; a
+    jump back forgets what lay past it). Nothing here is trusted: ``decode_table``
+    uses a record only where the final table holds the same bytes, and runs every
+    check of SPEC §11 itself.
+    """
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.records: dict[int, tuple[bytes, TableRecord | str]] = {}
+        """Record index -> (its bytes, the record or the fault text they decode to)."""
+        self._sections: Sections | None = None
+        self._count = 0
+
+    def feed(self, offset: int, chunk: bytes) -> None:
+        """The table's bytes at ``offset``: decode every record they complete."""
+        if offset > len(self.received):
+            return  # a gap: the bytes after it cannot be placed; decode_table reads those records itself
+        if offset < len(self.received):  # sent again from further back: forget what it replaces
+            del self.received[offset:]
+            if offset < TABLE_HEADER_SIZE:
+                self._sections, self._count = None, 0
+            self.records = {i: known for i, known in self.records.items()
+                            if self._sections is not None and self._sections.record(i) + self._sections.record_size <= offset}
+        self.received += chunk
+        if self._sections is None and len(self.received) >= TABLE_HEADER_SIZE:
+            try:
+                header = _HEADER.parse(bytes(self.received[:TABLE_HEADER_SIZE]))
+            except c.ConstructError:
+                return  # not a header decode_table accepts either
+            if header.record_size < TABLE_RECORD_SIZE or header.header_size < TABLE_HEADER_SIZE:
+                return  # decode_table refuses it; nothing worth decoding early
+            self._sections, self._count = table_sections(header), header.record_count
+        sections = self._sections
+        if sections is None:
+            return
+        size, have = sections.record_size, len(self.received)
+        index = len(self.records)
+        while index < self._count and sections.record(index) + size <= have:
+            start = sections.record(index)
+            raw = bytes(self.received[start : start + size])
+            if raw[0] not in RecordKind._value2member_map_:
+                return  # an unknown kind: decode_table stops there with the right error
+            self.records[index] = (raw, _decode_record(raw))
+            index += 1
 
 
 def _read_names(rest: bytes, header: Any) -> Any:

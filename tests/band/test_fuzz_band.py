@@ -26,7 +26,7 @@ from firmware_sim.storage import ENTRY_SIZE, FLASH_SIZE, SLOT_FIRST_SECTOR, Boot
 from protocol.constants import MAX_FRAME_PAYLOAD, MESSAGE_HEADER_SIZE, PROTOCOL_VERSION, TABLE_HEADER_SIZE, MessageKind, Opcode, TableError
 from protocol.errors import TableFormatError
 from protocol.framing import FrameParser, encode_frame
-from protocol.table import decode_table, table_crc
+from protocol.table import RecordCache, check_table_header, decode_table, table_crc
 
 from ..conftest import SHIPPED
 
@@ -76,6 +76,64 @@ def check_table(data: bytes) -> None:
 @given(tables)
 def test_table_loader_accepts_or_names_the_fault(data):
     check_table(data)
+
+
+def _outcome(data: bytes, decoded: RecordCache | None = None) -> object:
+    try:
+        return decode_table(data, decoded=decoded)
+    except TableFormatError as exc:
+        return (exc.code, str(exc))
+
+
+def _feed(cache: RecordCache, data: bytes, draw: st.DrawFn) -> None:
+    """``data`` fed as an upload would be: chunks in order, now and then some sent again from further back."""
+    cuts = [*sorted(set(draw(st.lists(st.integers(1, max(1, len(data))), max_size=12)))), len(data)]
+    start = 0
+    for cut in cuts:
+        if start and draw(st.integers(0, 3)) == 0:
+            start = draw(st.integers(0, start))  # go-back: the bytes from here come again
+        cache.feed(start, data[start:cut])
+        start = max(start, cut)
+
+
+@QUICK
+@given(st.data())
+def test_records_decoded_while_arriving_never_change_the_verdict(data):
+    """COMMIT's check with the records decoded during the upload (storage.early) gives exactly the
+    table or the error the check from scratch gives, also when the bytes checked are not the ones fed."""
+    final = data.draw(st.one_of(st.sampled_from(TABLES), tables), label="table checked at COMMIT")
+    fed = data.draw(st.sampled_from(["same", "changed", "other"]), label="bytes that arrived")
+    if fed == "same":
+        fed = final
+    elif fed == "changed":  # damaged between arriving and COMMIT's read (flash), records included
+        changed = bytearray(final)
+        for _ in range(data.draw(st.integers(1, 4))):
+            if changed:
+                changed[data.draw(st.integers(0, len(changed) - 1))] ^= data.draw(st.integers(1, 255))
+        fed = bytes(changed)
+    else:
+        fed = data.draw(tables)
+    cache = RecordCache()
+    _feed(cache, fed, data.draw)
+    assert _outcome(final, cache) == _outcome(final)
+
+
+def test_an_uploaded_table_is_checked_at_commit_without_decoding_its_records_again(monkeypatch):
+    """Storage decodes each record as its bytes are written; COMMIT reuses them all (and still checks everything)."""
+    import protocol.table
+
+    data = TABLES[1]
+    storage = Storage(Flash(FLASH_SIZE))
+    storage.begin_upload(len(data), zlib.crc32(data))
+    for offset in range(0, len(data), 37):
+        storage.write_chunk(offset, data[offset : offset + 37])
+    count = check_table_header(data).record_count
+    assert count > 1 and sorted(storage.early.records) == list(range(count))
+    decoded_at_commit: list[bytes] = []
+    real = protocol.table._decode_record
+    monkeypatch.setattr(protocol.table, "_decode_record", lambda raw: decoded_at_commit.append(raw) or real(raw))
+    assert storage.commit() == data and storage.active_table() == data
+    assert decoded_at_commit == []
 
 
 # ------------------------------------------------------------------ storage mount
