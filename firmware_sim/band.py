@@ -404,10 +404,8 @@ class Band:
             elapsed = min(t, interpreter.total_ms + interpreter.waited_until(t))
         waited = interpreter.waited_until(t)  # routine time in acknowledgement waits does not count against the routine
         waiting = state == RunState.RUNNING and interpreter.ack is not None
-        if waiting:
-            step_remaining = interpreter.ack_left_ms(t)  # the time the wearer has left to press
-        else:
-            step_remaining = interpreter.step_remaining_ms(t) if playing else 0
+        # While waiting: the time the wearer has left to press.
+        step_remaining = interpreter.ack_left_ms(t) if waiting else interpreter.step_remaining_ms(t) if playing else 0
         return StatusReport(
             state=BandState.WAITING if waiting else BandState[state.name],
             step=interpreter.pc if playing else None,
