@@ -105,7 +105,7 @@ def describe_status(status: BandStatus, numbers: Mapping[int, int] | None = None
         return " | ".join(part for part in parts if part)
     parts = [
         elapsed,
-        "" if status.state == BandState.RUNNING else code_text(status, "state"),
+        "" if status.state == BandState.RUNNING else code_text(status, "state") or "",
         step,
         where,
         f"{left_text(status.step_remaining_ms)} left in step",
