@@ -367,3 +367,21 @@ def test_cli_status_text_and_json_while_the_band_waits(tmp_path: Path):
         assert handcue("stop").returncode == 0
     finally:
         sim.stop()
+
+
+def test_spec_example_of_a_waiting_band_is_what_the_generator_prints():
+    """SPEC §22.8.1 is the output of ``docs/gen_spec_examples.py`` (its acknowledgement part), byte for byte."""
+    import contextlib
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[2]
+    spec_module = importlib.util.spec_from_file_location("gen_spec_examples", root / "docs" / "gen_spec_examples.py")
+    assert spec_module is not None and spec_module.loader is not None
+    generator = importlib.util.module_from_spec(spec_module)
+    spec_module.loader.exec_module(generator)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        generator.ack_wait_examples()
+    spec = (root / "protocol" / "SPEC.md").read_text()
+    section = spec.split("### 22.8.1 ", 1)[1].split("```\n", 2)[1]
+    assert section == printed.getvalue().split("\n", 2)[2].rstrip("\n") + "\n"  # the generator's heading becomes the section's text
