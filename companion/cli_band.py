@@ -98,9 +98,9 @@ def describe_status(status: BandStatus, numbers: Mapping[int, int] | None = None
     if status.state == BandState.WAITING:  # SPEC §12.10: the band repeats a cue until the wearer presses, at most until it gives up
         gives_up = f"gives up in {left_text(status.step_remaining_ms)}"
         if status.step is None:
-            parts = [elapsed, "waiting for your press", "DONE: a press confirms the routine was done", gives_up, felt]
+            parts = [elapsed, "waiting for a press of the band's button", "DONE: a press confirms the routine was done", gives_up, felt]
         else:
-            parts = [elapsed, "waiting for your press", f"START of {step}" if step else "START of the next step", where, gives_up,
+            parts = [elapsed, "waiting for a press of the band's button", f"START of {step}" if step else "START of the next step", where, gives_up,
                      f"{left_text(status.remaining_ms)} left", felt]
         return " | ".join(part for part in parts if part)
     parts = [

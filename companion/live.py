@@ -73,7 +73,8 @@ def live_parts(status: BandStatus) -> list[str]:
     whole routine's time left, the step and the last cue felt.  While the band
     waits for the wearer's press (SPEC §12.10) the line says so first, with the
     time until the band gives up, then what the press starts (or that it
-    confirms the finish).
+    confirms the finish).  The press is the band's own button: the protocol has
+    no request for it, so no key of ``follow`` acknowledges for the wearer.
     """
     if status.state == BandState.FINISHED:
         return [f"finished after {short_time(status.elapsed_ms)}", f"{status.cues} cues"]
@@ -83,7 +84,7 @@ def live_parts(status: BandStatus) -> list[str]:
     now = ": ".join(part for part in (where[:1].upper() + where[1:], technique_name(status)) if part)
     felt = f"felt: {status.last_cue.name.lower()}" if status.last_cue is not None else ""
     if status.state == BandState.WAITING:
-        waiting = f"WAITING FOR YOUR PRESS · gives up in {short_time(status.step_remaining_ms)}"
+        waiting = f"PRESS THE BAND'S BUTTON · gives up in {short_time(status.step_remaining_ms)}"
         if status.step is None:  # the finish waits: no step, no time left in the routine
             return [part for part in (waiting, "to confirm the routine is done", felt) if part]
         parts = [waiting, f"to start: {now}" if now else "to start the next step", f"routine {short_time(status.remaining_ms)} left",

@@ -8,7 +8,8 @@ deadline or for a wake-up from the protocol handler.
 Routine time (what traces and status report) is band time minus the time spent
 paused, measured from the start of the session.  It runs while the band waits
 for an acknowledgement (SPEC.md §12.10): the repeated cues have times, and what
-follows the wait comes that much later.
+follows the wait comes that much later.  STATUS reports such a wait as WAITING
+(§18.1), and the band announces its start and its end like any state change.
 """
 
 from __future__ import annotations

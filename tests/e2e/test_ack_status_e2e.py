@@ -319,9 +319,9 @@ def waiting_statuses() -> tuple[StatusReport, StatusReport, dict[int, int]]:
 def test_status_text_says_waiting_for_the_press_the_cue_and_the_give_up_never_0_s_left():
     step, finish, numbers = waiting_statuses()
     assert describe_status(step, numbers) == (
-        "[0:18 / 0:30] | waiting for your press | START of step 1 warm_up | left hand | gives up in 42 s | 30 s left | felt: start")
+        "[0:18 / 0:30] | waiting for a press of the band's button | START of step 1 warm_up | left hand | gives up in 42 s | 30 s left | felt: start")
     assert describe_status(finish, numbers) == (
-        "[0:55 / 0:30] | waiting for your press | DONE: a press confirms the routine was done | gives up in 53 s | felt: done")
+        "[0:55 / 0:30] | waiting for a press of the band's button | DONE: a press confirms the routine was done | gives up in 53 s | felt: done")
     assert "0 s left" not in describe_status(finish)
     assert band_goes_on(step) == "the band waits for the wearer's press (it gives up in 42 s), then goes on playing (handcue stop ends it)"
 
@@ -333,8 +333,8 @@ def test_live_line_while_waiting_on_an_80_column_terminal_and_piped():
     with LiveLine(console=console) as view:
         view.show(live_parts(step), describe_status(step), step)
     screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue()).split("\n")[0].split("\r")[-1]
-    assert screen == "WAITING FOR YOUR PRESS · gives up in 42 s │ to start: Left hand: Warming up"
-    assert live_parts(finish) == ["WAITING FOR YOUR PRESS · gives up in 53 s", "to confirm the routine is done", "felt: done"]
+    assert screen == "PRESS THE BAND'S BUTTON · gives up in 42 s │ to start: Left hand: Warming up"
+    assert live_parts(finish) == ["PRESS THE BAND'S BUTTON · gives up in 53 s", "to confirm the routine is done", "felt: done"]
     piped = io.StringIO()
     with LiveLine(piped) as view:
         view.show(live_parts(finish), describe_status(finish), finish)
@@ -363,7 +363,7 @@ def test_cli_status_text_and_json_while_the_band_waits(tmp_path: Path):
         assert status["state"] == "waiting" and status["ack_wait"]["cue"] == "start"
         assert 30_000 < status["ack_wait"]["gives_up_in_ms"] == status["step_remaining_ms"] <= GIVE_UP
         text = handcue("status").stdout
-        assert "| waiting for your press | START of " in text and "warm_up | left hand | gives up in " in text, text
+        assert "| waiting for a press of the band's button | START of " in text and "warm_up | left hand | gives up in " in text, text
         assert handcue("stop").returncode == 0
     finally:
         sim.stop()
