@@ -178,7 +178,7 @@ async def calibrate(client: BandClient, prompts: Prompts, strengths: Sequence[in
     cues = list(cues) if cues is not None else vocabulary_cues()
     order = sorted({check_strength(s) for s in strengths})
     status = await client.status()
-    if status.state == BandState.RUNNING:  # the band would refuse the first preview anyway: say so before the first question
+    if status.state in (BandState.RUNNING, BandState.WAITING):  # the band would refuse the first preview anyway: say so before the first question
         raise HandCueError("the band is playing a routine; pause or stop it (handcue pause, handcue stop) before calibrating")
     result = Calibration(before=(await client.settings()).strength)
     prompts.show(f"The band plays {len(cues)} cues at {', '.join(f'{s} %' for s in order)}, weakest first "

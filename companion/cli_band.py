@@ -89,17 +89,28 @@ def describe_status(status: BandStatus, numbers: Mapping[int, int] | None = None
         f"{status.hand} hand" if status.hand else "",
         f"{status.finger} finger" if status.finger else "",
     ) if part)
+    step = " ".join(part for part in (
+        f"step {numbers[status.step]}" if numbers and status.step is not None and status.step in numbers else "",
+        code_text(status, "technique") or "",
+    ) if part)
+    felt = f"felt: {code_text(status, 'last_cue')}" if code_text(status, "last_cue") else ""
+    elapsed = f"[{clock(status.elapsed_ms)[:-4]} / {clock(status.total_ms)[:-4]}]"
+    if status.state == BandState.WAITING:  # SPEC §12.10: the band repeats a cue until the wearer presses, at most until it gives up
+        gives_up = f"gives up in {left_text(status.step_remaining_ms)}"
+        if status.step is None:
+            parts = [elapsed, "waiting for a press of the band's button", "DONE: a press confirms the routine was done", gives_up, felt]
+        else:
+            parts = [elapsed, "waiting for a press of the band's button", f"START of {step}" if step else "START of the next step", where, gives_up,
+                     f"{left_text(status.remaining_ms)} left", felt]
+        return " | ".join(part for part in parts if part)
     parts = [
-        f"[{clock(status.elapsed_ms)[:-4]} / {clock(status.total_ms)[:-4]}]",
-        "" if status.state == BandState.RUNNING else code_text(status, "state"),
-        " ".join(part for part in (
-            f"step {numbers[status.step]}" if numbers and status.step is not None and status.step in numbers else "",
-            code_text(status, "technique") or "",
-        ) if part),
+        elapsed,
+        "" if status.state == BandState.RUNNING else code_text(status, "state") or "",
+        step,
         where,
         f"{left_text(status.step_remaining_ms)} left in step",
         f"{left_text(status.remaining_ms)} left",
-        f"felt: {code_text(status, 'last_cue')}" if code_text(status, "last_cue") else "",
+        felt,
     ]
     return " | ".join(part for part in parts if part)
 

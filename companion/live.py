@@ -70,7 +70,11 @@ def live_parts(status: BandStatus) -> list[str]:
     First what to do now (the hand and finger, the technique) and the time
     left in it, which is exactly what ``skip`` skips (the band's
     ``step_remaining_ms``: the rest of this finger, hand or round); then the
-    whole routine's time left, the step and the last cue felt.
+    whole routine's time left, the step and the last cue felt.  While the band
+    waits for the wearer's press (SPEC §12.10) the line says so first, with the
+    time until the band gives up, then what the press starts (or that it
+    confirms the finish).  The press is the band's own button: the protocol has
+    no request for it, so no key of ``follow`` acknowledges for the wearer.
     """
     if status.state == BandState.FINISHED:
         return [f"finished after {short_time(status.elapsed_ms)}", f"{status.cues} cues"]
@@ -78,12 +82,20 @@ def live_parts(status: BandStatus) -> list[str]:
         return ["idle"]
     where = ", ".join(part for part in (f"{status.hand} hand" if status.hand else "", f"{status.finger} finger" if status.finger else "") if part)
     now = ": ".join(part for part in (where[:1].upper() + where[1:], technique_name(status)) if part)
+    felt = f"felt: {status.last_cue.name.lower()}" if status.last_cue is not None else ""
+    if status.state == BandState.WAITING:
+        waiting = f"PRESS THE BAND'S BUTTON · gives up in {short_time(status.step_remaining_ms)}"
+        if status.step is None:  # the finish waits: no step, no time left in the routine
+            return [part for part in (waiting, "to confirm the routine is done", felt) if part]
+        parts = [waiting, f"to start: {now}" if now else "to start the next step", f"routine {short_time(status.remaining_ms)} left",
+                 f"step {status.step}", felt]
+        return [part for part in parts if part]
     state = "unknown state" if status.state is None else "" if status.state == BandState.RUNNING else status.state.name.lower()
     left = f"{short_time(status.step_remaining_ms)} left"
     parts = [state.upper(), f"{now} · {left}" if now else left,
              f"routine {short_time(status.remaining_ms)} left",
              f"step {status.step}" if status.step is not None else "",
-             f"felt: {status.last_cue.name.lower()}" if status.last_cue is not None else ""]
+             felt]
     return [part for part in parts if part]
 
 
@@ -312,6 +324,9 @@ def band_goes_on(status: BandStatus) -> str:
     """Whether the band keeps playing once nobody follows it."""
     if status.state == BandState.RUNNING:
         return f"the band goes on playing ({short_time(status.remaining_ms)} left; handcue stop ends it)"
+    if status.state == BandState.WAITING:
+        return (f"the band waits for the wearer's press (it gives up in {short_time(status.step_remaining_ms)}), "
+                "then goes on playing (handcue stop ends it)")
     if status.state == BandState.PAUSED:
         return "the band stays paused (handcue resume to go on)"
     return "the band is not playing"

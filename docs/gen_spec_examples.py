@@ -19,7 +19,9 @@ holding ``nausea-pc6``, attaches a capturing link to the band's real
 notification printed is exactly what the band sends.  Each message is walked
 with the offsets written in SPEC.md part 2 and checked against
 ``protocol.messages.decode_message`` (the raw wire values of its body class's
-layout); each frame shows its CRC-16 and the COBS wire bytes.  Last come the BLE advertising and scan response data the band's
+layout); each frame shows its CRC-16 and the COBS wire bytes.  A second band
+holds a small format 2 routine whose first step and finish wait for the
+wearer's press: its STATUS answers and notifications while it waits (§22.8).  Last come the BLE advertising and scan response data the band's
 GATT peripheral (``firmware_sim.ble_peripheral``) builds.
 """
 
@@ -69,6 +71,7 @@ from protocol.messages import (
     Request,
     ResumeRequest,
     StartRequest,
+    StatusRequest,
     UploadBeginRequest,
     UploadCommitRequest,
     UploadDataRequest,
@@ -663,7 +666,74 @@ def transfer_examples() -> None:
         print(f"    -> {response[:6].hex(' ')} | {response[6]:02x} {reason!r}")
         print(f"       = {named(Status, response[4])}")
     print()
+    ack_wait_examples()
     ble_advertising_examples()
+
+
+ACK_ROUTINE = """
+name = "ack example"
+hands = "left"
+finish_ack = true
+[[steps]]
+technique = "warm_up"
+duration = 10
+ack = true
+[[steps]]
+technique = "palm_spread"
+duration = 20
+"""
+"""Step 1 (10 s) and the finish wait for the wearer's press (§12.10)."""
+
+
+def ack_wait_examples() -> None:
+    """STATUS while the band waits for the wearer's press: state WAITING (4), step_remaining_ms = time to the give-up."""
+    from companion.routine import checked, parse_routine
+    from firmware_sim.band import Button
+
+    table = companion.compile_routine(checked(*parse_routine(ACK_ROUTINE, "ack.toml")), names=False)
+    bench = Bench(table)
+    print(f"== Part 2: acknowledgement waits (§12.10): the band holds a {len(table)}-byte format 2 table whose step 1 "
+          "(warm_up, 10 s, left hand) and finish wait for a press ==")
+    print()
+    _, replies = bench.request(StartRequest(), 21)
+    kinds = [decode_message(m).kind for m, _ in replies]
+    assert kinds == [MessageKind.NOTIFICATION, MessageKind.NOTIFICATION, MessageKind.RESPONSE], kinds
+    assert all(decode_message(m).body.state == BandState.WAITING for m, _ in replies)  # type: ignore[union-attr]
+    print("START, id 21: step 1 fires its START cue and waits; the band sends, in this order:")
+    print(f"    notification for the START cue:        {replies[0][0].hex(' ')}")
+    print(f"    notification for the state change:     {replies[1][0].hex(' ')}")
+    print(f"    the response:                          {replies[2][0].hex(' ')}")
+    print()
+    bench.clock.set(18_000)
+    bench.band.process()
+    repeats = bench.collect()  # the repeats at 5, 10 and 15 s: one notification each
+    assert len(repeats) == 3
+    _, replies = bench.request(StatusRequest(), 22)
+    response, wire = only_response(replies)
+    show("STATUS response, id 22, at routine time 18000 ms: waiting for a press, the band gives up in 42000 ms", response, wire)
+    bench.band.press(Button.PRESS)
+    [(notification, wire)] = bench.collect()
+    assert decode_message(notification).body.state == BandState.RUNNING  # type: ignore[union-attr]
+    print("the wearer presses at 18000 ms: the state notification (no cue), step 1's 10 s run from now:")
+    print(f"    {notification.hex(' ')}")
+    print(f"    = {one_line(notification)}")
+    print()
+    bench.clock.set(18_000 + 30_000)
+    bench.band.process()
+    done = bench.collect()
+    print("at 48000 ms step 2 ends and the finish waits: the DONE cue's notification, then the state's (step 0xFFFF):")
+    for message, _ in done[-2:]:
+        assert decode_message(message).body.state == BandState.WAITING  # type: ignore[union-attr]
+        print(f"    {message.hex(' ')}")
+    print(f"    = {one_line(done[-1][0])}")
+    print()
+    bench.clock.set(18_000 + 30_000 + 60_000)
+    bench.band.process()
+    finished = bench.collect()
+    print("nobody presses: at 108000 ms (60000 ms after the first DONE cue) the band gives up and finishes:")
+    print(f"    {finished[-1][0].hex(' ')}")
+    print(f"    = {one_line(finished[-1][0])}")
+    print()
 
 
 AD_TYPES = {0x01: "Flags", 0x07: "Complete List of 128-bit Service UUIDs", 0x09: "Complete Local Name", 0x16: "Service Data - 16-bit UUID"}

@@ -8,7 +8,8 @@ deadline or for a wake-up from the protocol handler.
 Routine time (what traces and status report) is band time minus the time spent
 paused, measured from the start of the session.  It runs while the band waits
 for an acknowledgement (SPEC.md §12.10): the repeated cues have times, and what
-follows the wait comes that much later.
+follows the wait comes that much later.  STATUS reports such a wait as WAITING
+(§18.1), and the band announces its start and its end like any state change.
 """
 
 from __future__ import annotations
@@ -133,16 +134,17 @@ class Band:
         self._preview.advance(self.clock.now_ms() if now_ms is None else now_ms)
         if self.interpreter is None:
             return
-        was = self.interpreter.state
+        was, waiting = self.interpreter.state, self.ack_pending
         t = self.routine_ms(now_ms)
         if was == RunState.RUNNING:
             self.interpreter.advance(t)
         if self.interpreter.state != RunState.PAUSED:
             self.motor.advance(t)
         self._observe()
-        if self.interpreter.state != was:
-            if self.interpreter.state == RunState.FINISHED:
-                self._end_session(Outcome.FINISHED)
+        if self.interpreter.state != was and self.interpreter.state == RunState.FINISHED:
+            self._end_session(Outcome.FINISHED)
+        if self.interpreter.state != was or self.ack_pending != waiting:
+            # An acknowledgement wait that began (after its cue) or ended (given up) changes the state STATUS reports too.
             self.announce_state()
 
     def next_deadline(self) -> int | None:
@@ -271,7 +273,7 @@ class Band:
         self._observe()
         if interpreter.state == RunState.FINISHED:
             self._end_session(Outcome.FINISHED)
-            self.announce_state()
+        self.announce_state()  # from waiting to running, or to finished
         self.poke()
         return True
 
@@ -382,7 +384,11 @@ class Band:
     # ------------------------------------------------------------ status
 
     def status(self) -> StatusReport:
-        """The session as the protocol reports it."""
+        """The session as the protocol reports it (SPEC.md §18.1).
+
+        While the routine runs and an acknowledgement point waits for the wearer's press the
+        state is WAITING and ``step_remaining_ms`` is the time until the band gives up (§12.10).
+        """
         battery = round(self.battery_percent)
         interpreter = self.interpreter
         if interpreter is None:
@@ -398,8 +404,11 @@ class Band:
         else:
             elapsed = min(t, interpreter.total_ms + interpreter.waited_until(t))
         waited = interpreter.waited_until(t)  # routine time in acknowledgement waits does not count against the routine
+        waiting = state == RunState.RUNNING and interpreter.ack is not None
+        # While waiting: the time the wearer has left to press.
+        step_remaining = interpreter.ack_left_ms(t) if waiting else interpreter.step_remaining_ms(t) if playing else 0
         return StatusReport(
-            state=BandState[state.name],
+            state=BandState.WAITING if waiting else BandState[state.name],
             step=interpreter.pc if playing else None,
             technique=TechniqueCode(interpreter.step.technique) if playing and interpreter.step is not None else None,
             iteration=interpreter.step_iteration if playing else 0,
@@ -407,7 +416,7 @@ class Band:
             finger=finger if playing else None,
             elapsed_ms=elapsed,
             remaining_ms=max(0, interpreter.total_ms + waited - elapsed - interpreter.skipped_ms) if state != RunState.FINISHED else 0,
-            step_remaining_ms=interpreter.step_remaining_ms(t) if playing else 0,
+            step_remaining_ms=step_remaining,
             total_ms=interpreter.total_ms,
             last_cue=self.last_cue,
             cues=self.cue_count,

@@ -377,6 +377,10 @@ class Interpreter:
             return self.step.duration_ms
         return max(0, self.iteration_end - t_ms)
 
+    def ack_left_ms(self, t_ms: int) -> int:
+        """Routine time from ``t_ms`` until the band gives up the acknowledgement it waits for; 0 when none waits."""
+        return 0 if self.ack is None else max(0, self.ack.give_up - t_ms)
+
     def waited_until(self, t_ms: int) -> int:
         """Routine time spent waiting for acknowledgements up to ``t_ms``, the wait under way included."""
         return self.waited_ms + (t_ms - self.ack.since if self.ack is not None else 0)

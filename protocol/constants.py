@@ -265,10 +265,16 @@ class SkipScope(IntEnum):
 
 
 class BandState(IntEnum):
+    """The band's state as STATUS and INFO report it (SPEC.md §16.4, §18.1)."""
+
     IDLE = 0
     RUNNING = 1
     PAUSED = 2
     FINISHED = 3
+    WAITING = 4
+    """Running, and waiting at an acknowledgement point for the wearer's press (SPEC.md §12.10): the band repeats
+    the START cue of ``step`` (or, with no step, DONE) and STATUS's ``step_remaining_ms`` is the time until it gives up.
+    A companion from before it reads the code as unknown (4); a band from before it reports such a wait as RUNNING."""
 
 
 class BootOutcome(IntEnum):

@@ -204,6 +204,12 @@ class StatusReport(Body):
     The band builds one from its state, the companion decodes one from every
     STATUS response and notification; codes a companion does not know (from a
     newer band) read as None.
+
+    While the band waits for the wearer's press at an acknowledgement point
+    (SPEC.md §12.10) ``state`` is :attr:`~protocol.constants.BandState.WAITING`
+    and ``step_remaining_ms`` counts down to the band giving up
+    (:attr:`ack_cue`, :attr:`gives_up_in_ms`): the 27 bytes keep their layout,
+    so a companion from before the state reads it as unknown (4) and no error.
     """
 
     state: BandState | None = wire(Coded(c.Int8ul, BandState, lenient=True))
@@ -216,18 +222,33 @@ class StatusReport(Body):
     elapsed_ms: int = wire(c.Int32ul)
     remaining_ms: int = wire(c.Int32ul)
     step_remaining_ms: int = wire(c.Int32ul)
+    """Time left in the current iteration; while WAITING, time until the band gives up waiting for the press."""
     total_ms: int = wire(c.Int32ul)
     last_cue: CueKind | None = wire(Coded(c.Int8ul, CueKind, none=0, lenient=True))
     cues: int = wire(Saturating(c.Int16ul, 0xFFFF))
     """Cues fired since start."""
     battery: int = wire(c.Int8ul)
 
+    @property
+    def ack_cue(self) -> CueKind | None:
+        """The cue the band repeats while it waits for the wearer's press: START (of ``step``) or, at the finish, DONE; None when it does not wait."""
+        if self.state != BandState.WAITING:
+            return None
+        return CueKind.START if self.step is not None else CueKind.DONE
+
+    @property
+    def gives_up_in_ms(self) -> int | None:
+        """While the band waits for the wearer's press: how long until it gives up and goes on without it; else None."""
+        return self.step_remaining_ms if self.state == BandState.WAITING else None
+
     def to_json(self) -> dict[str, Any]:
+        ack_cue, gives_up = self.ack_cue, self.gives_up_in_ms
         return dict(
             super().to_json(),
             state=code_text(self, "state"),
             technique=code_text(self, "technique"),
             last_cue=code_text(self, "last_cue"),
+            ack_wait=None if ack_cue is None else {"cue": ack_cue.text_id, "gives_up_in_ms": gives_up},
         )
 
 

@@ -853,6 +853,10 @@ void hc_get_status(const hc_player *p, hc_status *st)
     }
     st->elapsed_ms = elapsed;
     st->ack_pending = p->state == HC_RUNNING && p->ack_kind != HC_CUE_NONE;
+    if (st->ack_pending) {
+        st->state = HC_WAITING; /* running, waiting for the wearer's press (12.10) */
+        st->ack_cue = p->ack_kind;
+    }
     if (p->state != HC_FINISHED) {
         uint64_t used = (uint64_t)elapsed + p->skipped_ms;
         /* time spent waiting for acknowledgements does not count against the routine (12.10) */
@@ -866,5 +870,9 @@ void hc_get_status(const hc_player *p, hc_status *st)
         position(p, &st->hand, &st->finger);
         st->step_remaining_ms = p->iteration_end == HC_NEVER ? (uint32_t)u16_at(s + S_DURATION) * TIME_UNIT_MS /* waiting: all of it */
                               : p->iteration_end > p->now ? (uint32_t)(p->iteration_end - p->now) : 0u;
+    }
+    if (st->ack_pending) { /* the time the wearer has left to press, also at the finish (no step) */
+        uint64_t give_up = p->ack_since + HC_ACK_GIVE_UP_MS;
+        st->step_remaining_ms = give_up > p->now ? (uint32_t)(give_up - p->now) : 0u;
     }
 }

@@ -77,8 +77,11 @@ typedef enum {
     HC_CUE_DONE = 7
 } hc_cue_kind;
 
-/* Band states, numbered as in the STATUS body (protocol BandState). */
-typedef enum { HC_IDLE = 0, HC_RUNNING = 1, HC_PAUSED = 2, HC_FINISHED = 3 } hc_state;
+/* Band states, numbered as in the STATUS body (protocol BandState).  HC_WAITING
+ * is what hc_get_status() reports while the player runs and an acknowledgement
+ * point waits for the wearer's press (SPEC.md 12.10, 18.1); the player's own
+ * state is HC_RUNNING then, and the controls treat it as running. */
+typedef enum { HC_IDLE = 0, HC_RUNNING = 1, HC_PAUSED = 2, HC_FINISHED = 3, HC_WAITING = 4 } hc_state;
 
 /* Answers of the controls, numbered as protocol Status codes. */
 typedef enum { HC_STATUS_OK = 0, HC_STATUS_BAD_REQUEST = 2, HC_STATUS_BAD_STATE = 4, HC_STATUS_NO_ROUTINE = 5 } hc_status_code;
@@ -200,7 +203,7 @@ typedef struct {
 
 /* What STATUS reports (SPEC.md 18.1); fields as in the STATUS body. */
 typedef struct {
-    uint8_t state;      /* hc_state */
+    uint8_t state;      /* hc_state; HC_WAITING while an acknowledgement point waits for a press */
     uint16_t step;      /* HC_NO_STEP unless running or paused inside a step */
     uint8_t technique;  /* TechniqueCode, 0 when step is HC_NO_STEP */
     uint8_t iteration;
@@ -208,11 +211,13 @@ typedef struct {
     uint8_t finger;     /* HC_FINGER_* */
     uint32_t elapsed_ms;
     uint32_t remaining_ms;
-    uint32_t step_remaining_ms;
+    uint32_t step_remaining_ms; /* HC_WAITING: ms until the band gives up waiting (SPEC.md 18.1) */
     uint32_t total_ms;
     uint8_t last_cue;   /* hc_cue_kind, HC_CUE_NONE before the first cue */
     uint16_t cues;
-    uint8_t ack_pending; /* the band waits for a press (running; not in the STATUS body) */
+    uint8_t ack_pending; /* the band waits for a press: state is HC_WAITING (kept for older callers) */
+    uint8_t ack_cue;     /* HC_CUE_START (of `step`) or HC_CUE_DONE while waiting, else HC_CUE_NONE;
+                            not in the STATUS body, where `step` tells them apart */
 } hc_status;
 
 /* Validate `table` and load it (idle).  The bytes must stay unchanged and in

@@ -22,8 +22,8 @@
  * resume, skip (to the next iteration), skip-step (past the step), stop,
  * ack (the button pressed while a cue waits for an acknowledgement), status.  '#' starts a comment.  Before a command at T
  * everything due at or before T plays.  `status` prints one JSON line
- * {"at_ms": T, "state": ..., ..., "cues": N} (the STATUS fields, battery
- * left out); a command the band refuses prints
+ * {"at_ms": T, "state": ..., ..., "cues": N, "ack_wait": ...} (the STATUS
+ * fields, battery left out, as StatusReport.to_json()); a command the band refuses prints
  * {"at_ms": T, "command": "pause", "refused": "BAD_STATE"}.  After the last
  * command the band runs until nothing more is due.
  *
@@ -43,7 +43,7 @@ static const char *const TECHNIQUES[] = {NULL, "warm_up", "joystick", "acupressu
                                          "doorknob", "handshake", "palm_spread", "combing"};
 static const char *const HANDS[] = {NULL, "left", "right"};
 static const char *const FINGERS[] = {NULL, "thumb", "index", "middle", "ring", "little"};
-static const char *const STATES[] = {"idle", "running", "paused", "finished"};
+static const char *const STATES[] = {"idle", "running", "paused", "finished", "waiting"};
 
 /* State of the drive() self-check (on_drive below). */
 static unsigned last_level;
@@ -111,7 +111,12 @@ static void print_status(const hc_player *p, unsigned long at)
            (unsigned long)st.elapsed_ms, (unsigned long)st.remaining_ms, (unsigned long)st.step_remaining_ms,
            (unsigned long)st.total_ms);
     json_string(st.last_cue ? hc_cue_name(st.last_cue) : NULL);
-    printf(", \"cues\": %u}\n", st.cues);
+    printf(", \"cues\": %u, \"ack_wait\": ", st.cues);
+    if (st.state == HC_WAITING) {
+        printf("{\"cue\": \"%s\", \"gives_up_in_ms\": %lu}}\n", hc_cue_name(st.ack_cue), (unsigned long)st.step_remaining_ms);
+    } else {
+        fputs("null}\n", stdout);
+    }
 }
 
 /* Advance band time from *now to t in hc_tick calls of at most UINT32_MAX. */

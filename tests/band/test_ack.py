@@ -129,7 +129,8 @@ def test_never_pressed_repeats_every_5_s_then_goes_on_and_records_missed():
     band.start()
     advance_to(band, clock, 59_999)
     assert starts(events) == list(range(0, 60_000, Ack.REPEAT_MS))  # 12 plays: the cue and 11 repeats
-    assert band.ack_pending and band.status().step_remaining_ms == 10_000  # the step's time has not begun
+    status = band.status()  # the step's time has not begun: STATUS says the band waits, 1 ms before it gives up
+    assert band.ack_pending and (status.state, status.step_remaining_ms, status.gives_up_in_ms) == (BandState.WAITING, 1, 1)
     advance_to(band, clock, 60_000)
     assert not band.ack_pending
     assert acks(events) == [(0, "start", "waiting"), (60_000, "start", "missed")]
@@ -189,7 +190,7 @@ def test_finish_ack_repeats_done_until_pressed_then_finishes_and_records_the_ses
     advance_to(band, clock, 40_000)
     assert starts(events, "done") == [30_000, 35_000, 40_000]
     status = band.status()
-    assert status.state == BandState.RUNNING and status.step is None and band.ack_pending
+    assert status.state == BandState.WAITING and status.step is None and band.ack_pending
     band.press(Button.PRESS)
     assert band.status().state == BandState.FINISHED and band.status().elapsed_ms == 40_000
     [record] = band.storage.history.sessions()
@@ -234,7 +235,7 @@ def test_pause_during_a_wait_freezes_its_repeats_and_cap():
     advance_to(band, clock, 100_000)  # a long pause: no repeat, no cap
     assert starts(events) == [0, 5_000]
     band.press(Button.PRESS)  # resumes (a paused band resumes first)
-    assert band.status().state == BandState.RUNNING and band.ack_pending
+    assert band.status().state == BandState.WAITING and band.ack_pending
     advance_to(band, clock, 100_000 + 4_000)  # routine time 10 s: the next repeat
     assert starts(events) == [0, 5_000, 10_000]
     band.acknowledge()

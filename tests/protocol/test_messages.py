@@ -194,7 +194,7 @@ def test_codes_and_sizes_are_the_ones_in_the_spec():
         "OK": 0, "UNKNOWN_REQUEST": 1, "BAD_REQUEST": 2, "UNSUPPORTED_VERSION": 3, "BAD_STATE": 4, "NO_ROUTINE": 5,
         "BUSY": 6, "TOO_LARGE": 7, "NO_UPLOAD": 8, "BAD_OFFSET": 9, "TABLE_REFUSED": 10, "FLASH_FAILURE": 11,
     }
-    assert {state.name: state.value for state in BandState} == {"IDLE": 0, "RUNNING": 1, "PAUSED": 2, "FINISHED": 3}
+    assert {state.name: state.value for state in BandState} == {"IDLE": 0, "RUNNING": 1, "PAUSED": 2, "FINISHED": 3, "WAITING": 4}
     assert (BleUuid.SERVICE, BleUuid.RX, BleUuid.TX) == (
         "6e400001-b5a3-f393-e0a9-e50e24dcca9e", "6e400002-b5a3-f393-e0a9-e50e24dcca9e", "6e400003-b5a3-f393-e0a9-e50e24dcca9e",
     )
@@ -327,7 +327,7 @@ def test_status_body_reads_back_as_the_same_report():
 def test_status_report_json_names_its_codes():
     assert STATUS_REPORT.to_json() == dict(state="paused", step=0x0102, technique="finger_squeeze", iteration=3, hand="right", finger="ring",
                                            elapsed_ms=0x12345, remaining_ms=0x0A0B0C0D, step_remaining_ms=1000, total_ms=0xFFFFFFFF,
-                                           last_cue="warn", cues=0x1234, battery=100)
+                                           last_cue="warn", cues=0x1234, battery=100, ack_wait=None)
 
 
 def test_status_body_codes_a_companion_does_not_know_read_as_none():

@@ -112,7 +112,9 @@ int main(void)
         if (atomic_set(&button_pressed, 0)) {
             hc_status status;
             hc_get_status(&player, &status);
-            if (status.state == HC_RUNNING) {
+            if (status.state == HC_WAITING) {
+                hc_ack(&player); /* the wearer acknowledges the cue the band repeats (SPEC.md 12.10) */
+            } else if (status.state == HC_RUNNING) {
                 hc_pause(&player);
             } else if (status.state == HC_PAUSED) {
                 hc_resume(&player);
