@@ -372,11 +372,14 @@ async def follow_band(client: BandClient, out: TextIO | None = None, *, keys: Ke
     On a terminal one line is kept in place; otherwise a line
     (:func:`describe_status`) is printed for each change of step, iteration,
     cue or state.  With active ``keys`` the person controls the band
-    (:func:`companion.live.follow_live`).
+    (:func:`companion.live.follow_live`).  Steps are numbered as on the card when this
+    computer uploaded the band's routine (:func:`step_numbers_of`), else named only.
     """
     from .live import follow_live
 
-    return await follow_live(client, out or sys.stdout, describe_status, keys=keys, console=console)
+    numbers = await step_numbers_of(client)
+    return await follow_live(client, out or sys.stdout, lambda status: describe_status(status, numbers), keys=keys,
+                             console=console, numbers=numbers)
 
 
 async def follow_json(client: BandClient, out: TextIO | None = None) -> BandStatus:

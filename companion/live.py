@@ -28,7 +28,7 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -64,7 +64,7 @@ def technique_name(status: BandStatus) -> str:
     return known.name if known is not None else status.technique.text_id
 
 
-def live_parts(status: BandStatus) -> list[str]:
+def live_parts(status: BandStatus, numbers: Mapping[int, int] | None = None) -> list[str]:
     """The parts of the live line, most useful first.
 
     First what to do now (the hand and finger, the technique) and the time
@@ -75,6 +75,9 @@ def live_parts(status: BandStatus) -> list[str]:
     time until the band gives up, then what the press starts (or that it
     confirms the finish).  The press is the band's own button: the protocol has
     no request for it, so no key of ``follow`` acknowledges for the wearer.
+    ``numbers`` (record index -> step number, :func:`companion.render.step_numbers`)
+    numbers the step as the card does; without it no step number is shown (the
+    band's index counts loop records too, so it is not the step's number).
     """
     if status.state == BandState.FINISHED:
         return [f"finished after {short_time(status.elapsed_ms)}", f"{status.cues} cues"]
@@ -83,18 +86,19 @@ def live_parts(status: BandStatus) -> list[str]:
     where = ", ".join(part for part in (f"{status.hand} hand" if status.hand else "", f"{status.finger} finger" if status.finger else "") if part)
     now = ": ".join(part for part in (where[:1].upper() + where[1:], technique_name(status)) if part)
     felt = f"felt: {status.last_cue.name.lower()}" if status.last_cue is not None else ""
+    step = f"step {numbers[status.step]}" if numbers and status.step is not None and status.step in numbers else ""
     if status.state == BandState.WAITING:
         waiting = f"PRESS THE BAND'S BUTTON · gives up in {short_time(status.step_remaining_ms)}"
         if status.step is None:  # the finish waits: no step, no time left in the routine
             return [part for part in (waiting, "to confirm the routine is done", felt) if part]
         parts = [waiting, f"to start: {now}" if now else "to start the next step", f"routine {short_time(status.remaining_ms)} left",
-                 f"step {status.step}", felt]
+                 step, felt]
         return [part for part in parts if part]
     state = "unknown state" if status.state is None else "" if status.state == BandState.RUNNING else status.state.name.lower()
     left = f"{short_time(status.step_remaining_ms)} left"
     parts = [state.upper(), f"{now} · {left}" if now else left,
              f"routine {short_time(status.remaining_ms)} left",
-             f"step {status.step}" if status.step is not None else "",
+             step,
              felt]
     return [part for part in parts if part]
 
@@ -291,16 +295,17 @@ KEY_NAMES = {" ": "pause/resume", "n": "next", "s": "stop"}
 
 
 async def follow_live(client: BandClient, out: TextIO, plain: Callable[[BandStatus], str], *, keys: KeyReader | None = None,
-                      console: Console | None = None) -> BandStatus:
+                      console: Console | None = None, numbers: Mapping[int, int] | None = None) -> BandStatus:
     """Show the session as it goes until the routine finishes or the person quits; returns the last status.
 
     On a terminal (or with ``console``) one :class:`LiveLine` stays in place;
     otherwise ``plain(status)`` is printed for each change of step, iteration,
     cue or state.  With active ``keys``: space pauses or resumes, n skips to
     the next iteration, s stops the routine, q quits following.  On quitting
-    (q or Ctrl-C) it says whether the band goes on playing.
+    (q or Ctrl-C) it says whether the band goes on playing.  ``numbers`` numbers
+    the steps in the live line (:func:`live_parts`).
     """
-    session = _FollowSession(client, plain, keys)
+    session = _FollowSession(client, plain, keys, numbers)
     try:
         with LiveLine(out, console=console) as view:
             await session.run(view)
@@ -335,9 +340,11 @@ def band_goes_on(status: BandStatus) -> str:
 class _FollowSession:
     """One follow: a task rendering the band's statuses and, with keys, a task acting on them."""
 
-    def __init__(self, client: BandClient, plain: Callable[[BandStatus], str], keys: KeyReader | None) -> None:
+    def __init__(self, client: BandClient, plain: Callable[[BandStatus], str], keys: KeyReader | None,
+                 numbers: Mapping[int, int] | None = None) -> None:
         self.client = client
         self.plain = plain
+        self.numbers = numbers
         self.keys = keys if keys is not None and keys.active else None
         self.latest: BandStatus | None = None
         self.view: LiveLine | None = None
@@ -373,7 +380,7 @@ class _FollowSession:
         assert self.view is not None
         self.latest = status
         change = (status.step, status.iteration, status.last_cue, status.state, status.cues)
-        self.view.show(live_parts(status), self.plain(status), change)
+        self.view.show(live_parts(status, self.numbers), self.plain(status), change)
 
     async def watch(self) -> None:
         async for status in self.client.follow():

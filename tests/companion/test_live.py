@@ -126,7 +126,23 @@ def test_notes_and_errors_start_on_a_line_of_their_own(make_band):
         view.show(live_parts(status), describe_status(status), status)
         raise RuntimeError("link lost")  # the CLI prints its one error line after this
     screen = rows(out.getvalue())
-    assert screen == ["pause: the band is finished", "Left hand: Pericardium 6 (Neiguan) · 4:59 left │ routine 9:59 left │ step 0", ""]
+    assert screen == ["pause: the band is finished", "Left hand: Pericardium 6 (Neiguan) · 4:59 left │ routine 9:59 left │ felt: start", ""]
+
+
+def test_the_live_line_numbers_steps_as_the_card_does_or_not_at_all(make_band):
+    """The band reports a record index, which counts loop records; the line shows the card's step number
+    when the routine's table is known, and no number rather than the index when it is not."""
+    from companion import compile_routine, load_routine
+    from companion.render import step_numbers
+    from protocol.table import decode_table
+
+    numbers = step_numbers(decode_table(compile_routine(load_routine("nausea-pc6"))))
+    [status] = statuses_of(make_band, "nausea-pc6", [60_000])
+    assert status.step is not None and status.step in numbers
+    parts = live_parts(status, numbers)
+    assert (status.step, numbers[status.step]) == (0, 1)  # record 0 is step 1: the index is not the number
+    assert f"step {numbers[status.step]}" in parts and f"step {status.step}" not in parts
+    assert not any(part.startswith("step ") for part in live_parts(status))
 
 
 def test_piped_output_is_one_plain_line_per_change(make_band):
