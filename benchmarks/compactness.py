@@ -141,6 +141,7 @@ FIT_PARTS = (*FIXED_PARTS, "workout", "timed steps", "repeat steps")
 
 def _dev_values(table: StepTable, names: bool) -> tuple[Any, Any, dict[int, list[Any]]]:
     """Functions giving a timed step's and a repeat step's developer field values, and the workout's values."""
+
     def ref(index: int | None) -> int:
         return INVALID_U8 if index is None else index
 
