@@ -49,6 +49,9 @@ def test_smallest_configuration(name):
         assert 0 < routine["handcue"] < routine["handcue_names"]
         assert routine["handcue"] < routine["json"] and routine["handcue"] < routine["cbor"] and routine["handcue"] < routine["fit"]
         assert routine["fit"] < routine["fit_developer"] < routine["fit_developer_names"]  # more information, more bytes
+        assert routine["fit_developer"] < routine["fit_described"] < routine["fit_described_names"]  # plus field names, units, scales
+        for key, breakdown in routine["fit_breakdowns"].items():
+            assert sum(breakdown["parts"].values()) == routine[key]
         assert sum(routine["handcue_breakdown"].values()) == routine["handcue_names"]
     elif name == "serial_upload":
         [upload] = data["uploads"]
@@ -85,4 +88,4 @@ def test_main_writes_the_report(tmp_path, capsys):
     assert main(["--only", "compactness", "--output", str(output)]) == 0
     text = output.read_text()
     assert "# Performance" in text and "## 1. Compactness" in text and "### Method" in text and "cores" in text
-    assert "full-hand-massage: FIT/HandCue" in capsys.readouterr().out
+    assert "full-hand-massage: FIT+dev (same information, minimal)/HandCue" in capsys.readouterr().out
