@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 import zlib
 from typing import Any
 
-from ble_stack.paced_link import LinkTiming, PacedLink, Phy
+from ble_stack.paced_link import LinkTiming, PacedLink, Phy, att_write_fragments
 from companion import compile_routine, load_routine
 from companion.ble.bumble_backend import BumbleCentral
 from companion.client import BandClient
@@ -98,10 +97,18 @@ def timing_for(interval_ms: float) -> LinkTiming:
 
 
 def limit_seconds(size: int, mtu: int, timing: LinkTiming) -> float:
-    """Least time for ``size`` payload bytes in ATT writes of MTU - 3 bytes on this link."""
-    writes = math.ceil(size / (mtu - 3))
-    fragments = math.ceil((mtu + 1) / timing.data_length)  # ATT write: 3-byte ATT + 4-byte L2CAP header, value MTU - 3
-    return timing.limit_seconds(writes * fragments)
+    """Least time for ``size`` payload bytes in ATT writes of MTU - 3 bytes on this link.
+
+    Each write is an L2CAP PDU of MTU + 4 bytes (4-byte L2CAP and 3-byte ATT header around
+    MTU - 3 bytes of value, the last write shorter), cut into link packets of the data length;
+    :meth:`LinkTiming.limit_seconds` fills connection events with them by the rule the link uses.
+    """
+    return timing.limit_seconds(att_write_fragments(size, mtu, timing.data_length))
+
+
+def packets_per_event(mtu: int, timing: LinkTiming) -> int:
+    """Packets of a full ATT write's size (its largest link packet) that go in one event."""
+    return timing.packets_that_fit(max(att_write_fragments(mtu - 3, mtu, timing.data_length)))
 
 
 async def stop_and_wait_upload(client: BandClient, data: bytes) -> int:
@@ -254,7 +261,7 @@ def run(*, intervals: tuple[float, ...] = INTERVALS_MS, mtus: tuple[int, ...] = 
             w, s = upload["windowed"], upload["stop_and_wait"]
             limit = limit_seconds(upload["bytes"], config["mtu"], timing)
             faster = s["wall_s"] / w["wall_s"]
-            body.append([f"{config['interval_ms']:g} ms", config["mtu"], timing.effective_packets_per_event, name, upload["bytes"],
+            body.append([f"{config['interval_ms']:g} ms", config["mtu"], packets_per_event(config["mtu"], timing), name, upload["bytes"],
                          f"{s['wall_s'] * 1000:.0f} ms", f"{w['wall_s'] * 1000:.0f} ms", ratio(faster), f"{limit * 1000:.0f} ms",
                          ratio(w["wall_s"] / limit), ratio(w["data_s"] / limit), _kbps(upload["bytes"], w["wall_s"]), w["frames"]])
             if name == next(iter(tables)) and not (config["interval_ms"] == TARGET_INTERVAL_MS and config["mtu"] == TARGET_MTU):

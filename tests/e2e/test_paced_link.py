@@ -14,14 +14,14 @@ import subprocess
 import sys
 import zlib
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
 from bleak import BleakScanner
 
 from ble_stack.addresses import free_tcp_port
-from ble_stack.paced_link import LinkTiming, PacedLink, air_time_us, parse_interval_ms
+from ble_stack.paced_link import T_IFS_US, LinkTiming, PacedLink, _PacedConnection, air_time_us, att_write_fragments, exchange_us, parse_interval_ms
 from companion.ble.bumble_backend import BumbleCentral
 from companion.client import BandClient
 from firmware_sim.local import LocalBleBand
@@ -107,6 +107,89 @@ def test_timing_arithmetic():
             parse_interval_ms(bad)
     with pytest.raises(ValueError):
         LinkTiming(data_length=100)
+
+
+ANCHOR = 0.001
+
+
+def carry(timing: LinkTiming, up: Sequence[int], down: Sequence[int] = ()) -> tuple[PacedLink, list[float]]:
+    """Queue L2CAP PDUs of these sizes each way on one paced connection (two bumble controllers), run its events.
+
+    Returns the link (its trace) and the loop times at which each upstream PDU reached the peripheral.
+    """
+    from bumble.controller import Controller
+
+    link = PacedLink(timing, trace=True)
+
+    async def job() -> list[float]:
+        central, peripheral = Controller("central", link=link), Controller("peripheral", link=link)
+        connection = _PacedConnection(link, central, peripheral, anchor=ANCHOR)  # the first event after the PDUs are queued
+        loop = asyncio.get_running_loop()
+        arrived: list[float] = []
+        for size in up:
+            connection.enqueue(central, link._fragments("data", size, lambda: arrived.append(loop.time())))
+        for size in down:
+            connection.enqueue(peripheral, link._fragments("data", size, lambda: None))
+        while any(connection.queues.values()) or len(arrived) < len(up):
+            await asyncio.sleep(timing.interval_ms / 1000)
+        return arrived
+
+    return link, run_virtual(job)
+
+
+def per_event(link: PacedLink, sender: str) -> list[int]:
+    assert link.trace is not None
+    counts = Counter(packet.event for packet in link.trace if packet.sender == sender and not packet.lost)
+    return [counts[event] for event in sorted(counts)]
+
+
+def test_events_are_filled_by_the_air_time_of_the_real_packets():
+    """7.5 ms on 2M: six 189-byte packets (ATT MTU 185) fit with empty answers, five of 251 bytes, three when both send 251."""
+    assert exchange_us(189, 0, "2M") == 1144.0 and exchange_us(27, 0, "2M") == 496.0
+    assert exchange_us(251, 251, "2M") == 2396.0 and exchange_us(251, 251, "2M", encrypted=True) == 2428.0
+    timing = LinkTiming(interval_ms=7.5, packets_per_event=6, data_length=251, phy="2M")
+    assert (timing.packets_that_fit(189), timing.packets_that_fit(27), timing.packets_that_fit(251)) == (6, 6, 5)
+    link, _ = carry(timing, [189] * 18)
+    assert per_event(link, "central") == [6, 6, 6]  # a model of full packets allowed only five
+    link, _ = carry(timing, [251] * 9, [251] * 9)
+    assert per_event(link, "central") == per_event(link, "peripheral") == [3, 3, 3]
+    assert LinkTiming(15.0, 6, 251, "2M").packets_that_fit(251) == 6
+
+
+@pytest.mark.parametrize(("interval_ms", "phy"), [(7.5, "2M"), (7.5, "1M"), (15.0, "1M")])
+def test_an_event_never_runs_into_the_next(interval_ms, phy):
+    timing = LinkTiming(interval_ms=interval_ms, packets_per_event=8, data_length=251, phy=phy)
+    link, _ = carry(timing, [251] * 12 + [30] * 12, [251] * 20)
+    assert link.trace is not None
+    ends: dict[int, float] = {}
+    for packet in link.trace:
+        ends[packet.event] = max(ends.get(packet.event, 0.0), packet.delivered_at)
+    anchors = {packet.event: packet.anchor for packet in link.trace}
+    for event, end in ends.items():  # the last packet of the event and the T_IFS after it end before the next anchor
+        assert end + T_IFS_US / 1e6 <= anchors[event] + interval_ms / 1000 + EXACT
+    assert len(set(anchors.values())) == len(anchors)
+
+
+@pytest.mark.parametrize("data_length", [27, 251])
+@pytest.mark.parametrize("mtu", [23, 50, 51, 53, 100, 185, 244, 247, 248, 250, 251, 400, 498, 499, 501, 517])
+def test_the_physical_limit_is_what_the_link_carries(mtu, data_length):
+    """The limit (``benchmarks.ble_upload.limit_seconds``) and the link agree: same packets, same events, same time."""
+    from benchmarks.ble_upload import limit_seconds
+
+    size = 3000
+    fragments = att_write_fragments(size, mtu, data_length)
+    value = mtu - 3
+    writes = [7 + min(value, size - offset) for offset in range(0, size, value)]  # ATT (3) + L2CAP (4) headers
+    assert len(att_write_fragments(value, mtu, data_length)) == -(-(mtu + 4) // data_length)
+    for interval_ms, phy in ((7.5, "2M"), (15.0, "1M")):
+        timing = LinkTiming(interval_ms=interval_ms, packets_per_event=6, data_length=data_length, phy=phy)
+        link, arrived = carry(timing, writes)
+        assert link.trace is not None and [p.size for p in link.trace] == fragments  # the same link packets
+        events = link.stats.events
+        limit = limit_seconds(size, mtu, timing)
+        assert limit == pytest.approx(events * interval_ms / 1000)  # the same number of events
+        last_anchor = max(p.anchor for p in link.trace)  # the last write lands in the last of those events
+        assert last_anchor == pytest.approx(ANCHOR + limit - interval_ms / 1000) and max(arrived) < ANCHOR + limit
 
 
 def test_packets_cross_only_at_connection_events_and_at_most_n_per_event():
