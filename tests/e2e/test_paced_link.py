@@ -315,3 +315,58 @@ def test_handcue_sim_paces_its_served_link_across_processes():
             sim.stdout.close()
         assert sim.wait(30) == 0
     assert result.size == len(data) and info.routine_crc32 == zlib.crc32(data)
+
+
+def test_advertising_events_come_every_interval_plus_five_ms_on_average():
+    """advDelay is 0-10 ms per event: at the band's fast 20 ms interval, events come every 25 ms on average.
+
+    A timer tick that sends no event (the drift has grown past it) draws no advDelay: one that
+    did would add 5 ms to the drift for nothing, and events would come every 26.7 ms.
+    """
+    link = PacedLink(LinkTiming())
+    sent: list[float] = []
+    broadcast = link._broadcast_advertising
+
+    def recording(sender: Any, packet: Any) -> None:
+        sent.append(asyncio.get_running_loop().time())
+        broadcast(sender, packet)
+
+    link._broadcast_advertising = recording  # type: ignore[method-assign]
+
+    async def job() -> None:
+        async with LocalBleBand(link=link):
+            await asyncio.sleep(20.0)  # within the band's 30 s of fast advertising
+
+    run_virtual(job)
+    periods = [b - a for a, b in zip(sent, sent[1:], strict=False)]
+    assert len(periods) > 700 and all(0.020 - EXACT <= p <= 0.030 + EXACT for p in periods)
+    assert sum(periods) / len(periods) == pytest.approx(0.025, abs=0.0004)  # standard error about 0.1 ms
+
+
+def test_legacy_advertising_follows_the_controller_timer():
+    """bumble's legacy advertiser ticks every interval_min milliseconds (it reads 0.625 ms units as ms): the link paces those ticks."""
+    from bumble.controller import Controller
+
+    link = PacedLink(LinkTiming())
+    sent: list[float] = []
+    broadcast = link._broadcast_advertising
+
+    def recording(sender: Any, packet: Any) -> None:
+        sent.append(asyncio.get_running_loop().time())
+        broadcast(sender, packet)
+
+    link._broadcast_advertising = recording  # type: ignore[method-assign]
+
+    async def job() -> None:
+        controller = Controller("legacy", link=link)
+        advertiser = controller.le_legacy_advertiser
+        advertiser.advertising_interval_min = advertiser.advertising_interval_max = 32  # the host asks for 20 ms
+        advertiser.start()
+        await asyncio.sleep(20.0)
+        advertiser.stop()
+
+    run_virtual(job)
+    periods = [b - a for a, b in zip(sent, sent[1:], strict=False)]
+    # every tick of the 32 ms timer sends, 0-10 ms late: 37 ms on average (the old reading of 20 ms skipped ticks)
+    assert all(0.032 - EXACT <= p <= 0.042 + EXACT for p in periods)
+    assert sum(periods) / len(periods) == pytest.approx(0.037, abs=0.0005)
