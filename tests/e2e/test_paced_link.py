@@ -370,3 +370,26 @@ def test_legacy_advertising_follows_the_controller_timer():
     # every tick of the 32 ms timer sends, 0-10 ms late: 37 ms on average (the old reading of 20 ms skipped ticks)
     assert all(0.032 - EXACT <= p <= 0.042 + EXACT for p in periods)
     assert sum(periods) / len(periods) == pytest.approx(0.037, abs=0.0005)
+
+
+def test_the_data_phase_spans_every_data_frame_and_never_beats_the_link():
+    """The "data" phase runs from the first data write (in BEGIN's write, BEGIN being pipelined) to the band's
+    confirmation of the last byte: it holds BEGIN's round trip and takes at least the link's physical limit."""
+    from benchmarks.ble_upload import limit_seconds
+    from companion.phases import Phases
+
+    timing = LinkTiming(interval_ms=15.0, packets_per_event=6, data_length=251, phy="2M")
+    link = PacedLink(timing)
+    data = big_table(300)
+
+    async def job() -> tuple[Phases, int]:
+        async with LocalBleBand(link=link), BumbleCentral(link=link) as central, BandClient.open(ADDRESS, ble=central.backend) as client:
+            phases = client.transport.phases = Phases(clock=asyncio.get_running_loop().time)
+            await client.upload(data)
+            return phases, client.transport.mtu + 3
+
+    phases, mtu = run_virtual(job)
+    span = {phase.name: phase for phase in phases.recorded}
+    begin, transfer, commit = span["UPLOAD_BEGIN"], span["data"], span["UPLOAD_COMMIT"]
+    assert transfer.start <= begin.start and begin.end <= transfer.end <= commit.start
+    assert transfer.seconds >= limit_seconds(len(data), mtu, timing)
