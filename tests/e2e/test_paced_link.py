@@ -293,11 +293,30 @@ def test_handcue_sim_refuses_bad_pacing_options():
     assert without_link.exit_code == 1 and "pace the virtual link of --hci-server" in without_link.output
 
 
+def test_handcue_sim_sets_data_length_and_loss_seed():
+    """`--ble-data-length 27 --ble-loss-seed 7` reach the served link's timing; anything but 27 or 251 is refused."""
+    from click.testing import CliRunner
+
+    from firmware_sim.cli import _paced_link, cli
+
+    args = ["--hci-server", "tcp-server:127.0.0.1:1", "--ble-interval", "30ms", "--ble-data-length", "27", "--ble-loss", "0.1", "--ble-loss-seed", "7"]
+    with cli.make_context("handcue-sim", args) as context:
+        link = _paced_link(context.params)["link_factory"]()
+    assert (link.timing.interval_ms, link.timing.data_length, link.timing.loss, link.timing.seed) == (30.0, 27, 0.1, 7)
+    with cli.make_context("handcue-sim", ["--hci-server", "tcp-server:127.0.0.1:1", "--ble-loss-seed", "3"]) as context:
+        assert _paced_link(context.params)["link_factory"]().timing == LinkTiming(seed=3)
+    bad = CliRunner().invoke(cli, ["--hci-server", "tcp-server:127.0.0.1:1", "--ble-data-length", "100"])
+    assert bad.exit_code == 2 and "'100' is not one of '27', '251'" in bad.output
+    without_link = CliRunner().invoke(cli, ["--ble-data-length", "27", "--clock", "virtual"])
+    assert without_link.exit_code == 1 and "--ble-data-length" in without_link.output
+
+
 def test_handcue_sim_paces_its_served_link_across_processes():
     """`handcue-sim --hci-server ... --ble-interval 15ms --ble-packets 6 --phy 2M`: a host in this process uploads through it."""
     port = free_tcp_port()
     sim = subprocess.Popen([sys.executable, "-m", "firmware_sim", "--hci-server", f"tcp-server:127.0.0.1:{port}", "--clock", "virtual",
-                            "--ble-interval", "15ms", "--ble-packets", "6", "--phy", "2M", "--ble-loss", "0.05"],
+                            "--ble-interval", "15ms", "--ble-packets", "6", "--phy", "2M", "--ble-loss", "0.05",
+                            "--ble-loss-seed", "3", "--ble-data-length", "27"],
                            stdout=subprocess.PIPE, text=True)
     data = big_table(150)
     try:
