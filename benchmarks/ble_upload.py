@@ -263,7 +263,7 @@ def plot(curve: dict[str, Any], path: str) -> str | None:
     ax.set_ylabel("upload wall time (s, log scale)")
     ax.set_title(f"BLE upload on the paced link: {timing.describe()}, ATT MTU {TARGET_MTU}", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     rel.plot(sizes, [u["stop_and_wait"]["wall_s"] / limit for u, limit in zip(uploads, limits, strict=True)], "o-", label="stop-and-wait / limit")
     rel.plot(sizes, [u["windowed"]["wall_s"] / limit for u, limit in zip(uploads, limits, strict=True)], "s-", label="windowed / limit")
     rel.axhline(1.0, color="k", linewidth=1)
@@ -359,7 +359,8 @@ def run(*, intervals: tuple[float, ...] = INTERVALS_MS, mtus: tuple[int, ...] = 
         if chosen is None or (where.startswith("at any") and chosen[2]["interval_ms"] >= IOS_SHORTEST_MS):
             continue  # the best of the run is already shown (an interval iOS grants)
         seconds, size, config, upload = chosen
-        peers.append([f"HandCue windowed, best {where} ({_interval_label(config['interval_ms'])}, MTU {config['mtu']}, simulated link)",
+        ios = "" if config["interval_ms"] >= IOS_SHORTEST_MS else ", an interval iOS does not grant"
+        peers.append([f"HandCue windowed, best {where} ({config['interval_ms']:g} ms{ios}, MTU {config['mtu']}, simulated link)",
                       _kbps(size, seconds)])
         peers.append(["HandCue stop-and-wait, same link", _kbps(size, upload["stop_and_wait"]["wall_s"])])
     details += "\n\nFor scale, peers' published figures (payload throughput; real radios and phones):\n\n" + md_table(["upload", "throughput"], peers, "ll")
