@@ -148,7 +148,8 @@ class LinkTiming:
     """LL data payload octets per packet: 27 (no data length extension) or 251."""
     phy: Phy = "2M"
     loss: float = 0.0
-    """Probability that a packet is lost (and retransmitted at the next event)."""
+    """Probability that a packet is lost; the event closes and the packet goes again first at the next event
+    (the pessimistic case: see the module docstring)."""
     seed: int = 0
     """Seed of the loss and advDelay draws, so a run can be repeated."""
     scan_interval_ms: float | None = None
@@ -224,8 +225,11 @@ class LinkTiming:
         return self.events_needed(sizes, encrypted=encrypted) * self.interval_ms / 1000.0
 
     def describe(self) -> str:
+        """One line for a benchmark's title: interval, packets per event (of full packets, if fewer fit), data length, PHY, loss."""
         loss = f", loss {self.loss:.0%}" if self.loss else ""
-        return (f"{self.interval_ms:g} ms interval, {self.effective_packets_per_event} packets/event, "
+        full = self.effective_packets_per_event
+        fit = f" ({full} of {self.data_length} bytes fit)" if full < self.packets_per_event else ""
+        return (f"{self.interval_ms:g} ms interval, up to {self.packets_per_event} packets/event{fit}, "
                 f"data length {self.data_length}, {self.phy} PHY{loss}")
 
 
