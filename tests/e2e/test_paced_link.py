@@ -9,6 +9,7 @@ waiting: they assert event numbers, counts, order and exact virtual times.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import selectors
 import subprocess
 import sys
@@ -357,7 +358,7 @@ def test_advertising_events_come_every_interval_plus_five_ms_on_average():
             await asyncio.sleep(20.0)  # within the band's 30 s of fast advertising
 
     run_virtual(job)
-    periods = [b - a for a, b in zip(sent, sent[1:], strict=False)]
+    periods = [b - a for a, b in itertools.pairwise(sent)]
     assert len(periods) > 700 and all(0.020 - EXACT <= p <= 0.030 + EXACT for p in periods)
     assert sum(periods) / len(periods) == pytest.approx(0.025, abs=0.0004)  # standard error about 0.1 ms
 
@@ -385,7 +386,7 @@ def test_legacy_advertising_follows_the_controller_timer():
         advertiser.stop()
 
     run_virtual(job)
-    periods = [b - a for a, b in zip(sent, sent[1:], strict=False)]
+    periods = [b - a for a, b in itertools.pairwise(sent)]
     # every tick of the 32 ms timer sends, 0-10 ms late: 37 ms on average (the old reading of 20 ms skipped ticks)
     assert all(0.032 - EXACT <= p <= 0.042 + EXACT for p in periods)
     assert sum(periods) / len(periods) == pytest.approx(0.037, abs=0.0005)
@@ -412,3 +413,27 @@ def test_the_data_phase_spans_every_data_frame_and_never_beats_the_link():
     begin, transfer, commit = span["UPLOAD_BEGIN"], span["data"], span["UPLOAD_COMMIT"]
     assert transfer.start <= begin.start and begin.end <= transfer.end <= commit.start
     assert transfer.seconds >= limit_seconds(len(data), mtu, timing)
+
+
+def test_encrypted_packets_carry_a_mic_on_the_air():
+    """Once pairing has encrypted the link (LL_START_ENC_RSP crossed), every non-empty packet is 4 bytes longer on the air."""
+    from companion.ble.pairing import pair_band
+
+    link = PacedLink(LinkTiming(interval_ms=15.0), trace=True)
+    data = big_table(50)
+
+    async def job() -> None:
+        async with LocalBleBand(link=link, pairing_window=60) as local, BumbleCentral(link=link) as central:
+            await pair_band(local.name, central.backend)
+            async with BandClient.open(ADDRESS, ble=central.backend) as client:
+                await client.upload(data)
+
+    run_virtual(job)
+    assert link.trace is not None
+    # the first packet of an event is on the air from the anchor: its delivery time is its own air time
+    firsts = [p for p in link.trace if p.sender == "bleak-central" and not p.lost
+              and not any(q.event == p.event and q.anchor == p.anchor and q.delivered_at < p.delivered_at for q in link.trace)]
+    plain = [p for p in firsts if p.delivered_at - p.anchor == pytest.approx(air_time_us(p.size, "2M") / 1e6, abs=EXACT)]
+    sealed = [p for p in firsts if p.delivered_at - p.anchor == pytest.approx(air_time_us(p.size, "2M", encrypted=True) / 1e6, abs=EXACT)]
+    assert plain and sealed and len(plain) + len(sealed) == len(firsts)
+    assert firsts[-1] in sealed  # the upload ran on the encrypted link of the bonded reconnection
