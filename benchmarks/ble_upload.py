@@ -295,7 +295,8 @@ def run(*, intervals: tuple[float, ...] = INTERVALS_MS, mtus: tuple[int, ...] = 
             faster = s["wall_s"] / w["wall_s"]
             body.append([_interval_label(config["interval_ms"]), config["mtu"], packets_per_event(config["mtu"], timing), name, upload["bytes"],
                          f"{s['wall_s'] * 1000:.0f} ms", f"{w['wall_s'] * 1000:.0f} ms", ratio(faster), f"{limit * 1000:.0f} ms",
-                         ratio(w["wall_s"] / limit), ratio(w["data_s"] / limit), _kbps(upload["bytes"], w["wall_s"]), w["frames"]])
+                         ratio(w["wall_s"] / limit), ratio(w["data_s"] / limit), f"{w['commit_s'] * 1000:.1f} ms", _kbps(upload["bytes"], w["wall_s"]),
+                         w["frames"]])
             if name == next(iter(tables)) and not (config["interval_ms"] == TARGET_INTERVAL_MS and config["mtu"] == TARGET_MTU):
                 rows.append(Row(f"{name} @ {_interval_label(config['interval_ms'])}, MTU {config['mtu']}: windowed / stop-and-wait / limit",
                                 f"{w['wall_s'] * 1000:.0f} / {s['wall_s'] * 1000:.0f} / {limit * 1000:.0f} ms ({ratio(faster)} faster, "
@@ -315,7 +316,7 @@ def run(*, intervals: tuple[float, ...] = INTERVALS_MS, mtus: tuple[int, ...] = 
                                 f"<= {TARGET_OF_LIMIT:g}x" if checked else "",
                                 w["wall_s"] / limit <= TARGET_OF_LIMIT if checked else None))
     header = ["interval", "ATT MTU", "packets/event", "table", "bytes", "stop-and-wait", "windowed", "windowed faster by", "physical limit",
-              "windowed / limit", "data phase / limit", f"windowed throughput ({PEERS_BRIEF})", "frames"]
+              "windowed / limit", "data phase / limit", "COMMIT's answer after the data", f"windowed throughput ({PEERS_BRIEF})", "frames"]
     details = (f"Link: {PACKETS_PER_EVENT} packets per event (as many as fit in the interval at their real size: *packets/event* is for "
                f"full writes of that MTU), data length {DATA_LENGTH}, {PHY} PHY, no loss; window {results['grid'][0]['window']} frames. "
                f"Windowed: median of {WINDOWED_REPEATS}; stop-and-wait: one run. Intervals below {IOS_SHORTEST_MS:g} ms are Android's "
