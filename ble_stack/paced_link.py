@@ -456,6 +456,7 @@ class PacedLink(LocalLink):
                     old.close()
                 anchor = loop.time() + TRANSMIT_WINDOW_DELAY_MS / 1000.0
                 self._connections[pair] = _PacedConnection(self, sender_controller, receiver, anchor)
+                self._advertising_due.pop(receiver, None)  # its advertising stops: the next starts afresh
             super().send_advertising_pdu(sender_controller, packet)
             return
         delay = 0.0
