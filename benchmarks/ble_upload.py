@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 import zlib
 from typing import Any
 
-from ble_stack.paced_link import LinkTiming, PacedLink, Phy
+from ble_stack.paced_link import LinkTiming, PacedLink, Phy, att_write_fragments
 from companion import compile_routine, load_routine
 from companion.ble.bumble_backend import BumbleCentral
 from companion.client import BandClient
@@ -48,14 +47,23 @@ PEERS = (
     ("SMP (MCUmgr) image upload over BLE, windowed", "10-44 kB/s"),
     ("Nordic DFU from a phone", "about 9 kB/s"),
 )
+PEERS_BRIEF = f"published: SMP {PEERS[0][1]}, Nordic DFU {PEERS[1][1]}"
+IOS_SHORTEST_MS = 15.0
+"""iOS grants no connection interval below 15 ms; 7.5 ms is Android's (and some desktops') best."""
+
+
+def _interval_label(interval_ms: float) -> str:
+    return f"{interval_ms:g} ms" + (" (not on iOS)" if interval_ms < IOS_SHORTEST_MS else "")
 
 METHOD = f"""\
 In one process, as in `tests/e2e/test_ble_e2e.py`: a simulated band (`firmware_sim.local.LocalBleBand`:
 `Band` on a `VirtualClock`, `ProtocolHandler`, the bumble GATT peripheral) and the companion
 (`BandClient.open("{ADDRESS}")`, bleak on the bumble backend) are full BLE hosts on a
 **`ble_stack.paced_link.PacedLink`**: a bumble `LocalLink` that lets packets cross only at connection
-events, at most {PACKETS_PER_EVENT} packets per event and direction (fewer if they do not fit the interval), data
-length {DATA_LENGTH}, {PHY} PHY air time, no loss. The connection interval is set by the link (the central's
+events, at most {PACKETS_PER_EVENT} packets per event and direction, and only while the next exchange (the central's
+packet at its real size, T_IFS, the band's packet or empty acknowledgement, T_IFS) still ends within the
+interval (so at 7.5 ms six 189-byte packets fit but five 251-byte ones), data length {DATA_LENGTH}, {PHY} PHY air
+time, no loss, no encryption. The connection interval is set by the link (the central's
 platform decides it on a real phone: 15 ms at best on iOS, 30-50 ms common on Android and desktops).
 
 For each interval ({", ".join(f"{i:g}" for i in INTERVALS_MS)} ms) and ATT MTU ({", ".join(map(str, MTUS))}; the benchmark sets
@@ -64,17 +72,23 @@ connection: the **windowed** upload (`BandClient.upload`: up to `window` unackno
 frames, window {DEFAULT_UPLOAD_WINDOW} from the band's INFO; UPLOAD_BEGIN, the first window of data and, behind the last
 frame, UPLOAD_COMMIT sent without waiting for answers, BEGIN and COMMIT in the writes of the first and last
 data frames, SPEC §19.2) and a **stop-and-wait** upload (one
-`BandClient.request(Opcode.UPLOAD_DATA, ...)` at a time, each awaited before the next, as SMP/smpclient
-does), both with the chunk size `BandClient.upload` uses, of an 8 KiB synthetic table and of the
+`BandClient.request(Opcode.UPLOAD_DATA, ...)` at a time, each awaited before the next: one round trip per
+frame; SMP clients such as smpclient also wait for each chunk's answer, but an SMP chunk can span many
+ATT writes per round trip, while a HandCue frame of at most 256 bytes cannot), both with the chunk size `BandClient.upload` uses, of an 8 KiB synthetic table and of the
 shipped `{ROUTINE}` routine. Wall time is from the call to its return (BEGIN, data, COMMIT); the windowed uploads are the median of
 {WINDOWED_REPEATS} (they are short and CPU-bound at short intervals), stop-and-wait one run (bound by the link).
-*Data phase*: from UPLOAD_BEGIN's answer until the band has confirmed every byte (stop-and-wait: from the end
-of UPLOAD_BEGIN to the start of UPLOAD_COMMIT).
+*Data phase*: from the first data write until the band has confirmed the last byte (the phase `BandClient.upload`
+records as "data"; its first data frame rides in UPLOAD_BEGIN's write, so BEGIN's round trip lies inside it;
+stop-and-wait: from BEGIN's answer, when its first data frame goes, to the start of UPLOAD_COMMIT). It cannot
+be shorter than the physical limit; what it adds beyond it is the wait for the first connection event and the
+band's last acknowledgement.
 
-**Physical limit**: the time the table's bytes need on this link at this MTU: one ATT write of at most
-MTU - 3 bytes per link packet, {PACKETS_PER_EVENT} packets per connection event (fewer when they do not fit),
-whole events: `ceil(ceil(bytes / (MTU - 3)) / packets_per_event) x interval`. No protocol can beat it
-with these parameters. On top come the HandCue framing (COBS, request header, offset: 36 writes instead of
+**Physical limit**: the time the table's bytes need on this link at this MTU: ATT writes of at most MTU - 3
+bytes of value, each an L2CAP PDU of MTU + 4 bytes (3-byte ATT and 4-byte L2CAP header) cut into
+`ceil((MTU + 4) / {DATA_LENGTH})` link packets, filled into whole connection events by the rule the link itself
+uses (`LinkTiming.plan_event`: at most {PACKETS_PER_EVENT}, while the next exchange ends within the interval).
+No protocol can beat it with these parameters (`tests/e2e/test_paced_link.py` checks that the link carries
+such writes in exactly that many events). On top come the HandCue framing (COBS, request header, offset: 36 writes instead of
 34 for 8 KiB at MTU 247), the wait for the first connection event (the upload starts just after one here,
 as after a connect: most of an interval), and UPLOAD_COMMIT's answer: UPLOAD_BEGIN and UPLOAD_COMMIT ride in
 the writes of the first and last data frames, so COMMIT's answer leaves at the event after the last data
@@ -98,10 +112,18 @@ def timing_for(interval_ms: float) -> LinkTiming:
 
 
 def limit_seconds(size: int, mtu: int, timing: LinkTiming) -> float:
-    """Least time for ``size`` payload bytes in ATT writes of MTU - 3 bytes on this link."""
-    writes = math.ceil(size / (mtu - 3))
-    fragments = math.ceil((mtu + 1) / timing.data_length)  # ATT write: 3-byte ATT + 4-byte L2CAP header, value MTU - 3
-    return timing.limit_seconds(writes * fragments)
+    """Least time for ``size`` payload bytes in ATT writes of MTU - 3 bytes on this link.
+
+    Each write is an L2CAP PDU of MTU + 4 bytes (4-byte L2CAP and 3-byte ATT header around
+    MTU - 3 bytes of value, the last write shorter), cut into link packets of the data length;
+    :meth:`LinkTiming.limit_seconds` fills connection events with them by the rule the link uses.
+    """
+    return timing.limit_seconds(att_write_fragments(size, mtu, timing.data_length))
+
+
+def packets_per_event(mtu: int, timing: LinkTiming) -> int:
+    """Packets of a full ATT write's size (its largest link packet) that go in one event."""
+    return timing.packets_that_fit(max(att_write_fragments(mtu - 3, mtu, timing.data_length)))
 
 
 async def stop_and_wait_upload(client: BandClient, data: bytes) -> int:
@@ -135,22 +157,26 @@ async def _timed(client: BandClient, probe: Instrumented, local: LocalBleBand, d
             commit_checks.append(time.perf_counter() - began)
 
     storage.commit = timed_commit  # type: ignore[method-assign]
-    with AckWaits() as waits:
-        start = time.perf_counter()
-        if stop_and_wait:
-            frames, retransmissions = await stop_and_wait_upload(client, data), 0
-        else:
-            result = await client.upload(data)
-            frames, retransmissions = result.frames_sent, result.retransmissions
-        wall = time.perf_counter() - start
-    del storage.commit  # the method again
+    try:
+        with AckWaits() as waits:
+            retries_before = client.retries
+            start = time.perf_counter()
+            if stop_and_wait:  # its requests go again through the client's timer, which counts them
+                frames = await stop_and_wait_upload(client, data)
+                retransmissions = client.retries - retries_before
+            else:
+                result = await client.upload(data)
+                frames, retransmissions = result.frames_sent, result.retransmissions
+            wall = time.perf_counter() - start
+    finally:
+        del storage.commit  # the method again, also when the upload failed
     if local.band.storage.active_table() != data:
         raise RuntimeError("the band does not hold the uploaded table")
     if stop_and_wait:
         _, begin_end = probe.span(Opcode.UPLOAD_BEGIN)
         commit_start, commit_end = probe.span(Opcode.UPLOAD_COMMIT)
         data_s, commit_s = commit_start - begin_end, commit_end - commit_start
-    else:  # BandClient.upload records its phases: BEGIN's answer, the data (COMMIT sent behind it), COMMIT's answer
+    else:  # BandClient.upload records its phases: "data" from the first data write (with BEGIN) to the last byte confirmed
         data_s, commit_s = phases.total("data"), phases.total("UPLOAD_COMMIT")
     events = (local.link.stats.events - events_before) if isinstance(local.link, PacedLink) else 0
     return {"wall_s": wall, "data_s": data_s, "commit_s": commit_s, "frames": frames,
@@ -225,15 +251,28 @@ def plot(curve: dict[str, Any], path: str) -> str | None:
     timing = timing_for(TARGET_INTERVAL_MS)
     uploads = sorted(curve["uploads"].values(), key=lambda u: u["bytes"])
     sizes = [u["bytes"] / 1024 for u in uploads]
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    limits = [limit_seconds(u["bytes"], TARGET_MTU, timing) for u in uploads]
+    # The limit is a step function of the size (whole connection events): drawn at every 16 bytes, as steps.
+    fine = list(range(16, uploads[-1]["bytes"] + 1, 16))
+    fig, (ax, rel) = plt.subplots(2, 1, figsize=(6.4, 6.0), dpi=100, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     ax.plot(sizes, [u["stop_and_wait"]["wall_s"] for u in uploads], "o-", label="stop-and-wait (one round trip per chunk)")
     ax.plot(sizes, [u["windowed"]["wall_s"] for u in uploads], "s-", label=f"windowed (window {curve['window']})")
-    ax.plot(sizes, [limit_seconds(u["bytes"], TARGET_MTU, timing) for u in uploads], "k--", label="physical limit (payload only)")
-    ax.set_xlabel("table size (KiB)")
-    ax.set_ylabel("upload wall time (s)")
+    ax.plot([size / 1024 for size in fine], [limit_seconds(size, TARGET_MTU, timing) for size in fine], "k-", drawstyle="steps-post",
+            linewidth=1, label="physical limit (payload only, whole connection events)")
+    ax.set_yscale("log")
+    ax.set_ylabel("upload wall time (s, log scale)")
     ax.set_title(f"BLE upload on the paced link: {timing.describe()}, ATT MTU {TARGET_MTU}", fontsize=8)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    rel.plot(sizes, [u["stop_and_wait"]["wall_s"] / limit for u, limit in zip(uploads, limits, strict=True)], "o-", label="stop-and-wait / limit")
+    rel.plot(sizes, [u["windowed"]["wall_s"] / limit for u, limit in zip(uploads, limits, strict=True)], "s-", label="windowed / limit")
+    rel.axhline(1.0, color="k", linewidth=1)
+    rel.axhline(TARGET_OF_LIMIT, color="k", linestyle=":", linewidth=1, label=f"target: {TARGET_OF_LIMIT:g}x the limit")
+    rel.set_yscale("log")
+    rel.set_xlabel("table size (KiB)")
+    rel.set_ylabel("wall time / limit (log scale)")
+    rel.grid(True, which="both", alpha=0.3)
+    rel.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(REPO / path, metadata={"Software": None})
     plt.close(fig)
@@ -254,13 +293,14 @@ def run(*, intervals: tuple[float, ...] = INTERVALS_MS, mtus: tuple[int, ...] = 
             w, s = upload["windowed"], upload["stop_and_wait"]
             limit = limit_seconds(upload["bytes"], config["mtu"], timing)
             faster = s["wall_s"] / w["wall_s"]
-            body.append([f"{config['interval_ms']:g} ms", config["mtu"], timing.effective_packets_per_event, name, upload["bytes"],
+            body.append([_interval_label(config["interval_ms"]), config["mtu"], packets_per_event(config["mtu"], timing), name, upload["bytes"],
                          f"{s['wall_s'] * 1000:.0f} ms", f"{w['wall_s'] * 1000:.0f} ms", ratio(faster), f"{limit * 1000:.0f} ms",
-                         ratio(w["wall_s"] / limit), ratio(w["data_s"] / limit), _kbps(upload["bytes"], w["wall_s"]), w["frames"]])
+                         ratio(w["wall_s"] / limit), ratio(w["data_s"] / limit), f"{w['commit_s'] * 1000:.1f} ms", _kbps(upload["bytes"], w["wall_s"]),
+                         w["frames"]])
             if name == next(iter(tables)) and not (config["interval_ms"] == TARGET_INTERVAL_MS and config["mtu"] == TARGET_MTU):
-                rows.append(Row(f"{name} @ {config['interval_ms']:g} ms, MTU {config['mtu']}: windowed / stop-and-wait / limit",
+                rows.append(Row(f"{name} @ {_interval_label(config['interval_ms'])}, MTU {config['mtu']}: windowed / stop-and-wait / limit",
                                 f"{w['wall_s'] * 1000:.0f} / {s['wall_s'] * 1000:.0f} / {limit * 1000:.0f} ms ({ratio(faster)} faster, "
-                                f"{ratio(w['wall_s'] / limit)} the limit)"))
+                                f"{ratio(w['wall_s'] / limit)} the limit; windowed {_kbps(upload['bytes'], w['wall_s'])}, {PEERS_BRIEF})"))
             if config["interval_ms"] == TARGET_INTERVAL_MS and config["mtu"] == TARGET_MTU:
                 label = f"{name} @ {TARGET_INTERVAL_MS:g} ms, MTU {TARGET_MTU}"
                 checked = name == next(iter(tables))
@@ -269,20 +309,23 @@ def run(*, intervals: tuple[float, ...] = INTERVALS_MS, mtus: tuple[int, ...] = 
                 if checked:
                     rows.append(Row(f"{label}: throughput windowed / stop-and-wait / physical limit",
                                     f"{_kbps(upload['bytes'], w['wall_s'])} / {_kbps(upload['bytes'], s['wall_s'])} / {_kbps(upload['bytes'], limit)} "
-                                    f"(published: SMP {PEERS[0][1]}, Nordic DFU {PEERS[1][1]})"))
+                                    f"({PEERS_BRIEF})"))
                 band_check = sorted(w["band_commit_runs_s"])[len(w["band_commit_runs_s"]) // 2]
                 rows.append(Row(f"{label}: windowed / physical limit", f"{w['wall_s'] * 1000:.0f} ms / {limit * 1000:.0f} ms ({ratio(w['wall_s'] / limit)}; "
                                 f"data phase {ratio(w['data_s'] / limit)}; band's COMMIT check {band_check * 1000:.1f} ms)",
                                 f"<= {TARGET_OF_LIMIT:g}x" if checked else "",
                                 w["wall_s"] / limit <= TARGET_OF_LIMIT if checked else None))
     header = ["interval", "ATT MTU", "packets/event", "table", "bytes", "stop-and-wait", "windowed", "windowed faster by", "physical limit",
-              "windowed / limit", "data phase / limit", "windowed throughput", "frames"]
-    details = (f"Link: {PACKETS_PER_EVENT} packets per event (as many as fit), data length {DATA_LENGTH}, {PHY} PHY, no loss; "
-               f"window {results['grid'][0]['window']} frames. Windowed: median of {WINDOWED_REPEATS}; stop-and-wait: one run.\n\n" + md_table(header, body))
+              "windowed / limit", "data phase / limit", "COMMIT's answer after the data", f"windowed throughput ({PEERS_BRIEF})", "frames"]
+    details = (f"Link: {PACKETS_PER_EVENT} packets per event (as many as fit in the interval at their real size: *packets/event* is for "
+               f"full writes of that MTU), data length {DATA_LENGTH}, {PHY} PHY, no loss; window {results['grid'][0]['window']} frames. "
+               f"Windowed: median of {WINDOWED_REPEATS}; stop-and-wait: one run. Intervals below {IOS_SHORTEST_MS:g} ms are Android's "
+               "(and some desktops'): iOS does not grant them.\n\n" + md_table(header, body))
     notes: list[str] = []
     connects = [[f"{c['interval_ms']:g} ms", c["mtu"], f"{c['connect_s'] * 1000:.0f} ms"] for c in results["grid"]]
-    details += ("\n\nConnecting (scan, connect, MTU exchange, discovery of every service, characteristic and descriptor, "
-                "subscription), measured around `BandClient.__aenter__` on the same link:\n\n" + md_table(["interval", "ATT MTU", "connect"], connects))
+    details += ("\n\nConnecting (scan, connect, MTU exchange, discovery of the HandCue service only: its characteristics and the "
+                "descriptors of those that notify; subscription), measured around `BandClient.__aenter__` on the same link:\n\n"
+                + md_table(["interval", "ATT MTU", "connect"], connects))
     if results["unpaced"] is not None and results["wide"] is not None:
         [(name, unpaced)] = results["unpaced"]["uploads"].items()
         extra = []
@@ -309,13 +352,18 @@ def run(*, intervals: tuple[float, ...] = INTERVALS_MS, mtus: tuple[int, ...] = 
         rows.append(Row(f"{name} @ MTU {TARGET_MTU}: host CPU alone (unpaced LocalLink), windowed",
                         f"{unpaced['windowed']['wall_s'] * 1000:.0f} ms ({ratio(unpaced['windowed']['wall_s'] / limit)} the {TARGET_INTERVAL_MS:g} ms limit)"))
     peers = [[who, figure] for who, figure in PEERS]
-    best = min((u["windowed"]["wall_s"], u["bytes"], c) for c in results["grid"] for u in c["uploads"].values() if u["bytes"] >= 4096) \
-        if any(u["bytes"] >= 4096 for c in results["grid"] for u in c["uploads"].values()) else None
-    if best is not None:
-        seconds, size, config = best
-        peers.append([f"HandCue windowed, best of this run ({config['interval_ms']:g} ms, MTU {config['mtu']}, simulated link)", _kbps(size, seconds)])
-        s = config["uploads"][next(k for k, u in config["uploads"].items() if u["bytes"] == size)]["stop_and_wait"]
-        peers.append(["HandCue stop-and-wait, same link", _kbps(size, s["wall_s"])])
+    large = [(u["windowed"]["wall_s"], u["bytes"], c, u) for c in results["grid"] for u in c["uploads"].values() if u["bytes"] >= 4096]
+    # Phones are the peers' figures: the best HandCue figure at an interval iOS grants first, then the best at any.
+    for chosen, where in ((min((x for x in large if x[2]["interval_ms"] >= IOS_SHORTEST_MS), default=None, key=lambda x: x[0]),
+                           f"at {IOS_SHORTEST_MS:g} ms or longer, as iOS and Android grant"),
+                          (min(large, default=None, key=lambda x: x[0]), "at any interval of this run")):
+        if chosen is None or (where.startswith("at any") and chosen[2]["interval_ms"] >= IOS_SHORTEST_MS):
+            continue  # the best of the run is already shown (an interval iOS grants)
+        seconds, size, config, upload = chosen
+        ios = "" if config["interval_ms"] >= IOS_SHORTEST_MS else ", an interval iOS does not grant"
+        peers.append([f"HandCue windowed, best {where} ({config['interval_ms']:g} ms{ios}, MTU {config['mtu']}, simulated link)",
+                      _kbps(size, seconds)])
+        peers.append(["HandCue stop-and-wait, same link", _kbps(size, upload["stop_and_wait"]["wall_s"])])
     details += "\n\nFor scale, peers' published figures (payload throughput; real radios and phones):\n\n" + md_table(["upload", "throughput"], peers, "ll")
     if results["curve"] is not None:
         path = plot(results["curve"], plot_path) if plot_path else None

@@ -195,7 +195,9 @@ def run(*, table_bytes: int = 8192, repeats: int = 3, shipped: str | None = "ful
          ratio(r["wall_s"] / r["framed_limit_s"])]
         for r, rate in every
     ]
-    details = ("Every upload (BEGIN, data phase and COMMIT add up to the wall time; *framed wire time* is the bytes really "
+    details = ("Every upload (the data phase runs from the first data frame, which follows UPLOAD_BEGIN without waiting for its answer, "
+               "to the band's confirmation of the last byte, so BEGIN's round trip lies inside it; data phase and COMMIT add up to the "
+               "wall time; *framed wire time* is the bytes really "
                f"written to the port x {BITS_PER_BYTE} / baud; on the noisy link, bytes up and down are what the companion "
                "wrote and received):\n\n" + md_table(header, body))
     big_runs = summary[0][1]

@@ -9,23 +9,32 @@ would:
 * **Connection events.**  Data and LL control PDUs of a connection cross only at
   connection events, every :attr:`LinkTiming.interval_ms` from the connection's
   anchor (set when CONNECT_IND crosses).  In each event the central and the
-  peripheral alternate, one packet each per exchange, for at most
-  :attr:`LinkTiming.packets_per_event` exchanges (fewer when they do not fit in the
-  interval at the chosen PHY).  Something queued during an event waits for the next.
-* **Data length.**  An L2CAP PDU of ``n`` bytes takes ``ceil(n / data_length)`` link
-  packets (27 or 251 bytes of payload each); it reaches the peer's host when its last
-  fragment has crossed.
+  peripheral alternate, one packet each per exchange (an empty packet from a side
+  with nothing to send), for at most :attr:`LinkTiming.packets_per_event` exchanges,
+  and only while the next exchange, at the real size of its two packets, still ends
+  within the interval: an event never runs into the next one.  Something queued
+  during an event waits for the next.  :meth:`LinkTiming.plan_event` is that rule;
+  the link and :meth:`LinkTiming.limit_seconds` both use it, so the physical limit
+  a benchmark prints is what this link can carry.
+* **Data length.**  An L2CAP PDU of ``n`` bytes (4-byte L2CAP header included) takes
+  ``ceil(n / data_length)`` link packets (27 or 251 bytes of payload each); it
+  reaches the peer's host when its last fragment has crossed.
 * **Air time.**  A packet of ``p`` payload bytes is on the air ``(10 + p) x 8 us`` on
-  the 1M PHY and ``(11 + p) x 4 us`` on 2M; packets of an exchange are separated by
-  T_IFS = 150 us.  Each packet is delivered when its last bit has been sent, so a
-  later packet of an event arrives later.
+  the 1M PHY and ``(11 + p) x 4 us`` on 2M (preamble, access address, 2-byte LL
+  header and CRC around the payload), plus a 4-byte MIC for a non-empty packet once
+  the connection is encrypted; packets of an exchange are separated by T_IFS =
+  150 us.  Each packet is delivered when its last bit has been sent, so a later
+  packet of an event arrives later.
 * **Loss.**  With :attr:`LinkTiming.loss` > 0 each packet is lost with that
-  probability (seeded, reproducible).  As on a radio, the connection event closes at
-  the loss (the sender hears no acknowledgement) and the lost packet is sent again,
-  first, at the next event: everything arrives once and in order, only later.
+  probability (seeded, reproducible).  The connection event closes at the loss and
+  the lost packet is sent again, first, at the next event: everything arrives once
+  and in order, only later.  This is the pessimistic case (the receiver missed the
+  packet's access address, so nobody answers and the event ends); a radio that
+  merely gets a CRC error answers with a NACK and the packet goes again in the
+  same event, which this link does not model.
 * **Advertising and scanning.**  Advertising events come at the interval the
-  advertiser's host asked for plus the random advDelay (0-10 ms per event) the
-  specification adds, so they drift against a scanner's windows; an advertising PDU
+  advertiser's controller uses plus the random advDelay (0-10 ms per event, 5 ms on
+  average) the specification adds, so they drift against a scanner's windows; an advertising PDU
   reaches a scanner only while its scan window is open (the scan interval/window its
   host set, or the ones given in :class:`LinkTiming`), so discovery takes the time a
   radio needs.
@@ -48,7 +57,8 @@ import math
 import random
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal
 
 from bumble import core, hci, ll
@@ -57,7 +67,8 @@ from bumble.link import LocalLink
 if TYPE_CHECKING:
     from bumble.controller import Controller
 
-__all__ = ["LinkTiming", "PacedLink", "TracedPacket", "air_time_us", "parse_interval_ms"]
+__all__ = ["LinkTiming", "PacedLink", "TracedPacket", "air_time_us", "att_write_fragments", "exchange_us", "ll_fragment_sizes",
+           "parse_interval_ms"]
 
 T_IFS_US = 150.0
 """Inter-frame space between two packets of a connection event."""
@@ -70,15 +81,48 @@ CONNECTION_INTERVALS_MS = (7.5, 15.0, 30.0, 50.0)
 EMPTY_PDU = 0
 CONTROL_PDU_BYTES = 9
 """Air payload counted for an LL control PDU (opcode and parameters; bumble keeps them as objects)."""
+MIC_BYTES = 4
+"""Message integrity check on every non-empty packet of an encrypted connection."""
+L2CAP_HEADER_BYTES = 4
+ATT_WRITE_HEADER_BYTES = 3
+"""ATT opcode and attribute handle in front of a written value (which is at most ATT MTU - 3 bytes)."""
 
 Phy = Literal["1M", "2M"]
 
 
-def air_time_us(payload: int, phy: Phy) -> float:
-    """Time on the air of one LE data packet with ``payload`` bytes (no MIC)."""
+def air_time_us(payload: int, phy: Phy, *, encrypted: bool = False) -> float:
+    """Time on the air of one LE data packet with ``payload`` bytes (a MIC too if ``encrypted`` and not empty)."""
+    if encrypted and payload:
+        payload += MIC_BYTES
     if phy == "1M":  # preamble 1, access address 4, header 2, CRC 3
         return (10 + payload) * 8.0
     return (11 + payload) * 4.0  # 2M: preamble 2
+
+
+def exchange_us(central: int, peripheral: int, phy: Phy, *, encrypted: bool = False) -> float:
+    """One exchange of a connection event: the central's packet, T_IFS, the peripheral's, T_IFS (payload sizes; 0: empty)."""
+    return air_time_us(central, phy, encrypted=encrypted) + T_IFS_US + air_time_us(peripheral, phy, encrypted=encrypted) + T_IFS_US
+
+
+def ll_fragment_sizes(pdu_bytes: int, data_length: int) -> list[int]:
+    """Payload sizes of the link packets that carry an L2CAP PDU of ``pdu_bytes`` (header included)."""
+    count = max(1, math.ceil(pdu_bytes / data_length))
+    return [data_length] * (count - 1) + [pdu_bytes - data_length * (count - 1)]
+
+
+def att_write_fragments(size: int, mtu: int, data_length: int) -> list[int]:
+    """Link packets (payload sizes, in order) that carry ``size`` bytes in ATT writes of at most ``mtu`` - 3 bytes each.
+
+    A write of ``v`` value bytes is an L2CAP PDU of 4 + 3 + ``v`` bytes: a full one (``v`` =
+    MTU - 3) takes ``ceil((mtu + 4) / data_length)`` packets, the last of them short.
+    """
+    if mtu < 23:
+        raise ValueError(f"ATT MTU {mtu}: must be at least 23")
+    value = mtu - ATT_WRITE_HEADER_BYTES
+    sizes: list[int] = []
+    for offset in range(0, size, value):
+        sizes += ll_fragment_sizes(L2CAP_HEADER_BYTES + ATT_WRITE_HEADER_BYTES + min(value, size - offset), data_length)
+    return sizes
 
 
 def parse_interval_ms(text: str) -> float:
@@ -104,7 +148,8 @@ class LinkTiming:
     """LL data payload octets per packet: 27 (no data length extension) or 251."""
     phy: Phy = "2M"
     loss: float = 0.0
-    """Probability that a packet is lost (and retransmitted at the next event)."""
+    """Probability that a packet is lost; the event closes and the packet goes again first at the next event
+    (the pessimistic case: see the module docstring)."""
     seed: int = 0
     """Seed of the loss and advDelay draws, so a run can be repeated."""
     scan_interval_ms: float | None = None
@@ -125,24 +170,66 @@ class LinkTiming:
         if not 0.0 <= self.loss < 1.0:
             raise ValueError("loss must be in [0, 1)")
 
-    @property
-    def exchange_us(self) -> float:
-        """One exchange with a full packet up and an empty packet back, T_IFS after each."""
-        return air_time_us(self.data_length, self.phy) + T_IFS_US + air_time_us(EMPTY_PDU, self.phy) + T_IFS_US
+    def plan_event(self, central: Sequence[int], peripheral: Sequence[int], *, encrypted: bool = False) -> list[float]:
+        """Start offsets (us from the anchor) of the exchanges of one connection event, as many as go in it.
+
+        ``central`` and ``peripheral`` are the payload sizes of the packets each side has
+        queued, in order (exchange ``i`` carries the ``i``-th of each, or an empty packet).
+        The event goes on while a side has a packet left, for at most
+        :attr:`packets_per_event` exchanges, and only while the next exchange ends within
+        the interval: the event has closed, T_IFS after its last packet, before the next
+        anchor.  The first exchange always goes (the longest, two 251-byte packets on the
+        1M PHY, takes 4.5 ms: less than the shortest interval).
+        """
+        interval_us = self.interval_ms * 1000.0
+        starts: list[float] = []
+        offset = 0.0
+        while len(starts) < self.packets_per_event:
+            index = len(starts)
+            if index >= len(central) and index >= len(peripheral):
+                break  # neither side has more: the event closes
+            up = central[index] if index < len(central) else EMPTY_PDU
+            down = peripheral[index] if index < len(peripheral) else EMPTY_PDU
+            duration = exchange_us(up, down, self.phy, encrypted=encrypted)
+            if starts and offset + duration > interval_us + 1e-9:
+                break  # it would run into the next event
+            starts.append(offset)
+            offset += duration
+        return starts
+
+    def packets_that_fit(self, payload: int, *, encrypted: bool = False) -> int:
+        """Packets of ``payload`` bytes one side can send in one event while the other sends empty ones."""
+        return len(self.plan_event([payload] * self.packets_per_event, [], encrypted=encrypted))
 
     @property
     def effective_packets_per_event(self) -> int:
-        """Packets per event per direction that fit: the setting, or fewer if full exchanges overrun the interval."""
-        fit = max(1, int(self.interval_ms * 1000.0 // self.exchange_us))
-        return min(self.packets_per_event, fit)
+        """Full packets (:attr:`data_length` bytes) per event in one direction: the setting, or fewer if they do not fit."""
+        return self.packets_that_fit(self.data_length)
 
-    def limit_seconds(self, packets: int) -> float:
-        """The least time ``packets`` full link packets need in one direction: whole connection events."""
-        return math.ceil(packets / self.effective_packets_per_event) * self.interval_ms / 1000.0
+    def events_needed(self, central: Sequence[int], peripheral: Sequence[int] = (), *, encrypted: bool = False) -> int:
+        """Connection events that carry these packets (payload sizes, in order) with no loss, by :meth:`plan_event`."""
+        up, down, events = list(central), list(peripheral), 0
+        while up or down:
+            carried = len(self.plan_event(up, down, encrypted=encrypted))
+            del up[:carried], down[:carried]
+            events += 1
+        return events
+
+    def limit_seconds(self, packets: int | Sequence[int], *, encrypted: bool = False) -> float:
+        """The least time these link packets need from the central, in whole connection events.
+
+        ``packets``: the payload size of each (see :func:`att_write_fragments`), or a count
+        of full :attr:`data_length` packets.
+        """
+        sizes = [self.data_length] * packets if isinstance(packets, int) else packets
+        return self.events_needed(sizes, encrypted=encrypted) * self.interval_ms / 1000.0
 
     def describe(self) -> str:
+        """One line for a benchmark's title: interval, packets per event (of full packets, if fewer fit), data length, PHY, loss."""
         loss = f", loss {self.loss:.0%}" if self.loss else ""
-        return (f"{self.interval_ms:g} ms interval, {self.effective_packets_per_event} packets/event, "
+        full = self.effective_packets_per_event
+        fit = f" ({full} of {self.data_length} bytes fit)" if full < self.packets_per_event else ""
+        return (f"{self.interval_ms:g} ms interval, up to {self.packets_per_event} packets/event{fit}, "
                 f"data length {self.data_length}, {self.phy} PHY{loss}")
 
 
@@ -199,6 +286,8 @@ class _PacedConnection:
         self.next_event: asyncio.TimerHandle | None = None
         self.next_anchor = 0.0
         self.closed = False
+        self.encrypted = False
+        """Set when LL_START_ENC_RSP has crossed: from then on non-empty packets carry a MIC."""
 
     def enqueue(self, sender: Controller, fragments: list[_Fragment]) -> None:
         self.queues[sender].extend(fragments)
@@ -221,17 +310,16 @@ class _PacedConnection:
         loop = asyncio.get_running_loop()
         timing = self.link.timing
         anchor = self.next_anchor
-        offset_us = 0.0
+        queues = (self.queues[self.central], self.queues[self.peripheral])
+        heads = [[fragment.size for fragment in islice(queue, timing.packets_per_event)] for queue in queues]
         carried = False
-        for _ in range(timing.effective_packets_per_event):
-            central_queue, peripheral_queue = self.queues[self.central], self.queues[self.peripheral]
-            if not central_queue and not peripheral_queue:
-                break  # neither side has more data: the event closes
+        for start_us in timing.plan_event(heads[0], heads[1], encrypted=self.encrypted):
+            offset_us = start_us
             lost = False
-            for sender, queue in ((self.central, central_queue), (self.peripheral, peripheral_queue)):
+            for sender, queue in zip((self.central, self.peripheral), queues, strict=True):
                 fragment = queue[0] if queue else None
                 size = fragment.size if fragment is not None else EMPTY_PDU
-                offset_us += air_time_us(size, timing.phy)
+                offset_us += air_time_us(size, timing.phy, encrypted=self.encrypted)
                 if self.link.draw_loss():
                     self.link.stats.lost += 1
                     if fragment is not None:
@@ -284,7 +372,8 @@ class PacedLink(LocalLink):
         self.trace: list[TracedPacket] | None = [] if trace else None
         self._random = random.Random(self.timing.seed)
         self._connections: dict[frozenset[Controller], _PacedConnection] = {}
-        self._advertising_drift: dict[Controller, float] = {}
+        self._advertising_due: dict[Controller, float] = {}
+        """Per advertiser: when its next advertising event comes, in seconds after its timer's next tick."""
 
     # ------------------------------------------------------------------ helpers
 
@@ -305,9 +394,8 @@ class PacedLink(LocalLink):
         return connection
 
     def _fragments(self, kind: Literal["data", "control"], size: int, deliver: Callable[[], None]) -> list[_Fragment]:
-        count = max(1, math.ceil(size / self.timing.data_length))
-        sizes = [self.timing.data_length] * (count - 1) + [size - self.timing.data_length * (count - 1)]
-        return [_Fragment(kind, part, deliver if i == count - 1 else None) for i, part in enumerate(sizes)]
+        sizes = ll_fragment_sizes(size, self.timing.data_length)
+        return [_Fragment(kind, part, deliver if i == len(sizes) - 1 else None) for i, part in enumerate(sizes)]
 
     def remove_controller(self, controller: Controller) -> None:
         for pair, connection in list(self._connections.items()):
@@ -349,6 +437,8 @@ class PacedLink(LocalLink):
             receiver.on_ll_control_pdu(sender_address, packet)
             if isinstance(packet, ll.TerminateInd):
                 connection.close()
+            elif isinstance(packet, ll.StartEncRsp):
+                connection.encrypted = True  # both sides encrypt what follows
 
         connection.enqueue(sender, self._fragments("control", CONTROL_PDU_BYTES, deliver))
 
@@ -366,30 +456,38 @@ class PacedLink(LocalLink):
                     old.close()
                 anchor = loop.time() + TRANSMIT_WINDOW_DELAY_MS / 1000.0
                 self._connections[pair] = _PacedConnection(self, sender_controller, receiver, anchor)
+                self._advertising_due.pop(receiver, None)  # its advertising stops: the next starts afresh
             super().send_advertising_pdu(sender_controller, packet)
             return
         delay = 0.0
         if self.timing.advertising_delay:
-            # advDelay accumulates: event k is k intervals plus k draws after the first.  The
-            # controller's timer keeps the bare interval, so the drift is added here, and when
-            # it has grown by a whole interval one timer tick has no advertising event.
+            # Each advertising event comes advInterval + advDelay after the previous one.  The
+            # controller's timer ticks at the bare interval, so the next event is kept as an
+            # offset from the next tick: a tick whose event is still an interval or more away
+            # sends nothing and draws nothing (the draw belongs to the event, not the tick).
             interval = self._advertising_interval(sender_controller)
-            drift = self._advertising_drift.get(sender_controller, 0.0) + self._random.uniform(0.0, ADV_DELAY_MAX_MS / 1000.0)
-            skip = interval > 0 and drift >= interval
-            self._advertising_drift[sender_controller] = drift - interval if skip else drift
-            if skip:
+            due = self._advertising_due.get(sender_controller, 0.0)
+            if interval > 0 and due >= interval:
+                self._advertising_due[sender_controller] = due - interval
                 return
-            delay = drift
+            delay = due
+            self._advertising_due[sender_controller] = due + self._random.uniform(0.0, ADV_DELAY_MAX_MS / 1000.0)
         loop.call_later(delay, self._broadcast_advertising, sender_controller, packet)
 
     @staticmethod
     def _advertising_interval(controller: Controller) -> float:
-        """The advertising interval (seconds) the controller's host set; 0 if unknown."""
+        """Seconds between the controller's advertising timer ticks (0 if it does not advertise).
+
+        Extended advertising sets tick at the interval the host set (0.625 ms units, at least
+        10 ms in bumble).  bumble's legacy advertiser reads the host's interval, which HCI gives
+        in 0.625 ms units, as milliseconds, so it ticks 1.6 times slower than asked: the link
+        follows the timer it really has (the band advertises with an extended set).
+        """
         for advertising_set in controller.advertising_sets.values():
             if advertising_set.enabled and advertising_set.parameters is not None:
-                return float(advertising_set.parameters.primary_advertising_interval_min) * 0.625 / 1000.0
+                return max(float(advertising_set.parameters.primary_advertising_interval_min) * 0.625 / 1000.0, 0.01)
         legacy = controller.le_legacy_advertiser
-        return legacy.advertising_interval_min * 0.625 / 1000.0 if legacy.enabled else 0.0
+        return legacy.advertising_interval_min / 1000.0 if legacy.enabled else 0.0
 
     def _broadcast_advertising(self, sender_controller: Controller, packet: ll.AdvertisingPdu) -> None:
         now = asyncio.get_running_loop().time()

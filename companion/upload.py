@@ -171,20 +171,25 @@ class UploadRun:
         client = self.client
         phases = client.transport.phases
         begin_request = UploadBeginRequest(length=self.size, crc32=self.crc)
-        if client._pipelines():
-            assert client.band_info is not None
-            with phases.phase("UPLOAD_BEGIN"):
-                begin = await self._pipelined_begin(begin_request, client.band_info.max_frame - UPLOAD_DATA_OVERHEAD, client.band_info.window)
-        else:
-            # BEGIN may erase flash sectors on the band: it gets the long timeout too.
-            begin = await client.request(begin_request, timeout=client.commit_timeout, what="UPLOAD_BEGIN")
-            self._begin_checked(begin)
-            self._limits(begin.max_chunk, begin.window)
-            self.confirmed = self.next_offset = begin.offset
-        resumed_from = begin.offset
-        self._report()
-        # Phases as the user sees them: COMMIT is sent inside "data"; "UPLOAD_COMMIT" is the wait for its answer after the data's.
-        with phases.phase("data"):
+        # Phases as the user sees them: "data" runs from the first data write to the band's confirmation
+        # of the last byte; when BEGIN is pipelined its first write carries the first data frame too, so
+        # "UPLOAD_BEGIN" (BEGIN's round trip) lies inside "data".  COMMIT is sent inside "data" as well;
+        # "UPLOAD_COMMIT" is the wait for its answer after the data's.
+        with contextlib.ExitStack() as data_phase:
+            if client._pipelines():
+                assert client.band_info is not None
+                data_phase.enter_context(phases.phase("data"))
+                with phases.phase("UPLOAD_BEGIN"):
+                    begin = await self._pipelined_begin(begin_request, client.band_info.max_frame - UPLOAD_DATA_OVERHEAD, client.band_info.window)
+            else:
+                # BEGIN may erase flash sectors on the band: it gets the long timeout too.
+                begin = await client.request(begin_request, timeout=client.commit_timeout, what="UPLOAD_BEGIN")
+                self._begin_checked(begin)
+                self._limits(begin.max_chunk, begin.window)
+                self.confirmed = self.next_offset = begin.offset
+                data_phase.enter_context(phases.phase("data"))
+            resumed_from = begin.offset
+            self._report()
             commit = await self._transfer()
         with phases.phase("UPLOAD_COMMIT"):
             if commit is None:

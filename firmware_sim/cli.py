@@ -7,6 +7,8 @@ Examples::
     handcue-sim --load nausea-pc6 --start --clock virtual --trace out.jsonl --exit-on-finish
     handcue-sim --serial pty --faults "corrupt=0.01,drop=0.005,stall=200ms@0.001" --fault-seed 7
     handcue-sim --serial pty --flash band.bin --power-cut-after 5000
+    handcue-sim --hci-server tcp-server:127.0.0.1:9901 --ble-interval 15ms --ble-packets 6 --phy 2M --ble-data-length 27
+    handcue-sim --hci-server tcp-server:127.0.0.1:9901 --ble-interval 30ms --ble-loss 0.05 --ble-loss-seed 7
 
 Ctrl-C and SIGTERM stop it cleanly; flash writes are synchronous, so a stop
 never leaves the flash file half-written.
@@ -237,14 +239,19 @@ def _fault_spec(value: str | None) -> FaultSpec | None:
         raise click.BadParameter(str(exc)) from None
 
 
+PACING_OPTIONS = (("interval_ms", "ble_interval"), ("packets_per_event", "ble_packets"), ("phy", "phy"),
+                  ("data_length", "ble_data_length"), ("loss", "ble_loss"), ("seed", "ble_loss_seed"))
+"""``LinkTiming`` field and the handcue-sim option that sets it."""
+
+
 def _paced_link(options: dict[str, Any]) -> dict[str, Any]:
-    """``link_factory=`` a paced virtual link when any --ble-interval/--ble-packets/--phy/--ble-loss is given."""
-    chosen = {key: options[option] for key, option in (("interval_ms", "ble_interval"), ("packets_per_event", "ble_packets"),
-                                                       ("phy", "phy"), ("loss", "ble_loss")) if options[option] is not None}
+    """``link_factory=`` a paced virtual link when any of the pacing options (--ble-interval, --ble-packets, ...) is given."""
+    chosen = {key: options[option] for key, option in PACING_OPTIONS if options.get(option) is not None}
     if not chosen:
         return {}
     if not options["hci_server"]:
-        raise HandCueError("--ble-interval, --ble-packets, --phy and --ble-loss pace the virtual link of --hci-server")
+        raise HandCueError("--ble-interval, --ble-packets, --phy, --ble-data-length, --ble-loss and --ble-loss-seed "
+                           "pace the virtual link of --hci-server")
     from ble_stack.paced_link import LinkTiming, PacedLink
 
     timing = LinkTiming(**chosen)
@@ -285,7 +292,11 @@ def _band_id(value: str) -> int:
               help="Pace the --hci-server link like a radio: connection interval (7.5ms, 15ms, 30ms, 50ms; default: unpaced).")
 @click.option("--ble-packets", type=click.IntRange(min=1), help="Paced link: packets per connection event and direction [default: 6].")
 @click.option("--phy", type=click.Choice(["1M", "2M"]), help="Paced link: PHY, for the air time of each packet [default: 2M].")
+@click.option("--ble-data-length", type=click.Choice(["27", "251"]), callback=lambda _ctx, _param, value: None if value is None else int(value),
+              help="Paced link: link-layer payload bytes per packet (27: no data length extension) [default: 251].")
 @click.option("--ble-loss", type=click.FloatRange(0, 0.9), help="Paced link: probability of losing a packet (retransmitted) [default: 0].")
+@click.option("--ble-loss-seed", type=click.IntRange(min=0), metavar="N",
+              help="Paced link: seed of the loss and advertising-delay draws, to replay a run [default: 0].")
 @click.option("--band-id", callback=lambda _ctx, _param, value: _band_id(value), default="1A2B", show_default=True,
               help="Band id (4 hex digits); the BLE name is HandCue-<id>.")
 @click.option("--battery", type=click.FloatRange(0, 100), default=87.0, show_default=True, help="Battery level in percent at boot.")

@@ -9,19 +9,20 @@ waiting: they assert event numbers, counts, order and exact virtual times.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import selectors
 import subprocess
 import sys
 import zlib
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
 from bleak import BleakScanner
 
 from ble_stack.addresses import free_tcp_port
-from ble_stack.paced_link import LinkTiming, PacedLink, air_time_us, parse_interval_ms
+from ble_stack.paced_link import T_IFS_US, LinkTiming, PacedLink, _PacedConnection, air_time_us, att_write_fragments, exchange_us, parse_interval_ms
 from companion.ble.bumble_backend import BumbleCentral
 from companion.client import BandClient
 from firmware_sim.local import LocalBleBand
@@ -107,6 +108,89 @@ def test_timing_arithmetic():
             parse_interval_ms(bad)
     with pytest.raises(ValueError):
         LinkTiming(data_length=100)
+
+
+ANCHOR = 0.001
+
+
+def carry(timing: LinkTiming, up: Sequence[int], down: Sequence[int] = ()) -> tuple[PacedLink, list[float]]:
+    """Queue L2CAP PDUs of these sizes each way on one paced connection (two bumble controllers), run its events.
+
+    Returns the link (its trace) and the loop times at which each upstream PDU reached the peripheral.
+    """
+    from bumble.controller import Controller
+
+    link = PacedLink(timing, trace=True)
+
+    async def job() -> list[float]:
+        central, peripheral = Controller("central", link=link), Controller("peripheral", link=link)
+        connection = _PacedConnection(link, central, peripheral, anchor=ANCHOR)  # the first event after the PDUs are queued
+        loop = asyncio.get_running_loop()
+        arrived: list[float] = []
+        for size in up:
+            connection.enqueue(central, link._fragments("data", size, lambda: arrived.append(loop.time())))
+        for size in down:
+            connection.enqueue(peripheral, link._fragments("data", size, lambda: None))
+        while any(connection.queues.values()) or len(arrived) < len(up):
+            await asyncio.sleep(timing.interval_ms / 1000)
+        return arrived
+
+    return link, run_virtual(job)
+
+
+def per_event(link: PacedLink, sender: str) -> list[int]:
+    assert link.trace is not None
+    counts = Counter(packet.event for packet in link.trace if packet.sender == sender and not packet.lost)
+    return [counts[event] for event in sorted(counts)]
+
+
+def test_events_are_filled_by_the_air_time_of_the_real_packets():
+    """7.5 ms on 2M: six 189-byte packets (ATT MTU 185) fit with empty answers, five of 251 bytes, three when both send 251."""
+    assert exchange_us(189, 0, "2M") == 1144.0 and exchange_us(27, 0, "2M") == 496.0
+    assert exchange_us(251, 251, "2M") == 2396.0 and exchange_us(251, 251, "2M", encrypted=True) == 2428.0
+    timing = LinkTiming(interval_ms=7.5, packets_per_event=6, data_length=251, phy="2M")
+    assert (timing.packets_that_fit(189), timing.packets_that_fit(27), timing.packets_that_fit(251)) == (6, 6, 5)
+    link, _ = carry(timing, [189] * 18)
+    assert per_event(link, "central") == [6, 6, 6]  # a model of full packets allowed only five
+    link, _ = carry(timing, [251] * 9, [251] * 9)
+    assert per_event(link, "central") == per_event(link, "peripheral") == [3, 3, 3]
+    assert LinkTiming(15.0, 6, 251, "2M").packets_that_fit(251) == 6
+
+
+@pytest.mark.parametrize(("interval_ms", "phy"), [(7.5, "2M"), (7.5, "1M"), (15.0, "1M")])
+def test_an_event_never_runs_into_the_next(interval_ms, phy):
+    timing = LinkTiming(interval_ms=interval_ms, packets_per_event=8, data_length=251, phy=phy)
+    link, _ = carry(timing, [251] * 12 + [30] * 12, [251] * 20)
+    assert link.trace is not None
+    ends: dict[int, float] = {}
+    for packet in link.trace:
+        ends[packet.event] = max(ends.get(packet.event, 0.0), packet.delivered_at)
+    anchors = {packet.event: packet.anchor for packet in link.trace}
+    for event, end in ends.items():  # the last packet of the event and the T_IFS after it end before the next anchor
+        assert end + T_IFS_US / 1e6 <= anchors[event] + interval_ms / 1000 + EXACT
+    assert len(set(anchors.values())) == len(anchors)
+
+
+@pytest.mark.parametrize("data_length", [27, 251])
+@pytest.mark.parametrize("mtu", [23, 50, 51, 53, 100, 185, 244, 247, 248, 250, 251, 400, 498, 499, 501, 517])
+def test_the_physical_limit_is_what_the_link_carries(mtu, data_length):
+    """The limit (``benchmarks.ble_upload.limit_seconds``) and the link agree: same packets, same events, same time."""
+    from benchmarks.ble_upload import limit_seconds
+
+    size = 3000
+    fragments = att_write_fragments(size, mtu, data_length)
+    value = mtu - 3
+    writes = [7 + min(value, size - offset) for offset in range(0, size, value)]  # ATT (3) + L2CAP (4) headers
+    assert len(att_write_fragments(value, mtu, data_length)) == -(-(mtu + 4) // data_length)
+    for interval_ms, phy in ((7.5, "2M"), (15.0, "1M")):
+        timing = LinkTiming(interval_ms=interval_ms, packets_per_event=6, data_length=data_length, phy=phy)
+        link, arrived = carry(timing, writes)
+        assert link.trace is not None and [p.size for p in link.trace] == fragments  # the same link packets
+        events = link.stats.events
+        limit = limit_seconds(size, mtu, timing)
+        assert limit == pytest.approx(events * interval_ms / 1000)  # the same number of events
+        last_anchor = max(p.anchor for p in link.trace)  # the last write lands in the last of those events
+        assert last_anchor == pytest.approx(ANCHOR + limit - interval_ms / 1000) and max(arrived) < ANCHOR + limit
 
 
 def test_packets_cross_only_at_connection_events_and_at_most_n_per_event():
@@ -210,11 +294,30 @@ def test_handcue_sim_refuses_bad_pacing_options():
     assert without_link.exit_code == 1 and "pace the virtual link of --hci-server" in without_link.output
 
 
+def test_handcue_sim_sets_data_length_and_loss_seed():
+    """`--ble-data-length 27 --ble-loss-seed 7` reach the served link's timing; anything but 27 or 251 is refused."""
+    from click.testing import CliRunner
+
+    from firmware_sim.cli import _paced_link, cli
+
+    args = ["--hci-server", "tcp-server:127.0.0.1:1", "--ble-interval", "30ms", "--ble-data-length", "27", "--ble-loss", "0.1", "--ble-loss-seed", "7"]
+    with cli.make_context("handcue-sim", args) as context:
+        link = _paced_link(context.params)["link_factory"]()
+    assert (link.timing.interval_ms, link.timing.data_length, link.timing.loss, link.timing.seed) == (30.0, 27, 0.1, 7)
+    with cli.make_context("handcue-sim", ["--hci-server", "tcp-server:127.0.0.1:1", "--ble-loss-seed", "3"]) as context:
+        assert _paced_link(context.params)["link_factory"]().timing == LinkTiming(seed=3)
+    bad = CliRunner().invoke(cli, ["--hci-server", "tcp-server:127.0.0.1:1", "--ble-data-length", "100"])
+    assert bad.exit_code == 2 and "'100' is not one of '27', '251'" in bad.output
+    without_link = CliRunner().invoke(cli, ["--ble-data-length", "27", "--clock", "virtual"])
+    assert without_link.exit_code == 1 and "--ble-data-length" in without_link.output
+
+
 def test_handcue_sim_paces_its_served_link_across_processes():
     """`handcue-sim --hci-server ... --ble-interval 15ms --ble-packets 6 --phy 2M`: a host in this process uploads through it."""
     port = free_tcp_port()
     sim = subprocess.Popen([sys.executable, "-m", "firmware_sim", "--hci-server", f"tcp-server:127.0.0.1:{port}", "--clock", "virtual",
-                            "--ble-interval", "15ms", "--ble-packets", "6", "--phy", "2M", "--ble-loss", "0.05"],
+                            "--ble-interval", "15ms", "--ble-packets", "6", "--phy", "2M", "--ble-loss", "0.05",
+                            "--ble-loss-seed", "3", "--ble-data-length", "27"],
                            stdout=subprocess.PIPE, text=True)
     data = big_table(150)
     try:
@@ -232,3 +335,105 @@ def test_handcue_sim_paces_its_served_link_across_processes():
             sim.stdout.close()
         assert sim.wait(30) == 0
     assert result.size == len(data) and info.routine_crc32 == zlib.crc32(data)
+
+
+def test_advertising_events_come_every_interval_plus_five_ms_on_average():
+    """advDelay is 0-10 ms per event: at the band's fast 20 ms interval, events come every 25 ms on average.
+
+    A timer tick that sends no event (the drift has grown past it) draws no advDelay: one that
+    did would add 5 ms to the drift for nothing, and events would come every 26.7 ms.
+    """
+    link = PacedLink(LinkTiming())
+    sent: list[float] = []
+    broadcast = link._broadcast_advertising
+
+    def recording(sender: Any, packet: Any) -> None:
+        sent.append(asyncio.get_running_loop().time())
+        broadcast(sender, packet)
+
+    link._broadcast_advertising = recording  # type: ignore[method-assign]
+
+    async def job() -> None:
+        async with LocalBleBand(link=link):
+            await asyncio.sleep(20.0)  # within the band's 30 s of fast advertising
+
+    run_virtual(job)
+    periods = [b - a for a, b in itertools.pairwise(sent)]
+    assert len(periods) > 700 and all(0.020 - EXACT <= p <= 0.030 + EXACT for p in periods)
+    assert sum(periods) / len(periods) == pytest.approx(0.025, abs=0.0004)  # standard error about 0.1 ms
+
+
+def test_legacy_advertising_follows_the_controller_timer():
+    """bumble's legacy advertiser ticks every interval_min milliseconds (it reads 0.625 ms units as ms): the link paces those ticks."""
+    from bumble.controller import Controller
+
+    link = PacedLink(LinkTiming())
+    sent: list[float] = []
+    broadcast = link._broadcast_advertising
+
+    def recording(sender: Any, packet: Any) -> None:
+        sent.append(asyncio.get_running_loop().time())
+        broadcast(sender, packet)
+
+    link._broadcast_advertising = recording  # type: ignore[method-assign]
+
+    async def job() -> None:
+        controller = Controller("legacy", link=link)
+        advertiser = controller.le_legacy_advertiser
+        advertiser.advertising_interval_min = advertiser.advertising_interval_max = 32  # the host asks for 20 ms
+        advertiser.start()
+        await asyncio.sleep(20.0)
+        advertiser.stop()
+
+    run_virtual(job)
+    periods = [b - a for a, b in itertools.pairwise(sent)]
+    # every tick of the 32 ms timer sends, 0-10 ms late: 37 ms on average (the old reading of 20 ms skipped ticks)
+    assert all(0.032 - EXACT <= p <= 0.042 + EXACT for p in periods)
+    assert sum(periods) / len(periods) == pytest.approx(0.037, abs=0.0005)
+
+
+def test_the_data_phase_spans_every_data_frame_and_never_beats_the_link():
+    """The "data" phase runs from the first data write (in BEGIN's write, BEGIN being pipelined) to the band's
+    confirmation of the last byte: it holds BEGIN's round trip and takes at least the link's physical limit."""
+    from benchmarks.ble_upload import limit_seconds
+    from companion.phases import Phases
+
+    timing = LinkTiming(interval_ms=15.0, packets_per_event=6, data_length=251, phy="2M")
+    link = PacedLink(timing)
+    data = big_table(300)
+
+    async def job() -> tuple[Phases, int]:
+        async with LocalBleBand(link=link), BumbleCentral(link=link) as central, BandClient.open(ADDRESS, ble=central.backend) as client:
+            phases = client.transport.phases = Phases(clock=asyncio.get_running_loop().time)
+            await client.upload(data)
+            return phases, client.transport.mtu + 3
+
+    phases, mtu = run_virtual(job)
+    span = {phase.name: phase for phase in phases.recorded}
+    begin, transfer, commit = span["UPLOAD_BEGIN"], span["data"], span["UPLOAD_COMMIT"]
+    assert transfer.start <= begin.start and begin.end <= transfer.end <= commit.start
+    assert transfer.seconds >= limit_seconds(len(data), mtu, timing)
+
+
+def test_encrypted_packets_carry_a_mic_on_the_air():
+    """Once pairing has encrypted the link (LL_START_ENC_RSP crossed), every non-empty packet is 4 bytes longer on the air."""
+    from companion.ble.pairing import pair_band
+
+    link = PacedLink(LinkTiming(interval_ms=15.0), trace=True)
+    data = big_table(50)
+
+    async def job() -> None:
+        async with LocalBleBand(link=link, pairing_window=60) as local, BumbleCentral(link=link) as central:
+            await pair_band(local.name, central.backend)
+            async with BandClient.open(ADDRESS, ble=central.backend) as client:
+                await client.upload(data)
+
+    run_virtual(job)
+    assert link.trace is not None
+    # the first packet of an event is on the air from the anchor: its delivery time is its own air time
+    firsts = [p for p in link.trace if p.sender == "bleak-central" and not p.lost
+              and not any(q.event == p.event and q.anchor == p.anchor and q.delivered_at < p.delivered_at for q in link.trace)]
+    plain = [p for p in firsts if p.delivered_at - p.anchor == pytest.approx(air_time_us(p.size, "2M") / 1e6, abs=EXACT)]
+    sealed = [p for p in firsts if p.delivered_at - p.anchor == pytest.approx(air_time_us(p.size, "2M", encrypted=True) / 1e6, abs=EXACT)]
+    assert plain and sealed and len(plain) + len(sealed) == len(firsts)
+    assert firsts[-1] in sealed  # the upload ran on the encrypted link of the bonded reconnection
