@@ -42,6 +42,7 @@ from protocol.constants import BLE_NAME_PREFIX, BleUuid, PairingState
 from ..ble.backend import PLATFORM, BleBackend
 from ..config import KnownBleAddress
 from ..errors import NotPairedError
+from ..phases import imports
 from .base import Transport, TransportClosed, TransportError
 
 PAIRING_READ_TIMEOUT = 5.0
@@ -94,7 +95,7 @@ class BleTransport(Transport):
     async def connect(self, timeout: float) -> None:
         """Connect: straight to the address the band had last time where the backend can
         (:attr:`address_book`), else after a scan that ends as soon as the band is seen."""
-        with self.phases.phase("imports (bleak)"):
+        with imports(self.phases, "imports (bleak)", "bleak"):  # the CLI imported it already: no line then
             from bleak import BleakClient
             from bleak.exc import BleakError
 
