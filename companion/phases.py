@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import itertools
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -66,22 +67,26 @@ class Phases:
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        """Record the time the ``with`` block takes (also when it fails: the name then ends in ``(failed)``).
+        """Record the time the ``with`` block takes (also when it fails or is cancelled: the name then ends in
+        ``(failed)`` or ``(cancelled)``).
 
         Phases started inside the block (in this task or in tasks it starts) are its children.
         """
         start = self.now()
         phase_id, parent = next(self._ids), _parent.get()
         token = _parent.set(phase_id)
-        failed = False
+        outcome = ""
         try:
             yield
-        except BaseException:
-            failed = True
+        except BaseException as exc:
+            # Cancelled: e.g. a background read nobody waited for, ended with the link.  (asyncio is not
+            # imported here: `handcue --help` imports this module and need not pay for it.)
+            asyncio = sys.modules.get("asyncio")
+            outcome = " (cancelled)" if asyncio is not None and isinstance(exc, asyncio.CancelledError) else " (failed)"
             raise
         finally:
             _parent.reset(token)
-            self.recorded.append(Phase(f"{name} (failed)" if failed else name, start, self.now(), phase_id, parent))
+            self.recorded.append(Phase(name + outcome, start, self.now(), phase_id, parent))
 
     def add(self, name: str, start: float, end: float | None = None, note: str = "", parent: int | None = None) -> None:
         """Record a phase whose start and end are not one ``with`` block (e.g. from an event to another); times
@@ -143,8 +148,6 @@ class Unrecorded(Phases):
 def imports(phases: Phases, label: str, *modules: str) -> AbstractContextManager[None]:
     """A phase ``label`` around an import of ``modules``, or none if they are all imported already
     (a ``+0.0 ms`` import line would only mislead)."""
-    import sys
-
     if all(module in sys.modules for module in modules):
         return nullcontext()
     return phases.phase(label)
