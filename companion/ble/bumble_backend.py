@@ -388,7 +388,7 @@ class BumbleCentral:
     def backend(self) -> BleBackend:
         """The scanner and client backends on this host, for a BLE transport."""
         return BleBackend(self.scanner_backend, self.client_backend, self.description,
-                          device_at=device_at, address_type_of=address_type_of, records_phases=True)
+                          device_at=device_at, address_type_of=address_type_of, records_phases=True, bounds_link_setup=True)
 
     async def stack(self) -> _CentralStack:
         """The running host, brought up now if it is not (or if its HCI transport was lost)."""
@@ -544,6 +544,7 @@ class BumbleClient(BaseBleakClient):
         timeout: float,
         services: set[str] | None = None,
         phases: Phases | None = None,
+        link_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
         # kwargs: bleak passes its platform-specific ``bluez=``/``winrt=`` dicts here.
@@ -560,6 +561,8 @@ class BumbleClient(BaseBleakClient):
                 self._details = address_or_ble_device.details
         self._requested_services = services
         self._phases = phases or Unrecorded()
+        self._link_timeout = link_timeout
+        """Seconds the link may take to come up (the rest of ``timeout`` is for the GATT work); None: all of ``timeout``."""
         self.central = central
         self._stack: _CentralStack | None = None
         self._connection: Connection | None = None
@@ -617,7 +620,8 @@ class BumbleClient(BaseBleakClient):
 
         async def connect_link() -> Connection:
             async with stack.connect_lock:
-                return await stack.device.connect(peer_address, timeout=remaining())
+                limit = remaining() if self._link_timeout is None else min(remaining(), self._link_timeout)
+                return await stack.device.connect(peer_address, timeout=limit)
 
         # bumble's own timeout cancels the pending connection in the controller;
         # cancelling bumble's connect instead leaves the link pending there, or up with
