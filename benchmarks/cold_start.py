@@ -80,8 +80,9 @@ first link phase: scan, connect or opening the serial port, to the band's last a
 connection events, overlap: the subscription, the MTU exchange and the pairing read run behind the first
 requests, and nested phases such as the host's power-on, the link's connect and the GATT cache check are part
 of their parent, shown as *parent › phase*), the phases *after the link* (disconnect, closing the bumble host
-and the event loop), *exit* (from the probe's exit handler to the parent seeing the process end) and *other*,
-what no phase covers (click parsing the arguments, printing, the gaps between phases). The *MTU exchange* runs
+and the event loop, printing the result), *exit* (from the probe's exit handler to the parent seeing the process
+end: the interpreter's exit) and *other*, what no phase covers (click parsing the arguments, the gaps between
+phases). The *MTU exchange* runs
 from the connection to the ATT MTU update (the band asks for its MTU itself, at once). Medians of the runs; the
 band keeps running between commands, as a band does.
 

@@ -33,7 +33,7 @@ import click  # noqa: E402
 from protocol.errors import HandCueError  # noqa: E402
 
 from . import cli_band, cli_calibrate, cli_history, cli_pairing, cli_settings, cli_visual  # noqa: E402
-from .cli_common import EXIT_INVALID, JSON_MODE, PHASES, QUIET_MODE, complete_routine, emit_json, fail, json_option, say  # noqa: E402
+from .cli_common import EXIT_INVALID, JSON_MODE, PHASES, QUIET_MODE, RAN_UNTIL, complete_routine, emit_json, fail, json_option, say  # noqa: E402
 from .phases import Phases  # noqa: E402
 
 IMPORTED = time.perf_counter()
@@ -99,6 +99,14 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
         logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)
         ctx.call_on_close(lambda: print_phases(phases))
+    ctx.call_on_close(lambda: _after_band_work(ctx, phases))  # runs before print_phases (last registered, first run)
+
+
+def _after_band_work(ctx: click.Context, phases: Phases) -> None:
+    """Record what the command did after its band work ended (rendering the answer, with what it imports)."""
+    ran_until = ctx.meta.get(RAN_UNTIL)
+    if isinstance(ran_until, float):
+        phases.add("print the result", ran_until)
 
 
 def print_phases(phases: Phases) -> None:

@@ -27,6 +27,8 @@ QUIET_MODE = "handcue.quiet"
 """Key in ``meta``: ``-q/--quiet`` was given."""
 PHASES = "handcue.phases"
 """Key in ``meta``: the command's :class:`~companion.phases.Phases` (``-v`` prints them at the end)."""
+RAN_UNTIL = "handcue.ran_until"
+"""Key in ``meta``: when the command's band work (:func:`run`) ended, on its recorder's clock; what follows is printing the result."""
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -230,3 +232,6 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     finally:
         if ended:
             phases.add("close the event loop", ended[0])
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None:
+            ctx.meta[RAN_UNTIL] = phases.now()

@@ -59,7 +59,7 @@ def test_the_last_line_gives_the_time_no_top_level_phase_covers_counting_overlap
         with phases.phase("close the host"):  # inside disconnect: not counted again
             clock.now = 0.085
     assert phases.top_level_seconds() == pytest.approx(0.020 + 0.040 + 0.010)
-    assert phases.lines(until=0.100)[-1] == "   100.0 ms in all; 30.0 ms of it in no phase above (argument parsing, the event loop, printing)"
+    assert phases.lines(until=0.100)[-1] == "   100.0 ms in all; 30.0 ms of it in no phase above (click parsing the arguments, the gaps between phases)"
 
 
 def test_a_task_started_inside_a_phase_records_its_phases_under_it_and_a_note_is_printed():

@@ -266,7 +266,7 @@ def test_verbose_prints_every_phase_from_the_cli_entry_to_the_disconnect(sim, tm
     assert names[:3] == ["imports (companion CLI)", "check the address (imports asyncio, the transports)", "imports (routine compiler)"]
     assert listed[1].split(" ms +")[0].strip() == "0.0"  # recorded from the CLI's entry
     for name in ("load and compile the routine", "imports (companion client, pyserial)", "open serial port", "INFO", "UPLOAD_BEGIN",
-                 "disconnect", "close the event loop"):
+                 "disconnect", "close the event loop", "print the result"):
         assert name in names
     assert not any("bleak" in name or "bumble" in name for name in names)  # serial: no BLE library, even with HANDCUE_HCI set
     assert "of it in no phase above" in listed[-2] and listed[-1] == "after that: the interpreter's exit"
