@@ -30,7 +30,7 @@ TARGET_EVENTS = {"upload": 10, "status": 5}
 SIM_START_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 60.0
 PROBE = Path(__file__).with_name("phase_probe.py")
-FLOOR_RUNS = 7
+FLOOR_RUNS = 11
 """Runs of each process-start floor (cheap; more than the commands' repeats, as its median is every target's base)."""
 
 LIBRARIES = {

@@ -40,11 +40,13 @@ def recorded_phases() -> list[tuple[str, float, float, int, int | None, str]]:
     out = []
     for number, recorder in enumerate(RECORDERS, start=1):
         at = WALL_MINUS_PERF + recorder.origin
-        for phase in recorder.recorded:
+        for index, phase in enumerate(recorder.recorded, start=1):
             if phase.name == "imports (companion CLI)":
                 continue
-            parent = None if phase.parent is None else number * 1_000_000 + phase.parent
-            out.append((phase.name, at + phase.start, at + phase.end, number * 1_000_000 + phase.id, parent, phase.note))
+            # getattr: a companion from before nested phases (ids, parents, notes) can be measured too, for a before/after.
+            own_parent = getattr(phase, "parent", None)
+            parent = None if own_parent is None else number * 1_000_000 + own_parent
+            out.append((phase.name, at + phase.start, at + phase.end, number * 1_000_000 + getattr(phase, "id", index), parent, getattr(phase, "note", "")))
     return out
 
 
