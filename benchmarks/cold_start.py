@@ -82,14 +82,13 @@ requests, and nested phases such as the host's power-on, the link's connect and 
 of their parent, shown as *parent › phase*), the phases *after the link* (disconnect, closing the bumble host
 and the event loop, printing the result), *exit* (from the probe's exit handler to the parent seeing the process
 end: the interpreter's exit) and *other*, what no phase covers (click parsing the arguments, the gaps between
-phases). The *MTU exchange* runs
-from the connection to the ATT MTU update (the band asks for its MTU itself, at once). Medians of the runs; the
-band keeps running between commands, as a band does.
+phases). The *MTU exchange* runs from the connection to the ATT MTU update (the band asks for its MTU itself, at
+once). Medians of the runs; the band keeps running between commands, as a band does.
 
 Bytecode: this repository's test environment sets `PYTHONDONTWRITEBYTECODE`, which would make every command
 compile the companion's modules from source (20-40 ms more); an installed package has its bytecode written at
 install time, so the commands run with a bytecode cache of the benchmark's own (`PYTHONPYCACHEPREFIX`),
-filled by one unmeasured command before the runs.
+filled by one unmeasured run of each command first.
 
 Over BLE the companion is measured twice: on first use (its `bands.json` and GATT cache emptied before
 every command, so a scan finds the band and its HandCue service is discovered) and for a band used before
@@ -104,7 +103,9 @@ printed: **{INTERPRETER}** (`python -c pass`, launch to exit: the issue's words 
 **{FLOOR}** (`python -c "import {', '.join(LIBRARIES['ble'])}"`, launch to exit: the interpreter plus the
 imports no HandCue code can avoid on this path: the event loop, the CLI's parser, the wire layouts' construct,
 bleak's API and the bumble host with its HCI transport). HandCue's own imports and CPU count against the
-target either way. With bleak's platform backend (a real band) bumble is not imported at all."""
+target either way. Both floors are measured while the simulator runs, as the commands are (its real-time work
+shares the machine's cores), median of {FLOOR_RUNS} runs each. With bleak's platform backend (a real band) bumble
+is not imported at all."""
 
 
 class Sim(SimProcess):
@@ -206,9 +207,13 @@ def measure(transport: str, commands: tuple[str, ...], repeats: int, bytecode: s
         env = child_environment(config_home, cache_home, bytecode)
         bands = Path(config_home) / "handcue" / "bands.json"
         gatt = Path(cache_home) / "handcue" / "gatt.json"
-        probe_command(["info", *sim.options], env)  # unmeasured: fills the bytecode cache (and remembers the band)
+        probe_command(["info", *sim.options], env)  # unmeasured: remembers the band
         if transport == KNOWN and (not bands.exists() or not gatt.exists()):
             raise RuntimeError("handcue info did not remember the band's address and GATT handles")
+        for command in commands:  # unmeasured: fills the bytecode cache with what each command imports
+            probe_command([command, ROUTINE, *sim.options] if command == "upload" else [command, *sim.options], env)
+        if "start" in commands:
+            probe_command(["stop", *sim.options], env)
         floors = measure_floors(transport, env, repeats)
         for _ in range(repeats):
             for command in commands:

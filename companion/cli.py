@@ -87,8 +87,10 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """
     global _from_main
     ctx.meta[QUIET_MODE] = quiet
-    # One recorder per command: main's (timed from the CLI's first line) for the process's command, else a fresh one.
-    phases, _from_main = (_from_main, None) if _from_main is not None else (Phases(), None)
+    # One recorder per command: main's (timed from the CLI's first line) for the process's command, else
+    # (several commands in one process, as in tests) a fresh one.
+    phases = _from_main if _from_main is not None else Phases()
+    _from_main = None
     ctx.meta[PHASES] = phases
     if verbose:
         import logging

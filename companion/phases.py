@@ -26,7 +26,8 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 __all__ = ["Phase", "Phases", "Unrecorded", "imports"]
 
 
-_parent: contextvars.ContextVar[int | None] = contextvars.ContextVar("companion_phase_parent", default=None)
+_open: contextvars.ContextVar[dict[int, int]] = contextvars.ContextVar("companion_open_phases", default={})  # noqa: B039  (never mutated)
+"""Per recorder (by ``id``), the innermost phase open in this context: a task started inside a phase inherits it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +74,9 @@ class Phases:
         Phases started inside the block (in this task or in tasks it starts) are its children.
         """
         start = self.now()
-        phase_id, parent = next(self._ids), _parent.get()
-        token = _parent.set(phase_id)
+        phase_id, open_phases = next(self._ids), _open.get()
+        parent = open_phases.get(id(self))
+        token = _open.set({**open_phases, id(self): phase_id})  # a new dict: the one other contexts hold stays as it was
         outcome = ""
         try:
             yield
@@ -85,7 +87,7 @@ class Phases:
             outcome = " (cancelled)" if asyncio is not None and isinstance(exc, asyncio.CancelledError) else " (failed)"
             raise
         finally:
-            _parent.reset(token)
+            _open.reset(token)
             self.recorded.append(Phase(name + outcome, start, self.now(), phase_id, parent))
 
     def add(self, name: str, start: float, end: float | None = None, note: str = "", parent: int | None = None) -> None:

@@ -112,3 +112,10 @@ def test_an_import_phase_is_left_out_when_its_modules_are_imported_already():
     with imports(phases, "imports (not yet)", "json", "companion_no_such_module"):
         pass
     assert [phase.name for phase in phases.recorded] == ["imports (not yet)"]
+
+
+def test_phases_of_another_recorder_do_not_nest_under_this_ones():
+    outer, inner = Phases(), Phases()
+    with outer.phase("a command"), inner.phase("a library's own recording"):
+        pass
+    assert [phase.parent for phase in inner.recorded] == [None]
