@@ -105,8 +105,8 @@ def describe_status(status: BandStatus, numbers: Mapping[int, int] | None = None
     from protocol.constants import BandState
     from protocol.messages import code_text
 
+    from .durations import format_ms
     from .render import clock, left_text
-    from .routine import format_ms
 
     if status.state == BandState.IDLE:
         return "idle"
@@ -189,15 +189,16 @@ def storage_line(band: BandInfo) -> str:
 
 async def step_numbers_of(client: BandClient) -> dict[int, int] | None:
     """Record index -> step number of the band's routine, if this computer uploaded it (the table is cached by CRC-32)."""
-    from protocol.table import decode_table
-
-    from .config import known_table
-    from .render import step_numbers
-
     info = await client.hello_info() or await client.info()  # the hello's INFO names the routine: no second round trip
-    crc32 = info.routine_crc32
-    data = known_table(crc32) if crc32 is not None else None
-    return step_numbers(decode_table(data)) if data is not None else None
+    with client.transport.phases.phase("number the steps as the card does (imports the renderer)"):
+        from protocol.table import decode_table
+
+        from .config import known_table
+        from .render import step_numbers
+
+        crc32 = info.routine_crc32
+        data = known_table(crc32) if crc32 is not None else None
+        return step_numbers(decode_table(data)) if data is not None else None
 
 
 def _control(name: str, help_text: str, action: Callable[..., Awaitable[BandStatus]], *options: Callable[[Any], Any], several: bool = False) -> click.Command:
