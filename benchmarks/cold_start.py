@@ -30,8 +30,6 @@ TARGET_EVENTS = {"upload": 10, "status": 5}
 SIM_START_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 60.0
 PROBE = Path(__file__).with_name("phase_probe.py")
-FLOOR_RUNS = 11
-"""Runs of each process-start floor (cheap; more than the commands' repeats, as its median is every target's base)."""
 
 LIBRARIES = {
     "ble": ("asyncio", "click", "construct", "bleak", "bumble.device", "bumble.transport.tcp_client"),
@@ -103,8 +101,8 @@ printed: **{INTERPRETER}** (`python -c pass`, launch to exit: the issue's words 
 **{FLOOR}** (`python -c "import {', '.join(LIBRARIES['ble'])}"`, launch to exit: the interpreter plus the
 imports no HandCue code can avoid on this path: the event loop, the CLI's parser, the wire layouts' construct,
 bleak's API and the bumble host with its HCI transport). HandCue's own imports and CPU count against the
-target either way. Both floors are measured while the simulator runs, as the commands are (its real-time work
-shares the machine's cores), median of {FLOOR_RUNS} runs each. With bleak's platform backend (a real band) bumble
+target either way. Both floors are measured in the same conditions as the commands, one run of each right before
+every measured command (the simulator's real-time work shares the machine's cores), and their medians taken. With bleak's platform backend (a real band) bumble
 is not imported at all."""
 
 
@@ -144,15 +142,10 @@ def wall_time(argv: list[str], env: dict[str, str]) -> float:
     return time.time() - spawned
 
 
-def measure_floors(transport: str, env: dict[str, str], repeats: int) -> dict[str, float]:
-    """Median seconds of ``python -c pass`` and of ``python -c "import <the libraries>"`` (one unmeasured run of each first),
-    launch to exit, in the commands' environment."""
+def floor_commands(transport: str) -> dict[str, list[str]]:
+    """The two process-start floors as commands: ``python -c pass`` and ``python -c "import <the libraries>"``."""
     imports = f"import {', '.join(LIBRARIES['ble' if transport.startswith('ble') else 'serial'])}"
-    floors = {}
-    for name, code in ((INTERPRETER, "pass"), (FLOOR, imports)):
-        wall_time([sys.executable, "-c", code], env)
-        floors[name] = median([wall_time([sys.executable, "-c", code], env) for _ in range(max(repeats, FLOOR_RUNS))])
-    return floors
+    return {INTERPRETER: [sys.executable, "-c", "pass"], FLOOR: [sys.executable, "-c", imports]}
 
 
 def analyse(record: dict[str, Any], spawned: float, ended: float) -> dict[str, float]:
@@ -214,9 +207,14 @@ def measure(transport: str, commands: tuple[str, ...], repeats: int, bytecode: s
             probe_command([command, ROUTINE, *sim.options] if command == "upload" else [command, *sim.options], env)
         if "start" in commands:
             probe_command(["stop", *sim.options], env)
-        floors = measure_floors(transport, env, repeats)
+        floor_argv = floor_commands(transport)
+        floor_runs: dict[str, list[float]] = {name: [] for name in floor_argv}
+        for argv in floor_argv.values():
+            wall_time(argv, env)  # unmeasured: fills the bytecode cache
         for _ in range(repeats):
             for command in commands:
+                for name, argv in floor_argv.items():  # right before each command: the same load on the machine
+                    floor_runs[name].append(wall_time(argv, env))
                 if transport == "ble":
                     bands.unlink(missing_ok=True)  # first use: the band must be found by a scan
                     gatt.unlink(missing_ok=True)  # ... and its service discovered
@@ -224,7 +222,7 @@ def measure(transport: str, commands: tuple[str, ...], repeats: int, bytecode: s
                 runs[command].append(probe_command(args, env))
             if "start" in commands:
                 probe_command(["stop", *sim.options], env)  # so that the next upload is accepted
-    return runs, floors
+    return runs, {name: median(values) for name, values in floor_runs.items()}
 
 
 def ms(seconds: float) -> str:
