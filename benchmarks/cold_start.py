@@ -324,5 +324,17 @@ def run(*, transports: tuple[str, ...] = ("ble", KNOWN, "serial"), commands: tup
                 known = median([r.get(SPAN, 0.0) for r in results[KNOWN][0][command]]) / event
                 first = median([r.get(SPAN, 0.0) for r in results["ble"][0][command]]) / event
                 notes.append(f"`handcue {command}` on the link: {first:.1f} events on first use, {known:.1f} for a band used before.")
+    if KNOWN in results and "status" in results[KNOWN][0]:
+        known_status = results[KNOWN][0]["status"]
+
+        def events_of(name: str) -> float:
+            return median([r.get(name, 0.0) for r in known_status]) / event
+
+        link = "connect to the known address"
+        notes.append(f"Where a known band's `handcue status` spends its {events_of(SPAN):.1f} events on the link: the link's connect "
+                     f"{events_of(f'{link}{NESTED}connect'):.1f} (the wait for the band's next advertisement), the Database Hash check of the "
+                     f"cached handles {events_of(f'{link}{NESTED}check cached GATT handles (Database Hash)'):.1f}, then INFO and STATUS "
+                     f"{events_of('INFO'):.1f} (behind the subscription's CCCD write: the band answers once notifications are on). "
+                     f"The target allows {TARGET_EVENTS['status']} events for everything after the process start.")
     data = {"runs": {transport: runs for transport, (runs, _) in results.items()}, "floors": {transport: floors for transport, (_, floors) in results.items()}}
     return Report(NAME, TITLE, METHOD, rows, "\n\n".join(details), notes, data=data)
