@@ -14,13 +14,15 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
-from bumble.controller import Controller
 from bumble.host import Host
-from bumble.link import LocalLink
 from bumble.transport import open_transport
 from bumble.transport.common import AsyncPipeSink, Transport
+
+if TYPE_CHECKING:  # a host on an HCI transport needs neither (bumble.link and bumble.controller cost about 20 ms to import)
+    from bumble.controller import Controller
+    from bumble.link import LocalLink
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ created on it), an open bumble transport (the caller keeps it), or a transport s
 for :func:`bumble.transport.open_transport` such as ``tcp-client:127.0.0.1:9901`` or
 ``usb:0`` (opened here, closed by :meth:`AttachedHost.detach`)."""
 
-ControllerFactory = Callable[..., Controller]
+ControllerFactory: TypeAlias = "Callable[..., Controller]"
 """Builds the virtual controller for a link: called as ``factory(name, link=link)``."""
 
 
@@ -65,12 +67,17 @@ class AttachedHost:
             await transport.close()
 
 
-async def attach_host(site: HostSite, *, name: str, controller_factory: ControllerFactory = Controller) -> AttachedHost:
-    """A host on ``site``; on a link, its controller is ``controller_factory(name, link=site)``."""
+async def attach_host(site: HostSite, *, name: str, controller_factory: ControllerFactory | None = None) -> AttachedHost:
+    """A host on ``site``; on a link, its controller is ``controller_factory(name, link=site)`` (bumble's
+    plain :class:`~bumble.controller.Controller` by default)."""
     if isinstance(site, str):
         transport = await open_transport(site)
         return AttachedHost(Host(controller_source=transport.source, controller_sink=transport.sink), transport=transport, owns_transport=True)
     if isinstance(site, Transport):
         return AttachedHost(Host(controller_source=site.source, controller_sink=site.sink), transport=site)
+    if controller_factory is None:
+        from bumble.controller import Controller
+
+        controller_factory = Controller
     controller = controller_factory(name, link=site)
     return AttachedHost(Host(controller, AsyncPipeSink(controller)), controller=controller, link=site)

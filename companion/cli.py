@@ -14,19 +14,32 @@ module, and added to the group here.
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-import zlib
-from pathlib import Path
-from typing import Any
+import time
 
-import click
+STARTED = time.perf_counter()
+"""The CLI's first line: ``-v`` counts the command's phases from here (the interpreter's start comes before)."""
+CPU_BEFORE = time.process_time()
+"""CPU seconds the process had used by then: about the interpreter's start, which no clock of the process sees begin."""
 
-from protocol.errors import HandCueError
+import json  # noqa: E402  (the first timestamp comes first)
+import os  # noqa: E402
+import sys  # noqa: E402
+import zlib  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
-from . import cli_band, cli_calibrate, cli_history, cli_pairing, cli_settings, cli_visual
-from .cli_common import EXIT_INVALID, JSON_MODE, QUIET_MODE, complete_routine, emit_json, fail, json_option, say
+import click  # noqa: E402
+
+from protocol.errors import HandCueError  # noqa: E402
+
+from . import cli_band, cli_calibrate, cli_history, cli_pairing, cli_settings, cli_visual  # noqa: E402
+from .cli_common import EXIT_INVALID, JSON_MODE, PHASES, QUIET_MODE, RAN_UNTIL, complete_routine, emit_json, fail, json_option, say  # noqa: E402
+from .phases import Phases  # noqa: E402
+
+IMPORTED = time.perf_counter()
+"""When this module (and the command modules it adds to the group) had been imported."""
+_from_main: Phases | None = None
+"""The recorder :func:`main` made for the one command of this process, timed from :data:`STARTED`."""
 
 
 class HandCueGroup(click.Group):
@@ -72,7 +85,13 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
     Not medical advice: anyone with a condition should ask a clinician.
     """
+    global _from_main
     ctx.meta[QUIET_MODE] = quiet
+    # One recorder per command: main's (timed from the CLI's first line) for the process's command, else
+    # (several commands in one process, as in tests) a fresh one.
+    phases = _from_main if _from_main is not None else Phases()
+    _from_main = None
+    ctx.meta[PHASES] = phases
     if verbose:
         import logging
 
@@ -81,6 +100,27 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
         logger = logging.getLogger() if verbose > 1 else logging.getLogger("companion")
         logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)
+        ctx.call_on_close(lambda: print_phases(phases))
+    ctx.call_on_close(lambda: _after_band_work(ctx, phases))  # runs before print_phases (last registered, first run)
+
+
+def _after_band_work(ctx: click.Context, phases: Phases) -> None:
+    """Record what the command did after its band work ended (rendering the answer, with what it imports)."""
+    ran_until = ctx.meta.get(RAN_UNTIL)
+    if isinstance(ran_until, float):
+        phases.add("print the result", ran_until)
+
+
+def print_phases(phases: Phases) -> None:
+    """``-v``: where the command's time went, once it is done (nothing if it recorded no phase)."""
+    if not [phase for phase in phases.recorded if phase.name != "imports (companion CLI)"]:
+        return
+    import logging
+
+    until = phases.now()
+    before = f"before 0.0 ms: the interpreter's start, {CPU_BEFORE * 1000:.0f} ms of CPU time" if phases.origin == STARTED else ""
+    lines = [*([before] if before else []), *phases.lines(until=until), "after that: the interpreter's exit"]
+    logging.getLogger("companion.phases").debug("where the time went:\n%s", "\n".join(lines))
 
 
 # --------------------------------------------------------------------------
@@ -302,6 +342,9 @@ def main() -> None:
     import atexit
     import gc
 
+    global _from_main
+    _from_main = Phases(origin=STARTED)
+    _from_main.add("imports (companion CLI)", 0.0, IMPORTED - STARTED)
     # The process is ending: the interpreter need not collect what bleak and bumble built (0.1-0.3 s at exit).
     atexit.register(gc.freeze)
     cli(prog_name="handcue")

@@ -24,7 +24,19 @@ import click
 from protocol.constants import BootOutcome
 from protocol.errors import HandCueError
 
-from .cli_common import address_option, ble_options, complete_routine, emit_json, json_option, quiet, run, say, targets_option, timeout_option
+from .cli_common import (
+    address_option,
+    ble_options,
+    command_phases,
+    complete_routine,
+    emit_json,
+    json_option,
+    quiet,
+    run,
+    say,
+    targets_option,
+    timeout_option,
+)
 from .cli_fleet import is_fleet
 
 if TYPE_CHECKING:  # the CLI imports asyncio and the protocol stack only when a command runs
@@ -42,31 +54,46 @@ async def with_band(address: str, timeout: float | None, job: Callable[[BandClie
                     ble_backend: str | None = None) -> T:
     """Run ``job`` on the band at ``address``; BLE goes through the backend ``ble_backend`` names, else bumble on ``hci`` if given.
 
-    Each phase (imports, scan, connect, MTU, discovery, each request) is timed; ``-v`` logs them.
+    Each phase (imports, scan, connect, MTU, discovery, each request, disconnect) is recorded in the
+    command's recorder (:func:`~companion.cli_common.command_phases`); ``-v`` prints them when the command ends.
     """
-    from .phases import Phases
+    from .phases import imports
 
-    phases = Phases()
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            with phases.phase("imports (companion client; bleak and bumble with --hci)"):
+    phases = command_phases()
+    is_ble = address.startswith("ble:")
+    with imports(phases, "imports (companion client)" if is_ble else "imports (companion client, pyserial)", "companion.client",
+                 "companion.transport.ble" if is_ble else "companion.transport.serial"):
+        from .client import BandClient
+        from .config import BleAddressBook, remember_bands
+
+        if is_ble:
+            from .transport.ble import BleTransport
+        else:
+            from .transport import serial  # noqa: F401  (pyserial: timed here, not inside BandClient.open)
+    async with contextlib.AsyncExitStack() as stack:
+        ble = None
+        if is_ble:
+            bumble = hci is not None and not ble_backend
+            with imports(phases, "imports (bleak, bumble)" if bumble else "imports (bleak)", "bleak", *(("companion.ble.bumble_backend",) if bumble else ())):
+                import bleak  # noqa: F401
+
                 from .ble import ble_backend_for
-                from .client import BandClient
-                from .config import BleAddressBook, remember_bands
-                from .transport.ble import BleTransport
 
-                ble = await stack.enter_async_context(ble_backend_for(hci, backend=ble_backend))
-            client = BandClient.open(address, timeout=timeout, ble=ble)
-            client.transport.phases = phases
-            if isinstance(client.transport, BleTransport):
-                client.transport.address_book = BleAddressBook()  # the next command connects without a scan
-            async with client:
-                remember_bands([address])  # offered by shell completion of --to
-                return await job(client)
-    finally:
-        import logging
-
-        logging.getLogger("companion.phases").debug("where the time went:\n%s", "\n".join(phases.lines()))
+                if bumble:
+                    from .ble import bumble_backend  # noqa: F401
+            ble = await stack.enter_async_context(ble_backend_for(hci, backend=ble_backend, phases=phases))
+        client = BandClient.open(address, timeout=timeout, ble=ble)
+        client.transport.phases = phases
+        if is_ble:
+            assert isinstance(client.transport, BleTransport)
+            client.transport.address_book = BleAddressBook()  # the next command connects without a scan
+        await client.connect()
+        try:
+            remember_bands([address])  # offered by shell completion of --to
+            return await job(client)
+        finally:
+            with phases.phase("disconnect"):
+                await client.close()
 
 
 def describe_status(status: BandStatus, numbers: Mapping[int, int] | None = None) -> str:
@@ -78,8 +105,8 @@ def describe_status(status: BandStatus, numbers: Mapping[int, int] | None = None
     from protocol.constants import BandState
     from protocol.messages import code_text
 
+    from .durations import format_ms
     from .render import clock, left_text
-    from .routine import format_ms
 
     if status.state == BandState.IDLE:
         return "idle"
@@ -162,15 +189,16 @@ def storage_line(band: BandInfo) -> str:
 
 async def step_numbers_of(client: BandClient) -> dict[int, int] | None:
     """Record index -> step number of the band's routine, if this computer uploaded it (the table is cached by CRC-32)."""
-    from protocol.table import decode_table
-
-    from .config import known_table
-    from .render import step_numbers
-
     info = await client.hello_info() or await client.info()  # the hello's INFO names the routine: no second round trip
-    crc32 = info.routine_crc32
-    data = known_table(crc32) if crc32 is not None else None
-    return step_numbers(decode_table(data)) if data is not None else None
+    with client.transport.phases.phase("number the steps as the card does (imports the renderer)"):
+        from protocol.table import decode_table
+
+        from .config import known_table
+        from .render import step_numbers
+
+        crc32 = info.routine_crc32
+        data = known_table(crc32) if crc32 is not None else None
+        return step_numbers(decode_table(data)) if data is not None else None
 
 
 def _control(name: str, help_text: str, action: Callable[..., Awaitable[BandStatus]], *options: Callable[[Any], Any], several: bool = False) -> click.Command:
@@ -339,9 +367,11 @@ def upload(routine_or_table: str, targets: tuple[str, ...], timeout: float | Non
     An interrupted upload of the same table continues where the band stopped.
     With several bands: one progress line per band, then a summary table; exit 1 if any failed.
     """
-    from .tables import load_table_or_routine
-
-    data = load_table_or_routine(routine_or_table, names=not no_names)
+    phases = command_phases()
+    with phases.phase("imports (routine compiler)"):
+        from .tables import load_table_or_routine
+    with phases.phase("load and compile the routine"):
+        data = load_table_or_routine(routine_or_table, names=not no_names)
     if is_fleet(targets):
         from .cli_fleet import fleet_upload
         from .config import remember_table

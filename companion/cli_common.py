@@ -12,9 +12,12 @@ import json
 import re
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
+
+if TYPE_CHECKING:
+    from .phases import Phases
 
 EXIT_INVALID = 1
 
@@ -22,6 +25,10 @@ JSON_MODE = "handcue.json"
 """Key in the click context's ``meta`` (shared by every nested context): the command was given ``--json``."""
 QUIET_MODE = "handcue.quiet"
 """Key in ``meta``: ``-q/--quiet`` was given."""
+PHASES = "handcue.phases"
+"""Key in ``meta``: the command's :class:`~companion.phases.Phases` (``-v`` prints them at the end)."""
+RAN_UNTIL = "handcue.ran_until"
+"""Key in ``meta``: when the command's band work (:func:`run`) ended, on its recorder's clock; what follows is printing the result."""
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,6 +37,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _meta(key: str) -> bool:
     ctx = click.get_current_context(silent=True)
     return bool(ctx is not None and ctx.meta.get(key))
+
+
+def command_phases() -> Phases:
+    """Where the running command records its phases (a fresh recorder outside a command)."""
+    from .phases import Phases
+
+    ctx = click.get_current_context(silent=True)
+    phases = ctx.meta.get(PHASES) if ctx is not None else None
+    return phases if isinstance(phases, Phases) else Phases()
 
 
 def json_mode() -> bool:
@@ -112,14 +128,16 @@ def missing_address_message() -> str:
 
 def resolve_address(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
     """The band address from ``--to``, ``HANDCUE_ADDRESS`` or the config file; a malformed one is a usage error (exit 2)."""
-    from .config import default_address
+    # A phase of the command: the first address check imports asyncio and the transports (25-30 ms).
+    with command_phases().phase("check the address (imports asyncio, the transports)"):
+        if not value:
+            from .config import default_address
 
-    if not value:
-        default = default_address()
-        if default is None:
-            raise click.UsageError(missing_address_message(), ctx)
-        value = default[0]
-    return checked_address(value, ctx, param)
+            default = default_address()
+            if default is None:
+                raise click.UsageError(missing_address_message(), ctx)
+            value = default[0]
+        return checked_address(value, ctx, param)
 
 
 def checked_address(value: str, ctx: click.Context | None = None, param: click.Parameter | None = None) -> str:
@@ -197,7 +215,23 @@ def ble_options(command: F) -> F:
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """The one place the CLI enters asyncio."""
+    """The one place the CLI enters asyncio (the loop's shutdown after ``coroutine`` is a phase of the command)."""
     import asyncio
 
-    return asyncio.run(coroutine)
+    phases = command_phases()
+    ended: list[float] = []
+
+    async def timed() -> T:
+        try:
+            return await coroutine
+        finally:
+            ended.append(phases.now())
+
+    try:
+        return asyncio.run(timed())
+    finally:
+        if ended:
+            phases.add("close the event loop", ended[0])
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None:
+            ctx.meta[RAN_UNTIL] = phases.now()

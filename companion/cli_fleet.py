@@ -31,7 +31,7 @@ SCAN_TIMEOUT = 3.0
 
 def is_fleet(targets: tuple[str, ...] | list[str]) -> bool:
     """Whether ``--to`` values name more than one band (several values, or a pattern)."""
-    from .fleet import is_pattern
+    from .transport import is_pattern  # not from .fleet: that imports the client and the protocol stack
 
     return len(targets) > 1 or any(is_pattern(target) for target in targets)
 

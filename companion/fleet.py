@@ -22,10 +22,9 @@ from protocol.errors import HandCueError
 
 from .ble.backend import PLATFORM, BleBackend
 from .client import BandClient
+from .transport import PATTERN_CHARACTERS, is_pattern  # noqa: F401  (where they were; the CLI asks without importing this module)
 
 __all__ = ["BandResult", "command_to_many", "expand_targets", "summary_table", "upload_to_many"]
-
-PATTERN_CHARACTERS = "*?["
 
 FleetProgress = Callable[[str, int, int], None]
 """``progress(address, confirmed, total)`` for each band of an upload."""
@@ -49,11 +48,6 @@ class BandResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"band": self.address, "bytes": self.bytes, "seconds": round(self.seconds, 3), "ok": self.ok, "error": self.error, "state": self.state}
-
-
-def is_pattern(target: str) -> bool:
-    """Whether a ``--to`` value is a pattern over a scan (``ble:HandCue-*``)."""
-    return target.startswith("ble:") and any(character in target for character in PATTERN_CHARACTERS)
 
 
 async def expand_targets(targets: list[str], ble: BleBackend = PLATFORM, *, scan_timeout: float = 3.0) -> list[str]:

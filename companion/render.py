@@ -15,7 +15,7 @@ from protocol.iterations import iterations
 from protocol.table import LoopRecord, StepRecord, StepTable, TableRecord, build_tree, check_table_header, decode_table, record_kind
 from protocol.timeline import MotorEvent, ack_points, ack_repeats, played_ms, table_cues, table_timeline
 
-from .routine import format_ms, parse_duration
+from .durations import format_ms  # not from .routine: status and start render without the routine parser
 
 HANDS_TEXT = {"LEFT": "left only", "RIGHT": "right only", "LEFT_THEN_RIGHT": "left, then right", "RIGHT_THEN_LEFT": "right, then left"}
 
@@ -66,6 +66,8 @@ def parse_ack_wait(text: str) -> int | None:
     if text.strip().lower() == "never":
         return None
     try:
+        from .routine import parse_duration
+
         return parse_duration(text)
     except ValueError as exc:
         raise ValueError(f"{exc}, or never") from None

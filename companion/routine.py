@@ -21,6 +21,7 @@ from protocol.constants import TABLE_MAGIC, TIME_UNIT_MS, Hands, Iterate, Limits
 from protocol.iterations import iterations
 from protocol.table import CuePattern, pattern_problem
 
+from .durations import format_ms
 from .errors import RoutineError
 from .techniques import CUE_VOCABULARY, FULL, TECHNIQUES, parse_on_off
 
@@ -734,17 +735,7 @@ def _round_unit(ms: float) -> int:
     return int(ms / TIME_UNIT_MS + 0.5) * TIME_UNIT_MS
 
 
-def _fmt(ms: int) -> str:
-    """``300000`` -> ``5 min``, ``90500`` -> ``1 min 30.5 s``."""
-    minutes, rest = divmod(ms, 60_000)
-    seconds = rest / 1000
-    seconds_text = f"{seconds:g} s" if seconds else ""
-    if minutes and seconds_text:
-        return f"{minutes} min {seconds_text}"
-    return f"{minutes} min" if minutes else seconds_text or "0 s"
-
-
-format_ms = _fmt
+_fmt = format_ms
 
 
 def _join(where: str, key: str) -> str:

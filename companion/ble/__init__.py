@@ -18,13 +18,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+from ..phases import Phases, Unrecorded
 from .backend import PLATFORM, BleBackend
 
 __all__ = ["PLATFORM", "BleBackend", "ble_backend_for"]
 
 
 @contextlib.asynccontextmanager
-async def ble_backend_for(hci: str | None, *, backend: str | None = None, pairing: bool = False) -> AsyncIterator[BleBackend]:
+async def ble_backend_for(hci: str | None, *, backend: str | None = None, pairing: bool = False,
+                          phases: Phases | None = None) -> AsyncIterator[BleBackend]:
     """The backend for one CLI command: bleak's platform backend, or with ``hci`` (a bumble
     transport spec such as ``tcp-client:127.0.0.1:9901``) a bumble host on it, closed at the end,
     or with ``backend`` (``--ble-backend module:attr``) the bleak backend it names
@@ -33,6 +35,7 @@ async def ble_backend_for(hci: str | None, *, backend: str | None = None, pairin
     The host is opened only when a scanner or a client first needs it, so a command
     that talks to a serial band never touches ``hci``.  With ``pairing``, the user's
     central address is created first if it does not exist yet (a bond needs a stable one).
+    ``phases`` records the time the bumble host takes to close (``close the BLE host``).
     """
     from .keystore import CentralIdentity
 
@@ -52,5 +55,9 @@ async def ble_backend_for(hci: str | None, *, backend: str | None = None, pairin
     from .gatt_cache import GattCacheFile
 
     # bumble is a user-space host: it keeps the GATT cache an operating system would keep for bleak.
-    async with BumbleCentral(hci=hci, identity=identity, gatt_cache=GattCacheFile.for_user()) as central:
+    central = BumbleCentral(hci=hci, identity=identity, gatt_cache=GattCacheFile.for_user())
+    try:
         yield central.backend
+    finally:
+        with (phases or Unrecorded()).phase("close the BLE host"):
+            await central.close()

@@ -30,6 +30,9 @@ class BleBackend:
     """The type (``"public"``/``"random"``) of a scanned device's address, to remember it with ``device_at``."""
     records_phases: bool = False
     """Whether the client backend takes ``phases=`` (a :class:`~companion.phases.Phases`) to time connect, MTU and discovery."""
+    bounds_link_setup: bool = False
+    """Whether the client backend takes ``link_timeout=``: the seconds the link itself may take to come up, apart
+    from the GATT work after it (so that a connection to a stale address gives up early, yet a slow discovery may finish)."""
 
     def scanner_args(self) -> BleakScanner.ExtraArgs:
         """Keyword arguments that choose this scanner backend in ``BleakScanner``'s class methods."""

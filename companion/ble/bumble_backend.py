@@ -57,7 +57,7 @@ import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from bleak import BleakScanner
 from bleak.args import SizedBuffer
@@ -81,11 +81,9 @@ from bumble.gatt import GATT_CLIENT_CHARACTERISTIC_CONFIGURATION_DESCRIPTOR
 from bumble.gatt import Characteristic as _GattCharacteristic
 from bumble.gatt_client import CharacteristicProxy, DescriptorProxy, ServiceProxy
 from bumble.keys import KeyStore, MemoryKeyStore
-from bumble.link import LocalLink
 from bumble.pairing import PairingConfig, PairingDelegate
 
 from ble_stack.addresses import random_static_address
-from ble_stack.controllers import CentralController
 from ble_stack.hosts import AttachedHost, HostSite, attach_host
 
 from ..errors import AddressError
@@ -93,6 +91,9 @@ from ..phases import Phases, Unrecorded
 from .backend import BleBackend
 from .gatt_cache import CachedCharacteristic, CachedDatabase, CachedService, GattCache
 from .keystore import CentralIdentity
+
+if TYPE_CHECKING:  # only a host on a virtual link needs them: not imported for one on an HCI transport (about 20 ms)
+    from bumble.link import LocalLink
 
 __all__ = [
     "BumbleCentral",
@@ -205,7 +206,7 @@ class _CentralStack:
     @classmethod
     async def create(cls, site: HostSite, address: str | None, keystore: KeyStore, att_mtu: int = REQUESTED_ATT_MTU) -> _CentralStack:
         own_address = random_static_address(address) if address else hci.Address.generate_static_address()
-        attached = await attach_host(site, name="bleak-central", controller_factory=CentralController)
+        attached = await attach_host(site, name="bleak-central", controller_factory=_central_controller)
         device = Device(name=CENTRAL_NAME, address=own_address, host=attached.host)
         device.gatt_server.max_mtu = att_mtu  # also what we accept when a peer asks for an MTU first
         device.keystore = keystore
@@ -280,6 +281,13 @@ class _CentralStack:
                 logger.debug("error while closing the central stack", exc_info=True)
         self._scanning_active = None
         await self.attached.detach()
+
+
+def _central_controller(name: str, **kwargs: Any) -> Any:
+    """The central's virtual controller on a link (imported only then: a host on an HCI transport has none)."""
+    from ble_stack.controllers import CentralController
+
+    return CentralController(name, **kwargs)
 
 
 def _retrieve_exception(future: asyncio.Future[Any]) -> None:
@@ -380,7 +388,7 @@ class BumbleCentral:
     def backend(self) -> BleBackend:
         """The scanner and client backends on this host, for a BLE transport."""
         return BleBackend(self.scanner_backend, self.client_backend, self.description,
-                          device_at=device_at, address_type_of=address_type_of, records_phases=True)
+                          device_at=device_at, address_type_of=address_type_of, records_phases=True, bounds_link_setup=True)
 
     async def stack(self) -> _CentralStack:
         """The running host, brought up now if it is not (or if its HCI transport was lost)."""
@@ -536,6 +544,7 @@ class BumbleClient(BaseBleakClient):
         timeout: float,
         services: set[str] | None = None,
         phases: Phases | None = None,
+        link_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
         # kwargs: bleak passes its platform-specific ``bluez=``/``winrt=`` dicts here.
@@ -552,6 +561,8 @@ class BumbleClient(BaseBleakClient):
                 self._details = address_or_ble_device.details
         self._requested_services = services
         self._phases = phases or Unrecorded()
+        self._link_timeout = link_timeout
+        """Seconds the link may take to come up (the rest of ``timeout`` is for the GATT work); None: all of ``timeout``."""
         self.central = central
         self._stack: _CentralStack | None = None
         self._connection: Connection | None = None
@@ -565,6 +576,8 @@ class BumbleClient(BaseBleakClient):
         """GATT requests in flight or queued (ATT takes one at a time): cancelled when the link drops."""
         self.used_gatt_cache = False
         """Whether the last connect took the GATT database from the cache (bumble-specific)."""
+        self._mtu_asked_at: float | None = None
+        """When our own MTU request went out (on the phase recorder's clock); None: we did not ask."""
 
     # ------------------------------------------------------------ properties
 
@@ -607,7 +620,8 @@ class BumbleClient(BaseBleakClient):
 
         async def connect_link() -> Connection:
             async with stack.connect_lock:
-                return await stack.device.connect(peer_address, timeout=remaining())
+                limit = remaining() if self._link_timeout is None else min(remaining(), self._link_timeout)
+                return await stack.device.connect(peer_address, timeout=limit)
 
         # bumble's own timeout cancels the pending connection in the controller;
         # cancelling bumble's connect instead leaves the link pending there, or up with
@@ -630,6 +644,7 @@ class BumbleClient(BaseBleakClient):
 
         self._connection = connection
         connection.on(Connection.EVENT_DISCONNECTION, self._on_disconnection)
+        self._watch_mtu(connection)
         try:
             async with asyncio.timeout(remaining()):
                 if pair:
@@ -687,8 +702,28 @@ class BumbleClient(BaseBleakClient):
         connection = self._require_connection()
         if connection.att_mtu != DEFAULT_ATT_MTU or self.central.att_mtu == DEFAULT_ATT_MTU:
             return
-        with self._phases.phase("MTU exchange"):
-            await self._guard("MTU exchange", peer.request_mtu(self.central.att_mtu))
+        self._mtu_asked_at = self._phases.now()
+        await self._guard("MTU exchange", peer.request_mtu(self.central.att_mtu))
+
+    def _watch_mtu(self, connection: Connection) -> None:
+        """Record the MTU exchange as a phase when the connection's ATT MTU changes: from the connection
+        to the change when the peer asked (a HandCue band asks at once, so our own exchange never goes
+        out), else from our request to its answer; the negotiated MTU is its note, and ``-v`` logs it."""
+        connected_at = self._phases.now()
+        self._mtu_asked_at = None
+
+        def on_update() -> None:
+            ours = self._mtu_asked_at is not None
+            start = self._mtu_asked_at if self._mtu_asked_at is not None else connected_at
+            note = f"ATT MTU {connection.att_mtu}, asked by {'the companion' if ours else 'the peer'}"
+            # Top-level: it overlaps the requests sent meanwhile; it is part of none of them.
+            self._phases.add("MTU exchange", start, note=note)
+            logger.debug("%s: %s", self.address, note)
+
+        if connection.att_mtu != DEFAULT_ATT_MTU:  # the peer's request came in before the connection was handed to us
+            on_update()
+        else:
+            connection.once(Connection.EVENT_CONNECTION_ATT_MTU_UPDATE, on_update)
 
     # ------------------------------------------------------------ GATT cache
 

@@ -19,9 +19,16 @@ from .base import Transport, TransportClosed, TransportError
 if TYPE_CHECKING:
     from ..ble.backend import BleBackend
 
-__all__ = ["AddressError", "Transport", "TransportClosed", "TransportError", "open_transport"]
+__all__ = ["PATTERN_CHARACTERS", "AddressError", "Transport", "TransportClosed", "TransportError", "is_pattern", "open_transport"]
 
 SCHEMES = ("serial", "ble")
+PATTERN_CHARACTERS = "*?["
+"""Characters that make a ``--to`` value a pattern over a scan (:mod:`fnmatch`'s)."""
+
+
+def is_pattern(target: str) -> bool:
+    """Whether a ``--to`` value is a pattern over a scan (``ble:HandCue-*``)."""
+    return target.startswith("ble:") and any(character in target for character in PATTERN_CHARACTERS)
 
 
 def open_transport(address: str, *, ble: BleBackend | None = None) -> Transport:

@@ -42,14 +42,18 @@ from protocol.constants import BLE_NAME_PREFIX, BleUuid, PairingState
 from ..ble.backend import PLATFORM, BleBackend
 from ..config import KnownBleAddress
 from ..errors import NotPairedError
+from ..phases import imports
 from .base import Transport, TransportClosed, TransportError
 
 PAIRING_READ_TIMEOUT = 5.0
 """Longest wait for the band's pairing state when someone asks for it (``handcue info``)."""
-DIRECT_CONNECT_TIMEOUT = 1.0
-"""Seconds a connection to a band's remembered address may take before the transport scans
+DIRECT_CONNECT_TIMEOUT = 0.4
+"""Seconds the link to a band's remembered address may take to come up before the transport scans
 instead: a band advertises every 20-30 ms for its first 30 s after boot or a disconnect, and at
-least every 100 ms after that (firmware_sim/ble_peripheral.py)."""
+least every 100 ms after that (firmware_sim/ble_peripheral.py), so a band that is there connects
+within a few of its advertising intervals.  Where the backend bounds the link's setup apart from
+the GATT work (``BleBackend.bounds_link_setup``), the check of the cached handles or a discovery
+after it has the command's whole timeout; elsewhere this bounds the whole connect."""
 
 MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 
@@ -94,7 +98,7 @@ class BleTransport(Transport):
     async def connect(self, timeout: float) -> None:
         """Connect: straight to the address the band had last time where the backend can
         (:attr:`address_book`), else after a scan that ends as soon as the band is seen."""
-        with self.phases.phase("imports (bleak)"):
+        with imports(self.phases, "imports (bleak)", "bleak"):  # the CLI imported it already: no line then
             from bleak import BleakClient
             from bleak.exc import BleakError
 
@@ -107,7 +111,10 @@ class BleTransport(Transport):
             if known is not None:
                 assert backend.device_at is not None
                 device = backend.device_at(known.address, known.address_type, self.target)
-                client = await self._connect_to(BleakClient, device, min(DIRECT_CONNECT_TIMEOUT, timeout), "connect to the known address")
+                if backend.bounds_link_setup:
+                    client = await self._connect_to(BleakClient, device, timeout, "connect to the known address", link_timeout=DIRECT_CONNECT_TIMEOUT)
+                else:
+                    client = await self._connect_to(BleakClient, device, min(DIRECT_CONNECT_TIMEOUT, timeout), "connect to the known address")
             if client is None:
                 device = await self._scan(max(deadline - loop.time(), 0.1))
                 client = await self._connect_to(BleakClient, device, max(deadline - loop.time(), 0.1), "connect to the band seen", failures_pass=False)
@@ -156,12 +163,16 @@ class BleTransport(Transport):
             raise TransportError(f"{self.address}: no band advertising as {self.target} within {timeout:g} s ({bands}; is it on and in range?)")
         return device
 
-    async def _connect_to(self, client_class: Any, device: Any, timeout: float, what: str, failures_pass: bool = True) -> Any:
+    async def _connect_to(self, client_class: Any, device: Any, timeout: float, what: str, failures_pass: bool = True,
+                          link_timeout: float | None = None) -> Any:
         """A connected BleakClient for ``device`` (only the HandCue service discovered); with
-        ``failures_pass``, None instead of an error (the caller scans instead)."""
+        ``failures_pass``, None instead of an error (the caller scans instead).  ``link_timeout``
+        bounds the link's setup alone (a backend with ``bounds_link_setup`` only)."""
         from bleak.exc import BleakError
 
-        extra = {"phases": self.phases} if self.backend.records_phases else {}
+        extra: dict[str, Any] = {"phases": self.phases} if self.backend.records_phases else {}
+        if link_timeout is not None:
+            extra["link_timeout"] = link_timeout
         client = client_class(device, disconnected_callback=self._on_disconnect, timeout=timeout, backend=self.backend.client,
                               services=[BleUuid.SERVICE], **extra)
         self._client = client  # so that a cancel or a failure disconnects it

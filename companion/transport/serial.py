@@ -48,8 +48,9 @@ class SerialTransport(Transport):
         # pyserial's and the OS's errors become TransportError here and in send/_on_readable, nowhere else.
         port: serial.SerialBase | None = None
         try:
-            port = serial.serial_for_url(self.path, baudrate=self.baud, timeout=0, exclusive=True)
-            port.reset_input_buffer()  # forget what the band said to an earlier session
+            with self.phases.phase("open serial port"):
+                port = serial.serial_for_url(self.path, baudrate=self.baud, timeout=0, exclusive=True)
+                port.reset_input_buffer()  # forget what the band said to an earlier session
         except (serial.SerialException, OSError) as exc:
             if port is not None:
                 port.close()

@@ -89,6 +89,33 @@ def test_a_known_band_is_reached_without_a_scan_and_a_moved_one_by_a_scan():
     assert "connect to the known address (failed)" in phase_names(third)
     assert "scan until seen" in phase_names(third)
     assert after_move == KnownBleAddress(address, "random")
+    # A stale address costs a few advertising intervals (DIRECT_CONNECT_TIMEOUT bounds the link's setup), not a second.
+    [stale] = [phase for phase in third.recorded if phase.name == "connect to the known address (failed)"]
+    assert stale.seconds < 0.7
+    for phases in (first, second, third):
+        assert "imports (bleak)" not in phase_names(phases)  # imported by this module already: no "+0.0 ms" line
+    # The link's connect is a part of "connect to the known address", printed under it, not beside it.
+    by_name = {phase.name: phase for phase in second.recorded}
+    assert by_name["connect"].parent == by_name["connect to the known address"].id
+    assert by_name["service discovery"].parent == by_name["connect to the known address"].id
+    assert any(line.startswith("  ") and line.lstrip().endswith("    connect") for line in second.lines())
+
+
+def test_the_mtu_exchange_the_band_asks_for_is_a_phase_with_the_negotiated_mtu():
+    async def job():
+        async with LocalBleBand() as band, BumbleCentral(link=band.link) as central:
+            client = BandClient.open(ADDRESS, ble=central.backend)
+            client.transport.phases = phases = Phases()
+            async with client:
+                await client.status()
+                mtu = client.transport.mtu + 3
+            return phases, mtu
+
+    phases, mtu = run(job())
+    [exchange] = [phase for phase in phases.recorded if phase.name == "MTU exchange"]
+    assert mtu == 247 and exchange.note == "ATT MTU 247, asked by the peer"  # a HandCue band asks at once: our request never goes out
+    connect = next(phase for phase in phases.recorded if phase.name == "connect")
+    assert exchange.parent is None and connect.end - 1e-3 <= exchange.start <= exchange.end  # from the connection to the update
 
 
 def test_address_book_lives_with_the_recent_bands_in_the_config_folder(tmp_path, monkeypatch):

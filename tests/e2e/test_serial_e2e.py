@@ -255,6 +255,23 @@ def test_cli_against_sim(sim, tmp_path):
     assert "Traceback" not in missing.stderr
 
 
+def test_verbose_prints_every_phase_from_the_cli_entry_to_the_disconnect(sim, tmp_path):
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_CACHE_HOME": str(tmp_path / "cache"), "HANDCUE_HCI": "tcp-client:127.0.0.1:1"}
+    done = subprocess.run([sys.executable, "-c", "from companion.cli import main; main()", "-v", "upload", "nausea-pc6", "--to", sim.address],
+                          capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    assert done.returncode == 0, done.stderr
+    listed = done.stderr.split("where the time went:\n", 1)[1].splitlines()
+    names = [line.split(" ms  ", 1)[1].strip() for line in listed if " ms +" in line]
+    assert listed[0].startswith("before 0.0 ms: the interpreter's start")
+    assert names[:3] == ["imports (companion CLI)", "check the address (imports asyncio, the transports)", "imports (routine compiler)"]
+    assert listed[1].split(" ms +")[0].strip() == "0.0"  # recorded from the CLI's entry
+    for name in ("load and compile the routine", "imports (companion client, pyserial)", "open serial port", "INFO", "UPLOAD_BEGIN",
+                 "disconnect", "close the event loop", "print the result"):
+        assert name in names
+    assert not any("bleak" in name or "bumble" in name for name in names)  # serial: no BLE library, even with HANDCUE_HCI set
+    assert "of it in no phase above" in listed[-2] and listed[-1] == "after that: the interpreter's exit"
+
+
 def test_not_a_band_times_out_with_clear_message(tmp_path):
     master, slave = os.openpty()  # a serial port with nothing behind it
     try:
