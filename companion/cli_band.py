@@ -330,7 +330,9 @@ class Progress:
             self.bar.close()
 
 
-async def upload_table(client: BandClient, data: bytes, label: str, as_json: bool = False) -> Any:
+async def upload_table(client: BandClient, data: bytes, label: str, as_json: bool = False, start: bool = False) -> Any:
+    """Upload ``data`` with a progress bar and print the result; with ``start``, START follows at once
+    on the same connection and the band's answer is printed (JSON: under ``"started"``)."""
     from .routine import format_ms
 
     progress = Progress(label, silent=as_json or quiet())
@@ -343,13 +345,21 @@ async def upload_table(client: BandClient, data: bytes, label: str, as_json: boo
     from .config import remember_table
 
     remember_table(data)  # lets status and the live line number the steps as the card does
+    playing = await client.start() if start else None
     if as_json:
         emit_json({"size": result.size, "crc32": f"0x{result.crc32:08X}", "resumed_from": result.resumed_from, "frames_sent": result.frames_sent,
-                   "retransmissions": result.retransmissions, "total_ms": result.total_ms, "seconds": round(elapsed, 3)})
+                   "retransmissions": result.retransmissions, "total_ms": result.total_ms, "seconds": round(elapsed, 3),
+                   **({"started": playing.to_json()} if playing is not None else {})})
         return result
     resumed = f", resumed at byte {result.resumed_from}" if result.resumed_from else ""
     say(f"uploaded {result.size} bytes in {elapsed:.2f} s (CRC-32 0x{result.crc32:08X}, {result.frames_sent} frames, "
                f"{result.retransmissions} retransmitted{resumed}); routine lasts {format_ms(result.total_ms)}")
+    if playing is not None:
+        from protocol.table import decode_table
+
+        from .render import step_numbers
+
+        click.echo(f"started: {describe_status(playing, step_numbers(decode_table(data)))}")
     return result
 
 
@@ -360,12 +370,14 @@ async def upload_table(client: BandClient, data: bytes, label: str, as_json: boo
 @json_option
 @ble_options
 @click.option("--no-names", is_flag=True, help="Compile without the name section.")
+@click.option("--start", "start", is_flag=True, help="Start the routine as soon as it is on the band (several bands: once all hold it).")
 def upload(routine_or_table: str, targets: tuple[str, ...], timeout: float | None, as_json: bool, hci: str | None, ble_backend: str | None,
-           no_names: bool) -> None:
+           no_names: bool, start: bool) -> None:
     """Upload a routine (compiled first) or a .hcue table to the band, or to every band --to names at once.
 
     An interrupted upload of the same table continues where the band stopped.
     With several bands: one progress line per band, then a summary table; exit 1 if any failed.
+    With --start the band plays it at once, on the same connection.
     """
     phases = command_phases()
     with phases.phase("imports (routine compiler)"):
@@ -377,11 +389,11 @@ def upload(routine_or_table: str, targets: tuple[str, ...], timeout: float | Non
         from .config import remember_table
 
         code = run(fleet_on_backend(hci, ble_backend, lambda ble: fleet_upload(list(targets), data, ble, timeout=timeout, as_json=as_json,
-                                                                              silent=quiet())))
+                                                                              silent=quiet(), start=start)))
         remember_table(data)
         sys.exit(code)
     address = targets[0]
-    run(with_band(address, timeout, lambda c: upload_table(c, data, f"upload to {address}", as_json), hci, ble_backend))
+    run(with_band(address, timeout, lambda c: upload_table(c, data, f"upload to {address}", as_json, start), hci, ble_backend))
 
 
 async def fleet_on_backend(hci: str | None, ble_backend: str | None, job: Callable[[Any], Awaitable[int]]) -> int:

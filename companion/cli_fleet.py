@@ -79,9 +79,13 @@ def _report(results: list[BandResult], as_json: bool) -> int:
 
 
 async def fleet_upload(targets: list[str], data: bytes, ble: BleBackend, *, timeout: float | None = None, as_json: bool = False,
-                       scan_timeout: float | None = None, silent: bool = False) -> int:
-    """Upload ``data`` to every band ``targets`` name; print progress (none with ``silent`` or ``as_json``) and the summary; the exit code."""
-    from .fleet import expand_targets, upload_to_many
+                       scan_timeout: float | None = None, silent: bool = False, start: bool = False) -> int:
+    """Upload ``data`` to every band ``targets`` name; print progress (none with ``silent`` or ``as_json``) and the summary; the exit code.
+
+    With ``start``, once every band holds the routine, START goes to all of them (a second summary,
+    or a second JSON array); when any upload failed none is started, so a group never starts half.
+    """
+    from .fleet import command_to_many, expand_targets, upload_to_many
 
     addresses = await expand_targets(targets, ble, scan_timeout=scan_timeout or SCAN_TIMEOUT)
     progress = FleetProgress(addresses)
@@ -89,7 +93,13 @@ async def fleet_upload(targets: list[str], data: bytes, ble: BleBackend, *, time
         results = await upload_to_many(addresses, data, ble=ble, timeout=timeout, progress=None if as_json or silent else progress)
     finally:
         progress.close()
-    return _report(results, as_json)
+    code = _report(results, as_json)
+    if not start:
+        return code
+    if code:
+        click.echo("error: not started: every band must hold the routine first (upload again, then handcue start)", err=True)
+        return code
+    return _report(await command_to_many(addresses, "start", ble=ble, timeout=timeout), as_json)
 
 
 async def fleet_command(targets: list[str], command: str, ble: BleBackend, *, timeout: float | None = None, as_json: bool = False,

@@ -118,6 +118,34 @@ def test_fleet_upload_prints_a_summary_and_fails_when_a_band_is_missing(capsys: 
     assert f"upload to ble:HandCue-C002: {len(data)}/{len(data)} bytes confirmed (100%)" in err
 
 
+def test_fleet_upload_with_start_starts_every_band_or_none(capsys: Any) -> None:
+    """``upload --start`` to several bands: all play once all hold the routine; when one upload fails, none starts."""
+    from companion.cli_fleet import fleet_upload
+
+    data = table(20)
+
+    async def main() -> tuple[int, int, list[BandState], list[BandState]]:
+        link = LocalLink()
+        async with (
+            LocalBleBand(link=link, band_id=0xD001) as first,
+            LocalBleBand(link=link, band_id=0xD002) as second,
+            BumbleCentral(link=link) as central,
+        ):
+            both = await fleet_upload(["ble:HandCue-D00*"], data, central.backend, timeout=3.0, scan_timeout=1.5, silent=True, start=True)
+            after_both = [first.band.status().state, second.band.status().state]
+            for band in (first, second):
+                band.band.stop()
+            partial = await fleet_upload([f"ble:{first.name}", "ble:HandCue-DEAD"], data, central.backend, timeout=1.0, silent=True, start=True)
+            after_partial = [first.band.status().state, second.band.status().state]
+            return both, partial, after_both, after_partial
+
+    both, partial, after_both, after_partial = run(main())
+    _, err = capsys.readouterr()
+    assert both == 0 and all(state in (BandState.RUNNING, BandState.FINISHED) for state in after_both)
+    assert partial == 1 and after_partial == [BandState.IDLE, BandState.IDLE]
+    assert "not started: every band must hold the routine first" in err
+
+
 def test_handcue_sim_bands_serves_several_bands_on_one_controller(tmp_path: Any) -> None:
     """``handcue-sim --bands 3``: three bands (distinct ids, names, addresses, flash files) behind
     one served controller; a fleet upload over a pattern reaches all three from another process."""

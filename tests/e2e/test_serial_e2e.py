@@ -255,6 +255,27 @@ def test_cli_against_sim(sim, tmp_path):
     assert "Traceback" not in missing.stderr
 
 
+def test_upload_with_start_leaves_the_band_playing_on_one_connection(sim):
+    """``upload --start``: the band holds the routine and plays it, in one command (text and JSON)."""
+    def handcue(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", "from companion.cli import main; main()", *args],
+                              capture_output=True, text=True, timeout=TIMEOUT)
+
+    as_json = handcue("upload", "nausea-pc6", "--to", sim.address, "--start", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    answer = json.loads(as_json.stdout)
+    assert answer["crc32"] == f"0x{zlib.crc32(compile_routine(load_routine('nausea-pc6'))):08X}"
+    assert answer["started"]["state"] in ("running", "finished") and answer["started"]["total_ms"] == answer["total_ms"]
+    stopped = handcue("stop", "--to", sim.address)
+    assert stopped.returncode == 0, stopped.stderr
+    text = handcue("upload", "desk-break", "--to", sim.address, "--start")
+    assert text.returncode == 0, text.stderr
+    started_line = text.stdout.splitlines()[-1]
+    assert started_line.startswith("started: ") and "step 1" in started_line  # numbered as on the card
+    status = handcue("status", "--to", sim.address, "--json")
+    assert json.loads(status.stdout)["state"] in ("running", "finished")
+
+
 def test_verbose_prints_every_phase_from_the_cli_entry_to_the_disconnect(sim, tmp_path):
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_CACHE_HOME": str(tmp_path / "cache"), "HANDCUE_HCI": "tcp-client:127.0.0.1:1"}
     done = subprocess.run([sys.executable, "-c", "from companion.cli import main; main()", "-v", "upload", "nausea-pc6", "--to", sim.address],
