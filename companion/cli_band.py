@@ -121,7 +121,8 @@ def describe_status(status: BandStatus, numbers: Mapping[int, int] | None = None
         code_text(status, "technique") or "",
     ) if part)
     felt = f"felt: {code_text(status, 'last_cue')}" if code_text(status, "last_cue") else ""
-    elapsed = f"[{clock(status.elapsed_ms)[:-4]} / {clock(status.total_ms)[:-4]}]"
+    # Acknowledgement waits add to the session's length: its expected end is elapsed + remaining (the table's total without waits).
+    elapsed = f"[{clock(status.elapsed_ms)[:-4]} / {clock(max(status.total_ms, status.elapsed_ms + status.remaining_ms))[:-4]}]"
     if status.state == BandState.WAITING:  # SPEC §12.10: the band repeats a cue until the wearer presses, at most until it gives up
         gives_up = f"gives up in {left_text(status.step_remaining_ms)}"
         if status.step is None:
@@ -345,15 +346,21 @@ async def upload_table(client: BandClient, data: bytes, label: str, as_json: boo
     from .config import remember_table
 
     remember_table(data)  # lets status and the live line number the steps as the card does
-    playing = await client.start() if start else None
+    fields = {"size": result.size, "crc32": f"0x{result.crc32:08X}", "resumed_from": result.resumed_from, "frames_sent": result.frames_sent,
+              "retransmissions": result.retransmissions, "total_ms": result.total_ms, "seconds": round(elapsed, 3)}
     if as_json:
-        emit_json({"size": result.size, "crc32": f"0x{result.crc32:08X}", "resumed_from": result.resumed_from, "frames_sent": result.frames_sent,
-                   "retransmissions": result.retransmissions, "total_ms": result.total_ms, "seconds": round(elapsed, 3),
-                   **({"started": playing.to_json()} if playing is not None else {})})
+        if start:
+            try:
+                fields["started"] = (await client.start()).to_json()
+            except HandCueError as exc:  # the upload stands: say so beside why START failed
+                emit_json({**fields, "started": None, "error": str(exc)})
+                sys.exit(1)
+        emit_json(fields)
         return result
     resumed = f", resumed at byte {result.resumed_from}" if result.resumed_from else ""
     say(f"uploaded {result.size} bytes in {elapsed:.2f} s (CRC-32 0x{result.crc32:08X}, {result.frames_sent} frames, "
                f"{result.retransmissions} retransmitted{resumed}); routine lasts {format_ms(result.total_ms)}")
+    playing = await client.start() if start else None  # after the upload's line: a failed START leaves the upload standing, and said
     if playing is not None:
         from protocol.table import decode_table
 
@@ -377,7 +384,7 @@ def upload(routine_or_table: str, targets: tuple[str, ...], timeout: float | Non
 
     An interrupted upload of the same table continues where the band stopped.
     With several bands: one progress line per band, then a summary table; exit 1 if any failed.
-    With --start the band plays it at once, on the same connection.
+    With --start the band plays it at once (one band: on the same connection; several: once all hold it).
     """
     phases = command_phases()
     with phases.phase("imports (routine compiler)"):

@@ -82,8 +82,10 @@ async def fleet_upload(targets: list[str], data: bytes, ble: BleBackend, *, time
                        scan_timeout: float | None = None, silent: bool = False, start: bool = False) -> int:
     """Upload ``data`` to every band ``targets`` name; print progress (none with ``silent`` or ``as_json``) and the summary; the exit code.
 
-    With ``start``, once every band holds the routine, START goes to all of them (a second summary,
-    or a second JSON array); when any upload failed none is started, so a group never starts half.
+    With ``start``, START goes to every band (each on a connection of its own) once all of them hold
+    the routine, and to none when any upload failed; a band whose START fails is reported as failed
+    (the others are playing). The text output gets a second summary; JSON stays one array, each
+    band's object with ``"started"``: the band's state after START, or null.
     """
     from .fleet import command_to_many, expand_targets, upload_to_many
 
@@ -93,13 +95,21 @@ async def fleet_upload(targets: list[str], data: bytes, ble: BleBackend, *, time
         results = await upload_to_many(addresses, data, ble=ble, timeout=timeout, progress=None if as_json or silent else progress)
     finally:
         progress.close()
+    uploaded = all(result.ok for result in results)
+    starts = await command_to_many(addresses, "start", ble=ble, timeout=timeout) if start and uploaded else []
+    if as_json and start:
+        states = {result.address: result for result in starts}
+        click.echo(json.dumps([{**result.to_json(), "started": states[result.address].state if result.address in states else None,
+                                "start_error": states[result.address].error if result.address in states else None}
+                               for result in results], indent=2))
+        return 0 if uploaded and all(result.ok for result in starts) else 1
     code = _report(results, as_json)
     if not start:
         return code
-    if code:
-        click.echo("error: not started: every band must hold the routine first (upload again, then handcue start)", err=True)
+    if not uploaded:
+        click.echo("error: none started: every band must hold the routine first (fix the failures above, then upload again with --start)", err=True)
         return code
-    return _report(await command_to_many(addresses, "start", ble=ble, timeout=timeout), as_json)
+    return _report(starts, as_json)
 
 
 async def fleet_command(targets: list[str], command: str, ble: BleBackend, *, timeout: float | None = None, as_json: bool = False,

@@ -329,6 +329,8 @@ def band_goes_on(status: BandStatus) -> str:
     """Whether the band keeps playing once nobody follows it."""
     if status.state == BandState.RUNNING:
         return f"the band goes on playing ({short_time(status.remaining_ms)} left; handcue stop ends it)"
+    if status.state == BandState.WAITING and status.step is None:  # the finish's acknowledgement
+        return f"the band waits for the wearer's press to confirm the finish (it gives up in {short_time(status.step_remaining_ms)}), then finishes"
     if status.state == BandState.WAITING:
         return (f"the band waits for the wearer's press (it gives up in {short_time(status.step_remaining_ms)}), "
                 "then goes on playing (handcue stop ends it)")

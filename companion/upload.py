@@ -120,8 +120,9 @@ class UploadRun:
         self.address = client.transport.address
         self.confirmed = self.next_offset = 0
         self.progress_at = 0.0
-        self.reported = -1
         """When (loop time) the band last confirmed new bytes."""
+        self.reported = -1
+        """The confirmed offset last given to ``progress`` (each figure is reported once)."""
         self.frames = self.retransmissions = self.stalls = self.clean = 0
         self.in_flight: list[Sent] = []  # oldest first
         self.stale: list[Sent] = []  # sent before a go-back; their answers still come

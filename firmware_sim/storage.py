@@ -375,11 +375,11 @@ class Storage:
             decode_table(data, decoded=self.early)  # every check runs; only records decoded from these very bytes are reused
         except TableFormatError:
             self._append(EntryKind.ABORT)
-            self.upload = None
+            self.upload, self.early = None, RecordCache()
             raise
         self._append(EntryKind.COMMIT, upload.slot, upload.length, upload.crc)
         self.active = SlotInfo(upload.slot, upload.length, upload.crc)
-        self.upload = None
+        self.upload, self.early = None, RecordCache()  # the upload's bytes are no longer needed in RAM
         return data
 
     def erase(self) -> None:

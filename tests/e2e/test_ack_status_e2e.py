@@ -305,7 +305,7 @@ def test_the_notification_bytes_a_waiting_band_sends():
 
 
 def waiting_statuses() -> tuple[StatusReport, StatusReport, dict[int, int]]:
-    """The band 18 s into step 1's wait, and 7 s into the finish's."""
+    """The band 18 s into step 1's wait, and 7 s into the finish's (the 30 s table then ends at 0:48 and 0:55 so far)."""
     data = table_bytes(finish_ack=True)
     bench = Bench(data)
     bench.band.start()
@@ -319,9 +319,9 @@ def waiting_statuses() -> tuple[StatusReport, StatusReport, dict[int, int]]:
 def test_status_text_says_waiting_for_the_press_the_cue_and_the_give_up_never_0_s_left():
     step, finish, numbers = waiting_statuses()
     assert describe_status(step, numbers) == (
-        "[0:18 / 0:30] | waiting for a press of the band's button | START of step 1 warm_up | left hand | gives up in 42 s | 30 s left | felt: start")
+        "[0:18 / 0:48] | waiting for a press of the band's button | START of step 1 warm_up | left hand | gives up in 42 s | 30 s left | felt: start")
     assert describe_status(finish, numbers) == (
-        "[0:55 / 0:30] | waiting for a press of the band's button | DONE: a press confirms the routine was done | gives up in 53 s | felt: done")
+        "[0:55 / 0:55] | waiting for a press of the band's button | DONE: a press confirms the routine was done | gives up in 53 s | felt: done")
     assert "0 s left" not in describe_status(finish)
     assert band_goes_on(step) == "the band waits for the wearer's press (it gives up in 42 s), then goes on playing (handcue stop ends it)"
 

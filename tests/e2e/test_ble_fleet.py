@@ -131,7 +131,8 @@ def test_fleet_upload_with_start_starts_every_band_or_none(capsys: Any) -> None:
             LocalBleBand(link=link, band_id=0xD002) as second,
             BumbleCentral(link=link) as central,
         ):
-            both = await fleet_upload(["ble:HandCue-D00*"], data, central.backend, timeout=3.0, scan_timeout=1.5, silent=True, start=True)
+            both = await fleet_upload(["ble:HandCue-D00*"], data, central.backend, timeout=3.0, scan_timeout=1.5, silent=True, start=True,
+                                      as_json=True)
             after_both = [first.band.status().state, second.band.status().state]
             for band in (first, second):
                 band.band.stop()
@@ -140,10 +141,15 @@ def test_fleet_upload_with_start_starts_every_band_or_none(capsys: Any) -> None:
             return both, partial, after_both, after_partial
 
     both, partial, after_both, after_partial = run(main())
-    _, err = capsys.readouterr()
+    out, err = capsys.readouterr()
+    import json
+
+    answers = json.loads(out[: out.index("\n]") + 2])  # --json: one array, each band's upload with the state START left it in
+    assert [(answer["ok"], answer["bytes"], answer["started"] in ("running", "finished"), answer["start_error"]) for answer in answers] == [
+        (True, len(data), True, None)] * 2
     assert both == 0 and all(state in (BandState.RUNNING, BandState.FINISHED) for state in after_both)
     assert partial == 1 and after_partial == [BandState.IDLE, BandState.IDLE]
-    assert "not started: every band must hold the routine first" in err
+    assert "none started: every band must hold the routine first" in err
 
 
 def test_handcue_sim_bands_serves_several_bands_on_one_controller(tmp_path: Any) -> None:
