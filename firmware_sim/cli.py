@@ -289,7 +289,8 @@ def _band_id(value: str) -> int:
 @click.option("--hci-server", help="Expose a virtual BLE controller on this bumble transport (e.g. tcp-server:127.0.0.1:9901).")
 @click.option("--hci", help="Run the band's BLE peripheral on this bumble HCI transport (e.g. usb:0).")
 @click.option("--ble-interval", callback=lambda _ctx, _param, value: _interval(value),
-              help="Pace the --hci-server link like a radio: connection interval (7.5ms, 15ms, 30ms, 50ms; default: unpaced).")
+              help="Pace the --hci-server link like a radio: connection interval (7.5ms, 15ms, 30ms, 50ms). Default: unpaced, "
+                   "unless another paced-link option is given, which paces it at 15ms.")
 @click.option("--ble-packets", type=click.IntRange(min=1), help="Paced link: packets per connection event and direction [default: 6].")
 @click.option("--phy", type=click.Choice(["1M", "2M"]), help="Paced link: PHY, for the air time of each packet [default: 2M].")
 @click.option("--ble-data-length", type=click.Choice(["27", "251"]), callback=lambda _ctx, _param, value: None if value is None else int(value),
