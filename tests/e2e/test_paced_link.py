@@ -337,13 +337,8 @@ def test_handcue_sim_paces_its_served_link_across_processes():
     assert result.size == len(data) and info.routine_crc32 == zlib.crc32(data)
 
 
-def test_advertising_events_come_every_interval_plus_five_ms_on_average():
-    """advDelay is 0-10 ms per event: at the band's fast 20 ms interval, events come every 25 ms on average.
-
-    A timer tick that sends no event (the drift has grown past it) draws no advDelay: one that
-    did would add 5 ms to the drift for nothing, and events would come every 26.7 ms.
-    """
-    link = PacedLink(LinkTiming())
+def record_advertising(link: PacedLink) -> list[float]:
+    """The loop times at which ``link`` puts advertising PDUs on the air, filled in as it runs."""
     sent: list[float] = []
     broadcast = link._broadcast_advertising
 
@@ -352,6 +347,17 @@ def test_advertising_events_come_every_interval_plus_five_ms_on_average():
         broadcast(sender, packet)
 
     link._broadcast_advertising = recording  # type: ignore[method-assign]
+    return sent
+
+
+def test_advertising_events_come_every_interval_plus_five_ms_on_average():
+    """advDelay is 0-10 ms per event: at the band's fast 20 ms interval, events come every 25 ms on average.
+
+    A timer tick that sends no event (the drift has grown past it) draws no advDelay: one that
+    did would add 5 ms to the drift for nothing, and events would come every 26.7 ms.
+    """
+    link = PacedLink(LinkTiming())
+    sent = record_advertising(link)
 
     async def job() -> None:
         async with LocalBleBand(link=link):
@@ -368,14 +374,7 @@ def test_legacy_advertising_follows_the_controller_timer():
     from bumble.controller import Controller
 
     link = PacedLink(LinkTiming())
-    sent: list[float] = []
-    broadcast = link._broadcast_advertising
-
-    def recording(sender: Any, packet: Any) -> None:
-        sent.append(asyncio.get_running_loop().time())
-        broadcast(sender, packet)
-
-    link._broadcast_advertising = recording  # type: ignore[method-assign]
+    sent = record_advertising(link)
 
     async def job() -> None:
         controller = Controller("legacy", link=link)
