@@ -48,7 +48,7 @@ from .constants import (
 )
 from .cues import STEP_CUE_SLOTS
 from .errors import TableFormatError
-from .layout import Coded, Coding, Marker, Rebuild, Tagged, Units, laid_out, layout_of, wire
+from .layout import Coded, Coding, Compiled, Marker, Rebuild, Tagged, Units, laid_out, layout_of, wire
 
 # --------------------------------------------------------------------------
 # Field types: the units and markers of the bytes, as adapters
@@ -611,11 +611,12 @@ def table_name(data: bytes) -> str:
     return str(names.routine) if names else ""
 
 
-# Compiled copies of the layouts above, for decoding speed (same definitions).
-_HEADER = Header.compile()
-_RECORD = RECORD.compile()
-_DESCRIPTOR = PatternDescriptor.compile()
-_SEGMENT = SEGMENT.compile()
+# Compiled copies of the layouts above, for decoding speed (same definitions), compiled on first use:
+# a command that never decodes a table (``handcue status``) does not compile them at import.
+_HEADER = Compiled(Header)
+_RECORD = Compiled(RECORD)
+_DESCRIPTOR = Compiled(PatternDescriptor)
+_SEGMENT = Compiled(SEGMENT)
 
 
 def _read_records(data: bytes, count: int, sections: Sections, decoded: RecordCache | None = None) -> tuple[list[TableRecord], str | None]:

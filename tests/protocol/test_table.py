@@ -9,8 +9,12 @@ value.
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import construct as c
 import pytest
@@ -930,3 +934,30 @@ def test_record_layouts_read_units_markers_and_enums_into_the_model():
     assert acked.ack is True and RECORD.build(acked) == data[:14] + b"\x01"
     with pytest.raises(c.MappingError, match="1050 ms is not a multiple of 100 ms"):
         RECORD.build(step(1050))
+
+
+def test_layouts_compile_on_first_use_not_at_import():
+    """Importing the codec compiles no layout (a command that decodes no table pays nothing); the first
+    decode compiles them, from the same declarations: the golden bytes decode to the golden table."""
+    code = (
+        "import construct\n"
+        "calls = []\n"
+        "original = construct.Construct.compile\n"
+        "def counting(self, *args, **kwargs):\n"
+        "    calls.append(self)\n"
+        "    return original(self, *args, **kwargs)\n"
+        "construct.Construct.compile = counting\n"
+        "import protocol.messages, protocol.table\n"
+        "print(len(calls))\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(repo)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0"]
+    from protocol import table
+
+    fresh = [table.Compiled(layout.layout) for layout in (table._HEADER, table._RECORD, table._DESCRIPTOR, table._SEGMENT)]
+    assert all(layout.compiled is None for layout in fresh)
+    assert fresh[0].parse(golden_hex(names=True)[:TABLE_HEADER_SIZE]) == table.Header.parse(golden_hex(names=True)[:TABLE_HEADER_SIZE])
+    assert fresh[0].compiled is not None and fresh[1].compiled is None
+    assert decode_table(golden_hex(names=True)) == golden_table()  # through the module's own compiled layouts
