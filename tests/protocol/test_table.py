@@ -937,8 +937,8 @@ def test_record_layouts_read_units_markers_and_enums_into_the_model():
 
 
 def test_layouts_compile_on_first_use_not_at_import():
-    """Importing the codec compiles no layout (a command that decodes no table pays nothing); the first
-    decode compiles them, from the same declarations: the golden bytes decode to the golden table."""
+    """Importing the codec, building a table and checking its header compile no layout (``handcue status``
+    and ``handcue upload`` pay nothing for them); the first use compiles a layout, from the same declarations: the golden bytes decode to the golden table."""
     code = (
         "import construct\n"
         "calls = []\n"
@@ -948,6 +948,8 @@ def test_layouts_compile_on_first_use_not_at_import():
         "    return original(self, *args, **kwargs)\n"
         "construct.Construct.compile = counting\n"
         "import protocol.messages, protocol.table\n"
+        "from companion import compile_routine, load_routine\n"
+        "protocol.table.check_table_header(compile_routine(load_routine('full-hand-massage')))\n"
         "print(len(calls))\n"
     )
     repo = Path(__file__).resolve().parents[2]
@@ -956,8 +958,9 @@ def test_layouts_compile_on_first_use_not_at_import():
     assert result.stdout.split() == ["0"]
     from protocol import table
 
-    fresh = [table.Compiled(layout.layout) for layout in (table._HEADER, table._RECORD, table._DESCRIPTOR, table._SEGMENT)]
-    assert all(layout.compiled is None for layout in fresh)
-    assert fresh[0].parse(golden_hex(names=True)[:TABLE_HEADER_SIZE]) == table.Header.parse(golden_hex(names=True)[:TABLE_HEADER_SIZE])
-    assert fresh[0].compiled is not None and fresh[1].compiled is None
+    header, record = table.Compiled(table.Header), table.Compiled(table.RECORD)
+    assert header.compiled is None and record.compiled is None
+    golden = golden_hex(names=True)
+    assert header.parse(golden[:TABLE_HEADER_SIZE]) == table.Header.parse(golden[:TABLE_HEADER_SIZE])
+    assert header.compiled is not None and record.compiled is None
     assert decode_table(golden_hex(names=True)) == golden_table()  # through the module's own compiled layouts
