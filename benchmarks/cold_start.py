@@ -365,7 +365,8 @@ def run(*, transports: tuple[str, ...] = ("ble", KNOWN, "serial"), commands: tup
         notes.append(f"Where a known band's `handcue status` spends its {events_of(SPAN):.1f} events on the link: the link's connect "
                      f"{events_of(f'{link}{NESTED}connect'):.1f} (the wait for the band's next advertisement), the Database Hash check of the "
                      f"cached handles {events_of(f'{link}{NESTED}check cached GATT handles (Database Hash)'):.1f}, then INFO and STATUS "
-                     f"{events_of('INFO'):.1f} (behind the subscription's CCCD write: the band answers once notifications are on). "
+                     f"{events_of('INFO'):.1f} (written in the next event with the subscription's CCCD write, whose answer they do "
+                     f"not wait for, and answered in the event after: a request sent just after an event takes two). "
                      f"The target allows {TARGET_EVENTS['status']} events for everything after the process start.")
     data = {"runs": {transport: runs for transport, (runs, _) in results.items()}, "floors": {transport: floors for transport, (_, floors) in results.items()}}
     return Report(NAME, TITLE, METHOD, rows, "\n\n".join(details), notes, data=data)
