@@ -82,7 +82,7 @@ JournalEntry = c.Struct(
     "entry_crc" / c.Int32ul,  # CRC-32 of the first 12 bytes
 )
 assert JournalEntry.sizeof() == ENTRY_SIZE
-_ENTRY = Compiled(JournalEntry)  # the same layout, compiled at the first boot: a boot reads up to 512 entries
+_ENTRY = Compiled(JournalEntry)  # the same layout, compiled once it pays: a boot reads up to 512 entries
 _FREE_ENTRY = bytes([ERASED]) * ENTRY_SIZE
 
 

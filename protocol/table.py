@@ -612,9 +612,9 @@ def table_name(data: bytes) -> str:
 
 
 # Compiled copies of the layouts a decode reads many times (every record, descriptor and segment), for speed
-# (same definitions), compiled on first use: a command that decodes no table (``handcue status``, and
-# ``handcue upload``, which checks only its table's header) compiles none.  The header is read once per
-# table, so it is parsed plainly: compiling it would cost as much as 35 parses.
+# (same definitions), compiled once they are used often enough to pay for it (protocol.layout.Compiled): a
+# command that decodes no table, or one small table (``handcue status`` numbering the steps), compiles none.
+# The header is read once per table, so it is parsed plainly: compiling it would cost as much as 35 parses.
 _RECORD = Compiled(RECORD)
 _DESCRIPTOR = Compiled(PatternDescriptor)
 _SEGMENT = Compiled(SEGMENT)

@@ -936,9 +936,11 @@ def test_record_layouts_read_units_markers_and_enums_into_the_model():
         RECORD.build(step(1050))
 
 
-def test_layouts_compile_on_first_use_not_at_import():
-    """Importing the codec, building a table and checking its header compile no layout (``handcue status``
-    and ``handcue upload`` pay nothing for them); the first use compiles a layout, from the same declarations: the golden bytes decode to the golden table."""
+def test_layouts_compile_only_once_it_pays_and_from_the_same_declarations():
+    """Importing the codec, building a table, checking its header and decoding a small table compile no
+    layout (``handcue status`` and ``handcue upload`` pay nothing for them: compiling costs more than the
+    few parses it would speed up); a layout used often enough is compiled, from the same declaration, and
+    parses the golden bytes to what the declared layout gives."""
     code = (
         "import construct\n"
         "calls = []\n"
@@ -949,7 +951,9 @@ def test_layouts_compile_on_first_use_not_at_import():
         "construct.Construct.compile = counting\n"
         "import protocol.messages, protocol.table\n"
         "from companion import compile_routine, load_routine\n"
-        "protocol.table.check_table_header(compile_routine(load_routine('full-hand-massage')))\n"
+        "data = compile_routine(load_routine('full-hand-massage'))\n"
+        "protocol.table.check_table_header(data)\n"
+        "protocol.table.decode_table(data)\n"
         "print(len(calls))\n"
     )
     repo = Path(__file__).resolve().parents[2]
@@ -958,9 +962,14 @@ def test_layouts_compile_on_first_use_not_at_import():
     assert result.stdout.split() == ["0"]
     from protocol import table
 
-    header, record = table.Compiled(table.Header), table.Compiled(table.RECORD)
-    assert header.compiled is None and record.compiled is None
     golden = golden_hex(names=True)
-    assert header.parse(golden[:TABLE_HEADER_SIZE]) == table.Header.parse(golden[:TABLE_HEADER_SIZE])
-    assert header.compiled is not None and record.compiled is None
-    assert decode_table(golden_hex(names=True)) == golden_table()  # through the module's own compiled layouts
+    header = table.Compiled(table.Header, compile_after=3)
+    plain = table.Header.parse(golden[:TABLE_HEADER_SIZE])
+    assert [header.parse(golden[:TABLE_HEADER_SIZE]) for _ in range(2)] == [plain, plain] and header.compiled is None
+    assert header.parse(golden[:TABLE_HEADER_SIZE]) == plain and header.compiled is not None  # the third use compiled it
+    assert header.parse(golden[:TABLE_HEADER_SIZE]) == plain
+    often = table.Compiled(table.Header)
+    for _ in range(table.Compiled.COMPILE_AFTER):
+        assert often.parse(golden[:TABLE_HEADER_SIZE]) == plain
+    assert often.compiled is not None
+    assert decode_table(golden) == golden_table()  # through the module's own layouts
