@@ -23,10 +23,17 @@ PACKETS = 6
 PHY = "2M"
 BAUD = 115200
 BAND = "HandCue-1A2B"
-COMMANDS = ("upload", "start", "status")
+UPLOAD_START = "upload --start"
+"""`handcue upload ROUTINE --start`: the upload, then START on the same connection."""
+COMMANDS = ("upload", "start", "status", UPLOAD_START)
 KNOWN = "ble-known"
 """A band used before: its address is in ``bands.json``, so no scan."""
-TARGET_EVENTS = {"upload": 10, "status": 5}
+FIRST_USE_COMMANDS = ("upload", "start", "status")
+"""What is measured on first use (a scan): ``upload --start`` only for a known band and over serial."""
+TARGET_EVENTS = {"upload": 10, "status": 5, UPLOAD_START: 10}
+"""Connection events allowed after the process start (issue 14: the upload's phases include START)."""
+PLAYS = ("start", UPLOAD_START)
+"""Commands after which the band plays: an upload after them needs a STOP first (a playing band refuses one)."""
 SIM_START_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 60.0
 PROBE = Path(__file__).with_name("phase_probe.py")
@@ -61,7 +68,9 @@ NESTED = " › "
 
 METHOD = f"""\
 What a user waits for: `handcue upload {ROUTINE} --to ADDRESS` (then `handcue start` and
-`handcue status`), each a new process, against a `handcue-sim --clock real` subprocess (the band plays
+`handcue status`, and `handcue {UPLOAD_START.replace('upload', f'upload {ROUTINE}')} --to ADDRESS`: the upload and START on
+one connection, for a known band and over serial; a STOP nobody times comes before an upload to a playing
+band), each a new process, against a `handcue-sim --clock real` subprocess (the band plays
 its routine in real time, so `status` asks a band that is playing): over BLE with
 `--hci-server tcp-server:127.0.0.1:PORT --ble-interval {INTERVAL_MS:g}ms --ble-packets {PACKETS} --phy {PHY}` (the band and the
 companion's virtual controller on a paced link, see *BLE upload*; the companion's bumble host attaches over
@@ -95,7 +104,8 @@ one Database Hash read proves the cached handles; `XDG_CONFIG_HOME` and `XDG_CAC
 the benchmark's own). The band advertises every 20-30 ms for 30 s after boot or a disconnect.
 
 Targets ({INTERVAL_MS:g} ms link, a known band): upload of the full routine in at most *the process start* plus
-{TARGET_EVENTS['upload']} connection events; `handcue status` in at most the process start plus {TARGET_EVENTS['status']} events; judged on
+{TARGET_EVENTS['upload']} connection events, and the same with START (`{UPLOAD_START}`, {TARGET_EVENTS[UPLOAD_START]} events: the issue
+counts START among the upload's phases); `handcue status` in at most the process start plus {TARGET_EVENTS['status']} events; judged on
 **total** (launch to exit). *The process start* is measured in the same run, two ways, and each verdict is
 printed: **{INTERPRETER}** (`python -c pass`, launch to exit: the issue's words taken literally), and
 **{FLOOR}** (`python -c "import {', '.join(LIBRARIES['ble'])}"`, launch to exit: the interpreter plus the
@@ -126,6 +136,13 @@ class Sim(SimProcess):
             self.band_address = self.first_line.split()[2]  # ble: NAME ADDRESS via ...
         if transport == "serial":
             self.options = ["--to", f"serial:{self.first_line.removeprefix(prefix).strip()}?baud={BAUD}"]
+
+
+def argv_of(command: str, options: list[str]) -> list[str]:
+    """The ``handcue`` arguments of one of :data:`COMMANDS` (an upload names the routine)."""
+    if command == UPLOAD_START:
+        return ["upload", ROUTINE, "--start", *options]
+    return [command, ROUTINE, *options] if command == "upload" else [command, *options]
 
 
 def child_environment(config_home: str, cache_home: str, bytecode: str) -> dict[str, str]:
@@ -198,6 +215,8 @@ def probe_command(args: list[str], env: dict[str, str]) -> dict[str, float]:
 def measure(transport: str, commands: tuple[str, ...], repeats: int, bytecode: str) -> tuple[dict[str, list[dict[str, float]]], dict[str, float]]:
     """Each command ``repeats`` times, and the process-start floors; over ``ble`` as on first use (no
     remembered address: a scan), over ``ble-known`` with the band's address remembered by one command before."""
+    if transport == "ble":
+        commands = tuple(command for command in commands if command in FIRST_USE_COMMANDS)
     runs: dict[str, list[dict[str, float]]] = {command: [] for command in commands}
     with Sim(transport) as sim, tempfile.TemporaryDirectory() as config_home, tempfile.TemporaryDirectory() as cache_home:
         env = child_environment(config_home, cache_home, bytecode)
@@ -206,25 +225,37 @@ def measure(transport: str, commands: tuple[str, ...], repeats: int, bytecode: s
         probe_command(["info", *sim.options], env)  # unmeasured: remembers the band
         if transport == KNOWN and (not bands.exists() or not gatt.exists()):
             raise RuntimeError("handcue info did not remember the band's address and GATT handles")
+        playing = False
+
+        def stopped_if_playing() -> None:
+            """STOP (unmeasured) if the last command left the band playing: the next upload is then accepted."""
+            nonlocal playing
+            if playing:
+                probe_command(["stop", *sim.options], env)
+                playing = False
+
         for command in commands:  # unmeasured: fills the bytecode cache with what each command imports
-            probe_command([command, ROUTINE, *sim.options] if command == "upload" else [command, *sim.options], env)
-        if "start" in commands:
-            probe_command(["stop", *sim.options], env)
+            if command.startswith("upload"):
+                stopped_if_playing()
+            probe_command(argv_of(command, sim.options), env)
+            playing = playing or command in PLAYS
+        stopped_if_playing()
         floor_argv = floor_commands(transport)
         floor_runs: dict[str, list[float]] = {name: [] for name in floor_argv}
         for argv in floor_argv.values():
             wall_time(argv, env)  # unmeasured: fills the bytecode cache
         for _ in range(repeats):
             for command in commands:
+                if command.startswith("upload"):
+                    stopped_if_playing()  # so that the upload is accepted
                 for name, argv in floor_argv.items():  # right before each command: the same load on the machine
                     floor_runs[name].append(wall_time(argv, env))
                 if transport == "ble":
                     bands.unlink(missing_ok=True)  # first use: the band must be found by a scan
                     gatt.unlink(missing_ok=True)  # ... and its service discovered
-                args = [command, ROUTINE, *sim.options] if command == "upload" else [command, *sim.options]
-                runs[command].append(probe_command(args, env))
-            if "start" in commands:
-                probe_command(["stop", *sim.options], env)  # so that the next upload is accepted
+                runs[command].append(probe_command(argv_of(command, sim.options), env))
+                playing = playing or command in PLAYS
+            stopped_if_playing()
     return runs, {name: median(values) for name, values in floor_runs.items()}
 
 
@@ -334,7 +365,8 @@ def run(*, transports: tuple[str, ...] = ("ble", KNOWN, "serial"), commands: tup
         notes.append(f"Where a known band's `handcue status` spends its {events_of(SPAN):.1f} events on the link: the link's connect "
                      f"{events_of(f'{link}{NESTED}connect'):.1f} (the wait for the band's next advertisement), the Database Hash check of the "
                      f"cached handles {events_of(f'{link}{NESTED}check cached GATT handles (Database Hash)'):.1f}, then INFO and STATUS "
-                     f"{events_of('INFO'):.1f} (behind the subscription's CCCD write: the band answers once notifications are on). "
+                     f"{events_of('INFO'):.1f} (written in the next event with the subscription's CCCD write, whose answer they do "
+                     f"not wait for, and answered in the event after: a request sent just after an event takes two). "
                      f"The target allows {TARGET_EVENTS['status']} events for everything after the process start.")
     data = {"runs": {transport: runs for transport, (runs, _) in results.items()}, "floors": {transport: floors for transport, (_, floors) in results.items()}}
     return Report(NAME, TITLE, METHOD, rows, "\n\n".join(details), notes, data=data)

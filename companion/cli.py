@@ -34,7 +34,7 @@ from protocol.errors import HandCueError  # noqa: E402
 
 from . import cli_band, cli_calibrate, cli_history, cli_pairing, cli_settings, cli_visual  # noqa: E402
 from .cli_common import EXIT_INVALID, JSON_MODE, PHASES, QUIET_MODE, RAN_UNTIL, complete_routine, emit_json, fail, json_option, say  # noqa: E402
-from .phases import Phases  # noqa: E402
+from .phases import Phases, freeze_what_is_loaded  # noqa: E402
 
 IMPORTED = time.perf_counter()
 """When this module (and the command modules it adds to the group) had been imported."""
@@ -345,6 +345,8 @@ def main() -> None:
     global _from_main
     _from_main = Phases(origin=STARTED)
     _from_main.add("imports (companion CLI)", 0.0, IMPORTED - STARTED)
+    # One command per process: what its start loads stays until the exit, so the collector need not traverse it.
+    freeze_what_is_loaded()
     # The process is ending: the interpreter need not collect what bleak and bumble built (0.1-0.3 s at exit).
     atexit.register(gc.freeze)
     cli(prog_name="handcue")

@@ -386,8 +386,10 @@ def upload(routine_or_table: str, targets: tuple[str, ...], timeout: float | Non
     With several bands: one progress line per band, then a summary table; exit 1 if any failed.
     With --start the band plays it at once (one band: on the same connection; several: once all hold it).
     """
+    from .phases import loading
+
     phases = command_phases()
-    with phases.phase("imports (routine compiler)"):
+    with loading(phases, "imports (routine compiler)"):
         from .tables import load_table_or_routine
     with phases.phase("load and compile the routine"):
         data = load_table_or_routine(routine_or_table, names=not no_names)

@@ -129,7 +129,9 @@ def missing_address_message() -> str:
 def resolve_address(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
     """The band address from ``--to``, ``HANDCUE_ADDRESS`` or the config file; a malformed one is a usage error (exit 2)."""
     # A phase of the command: the first address check imports asyncio and the transports (25-30 ms).
-    with command_phases().phase("check the address (imports asyncio, the transports)"):
+    from .phases import loading
+
+    with loading(command_phases(), "check the address (imports asyncio, the transports)"):
         if not value:
             from .config import default_address
 

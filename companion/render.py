@@ -7,13 +7,15 @@ import json
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protocol.constants import Ack, Iterate, Limits, TechniqueCode
 from protocol.cues import STEP_CUE_SLOTS, CueFacts, Fires
-from protocol.iterations import iterations
 from protocol.table import LoopRecord, StepRecord, StepTable, TableRecord, build_tree, check_table_header, decode_table, record_kind
-from protocol.timeline import MotorEvent, ack_points, ack_repeats, played_ms, table_cues, table_timeline
+
+if TYPE_CHECKING:  # the walks over a table's iterations and its timeline are imported by what needs them:
+    # status and start number the steps without them (4-6 ms less before their answer is printed)
+    from protocol.timeline import MotorEvent
 
 from .durations import format_ms  # not from .routine: status and start render without the routine parser
 
@@ -35,6 +37,8 @@ def step_numbers(table: StepTable) -> dict[int, int]:
 
 def step_plays(table: StepTable) -> int:
     """How many step iterations the routine plays (a step for each of 5 fingers plays 5 times)."""
+    from protocol.iterations import iterations
+
     return sum(1 for it in iterations(build_tree(table.records), table.hands) if it.is_step)
 
 
@@ -54,6 +58,8 @@ def timeline(data: bytes, strength: int = 100, ack_wait_ms: int | None = 0) -> I
 
     ``ack_wait_ms``: when the wearer acknowledges after each acknowledgement point's first cue (None: never).
     """
+    from protocol.timeline import table_timeline
+
     return table_timeline(decode_table(data), strength, ack_wait_ms)
 
 
@@ -84,6 +90,8 @@ def ack_assumption_text(ack_wait_ms: int | None) -> str:
 
 def count_cues(table: StepTable) -> int:
     """How many cues the band fires, counted off the stream."""
+    from protocol.timeline import table_cues
+
     return sum(1 for _ in table_cues(table))
 
 
@@ -117,6 +125,8 @@ def step_cue_text(table: StepTable, record: StepRecord, facts: CueFacts) -> str 
 
 
 def table_text(data: bytes) -> str:
+    from protocol.iterations import iterations
+
     header = check_table_header(data)
     table = decode_table(data)
     numbers = step_numbers(table)
@@ -213,6 +223,8 @@ def ack_marks(table: StepTable, ack_wait_ms: int | None) -> Callable[[MotorEvent
     at the cue's time; the events after it with the same cue and pattern, within
     a pattern's longest duration, belong to it too.
     """
+    from protocol.timeline import ack_points, ack_repeats
+
     points = ack_points(table, ack_wait_ms) if table.format_version > 1 else iter(())
     plays: dict[int, str] = {}
     run: tuple[str, MotorEvent] | None = None
@@ -258,6 +270,8 @@ def timeline_lines(data: bytes, events: Iterable[MotorEvent], ack_wait_ms: int |
     if table.format_version == 1:
         yield f"{count} motor events; the routine ends at {clock(table.total_ms)}"
         return
+    from protocol.timeline import ack_points, played_ms
+
     waits = list(ack_points(table, ack_wait_ms))
     yield f"{count} motor events; the routine ends at {clock(played_ms(table, ack_wait_ms))}"
     yield (f"{len(waits)} acknowledgement point{'s' if len(waits) != 1 else ''} ({ACK_WAIT_TEXT}); "

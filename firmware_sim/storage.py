@@ -42,6 +42,7 @@ import construct as c
 from protocol.constants import BootOutcome as BootOutcome  # re-exported: its one home is protocol.constants
 from protocol.constants import Limits, TableError
 from protocol.errors import TableFormatError
+from protocol.layout import Compiled
 from protocol.table import RecordCache, decode_table
 
 from .faults import FlashError, StorageError
@@ -81,7 +82,7 @@ JournalEntry = c.Struct(
     "entry_crc" / c.Int32ul,  # CRC-32 of the first 12 bytes
 )
 assert JournalEntry.sizeof() == ENTRY_SIZE
-_ENTRY = JournalEntry.compile()  # the same layout, compiled: a boot reads up to 512 entries
+_ENTRY = Compiled(JournalEntry)  # the same layout, compiled once it pays: a boot reads up to 512 entries
 _FREE_ENTRY = bytes([ERASED]) * ENTRY_SIZE
 
 

@@ -19,7 +19,7 @@ SMALLEST = {
     "ble_upload": {"intervals": (7.5,), "mtus": (247,), "table_bytes": 1024, "routine": None, "curve": (), "extras": False, "plot_path": None},
     "simulator": {"hours": 1, "repeats": 1, "realtime": ((2, 1),), "speed": 10.0},
     "companion_cli": {"startup_runs": 1, "step_counts": (10,), "largest": False, "repeats": 1},
-    "cold_start": {"transports": ("serial",), "commands": ("upload",), "repeats": 1},
+    "cold_start": {"transports": ("serial",), "commands": ("upload", "upload --start"), "repeats": 1},
     "ble_pairing": {"repeats": 1},
     "ble_fleet": {"counts": (1, 2), "repeats": 1},
 }
@@ -78,15 +78,21 @@ def test_smallest_configuration(name):
         [phases] = data["runs"]["serial"]["upload"]
         from benchmarks.cold_start import AFTER, BEFORE, EXIT, FLOOR, INTERPRETER, NESTED, OTHER, SPAN, START, TOTAL
 
-        # BEGIN is pipelined with the first data frames: it is a phase within "data" (which runs to the last byte's confirmation).
-        assert 0 < phases["process start"] < phases["total"] and phases[f"data{NESTED}UPLOAD_BEGIN"] > 0 and phases["UPLOAD_COMMIT"] >= 0
-        assert phases["data"] >= phases[f"data{NESTED}UPLOAD_BEGIN"] and phases[SPAN] >= phases["data"] + phases["UPLOAD_COMMIT"]
+        # UPLOAD_BEGIN lies inside the data phase (the first data frames follow it without waiting for its answer).
+        begin = f"data{NESTED}UPLOAD_BEGIN"
+        assert 0 < phases["process start"] < phases["total"] and phases[begin] > 0 and "UPLOAD_COMMIT" in phases
+        assert phases["data"] > phases[begin] and phases[SPAN] >= phases["data"] + phases["UPLOAD_COMMIT"]
         # Every millisecond in one row: the process start, the phases before and after the link, the link, the exit, other.
         assert {f"{BEFORE}: imports (companion CLI)", f"{BEFORE}: load and compile the routine", f"{AFTER}: disconnect"} <= set(phases)
         rows = sum(v for k, v in phases.items() if k.startswith((f"{BEFORE}: ", f"{AFTER}: ")) or k in (START, SPAN, EXIT, OTHER))
         assert abs(rows - phases[TOTAL]) < 1e-6
         floors = data["floors"]["serial"]
         assert 0 < floors[INTERPRETER] < floors[FLOOR]
+        # upload --start: the same upload, then START on the same connection, its answer the last on the link.
+        [started] = data["runs"]["serial"]["upload --start"]
+        assert started["START"] > 0 and "UPLOAD_COMMIT" in started and "START" not in phases
+        assert started[SPAN] >= started["data"] + started["UPLOAD_COMMIT"] + started["START"]
+        assert any(row.metric == "serial: `handcue upload --start` cold" for row in report.rows)
 
 
 def test_main_writes_the_report(tmp_path, capsys):

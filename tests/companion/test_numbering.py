@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -92,3 +94,25 @@ def test_a_45_s_step_starts_at_45_s_left():
     assert "45 s left in step" in line and "18 min 30 s left" in line
     assert "step 1 warm_up" in line
     assert "step 1" not in describe_status(status)  # without the table the step is named, never misnumbered
+
+
+def test_numbering_the_steps_for_status_needs_no_timeline_walk():
+    """status and start print the step's number and the time left from render's numbering alone: the
+    timeline's and the iterations' walks (4-6 ms of imports) are loaded only by the views that walk a table."""
+    code = (
+        "import sys\n"
+        "from companion import compile_routine, load_routine\n"
+        "from protocol.table import decode_table\n"
+        "data = compile_routine(load_routine('full-hand-massage'))\n"
+        "table = decode_table(data)\n"
+        "loaded = set(sys.modules)\n"
+        "from companion.render import clock, left_text, step_numbers\n"
+        "print(sorted(step_numbers(table).values())[:3], clock(61_000), left_text(61_000))\n"
+        "print(sorted(m for m in ('protocol.timeline', 'protocol.iterations') if m in sys.modules and m not in loaded))\n"
+        "from companion.render import step_plays, timeline\n"
+        "print(step_plays(table) > 0, sum(1 for _ in timeline(data)) > 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("[1, 2, 3]") and lines[1:] == ["[]", "True True"]

@@ -114,7 +114,7 @@ def test_disconnect_mid_upload_then_resume():
                     cuts.append(asyncio.ensure_future(band.ble.peripheral.disconnect_all()))
 
             async with BandClient.open(ADDRESS, ble=central.backend) as client:
-                with pytest.raises(Exception, match=r"disconnect|link lost|not connected") as lost:
+                with pytest.raises(Exception, match=r"(?i)disconnect|link lost|not connected") as lost:  # which one depends on timing
                     await client.upload(data, cut_after_first_ack)
             assert "Traceback" not in str(lost.value)
             stored = band.band.storage.upload.offset

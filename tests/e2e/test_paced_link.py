@@ -436,3 +436,54 @@ def test_encrypted_packets_carry_a_mic_on_the_air():
     sealed = [p for p in firsts if p.delivered_at - p.anchor == pytest.approx(air_time_us(p.size, "2M", encrypted=True) / 1e6, abs=EXACT)]
     assert plain and sealed and len(plain) + len(sealed) == len(firsts)
     assert firsts[-1] in sealed  # the upload ran on the encrypted link of the bonded reconnection
+
+
+def test_a_known_bands_status_takes_three_connection_events_from_the_connection(monkeypatch):
+    """A band used before (address and GATT handles remembered), on the paced link in virtual time: event 0
+    carries the Database Hash read, event 1 its answer, event 2 the subscription's CCCD write with INFO,
+    SET_TIME and STATUS behind it (the write commands do not wait for the CCCD write's answer; the band
+    handles them in order, so notifications are on before INFO is answered), event 3 every answer."""
+    from companion.ble.gatt_cache import MemoryGattCache
+    from companion.config import KnownBleAddress
+
+    async def inline(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)  # the GATT cache's worker thread would let virtual time run away
+
+    monkeypatch.setattr(asyncio, "to_thread", inline)
+
+    class Book:
+        known: KnownBleAddress | None = None
+
+        def get(self, name: str) -> KnownBleAddress | None:
+            return self.known
+
+        def put(self, name: str, known: KnownBleAddress) -> None:
+            self.known = known
+
+        def forget(self, name: str) -> None:
+            self.known = None
+
+    link = PacedLink(LinkTiming(interval_ms=15.0, packets_per_event=6, phy="2M"), trace=True)
+    book = Book()
+
+    async def job() -> tuple[int, float]:
+        async with LocalBleBand(link=link) as local, BumbleCentral(link=link, gatt_cache=MemoryGattCache()) as central:
+            for _ in range(2):  # the first finds the band by a scan and remembers it; the second is the one measured
+                first = len(link.trace or [])
+                client = BandClient.open(ADDRESS, ble=central.backend)
+                client.transport.address_book = book
+                async with client:
+                    await client.status()
+                    answered = asyncio.get_running_loop().time()
+                await asyncio.sleep(0.2)
+            assert book.known is not None and local.band is not None
+            return first, answered
+
+    first, answered = run_virtual(job)
+    trace = (link.trace or [])[first:]
+    connection = [packet for packet in trace if packet.kind == "data"]
+    start = connection[0]
+    assert start.event == 0 and start.sender == "bleak-central"  # the Database Hash read goes in the first event
+    events = sorted({packet.event for packet in connection if packet.delivered_at <= answered + EXACT})
+    assert events == [0, 1, 2, 3]  # STATUS answered in the fourth event: three intervals after the first
+    assert answered - start.anchor < 3 * 0.015 + 0.002

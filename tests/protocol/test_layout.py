@@ -77,3 +77,40 @@ def test_a_whole_layout_refuses_trailing_bytes():
     assert whole.parse(BYTES) == layout_of(Sequential).parse(BYTES)
     with pytest.raises(c.TerminatedError):
         whole.parse(BYTES + b"\x00")
+
+
+def test_a_laid_out_class_behaves_as_a_frozen_dataclass_with_methods_shared_not_generated():
+    """Equality, hashing, repr and immutability are those of ``dataclasses.dataclass(frozen=True)``;
+    ``__eq__``, ``__hash__`` and ``__repr__`` are one function for every laid-out class (Python 3.11
+    compiles each generated method from source: about 0.1 ms each, some 40 classes per command)."""
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Reference:
+        colour: Colour | None
+        pause_ms: int
+        slot: int | None
+        side: str | None
+        count: int
+
+    values = {"colour": Colour.RED, "pause_ms": 300, "slot": None, "side": "left", "count": 7}
+    ours, again, other, reference = Sequential(**values), Sequential(**values), Sequential(**{**values, "count": 8}), Reference(**values)
+    assert ours == again and hash(ours) == hash(again) == hash(reference) and ours != other
+    assert ours != reference and (ours == reference) is False  # another class: NotImplemented both ways, as dataclasses
+    assert repr(ours) == repr(reference).replace(Reference.__qualname__, "Sequential", 1)
+    assert repr(ours).startswith("Sequential(colour=<Colour.RED: 1>, pause_ms=300,")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ours.count = 9  # type: ignore[misc]
+    assert {ours: 1}[again] == 1 and dataclasses.replace(ours, count=8) == other
+    assert Sequential.__eq__ is Placed.__eq__ and Sequential.__hash__ is Placed.__hash__ and Sequential.__repr__ is Placed.__repr__
+
+    @laid_out
+    class Own:
+        """A method the class defines itself is kept; the hash is still the fields' (as dataclasses: frozen and eq)."""
+
+        value: int = wire(c.Int8ul)
+
+        def __eq__(self, other: object) -> bool:
+            return True
+
+    assert Own(1) == Own(2) and hash(Own(1)) == hash((1,))

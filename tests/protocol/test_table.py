@@ -9,8 +9,12 @@ value.
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import construct as c
 import pytest
@@ -930,3 +934,42 @@ def test_record_layouts_read_units_markers_and_enums_into_the_model():
     assert acked.ack is True and RECORD.build(acked) == data[:14] + b"\x01"
     with pytest.raises(c.MappingError, match="1050 ms is not a multiple of 100 ms"):
         RECORD.build(step(1050))
+
+
+def test_layouts_compile_only_once_it_pays_and_from_the_same_declarations():
+    """Importing the codec, building a table, checking its header and decoding a small table compile no
+    layout (``handcue status`` and ``handcue upload`` pay nothing for them: compiling costs more than the
+    few parses it would speed up); a layout used often enough is compiled, from the same declaration, and
+    parses the golden bytes to what the declared layout gives."""
+    code = (
+        "import construct\n"
+        "calls = []\n"
+        "original = construct.Construct.compile\n"
+        "def counting(self, *args, **kwargs):\n"
+        "    calls.append(self)\n"
+        "    return original(self, *args, **kwargs)\n"
+        "construct.Construct.compile = counting\n"
+        "import protocol.messages, protocol.table\n"
+        "from companion import compile_routine, load_routine\n"
+        "data = compile_routine(load_routine('full-hand-massage'))\n"
+        "protocol.table.check_table_header(data)\n"
+        "protocol.table.decode_table(data)\n"
+        "print(len(calls))\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(repo)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0"]
+    from protocol import table
+
+    golden = golden_hex(names=True)
+    header = table.Compiled(table.Header, compile_after=3)
+    plain = table.Header.parse(golden[:TABLE_HEADER_SIZE])
+    assert [header.parse(golden[:TABLE_HEADER_SIZE]) for _ in range(2)] == [plain, plain] and header.compiled is None
+    assert header.parse(golden[:TABLE_HEADER_SIZE]) == plain and header.compiled is not None  # the third use compiled it
+    assert header.parse(golden[:TABLE_HEADER_SIZE]) == plain
+    often = table.Compiled(table.Header)
+    for _ in range(table.Compiled.COMPILE_AFTER):
+        assert often.parse(golden[:TABLE_HEADER_SIZE]) == plain
+    assert often.compiled is not None
+    assert decode_table(golden) == golden_table()  # through the module's own layouts
