@@ -261,7 +261,7 @@ def plot(curve: dict[str, Any], path: str) -> str | None:
             linewidth=1, label="physical limit (payload only, whole connection events)")
     ax.set_yscale("log")
     ax.set_ylabel("upload wall time (s, log scale)")
-    ax.set_title(f"BLE upload on the paced link: {timing.describe()}, ATT MTU {TARGET_MTU}", fontsize=8)
+    ax.set_title(f"BLE upload on the paced link\n{timing.describe()}, ATT MTU {TARGET_MTU}", fontsize=8)  # two lines: it fits the width
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     rel.plot(sizes, [u["stop_and_wait"]["wall_s"] / limit for u, limit in zip(uploads, limits, strict=True)], "o-", label="stop-and-wait / limit")
