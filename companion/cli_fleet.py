@@ -97,17 +97,18 @@ async def fleet_upload(targets: list[str], data: bytes, ble: BleBackend, *, time
         progress.close()
     uploaded = all(result.ok for result in results)
     starts = await command_to_many(addresses, "start", ble=ble, timeout=timeout) if start and uploaded else []
+    held_back = "none started: every band must hold the routine first (fix the failures above, then upload again with --start)"
     if as_json and start:
         states = {result.address: result for result in starts}
         click.echo(json.dumps([{**result.to_json(), "started": states[result.address].state if result.address in states else None,
-                                "start_error": states[result.address].error if result.address in states else None}
+                                "start_error": states[result.address].error if result.address in states else held_back}
                                for result in results], indent=2))
         return 0 if uploaded and all(result.ok for result in starts) else 1
     code = _report(results, as_json)
     if not start:
         return code
     if not uploaded:
-        click.echo("error: none started: every band must hold the routine first (fix the failures above, then upload again with --start)", err=True)
+        click.echo(f"error: {held_back}", err=True)
         return code
     return _report(starts, as_json)
 

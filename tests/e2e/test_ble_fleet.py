@@ -138,15 +138,21 @@ def test_fleet_upload_with_start_starts_every_band_or_none(capsys: Any) -> None:
                 band.band.stop()
             partial = await fleet_upload([f"ble:{first.name}", "ble:HandCue-DEAD"], data, central.backend, timeout=1.0, silent=True, start=True)
             after_partial = [first.band.status().state, second.band.status().state]
+            held = await fleet_upload([f"ble:{first.name}", "ble:HandCue-DEAD"], data, central.backend, timeout=1.0, start=True, as_json=True)
+            assert held == 1 and first.band.status().state == BandState.IDLE
             return both, partial, after_both, after_partial
 
     both, partial, after_both, after_partial = run(main())
     out, err = capsys.readouterr()
     import json
 
-    answers = json.loads(out[: out.index("\n]") + 2])  # --json: one array, each band's upload with the state START left it in
+    first_array, second_array = out[: out.index("\n]") + 2], out[out.rindex("\n[\n") + 1 :]  # between them: the text summary
+    answers = json.loads(first_array)  # --json: one array, each band's upload with the state START left it in
     assert [(answer["ok"], answer["bytes"], answer["started"] in ("running", "finished"), answer["start_error"]) for answer in answers] == [
         (True, len(data), True, None)] * 2
+    held_back = json.loads(second_array)  # an upload failed: no band started, and each says why
+    assert [(answer["ok"], answer["started"]) for answer in held_back] == [(True, None), (False, None)]
+    assert all("none started: every band must hold the routine first" in answer["start_error"] for answer in held_back)
     assert both == 0 and all(state in (BandState.RUNNING, BandState.FINISHED) for state in after_both)
     assert partial == 1 and after_partial == [BandState.IDLE, BandState.IDLE]
     assert "none started: every band must hold the routine first" in err
