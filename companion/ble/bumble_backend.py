@@ -91,8 +91,10 @@ from ..phases import Phases, Unrecorded
 from .backend import BleBackend
 from .gatt_cache import CachedCharacteristic, CachedDatabase, CachedService, GattCache
 from .keystore import CentralIdentity
+from .robust_caching import UnverifiedLink, set_robust_caching
 
 if TYPE_CHECKING:  # only a host on a virtual link needs them: not imported for one on an HCI transport (about 20 ms)
+    from bumble.keys import PairingKeys
     from bumble.link import LocalLink
 
 __all__ = [
@@ -118,6 +120,8 @@ ENCRYPT_TIMEOUT = 5.0
 DEFERRED_START_S = 0.1
 """The MTU exchange starts at the latest this long after ``connect()`` returned, if the
 caller sent no request by then."""
+AWARENESS_WAIT_S = 2.0
+"""Longest a disconnect waits for the write that makes a bonded band remember this central's robust caching."""
 CENTRAL_NAME = "HandCue-companion"
 
 _T = TypeVar("_T")
@@ -528,6 +532,39 @@ class BumbleScanner(BaseBleakScanner):
 # Client
 
 
+class _Lookups:
+    """A peer's bond (key store) and GATT cache entry, looked up concurrently with the link's setup."""
+
+    def __init__(self, key: str, bond: asyncio.Future[PairingKeys | None], entry: asyncio.Future[CachedDatabase | None] | None) -> None:
+        self.key = key
+        self._bond = bond
+        self._entry = entry
+
+    @classmethod
+    def start(cls, central: BumbleCentral, key: str) -> _Lookups:
+        cache = central.gatt_cache
+        bond = asyncio.ensure_future(central.keystore.get(key))
+        entry = asyncio.ensure_future(asyncio.to_thread(cache.get, key)) if cache is not None else None  # a file: off the loop
+        for future in (bond, entry):
+            if future is not None:
+                future.add_done_callback(_retrieve_exception)  # awaited later, or not at all if the link fails
+        return cls(key, bond, entry)
+
+    async def bond(self) -> PairingKeys | None:
+        """The stored keys of the peer, or None."""
+        return await asyncio.shield(self._bond)
+
+    async def cache_entry(self) -> CachedDatabase | None:
+        """The peer's cache entry, or None (raises what the cache raised)."""
+        return None if self._entry is None else await asyncio.shield(self._entry)
+
+    def discard(self) -> None:
+        """Nobody will wait for them: a lookup still running is cancelled."""
+        for future in (self._bond, self._entry):
+            if future is not None and not future.done():
+                future.cancel()
+
+
 class BumbleClient(BaseBleakClient):
     """bleak client backend on the host of a :class:`BumbleCentral` (use ``central.client_backend``).
 
@@ -578,6 +615,18 @@ class BumbleClient(BaseBleakClient):
         """Whether the last connect took the GATT database from the cache (bumble-specific)."""
         self._mtu_asked_at: float | None = None
         """When our own MTU request went out (on the phase recorder's clock); None: we did not ask."""
+        self._lookups: _Lookups | None = None
+        """The peer's bond and cache entry, looked up while the link comes up."""
+        self._bond_refused = False
+        """Encrypting with the stored keys failed on this link: the peer may have lost the bond."""
+        self._peer: Peer | None = None
+        self._cache_entry: CachedDatabase | None = None
+        """The cache entry of this connection's database (validated, restored or just stored)."""
+        self._unverified: UnverifiedLink | None = None
+        """Set while the handles of a robust cache entry are used unproven (:mod:`.robust_caching`)."""
+        self._awareness_due: Literal["no", "yes", "encrypt"] = "no"
+        """Whether (and how) to tell the band, behind the caller's first request, that this central does robust caching."""
+        self._awareness: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ properties
 
@@ -617,6 +666,9 @@ class BumbleClient(BaseBleakClient):
             self._stack = await asyncio.wait_for(self.central.stack(), remaining())
         peer_address = await self._resolve_address(remaining())
         stack = self._stack
+        # Looked up while the link comes up, so that the first PDU leaves as soon as it is up (the
+        # connection's first event is 1.25 ms after CONNECT_IND; a lookup after it missed that event).
+        lookups = self._lookups = _Lookups.start(self.central, str(peer_address))
 
         async def connect_link() -> Connection:
             async with stack.connect_lock:
@@ -639,10 +691,15 @@ class BumbleClient(BaseBleakClient):
         except core.BaseBumbleError as error:
             raise BleakError(f"connecting to {self.address} failed: {error}") from error
         except BaseException:
+            lookups.discard()
             await self._close_late_connection(attempt, remaining() + CONNECT_CANCEL_GRACE)
             raise
 
         self._connection = connection
+        self._bond_refused = False
+        self._cache_entry = None
+        self._unverified = None
+        self._awareness_due = "no"
         connection.on(Connection.EVENT_DISCONNECTION, self._on_disconnection)
         self._watch_mtu(connection)
         try:
@@ -651,13 +708,17 @@ class BumbleClient(BaseBleakClient):
                     await self.pair()
                 else:
                     await self._encrypt_if_bonded(connection)
-                peer = Peer(connection)
+                peer = self._peer = Peer(connection)
                 self.used_gatt_cache = False
                 cached, database_hash = await self._validated_cache(connection)
                 from_cache = None if cached is None else await self._services_from_cache(peer, cached)
-                if from_cache is not None:
+                if from_cache is not None and cached is not None:
                     self.services = from_cache
                     self.used_gatt_cache = True
+                    self._cache_entry = cached
+                    if database_hash is None:  # a robust entry of a bonded peer, not proven: the first answer tells
+                        self._unverified = UnverifiedLink(rediscover=self._rediscover, send_kept=self._send_kept,
+                                                          on_resynced=lambda: self._schedule_awareness(encrypt=True, now=True))
                 else:
                     if database_hash is None and self.central.gatt_cache is not None:
                         # Read before discovery: a change after it would then show as a different hash next time.
@@ -669,9 +730,13 @@ class BumbleClient(BaseBleakClient):
                         await self._read_gap_name(peer)
                     if database_hash is not None:
                         await self._remember_database(connection, database_hash)
+                if connection.is_encrypted:
+                    self._schedule_awareness(encrypt=False, now=False)
         except BaseException:
             await self.disconnect()
             raise
+        finally:
+            lookups.discard()
         self._mtu_exchange_due = peer
         self._mtu_exchange_timer = loop.call_later(DEFERRED_START_S, self._start_mtu_exchange)
         logger.debug("connected to %s%s", self.address, " (GATT handles from the cache)" if self.used_gatt_cache else "")
@@ -683,6 +748,8 @@ class BumbleClient(BaseBleakClient):
         if self._mtu_exchange_timer is not None:
             self._mtu_exchange_timer.cancel()
             self._mtu_exchange_timer = None
+        if self._awareness_due != "no":
+            self._start_awareness(encrypt=self._awareness_due == "encrypt")
         peer, self._mtu_exchange_due = self._mtu_exchange_due, None
         if peer is None or self._connection is None:
             return
@@ -741,19 +808,24 @@ class BumbleClient(BaseBleakClient):
     async def _validated_cache(self, connection: Connection) -> tuple[CachedDatabase | None, bytes | None]:
         """The cached database of this peer if it covers the services asked for and its Database Hash is
         still the peer's (robust caching: one request instead of a discovery), and the hash read if any;
-        a stale entry is forgotten."""
+        a stale entry is forgotten.  A robust entry of a bonded peer comes back without a hash read
+        (``(entry, None)``): the link is then unverified until its first answer."""
         cache = self.central.gatt_cache
         if cache is None:
             return None, None
         key = str(connection.peer_address)
         try:
-            cached = await asyncio.to_thread(cache.get, key)
+            cached = await self._lookups_for(key).cache_entry()
             if cached is None or not cached.covers(self._requested_services, lambda value: _uuid_from_le_bytes(bytes.fromhex(value))):
                 return None, None
         except Exception:  # a cache only saves time: an entry it cannot give is a cold one
             logger.warning("%s: the GATT cache entry could not be used; discovering instead", self.address, exc_info=True)
             await self._forget_database(key)
             return None, None
+        if cached.robust and not self._bond_refused and await self._lookups_for(key).bond() is not None:
+            # Robust caching with a bond: the band protects a change-unaware client itself (0x12), no proof needed.
+            self._phases.add("GATT handles from the cache (robust caching, unproven)", self._phases.now())
+            return cached, None
         with self._phases.phase("check cached GATT handles (Database Hash)"):
             current = await self._guard("Database Hash read", self._read_database_hash(connection))
         if current == cached.database_hash:
@@ -761,6 +833,82 @@ class BumbleClient(BaseBleakClient):
         logger.info("%s: its GATT database changed (Database Hash); discovering it again", self.address)
         await self._forget_database(key)
         return None, current
+
+    def _lookups_for(self, key: str) -> _Lookups:
+        """The lookups started while the link came up, if they were for this peer address, else new ones."""
+        lookups = self._lookups
+        if lookups is None or lookups.key != key:
+            lookups = self._lookups = _Lookups.start(self.central, key)
+        return lookups
+
+    async def _rediscover(self) -> None:
+        """After ATT error 0x12 on a link that trusted a robust cache entry: forget the entry, read the
+        new Database Hash (the band serves it to a change-unaware client; the request after its 0x12
+        makes the client change-aware), discover, and store the new entry (not robust yet)."""
+        connection, peer = self._require_connection(), self._peer
+        assert peer is not None
+        await self._forget_database(str(connection.peer_address))
+        self._cache_entry = None
+        client = peer.gatt_client
+        # The old proxies (and bumble's subscriptions on their handles) must not catch the new database's notifications.
+        client.services.clear()
+        client.notification_subscribers.clear()
+        client.indication_subscribers.clear()
+        self._subscriptions.clear()
+        self.used_gatt_cache = False
+        with self._phases.phase("read Database Hash for the GATT cache"):
+            database_hash = await self._read_database_hash(connection)
+        with self._phases.phase("service discovery"):
+            self.services = await self._discover(peer)
+        if database_hash is not None:
+            await self._remember_database(connection, database_hash)
+
+    def _schedule_awareness(self, *, encrypt: bool, now: bool) -> None:
+        """Make a bonded band remember that this central does robust caching, once the caller's requests
+        of the moment are answered: at once (``now``) or behind the caller's first request."""
+        entry = self._cache_entry
+        if self.central.gatt_cache is None or entry is None or entry.robust:
+            return
+        if now:
+            self._start_awareness(encrypt=encrypt)
+        else:
+            self._awareness_due = "encrypt" if encrypt else "yes"
+
+    def _start_awareness(self, *, encrypt: bool) -> None:
+        self._awareness_due = "no"
+        if self._awareness is not None and not self._awareness.done():
+            return
+        self._awareness = task = asyncio.ensure_future(self._persist_awareness(encrypt=encrypt))
+        task.add_done_callback(_retrieve_exception)
+
+    async def _persist_awareness(self, *, encrypt: bool) -> None:
+        """Write Client Supported Features bit 0 on an encrypted link of our bond (encrypting it first if
+        ``encrypt``), then mark the cache entry robust.  Best effort: an entry left unmarked is proven by
+        its hash next time, and marked then."""
+        await asyncio.sleep(0)  # let the caller's requests of the moment be queued first; they go before us
+        others = {request for request in self._requests if not request.done()}
+        if others:
+            await asyncio.wait(others)
+        connection, entry, cache = self._connection, self._cache_entry, self.central.gatt_cache
+        if connection is None or entry is None or entry.robust or cache is None:
+            return
+        key = str(connection.peer_address)
+        try:
+            if await self._lookups_for(key).bond() is None:
+                return
+            if not connection.is_encrypted and encrypt:
+                await self._encrypt_if_bonded(connection)
+            if not connection.is_encrypted:
+                return
+            with self._phases.phase("robust caching (Client Supported Features)"):
+                if not await set_robust_caching(connection.gatt_client):
+                    return
+            if self._cache_entry is not entry:
+                return  # the database changed meanwhile
+            self._cache_entry = entry = dataclasses.replace(entry, robust=True)
+            await asyncio.to_thread(cache.put, key, entry)
+        except Exception:
+            logger.debug("%s: could not set up robust caching with the band", self.address, exc_info=True)
 
     async def _forget_database(self, key: str) -> None:
         """Drop this peer's entry from the GATT cache (best effort: the next discovery overwrites it anyway)."""
@@ -799,9 +947,10 @@ class BumbleClient(BaseBleakClient):
                 descriptors = tuple((d.obj.type.to_bytes().hex(), d.handle) for d in characteristic.descriptors) if proxy.descriptors_discovered else None
                 characteristics.append(CachedCharacteristic(proxy.uuid.to_bytes().hex(), proxy.handle, proxy.end_group_handle, int(proxy.properties), descriptors))
             cached_services.append(CachedService(service_proxy.uuid.to_bytes().hex(), service_proxy.handle, service_proxy.end_group_handle, tuple(characteristics)))
+        entry = CachedDatabase(database_hash, tuple(cached_services), complete=not self._requested_services)
+        self._cache_entry = entry
         try:
-            await asyncio.to_thread(cache.put, str(connection.peer_address),
-                                    CachedDatabase(database_hash, tuple(cached_services), complete=not self._requested_services))
+            await asyncio.to_thread(cache.put, str(connection.peer_address), entry)
         except Exception:
             logger.warning("%s: could not store its GATT handles in the cache", self.address, exc_info=True)
 
@@ -841,13 +990,14 @@ class BumbleClient(BaseBleakClient):
 
     async def _encrypt_if_bonded(self, connection: Connection) -> None:
         """Encrypt with the stored keys of this peer, if any; stay unencrypted if the peer refuses."""
-        if await self.central.keystore.get(str(connection.peer_address)) is None:
+        if await self._lookups_for(str(connection.peer_address)).bond() is None:
             return
         try:
             async with asyncio.timeout(ENCRYPT_TIMEOUT):
                 await connection.encrypt()
         except (TimeoutError, hci.HCI_Error, core.BaseBumbleError) as error:
             logger.info("%s: encrypting with the stored keys failed (%s); the peer may have forgotten this bond", self.address, error)
+            self._bond_refused = True  # then its robust caching of our handles cannot be relied on either
 
     async def _resolve_address(self, scan_seconds: float) -> hci.Address:
         if self._details is not None:
@@ -941,6 +1091,11 @@ class BumbleClient(BaseBleakClient):
         if self._mtu_exchange_timer is not None:
             self._mtu_exchange_timer.cancel()
             self._mtu_exchange_timer = None
+        if self._unverified is not None:
+            self._unverified.close()
+            self._unverified = None
+        self._awareness_due = "no"
+        self._peer = None
         self._subscriptions.clear()
         self.services = None
         for waiter in self._flow_waiters:
@@ -956,6 +1111,11 @@ class BumbleClient(BaseBleakClient):
         connection = self._connection
         if connection is None:
             return
+        awareness = self._awareness
+        if awareness is not None and not awareness.done():  # a bonded band is being told we do robust caching: let it finish
+            await asyncio.wait({awareness}, timeout=AWARENESS_WAIT_S)
+            if self._connection is not connection:
+                return
         try:
             async with asyncio.timeout(max(self._timeout, 1.0)):
                 await connection.disconnect()
@@ -976,6 +1136,9 @@ class BumbleClient(BaseBleakClient):
             raise BleakError(f"pairing with {self.address} failed: {error}") from error
         if not connection.is_encrypted:
             raise BleakError(f"pairing with {self.address} did not encrypt the link")
+        self._lookups = None  # the key store changed: look the bond up again
+        if self.services is not None:  # connected before: tell the band, on this trusted link, that we cache robustly
+            self._schedule_awareness(encrypt=False, now=True)
 
     async def unpair(self) -> None:
         """Forget the peer's keys in the central's key store (the peer keeps its own)."""
@@ -988,6 +1151,7 @@ class BumbleClient(BaseBleakClient):
         name = str(address)
         if await self.central.keystore.get(name) is not None:
             await self.central.keystore.delete(name)
+        self._lookups = None
 
     @property
     def is_encrypted(self) -> bool:
@@ -1000,6 +1164,41 @@ class BumbleClient(BaseBleakClient):
         if self._connection is None:
             raise BleakError(f"Not connected to {self.address}")
         return self._connection
+
+    def _unverified_link(self) -> UnverifiedLink | None:
+        """The link's robust-caching gate while its cached handles are unproven, else None."""
+        unverified = self._unverified
+        return unverified if unverified is not None and not unverified.settled else None
+
+    async def _request(self, operation: str, run: Callable[[], Awaitable[_T]]) -> _T:
+        """An ATT request through :meth:`_guard`; on an unverified link through its gate (``run`` resolves
+        its attribute when called: after a resync, in the new database)."""
+        unverified = self._unverified_link()
+        return await self._guard(operation, unverified.request(run) if unverified is not None else run())
+
+    def _current(self, characteristic: BleakGATTCharacteristic) -> BleakGATTCharacteristic:
+        """``characteristic`` in the current database: itself, or after a resync the one with the same
+        UUID in a service with the same UUID."""
+        services = self.services
+        if services is None or services.characteristics.get(characteristic.handle) is characteristic:
+            return characteristic
+        for service in services:
+            if service.uuid == characteristic.service_uuid:
+                for candidate in service.characteristics:
+                    if candidate.uuid == characteristic.uuid:
+                        return candidate
+        raise BleakError(f"characteristic {characteristic.uuid} is not in the database of {self.address} any more")
+
+    def _current_descriptor(self, descriptor: BleakGATTDescriptor) -> BleakGATTDescriptor:
+        """``descriptor`` in the current database (see :meth:`_current`)."""
+        services = self.services
+        if services is None or services.descriptors.get(descriptor.handle) is descriptor:
+            return descriptor
+        owner = services.get_characteristic(descriptor.characteristic_uuid)
+        found = owner.get_descriptor(descriptor.uuid) if owner is not None else None
+        if found is None:
+            raise BleakError(f"descriptor {descriptor.uuid} is not in the database of {self.address} any more")
+        return found
 
     async def _guard(self, operation: str, awaitable: Awaitable[_T], *, awaits_response: bool = True) -> _T:
         """Await a bumble GATT operation, translating its failures to bleak's.
@@ -1046,7 +1245,7 @@ class BumbleClient(BaseBleakClient):
         proxy: CharacteristicProxy[bytes] = characteristic.obj
         if use_cached and (cached := proxy.client.cached_values.get(proxy.handle)):
             return bytearray(cached[1])
-        return bytearray(await self._guard("read", proxy.read_value()))
+        return bytearray(await self._request("read", lambda: self._current(characteristic).obj.read_value()))
 
     async def read_gatt_descriptor(
         self,
@@ -1060,7 +1259,7 @@ class BumbleClient(BaseBleakClient):
         proxy: DescriptorProxy = descriptor.obj
         if use_cached and (cached := proxy.client.cached_values.get(proxy.handle)):
             return bytearray(cached[1])
-        return bytearray(await self._guard("descriptor read", proxy.read_value()))
+        return bytearray(await self._request("descriptor read", lambda: self._current_descriptor(descriptor).obj.read_value()))
 
     async def write_gatt_char(self, characteristic: BleakGATTCharacteristic, data: SizedBuffer, response: bool) -> None:
         """Write with response (long writes allowed) or without (at most MTU - 3 bytes).
@@ -1070,16 +1269,28 @@ class BumbleClient(BaseBleakClient):
         are queued, which paces a sender that floods.
         """
         connection = self._require_connection()
-        proxy: CharacteristicProxy[bytes] = characteristic.obj
         value = bytes(data)
         if response:
-            await self._guard("write", proxy.write_value(value, with_response=True))
+            await self._request("write", lambda: self._current(characteristic).obj.write_value(value, with_response=True))
             return
         limit = connection.att_mtu - 3
         if len(value) > limit:
             raise BleakError(f"write without response of {len(value)} bytes exceeds MTU-3={limit}")
         await self._wait_for_acl_room(connection)
+        unverified = self._unverified_link()
+        if unverified is not None:
+            await unverified.command(characteristic, value, lambda: self._send_command(characteristic, value))
+        else:
+            await self._send_command(characteristic, value)
+
+    async def _send_command(self, characteristic: BleakGATTCharacteristic, value: bytes) -> None:
+        proxy: CharacteristicProxy[bytes] = self._current(characteristic).obj
         await self._guard("write without response", proxy.write_value(value), awaits_response=False)
+
+    async def _send_kept(self, characteristic: BleakGATTCharacteristic, value: bytes) -> None:
+        """A write command the band ignored while it was change-unaware, again on the new handles."""
+        await self._wait_for_acl_room(self._require_connection())
+        await self._send_command(characteristic, value)
 
     async def _wait_for_acl_room(self, connection: Connection) -> None:
         queue = connection.device.host.get_data_packet_queue(connection.handle)
@@ -1103,8 +1314,8 @@ class BumbleClient(BaseBleakClient):
     async def write_gatt_descriptor(self, descriptor: BleakGATTDescriptor, data: SizedBuffer) -> None:
         """Write a descriptor value (with response)."""
         self._require_connection()
-        proxy: DescriptorProxy = descriptor.obj
-        await self._guard("descriptor write", proxy.write_value(bytes(data), with_response=True))
+        value = bytes(data)
+        await self._request("descriptor write", lambda: self._current_descriptor(descriptor).obj.write_value(value, with_response=True))
 
     async def start_notify(
         self,
@@ -1128,14 +1339,19 @@ class BumbleClient(BaseBleakClient):
 
         previous = self._subscriptions.pop(proxy.handle, None)
         if previous is not None:
-            await self._guard("unsubscribe", proxy.unsubscribe(previous))
-        await self._guard("subscribe", proxy.subscribe(on_value, prefer_notify=True))
-        self._subscriptions[proxy.handle] = on_value
+            await self._request("unsubscribe", lambda: self._current(characteristic).obj.unsubscribe(previous))
+
+        async def subscribe() -> None:
+            current: CharacteristicProxy[bytes] = self._current(characteristic).obj  # after a resync: the new handle
+            await current.subscribe(on_value, prefer_notify=True)
+            self._subscriptions[current.handle] = on_value
+
+        await self._request("subscribe", subscribe)
 
     async def stop_notify(self, characteristic: BleakGATTCharacteristic) -> None:
         """Disable notifications/indications on ``characteristic``."""
         self._require_connection()
-        proxy: CharacteristicProxy[bytes] = characteristic.obj
-        subscriber = self._subscriptions.pop(proxy.handle, None)
+        current = self._current(characteristic)
+        subscriber = self._subscriptions.pop(current.handle, None)
         if subscriber is not None:
-            await self._guard("unsubscribe", proxy.unsubscribe(subscriber))
+            await self._request("unsubscribe", lambda: self._current(characteristic).obj.unsubscribe(subscriber))

@@ -12,7 +12,13 @@ Hash (0x2B2A, an AES-CMAC over every declaration) replaces the whole discovery; 
 different hash (a firmware update moved the handles) throws the entry away and
 discovers again.  A band without a Database Hash is never cached.
 
-Entries are plain JSON (UUIDs as their little-endian bytes in hex, as on the air);
+A bonded central may skip even that read: an entry marked ``robust`` (the band was told, on a
+trusted link, that this central does robust caching) is used at once, and the band refuses
+the first request with Database Out Of Sync if its database changed
+(:mod:`companion.ble.robust_caching`).
+
+Entries are plain JSON (UUIDs as their little-endian bytes in hex, as on the air; ``robust``
+added later, so an entry without it is simply not robust);
 a cache that cannot be read or written, or an entry that does not parse, is skipped: it
 only saves time.
 """
@@ -62,6 +68,11 @@ class CachedDatabase:
     services: tuple[CachedService, ...]
     complete: bool
     """Every service was discovered (else only those asked for)."""
+    robust: bool = False
+    """This central, on an encrypted link of its bond with the peer, wrote Client Supported Features bit 0
+    (Robust Caching) after this database was discovered or proven by its hash: the peer then tracks whether
+    this central is change-aware, so a bonded connection may use the handles without reading the hash
+    first (:mod:`companion.ble.robust_caching`).  Entries written before the field existed read as False."""
 
     def covers(self, wanted: set[str] | None, uuid_of: Any) -> bool:
         """Whether it holds every service in ``wanted`` (bleak's UUID strings; None: all of them).
@@ -87,10 +98,11 @@ class CachedDatabase:
                     for c in service["characteristics"]))
                 for service in data["services"])
             database_hash = data["database_hash"]
-            if not isinstance(database_hash, str) or not isinstance(data["complete"], bool):
+            robust = data.get("robust", False)  # absent in entries written before robust caching
+            if not isinstance(database_hash, str) or not isinstance(data["complete"], bool) or not isinstance(robust, bool):
                 raise ValueError("bad entry")
-            return cls(bytes.fromhex(database_hash), services, data["complete"])
-        except (KeyError, TypeError, ValueError):
+            return cls(bytes.fromhex(database_hash), services, data["complete"], robust)
+        except (AttributeError, KeyError, TypeError, ValueError):
             return None
 
 
