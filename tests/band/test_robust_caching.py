@@ -271,10 +271,10 @@ def test_state_learnt_on_an_unencrypted_link_is_not_persisted(tmp_path: Path) ->
                     answers.append((first, second))
                     await connection.disconnect()
                 record = new.security.caching.get(str(central.device.random_address))
-                return answers, record, current_hash(new)
+                return answers, record, current_hash(new), features_handle(new)
 
-    answers, record, new_hash = run(main())
-    refused = (OUT_OF_SYNC, att.Opcode.ATT_READ_REQUEST, answers[0][0][2] if answers[0][0] else 0)
+    answers, record, new_hash, handle = run(main())
+    refused = (OUT_OF_SYNC, att.Opcode.ATT_READ_REQUEST, handle)
     assert answers[0] == (refused, None)
     assert answers[1] == (refused, None)  # the first link's awareness was not kept
     assert answers[2] == (None, None)  # the encrypted one's was
