@@ -172,6 +172,7 @@ def test_a_change_unaware_bonded_central_is_held_off_until_its_next_request(tmp_
             async with band_on(link, bonds, updated=True) as new:
                 seen = handler_writes(new, monkeypatch)
                 connection = await central.connect(new)  # no encryption yet: the first event carries the writes
+                mtu = await request(connection, att.ATT_Exchange_MTU_Request(client_rx_mtu=247))
                 await write_command(connection, rx(new), FRAME_BYTES)
                 await settle()
                 ignored = list(seen)
@@ -181,10 +182,11 @@ def test_a_change_unaware_bonded_central_is_held_off_until_its_next_request(tmp_
                 await write_command(connection, rx(new), b"\x06")
                 accepted = error_of(await write_request(connection, rx(new), b"\x07"))
                 await settle()
-                return old_rx, old_hash, rx(new), current_hash(new), ignored, refused, after_refusal, features, accepted, seen
+                return old_rx, old_hash, rx(new), current_hash(new), mtu, ignored, refused, after_refusal, features, accepted, seen
 
-    old_rx, old_hash, new_rx, new_hash, ignored, refused, after_refusal, features, accepted, seen = run(main())
+    old_rx, old_hash, new_rx, new_hash, mtu, ignored, refused, after_refusal, features, accepted, seen = run(main())
     assert new_rx != old_rx and new_hash != old_hash  # the update moved the handles
+    assert isinstance(mtu, att.ATT_Exchange_MTU_Response)  # served, and it does not end change-unawareness
     assert ignored == [] and after_refusal == []  # neither the command nor the refused request reached the handler
     assert refused == (OUT_OF_SYNC, att.Opcode.ATT_WRITE_REQUEST, new_rx)
     assert isinstance(features, att.ATT_Read_Response) and features.attribute_value == b"\x01"  # served: change-aware now
@@ -230,6 +232,7 @@ def test_unbonded_centrals_and_bonds_without_robust_caching_are_never_change_una
             async with band_on(link, bonds) as old:
                 await bond_with_robust_caching(old, robust)
                 await bond_with_robust_caching(old, plain, robust=False)
+                old_hash = current_hash(old)
                 connection = await stranger.connect(old)  # sets bit 0 but never bonds
                 assert error_of(await write_request(connection, features_handle(old), b"\x01")) is None
                 await connection.disconnect()
@@ -240,12 +243,15 @@ def test_unbonded_centrals_and_bonds_without_robust_caching_are_never_change_una
                     features = await read(connection, features_handle(new))
                     answers[name] = error_of(features) or features.attribute_value  # type: ignore[attr-defined]
                     await connection.disconnect()
-                return answers, new.security.caching.get(str(stranger.device.random_address))
+                records = {name: new.security.caching.get(str(central.device.random_address))
+                           for name, central in (("plain", plain), ("stranger", stranger))}
+                return answers, records, old_hash
 
-    answers, stranger_record = run(main())
+    answers, records, old_hash = run(main())
     assert answers["plain"] == b"\x00" and answers["stranger"] == b"\x00"  # served, and each reads its own value
     assert answers["robust"][0] == OUT_OF_SYNC
-    assert stranger_record is None
+    assert records["stranger"] is None  # no bond, nothing kept
+    assert records["plain"] == CachingRecord(robust_caching=False, aware_hash=old_hash)  # kept at pairing (its reconnection was not encrypted)
 
 
 def test_state_learnt_on_an_unencrypted_link_is_not_persisted(tmp_path: Path) -> None:
