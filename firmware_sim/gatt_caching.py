@@ -266,10 +266,11 @@ class RobustCaching:
 
     def _on_gatt_pdu(self, bearer: att.Bearer, att_pdu: att.ATT_PDU) -> None:
         assert self._serve is not None and self._server is not None
-        if not isinstance(bearer, Connection) or self.link(bearer).aware:
+        link = self.link(bearer) if isinstance(bearer, Connection) else None
+        if link is None or link.aware:  # (an EATT bearer: the band offers none)
             self._serve(bearer, att_pdu)
             return
-        link = self.link(bearer)
+        assert isinstance(bearer, Connection)
         op_code = att_pdu.op_code
         if op_code in _COMMANDS:  # its handle may now be another attribute's: nothing lands on it
             self.ignored_commands += 1
