@@ -30,6 +30,17 @@ Behaviour worth knowing (and matching the BlueZ backend where it matters):
   (:mod:`companion.ble.gatt_cache`, as an operating system keeps one) a peer used before
   is not discovered again: one read of its Database Hash (Core 5.1 robust caching)
   proves the cached handles current, or a changed hash sends the client to discovery.
+  A peer we are bonded with and whose entry is marked robust is not even asked for
+  its hash: the cached handles are used at once, and the first answer on the link
+  proves them (:mod:`companion.ble.robust_caching`: until then write commands are kept
+  and further requests wait; an ATT error 0x12, Database Out Of Sync, makes the client
+  discover again and send everything again on the new handles, the caller's calls
+  succeeding).  An entry becomes robust once the central, on an encrypted link of its
+  bond, has written Client Supported Features bit 0 (after pairing, or after a
+  connection that proved or discovered the database; a disconnect waits up to
+  :data:`AWARENESS_WAIT_S` for that write).  The peer's bond and cache entry are
+  looked up while the link comes up, so the first request can leave in the
+  connection's first event.
 * The ATT MTU (:data:`REQUESTED_ATT_MTU` unless the central says otherwise, also the
   largest it accepts when the peer asks first) is not exchanged before ``connect()``
   returns: the exchange is queued behind the caller's first GATT request, so that

@@ -191,7 +191,7 @@ def test_an_unbonded_known_band_still_reads_the_database_hash():
     book = Book()
 
     async def job() -> tuple[AttObserver, BandState]:
-        async with LocalBleBand(link=link) as local, BumbleCentral(link=link, gatt_cache=cache) as central:
+        async with LocalBleBand(link=link), BumbleCentral(link=link, gatt_cache=cache) as central:
             await status(central, book)
             [(address, entry)] = cache.entries.items()
             assert not entry.robust  # no bond, no encrypted link: never marked
@@ -315,7 +315,7 @@ def test_the_bond_and_the_cache_entry_are_looked_up_while_the_link_comes_up():
             return await super().get(name)
 
     async def job() -> None:
-        async with LocalBleBand(link=link) as local, BumbleCentral(link=link, gatt_cache=Cache(), keystore=Keys()) as central:
+        async with LocalBleBand(link=link), BumbleCentral(link=link, gatt_cache=Cache(), keystore=Keys()) as central:
             holder["central"] = central
             await status(central, book)
             seen.clear()
