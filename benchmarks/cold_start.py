@@ -35,6 +35,9 @@ store, its address in ``bands.json`` and its GATT handles in ``gatt.json``."""
 KNOWN_CONDITIONS = (KNOWN, KNOWN_PAIRED)
 """The conditions judged against :data:`TARGET_EVENTS`."""
 TRANSPORTS = ("ble", KNOWN, KNOWN_PAIRED, "serial")
+REPEATS = {"ble": 3, KNOWN: 5, KNOWN_PAIRED: 5, "serial": 3}
+"""Measured runs of each command per condition: more for the two judged against the targets, whose medians the
+verdicts rest on (the wait for the band's advertisement varies by a connection event or two)."""
 PAIRING_WINDOW_S = 60
 """``handcue-sim --pairing-window``: the band accepts a new pairing this long after its start (the one ``handcue pair`` comes first)."""
 FIRST_USE_COMMANDS = ("upload", "start", "status")
@@ -105,7 +108,8 @@ parent seeing the process end: the interpreter's exit) and *other*, what no phas
 arguments, the gaps between phases). Before and after the link, time that two phases share (or that a phase of
 the link reaches into) is counted once, in the row of the phase that started first (the link's own phases last).
 The *MTU exchange* runs from the connection to the ATT MTU update (the band asks for its MTU itself, at
-once). Medians of the runs; the band keeps running between commands, as a band does.
+once). Medians of the runs ({REPEATS[KNOWN]} of each command for a known band, paired or not, whose medians the
+verdicts rest on; {REPEATS['ble']} on first use and over serial); the band keeps running between commands, as a band does.
 
 Bytecode: this repository's test environment sets `PYTHONDONTWRITEBYTECODE`, which would make every command
 compile the companion's modules from source (20-40 ms more); an installed package has its bytecode written at
@@ -119,7 +123,8 @@ band used before, not paired (its address and GATT handles remembered by one `ha
 without a scan and one Database Hash read proves the cached handles); and for a band used before and **paired**,
 as README asks users to do (the simulator started with `--pairing-window {PAIRING_WINDOW_S}`, the button press
 that opens pairing; then `handcue pair --to ble:{BAND}` and one `handcue info`, unmeasured; the benchmark checks
-that the companion's folders then hold the bond, `bands.json` and `gatt.json`). A paired band takes commands that
+that the companion's folders then hold the bond, `bands.json` and `gatt.json`; the window is still open while the
+commands run, which changes only a bit of the pairing state the companion reads). A paired band takes commands that
 change its state only from paired devices over an encrypted link, so a paired known band's commands may pay for
 encryption with the bond's keys (about 2 connection events) on top of the unpaired path; it is the condition of a
 user who followed README. The band advertises every 20-30 ms for 30 s after boot or a disconnect.
@@ -454,15 +459,16 @@ def side_by_side(results: dict[str, tuple[dict[str, list[dict[str, float]]], dic
     return md_table(header, table, "llrrrll")
 
 
-def run(*, transports: tuple[str, ...] = TRANSPORTS, commands: tuple[str, ...] = COMMANDS, repeats: int = 3) -> Report:
+def run(*, transports: tuple[str, ...] = TRANSPORTS, commands: tuple[str, ...] = COMMANDS, repeats: int | None = None) -> Report:
     """Measure ``commands`` under each of ``transports`` (``ble``: first use, :data:`KNOWN`, :data:`KNOWN_PAIRED`,
-    ``serial``), ``repeats`` times each."""
+    ``serial``), ``repeats`` times each (None: :data:`REPEATS`)."""
+    counts = {transport: REPEATS.get(transport, 3) if repeats is None else repeats for transport in transports}
     seconds: dict[str, float] = {}
     results: dict[str, tuple[dict[str, list[dict[str, float]]], dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as bytecode:
         for transport in transports:
             began = time.perf_counter()
-            results[transport] = measure(transport, commands, repeats, bytecode)
+            results[transport] = measure(transport, commands, counts[transport], bytecode)
             seconds[transport] = time.perf_counter() - began
     rows: list[Row] = []
     details: list[str] = []
@@ -477,7 +483,7 @@ def run(*, transports: tuple[str, ...] = TRANSPORTS, commands: tuple[str, ...] =
                  else f"serial, pty at {BAUD} baud (ev = {INTERVAL_MS:g} ms, for comparison)")
         floor_text = (f"process start measured in the same run: {INTERPRETER} {ms(floors[INTERPRETER])}, "
                       f"{FLOOR} ({', '.join(LIBRARIES['ble' if is_ble else 'serial'])}) {ms(floors[FLOOR])}")
-        details.append(f"{where}; median of {repeats} run(s); {floor_text}; this condition took {seconds[transport]:.0f} s of the run:\n\n"
+        details.append(f"{where}; median of {counts[transport]} run(s); {floor_text}; this condition took {seconds[transport]:.0f} s of the run:\n\n"
                        + phase_table(runs))
         for command, command_runs in runs.items():
             total = median([r[TOTAL] for r in command_runs])
@@ -519,13 +525,17 @@ def run(*, transports: tuple[str, ...] = TRANSPORTS, commands: tuple[str, ...] =
         def events_of(name: str, runs: list[dict[str, float]] = status_runs) -> float:
             return median([r.get(name, 0.0) for r in runs]) / event
 
-        inside = [key.split(NESTED, 1)[1] for key in status_runs[0] if key.startswith(f"{link}{NESTED}") and NESTED not in key.split(NESTED, 1)[1]]
+        keys = list(dict.fromkeys(key for r in status_runs for key in r))
+        inside = [key.split(NESTED, 1)[1] for key in keys if key.startswith(f"{link}{NESTED}") and NESTED not in key.split(NESTED, 1)[1]]
         parts = ", ".join(f"{name} {events_of(f'{link}{NESTED}{name}'):.1f}" for name in inside if events_of(f"{link}{NESTED}{name}") >= 0.05)
-        paired = transport == KNOWN_PAIRED
-        notes.append(f"Where a {'paired ' if paired else ''}known band's `handcue status` spends its {events_of(SPAN):.1f} events on the link: "
+        # Link phases besides the connect, the requests and the ones behind them (e.g. an encryption of its own).
+        others = [key for key in keys if order(key)[0] == 3 and NESTED not in key and key != link and key not in REQUESTS and not key.startswith(BACKGROUND)]
+        extra = "".join(f", {key} {events_of(key):.1f}" for key in others if events_of(key) >= 0.05)
+        encryption = transport == KNOWN_PAIRED and not any("encrypt" in key.lower() for key in keys)
+        notes.append(f"Where a {'paired ' if transport == KNOWN_PAIRED else ''}known band's `handcue status` spends its {events_of(SPAN):.1f} events on the link: "
                      f"{link} {events_of(link):.1f} ({parts}; *connect* is the wait for the band's next advertisement"
-                     + (f", and *{REST}* holds the encryption with the bond's keys, which has no phase of its own" if paired else "")
-                     + f"), then INFO and STATUS {events_of('INFO'):.1f} (written in the next event with the subscription's CCCD write, whose "
+                     + (f"; *{REST}* holds the encryption with the bond's keys, which has no phase of its own" if encryption else "")
+                     + f"){extra}, then INFO and STATUS {events_of('INFO'):.1f} (written in the next event with the subscription's CCCD write, whose "
                      f"answer they do not wait for, and answered in the event after: a request sent just after an event takes two). "
                      f"The target allows {TARGET_EVENTS['status']} events for everything after the process start.")
     data = {"runs": {transport: runs for transport, (runs, _) in results.items()}, "floors": {transport: floors for transport, (_, floors) in results.items()},
@@ -538,7 +548,7 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cold_start", description="Run the cold-start benchmark alone and print it (nothing is written).")
     parser.add_argument("--transports", default=",".join(TRANSPORTS), help=f"Comma-separated subset of: {', '.join(TRANSPORTS)}.")
-    parser.add_argument("--repeats", type=int, default=3, help="Measured runs of each command per condition (default: 3).")
+    parser.add_argument("--repeats", type=int, help=f"Measured runs of each command per condition (default: {REPEATS}).")
     options = parser.parse_args()
     report = run(transports=tuple(t.strip() for t in options.transports.split(",")), repeats=options.repeats)
     print(report.details)

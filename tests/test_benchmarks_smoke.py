@@ -140,3 +140,13 @@ def test_cold_start_analysis_counts_every_millisecond_once():
     assert out[f"{link}{NESTED}{REST}"] == pytest.approx(0.04)  # 0.33-0.36 and 0.39-0.40
     children = [f"{link}{NESTED}{name}" for name in ("host power-on", "connect", "check cached GATT handles (Database Hash)", REST)]
     assert sum(out[key] for key in children) == pytest.approx(out[link])
+
+
+def test_cold_start_sees_the_bond_in_the_companions_key_store(tmp_path):
+    """The paired condition checks that `handcue pair` left a bond for the band (bumble's JSON key store layout)."""
+    from benchmarks.cold_start import bonded
+
+    bonds = tmp_path / "bonds.json"
+    assert not bonded(bonds, "C8:4D:09:0F:04:DB")  # no file: no bond
+    bonds.write_text('{"__DEFAULT__": {"C8:4D:09:0F:04:DB": {"address_type": 1, "ltk": {"value": "00"}}}}')
+    assert bonded(bonds, "c8:4d:09:0f:04:db") and not bonded(bonds, "C8:4D:09:0F:04:DC")
