@@ -25,6 +25,9 @@ Pairing (:mod:`firmware_sim.pairing`): once the band holds a bond, a write to RX
 from a link that is not trusted (encrypted, bonded central) is peeked at before the
 handler sees it; a frame whose request changes state makes the whole write fail with
 ATT error 0x05 (insufficient authentication), and the link's parsers start afresh.
+
+GATT robust caching (:mod:`firmware_sim.gatt_caching`) keeps its records with the bonds
+(:attr:`BandSecurity.caching`) and trusts the links :meth:`BandSecurity.trusted` trusts.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from protocol.messages import MessageHeader
 from .band import Band
 from .ble_peripheral import BandPeripheral, DeviceInfo, PairingHooks, start_band_peripheral
 from .faults import PowerLoss
+from .gatt_caching import RobustCaching
 from .handler import FIRMWARE_VERSION, ProtocolHandler
 from .link_faults import LinkFaults
 from .pairing import BandSecurity
@@ -128,6 +132,7 @@ class BlePeripheral:
                 device_info=DeviceInfo(firmware_revision=".".join(map(str, FIRMWARE_VERSION)), serial_number=f"{self.band.band_id:04X}"),
                 pairing=hooks,
                 extra_services=self.extra_services,
+                caching=RobustCaching(self.security.caching, self.security.trusted),
             )
         except Exception as exc:  # bumble raises its own types for bad transport specs
             raise HandCueError(f"cannot start BLE on {self.hci_server or self.hci or 'the local link'}: {exc}") from exc
@@ -142,7 +147,7 @@ class BlePeripheral:
         """A central connected: a link of its own, with a fresh parser."""
         name = link_name(connection)
         self.handler.attach(name, lambda data: self._outgoing.put_nowait((connection, data)))
-        connection.on(Connection.EVENT_PAIRING, lambda _keys: self.security.on_paired(connection))
+        connection.on(Connection.EVENT_PAIRING, lambda _keys: self._on_paired(connection))
 
         def on_disconnection(_reason: int) -> None:
             self.handler.detach(name)
@@ -150,6 +155,12 @@ class BlePeripheral:
             self._held.pop(connection.handle, None)
 
         connection.on(Connection.EVENT_DISCONNECTION, on_disconnection)
+
+    def _on_paired(self, connection: Connection) -> None:
+        """A central bonded: the gate trusts it from now on, and its bond learns it is change-aware."""
+        self.security.on_paired(connection)
+        if self.peripheral is not None:
+            self.peripheral.caching.update(connection)
 
     def _on_write(self, connection: Connection, data: bytes) -> None:
         name = link_name(connection)

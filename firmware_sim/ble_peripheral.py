@@ -19,7 +19,10 @@ request from its GATT client, as Nordic's ``nrf_ble_gatt`` does), so the link ca
 247-byte ATT packets from the second connection event on, whatever the central asks
 later; a central answers with the MTU it accepts.  Every host has the GATT service with
 Database Hash and Service Changed (bumble adds it), so a central that cached the band's
-handles can check them with one read (Core 5.1 robust caching).
+handles can check them with one read.  The band implements robust caching
+(:mod:`firmware_sim.gatt_caching`, Core 5.1): Client Supported Features is per client, and
+a bonded central that enabled it may skip that read; if the database changed since, its
+commands are ignored and its first request answered with error 0x12 (Database Out Of Sync).
 
 Advertising layout (the same one a real band must use, because a legacy advertising
 PDU carries at most 31 bytes and flags + 128-bit UUID + name do not fit in one):
@@ -65,6 +68,7 @@ from ble_stack.controllers import BandController
 from ble_stack.hosts import AttachedHost, HostSite, attach_host
 from protocol.constants import BleUuid
 
+from .gatt_caching import RobustCaching
 from .link_faults import LinkFaults, PacketFaults
 
 logger = logging.getLogger(__name__)
@@ -164,6 +168,7 @@ class BandPeripheral:
         max_centrals: int = MAX_CENTRALS,
         fast_advertising: bool = True,
         extra_services: Sequence[Service] = (),
+        caching: RobustCaching | None = None,
     ) -> None:
         self.device = device
         self._advertising = advertising or {}
@@ -245,6 +250,9 @@ class BandPeripheral:
             ]
         )
         device.gatt_server.max_mtu = PREFERRED_ATT_MTU
+        self.caching = caching if caching is not None else RobustCaching()
+        """Robust caching: per-client Client Supported Features, change-unaware bonded clients held off."""
+        self.caching.install(device)  # after every service: it takes the Database Hash
 
     # ------------------------------------------------------------------ state
 
@@ -484,6 +492,7 @@ async def start_band_peripheral(
     advertising_interval_ms: float = DEFAULT_ADV_INTERVAL_MS,
     pairing: PairingHooks | None = None,
     extra_services: Sequence[Service] = (),
+    caching: RobustCaching | None = None,
 ) -> BandPeripheral:
     """Power on a simulated band and start advertising.
 
@@ -504,6 +513,8 @@ async def start_band_peripheral(
             band cannot pair (bumble's defaults) and serves no pairing characteristic.
         extra_services: services served before the band's own (a newer firmware's), which
             move the handles of everything after them.
+        caching: robust caching with the bonds' records and the band's idea of a trusted
+            link; by default one that persists nothing (no bonded client is ever change-unaware).
     """
     own_address = random_static_address(address)
     adv_data = build_advertising_data(battery_percent=battery_percent)
@@ -519,6 +530,7 @@ async def start_band_peripheral(
         attached=attached,
         pairing=pairing,
         extra_services=extra_services,
+        caching=caching,
         advertising=dict(
             advertising_data=adv_data,
             scan_response_data=scan_response,

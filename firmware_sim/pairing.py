@@ -11,6 +11,9 @@
   (upload, erase, start, pause, resume, skip, stop) are accepted only on an
   encrypted link from a bonded central; INFO and STATUS stay open to anyone.  A band
   without any bond accepts everything from everyone, as before pairing existed.
+* The **robust caching records** (:mod:`firmware_sim.gatt_caching`), one per bond, in a
+  JSON file beside the bonds (``*.bonds.caching.json``): erased with the bond, and
+  when a central pairs again (a new bond starts without them).
 
 This module knows bumble's key store and connections but nothing of GATT; the BLE
 peripheral (:mod:`firmware_sim.ble`) consults :meth:`BandSecurity.allows` and serves
@@ -29,6 +32,8 @@ from bumble.keys import JsonKeyStore, KeyStore, MemoryKeyStore
 from bumble.pairing import PairingConfig, PairingDelegate
 
 from protocol.constants import Opcode, PairingState
+
+from .gatt_caching import CachingStore, caching_path_for
 
 logger = logging.getLogger(__name__)
 
@@ -95,10 +100,13 @@ class BandSecurity:
         self.keystore: KeyStore = JsonKeyStore(namespace=None, filename=str(bonds_path)) if bonds_path else MemoryKeyStore()
         self._bonded: set[str] = set()
         """Peer identity addresses with a bond (a cache of the key store, read synchronously by the gate)."""
+        self.caching = CachingStore(caching_path_for(bonds_path) if bonds_path else None)
+        """Robust caching records per bond (:class:`~firmware_sim.gatt_caching.RobustCaching` reads and writes them)."""
 
     async def load(self) -> None:
-        """Read the bonds from the key store (at boot)."""
+        """Read the bonds from the key store, and their robust caching records (at boot)."""
         self._bonded = {name for name, _keys in await self.keystore.get_all()}
+        self.caching.load(self._bonded)
 
     @property
     def has_bonds(self) -> bool:
@@ -115,6 +123,7 @@ class BandSecurity:
     def on_paired(self, connection: Connection) -> None:
         """A central just bonded (bumble stored its keys under its identity address)."""
         self._bonded.add(str(connection.peer_address))
+        self.caching.forget(str(connection.peer_address))  # a new bond: what the old one knew does not carry over
         logger.info("bonded with %s", connection.peer_address)
 
     def trusted(self, connection: Connection) -> bool:
@@ -140,6 +149,7 @@ class BandSecurity:
         """Delete the bond of the central on ``connection`` (it asked to be forgotten)."""
         name = str(connection.peer_address)
         self._bonded.discard(name)
+        self.caching.forget(name)
         if await self.keystore.get(name) is not None:
             await self.keystore.delete(name)
         logger.info("forgot %s", name)
@@ -147,4 +157,5 @@ class BandSecurity:
     async def forget_all(self) -> None:
         """Delete every bond (factory reset)."""
         self._bonded.clear()
+        self.caching.forget_all()
         await self.keystore.delete_all()
