@@ -104,6 +104,7 @@ def document(reports: list[Report], info: dict[str, str], started: datetime.date
               'pip install -e ".[bench]"                          # fit-tool, cbor2',
               "python -m benchmarks                               # all, about 5 minutes; --quick: real-time tests at 4x",
               "python -m benchmarks --only ble_upload --no-write  # one benchmark, print only",
+              "python -m benchmarks.cold_start --repeats 1        # the cold start alone, print only (--transports ble-known-paired,...)",
               "python -m pytest tests/test_benchmarks_smoke.py    # smallest configuration of each benchmark, no timing claims",
               "```", ""]
     return "\n".join(parts)

@@ -51,8 +51,11 @@ T = TypeVar("T")
 
 
 async def with_band(address: str, timeout: float | None, job: Callable[[BandClient], Awaitable[T]], hci: str | None = None,
-                    ble_backend: str | None = None) -> T:
+                    ble_backend: str | None = None, *, needs_trust: bool = True) -> T:
     """Run ``job`` on the band at ``address``; BLE goes through the backend ``ble_backend`` names, else bumble on ``hci`` if given.
+
+    ``needs_trust=False`` for a job that only reads INFO and STATUS: a BLE link to a band this computer is
+    paired with then stays unencrypted, which saves the encryption's round trips (:meth:`BandClient.open`).
 
     Each phase (imports, scan, connect, MTU, discovery, each request, disconnect) is recorded in the
     command's recorder (:func:`~companion.cli_common.command_phases`); ``-v`` prints them when the command ends.
@@ -82,7 +85,7 @@ async def with_band(address: str, timeout: float | None, job: Callable[[BandClie
                 if bumble:
                     from .ble import bumble_backend  # noqa: F401
             ble = await stack.enter_async_context(ble_backend_for(hci, backend=ble_backend, phases=phases))
-        client = BandClient.open(address, timeout=timeout, ble=ble)
+        client = BandClient.open(address, timeout=timeout, ble=ble, needs_trust=needs_trust)
         client.transport.phases = phases
         if is_ble:
             assert isinstance(client.transport, BleTransport)
@@ -202,8 +205,12 @@ async def step_numbers_of(client: BandClient) -> dict[int, int] | None:
         return step_numbers(decode_table(data)) if data is not None else None
 
 
-def _control(name: str, help_text: str, action: Callable[..., Awaitable[BandStatus]], *options: Callable[[Any], Any], several: bool = False) -> click.Command:
-    """A session command: ``action(band, **values of options)``; with ``several``, ``--to`` may name several bands (or a pattern)."""
+def _control(name: str, help_text: str, action: Callable[..., Awaitable[BandStatus]], *options: Callable[[Any], Any], several: bool = False,
+             reads_only: bool = False) -> click.Command:
+    """A session command: ``action(band, **values of options)``; with ``several``, ``--to`` may name several bands (or a pattern).
+
+    ``reads_only``: ``action`` sends only INFO and STATUS, so the link needs no trust (:func:`with_band`).
+    """
 
     async def job(client: BandClient, as_json: bool, extra: dict[str, Any]) -> tuple[BandStatus, dict[int, int] | None]:
         status = await action(client, **extra)
@@ -220,7 +227,7 @@ def _control(name: str, help_text: str, action: Callable[..., Awaitable[BandStat
             from .cli_fleet import fleet_command
 
             sys.exit(run(fleet_on_backend(hci, ble_backend, lambda ble: fleet_command(list(targets), name, ble, timeout=timeout, as_json=as_json))))
-        status, numbers = run(with_band(targets[0], timeout, lambda c: job(c, as_json, extra), hci, ble_backend))
+        status, numbers = run(with_band(targets[0], timeout, lambda c: job(c, as_json, extra), hci, ble_backend, needs_trust=not reads_only))
         emit_json(status.to_json()) if as_json else click.echo(describe_status(status, numbers))
 
     for option in options:
@@ -241,7 +248,7 @@ CONTROLS = (
     _control("skip", "Skip to the next finger, hand or round (with --step: past the whole step).", _skip,
              click.option("--step", "whole_step", is_flag=True, help="Skip the whole step, with every finger or hand left in it.")),
     _control("stop", "Stop the routine (on every band --to names).", lambda band: band.stop(), several=True),
-    _control("status", "Show what the band is doing.", lambda band: band.status()),
+    _control("status", "Show what the band is doing.", lambda band: band.status(), reads_only=True),
 )
 
 
@@ -465,7 +472,11 @@ def follow(address: str, timeout: float | None, as_json: bool, hci: str | None, 
     the next finger, hand or round, s stops the routine, q quits following
     (the band goes on playing).
     """
-    run(with_band(address, timeout, lambda c: follow_json(c) if as_json else follow_with_keys(c), hci, ble_backend))
+    from .live import KeyReader
+
+    # Keys (a terminal) may pause, skip or stop: those need a trusted link; without them following only reads STATUS.
+    keys = not as_json and KeyReader.available(sys.stdin)
+    run(with_band(address, timeout, lambda c: follow_json(c) if as_json else follow_with_keys(c), hci, ble_backend, needs_trust=keys))
 
 
 async def follow_with_keys(client: BandClient) -> BandStatus:

@@ -197,9 +197,16 @@ class BandClient:
         return KNOWN_SPEED_INITIAL_RTO_S + 2 * max_wire_size(MAX_FRAME_PAYLOAD) / rate
 
     @classmethod
-    def open(cls, address: str, *, ble: BleBackend | None = None, **kwargs: Any) -> BandClient:
-        """A client (not yet connected) for ``address``; a ``ble:`` one goes through the bleak backend ``ble``."""
-        return cls(open_transport(address, ble=ble), **kwargs)
+    def open(cls, address: str, *, ble: BleBackend | None = None, needs_trust: bool = True, **kwargs: Any) -> BandClient:
+        """A client (not yet connected) for ``address``; a ``ble:`` one goes through the bleak backend ``ble``.
+
+        ``needs_trust=False``: this session only reads the band (:meth:`info`, :meth:`status`, :meth:`follow`),
+        which a paired band answers on any link, so a BLE link to a band this computer is paired with is not
+        encrypted at connect and the first request goes out sooner (SPEC §21.5).  A paired band refuses a
+        state-changing request on such a session (:class:`~companion.errors.NotPairedError`), and the hello's
+        SET_TIME too (it keeps its clock).  Serial ignores it.
+        """
+        return cls(open_transport(address, ble=ble, needs_trust=needs_trust), **kwargs)
 
     async def __aenter__(self) -> BandClient:
         await self.connect()
@@ -253,7 +260,7 @@ class BandClient:
         Its answer is not awaited (no round trip) and a lost one is not sent again: the next
         command sets the clock anew.  The band's clock is not in INFO or STATUS, so it is set every
         time (one frame of 17 bytes).  A band that refuses it (older firmware, or a protected band
-        on an untrusted link) keeps the clock it has.
+        on an untrusted link, e.g. a session opened with ``needs_trust=False``) keeps the clock it has.
         """
         import time
 

@@ -33,6 +33,11 @@ class BleBackend:
     bounds_link_setup: bool = False
     """Whether the client backend takes ``link_timeout=``: the seconds the link itself may take to come up, apart
     from the GATT work after it (so that a connection to a stale address gives up early, yet a slow discovery may finish)."""
+    chooses_encryption: bool = False
+    """Whether the client backend takes ``encrypt_bonded=``: False leaves a link to a peer whose bond this host
+    holds unencrypted at connect (a command that only reads INFO and STATUS, which a paired band answers on any
+    link, SPEC §21.5, then skips the encryption's round trips).  False here: the backend does not say (a platform
+    backend: the operating system decides when to encrypt a bonded link, e.g. BlueZ at connect)."""
 
     def scanner_args(self) -> BleakScanner.ExtraArgs:
         """Keyword arguments that choose this scanner backend in ``BleakScanner``'s class methods."""

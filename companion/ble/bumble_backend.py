@@ -403,7 +403,8 @@ class BumbleCentral:
     def backend(self) -> BleBackend:
         """The scanner and client backends on this host, for a BLE transport."""
         return BleBackend(self.scanner_backend, self.client_backend, self.description,
-                          device_at=device_at, address_type_of=address_type_of, records_phases=True, bounds_link_setup=True)
+                          device_at=device_at, address_type_of=address_type_of, records_phases=True, bounds_link_setup=True,
+                          chooses_encryption=True)
 
     async def stack(self) -> _CentralStack:
         """The running host, brought up now if it is not (or if its HCI transport was lost)."""
@@ -593,6 +594,7 @@ class BumbleClient(BaseBleakClient):
         services: set[str] | None = None,
         phases: Phases | None = None,
         link_timeout: float | None = None,
+        encrypt_bonded: bool = True,
         **kwargs: Any,
     ) -> None:
         # kwargs: bleak passes its platform-specific ``bluez=``/``winrt=`` dicts here.
@@ -611,6 +613,9 @@ class BumbleClient(BaseBleakClient):
         self._phases = phases or Unrecorded()
         self._link_timeout = link_timeout
         """Seconds the link may take to come up (the rest of ``timeout`` is for the GATT work); None: all of ``timeout``."""
+        self._encrypt_bonded = encrypt_bonded
+        """Whether connect encrypts a link to a peer whose bond the key store holds (False: it stays unencrypted
+        unless ``pair`` is asked; for a session that only reads what the peer serves on any link)."""
         self.central = central
         self._stack: _CentralStack | None = None
         self._connection: Connection | None = None
@@ -660,7 +665,8 @@ class BumbleClient(BaseBleakClient):
 
     async def connect(self, pair: bool, **kwargs: Any) -> None:
         """Connect and discover the GATT database (or prove the cached one current); the MTU
-        exchange follows the caller's first request.
+        exchange follows the caller's first request.  A link to a peer whose bond the key store holds is
+        encrypted first, unless the client was made with ``encrypt_bonded=False``.
 
         ``timeout`` (keyword, default: the client's) bounds the whole operation.
         """
@@ -717,7 +723,7 @@ class BumbleClient(BaseBleakClient):
             async with asyncio.timeout(remaining()):
                 if pair:
                     await self.pair()
-                else:
+                elif self._encrypt_bonded:
                     await self._encrypt_if_bonded(connection)
                 peer = self._peer = Peer(connection)
                 self.used_gatt_cache = False

@@ -56,11 +56,19 @@ def describe_pairing_state(name: str, state: PairingState | None) -> str:
 
 async def security_line(transport: object) -> str:
     """What ``handcue info`` says about who may command the band on ``transport`` (waits for the
-    pairing state the BLE transport reads in the background)."""
+    pairing state the BLE transport reads in the background).
+
+    Only a transport that asked for a trusted link (``needs_trust``, the default) can tell "this one is
+    paired": TRUSTED needs the link encrypted with the bond's keys, and a read-only session leaves it unencrypted.
+    """
     from ..transport.ble import BleTransport
 
     if isinstance(transport, BleTransport):
-        return describe_pairing_state(transport.band_name, await transport.read_pairing_state())
+        state = await transport.read_pairing_state()
+        if not transport.needs_trust and state is not None and PairingState.PROTECTED in state and PairingState.TRUSTED not in state:
+            return (f"{transport.band_name} accepts commands only from paired devices; this link is not encrypted "
+                    "(a read-only session), so it does not tell whether this one is paired")
+        return describe_pairing_state(transport.band_name, state)
     return "serial is a cable: the band takes commands from whoever holds it (pairing is for BLE)"
 
 

@@ -31,8 +31,12 @@ def is_pattern(target: str) -> bool:
     return target.startswith("ble:") and any(character in target for character in PATTERN_CHARACTERS)
 
 
-def open_transport(address: str, *, ble: BleBackend | None = None) -> Transport:
+def open_transport(address: str, *, ble: BleBackend | None = None, needs_trust: bool = True) -> Transport:
     """A transport (not yet connected) for ``address``; a BLE one uses the bleak backend ``ble``.
+
+    ``needs_trust=False`` says the session sends only INFO and STATUS, which a paired band answers on
+    any link: a BLE link to a band this computer is paired with then stays unencrypted where the backend
+    allows it (:attr:`~companion.transport.ble.BleTransport.needs_trust`).  A serial cable needs no trust.
 
     Raises :class:`AddressError` when ``address`` is not a band address.
     """
@@ -54,5 +58,5 @@ def open_transport(address: str, *, ble: BleBackend | None = None) -> Transport:
 
         if params:
             raise AddressError(f"{address}: unknown option {', '.join(params)} (a ble: address takes none; choose the BLE host with --hci)")
-        return BleTransport(address, path, ble or PLATFORM)
+        return BleTransport(address, path, ble or PLATFORM, needs_trust=needs_trust)
     raise AddressError(f"{address!r} is not a band address; use serial:PATH[?baud=N] or ble:NAME|ble:AA:BB:CC:DD:EE:FF")

@@ -23,6 +23,11 @@ that a refusal comes back as an ATT error, raised as
 after its retransmission timeout, now with a response: the user still gets the one
 clear line, a few hundred ms later, instead of a timeout.
 
+A paired band answers INFO and STATUS on any link, so a session that sends nothing else
+(``handcue status``) is opened with ``needs_trust=False``: where the backend lets the
+companion choose (``BleBackend.chooses_encryption``), a link to a band whose bond it holds
+then stays unencrypted, and the first request does not wait for the encryption's round trips.
+
 Which bleak backend carries BLE is an object given by the caller (a
 :class:`~companion.ble.backend.BleBackend`): bleak's platform backend by default, or the
 backend of a :class:`~companion.ble.bumble_backend.BumbleCentral`, whose host this
@@ -77,10 +82,18 @@ class AddressBook(Protocol):
 class BleTransport(Transport):
     """A band reached by advertised name (``ble:HandCue-1A2B``) or address."""
 
-    def __init__(self, address: str, target: str, backend: BleBackend = PLATFORM) -> None:
+    def __init__(self, address: str, target: str, backend: BleBackend = PLATFORM, *, needs_trust: bool = True) -> None:
         super().__init__(address)
         self.target = target
         self.backend = backend
+        self.needs_trust = needs_trust
+        """Whether this session may send a request that changes the band's state (every opcode but INFO and
+        STATUS, SPEC §21.5), which a paired band runs only from a trusted link: then a link to a band whose
+        bond the companion holds is encrypted at connect, before the first request (2 connection events).
+        False (only INFO and STATUS, which a paired band answers on any link): where the backend lets the
+        companion choose (``BleBackend.chooses_encryption``) the link stays unencrypted, so the pairing state
+        read on it never shows TRUSTED, and a state-changing request on it is refused (:class:`NotPairedError`).
+        Set it before :meth:`connect`."""
         self._client: Any = None
         self.pairing_state: PairingState | None = None
         """What the band says about pairing on this link (None: not read yet, or a band without pairing support)."""
@@ -173,6 +186,8 @@ class BleTransport(Transport):
         extra: dict[str, Any] = {"phases": self.phases} if self.backend.records_phases else {}
         if link_timeout is not None:
             extra["link_timeout"] = link_timeout
+        if self.backend.chooses_encryption:
+            extra["encrypt_bonded"] = self.needs_trust
         client = client_class(device, disconnected_callback=self._on_disconnect, timeout=timeout, backend=self.backend.client,
                               services=[BleUuid.SERVICE], **extra)
         self._client = client  # so that a cancel or a failure disconnects it
@@ -254,7 +269,8 @@ class BleTransport(Transport):
                 offset += size
         except BleakGATTProtocolError as exc:
             if exc.code in REFUSED_FOR_SECURITY:
-                raise NotPairedError(not_paired_message(self.band_name)) from exc
+                untrusted = "" if self.needs_trust else " (this session was opened with needs_trust=False: its link was not encrypted)"
+                raise NotPairedError(not_paired_message(self.band_name) + untrusted) from exc
             raise TransportClosed(f"{self.address}: write failed: {exc}") from exc
         except BleakError as exc:
             raise TransportClosed(f"{self.address}: write failed: {exc}") from exc
