@@ -130,9 +130,10 @@ def watch_band_writes(local: LocalBleBand) -> list[tuple[str, bytes]]:
     return writes
 
 
-async def status(central: BumbleCentral, book: Book) -> tuple[BandState, bool]:
-    """``handcue status`` through the central; the state and whether the GATT handles came from the cache."""
-    client = BandClient.open(ADDRESS, ble=central.backend)
+async def status(central: BumbleCentral, book: Book, needs_trust: bool = True) -> tuple[BandState, bool]:
+    """A status session through the central (``handcue status`` opens it with ``needs_trust=False``: a bonded link
+    then stays unencrypted); the state and whether the GATT handles came from the cache."""
+    client = BandClient.open(ADDRESS, ble=central.backend, needs_trust=needs_trust)
     client.transport.address_book = book  # type: ignore[attr-defined]
     async with client:
         state = (await client.status()).state
@@ -153,9 +154,11 @@ def timing() -> LinkTiming:
 # ---------------------------------------------------------------------------
 
 
-def test_a_paired_known_band_with_a_robust_entry_is_asked_no_database_hash():
+@pytest.mark.parametrize("needs_trust", [False, True], ids=["status-unencrypted", "trusted-session-encrypted"])
+def test_a_paired_known_band_with_a_robust_entry_is_asked_no_database_hash(needs_trust: bool):
     """After pairing the cache entry is robust; `status` then sends no Database Hash read: the CCCD write
-    and INFO, SET_TIME, STATUS go in the first connection event after encryption, answered in the next."""
+    and INFO, SET_TIME, STATUS go in the connection's first event (after encryption, for a session that
+    needs trust), answered in the next."""
     link = PacedLink(timing(), trace=True)
     cache = MemoryGattCache()
     book = Book()
@@ -164,9 +167,9 @@ def test_a_paired_known_band_with_a_robust_entry_is_asked_no_database_hash():
         async with LocalBleBand(link=link, pairing_window=60) as local, BumbleCentral(link=link, gatt_cache=cache) as central:
             await pair_band(local.name, central.backend)
             paired_entry = only_entry(cache)
-            await status(central, book)  # finds the band by a scan and remembers its address
+            await status(central, book, needs_trust)  # finds the band by a scan and remembers its address
             observer = AttObserver(link)
-            state, used_cache = await status(central, book)
+            state, used_cache = await status(central, book, needs_trust)
             return observer, paired_entry, state, used_cache
 
     observer, paired_entry, state, used_cache = run_virtual(job)
@@ -178,6 +181,8 @@ def test_a_paired_known_band_with_a_robust_entry_is_asked_no_database_hash():
     frames = [p for p in observer.pdus if p.to_band and isinstance(p.pdu, att.ATT_Write_Command)]
     assert len(frames) >= 4  # the lone delimiter, INFO, SET_TIME, STATUS
     sent = observer.event_of(first)
+    if not needs_trust:
+        assert sent == 0  # no encryption first: the connection's first event
     assert {observer.event_of(p) for p in frames} == {sent}  # all in the CCCD write's event
     answers = [p for p in observer.pdus if not p.to_band and isinstance(p.pdu, (att.ATT_Write_Response, att.ATT_Handle_Value_Notification))]
     assert observer.event_of(answers[0]) == sent + 1  # the CCCD write's answer and the first notifications: the next event
@@ -229,10 +234,12 @@ def test_a_band_that_lost_our_bond_is_proven_by_its_hash():
     assert len(observer.hash_reads()) == 1
 
 
-def test_after_a_firmware_update_status_still_works_and_nothing_is_misdirected(tmp_path: Path):
+@pytest.mark.parametrize("needs_trust", [False, True], ids=["status-unencrypted", "trusted-session-encrypted"])
+def test_after_a_firmware_update_status_still_works_and_nothing_is_misdirected(tmp_path: Path, needs_trust: bool):
     """The band restarts with a service before its own (every handle moves), same bonds.  The companion's
     first request gets 0x12, its write commands are ignored; it discovers again, sends everything again on
-    the new handles, stores the new hash and makes the entry robust again: the next status reads no hash."""
+    the new handles, stores the new hash and makes the entry robust again (on an unencrypted link it encrypts
+    it first: the band persists awareness only from a trusted link): the next status reads no hash."""
     link = PacedLink(timing(), trace=True)
     cache = MemoryGattCache()
     keystore = MemoryKeyStore()
@@ -246,7 +253,7 @@ def test_after_a_firmware_update_status_still_works_and_nothing_is_misdirected(t
         out: dict[str, Any] = {}
         async with LocalBleBand(link=link, pairing_window=60, bonds_path=bonds) as local, central() as companion:
             await pair_band(local.name, companion.backend)
-            await status(companion, book)
+            await status(companion, book, needs_trust)
             out["before"] = only_entry(cache)
         updated = LocalBleBand(link=link, bonds_path=bonds)
         updated.ble.extra_services = [Service(DFU_SERVICE, [Characteristic(DFU_SERVICE.replace("0001", "0002", 1), Characteristic.Properties.WRITE
@@ -255,7 +262,7 @@ def test_after_a_firmware_update_status_still_works_and_nothing_is_misdirected(t
             await companion.stack()  # its controller is on the link before the observer looks
             writes = watch_band_writes(updated)
             observer = AttObserver(link)
-            out["state"], out["used_cache"] = await status(companion, book)
+            out["state"], out["used_cache"] = await status(companion, book, needs_trust)
             out["writes"], out["observer"] = list(writes), observer
             assert updated.ble.peripheral is not None
             out["ignored"] = updated.ble.peripheral.caching.ignored_commands
@@ -264,7 +271,7 @@ def test_after_a_firmware_update_status_still_works_and_nothing_is_misdirected(t
             assert device is not None and device.gatt_service is not None
             out["band_hash"] = device.gatt_service.get_database_hash(SimpleNamespace(device=device))  # type: ignore[arg-type]
             again = AttObserver(link)
-            out["next_state"], _ = await status(companion, book)
+            out["next_state"], _ = await status(companion, book, needs_trust)
             out["again"] = again
         return out
 
