@@ -223,6 +223,11 @@ class _CentralStack:
         own_address = random_static_address(address) if address else hci.Address.generate_static_address()
         attached = await attach_host(site, name="bleak-central", controller_factory=_central_controller)
         device = Device(name=CENTRAL_NAME, address=own_address, host=attached.host)
+        # The controller resolves a bonded peer's private addresses (its resolving list), as an operating
+        # system's stack has it do.  Without this, bumble's host scans for a bonded peer before every
+        # connection to find its current address: one advertising interval lost, even for a band whose
+        # random static address never changes (SPEC §21.4).
+        device.address_resolution_offload = True
         device.gatt_server.max_mtu = att_mtu  # also what we accept when a peer asks for an MTU first
         device.keystore = keystore
         device.pairing_config_factory = _just_works

@@ -345,3 +345,33 @@ def test_an_old_cache_file_without_robust_loads(tmp_path: Path):
     assert GattCacheFile(path).get("C3:00:00:00:1A:2B") == dataclasses.replace(entry, robust=True)
     document["robust"] = "yes"
     assert CachedDatabase.from_json(document) is None  # not one this version wrote
+
+
+def test_a_paired_known_band_is_connected_without_a_scan_for_its_address():
+    """A bonded peer's address is resolved by the controller (its resolving list), as an operating system's
+    stack has it: the host does not scan for the band before connecting to its remembered static address
+    (bumble's host-side resolution did, costing one advertising interval per connection)."""
+    link = PacedLink(timing(), trace=True)
+    cache = MemoryGattCache()
+    book = Book()
+
+    async def job() -> tuple[list[str], BandState]:
+        async with LocalBleBand(link=link, pairing_window=60) as local, BumbleCentral(link=link, gatt_cache=cache) as central:
+            await pair_band(local.name, central.backend)
+            await status(central, book)  # finds the band by a scan and remembers its address
+            assert book.known is not None
+            device = central._stack.device  # type: ignore[union-attr]
+            scans: list[str] = []
+            original = device.start_scanning
+
+            async def start_scanning(*args: Any, **kwargs: Any) -> None:
+                scans.append("scan")
+                await original(*args, **kwargs)
+
+            device.start_scanning = start_scanning
+            state, _ = await status(central, book, needs_trust=False)
+            return scans, state
+
+    scans, state = run_virtual(job)
+    assert state == BandState.IDLE
+    assert scans == []
