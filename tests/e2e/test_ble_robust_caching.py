@@ -31,12 +31,12 @@ from companion.ble.bumble_backend import BumbleCentral
 from companion.ble.gatt_cache import CachedDatabase, GattCacheFile, MemoryGattCache
 from companion.ble.pairing import pair_band
 from companion.client import BandClient
-from companion.config import KnownBleAddress
 from firmware_sim.local import LocalBleBand
 from protocol.constants import BandState, BleUuid
 from protocol.framing import FrameParser
 from protocol.messages import decode_message
 
+from .address_book import Book
 from .test_ble_known_band import DFU_SERVICE
 from .test_paced_link import run_virtual
 
@@ -55,21 +55,6 @@ def cache_calls_inline(monkeypatch: pytest.MonkeyPatch) -> None:
         return func(*args, **kwargs)
 
     monkeypatch.setattr(asyncio, "to_thread", inline)
-
-
-class Book:
-    """An address book of one band (so a status after the first connects without a scan)."""
-
-    known: KnownBleAddress | None = None
-
-    def get(self, name: str) -> KnownBleAddress | None:
-        return self.known
-
-    def put(self, name: str, known: KnownBleAddress) -> None:
-        self.known = known
-
-    def forget(self, name: str) -> None:
-        self.known = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -444,24 +444,13 @@ def test_a_known_bands_status_takes_three_connection_events_from_the_connection(
     SET_TIME and STATUS behind it (the write commands do not wait for the CCCD write's answer; the band
     handles them in order, so notifications are on before INFO is answered), event 3 every answer."""
     from companion.ble.gatt_cache import MemoryGattCache
-    from companion.config import KnownBleAddress
+
+    from .address_book import Book
 
     async def inline(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         return func(*args, **kwargs)  # the GATT cache's worker thread would let virtual time run away
 
     monkeypatch.setattr(asyncio, "to_thread", inline)
-
-    class Book:
-        known: KnownBleAddress | None = None
-
-        def get(self, name: str) -> KnownBleAddress | None:
-            return self.known
-
-        def put(self, name: str, known: KnownBleAddress) -> None:
-            self.known = known
-
-        def forget(self, name: str) -> None:
-            self.known = None
 
     link = PacedLink(LinkTiming(interval_ms=15.0, packets_per_event=6, phy="2M"), trace=True)
     book = Book()
