@@ -5,8 +5,10 @@ without checking them: it sends its first writes at once, on those handles.  Tha
 safe only because the band protects a central whose cache is out of date (a
 *change-unaware* one, e.g. after a firmware update that moved the handles):
 
-* per bond, persisted beside the bonds (:class:`CachingStore`): whether that central
-  enabled robust caching, and the Database Hash it was last change-aware of;
+* per central that bonded, persisted beside the bonds (:class:`CachingStore`): whether
+  that central enabled robust caching, and the Database Hash it was last change-aware of.
+  A record outlives its bond (FORGET_ME, the long press, a new pairing): the central may
+  still hold its side of the bond and its cached handles, and only the record protects it;
 * at connection, a peer whose address has such a record with another hash than the
   band's current one starts change-unaware (known by its address, before encryption);
 * while change-unaware, its ATT commands are ignored and its ATT requests answered with
@@ -20,9 +22,8 @@ safe only because the band protects a central whose cache is out of date (a
   the bond's keys.  A device spoofing a bonded central's address cannot mark it change-aware.
 
 :class:`RobustCaching` sits in front of bumble's GATT server (:meth:`RobustCaching.install`);
-it knows nothing of the band's protocol.  :mod:`firmware_sim.pairing` owns the store (it is
-erased with the bond); :mod:`firmware_sim.ble` tells :meth:`RobustCaching.update` when a
-central has just bonded.
+it knows nothing of the band's protocol.  :mod:`firmware_sim.pairing` owns the store;
+:mod:`firmware_sim.ble` tells :meth:`RobustCaching.update` when a central has just bonded.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ KNOWN_FEATURES: Final = ROBUST_CACHING
 """The client features the band knows (no EATT, no Multiple Handle Value Notifications): others are stored as 0."""
 HASH_SIZE: Final = 16
 FILE_FORMAT: Final = 1
+MAX_RECORDS: Final = 64
+"""Records kept at most; beyond it the one least recently written goes (records outlive bonds)."""
 """``"format"`` of the caching file; a file of another format is ignored (no robust caching)."""
 
 _COMMANDS: Final = frozenset({att.Opcode.ATT_WRITE_COMMAND, att.Opcode.ATT_SIGNED_WRITE_COMMAND})
@@ -71,7 +74,7 @@ def database_hash(server: Server) -> bytes:
 
 @dataclasses.dataclass(frozen=True)
 class CachingRecord:
-    """What the band keeps for one bond."""
+    """What the band keeps for one central that bonded."""
 
     robust_caching: bool
     """The central set Client Supported Features bit 0 on a trusted link."""
@@ -80,7 +83,7 @@ class CachingRecord:
 
 
 class CachingStore:
-    """Robust caching records per bonded peer (its address as the key store names it).
+    """Robust caching records per central that bonded (its address as the key store names it).
 
     File format (JSON, written whole and atomically on every change)::
 
@@ -88,8 +91,10 @@ class CachingStore:
          "bonds": {"<peer address, e.g. F0:F1:F2:F3:F4:F5/P>":
                    {"robust_caching": true, "aware_hash": "<32 hex digits>"}}}
 
-    A missing, unreadable or damaged file, or a damaged record, reads as no record: that
-    central gets no robust caching (it starts change-aware), the band works on.
+    Records are kept when a bond is erased, up to :data:`MAX_RECORDS`.  A bonded central whose
+    record is missing or damaged (an unreadable file, a damaged entry, a file lost while the
+    bonds were kept) is *unknown*: it may have cached handles of another database, so it starts
+    change-unaware until a trusted link proves it aware and a new record is written.
 
     Args:
         path: the JSON file; None keeps the records in memory.
@@ -98,10 +103,15 @@ class CachingStore:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self._records: dict[str, CachingRecord] = {}
+        self.unknown: set[str] = set()
+        """Bonded centrals whose record was missing or damaged at boot (see the class docstring)."""
 
     def load(self, bonded: Collection[str]) -> None:
-        """Read the file (at boot), keeping only records of peers in ``bonded`` (a record whose bond is gone is erased)."""
-        self._records = {peer: record for peer, record in self._read().items() if peer in bonded}
+        """Read the file (at boot); a bonded central in ``bonded`` without a readable record is :attr:`unknown`."""
+        self._records = self._read()
+        self.unknown = {peer for peer in bonded if peer not in self._records}
+        if self.unknown:
+            logger.warning("no robust caching record for %d bonded central(s): they start change-unaware", len(self.unknown))
 
     def get(self, peer: str) -> CachingRecord | None:
         """The record of ``peer``, if any."""
@@ -109,19 +119,13 @@ class CachingStore:
 
     def put(self, peer: str, record: CachingRecord) -> None:
         """Store ``record`` for ``peer`` (persisted at once)."""
+        self.unknown.discard(peer)
         if self._records.get(peer) != record:
+            self._records.pop(peer, None)  # to the end: the most recently written
             self._records[peer] = record
+            while len(self._records) > MAX_RECORDS:
+                del self._records[next(iter(self._records))]
             self._write()
-
-    def forget(self, peer: str) -> None:
-        """Erase the record of ``peer`` (its bond is gone or new)."""
-        if self._records.pop(peer, None) is not None:
-            self._write()
-
-    def forget_all(self) -> None:
-        """Erase every record (factory reset)."""
-        self._records.clear()
-        self._write()
 
     def _read(self) -> dict[str, CachingRecord]:
         if self.path is None:
@@ -221,9 +225,11 @@ class RobustCaching:
         link = self._links.get(connection)
         if link is not None:
             return link
-        record = self.store.get(str(connection.peer_address))
+        peer = str(connection.peer_address)
+        record = self.store.get(peer)
         robust = record is not None and record.robust_caching
-        aware = not (record is not None and robust and record.aware_hash != self.database_hash)
+        # An unknown central (its record lost or damaged) may hold handles of another database: held off too.
+        aware = not ((robust and record is not None and record.aware_hash != self.database_hash) or peer in self.store.unknown)
         link = self._links[connection] = _Link(aware=aware, features=ROBUST_CACHING if robust else 0)
         if not aware:
             logger.info("%s starts change-unaware: the database changed since it cached it", connection.peer_address)
@@ -243,7 +249,7 @@ class RobustCaching:
         if not link.aware or not self._trusted(connection):
             return
         peer = str(connection.peer_address)
-        old = self.store.get(peer)
+        old = None if peer in self.store.unknown else self.store.get(peer)
         robust = link.robust_trusted or (old is not None and old.robust_caching)
         self.store.put(peer, CachingRecord(robust_caching=robust, aware_hash=self.database_hash))
 

@@ -11,9 +11,9 @@
   (upload, erase, start, pause, resume, skip, stop) are accepted only on an
   encrypted link from a bonded central; INFO and STATUS stay open to anyone.  A band
   without any bond accepts everything from everyone, as before pairing existed.
-* The **robust caching records** (:mod:`firmware_sim.gatt_caching`), one per bond, in a
-  JSON file beside the bonds (``*.bonds.caching.json``): erased with the bond, and
-  when a central pairs again (a new bond starts without them).
+* The **robust caching records** (:mod:`firmware_sim.gatt_caching`), one per central that
+  bonded, in a JSON file beside the bonds (``*.bonds.caching.json``): kept when the bond
+  is erased or made anew, since that central may still hold handles it cached.
 
 This module knows bumble's key store and connections but nothing of GATT; the BLE
 peripheral (:mod:`firmware_sim.ble`) consults :meth:`BandSecurity.allows` and serves
@@ -123,7 +123,8 @@ class BandSecurity:
     def on_paired(self, connection: Connection) -> None:
         """A central just bonded (bumble stored its keys under its identity address)."""
         self._bonded.add(str(connection.peer_address))
-        self.caching.forget(str(connection.peer_address))  # a new bond: what the old one knew does not carry over
+        # Its robust caching record stays: until a trusted link proves it aware, the central may hold handles
+        # cached under its old bond (for another database).
         logger.info("bonded with %s", connection.peer_address)
 
     def trusted(self, connection: Connection) -> bool:
@@ -148,14 +149,12 @@ class BandSecurity:
     async def forget(self, connection: Connection) -> None:
         """Delete the bond of the central on ``connection`` (it asked to be forgotten)."""
         name = str(connection.peer_address)
-        self._bonded.discard(name)
-        self.caching.forget(name)
+        self._bonded.discard(name)  # its robust caching record stays (SPEC §21.6): the central may keep its cache
         if await self.keystore.get(name) is not None:
             await self.keystore.delete(name)
         logger.info("forgot %s", name)
 
     async def forget_all(self) -> None:
         """Delete every bond (factory reset)."""
-        self._bonded.clear()
-        self.caching.forget_all()
+        self._bonded.clear()  # the robust caching records stay (SPEC §21.6)
         await self.keystore.delete_all()

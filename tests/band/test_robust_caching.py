@@ -332,7 +332,9 @@ def test_robust_caching_survives_a_restart_without_a_database_change(tmp_path: P
     assert document == {"format": 1, "bonds": {peer: {"robust_caching": True, "aware_hash": first_hash.hex()}}}
 
 
-def test_a_damaged_caching_file_means_no_robust_caching_and_is_rewritten(tmp_path: Path) -> None:
+def test_a_bonded_central_whose_record_is_damaged_starts_change_unaware_and_gets_a_new_record(tmp_path: Path) -> None:
+    """A damaged caching file loses what the band knew of its bonded centrals: any of them may hold handles of
+    another database, so each starts change-unaware (0x12 first), and a trusted link writes its record anew."""
     bonds = tmp_path / "band.bonds.json"
 
     async def main() -> tuple[Any, ...]:
@@ -343,29 +345,42 @@ def test_a_damaged_caching_file_means_no_robust_caching_and_is_rewritten(tmp_pat
             caching_path_for(bonds).write_text("{not json")
             async with band_on(link, bonds, updated=True) as new:
                 connection = await central.connect(new)
-                first = error_of(await write_request(connection, rx(new), FRAME_BYTES))  # no record: change-aware
+                first = error_of(await write_request(connection, rx(new), FRAME_BYTES))
+                second = error_of(await write_request(connection, rx(new), FRAME_BYTES))
                 await connection.encrypt()
                 enabled = error_of(await write_request(connection, features_handle(new), b"\x01"))
-                return first, enabled, new.security.caching.get(str(central.device.random_address)), current_hash(new)
+                return first, second, enabled, new.security.caching.get(str(central.device.random_address)), current_hash(new)
 
-    first, enabled, record, new_hash = run(main())
-    assert first is None and enabled is None
+    first, second, enabled, record, new_hash = run(main())
+    assert first is not None and first[0] == att.ErrorCode.DATABASE_OUT_OF_SYNC  # unknown: held off
+    assert second is None and enabled is None
     assert record == CachingRecord(robust_caching=True, aware_hash=new_hash)
     assert json.loads(caching_path_for(bonds).read_text())["bonds"]  # written again, whole
 
 
-def test_the_record_is_erased_with_the_bond(tmp_path: Path) -> None:
+def test_the_record_outlives_the_bond_and_still_holds_off_a_stale_central(tmp_path: Path) -> None:
+    """A long press erases the bonds, not the records: a central that still holds its old bond and handles
+    meets a later firmware (another database) change-unaware, its commands ignored."""
     bonds = tmp_path / "band.bonds.json"
 
     async def main() -> tuple[Any, ...]:
         link = LocalLink()
-        async with Central.on(link, "C0:00:00:00:00:01") as central, band_on(link, bonds) as band:
-            await bond_with_robust_caching(band, central)
-            peer = str(central.device.random_address)
-            before = band.security.caching.get(peer)
-            await band.security.forget_all()
-            return before, band.security.caching.get(peer)
+        async with Central.on(link, "C0:00:00:00:00:01") as central:
+            async with band_on(link, bonds) as band:
+                await bond_with_robust_caching(band, central)
+                peer = str(central.device.random_address)
+                await band.security.forget_all()
+                kept = band.security.caching.get(peer)
+            async with band_on(link, bonds, updated=True) as new:
+                connection = await central.connect(new)
+                ignored_before = new.ble.peripheral.caching.ignored_commands
+                await write_command(connection, rx(new), FRAME_BYTES)
+                first = error_of(await write_request(connection, rx(new), FRAME_BYTES))
+                return kept, new.security.bonded_peers, new.ble.peripheral.caching.ignored_commands - ignored_before, first
 
-    before, after = run(main())
-    assert before is not None and before.robust_caching and after is None
-    assert json.loads(caching_path_for(bonds).read_text())["bonds"] == {}
+    kept, bonded, ignored, first = run(main())
+    assert kept is not None and kept.robust_caching
+    assert not bonded
+    assert ignored == 1
+    assert first is not None and first[0] == att.ErrorCode.DATABASE_OUT_OF_SYNC
+    assert json.loads(caching_path_for(bonds).read_text())["bonds"]
