@@ -219,6 +219,15 @@ def test_a_band_that_lost_our_bond_is_proven_by_its_hash():
     assert len(observer.hash_reads()) == 1
 
 
+def updated_band(link: PacedLink, bonds: Path) -> LocalBleBand:
+    """The band after a firmware update: a DFU service (writable with and without response) before its own,
+    so every handle moves, and the same bond storage."""
+    updated = LocalBleBand(link=link, bonds_path=bonds)
+    updated.ble.extra_services = [Service(DFU_SERVICE, [Characteristic(DFU_SERVICE.replace("0001", "0002", 1), Characteristic.Properties.WRITE
+                                                                       | Characteristic.Properties.WRITE_WITHOUT_RESPONSE, Characteristic.WRITEABLE, b"")])]
+    return updated
+
+
 @pytest.mark.parametrize("needs_trust", [False, True], ids=["status-unencrypted", "trusted-session-encrypted"])
 def test_after_a_firmware_update_status_still_works_and_nothing_is_misdirected(tmp_path: Path, needs_trust: bool):
     """The band restarts with a service before its own (every handle moves), same bonds.  The companion's
@@ -240,9 +249,7 @@ def test_after_a_firmware_update_status_still_works_and_nothing_is_misdirected(t
             await pair_band(local.name, companion.backend)
             await status(companion, book, needs_trust)
             out["before"] = only_entry(cache)
-        updated = LocalBleBand(link=link, bonds_path=bonds)
-        updated.ble.extra_services = [Service(DFU_SERVICE, [Characteristic(DFU_SERVICE.replace("0001", "0002", 1), Characteristic.Properties.WRITE
-                                                                           | Characteristic.Properties.WRITE_WITHOUT_RESPONSE, Characteristic.WRITEABLE, b"")])]
+        updated = updated_band(link, bonds)
         async with updated, central() as companion:
             await companion.stack()  # its controller is on the link before the observer looks
             writes = watch_band_writes(updated)
@@ -360,3 +367,54 @@ def test_a_paired_known_band_is_connected_without_a_scan_for_its_address():
     scans, state = run_virtual(job)
     assert state == BandState.IDLE
     assert scans == []
+
+
+@pytest.mark.parametrize("lost", ["bonds", "records"])
+@pytest.mark.parametrize("needs_trust", [False, True], ids=["status-unencrypted", "trusted-session-encrypted"])
+def test_a_band_that_lost_its_bonds_or_records_before_a_firmware_update_still_holds_the_stale_companion_off(
+        tmp_path: Path, lost: str, needs_trust: bool):
+    """The companion keeps its bond and robust entry; the band lost its bonds (a long press) or its robust caching
+    records (a damaged file), then got a firmware update that moved every handle.  The band's records outlive
+    its bonds, and a bonded central without a record starts change-unaware: the companion's first request gets
+    0x12 and its write commands are ignored, so nothing lands on the DFU characteristic now at RX's old handle."""
+    link = PacedLink(timing(), trace=True)
+    cache = MemoryGattCache()
+    keystore = MemoryKeyStore()
+    book = Book()
+    bonds = tmp_path / "bonds.json"
+
+    def central() -> BumbleCentral:
+        return BumbleCentral(link=link, gatt_cache=cache, keystore=keystore, address=CENTRAL_ADDRESS)
+
+    async def job() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with LocalBleBand(link=link, pairing_window=60, bonds_path=bonds) as local, central() as companion:
+            await pair_band(local.name, companion.backend)
+            await status(companion, book, needs_trust)
+            if lost == "bonds":
+                await local.security.forget_all()
+        if lost == "records":
+            from firmware_sim.gatt_caching import caching_path_for
+
+            caching_path_for(bonds).write_text("{damaged")
+        out["robust"] = only_entry(cache).robust
+        updated = updated_band(link, bonds)
+        async with updated, central() as companion:
+            await companion.stack()
+            writes = watch_band_writes(updated)
+            observer = AttObserver(link)
+            out["state"], _ = await status(companion, book, needs_trust)
+            out["writes"], out["observer"] = list(writes), observer
+            assert updated.ble.peripheral is not None
+            out["ignored"] = updated.ble.peripheral.caching.ignored_commands
+        return out
+
+    out = run_virtual(job)
+    assert out["robust"] and out["state"] == BandState.IDLE
+    assert {kind for kind, _ in out["writes"]} <= {BleUuid.RX.lower(), CCCD_UUID, CSF_UUID}  # never the DFU characteristic
+    refused = [p for p in out["observer"].pdus if not p.to_band and isinstance(p.pdu, att.ATT_Error_Response)
+               and p.pdu.error_code == att.ErrorCode.DATABASE_OUT_OF_SYNC]
+    if lost == "bonds" and needs_trust:
+        assert out["observer"].hash_reads()  # encryption failed: the entry is proven by the hash, never trusted
+    else:
+        assert len(refused) == 1 and out["ignored"] >= 1
