@@ -910,7 +910,11 @@ class BumbleClient(BaseBleakClient):
         await asyncio.sleep(0)  # let the caller's requests of the moment be queued first; they go before us
         others = {request for request in self._requests if not request.done()}
         if others:
-            await asyncio.wait(others)
+            _done, pending = await asyncio.wait(others, timeout=AWARENESS_WAIT_S)
+            if pending:  # each has its own timeout; this one only keeps the write from waiting on them for ever
+                logger.debug("%s: %d request(s) still unanswered after %g s; robust caching not set up on this link",
+                             self.address, len(pending), AWARENESS_WAIT_S)
+                return
         connection, entry, cache = self._connection, self._cache_entry, self.central.gatt_cache
         if connection is None or entry is None or entry.robust or cache is None:
             return

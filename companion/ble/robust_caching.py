@@ -163,10 +163,12 @@ class UnverifiedLink:
             self._settled.exception()  # seen here: a link with no waiting request must not log it
 
     def close(self) -> None:
-        """The link went down: requests still waiting are cancelled by the backend; forget the rest."""
+        """The link went down: requests still waiting fail (with an error, not a cancellation: their callers
+        were not cancelled, and a CancelledError would pass through their timeouts as one); forget the rest."""
         self._kept.clear()
         if not self._settled.done():
-            self._settled.cancel()
+            self._settled.set_exception(core.InvalidStateError("the link closed before its cached handles were proven"))
+            self._settled.exception()  # seen here: a link with no waiting request must not log it
 
 
 async def set_robust_caching(gatt_client: Client) -> bool:
