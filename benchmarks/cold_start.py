@@ -65,11 +65,11 @@ LINK_STARTS = ("scan until seen", "connect to the known address", "connect to th
 """Top-level phases that begin the link; the first of them to start begins **on the link**."""
 REQUESTS = ("INFO", "UPLOAD_BEGIN", "data", "UPLOAD_COMMIT", "START", "STATUS", "STOP")
 """The band's answers; the last of them to end closes **on the link**."""
-BACKGROUND = ("subscribe to TX", "MTU exchange", "read pairing state")
+BACKGROUND = ("subscribe to TX", "MTU exchange", "read pairing state", "robust caching (Client Supported Features)", "GATT handles from the cache")
 """Link phases nobody waits for: they run behind the first requests."""
 REST = "in no nested phase"
-"""Under a parent phase, the row of its time in none of its nested phases (e.g. the encryption of a paired link, which
-has no phase of its own today): with it, a parent's nested rows add up to the parent's row."""
+"""Under a parent phase, the row of its time in none of its nested phases (the hand-overs between them): with it, a
+parent's nested rows add up to the parent's row."""
 SPAN = "on the link"
 """From the start of the first link phase (scan, connect or opening the port) to the band's last answer."""
 BEFORE = "before the link"
@@ -101,8 +101,7 @@ companion client, bleak and bumble; loading and compiling the routine), **on the
 first link phase: scan, connect or opening the serial port, to the band's last answer; the phases in it, in
 connection events, overlap: the subscription, the MTU exchange and the pairing read run behind the first
 requests, and nested phases such as the host's power-on, the link's connect and the GATT cache check are part
-of their parent, shown as *parent › phase*, with a row *parent › {REST}* for the parent's time outside them, such
-as the encryption of a paired link, which has no phase of its own), the phases *after the link* (disconnect,
+of their parent, shown as *parent › phase*, with a row *parent › {REST}* for the parent's time outside them), the phases *after the link* (disconnect,
 closing the bumble host and the event loop, printing the result), *exit* (from the probe's exit handler to the
 parent seeing the process end: the interpreter's exit) and *other*, what no phase covers (click parsing the
 arguments, the gaps between phases). Before and after the link, time that two phases share (or that a phase of
@@ -125,9 +124,11 @@ as README asks users to do (the simulator started with `--pairing-window {PAIRIN
 that opens pairing; then `handcue pair --to ble:{BAND}` and one `handcue info`, unmeasured; the benchmark checks
 that the companion's folders then hold the bond, `bands.json` and `gatt.json`; the window is still open while the
 commands run, which changes only a bit of the pairing state the companion reads). A paired band takes commands that
-change its state only from paired devices over an encrypted link, so a paired known band's commands may pay for
-encryption with the bond's keys (about 2 connection events) on top of the unpaired path; it is the condition of a
-user who followed README. The band advertises every 20-30 ms for 30 s after boot or a disconnect.
+change its state only from paired devices over an encrypted link, so a paired known band's upload and START pay
+for encryption with the bond's keys (the phase *encrypt with the bond's keys*, about 2 connection events);
+`handcue status` only reads, so its link stays unencrypted. A paired band tracks whether the companion's cached
+handles are current (GATT robust caching, SPEC §21.6), so no Database Hash read comes before the first requests.
+It is the condition of a user who followed README. The band advertises every 20-30 ms for 30 s after boot or a disconnect.
 
 Targets ({INTERVAL_MS:g} ms link, a known band, judged for the unpaired and the paired one alike, side by side): upload
 of the full routine in at most *the process start* plus
@@ -531,11 +532,9 @@ def run(*, transports: tuple[str, ...] = TRANSPORTS, commands: tuple[str, ...] =
         # Link phases besides the connect, the requests and the ones behind them (e.g. an encryption of its own).
         others = [key for key in keys if order(key)[0] == 3 and NESTED not in key and key != link and key not in REQUESTS and not key.startswith(BACKGROUND)]
         extra = "".join(f", {key} {events_of(key):.1f}" for key in others if events_of(key) >= 0.05)
-        encryption = transport == KNOWN_PAIRED and not any("encrypt" in key.lower() for key in keys)
         notes.append(f"Where a {'paired ' if transport == KNOWN_PAIRED else ''}known band's `handcue status` spends its {events_of(SPAN):.1f} events on the link: "
-                     f"{link} {events_of(link):.1f} ({parts}; *connect* is the wait for the band's next advertisement"
-                     + (f"; *{REST}* holds the encryption with the bond's keys, which has no phase of its own" if encryption else "")
-                     + f"){extra}, then INFO and STATUS {events_of('INFO'):.1f} (written in the next event with the subscription's CCCD write, whose "
+                     f"{link} {events_of(link):.1f} ({parts}; *connect* is the wait for the band's next advertisement){extra}, "
+                     f"then INFO and STATUS {events_of('INFO'):.1f} (written in the next event with the subscription's CCCD write, whose "
                      f"answer they do not wait for, and answered in the event after: a request sent just after an event takes two). "
                      f"The target allows {TARGET_EVENTS['status']} events for everything after the process start.")
     data = {"runs": {transport: runs for transport, (runs, _) in results.items()}, "floors": {transport: floors for transport, (_, floors) in results.items()},

@@ -1019,8 +1019,9 @@ class BumbleClient(BaseBleakClient):
         if await self._lookups_for(str(connection.peer_address)).bond() is None:
             return
         try:
-            async with asyncio.timeout(ENCRYPT_TIMEOUT):
-                await connection.encrypt()
+            with self._phases.phase("encrypt with the bond's keys"):
+                async with asyncio.timeout(ENCRYPT_TIMEOUT):
+                    await connection.encrypt()
         except (TimeoutError, hci.HCI_Error, core.BaseBumbleError) as error:
             logger.info("%s: encrypting with the stored keys failed (%s); the peer may have forgotten this bond", self.address, error)
             self._bond_refused = True  # then its robust caching of our handles cannot be relied on either
