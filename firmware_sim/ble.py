@@ -65,6 +65,22 @@ HELD_MAX_BYTES = 4096
 """Output kept for a link whose central has not enabled TX notifications yet; more is dropped."""
 
 
+class _RefusedCommandsFilter(logging.Filter):
+    """Drops bumble's error report of a Write Command the band refused on purpose (the gate's ATT error).
+
+    ATT has no answer to a command, so bumble logs the handler's refusal as an unexpected exception, with
+    its traceback, on the band's console; the gate has logged the refusal itself (e.g. SET_TIME from a
+    paired computer's read-only session, whose link is not encrypted)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        refused = isinstance(error, att.ATT_Error) or isinstance(getattr(error, "__cause__", None), att.ATT_Error)
+        return not (refused and record.getMessage() == "!!! ignoring exception")
+
+
+logging.getLogger("bumble.gatt_server").addFilter(_RefusedCommandsFilter())
+
+
 def link_name(connection: Connection) -> str:
     """The handler's name for the link of one BLE connection."""
     return f"ble-{connection.handle}"

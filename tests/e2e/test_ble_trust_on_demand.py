@@ -294,3 +294,24 @@ def test_cli_status_stays_unencrypted_while_info_and_start_encrypt(table: bytes,
         followed, links = handcue(*follow)
         assert links == [{"encrypted": False}], follow
         assert "finished" in followed.stdout.splitlines()[-1], followed.stdout
+
+
+def test_a_read_only_sessions_refused_set_time_leaves_no_error_on_the_band(caplog: pytest.LogCaptureFixture) -> None:
+    """A paired computer's read-only session sends SET_TIME on an unencrypted link: the band refuses it (its gate
+    logs that), and bumble's report of the refused Write Command as an unexpected error, traceback and all, stays
+    off the band's console."""
+    import logging
+
+    async def job() -> BandState:
+        link = LocalLink()
+        async with LocalBleBand(link=link, pairing_window=60) as local, BumbleCentral(link=link) as central:
+            await pair_band(local.name, central.backend)
+            async with BandClient.open(f"ble:{local.name}", ble=central.backend, needs_trust=False) as client:
+                state = (await client.status()).state
+            await asyncio.sleep(0.1)
+            return state
+
+    caplog.set_level(logging.INFO)
+    assert asyncio.run(asyncio.wait_for(job(), 30)) == BandState.IDLE
+    assert any(record.getMessage().startswith("refused opcode") for record in caplog.records)  # SET_TIME, refused
+    assert not [record for record in caplog.records if record.name.startswith("bumble") and record.levelno >= logging.ERROR]
