@@ -65,16 +65,21 @@ HELD_MAX_BYTES = 4096
 """Output kept for a link whose central has not enabled TX notifications yet; more is dropped."""
 
 
+class GateRefusal(att.ATT_Error):
+    """The gate's refusal of a frame this link may not send (ATT error 0x05); it logs the refusal itself."""
+
+
 class _RefusedCommandsFilter(logging.Filter):
-    """Drops bumble's error report of a Write Command the band refused on purpose (the gate's ATT error).
+    """Drops bumble's error report of a Write Command the gate refused (:class:`GateRefusal`), and only that.
 
     ATT has no answer to a command, so bumble logs the handler's refusal as an unexpected exception, with
-    its traceback, on the band's console; the gate has logged the refusal itself (e.g. SET_TIME from a
-    paired computer's read-only session, whose link is not encrypted)."""
+    its traceback, on the band's console (it re-raises it with the attribute's handle, the gate's refusal
+    as the cause); the gate has logged the refusal itself (e.g. SET_TIME from a paired computer's
+    read-only session, whose link is not encrypted)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        refused = isinstance(error, att.ATT_Error) or isinstance(getattr(error, "__cause__", None), att.ATT_Error)
+        refused = isinstance(error, GateRefusal) or (isinstance(error, att.ATT_Error) and isinstance(error.__cause__, GateRefusal))
         return not (refused and record.getMessage() == "!!! ignoring exception")
 
 
@@ -212,7 +217,7 @@ class BlePeripheral:
                 self._peek_parsers.pop(connection.handle, None)
                 self.handler.attach(link_name(connection), lambda out: self._outgoing.put_nowait((connection, out)))
                 logger.info("refused opcode %d from %s: not a paired, encrypted link", header.opcode, connection.peer_address)
-                raise att.ATT_Error(att.ATT_INSUFFICIENT_AUTHENTICATION_ERROR)
+                raise GateRefusal(att.ATT_INSUFFICIENT_AUTHENTICATION_ERROR)
 
     async def _on_pairing_control(self, connection: Connection, value: bytes) -> None:
         if bytes(value) != bytes([PairingControl.FORGET_ME]):

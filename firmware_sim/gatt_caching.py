@@ -8,7 +8,8 @@ safe only because the band protects a central whose cache is out of date (a
 * per central that bonded, persisted beside the bonds (:class:`CachingStore`): whether
   that central enabled robust caching, and the Database Hash it was last change-aware of.
   A record outlives its bond (FORGET_ME, the long press, a new pairing): the central may
-  still hold its side of the bond and its cached handles, and only the record protects it;
+  still hold its side of the bond and its cached handles, and only the record protects it.
+  A bonded central whose record was lost gets a placeholder (robust, aware of no database);
 * at connection, a peer whose address has such a record with another hash than the
   band's current one starts change-unaware (known by its address, before encryption);
 * while change-unaware, its ATT commands are ignored and its ATT requests answered with
@@ -51,9 +52,12 @@ KNOWN_FEATURES: Final = ROBUST_CACHING
 """The client features the band knows (no EATT, no Multiple Handle Value Notifications): others are stored as 0."""
 HASH_SIZE: Final = 16
 FILE_FORMAT: Final = 1
+"""``"format"`` of the caching file; a file of another format is a damaged one."""
 MAX_RECORDS: Final = 64
-"""Records kept at most; beyond it the one least recently written goes (records outlive bonds)."""
-"""``"format"`` of the caching file; a file of another format is ignored (no robust caching)."""
+"""Records kept at most: beyond it the least recently used record of a central without a bond goes (records
+outlive bonds; a current bond's record is never dropped, even above the cap)."""
+UNKNOWN_HASH: Final = bytes(HASH_SIZE)
+"""The ``aware_hash`` of a placeholder record (a bonded central whose record was lost): never a database's hash."""
 
 _COMMANDS: Final = frozenset({att.Opcode.ATT_WRITE_COMMAND, att.Opcode.ATT_SIGNED_WRITE_COMMAND})
 _REQUESTS: Final = frozenset(att.ATT_REQUESTS)
@@ -93,25 +97,30 @@ class CachingStore:
 
     Records are kept when a bond is erased, up to :data:`MAX_RECORDS`.  A bonded central whose
     record is missing or damaged (an unreadable file, a damaged entry, a file lost while the
-    bonds were kept) is *unknown*: it may have cached handles of another database, so it starts
-    change-unaware until a trusted link proves it aware and a new record is written.
+    bonds were kept) gets a placeholder record at boot: robust caching, aware of no database
+    (:data:`UNKNOWN_HASH`).  It may have cached handles of another database, so it starts
+    change-unaware until a trusted link proves it aware; the placeholder is written at once, so
+    it survives a reboot and the bond's erasure as any record does.
 
     Args:
         path: the JSON file; None keeps the records in memory.
+        is_bonded: whether a central (by address) has a bond now: its record is never dropped.
     """
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, is_bonded: Callable[[str], bool] = lambda _peer: False) -> None:
         self.path = path
+        self._is_bonded = is_bonded
         self._records: dict[str, CachingRecord] = {}
-        self.unknown: set[str] = set()
-        """Bonded centrals whose record was missing or damaged at boot (see the class docstring)."""
 
     def load(self, bonded: Collection[str]) -> None:
-        """Read the file (at boot); a bonded central in ``bonded`` without a readable record is :attr:`unknown`."""
+        """Read the file (at boot); a bonded central in ``bonded`` without a readable record gets a placeholder."""
         self._records = self._read()
-        self.unknown = {peer for peer in bonded if peer not in self._records}
-        if self.unknown:
-            logger.warning("no robust caching record for %d bonded central(s): they start change-unaware", len(self.unknown))
+        lost = [peer for peer in bonded if peer not in self._records]
+        if lost:
+            logger.warning("no robust caching record for %d bonded central(s): they start change-unaware", len(lost))
+            for peer in lost:
+                self._records[peer] = CachingRecord(robust_caching=True, aware_hash=UNKNOWN_HASH)
+            self._write()
 
     def get(self, peer: str) -> CachingRecord | None:
         """The record of ``peer``, if any."""
@@ -119,12 +128,14 @@ class CachingStore:
 
     def put(self, peer: str, record: CachingRecord) -> None:
         """Store ``record`` for ``peer`` (persisted at once)."""
-        self.unknown.discard(peer)
-        if self._records.get(peer) != record:
-            self._records.pop(peer, None)  # to the end: the most recently written
-            self._records[peer] = record
-            while len(self._records) > MAX_RECORDS:
-                del self._records[next(iter(self._records))]
+        changed = self._records.get(peer) != record
+        self._records.pop(peer, None)  # to the end: the most recently used
+        self._records[peer] = record
+        spare = [other for other in self._records if other != peer and not self._is_bonded(other)]
+        for other in spare[: max(0, len(self._records) - MAX_RECORDS)]:  # least recently used first
+            del self._records[other]
+            changed = True
+        if changed:
             self._write()
 
     def _read(self) -> dict[str, CachingRecord]:
@@ -186,7 +197,7 @@ class RobustCaching:
     """The band's robust caching in front of bumble's GATT server.
 
     Args:
-        store: the records per bond (:attr:`firmware_sim.pairing.BandSecurity.caching`).
+        store: the records per central that bonded (:attr:`firmware_sim.pairing.BandSecurity.caching`).
         trusted: whether a connection is encrypted with the keys of its peer's bond
             (:meth:`firmware_sim.pairing.BandSecurity.trusted`).
     """
@@ -228,8 +239,7 @@ class RobustCaching:
         peer = str(connection.peer_address)
         record = self.store.get(peer)
         robust = record is not None and record.robust_caching
-        # An unknown central (its record lost or damaged) may hold handles of another database: held off too.
-        aware = not ((robust and record is not None and record.aware_hash != self.database_hash) or peer in self.store.unknown)
+        aware = not (robust and record is not None and record.aware_hash != self.database_hash)
         link = self._links[connection] = _Link(aware=aware, features=ROBUST_CACHING if robust else 0)
         if not aware:
             logger.info("%s starts change-unaware: the database changed since it cached it", connection.peer_address)
@@ -249,7 +259,7 @@ class RobustCaching:
         if not link.aware or not self._trusted(connection):
             return
         peer = str(connection.peer_address)
-        old = None if peer in self.store.unknown else self.store.get(peer)
+        old = self.store.get(peer)
         robust = link.robust_trusted or (old is not None and old.robust_caching)
         self.store.put(peer, CachingRecord(robust_caching=robust, aware_hash=self.database_hash))
 

@@ -100,8 +100,8 @@ class BandSecurity:
         self.keystore: KeyStore = JsonKeyStore(namespace=None, filename=str(bonds_path)) if bonds_path else MemoryKeyStore()
         self._bonded: set[str] = set()
         """Peer identity addresses with a bond (a cache of the key store, read synchronously by the gate)."""
-        self.caching = CachingStore(caching_path_for(bonds_path) if bonds_path else None)
-        """Robust caching records per bond (:class:`~firmware_sim.gatt_caching.RobustCaching` reads and writes them)."""
+        self.caching = CachingStore(caching_path_for(bonds_path) if bonds_path else None, is_bonded=lambda peer: peer in self._bonded)
+        """Robust caching records per central that bonded (:class:`~firmware_sim.gatt_caching.RobustCaching` reads and writes them)."""
 
     async def load(self) -> None:
         """Read the bonds from the key store, and their robust caching records (at boot)."""

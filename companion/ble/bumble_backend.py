@@ -85,7 +85,7 @@ from bleak.backends.scanner import (
 from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 from bleak.exc import BleakDeviceNotFoundError, BleakError, BleakGATTProtocolError
 from bleak.uuids import normalize_uuid_16, normalize_uuid_32
-from bumble import att, core, hci
+from bumble import att, core, hci, smp
 from bumble.core import AdvertisingData
 from bumble.device import Advertisement, Connection, Device, Peer
 from bumble.gatt import GATT_CLIENT_CHARACTERISTIC_CONFIGURATION_DESCRIPTOR
@@ -204,6 +204,29 @@ def address_type_of(device: BLEDevice) -> str:
 # The central: one BLE host, handed to the scanners and clients built from it
 
 
+class _DirectResolver(smp.AddressResolver):
+    """Resolves a peer's private addresses as bumble's does, but never sends ``connect`` looking for one.
+
+    bumble's host, holding a bond's identity key for the address it is asked to connect to, scans first
+    for that peer's current private address: one advertising interval lost before every connection to
+    a bonded band, although a band advertises with its random static identity address and never with a
+    private one (SPEC §21.4).  A peer that did use private addresses is not reached at its identity
+    address; the transport then scans for it by name after ``DIRECT_CONNECT_TIMEOUT``, and connects to
+    the address it advertises."""
+
+    def can_resolve_to(self, address: hci.Address) -> bool:
+        return False
+
+
+class _CentralDevice(Device):
+    """The central's bumble Device: connects to a bonded peer's identity address directly (:class:`_DirectResolver`)."""
+
+    async def refresh_resolving_list(self) -> None:
+        await super().refresh_resolving_list()
+        if self.address_resolver is not None:
+            self.address_resolver = _DirectResolver(self.address_resolver.resolving_keys)
+
+
 class _CentralStack:
     """The central's running bumble Device, plus scan bookkeeping."""
 
@@ -222,12 +245,7 @@ class _CentralStack:
     async def create(cls, site: HostSite, address: str | None, keystore: KeyStore, att_mtu: int = REQUESTED_ATT_MTU) -> _CentralStack:
         own_address = random_static_address(address) if address else hci.Address.generate_static_address()
         attached = await attach_host(site, name="bleak-central", controller_factory=_central_controller)
-        device = Device(name=CENTRAL_NAME, address=own_address, host=attached.host)
-        # The controller resolves a bonded peer's private addresses (its resolving list), as an operating
-        # system's stack has it do.  Without this, bumble's host scans for a bonded peer before every
-        # connection to find its current address: one advertising interval lost, even for a band whose
-        # random static address never changes (SPEC §21.4).
-        device.address_resolution_offload = True
+        device = _CentralDevice(name=CENTRAL_NAME, address=own_address, host=attached.host)
         device.gatt_server.max_mtu = att_mtu  # also what we accept when a peer asks for an MTU first
         device.keystore = keystore
         device.pairing_config_factory = _just_works

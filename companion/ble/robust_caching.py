@@ -1,7 +1,7 @@
 """The client side of GATT robust caching for a bonded band (Core 5.1, Vol 3 Part G 2.5.2.1; SPEC 21.6).
 
 A client WITH A BOND may use its cached handles without reading the Database Hash first when
-the server does robust caching: the server remembers, per bond, whether that client is
+the server does robust caching: the server remembers, per central that bonded, whether that client is
 change-aware, and protects a change-unaware one (after a firmware update moved the handles)
 by ignoring its ATT commands and answering its ATT requests with error 0x12 (Database Out Of
 Sync).  So nothing the client sends on stale handles lands on a wrong attribute, and the first
@@ -163,8 +163,9 @@ class UnverifiedLink:
             self._settled.exception()  # seen here: a link with no waiting request must not log it
 
     def close(self) -> None:
-        """The link went down: requests still waiting fail (with an error, not a cancellation: their callers
-        were not cancelled, and a CancelledError would pass through their timeouts as one); forget the rest."""
+        """The link went down: forget the kept commands.  The backend has already cancelled the requests in
+        flight (its guard turns that into BleakError for their callers); a request still waiting here fails
+        with an error too, not a cancellation its caller did not ask for."""
         self._kept.clear()
         if not self._settled.done():
             self._settled.set_exception(core.InvalidStateError("the link closed before its cached handles were proven"))

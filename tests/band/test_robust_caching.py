@@ -26,7 +26,7 @@ from bumble.pairing import PairingConfig, PairingDelegate
 
 from ble_stack.controllers import CentralController
 from ble_stack.hosts import attach_host
-from firmware_sim.gatt_caching import CachingRecord, caching_path_for
+from firmware_sim.gatt_caching import CachingRecord, CachingStore, caching_path_for
 from firmware_sim.local import LocalBleBand
 
 TIMEOUT = 20.0
@@ -347,14 +347,13 @@ def test_a_bonded_central_whose_record_is_damaged_starts_change_unaware_and_gets
                 connection = await central.connect(new)
                 first = error_of(await write_request(connection, rx(new), FRAME_BYTES))
                 second = error_of(await write_request(connection, rx(new), FRAME_BYTES))
-                await connection.encrypt()
-                enabled = error_of(await write_request(connection, features_handle(new), b"\x01"))
-                return first, second, enabled, new.security.caching.get(str(central.device.random_address)), current_hash(new)
+                await connection.encrypt()  # proven aware on a trusted link, without writing Client Supported Features again
+                return first, second, new.security.caching.get(str(central.device.random_address)), current_hash(new)
 
-    first, second, enabled, record, new_hash = run(main())
+    first, second, record, new_hash = run(main())
     assert first is not None and first[0] == att.ErrorCode.DATABASE_OUT_OF_SYNC  # unknown: held off
-    assert second is None and enabled is None
-    assert record == CachingRecord(robust_caching=True, aware_hash=new_hash)
+    assert second is None
+    assert record == CachingRecord(robust_caching=True, aware_hash=new_hash)  # robust kept: the next update holds it off again
     assert json.loads(caching_path_for(bonds).read_text())["bonds"]  # written again, whole
 
 
@@ -384,3 +383,22 @@ def test_the_record_outlives_the_bond_and_still_holds_off_a_stale_central(tmp_pa
     assert ignored == 1
     assert first is not None and first[0] == att.ErrorCode.DATABASE_OUT_OF_SYNC
     assert json.loads(caching_path_for(bonds).read_text())["bonds"]
+
+
+def test_the_cap_on_records_drops_those_of_centrals_without_a_bond_least_recently_used_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records outlive bonds, so they are capped; a current bond's record is never dropped (its central would then
+    be trusted with stale handles after the next firmware update), even above the cap."""
+    import firmware_sim.gatt_caching as gatt_caching
+
+    monkeypatch.setattr(gatt_caching, "MAX_RECORDS", 2)
+    bonded = {"A", "B", "C"}
+    store = CachingStore(tmp_path / "caching.json", is_bonded=lambda peer: peer in bonded)
+    record = CachingRecord(robust_caching=True, aware_hash=bytes(range(16)))
+    for peer in ("A", "B", "C", "X", "Y"):
+        store.put(peer, record)
+    assert [peer for peer in ("A", "B", "C", "X", "Y") if store.get(peer)] == ["A", "B", "C", "Y"]  # X: no bond, least recent
+    bonded.discard("A")
+    store.put("B", record)  # used again: most recent
+    store.put("Z", record)
+    assert [peer for peer in ("A", "B", "C", "Y", "Z") if store.get(peer)] == ["B", "C", "Z"]
+    assert set(json.loads((tmp_path / "caching.json").read_text())["bonds"]) == {"B", "C", "Z"}
