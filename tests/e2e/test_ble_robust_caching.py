@@ -219,6 +219,22 @@ def test_a_band_that_lost_our_bond_is_proven_by_its_hash():
     assert len(observer.hash_reads()) == 1
 
 
+class Scene:
+    """A paced link, the companion's GATT cache, key store and address book, and the band's bond storage: what
+    survives from one band session (and one central) to the next, as across a firmware update."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.link = PacedLink(timing(), trace=True)
+        self.cache = MemoryGattCache()
+        self.keystore = MemoryKeyStore()
+        self.book = Book()
+        self.bonds = tmp_path / "bonds.json"
+
+    def central(self) -> BumbleCentral:
+        """A new companion host with the same address, key store and cache."""
+        return BumbleCentral(link=self.link, gatt_cache=self.cache, keystore=self.keystore, address=CENTRAL_ADDRESS)
+
+
 def updated_band(link: PacedLink, bonds: Path) -> LocalBleBand:
     """The band after a firmware update: a DFU service (writable with and without response) before its own,
     so every handle moves, and the same bond storage."""
@@ -234,14 +250,8 @@ def test_after_a_firmware_update_status_still_works_and_nothing_is_misdirected(t
     first request gets 0x12, its write commands are ignored; it discovers again, sends everything again on
     the new handles, stores the new hash and makes the entry robust again (on an unencrypted link it encrypts
     it first: the band persists awareness only from a trusted link): the next status reads no hash."""
-    link = PacedLink(timing(), trace=True)
-    cache = MemoryGattCache()
-    keystore = MemoryKeyStore()
-    book = Book()
-    bonds = tmp_path / "bonds.json"
-
-    def central() -> BumbleCentral:
-        return BumbleCentral(link=link, gatt_cache=cache, keystore=keystore, address=CENTRAL_ADDRESS)
+    scene = Scene(tmp_path)
+    link, cache, book, bonds, central = scene.link, scene.cache, scene.book, scene.bonds, scene.central
 
     async def job() -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -377,14 +387,8 @@ def test_a_band_that_lost_its_bonds_or_records_before_a_firmware_update_still_ho
     records (a damaged file), then got a firmware update that moved every handle.  The band's records outlive
     its bonds, and a bonded central without a record starts change-unaware: the companion's first request gets
     0x12 and its write commands are ignored, so nothing lands on the DFU characteristic now at RX's old handle."""
-    link = PacedLink(timing(), trace=True)
-    cache = MemoryGattCache()
-    keystore = MemoryKeyStore()
-    book = Book()
-    bonds = tmp_path / "bonds.json"
-
-    def central() -> BumbleCentral:
-        return BumbleCentral(link=link, gatt_cache=cache, keystore=keystore, address=CENTRAL_ADDRESS)
+    scene = Scene(tmp_path)
+    link, cache, book, bonds, central = scene.link, scene.cache, scene.book, scene.bonds, scene.central
 
     async def job() -> dict[str, Any]:
         out: dict[str, Any] = {}
