@@ -40,13 +40,13 @@ from typing import Final
 
 from bumble import att, crypto
 from bumble.device import Connection, Device
-from bumble.gatt import GATT_DATABASE_HASH_CHARACTERISTIC, CharacteristicValue
+from bumble.gatt import GATT_DATABASE_HASH_CHARACTERISTIC, CharacteristicValue, ClientSupportedFeatures
 from bumble.gatt_server import Server
 from bumble.profiles.gatt_service import GenericAttributeProfileService
 
 logger = logging.getLogger(__name__)
 
-ROBUST_CACHING: Final = 0x01
+ROBUST_CACHING: Final = int(ClientSupportedFeatures.ROBUST_CACHING)
 """Client Supported Features, octet 0, bit 0: the client wants robust caching."""
 KNOWN_FEATURES: Final = ROBUST_CACHING
 """The client features the band knows (no EATT, no Multiple Handle Value Notifications): others are stored as 0."""

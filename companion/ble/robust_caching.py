@@ -37,14 +37,12 @@ from bumble import att, core
 if TYPE_CHECKING:
     from bumble.gatt_client import Client
 
-__all__ = ["DATABASE_OUT_OF_SYNC", "ROBUST_CACHING_BIT", "UnverifiedLink", "set_robust_caching"]
+__all__ = ["DATABASE_OUT_OF_SYNC", "UnverifiedLink", "set_robust_caching"]
 
 logger = logging.getLogger(__name__)
 
 DATABASE_OUT_OF_SYNC = att.ErrorCode.DATABASE_OUT_OF_SYNC
 """ATT error 0x12: the server's database changed since this (bonded, robust-caching) client last saw it."""
-ROBUST_CACHING_BIT = 0x01
-"""Client Supported Features (0x2B29), octet 0 bit 0: the client does robust caching."""
 
 _T = TypeVar("_T")
 
@@ -157,18 +155,18 @@ class UnverifiedLink:
 
     def _fail(self, error: BaseException) -> None:
         """The first request got no answer (link lost, timeout): nothing is known; the waiting requests fail."""
-        self._kept.clear()
-        if not self._settled.done():
-            self._settled.set_exception(core.InvalidStateError(f"the first request on a link with cached handles failed: {error!r}"))
-            self._settled.exception()  # seen here: a link with no waiting request must not log it
+        self._give_up(f"the first request on a link with cached handles failed: {error!r}")
 
     def close(self) -> None:
         """The link went down: forget the kept commands.  The backend has already cancelled the requests in
         flight (its guard turns that into BleakError for their callers); a request still waiting here fails
         with an error too, not a cancellation its caller did not ask for."""
+        self._give_up("the link closed before its cached handles were proven")
+
+    def _give_up(self, why: str) -> None:
         self._kept.clear()
         if not self._settled.done():
-            self._settled.set_exception(core.InvalidStateError("the link closed before its cached handles were proven"))
+            self._settled.set_exception(core.InvalidStateError(why))
             self._settled.exception()  # seen here: a link with no waiting request must not log it
 
 
@@ -181,7 +179,7 @@ async def set_robust_caching(gatt_client: Client) -> bool:
     Raises:
         att.ATT_Error: the peer refused the read or the write.
     """
-    from bumble.gatt import GATT_CLIENT_SUPPORTED_FEATURES_CHARACTERISTIC
+    from bumble.gatt import GATT_CLIENT_SUPPORTED_FEATURES_CHARACTERISTIC, ClientSupportedFeatures
 
     response = await gatt_client.send_request(
         att.ATT_Read_By_Type_Request(starting_handle=0x0001, ending_handle=0xFFFF, attribute_type=GATT_CLIENT_SUPPORTED_FEATURES_CHARACTERISTIC))
@@ -193,6 +191,6 @@ async def set_robust_caching(gatt_client: Client) -> bool:
         return False
     handle, value = response.attributes[0]
     features = bytearray(value or b"\x00")
-    features[0] |= ROBUST_CACHING_BIT
+    features[0] |= ClientSupportedFeatures.ROBUST_CACHING
     await gatt_client.write_value(handle, bytes(features), with_response=True)
     return True
